@@ -1,0 +1,50 @@
+"""The library's exception types.
+
+Every error raised for bad input derives from :class:`ConversionError`, so a
+caller can catch one type. Messages name the field, what was found and what
+was expected, because "shapes do not match" alone leaves a user guessing.
+"""
+
+from __future__ import annotations
+
+
+class ConversionError(ValueError):
+    """Base class: the weights, the options or the call cannot be converted."""
+
+
+class UnknownFormatError(ConversionError):
+    """A format or runtime name that the library does not know."""
+
+
+class ShapeError(ConversionError):
+    """An array whose shape disagrees with the spec or with its siblings."""
+
+    def __init__(self, field: str, found: object, expected: object, why: str = "") -> None:
+        self.field, self.found, self.expected = field, found, expected
+        detail = f" ({why})" if why else ""
+        super().__init__(f"{field}: shape {found}, expected {expected}{detail}")
+
+
+class MissingKeyError(ConversionError):
+    """A weight that the format requires is absent."""
+
+
+class UnexpectedKeyError(ConversionError):
+    """A key or array that the format does not define."""
+
+
+class WeightValueError(ConversionError):
+    """Weights of the wrong kind: integer, complex, object or non-finite."""
+
+
+class UnsupportedFeatureError(ConversionError):
+    """The target format or runtime cannot hold a feature the weights use."""
+
+    def __init__(self, target: str, feature: str, detail: str = "") -> None:
+        self.target, self.feature = target, feature
+        extra = f": {detail}" if detail else ""
+        super().__init__(f"{target} cannot represent {feature}{extra}")
+
+
+class SpecError(ConversionError):
+    """An LSTMSpec with inconsistent or out-of-range fields."""

@@ -1,0 +1,59 @@
+"""The registry of native weight formats (pure numpy).
+
+Each format is a pair of functions through the canonical form plus the spec
+features it can hold. Adding a format means adding a module and a row here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..canonical import LSTMWeights
+from ..errors import UnknownFormatError
+from . import cudnn, flat, flax, keras, neoml, onnx, tf1, torch
+
+
+@dataclass(frozen=True)
+class Format:
+    """One native weight format."""
+
+    name: str
+    to_canonical: Callable[..., LSTMWeights]
+    from_canonical: Callable[..., Any]
+    supported: frozenset[str]
+    summary: str
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f for f in (
+        Format("keras", keras.to_canonical, keras.from_canonical, keras.SUPPORTED,
+               "[kernel (I,4H), recurrent_kernel (H,4H), bias (4H)] per LSTM"),
+        Format("cudnn", cudnn.to_canonical, cudnn.from_canonical, cudnn.SUPPORTED,
+               "CuDNNLSTM: [kernel, recurrent_kernel, bias (8H)] in cuDNN layout"),
+        Format("cudnn_params", flat.cudnn_params_to_canonical, flat.cudnn_params_from_canonical,
+               flat.SUPPORTED, "flat cuDNN parameter buffer"),
+        Format("tf1", tf1.to_canonical, tf1.from_canonical, tf1.SUPPORTED,
+               "LSTMCell [kernel (I+H,4H), bias (4H)] or checkpoint variables"),
+        Format("torch", torch.to_canonical, torch.from_canonical, torch.SUPPORTED,
+               "nn.LSTM state_dict"),
+        Format("onnx", onnx.to_canonical, onnx.from_canonical, onnx.SUPPORTED,
+               "LSTM node W (D,4H,I), R (D,4H,H), B (D,8H), P (D,3H)"),
+        Format("neoml", neoml.to_canonical, neoml.from_canonical, neoml.SUPPORTED,
+               "Lstm input/recurrent weights and free terms, gates g f i o"),
+        Format("flax", flax.to_canonical, flax.from_canonical, flax.SUPPORTED,
+               "linen LSTMCell / OptimizedLSTMCell or nnx OptimizedLSTMCell params"),
+        Format("jax_rnn", flat.jax_rnn_to_canonical, flat.jax_rnn_from_canonical, flat.SUPPORTED,
+               "jax.experimental.rnn flat weight vector"),
+    )
+}
+
+
+def get(name: str) -> Format:
+    """The format called ``name``; an unknown name lists the known ones."""
+    try:
+        return FORMATS[name]
+    except (KeyError, TypeError):
+        raise UnknownFormatError(f"format: {name!r} is unknown, expected one of "
+                                 f"{sorted(FORMATS)}") from None

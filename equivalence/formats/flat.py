@@ -1,0 +1,107 @@
+"""Flat parameter vectors: the cuDNN buffer and ``jax.experimental.rnn`` weights.
+
+A flat vector carries no shapes, so reading one needs ``input_size``,
+``units``, ``layers`` and ``directions``; its length is checked against them.
+Both use canonical orientation and gate order (i f g o, (4H, in) row-major).
+
+* ``cudnn_params`` (TF ``CudnnRNNCanonicalToParams``, PyTorch's flat cuDNN
+  weights): per layer and direction, W_i..W_o (H, in), R_i..R_o (H, H), then
+  the four input biases and the four recurrent biases.
+* ``jax_rnn``: every pseudo-layer's W_ih (4H, in) and W_hh (4H, H) first, then
+  every pseudo-layer's b_ih and b_hh.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..canonical import CellWeights, LSTMWeights
+from ..spec import LSTMSpec
+from . import _common as c
+
+SUPPORTED = frozenset({"stacked layers", "bidirectional"})
+
+
+def _spec(input_size: Any, units: Any, layers: Any, directions: Any) -> LSTMSpec:
+    for name, value in (("input_size", input_size), ("units", units)):
+        if value is None:
+            raise c.ConversionError(f"{name}: required to read a flat parameter vector")
+    return LSTMSpec(input_size, units, layers, c.check_directions(directions))
+
+
+def _sizes(spec: LSTMSpec) -> list[tuple[int, int]]:
+    """(matrix elements, bias elements) per pseudo-layer, layer-major."""
+    units = spec.units
+    return [(4 * units * (spec.layer_input_size(k) + units), 8 * units)
+            for k in range(spec.layers) for _ in range(spec.directions)]
+
+
+def _vector(native: Any, name: str, spec: LSTMSpec) -> np.ndarray:
+    vector = c.as_weight(native, f"{name} vector")
+    expected = sum(m + b for m, b in _sizes(spec))
+    c.expect_shape(vector, f"{name} vector", (expected,),
+                   f"I={spec.input_size}, H={spec.units}, layers={spec.layers}, "
+                   f"directions={spec.directions}")
+    return vector
+
+
+def _cell(matrices: np.ndarray, biases: np.ndarray, spec: LSTMSpec, layer: int) -> CellWeights:
+    units, width = spec.units, spec.layer_input_size(layer)
+    split = 4 * units * width
+    return CellWeights(w_input=matrices[:split].reshape(4 * units, width).copy(),
+                       w_recurrent=matrices[split:].reshape(4 * units, units).copy(),
+                       b_input=biases[:4 * units].copy(), b_recurrent=biases[4 * units:].copy())
+
+
+def _pieces(weights: LSTMWeights) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(np.concatenate([cell.w_input.ravel(), cell.w_recurrent.ravel()]),
+             np.concatenate([cell.b_input, cell.b_recurrent]))
+            for _layer, _direction, cell in weights.iter_cells()]
+
+
+def _checked(weights: LSTMWeights, name: str) -> LSTMWeights:
+    c.refuse_features(weights.spec, name, SUPPORTED)
+    return weights.with_folded_forget_bias()
+
+
+def cudnn_params_to_canonical(native: Any, *, input_size: int | None = None,
+                              units: int | None = None, layers: int = 1,
+                              directions: int = 1) -> LSTMWeights:
+    """cuDNN buffer -> canonical (matrices and biases interleaved per pseudo-layer)."""
+    spec = _spec(input_size, units, layers, directions)
+    vector = _vector(native, "cudnn_params", spec)
+    cells, offset = [], 0
+    for n, (m, b) in enumerate(_sizes(spec)):
+        cells.append(_cell(vector[offset:offset + m], vector[offset + m:offset + m + b], spec,
+                           n // spec.directions))
+        offset += m + b
+    return c.build(spec.replace(dtype=vector.dtype.name), cells)
+
+
+def cudnn_params_from_canonical(weights: LSTMWeights) -> np.ndarray:
+    """Canonical -> cuDNN buffer."""
+    weights = _checked(weights, "cudnn_params")
+    return np.concatenate([np.concatenate(pair) for pair in _pieces(weights)])
+
+
+def jax_rnn_to_canonical(native: Any, *, input_size: int | None = None, units: int | None = None,
+                         layers: int = 1, directions: int = 1) -> LSTMWeights:
+    """jax.experimental.rnn vector -> canonical (all matrices, then all biases)."""
+    spec = _spec(input_size, units, layers, directions)
+    vector = _vector(native, "jax_rnn", spec)
+    sizes = _sizes(spec)
+    matrix_total = sum(m for m, _ in sizes)
+    cells, m_offset, b_offset = [], 0, matrix_total
+    for n, (m, b) in enumerate(sizes):
+        cells.append(_cell(vector[m_offset:m_offset + m], vector[b_offset:b_offset + b], spec,
+                           n // spec.directions))
+        m_offset, b_offset = m_offset + m, b_offset + b
+    return c.build(spec.replace(dtype=vector.dtype.name), cells)
+
+
+def jax_rnn_from_canonical(weights: LSTMWeights) -> np.ndarray:
+    """Canonical -> jax.experimental.rnn vector."""
+    pieces = _pieces(_checked(weights, "jax_rnn"))
+    return np.concatenate([m for m, _ in pieces] + [b for _, b in pieces])

@@ -1,0 +1,80 @@
+"""PyTorch ``nn.LSTM`` state_dict.
+
+Native form: ``{weight_ih_l{k}[_reverse]: (4H, in), weight_hh_l{k}: (4H, O),
+bias_ih_l{k}: (4H), bias_hh_l{k}: (4H), weight_hr_l{k}: (P, H)}`` as numpy
+arrays or tensors, exactly ``nn.LSTM(...).state_dict()``. Gate order i f g o in
+rows; two biases; same orientation as canonical. ``from_canonical`` returns
+numpy arrays (``torch.from_numpy`` them, or pass to ``load_state_dict`` after).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from ..canonical import CellWeights, LSTMWeights, expected_shapes
+from ..spec import LSTMSpec
+from . import _common as c
+
+NAME = "torch"
+SUPPORTED = frozenset({"stacked layers", "bidirectional", "projection"})
+_LAYER_KEY = re.compile(r"^weight_ih_l(\d+)$")
+
+
+def key_names(layer: int, direction: int, projection: bool) -> dict[str, str]:
+    """Canonical field -> state_dict key for one layer and direction."""
+    suffix = f"l{layer}" + ("_reverse" if direction == 1 else "")
+    names = {"w_input": f"weight_ih_{suffix}", "w_recurrent": f"weight_hh_{suffix}",
+             "b_input": f"bias_ih_{suffix}", "b_recurrent": f"bias_hh_{suffix}"}
+    if projection:
+        names["projection"] = f"weight_hr_{suffix}"
+    return names
+
+
+def _infer_spec(native: dict[str, Any]) -> LSTMSpec:
+    layers = sum(1 for key in native if _LAYER_KEY.match(key))
+    if "weight_ih_l0" not in native:
+        raise c.MissingKeyError(f"{NAME} state_dict: missing 'weight_ih_l0' (keys: {sorted(native)})")
+    directions = 2 if "weight_ih_l0_reverse" in native else 1
+    first = c.as_weight(native["weight_ih_l0"], "weight_ih_l0")
+    c.expect_ndim(first, "weight_ih_l0", 2, "(4H, I)")
+    units = c.gate_units(first, "weight_ih_l0", axis=0)
+    projection = None
+    if "weight_hr_l0" in native:
+        hr = c.as_weight(native["weight_hr_l0"], "weight_hr_l0")
+        c.expect_ndim(hr, "weight_hr_l0", 2, "(P, H)")
+        projection = hr.shape[0]
+    return LSTMSpec(first.shape[1], units, layers, directions, projection_size=projection)
+
+
+def to_canonical(native: Any) -> LSTMWeights:
+    """state_dict -> canonical (layers, directions and proj_size read from the keys)."""
+    native = dict(c.expect_mapping(native, f"{NAME} state_dict"))
+    spec = _infer_spec(native)
+    projection = spec.projection_size is not None
+    expected = [key_names(k, d, projection) for k in range(spec.layers) for d in range(spec.directions)]
+    c.check_keys(native, [key for names in expected for key in names.values()], (),
+                 f"{NAME} state_dict")
+    arrays = {key: c.as_weight(value, key) for key, value in native.items()}
+    spec = spec.replace(dtype=c.common_dtype(arrays.values()))
+    cells = []
+    for n, names in enumerate(expected):
+        shapes = expected_shapes(spec, n // spec.directions)
+        for field, key in names.items():
+            c.expect_shape(arrays[key], key, shapes[field])
+        cells.append(CellWeights(**{field: arrays[key].copy() for field, key in names.items()}))
+    return c.build(spec, cells)
+
+
+def from_canonical(weights: LSTMWeights) -> dict[str, np.ndarray]:
+    """Canonical -> state_dict of numpy arrays (forget offset folded into bias_ih)."""
+    c.refuse_features(weights.spec, NAME, SUPPORTED)
+    weights = weights.with_folded_forget_bias()
+    projection = weights.spec.projection_size is not None
+    native = {}
+    for layer, direction, cell in weights.iter_cells():
+        for field, key in key_names(layer, direction, projection).items():
+            native[key] = c.copy_out(getattr(cell, field))
+    return native

@@ -1,0 +1,200 @@
+"""Flax linen runtimes: ``nn.RNN`` over ``nn.LSTMCell`` or ``nn.OptimizedLSTMCell``.
+
+This module owns running flax-format weights (see :mod:`equivalence.formats.flax`)
+through flax itself and normalizing the result to the contract of
+:mod:`equivalence.io_types`. Layers are a Python loop of ``nn.RNN``; a
+bidirectional layer is a forward ``nn.RNN`` plus ``nn.RNN(reverse=True,
+keep_order=True)``, concatenated forward first.
+
+Facts from flax 0.12.8 ``linen/recurrent.py`` that the code relies on:
+
+* ``nn.RNN(..., return_carry=True)`` with ``seq_lengths`` returns the carry of
+  each sequence's last valid step (``_select_last_carry``).
+* ``reverse=True`` with ``seq_lengths`` flips only the valid part of each
+  sequence (``flip_sequences`` keeps padding at the end), and ``keep_order``
+  flips the outputs back the same way, so the reverse direction's carry is the
+  state after original step 0.
+* Outputs at padded steps are not zeroed: we zero them here.
+* The carry is ``(c, h)``.
+
+One jitted function per (cell, spec, time-major, which inputs are present)
+takes the parameters as an argument, so a new set of weights of the same shape
+never retraces; jax's own jit cache handles new batch/time shapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ConversionError
+from ..io_types import LSTMInputs, LSTMResult
+from ..spec import LSTMSpec
+from .base import Capabilities, Runtime, zero_padding
+
+# Recurrent activations flax can use as ``gate_fn`` with a function jax itself
+# ships: Keras 3's hard sigmoid is relu6(x + 3) / 6, which is jax.nn.hard_sigmoid.
+_GATE_FUNCTIONS = {"sigmoid": "sigmoid", "hard_sigmoid_keras3": "hard_sigmoid"}
+
+_CAPABILITIES = Capabilities(
+    max_layers=None,
+    bidirectional=True,
+    recurrent_activations=frozenset(_GATE_FUNCTIONS),
+    initial_state=True,
+    lengths=True,
+    time_major=True,
+    dtypes=frozenset({"float32", "float64"}),
+)
+
+# Jitted forward functions, shared by all instances: (cell, spec, flags) -> fn.
+_FORWARDS: dict[tuple[Any, ...], Callable[..., Any]] = {}
+
+
+class _FlaxLinenRuntime(Runtime):
+    """Shared body of the two linen runtimes; subclasses pick the cell class."""
+
+    format: ClassVar[str] = "flax"
+    module: ClassVar[str] = "flax"
+    capabilities: ClassVar[Capabilities] = _CAPABILITIES
+    cell_class: ClassVar[str]
+    default_variant: ClassVar[str]
+    # Format-option variants whose param tree this runtime reads (linen LSTMCell
+    # and OptimizedLSTMCell share one tree, so either is accepted).
+    variants: ClassVar[frozenset[str]] = frozenset({"linen", "linen_optimized"})
+
+    def run(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
+    ) -> LSTMResult:
+        variant = format_options.get("variant", self.default_variant)
+        if variant not in self.variants:
+            raise ConversionError(
+                f"{self.name}: format option variant={variant!r}, expected one of "
+                f"{sorted(self.variants)} (linen param trees)"
+            )
+        dtype = np.dtype(spec.dtype)
+        params = _params_grid(spec, native, dtype)
+        x = np.asarray(inputs.x, dtype=dtype)
+        if inputs.time_major:
+            x = x.transpose(1, 0, 2)
+        h0 = None if inputs.h0 is None else np.asarray(inputs.h0, dtype=dtype)
+        c0 = None if inputs.c0 is None else np.asarray(inputs.c0, dtype=dtype)
+        lengths = None if inputs.lengths is None else np.asarray(inputs.lengths, np.int32)
+        forward = self._forward(spec, inputs)
+        with _x64(dtype == np.float64):
+            outputs, h, c = forward(params, x, h0, c0, lengths)
+            outputs, h, c = np.asarray(outputs), np.asarray(h), np.asarray(c)
+        if inputs.time_major:
+            outputs = outputs.transpose(1, 0, 2)
+        return LSTMResult(zero_padding(outputs, inputs), h, c)
+
+    def _forward(self, spec: LSTMSpec, inputs: LSTMInputs) -> Callable[..., Any]:
+        key = (self.cell_class, spec, inputs.time_major, inputs.h0 is not None,
+               inputs.c0 is not None, inputs.lengths is not None)
+        if key not in _FORWARDS:
+            _FORWARDS[key] = _build_forward(self.cell_class, spec, *key[2:])
+        return _FORWARDS[key]
+
+
+class FlaxRuntime(_FlaxLinenRuntime):
+    """``flax.linen.RNN`` over ``flax.linen.LSTMCell`` (one Dense per gate)."""
+
+    name: ClassVar[str] = "flax"
+    cell_class: ClassVar[str] = "LSTMCell"
+    default_variant: ClassVar[str] = "linen"
+
+
+class FlaxOptimizedRuntime(_FlaxLinenRuntime):
+    """``flax.linen.RNN`` over ``flax.linen.OptimizedLSTMCell`` (gates in one matmul)."""
+
+    name: ClassVar[str] = "flax_optimized"
+    cell_class: ClassVar[str] = "OptimizedLSTMCell"
+    default_variant: ClassVar[str] = "linen_optimized"
+
+
+def _build_forward(
+    cell_class: str, spec: LSTMSpec, time_major: bool, has_h0: bool, has_c0: bool,
+    has_lengths: bool,
+) -> Callable[..., Any]:
+    """A jitted ``(params, x, h0, c0, lengths) -> (outputs, h, c)`` for ``spec``."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    cell_type = getattr(nn, cell_class)
+    gate_fn = getattr(jax.nn, _GATE_FUNCTIONS[spec.recurrent_activation])
+    units = spec.units
+
+    def forward(params, x, h0, c0, lengths):
+        batch = x.shape[1] if time_major else x.shape[0]
+        zeros = jnp.zeros((batch, units), x.dtype)
+        layer_input, final_h, final_c = x, [], []
+        for layer in range(spec.layers):
+            outs = []
+            for direction in range(spec.directions):
+                rnn = nn.RNN(
+                    cell_type(features=units, gate_fn=gate_fn),
+                    time_major=time_major,
+                    return_carry=True,
+                    reverse=direction == 1,
+                    keep_order=True,  # reverse outputs back in original time order
+                )
+                carry = (c0[layer, direction] if has_c0 else zeros,
+                         h0[layer, direction] if has_h0 else zeros)
+                (c, h), out = rnn.apply(
+                    {"params": {"cell": params[layer][direction]}},
+                    layer_input,
+                    initial_carry=carry,
+                    seq_lengths=lengths if has_lengths else None,
+                )
+                outs.append(out)
+                final_h.append(h)
+                final_c.append(c)
+            layer_input = jnp.concatenate(outs, axis=-1)
+        shape = (spec.layers, spec.directions, batch, units)
+        return layer_input, jnp.stack(final_h).reshape(shape), jnp.stack(final_c).reshape(shape)
+
+    return jax.jit(forward)
+
+
+def _params_grid(spec: LSTMSpec, native: Any, dtype: np.dtype) -> list[list[dict[str, Any]]]:
+    """``native`` as ``[layer][direction]`` cell param dicts of numpy arrays in ``dtype``.
+
+    A single cell's params (L=1, D=1) is a dict; anything else is a list over
+    layers of lists over directions. A ``{'params': ...}`` wrapper is accepted.
+    """
+    if isinstance(native, Mapping):
+        grid: Sequence[Any] = [[native]]
+    elif isinstance(native, Sequence) and not isinstance(native, (str, bytes)):
+        grid = native
+    else:
+        raise ConversionError(f"flax native: got {type(native).__name__}, expected a dict or list")
+    if len(grid) != spec.layers or any(len(row) != spec.directions for row in grid):
+        raise ConversionError(
+            f"flax native: {len(grid)} layers of {[len(row) for row in grid]} directions, "
+            f"expected {spec.layers} layers of {spec.directions}"
+        )
+    return [[_cast_tree(_unwrap(cell), dtype) for cell in row] for row in grid]
+
+
+def _unwrap(cell: Any) -> Any:
+    if isinstance(cell, Mapping) and set(cell) == {"params"}:
+        return cell["params"]
+    return cell
+
+
+def _cast_tree(tree: Any, dtype: np.dtype) -> Any:
+    if isinstance(tree, Mapping):
+        return {str(k): _cast_tree(v, dtype) for k, v in tree.items()}
+    return np.asarray(tree, dtype=dtype)
+
+
+def _x64(enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """Scoped float64 in jax: the process-wide default (float32 only) stays untouched."""
+    if not enabled:
+        return contextlib.nullcontext()
+    import jax
+
+    return jax.enable_x64(True)

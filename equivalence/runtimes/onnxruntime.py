@@ -1,0 +1,260 @@
+"""ONNX Runtime: an ONNX graph of ``LSTM`` nodes run by the CPU execution provider.
+
+Owns building the graph for a spec (one ``LSTM`` node per layer, time-major
+``layout=0``), feeding native ``onnx`` weights to it, and normalizing the
+result to the contract of :mod:`equivalence.io_types`.
+
+The weights are graph inputs, not initializers, and the batch and time
+dimensions are symbolic, so one session serves every example of a spec;
+a new set of weights only changes the feeds.
+
+Facts this module relies on (verified against onnxruntime 1.32, CPU):
+
+* ``clip`` bounds the four gate pre-activations (i, o, f and the cell
+  candidate, peephole terms included) before their activations; it touches
+  neither the cell state nor the ``tanh(c)`` in ``h = o * tanh(c)``.
+* With ``sequence_lens``, Y is zero past each length, Y_h/Y_c are the state
+  at the last valid step, and the reverse direction runs over the valid part
+  only, its Y in original time order.
+* The LSTM kernel is float32 only: float64 fails at run time ("does not
+  support double yet"); float16 graphs run because ORT inserts Casts to
+  float32 around the node; bfloat16 has no kernel; ``layout=1`` is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ConversionError, MissingKeyError, ShapeError, UnexpectedKeyError
+from ..io_types import LSTMInputs, LSTMResult
+from ..spec import LSTMSpec
+from .base import Capabilities, Runtime
+
+# LSTM-14 semantics (opset 22 only adds bfloat16 types, which ORT's CPU kernel lacks).
+_OPSET = 21
+# An IR version ORT has long accepted, so a newer onnx package cannot outrun it.
+_IR_VERSION = 10
+_BATCH, _TIME = "batch", "time"
+
+
+class OnnxRuntime(Runtime):
+    """ONNX ``LSTM`` nodes in onnxruntime's CPU execution provider."""
+
+    name: ClassVar[str] = "onnxruntime"
+    format: ClassVar[str] = "onnx"
+    module: ClassVar[str] = "onnxruntime"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        bidirectional=True,
+        projection=False,
+        peepholes=True,
+        gate_clip=True,
+        initial_state=True,
+        lengths=True,
+        # ONNX LSTM is time-major natively (ORT refuses layout=1): both paths are that one.
+        time_major=True,
+        # float16 runs as float16 tensors around a float32 kernel (ORT inserts the Casts).
+        dtypes=frozenset({"float32", "float16"}),
+        devices=frozenset({"cpu"}),
+    )
+
+    def __init__(self) -> None:
+        self._sessions: dict[tuple[LSTMSpec, bool, bool], Any] = {}
+
+    def version(self) -> str:
+        import onnx
+        import onnxruntime
+
+        return f"{onnxruntime.__version__} (onnx {onnx.__version__}, opset {_OPSET})"
+
+    def run(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
+    ) -> LSTMResult:
+        """Feed ``native`` ONNX weights and ``inputs`` to a cached session for ``spec``."""
+        if format_options:
+            raise ConversionError(f"{self.name}: unexpected format options {sorted(format_options)}")
+        layers = _layer_weights(spec, native)
+        has_state = inputs.h0 is not None or inputs.c0 is not None
+        has_lengths = inputs.lengths is not None
+        session = self._session(spec, has_state, has_lengths)
+        feeds = _feeds(spec, layers, inputs, has_state)
+        outputs = session.run(None, feeds)
+        return _result(spec, outputs, inputs)
+
+    def _session(self, spec: LSTMSpec, has_state: bool, has_lengths: bool) -> Any:
+        key = (spec, has_state, has_lengths)
+        if key not in self._sessions:
+            import onnxruntime
+
+            model = build_model(spec, has_state=has_state, has_lengths=has_lengths)
+            options = onnxruntime.SessionOptions()
+            options.log_severity_level = 3  # errors only: ORT warns about its own inserted Casts
+            self._sessions[key] = onnxruntime.InferenceSession(
+                model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+        return self._sessions[key]
+
+
+def build_model(spec: LSTMSpec, *, has_state: bool, has_lengths: bool) -> Any:
+    """The ONNX model for ``spec``: X (time, batch, I) in; per layer W/R/B[/P] as inputs.
+
+    Outputs: ``Y`` of the top layer (T, D, B, H), then ``Y_h_{k}``, ``Y_c_{k}``
+    (D, B, H) for every layer k.
+    """
+    from onnx import TensorProto, helper
+
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(spec.dtype))
+    graph_inputs = [helper.make_tensor_value_info("X", elem, [_TIME, _BATCH, spec.input_size])]
+    if has_lengths:
+        graph_inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32,
+                                                          [_BATCH]))
+    nodes, initializers, layer_input = [], [], "X"
+    for layer in range(spec.layers):
+        graph_inputs += _layer_inputs(spec, layer, elem, has_state)
+        nodes.append(_lstm_node(spec, layer, layer_input, has_state, has_lengths))
+        if layer + 1 < spec.layers:
+            layer_input = _flatten_directions(layer, nodes, initializers)
+    graph_outputs = [helper.make_tensor_value_info(f"Y_{spec.layers - 1}", elem, None)]
+    for layer in range(spec.layers):
+        graph_outputs += [helper.make_tensor_value_info(f"{name}_{layer}", elem, None)
+                          for name in ("Y_h", "Y_c")]
+    graph = helper.make_graph(nodes, "equivalence_lstm", graph_inputs, graph_outputs,
+                              initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
+    model.ir_version = _IR_VERSION
+    return model
+
+
+def _layer_inputs(spec: LSTMSpec, layer: int, elem: int, has_state: bool) -> list[Any]:
+    from onnx import helper
+
+    shapes = _weight_shapes(spec, layer)
+    if has_state:
+        shapes["initial_h"] = (spec.directions, _BATCH, spec.units)
+        shapes["initial_c"] = (spec.directions, _BATCH, spec.units)
+    return [helper.make_tensor_value_info(f"{name}_{layer}", elem, list(shape))
+            for name, shape in shapes.items()]
+
+
+def _lstm_node(spec: LSTMSpec, layer: int, x: str, has_state: bool, has_lengths: bool) -> Any:
+    """One LSTM node; its optional inputs are named positionally ('' = absent)."""
+    from onnx import helper
+
+    names = [x, f"W_{layer}", f"R_{layer}", f"B_{layer}",
+             "sequence_lens" if has_lengths else "",
+             f"initial_h_{layer}" if has_state else "",
+             f"initial_c_{layer}" if has_state else "",
+             f"P_{layer}" if spec.peepholes else ""]
+    while names[-1] == "":
+        names.pop()
+    attributes: dict[str, Any] = {
+        "hidden_size": spec.units,
+        "direction": "bidirectional" if spec.directions == 2 else "forward",
+        "layout": 0,
+        "input_forget": 0,
+    }
+    if spec.gate_clip is not None:
+        attributes["clip"] = float(spec.gate_clip)
+    outputs = [f"Y_{layer}", f"Y_h_{layer}", f"Y_c_{layer}"]
+    return helper.make_node("LSTM", names, outputs, name=f"lstm_{layer}", **attributes)
+
+
+def _flatten_directions(layer: int, nodes: list[Any], initializers: list[Any]) -> str:
+    """Y (T, D, B, H) -> (T, B, D*H), forward features first: the next layer's X."""
+    from onnx import TensorProto, helper
+
+    if not initializers:
+        # Reshape's 0 copies a dimension, so one shape serves every batch and time.
+        initializers.append(helper.make_tensor("keep_time_batch", TensorProto.INT64,
+                                               [3], [0, 0, -1]))
+    transposed, flat = f"Y_{layer}_tbdh", f"X_{layer + 1}"
+    nodes.append(helper.make_node("Transpose", [f"Y_{layer}"], [transposed], perm=[0, 2, 1, 3]))
+    nodes.append(helper.make_node("Reshape", [transposed, "keep_time_batch"], [flat]))
+    return flat
+
+
+def _weight_shapes(spec: LSTMSpec, layer: int) -> dict[str, tuple[int, ...]]:
+    units, directions = spec.units, spec.directions
+    shapes = {
+        "W": (directions, 4 * units, spec.layer_input_size(layer)),
+        "R": (directions, 4 * units, units),
+        "B": (directions, 8 * units),
+    }
+    if spec.peepholes:
+        shapes["P"] = (directions, 3 * units)
+    return shapes
+
+
+def _layer_weights(spec: LSTMSpec, native: Any) -> list[dict[str, np.ndarray]]:
+    """Native weights (a dict for one layer, a list of dicts for a stack), checked per layer."""
+    if isinstance(native, Mapping):
+        native = [native]
+    if isinstance(native, (str, bytes)) or not isinstance(native, Sequence):
+        raise ConversionError(f"onnx weights: got {type(native).__name__}, "
+                              "expected a dict (one layer) or a list of dicts")
+    if len(native) != spec.layers:
+        raise ShapeError("onnx weights", f"{len(native)} layers", f"{spec.layers} layers")
+    return [_checked_layer(spec, layer, weights) for layer, weights in enumerate(native)]
+
+
+def _checked_layer(spec: LSTMSpec, layer: int, weights: Any) -> dict[str, np.ndarray]:
+    where = f"onnx weights[{layer}]"
+    if not isinstance(weights, Mapping):
+        raise ConversionError(f"{where}: got {type(weights).__name__}, expected a dict")
+    shapes = _weight_shapes(spec, layer)
+    missing = sorted(set(shapes) - set(weights))
+    if missing:
+        raise MissingKeyError(f"{where}: missing {missing}")
+    extra = sorted(set(weights) - set(shapes))
+    if extra:
+        raise UnexpectedKeyError(f"{where}: unexpected {extra}, expected only {sorted(shapes)}")
+    checked = {}
+    for name, shape in shapes.items():
+        array = np.asarray(weights[name])
+        if array.shape != shape:
+            raise ShapeError(f"{where}.{name}", array.shape, shape)
+        checked[name] = array
+    return checked
+
+
+def _feeds(
+    spec: LSTMSpec, layers: list[dict[str, np.ndarray]], inputs: LSTMInputs, has_state: bool
+) -> dict[str, np.ndarray]:
+    dtype = np.dtype(spec.dtype)
+    feeds = {"X": np.ascontiguousarray(np.swapaxes(inputs.x, 0, 1), dtype=dtype)}
+    if inputs.lengths is not None:
+        feeds["sequence_lens"] = np.asarray(inputs.lengths, dtype=np.int32)
+    for layer, weights in enumerate(layers):
+        for name, array in weights.items():
+            feeds[f"{name}_{layer}"] = np.ascontiguousarray(array, dtype=dtype)
+    if has_state:
+        h0, c0 = _initial_states(spec, inputs)
+        for layer in range(spec.layers):
+            feeds[f"initial_h_{layer}"] = np.ascontiguousarray(h0[layer], dtype=dtype)
+            feeds[f"initial_c_{layer}"] = np.ascontiguousarray(c0[layer], dtype=dtype)
+    return feeds
+
+
+def _initial_states(spec: LSTMSpec, inputs: LSTMInputs) -> tuple[np.ndarray, np.ndarray]:
+    """Contract (L, D, B, H) states; a missing half of the pair is zeros (ONNX's default)."""
+    shape = (spec.layers, spec.directions, inputs.batch, spec.units)
+    h0 = np.zeros(shape) if inputs.h0 is None else np.asarray(inputs.h0)
+    c0 = np.zeros(shape) if inputs.c0 is None else np.asarray(inputs.c0)
+    for name, value in (("h0", h0), ("c0", c0)):
+        if value.shape != shape:
+            raise ShapeError(name, value.shape, shape)
+    return h0, c0
+
+
+def _result(spec: LSTMSpec, outputs: list[np.ndarray], inputs: LSTMInputs) -> LSTMResult:
+    """Y (T, D, B, H) -> (B, T, D*H); per-layer Y_h/Y_c (D, B, H) -> (L, D, B, H)."""
+    top, states = outputs[0], outputs[1:]
+    batch, steps = inputs.batch, inputs.steps
+    flat = top.transpose(2, 0, 1, 3).reshape(batch, steps, spec.directions * spec.units)
+    return LSTMResult(
+        outputs=np.ascontiguousarray(flat),
+        h=np.stack(states[0::2]),
+        c=np.stack(states[1::2]),
+    )

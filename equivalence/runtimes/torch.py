@@ -1,0 +1,219 @@
+"""PyTorch ``nn.LSTM`` runtimes: the CPU kernel and the CUDA (cuDNN) kernel.
+
+Owns building an ``nn.LSTM`` for a spec, loading a native ``torch`` state_dict
+into it, running a batch (packed sequences for ``lengths``) and normalizing
+the result to the contract of :mod:`equivalence.io_types`. Both runtimes share
+one implementation and differ only in the device they run on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ConversionError, MissingKeyError, ShapeError, UnexpectedKeyError
+from ..io_types import LSTMInputs, LSTMResult
+from ..spec import LSTMSpec
+from .base import Capabilities, Runtime, split_states
+
+_TORCH_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+class _TorchLSTMRuntime(Runtime):
+    """Shared implementation; subclasses pick the torch device."""
+
+    format: ClassVar[str] = "torch"
+    module: ClassVar[str] = "torch"
+    torch_device: ClassVar[str]
+
+    def __init__(self) -> None:
+        # Built modules by (spec, batch_first): Hypothesis examples of one shape
+        # reuse the module and only copy weights in.
+        self._modules: dict[tuple[LSTMSpec, bool], Any] = {}
+
+    def run(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
+    ) -> LSTMResult:
+        """Load ``native`` (an ``nn.LSTM`` state_dict) into a cached module and run ``inputs``."""
+        if format_options:
+            raise ConversionError(f"{self.name}: unexpected format options {sorted(format_options)}")
+        import torch
+
+        self._prepare_backend(torch)
+        module = self._module(spec, batch_first=not inputs.time_major)
+        with torch.no_grad():
+            _load_weights(module, native)
+            return self._forward(torch, module, spec, inputs)
+
+    def _prepare_backend(self, torch: Any) -> None:
+        """Hook for device-wide settings (the CUDA runtime turns TF32 off)."""
+
+    def _module(self, spec: LSTMSpec, batch_first: bool) -> Any:
+        key = (spec, batch_first)
+        if key not in self._modules:
+            self._modules[key] = _build_module(spec, batch_first, self.torch_device)
+        return self._modules[key]
+
+    def _forward(self, torch: Any, module: Any, spec: LSTMSpec, inputs: LSTMInputs) -> LSTMResult:
+        dtype = getattr(torch, spec.dtype)
+        x = _tensor(torch, inputs.x, dtype, self.torch_device)
+        if inputs.time_major:
+            x = x.transpose(0, 1).contiguous()
+        state = _initial_state(torch, spec, inputs, dtype, self.torch_device)
+        if inputs.lengths is None:
+            y, (h, c) = module(x, state)
+        else:
+            y, (h, c) = _run_packed(torch, module, x, state, inputs)
+        if inputs.time_major:
+            y = y.transpose(0, 1)
+        return LSTMResult(
+            outputs=_to_numpy(y),
+            h=split_states(_to_numpy(h), spec),
+            c=split_states(_to_numpy(c), spec),
+        )
+
+
+class TorchRuntime(_TorchLSTMRuntime):
+    """``torch.nn.LSTM`` on the CPU (oneDNN or the native kernel, as PyTorch picks)."""
+
+    name: ClassVar[str] = "torch"
+    device: ClassVar[str] = "cpu"
+    torch_device: ClassVar[str] = "cpu"
+    # Verified on torch 2.13 CPU: every dtype runs, with and without
+    # proj_size, bidirectional and packed sequences.
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        bidirectional=True,
+        projection=True,
+        initial_state=True,
+        lengths=True,
+        time_major=True,
+        dtypes=frozenset(_TORCH_DTYPES),
+        devices=frozenset({"cpu"}),
+    )
+
+
+class TorchCudaRuntime(_TorchLSTMRuntime):
+    """``torch.nn.LSTM`` on a CUDA device (cuDNN), with TF32 turned off."""
+
+    name: ClassVar[str] = "torch_cuda"
+    device: ClassVar[str] = "gpu"
+    torch_device: ClassVar[str] = "cuda"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        bidirectional=True,
+        projection=True,
+        initial_state=True,
+        lengths=True,
+        time_major=True,
+        dtypes=frozenset(_TORCH_DTYPES),
+        devices=frozenset({"gpu"}),
+    )
+
+    def device_reason(self) -> str | None:
+        import torch
+
+        if not torch.cuda.is_available():
+            build = torch.version.cuda or "none (CPU-only build)"
+            return f"torch.cuda.is_available() is False (torch {torch.__version__}, CUDA {build})"
+        return None
+
+    def _prepare_backend(self, torch: Any) -> None:
+        # cuDNN float32 LSTMs may use TF32 on Ampere and later: 10-bit mantissas
+        # would swamp the comparison with the float64 reference.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+def _build_module(spec: LSTMSpec, batch_first: bool, device: str) -> Any:
+    import torch
+
+    module = torch.nn.LSTM(
+        spec.input_size,
+        spec.units,
+        num_layers=spec.layers,
+        bidirectional=spec.directions == 2,
+        proj_size=spec.projection_size or 0,
+        batch_first=batch_first,
+        dtype=getattr(torch, spec.dtype),
+        device=device,
+    )
+    return module.eval()
+
+
+def _load_weights(module: Any, native: Any) -> None:
+    """Copy a state_dict into ``module`` in place, strict about keys and shapes.
+
+    ``param.copy_`` keeps the module's parameter objects (so cuDNN's flattened
+    weight buffer stays valid) and casts to the module's dtype.
+    """
+    if not isinstance(native, Mapping):
+        raise ConversionError(f"torch state_dict: got {type(native).__name__}, expected a dict")
+    params = dict(module.named_parameters())
+    missing = sorted(set(params) - set(native))
+    if missing:
+        raise MissingKeyError(f"torch state_dict: missing {missing}")
+    extra = sorted(set(native) - set(params))
+    if extra:
+        raise UnexpectedKeyError(f"torch state_dict: unexpected {extra}, expected {sorted(params)}")
+    import torch
+
+    for key, param in params.items():
+        value = native[key]
+        if hasattr(value, "detach"):
+            value = value.detach()
+        else:
+            value = torch.from_numpy(np.ascontiguousarray(_float_array(value)))
+        if tuple(value.shape) != tuple(param.shape):
+            raise ShapeError(key, tuple(value.shape), tuple(param.shape))
+        param.copy_(value)
+
+
+def _float_array(value: Any) -> np.ndarray:
+    """numpy has no bfloat16 that torch reads: widen ml_dtypes arrays to float32 first."""
+    array = np.asarray(value)
+    if array.dtype.name == "bfloat16":
+        return array.astype(np.float32)
+    return array
+
+
+def _tensor(torch: Any, array: np.ndarray, dtype: Any, device: str) -> Any:
+    return torch.from_numpy(np.ascontiguousarray(_float_array(array))).to(device=device, dtype=dtype)
+
+
+def _initial_state(
+    torch: Any, spec: LSTMSpec, inputs: LSTMInputs, dtype: Any, device: str
+) -> tuple[Any, Any] | None:
+    """Contract (L, D, B, X) -> torch (L*D, B, X); a missing half of the pair is zeros."""
+    if inputs.h0 is None and inputs.c0 is None:
+        return None
+    batch, stacked = inputs.batch, spec.layers * spec.directions
+    h0 = np.zeros((stacked, batch, spec.output_size)) if inputs.h0 is None else inputs.h0
+    c0 = np.zeros((stacked, batch, spec.units)) if inputs.c0 is None else inputs.c0
+    h0 = np.asarray(h0).reshape(stacked, batch, spec.output_size)
+    c0 = np.asarray(c0).reshape(stacked, batch, spec.units)
+    return _tensor(torch, h0, dtype, device), _tensor(torch, c0, dtype, device)
+
+
+def _run_packed(
+    torch: Any, module: Any, x: Any, state: tuple[Any, Any] | None, inputs: LSTMInputs
+) -> tuple[Any, tuple[Any, Any]]:
+    """Run right-padded sequences as a PackedSequence; padded output steps come back zero."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    # Lengths stay on the CPU as int64, whatever the device (PyTorch requires it).
+    lengths = torch.as_tensor(np.asarray(inputs.lengths, dtype=np.int64))
+    packed = pack_padded_sequence(x, lengths, batch_first=module.batch_first, enforce_sorted=False)
+    y, (h, c) = module(packed, state)
+    y, _ = pad_packed_sequence(y, batch_first=module.batch_first, total_length=inputs.steps)
+    return y, (h, c)
+
+
+def _to_numpy(tensor: Any) -> np.ndarray:
+    """A numpy copy in the tensor's dtype; bfloat16 (absent from numpy) comes back float32."""
+    import torch
+
+    tensor = tensor.detach()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()
+    return tensor.cpu().numpy().copy()

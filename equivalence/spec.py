@@ -1,0 +1,114 @@
+"""The LSTM spec: every architectural fact a set of weights does not carry.
+
+A spec plus canonical weights fully determines the function an LSTM computes.
+Fields that are run-time configuration in some frameworks (clips, TF1's
+``forget_bias``, the recurrent activation) live here, so a converter can refuse
+a target that cannot hold them instead of silently dropping them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import SpecError
+
+RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid_tf_keras", "hard_sigmoid_keras3")
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class LSTMSpec:
+    """Shape and features of an LSTM stack.
+
+    ``forget_bias`` is an offset added to the forget-gate pre-activation at run
+    time (TF1 ``LSTMCell``); canonical weights normally have it folded in (0.0).
+    ``gate_clip`` clips gate pre-activations (ONNX ``clip``); ``cell_clip``
+    clips the cell state (TF1). They are different operations.
+    """
+
+    input_size: int
+    units: int
+    layers: int = 1
+    directions: int = 1
+    projection_size: int | None = None
+    peepholes: bool = False
+    cell_clip: float | None = None
+    projection_clip: float | None = None
+    gate_clip: float | None = None
+    forget_bias: float = 0.0
+    recurrent_activation: str = "sigmoid"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("input_size", "units", "layers"):
+            _check_positive_int(name, getattr(self, name))
+        if self.directions not in (1, 2):
+            raise SpecError(f"directions: {self.directions!r}, expected 1 or 2")
+        if self.projection_size is not None:
+            _check_positive_int("projection_size", self.projection_size)
+        for name in ("cell_clip", "projection_clip", "gate_clip"):
+            value = getattr(self, name)
+            if value is not None and not (float(value) > 0):
+                raise SpecError(f"{name}: {value!r}, expected a positive number or None")
+        if self.projection_clip is not None and self.projection_size is None:
+            raise SpecError("projection_clip: set, but projection_size is None")
+        if self.recurrent_activation not in RECURRENT_ACTIVATIONS:
+            raise SpecError(
+                f"recurrent_activation: {self.recurrent_activation!r}, "
+                f"expected one of {RECURRENT_ACTIVATIONS}"
+            )
+        if self.dtype not in DTYPES:
+            raise SpecError(f"dtype: {self.dtype!r}, expected one of {DTYPES}")
+
+    @property
+    def output_size(self) -> int:
+        """Size of h: the projection size when there is one, else units."""
+        return self.projection_size or self.units
+
+    def layer_input_size(self, layer: int) -> int:
+        """Input width of ``layer``: the data for layer 0, else the layer below."""
+        return self.input_size if layer == 0 else self.directions * self.output_size
+
+    def features(self) -> tuple[str, ...]:
+        """Names of the non-default features this spec uses (for refusals and reports)."""
+        found = []
+        if self.layers > 1:
+            found.append("stacked layers")
+        if self.directions == 2:
+            found.append("bidirectional")
+        if self.projection_size is not None:
+            found.append("projection")
+        if self.peepholes:
+            found.append("peepholes")
+        for name in ("cell_clip", "projection_clip", "gate_clip"):
+            if getattr(self, name) is not None:
+                found.append(name)
+        if self.forget_bias != 0.0:
+            found.append("forget_bias")
+        if self.recurrent_activation != "sigmoid":
+            found.append(f"recurrent_activation={self.recurrent_activation}")
+        return tuple(found)
+
+    def replace(self, **changes: Any) -> LSTMSpec:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (used in case files and reports)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LSTMSpec:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise SpecError(f"spec: unknown fields {extra}, expected a subset of {sorted(known)}")
+        return cls(**data)
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"{name}: {value!r}, expected an int >= 1")
