@@ -13,7 +13,15 @@ import numpy as np
 from .canonical import CellWeights, LSTMWeights
 from .errors import ShapeError
 from .io_types import LSTMResult
-from .spec import LSTMSpec
+from .runtimes.base import Capabilities
+from .spec import DTYPES, RECURRENT_ACTIVATIONS, LSTMSpec
+
+# The reference implements every feature (strategies draw from this for reference-only tests).
+CAPABILITIES = Capabilities(
+    projection=True, projection_clip=True, peepholes=True, cell_clip=True, gate_clip=True,
+    forget_bias=True, recurrent_activations=frozenset(RECURRENT_ACTIVATIONS), time_major=True,
+    dtypes=frozenset(DTYPES),
+)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

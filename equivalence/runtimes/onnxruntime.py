@@ -63,18 +63,11 @@ class OnnxRuntime(Runtime):
     def __init__(self) -> None:
         self._sessions: dict[tuple[LSTMSpec, bool, bool], Any] = {}
 
-    def version(self) -> str:
-        import onnx
-        import onnxruntime
-
-        return f"{onnxruntime.__version__} (onnx {onnx.__version__}, opset {_OPSET})"
-
     def run(
         self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
     ) -> LSTMResult:
         """Feed ``native`` ONNX weights and ``inputs`` to a cached session for ``spec``."""
-        if format_options:
-            raise ConversionError(f"{self.name}: unexpected format options {sorted(format_options)}")
+        _check_options(spec, format_options)
         layers = _layer_weights(spec, native)
         has_state = inputs.h0 is not None or inputs.c0 is not None
         has_lengths = inputs.lengths is not None
@@ -95,6 +88,16 @@ class OnnxRuntime(Runtime):
                 model.SerializeToString(), options, providers=["CPUExecutionProvider"]
             )
         return self._sessions[key]
+
+
+def _check_options(spec: LSTMSpec, options: dict[str, Any]) -> None:
+    """Only ``clip`` (the ``to_canonical`` option) is accepted, and it must agree with the spec."""
+    extra = sorted(set(options) - {"clip"})
+    if extra:
+        raise ConversionError(f"onnxruntime: unexpected format options {extra} (only 'clip')")
+    if "clip" in options and options["clip"] != spec.gate_clip:
+        raise ConversionError(f"onnxruntime: clip={options['clip']!r} disagrees with "
+                              f"spec.gate_clip={spec.gate_clip!r}")
 
 
 def build_model(spec: LSTMSpec, *, has_state: bool, has_lengths: bool) -> Any:

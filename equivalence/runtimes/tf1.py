@@ -88,7 +88,7 @@ def cell_module() -> Any:
     for name in _CELL_MODULES:
         try:
             return importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - any import failure: try the next home
+        except Exception as exc:  # any import failure: try the next home of the cells
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
     raise ImportError("TF1 LSTMCell not importable; tried " + "; ".join(errors))
 
@@ -330,7 +330,7 @@ def _as_variables(built: _BuiltGraph, key: _GraphKey, native: Any) -> Mapping[st
     if len(native) != len(names):
         raise ShapeError("tf1 weights", f"{len(native)} arrays", f"{len(names)} arrays",
                          "LSTMCell.get_weights() order: " + ", ".join(names))
-    return dict(zip(names, native))
+    return dict(zip(names, native, strict=True))
 
 
 def _assign_weights(built: _BuiltGraph, key: _GraphKey, native: Any) -> None:
@@ -374,7 +374,9 @@ def _run_graph(built: _BuiltGraph, key: _GraphKey, inputs: LSTMInputs) -> LSTMRe
     return LSTMResult(outputs=outputs, h=h, c=c)
 
 
-def _state_or_zeros(state: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def _state_or_zeros(
+    state: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype
+) -> np.ndarray:
     if state is None:
         return np.zeros(shape, dtype)
     state = np.asarray(state, dtype)

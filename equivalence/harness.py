@@ -1,0 +1,131 @@
+"""Running a case through runtimes and converters, and judging the result.
+
+Used by the generated tests, ``check_conversion``, the report and the
+benchmark, so every path makes native weights, runs frameworks and compares
+in exactly one way.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import reference
+from .compare import Comparison, Tolerance, compare
+from .convert import convert, from_canonical
+from .formats import get
+from .io_types import LSTMResult
+from .spec import LSTMSpec
+from .strategies import Case
+from .table import Entry
+
+# Reader options that a spec determines (flat vectors and Keras lists do not carry them).
+SPEC_READ_OPTIONS = {
+    "directions": "directions", "input_size": "input_size", "units": "units", "layers": "layers",
+    "recurrent_activation": "recurrent_activation", "cell_clip": "cell_clip",
+    "proj_clip": "projection_clip", "clip": "gate_clip",
+}
+
+
+def _keyword_options(fn: Callable[..., Any]) -> set[str]:
+    return {p.name for p in inspect.signature(fn).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def reader_options(fmt: str, spec: LSTMSpec, format_options: dict[str, Any]) -> dict[str, Any]:
+    """Options that let ``fmt``'s reader interpret native weights made for ``spec``."""
+    accepted = _keyword_options(get(fmt).to_canonical)
+    options = {k: getattr(spec, v) for k, v in SPEC_READ_OPTIONS.items() if k in accepted}
+    options.update({k: v for k, v in format_options.items() if k in accepted})
+    return options
+
+
+def writer_options(fmt: str, format_options: dict[str, Any]) -> dict[str, Any]:
+    accepted = _keyword_options(get(fmt).from_canonical)
+    return {k: v for k, v in format_options.items() if k in accepted}
+
+
+def native_weights(entry: Entry, case: Case) -> Any:
+    """The case's canonical weights written in ``entry``'s native format."""
+    return from_canonical(case.weights, entry.format,
+                          **writer_options(entry.format, dict(entry.format_options)))
+
+
+def run(entry: Entry, case: Case, native: Any) -> LSTMResult:
+    return entry.load().run(case.spec, native, case.inputs, **dict(entry.format_options))
+
+
+def reference_result(case: Case) -> LSTMResult:
+    inputs = case.inputs
+    return reference.lstm(case.weights, inputs.x, h0=inputs.h0, c0=inputs.c0,
+                          lengths=inputs.lengths)
+
+
+def tolerance(case: Case, *entries: Entry) -> Tolerance:
+    scale = max((e.tolerance_scale for e in entries), default=1.0)
+    return Tolerance.for_case(case.spec.dtype, case.inputs.steps, scale)
+
+
+def move(source: Entry, target: Entry, case: Case, native: Any) -> Any:
+    """The project's converters moving ``native`` from ``source``'s format to ``target``'s."""
+    return convert(native, source=source.format, target=target.format,
+                   source_options=reader_options(source.format, case.spec,
+                                                 dict(source.format_options)),
+                   target_options=writer_options(target.format, dict(target.format_options)))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A judged example: what was compared, how it came out, and who is off."""
+
+    label: str
+    case: Case
+    comparison: Comparison
+    blame: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.comparison.ok
+
+    def message(self, replay: str = "") -> str:
+        lines = [f"{self.label}: not equivalent", f"case: {self.case.describe()}",
+                 self.comparison.describe()]
+        lines += [self.blame] if self.blame else []
+        lines += [f"replay: {replay}"] if replay else []
+        return "\n".join(lines)
+
+
+def check_against_reference(entry: Entry, case: Case) -> Outcome:
+    """Run ``entry`` on the case's weights and compare with the float64 reference."""
+    actual = run(entry, case, native_weights(entry, case))
+    comparison = compare(reference_result(case), actual, tolerance(case, entry))
+    return Outcome(f"{entry.name} vs reference", case, comparison)
+
+
+def blame(case: Case, results: dict[str, LSTMResult], tol: Tolerance) -> str:
+    """Recompute in float64 and say which side is off (as PyTorch's OpInfo does)."""
+    expected = reference_result(case)
+    distances = {name: compare(expected, result, tol).max_abs_diff
+                 for name, result in results.items()}
+    text = ", ".join(f"{n} is {d:.3g} from the float64 reference" for n, d in distances.items())
+    off = [n for n, d in distances.items() if not compare(expected, results[n], tol).ok]
+    verdict = f"off: {' and '.join(off)}" if off else "both within tolerance of the reference"
+    return f"float64 recheck: {text}; {verdict}"
+
+
+def check_pair(source: Entry, target: Entry, case: Case,
+               converter: Callable[[Any], Any] | None = None) -> Outcome:
+    """Run ``source``, move its native weights to ``target`` and run that; compare both."""
+    native = native_weights(source, case)
+    expected = run(source, case, native)
+    moved = converter(native) if converter else move(source, target, case, native)
+    actual = run(target, case, moved)
+    tol = tolerance(case, source, target)
+    comparison = compare(expected, actual, tol)
+    label = f"{source.name} -> {target.name}"
+    if comparison.ok:
+        return Outcome(label, case, comparison)
+    verdict = blame(case, {source.name: expected, f"{target.name} (converted)": actual}, tol)
+    return Outcome(label, case, comparison, verdict)

@@ -1,0 +1,171 @@
+"""``jax.experimental.rnn``: JAX's cuDNN LSTM, and its own pure-JAX reference.
+
+This module owns running the ``jax_rnn`` native form (one flat float vector,
+see :mod:`equivalence.formats.jax_rnn`) and normalizing the result to the
+contract of :mod:`equivalence.io_types`.
+
+Facts from jax 0.10.2 ``jax/experimental/rnn.py`` and ``jaxlib/gpu/rnn_kernels.cc``:
+
+* ``lstm(x, h_0, c_0, weights, seq_lengths, input_size, hidden_size, num_layers,
+  dropout, bidirectional, precision)``; ``x`` is batch-major ``(B, T, I)``,
+  ``h_0``/``c_0`` and ``h_n``/``c_n`` are ``(L*D, B, H)`` ordered by pseudo-layer
+  (forward 0, reverse 0, forward 1, ...), ``y`` is ``(B, T, D*H)``.
+* ``seq_lengths`` (int32, required) are honoured: cuDNN runs with padded I/O,
+  padding value 0, so padded outputs are zero and h_n/c_n are per-sequence.
+* The kernel hard-codes ``CUDNN_DATA_FLOAT`` (float32 only), has no CPU
+  lowering, and uses TF32 unless ``precision`` is HIGHEST (we pass HIGHEST).
+* ``lstm_ref`` is JAX's pure-JAX reference of the same op (runs on CPU); fed
+  by ``unpack_lstm_weights`` it reads the same flat vector, so it checks a
+  converter's layout without a GPU. :class:`JaxRnnReferenceRuntime` exposes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..io_types import LSTMInputs, LSTMResult
+from ..spec import LSTMSpec
+from .base import Capabilities, Runtime, split_states, zero_padding
+
+# Jitted forward functions keyed by (runtime name, spec).
+_FORWARDS: dict[tuple[Any, ...], Callable[..., Any]] = {}
+
+
+class JaxRnnRuntime(Runtime):
+    """``jax.experimental.rnn.lstm`` on a GPU (cuDNN)."""
+
+    name: ClassVar[str] = "jax_rnn"
+    format: ClassVar[str] = "jax_rnn"
+    module: ClassVar[str] = "jax.experimental.rnn"
+    device: ClassVar[str] = "gpu"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        max_layers=None,
+        bidirectional=True,
+        initial_state=True,
+        lengths=True,
+        time_major=False,  # the op is batch-major only
+        dtypes=frozenset({"float32"}),  # cuDNN descriptor is CUDNN_DATA_FLOAT
+        devices=frozenset({"gpu"}),
+    )
+
+    def device_reason(self) -> str | None:
+        import jax
+
+        try:
+            jax.devices("gpu")
+        except RuntimeError as exc:  # raised when no GPU backend is present
+            return f"no GPU for cuDNN: {exc}"
+        return None
+
+    def run(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
+    ) -> LSTMResult:
+        dtype = np.dtype(spec.dtype)
+        weights = _flat_weights(spec, native, dtype)
+        x = np.asarray(inputs.x, dtype=dtype)
+        batch, steps = x.shape[:2]
+        h0 = _pseudo_layer_states(inputs.h0, spec, batch, spec.units, dtype)
+        c0 = _pseudo_layer_states(inputs.c0, spec, batch, spec.units, dtype)
+        lengths = (np.full(batch, steps, np.int32) if inputs.lengths is None
+                   else np.asarray(inputs.lengths, np.int32))
+        forward = self._forward(spec)
+        with _x64(dtype == np.float64):
+            outputs, h, c = (np.asarray(a) for a in forward(x, h0, c0, weights, lengths))
+        return LSTMResult(zero_padding(outputs, inputs), split_states(h, spec),
+                          split_states(c, spec))
+
+    def _forward(self, spec: LSTMSpec) -> Callable[..., Any]:
+        key = (self.name, spec)
+        if key not in _FORWARDS:
+            _FORWARDS[key] = self._build(spec)
+        return _FORWARDS[key]
+
+    def _build(self, spec: LSTMSpec) -> Callable[..., Any]:
+        import jax
+        from jax.experimental import rnn
+
+        def forward(x, h0, c0, weights, lengths):
+            # Positional: lstm is a custom_vjp with these as nondiff arguments.
+            return rnn.lstm(x, h0, c0, weights, lengths, spec.input_size, spec.units,
+                            spec.layers, 0.0, spec.directions == 2,
+                            jax.lax.Precision.HIGHEST)  # HIGHEST turns TF32 off
+
+        return jax.jit(forward)
+
+
+class JaxRnnReferenceRuntime(JaxRnnRuntime):
+    """``jax.experimental.rnn.lstm_ref``: JAX's pure-JAX model of the cuDNN op (CPU).
+
+    Not cuDNN: it validates the flat ``jax_rnn`` layout (through JAX's own
+    ``unpack_lstm_weights``) on machines without a GPU.
+    """
+
+    name: ClassVar[str] = "jax_rnn_ref"
+    device: ClassVar[str] = "cpu"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        max_layers=None,
+        bidirectional=True,
+        initial_state=True,
+        lengths=True,
+        time_major=False,
+        dtypes=frozenset({"float32", "float64"}),
+    )
+
+    def device_reason(self) -> str | None:
+        return None
+
+    def _build(self, spec: LSTMSpec) -> Callable[..., Any]:
+        import jax
+        from jax.experimental import rnn
+
+        bidirectional = spec.directions == 2
+
+        def forward(x, h0, c0, weights, lengths):
+            w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(
+                weights, spec.input_size, spec.units, spec.layers, bidirectional)
+            return rnn.lstm_ref(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, spec.input_size,
+                                spec.units, spec.layers, 0.0, bidirectional)
+
+        return jax.jit(forward)
+
+
+def num_params(spec: LSTMSpec) -> int:
+    """Length of the flat vector for ``spec`` (the formula of ``get_num_params_in_lstm``)."""
+    units, total = spec.units, 0
+    for layer in range(spec.layers):
+        per_direction = 4 * units * (spec.layer_input_size(layer) + units) + 8 * units
+        total += spec.directions * per_direction
+    return total
+
+
+def _flat_weights(spec: LSTMSpec, native: Any, dtype: np.dtype) -> np.ndarray:
+    flat = np.asarray(native, dtype=dtype).reshape(-1)
+    expected = num_params(spec)
+    if flat.size != expected:
+        raise ShapeError("jax_rnn weights", (flat.size,), (expected,),
+                         "flat vector length from get_num_params_in_lstm")
+    return flat
+
+
+def _pseudo_layer_states(
+    states: np.ndarray | None, spec: LSTMSpec, batch: int, width: int, dtype: np.dtype
+) -> np.ndarray:
+    """Contract ``(L, D, B, X)`` to the op's ``(L*D, B, X)`` (zeros when absent)."""
+    shape = (spec.layers * spec.directions, batch, width)
+    if states is None:
+        return np.zeros(shape, dtype)
+    return np.asarray(states, dtype=dtype).reshape(shape)
+
+
+def _x64(enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """Scoped float64 in jax (only the CPU reference can use it)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    import jax
+
+    return jax.enable_x64(True)

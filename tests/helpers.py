@@ -1,0 +1,48 @@
+"""Small shared pieces of the test suite (strategies for formats, option lookup)."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+from equivalence import formats
+from equivalence.runtimes.base import Capabilities
+from equivalence.spec import LSTMSpec
+
+FLAT = ("jax_rnn", "cudnn_params")
+DIRECTIONAL_LISTS = ("keras", "cudnn")
+
+
+def format_capabilities(name: str) -> Capabilities:
+    """What a weight format can hold, as Capabilities (so spec strategies can draw it)."""
+    held = formats.get(name).supported
+    activations = {"sigmoid"} | {f.split("=")[1] for f in held if f.startswith("recurrent_activation=")}
+    return Capabilities(
+        bidirectional="bidirectional" in held, projection="projection" in held,
+        projection_clip="projection_clip" in held, peepholes="peepholes" in held,
+        cell_clip="cell_clip" in held, gate_clip="gate_clip" in held,
+        recurrent_activations=frozenset(activations), dtypes=frozenset({"float32", "float64"}),
+    )
+
+
+def read_options(name: str, spec: LSTMSpec) -> dict:
+    """The reader options a format needs to interpret native weights for ``spec``."""
+    if name in FLAT:
+        return {"input_size": spec.input_size, "units": spec.units, "layers": spec.layers,
+                "directions": spec.directions}
+    if name in DIRECTIONAL_LISTS:
+        options = {"directions": spec.directions}
+        if name == "keras":
+            options["recurrent_activation"] = spec.recurrent_activation
+        return options
+    if name == "tf1":
+        return {"cell_clip": spec.cell_clip, "proj_clip": spec.projection_clip}
+    if name == "onnx":
+        return {"clip": spec.gate_clip}
+    return {}
+
+
+@st.composite
+def batches(draw, spec: LSTMSpec):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return rng.normal(size=(draw(st.integers(1, 3)), draw(st.integers(1, 5)), spec.input_size))

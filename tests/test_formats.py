@@ -1,0 +1,158 @@
+"""Converters: exact round trips, agreement with each format's own semantics, and bugs caught."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import equivalence as eq
+from equivalence import reference
+from equivalence.canonical import LSTMWeights
+from equivalence.formats import FORMATS
+from equivalence.strategies import lstm_specs, lstm_weights
+
+from .format_semantics import SEMANTICS
+from .helpers import batches, format_capabilities, read_options
+
+pytestmark = pytest.mark.cpu
+ALL = sorted(FORMATS)
+
+
+def assert_same_weights(expected: LSTMWeights, actual: LSTMWeights, exact: bool = True) -> None:
+    __tracebackhide__ = True
+    assert actual.spec == expected.spec, f"spec {actual.spec}, expected {expected.spec}"
+    for (layer, direction, a), (_, _, b) in zip(actual.iter_cells(), expected.iter_cells()):
+        for name, value in b.arrays().items():
+            got = a.arrays()[name]
+            assert got.dtype == value.dtype, f"cells[{layer}][{direction}].{name}: dtype {got.dtype}"
+            if exact:
+                np.testing.assert_array_equal(got, value, err_msg=f"cells[{layer}][{direction}].{name}")
+            else:
+                np.testing.assert_allclose(got, value, rtol=0, atol=1e-15 * max(1, np.abs(value).max()))
+
+
+@pytest.mark.parametrize("fmt", ALL)
+@given(data=st.data())
+def test_round_trip_is_exact(fmt: str, data) -> None:
+    spec = data.draw(lstm_specs(capabilities=format_capabilities(fmt), max_layers=3,
+                                dtypes=("float32", "float64")), label="spec")
+    weights = data.draw(lstm_weights(spec), label="weights")
+    # forget_bias folding is not exact in floating point; it has its own test below
+    offset = {"forget_bias": 0.0} if fmt == "tf1" else {}
+    native = eq.from_canonical(weights, fmt, **offset)
+    back = eq.to_canonical(native, fmt, **read_options(fmt, spec), **offset)
+    two_biases = fmt not in ("keras", "tf1", "flax")
+    assert_same_weights(weights if two_biases else weights.with_merged_biases(), back)
+
+
+@given(data=st.data(), forget_bias=st.sampled_from([0.5, 1.0, -2.0]))
+def test_tf1_forget_bias_folds_and_unfolds(data, forget_bias: float) -> None:
+    spec = data.draw(lstm_specs(capabilities=format_capabilities("tf1"), dtypes=("float64",)))
+    weights = data.draw(lstm_weights(spec)).with_merged_biases()
+    native = eq.from_canonical(weights, "tf1", forget_bias=forget_bias)
+    back = eq.to_canonical(native, "tf1", forget_bias=forget_bias, **read_options("tf1", spec))
+    assert_same_weights(weights, back, exact=False)
+
+
+def test_caller_arrays_are_never_mutated_or_shared() -> None:
+    weights = eq.random_weights(eq.LSTMSpec(3, 4, 2, 2), np.random.default_rng(0))
+    for fmt in ("keras", "torch", "tf1", "onnx", "neoml", "flax"):
+        native = eq.from_canonical(weights, fmt)
+        snapshot = repr(native)
+        eq.to_canonical(native, fmt, **read_options(fmt, weights.spec))
+        assert repr(native) == snapshot, fmt
+    first = weights.cells[0][0].w_input
+    native = eq.from_canonical(weights, "torch")
+    native["weight_ih_l0"][:] = 0.0
+    assert np.abs(first).sum() > 0, "from_canonical returned a view of the caller's array"
+
+
+def run_semantics(fmt: str, weights: LSTMWeights, x: np.ndarray, **write) -> tuple:
+    native = eq.from_canonical(weights, fmt, **write)
+    return SEMANTICS[fmt](native, x, weights.spec)
+
+
+def assert_matches_reference(weights: LSTMWeights, got: tuple, x: np.ndarray) -> None:
+    __tracebackhide__ = True
+    expected = reference.lstm(weights, x)
+    for name, e, g in zip(("output", "h", "c"), (expected.outputs, expected.h[-1, 0],
+                                                 expected.c[-1, 0]), got):
+        np.testing.assert_allclose(g, e, rtol=0, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("fmt", [f for f in ALL if f not in ("cudnn_params", "jax_rnn")])
+@given(data=st.data())
+def test_native_semantics_match_reference(fmt: str, data) -> None:
+    """One cell: the format's own equations on converted weights == the canonical reference."""
+    spec = data.draw(lstm_specs(capabilities=format_capabilities(fmt), single_cell=True,
+                                dtypes=("float64",)))
+    spec = spec.replace(recurrent_activation="sigmoid")
+    weights = data.draw(lstm_weights(spec))
+    x = data.draw(batches(spec))
+    assert_matches_reference(weights, run_semantics(fmt, weights, x), x)
+
+
+@pytest.mark.parametrize("fmt", ["cudnn_params", "jax_rnn"])
+@given(data=st.data())
+def test_flat_vector_layouts_match_reference(fmt: str, data) -> None:
+    """Stacks: the flat layouts differ only across pseudo-layers, so draw several."""
+    spec = eq.LSTMSpec(data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4)),
+                       data.draw(st.integers(1, 3)), data.draw(st.sampled_from([1, 2])),
+                       dtype="float64")
+    weights = data.draw(lstm_weights(spec))
+    x = data.draw(batches(spec))
+    from .format_semantics import flat_state_dict
+
+    state = flat_state_dict(eq.from_canonical(weights, fmt), spec, matrices_first=fmt == "jax_rnn")
+    via_torch = reference.lstm(eq.to_canonical(state, "torch"), x)
+    expected = reference.lstm(weights, x)
+    np.testing.assert_allclose(via_torch.outputs, expected.outputs, rtol=0, atol=1e-12)
+
+
+# -- cases that must fail: the semantics check catches each classic converter bug --------------
+
+def _swapped_gates_keras(weights: LSTMWeights) -> list:
+    """Keras written in TF1's i j f o order: f and g swapped."""
+    from equivalence.formats._common import permute_gates
+
+    kernel, recurrent, bias = eq.from_canonical(weights, "keras")
+    return [permute_gates(a, (0, 2, 1, 3), axis=-1) for a in (kernel, recurrent, bias)]
+
+
+def _forget_bias_dropped_tf1(weights: LSTMWeights) -> list:
+    """TF1 written without subtracting forget_bias (the cell adds 1.0 again at run time)."""
+    return eq.from_canonical(weights, "tf1", forget_bias=0.0)
+
+
+def _one_bias_torch(weights: LSTMWeights) -> dict:
+    """PyTorch written with bias_ih only (bias_hh dropped instead of kept)."""
+    native = eq.from_canonical(weights, "torch")
+    native["bias_hh_l0"] = np.zeros_like(native["bias_hh_l0"])
+    return native
+
+
+@pytest.mark.parametrize("fmt, buggy", [("keras", _swapped_gates_keras),
+                                         ("tf1", _forget_bias_dropped_tf1),
+                                         ("torch", _one_bias_torch)])
+def test_classic_converter_bugs_are_caught(fmt: str, buggy) -> None:
+    spec = eq.LSTMSpec(3, 4, dtype="float64")
+    weights = eq.random_weights(spec, np.random.default_rng(7))
+    x = np.random.default_rng(8).normal(size=(2, 5, 3))
+    with pytest.raises(AssertionError):
+        assert_matches_reference(weights, SEMANTICS[fmt](buggy(weights), x, spec), x)
+    assert_matches_reference(weights, run_semantics(fmt, weights, x), x)  # the real one passes
+
+
+def test_refused_features_are_named() -> None:
+    weights = eq.random_weights(eq.LSTMSpec(2, 3, peepholes=True), np.random.default_rng(0))
+    with pytest.raises(eq.UnsupportedFeatureError, match="keras cannot represent peepholes"):
+        eq.from_canonical(weights, "keras")
+    projected = eq.random_weights(eq.LSTMSpec(2, 3, projection_size=2), np.random.default_rng(0))
+    with pytest.raises(eq.UnsupportedFeatureError, match="onnx cannot represent projection"):
+        eq.convert(eq.from_canonical(projected, "torch"), source="torch", target="onnx")
+    hard = eq.random_weights(eq.LSTMSpec(2, 3, recurrent_activation="hard_sigmoid_keras3"),
+                             np.random.default_rng(0))
+    with pytest.raises(eq.UnsupportedFeatureError, match="recurrent_activation=hard_sigmoid"):
+        eq.from_canonical(hard, "torch")
