@@ -76,8 +76,8 @@ def lstm_specs(draw: st.DrawFn, *, capabilities: Capabilities = Capabilities(),
     directions = 1 if single_cell or not caps.bidirectional else draw(st.sampled_from((1, 2)))
     units = draw(st.sampled_from(UNITS))
     projection = None
-    if caps.projection and draw(st.booleans()):
-        projection = draw(st.integers(1, max(1, units - 1))) if units > 1 else 1
+    if caps.projection and units > 1 and draw(st.booleans()):
+        projection = draw(st.integers(1, units - 1))  # PyTorch requires P < H
     allowed = sorted(set(dtypes or ("float32",)) & caps.dtypes) or ["float32"]
     return LSTMSpec(
         input_size=draw(st.sampled_from(INPUT_SIZES)), units=units, layers=layers,

@@ -64,7 +64,9 @@ def _read_linen(tree: Mapping[str, Any], where: str) -> tuple[np.ndarray, np.nda
     kin = [_leaf(tree[f"i{g}"]["kernel"], f"{where} i{g}.kernel") for g in GATES]
     kh = [_leaf(tree[f"h{g}"]["kernel"], f"{where} h{g}.kernel") for g in GATES]
     bias = [_leaf(tree[f"h{g}"]["bias"], f"{where} h{g}.bias") for g in GATES]
-    units = bias[0].shape[0] if bias[0].ndim == 1 else -1
+    # H by majority over the 12 arrays, so the one odd array is the one named
+    sizes = [a.shape[-1] for a in kin + kh + bias if a.ndim]
+    units = max(set(sizes), key=sizes.count)
     for g, a, b, d in zip(GATES, kin, kh, bias):
         c.expect_ndim(a, f"{where} i{g}.kernel", 2, "(I, H)")
         c.expect_shape(a, f"{where} i{g}.kernel", (kin[0].shape[0], units))

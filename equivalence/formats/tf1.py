@@ -108,20 +108,24 @@ def _infer_spec(grouped: dict[tuple[int, int], dict[str, np.ndarray]], names: li
         raise c.UnsupportedFeatureError(
             NAME, "independent forward/backward MultiRNNCell stacks",
             "bidirectional_dynamic_rnn over MultiRNNCell is not a layer-wise bidirectional stack")
-    first = grouped.get((0, 0))
-    if first is None or "kernel" not in first or "bias" not in first:
-        raise c.MissingKeyError(f"{NAME} variables: no layer-0 forward kernel and bias "
-                                f"(expected {variable_name(0, 0, 'kernel', 1, 1)!r} or similar)")
-    units = c.gate_units(first["bias"], "layer 0 bias", axis=0)
+    first = grouped.get((0, 0), {})
+    layers, directions = max(k for k, _ in grouped) + 1, max(d for _, d in grouped) + 1
+    for part in ("kernel", "bias"):
+        if part not in first:
+            raise c.MissingKeyError(f"{NAME} variables: missing the layer-0 forward {part}, "
+                                    f"{variable_name(0, 0, part, layers, directions)!r}")
+    def name(part: str) -> str:
+        return variable_name(0, 0, part, layers, directions)
+
+    units = c.gate_units(first["bias"], name("bias"), axis=0)
     projection = first.get("projection/kernel")
-    out = units if projection is None else projection.shape[-1]
-    c.expect_ndim(first["kernel"], "layer 0 kernel", 2, "(I+O, 4H)")
+    out = units if projection is None or projection.ndim != 2 else projection.shape[-1]
+    c.expect_ndim(first["kernel"], name("kernel"), 2, "(I+O, 4H)")
     input_size = first["kernel"].shape[0] - out
     if input_size < 1:
-        raise c.ShapeError("layer 0 kernel", first["kernel"].shape, f"(I+{out}, {4 * units})",
+        raise c.ShapeError(name("kernel"), first["kernel"].shape, f"(I+{out}, {4 * units})",
                            "too few rows for input plus recurrent weights")
-    return LSTMSpec(input_size, units, max(layer for layer, _ in grouped) + 1,
-                    max(d for _, d in grouped) + 1,
+    return LSTMSpec(input_size, units, layers, directions,
                     projection_size=None if projection is None else out,
                     peepholes="w_f_diag" in first, cell_clip=cell_clip, projection_clip=proj_clip)
 
@@ -130,9 +134,18 @@ def to_canonical(native: Any, *, forget_bias: float = DEFAULT_FORGET_BIAS,
                  cell_clip: float | None = None, proj_clip: float | None = None) -> LSTMWeights:
     """TF1 list or variable dict -> canonical, with ``forget_bias`` folded into the bias."""
     if isinstance(native, Mapping):
-        variables = dict(native)
-    else:
-        variables = _list_to_variables(list(c.expect_sequence(native, f"{NAME} weights")))
+        return _variables_to_canonical(dict(native), forget_bias, cell_clip, proj_clip)
+    variables = _list_to_variables(list(c.expect_sequence(native, f"{NAME} weights")))
+    try:
+        return _variables_to_canonical(variables, forget_bias, cell_clip, proj_clip)
+    except c.ConversionError as error:  # say which list position each name came from
+        positions = ", ".join(f"weights[{n}] = {name}" for n, name in enumerate(variables))
+        error.args = (f"{error.args[0]} (list form: {positions})",)
+        raise
+
+
+def _variables_to_canonical(variables: dict[str, Any], forget_bias: float,
+                            cell_clip: float | None, proj_clip: float | None) -> LSTMWeights:
     grouped = _group(variables)
     spec = _infer_spec(grouped, [str(n) for n in variables], cell_clip, proj_clip)
     spec = spec.replace(dtype=c.common_dtype(a for g in grouped.values() for a in g.values()))

@@ -37,15 +37,17 @@ def _infer_spec(native: dict[str, Any]) -> LSTMSpec:
     layers = sum(1 for key in native if _LAYER_KEY.match(key))
     if "weight_ih_l0" not in native:
         raise c.MissingKeyError(f"{NAME} state_dict: missing 'weight_ih_l0' (keys: {sorted(native)})")
-    directions = 2 if "weight_ih_l0_reverse" in native else 1
+    directions = 2 if any(str(key).endswith("_reverse") for key in native) else 1
     first = c.as_weight(native["weight_ih_l0"], "weight_ih_l0")
     c.expect_ndim(first, "weight_ih_l0", 2, "(4H, I)")
     units = c.gate_units(first, "weight_ih_l0", axis=0)
+    # The recurrent width is the output size: H, or P when there is a projection.
     projection = None
-    if "weight_hr_l0" in native:
-        hr = c.as_weight(native["weight_hr_l0"], "weight_hr_l0")
-        c.expect_ndim(hr, "weight_hr_l0", 2, "(P, H)")
-        projection = hr.shape[0]
+    if "weight_hh_l0" in native:
+        recurrent = c.as_weight(native["weight_hh_l0"], "weight_hh_l0")
+        c.expect_ndim(recurrent, "weight_hh_l0", 2, "(4H, H or P)")
+        if "weight_hr_l0" in native or recurrent.shape[1] < units:  # PyTorch needs P < H
+            projection = recurrent.shape[1]
     return LSTMSpec(first.shape[1], units, layers, directions, projection_size=projection)
 
 

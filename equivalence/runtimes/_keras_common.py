@@ -2,18 +2,15 @@
 
 Keras 3 (``keras``) and Keras 2 (``tf_keras``) expose the same layer API for
 what this harness needs (``LSTM``, ``LSTMCell``, ``StackedRNNCells``, ``RNN``,
-``Bidirectional``, the functional ``Model``), so one builder serves both,
-parametrized by the imported module. This module owns:
+``Bidirectional``), so one builder serves both, parametrized by the imported
+module. This module owns:
 
-* how a spec becomes a functional model (one of three layer styles below),
-* how the flat native weight list is split over the model's layers,
+* how a spec becomes Keras layers (one of the three layer styles below),
+* how the flat native weight list is split over those layers,
 * how inputs are fed (initial states, a boolean mask for the lengths),
-* how the model's flat outputs become an :class:`LSTMResult`,
-* the per-process cache of built models and their traced ``tf.function``.
-
-The model's time and batch dimensions are left unknown (``None``) and the
-traced function has a fixed input signature, so one trace serves every batch
-size and sequence length of a spec: Hypothesis examples only set weights and run.
+* how the layers' outputs become an :class:`LSTMResult`,
+* the per-process cache of built layers and their traced ``tf.function``, so
+  Hypothesis examples of a spec only set weights and run.
 """
 
 from __future__ import annotations
@@ -36,26 +33,6 @@ CELLS = "cells"  # RNN(StackedRNNCells([LSTMCell, ...])); Bidirectional(RNN(LSTM
 CUDNN = "cudnn"  # one CuDNNLSTM (or Bidirectional(CuDNNLSTM)) per spec layer
 
 ARRAYS_PER_CELL = 3  # kernel, recurrent_kernel, bias
-
-
-@dataclass
-class BuiltLSTM:
-    """A built model, its traced call, and the layers that receive the weights.
-
-    ``weight_layers`` pairs each weight-holding layer with the number of native
-    arrays it takes, in native order (bottom-up, forward before backward).
-    """
-
-    model: Any
-    call: Any
-    weight_layers: list[tuple[Any, int]]
-
-    def load(self, native: list[np.ndarray]) -> None:
-        """Set the native flat weight list on the layers, in order."""
-        start = 0
-        for layer, count in self.weight_layers:
-            layer.set_weights(native[start:start + count])
-            start += count
 
 
 def expected_shapes(spec: LSTMSpec, bias_factor: int = 4) -> list[tuple[int, ...]]:
@@ -87,7 +64,7 @@ def check_native(native: Any, spec: LSTMSpec, bias_factor: int = 4) -> list[np.n
         )
     names = ("kernel", "recurrent_kernel", "bias")
     checked = []
-    for index, (array, shape) in enumerate(zip(arrays, expected)):
+    for index, (array, shape) in enumerate(zip(arrays, expected, strict=True)):
         array = np.asarray(array)
         if array.shape != shape:
             cell, part = divmod(index, ARRAYS_PER_CELL)
@@ -105,63 +82,121 @@ def _flatten(value: Any) -> list[Any]:
     return [value]
 
 
-class _ModelBuilder:
-    """Builds the functional model for one spec with one Keras module."""
+@dataclass(frozen=True)
+class KerasModule:
+    """The Keras flavour a runtime builds with: its ``layers`` (and CuDNNLSTM, for tf_keras)."""
 
-    def __init__(self, keras: Any, spec: LSTMSpec, activation: str, style: str) -> None:
+    layers: Any
+    cudnn_lstm: Any = None
+
+
+class KerasLSTM:
+    """The layers for one spec and one set of optional inputs, and how to call them.
+
+    Layers are called directly on tensors (no functional ``Model``): building a
+    tf_keras functional model traces every LSTM symbolically, about 1.3 s for a
+    2-layer bidirectional stack, which is wasted when a spec is run a few times.
+    Calls run eagerly until ``trace_after`` calls have been made, then through
+    one ``tf.function`` whose signature leaves batch and time unknown, so a
+    single trace serves every batch size and sequence length. Eager calls cost
+    little to start but scale with the number of steps; a trace costs 0.1-0.5 s
+    (Keras 3, cells) up to about 3 s (tf_keras ``LSTM``, which traces both its
+    CPU and its cuDNN function for the backend selection), hence the threshold.
+
+    ``weight_layers`` pairs each weight-holding layer with the number of native
+    arrays it takes, in native order (bottom-up, forward before backward).
+    """
+
+    def __init__(self, keras: KerasModule, spec: LSTMSpec, activation: str, style: str,
+                 has_state: bool, has_mask: bool) -> None:
         self.keras, self.spec, self.activation, self.style = keras, spec, activation, style
+        self.has_state, self.has_mask = has_state, has_mask
+        self.stacked_cells = style == CELLS and spec.directions == 1
+        self.weight_layers = self._stacked_cells() if self.stacked_cells else self._per_layer()
+        self.calls = 0
+        self._traced: Any = None
+        self._build()
 
-    def build(self, has_state: bool, has_mask: bool) -> tuple[Any, list[tuple[Any, int]]]:
-        """The model (inputs x, [mask], [states]) -> [outputs, h/c per layer and direction]."""
-        spec, layers = self.spec, self.keras.layers
-        x = layers.Input(batch_shape=(None, None, spec.input_size), dtype=spec.dtype)
-        mask = layers.Input(batch_shape=(None, None), dtype="bool") if has_mask else None
-        states = [
-            [layers.Input(batch_shape=(None, spec.units), dtype=spec.dtype) for _ in range(2)]
-            for _ in range(spec.layers * spec.directions)
-        ] if has_state else None
-        if self.style == CELLS and spec.directions == 1:
-            outputs, finals, weight_layers = self._stacked_cells(x, mask, states)
-        else:
-            outputs, finals, weight_layers = self._per_layer(x, mask, states)
-        model_inputs = [x] + ([mask] if has_mask else []) + _flatten(states or [])
-        model = self.keras.Model(inputs=model_inputs, outputs=[outputs] + finals)
-        return model, weight_layers
+    def load(self, native: list[np.ndarray]) -> None:
+        """Set the native flat weight list on the layers, in order."""
+        start = 0
+        for layer, count in self.weight_layers:
+            layer.set_weights(native[start:start + count])
+            start += count
 
-    def _per_layer(self, x: Any, mask: Any, states: Any) -> tuple[Any, list[Any], list]:
+    def __call__(self, fed: list[np.ndarray], trace_after: int | None) -> list[np.ndarray]:
+        """Run on ``fed`` (see :func:`feeds`); returns [outputs, h, c per layer and direction]."""
+        import tensorflow as tf
+
+        self.calls += 1
+        if self._traced is None and trace_after is not None and self.calls > trace_after:
+            self._traced = tf.function(self.forward, input_signature=self._signature())
+        run = self._traced if self._traced is not None else self.forward
+        return [np.asarray(t) for t in run(*(tf.convert_to_tensor(a) for a in fed))]
+
+    def forward(self, *tensors: Any) -> list[Any]:
+        """x, [mask], [h, c per layer and direction] -> [outputs, h, c per layer and direction]."""
+        x, rest = tensors[0], list(tensors[1:])
+        mask = rest.pop(0) if self.has_mask else None
+        pairs = [rest[n:n + 2] for n in range(0, len(rest), 2)] if self.has_state else None
+        kwargs: dict[str, Any] = {"training": False}
+        if mask is not None:
+            kwargs["mask"] = mask
+        if self.stacked_cells:
+            if pairs is not None:
+                kwargs["initial_state"] = pairs[0] if self.spec.layers == 1 else pairs
+            # States come back nested per cell ([h1, c1], [h2, c2], ...); flattened: h1 c1 h2 c2.
+            return _flatten(self.weight_layers[0][0](x, **kwargs))
+        sequence, finals, per = x, [], self.spec.directions
+        for k, (layer, _count) in enumerate(self.weight_layers):
+            if pairs is not None:
+                kwargs["initial_state"] = _flatten(pairs[k * per:(k + 1) * per])
+            # LSTM returns [out, h, c]; Bidirectional returns [out, h_fw, c_fw, h_bw, c_bw].
+            returned = _flatten(layer(sequence, **kwargs))
+            sequence, finals = returned[0], finals + returned[1:]
+        return [sequence, *finals]
+
+    def _signature(self) -> list[Any]:
+        import tensorflow as tf
+
+        spec = self.spec
+        signature = [tf.TensorSpec([None, None, spec.input_size], spec.dtype)]
+        if self.has_mask:
+            signature.append(tf.TensorSpec([None, None], tf.bool))
+        if self.has_state:
+            count = 2 * spec.layers * spec.directions
+            signature += [tf.TensorSpec([None, spec.units], spec.dtype)] * count
+        return signature
+
+    def _build(self) -> None:
+        """Create the layers' variables with one eager call on a (1, 1, I) input."""
+        spec = self.spec
+        dummy = LSTMInputs(
+            x=np.zeros((1, 1, spec.input_size)),
+            h0=np.zeros((spec.layers, spec.directions, 1, spec.units)) if self.has_state else None,
+            lengths=np.ones(1, dtype=np.int64) if self.has_mask else None,
+        )
+        self.forward(*feeds(spec, dummy, self.has_state))
+
+    def _per_layer(self) -> list[tuple[Any, int]]:
         """One (possibly Bidirectional) recurrent layer per spec layer."""
-        spec, sequence, finals, weight_layers = self.spec, x, [], []
-        for k in range(spec.layers):
+        spec, found = self.spec, []
+        for _ in range(spec.layers):
             layer = self._recurrent_layer()
             if spec.directions == 2:
                 layer = self.keras.layers.Bidirectional(
                     layer, merge_mode="concat", dtype=spec.dtype
                 )
-            kwargs = {}
-            if mask is not None:
-                kwargs["mask"] = mask
-            if states is not None:
-                kwargs["initial_state"] = _flatten(states[k * spec.directions:][:spec.directions])
-            returned = _flatten(layer(sequence, **kwargs))
-            # LSTM returns [out, h, c]; Bidirectional returns [out, h_fw, c_fw, h_bw, c_bw].
-            sequence, finals = returned[0], finals + returned[1:]
-            weight_layers.append((layer, ARRAYS_PER_CELL * spec.directions))
-        return sequence, finals, weight_layers
+            found.append((layer, ARRAYS_PER_CELL * spec.directions))
+        return found
 
-    def _stacked_cells(self, x: Any, mask: Any, states: Any) -> tuple[Any, list[Any], list]:
+    def _stacked_cells(self) -> list[tuple[Any, int]]:
         """RNN over StackedRNNCells (or over one LSTMCell): the whole stack is one layer."""
         spec, layers = self.spec, self.keras.layers
         cells = [self._cell() for _ in range(spec.layers)]
         cell = cells[0] if spec.layers == 1 else layers.StackedRNNCells(cells, dtype=spec.dtype)
         rnn = layers.RNN(cell, return_sequences=True, return_state=True, dtype=spec.dtype)
-        kwargs = {}
-        if mask is not None:
-            kwargs["mask"] = mask
-        if states is not None:
-            kwargs["initial_state"] = states[0] if spec.layers == 1 else states
-        # States come back nested per cell ([h1, c1], [h2, c2], ...); flattened: h1 c1 h2 c2.
-        returned = _flatten(rnn(x, **kwargs))
-        return returned[0], returned[1:], [(rnn, ARRAYS_PER_CELL * spec.layers)]
+        return [(rnn, ARRAYS_PER_CELL * spec.layers)]
 
     def _recurrent_layer(self) -> Any:
         spec, layers = self.spec, self.keras.layers
@@ -191,33 +226,10 @@ class _ModelBuilder:
         )
 
 
-@dataclass(frozen=True)
-class KerasModule:
-    """The Keras flavour a runtime builds with: its ``layers`` and ``Model`` (and CuDNNLSTM)."""
-
-    layers: Any
-    Model: Any
-    cudnn_lstm: Any = None
-
-
-def trace(model: Any) -> Any:
-    """A ``tf.function`` over the model with a fixed signature: traced once for all shapes."""
-    import tensorflow as tf
-
-    signature = [tf.TensorSpec(shape=tensor.shape, dtype=tensor.dtype) for tensor in model.inputs]
-
-    @tf.function(input_signature=signature)
-    def call(*tensors: Any) -> list[Any]:
-        return _flatten(model(list(tensors), training=False))
-
-    return call
-
-
 def feeds(spec: LSTMSpec, inputs: LSTMInputs, has_state: bool) -> list[np.ndarray]:
-    """Model inputs in the model's order: x, [mask], [h, c per layer and direction]."""
+    """Layer inputs in :meth:`KerasLSTM.forward`'s order: x, [mask], [h, c per layer, direction]."""
     dtype = np.dtype(spec.dtype)
-    x = np.asarray(inputs.x, dtype=dtype)
-    fed = [x]
+    fed = [np.asarray(inputs.x, dtype=dtype)]
     if inputs.lengths is not None:
         fed.append(inputs.valid_mask())
     if has_state:
@@ -230,13 +242,12 @@ def feeds(spec: LSTMSpec, inputs: LSTMInputs, has_state: bool) -> list[np.ndarra
     return fed
 
 
-def to_result(flat: list[Any], spec: LSTMSpec, inputs: LSTMInputs) -> LSTMResult:
+def to_result(flat: list[np.ndarray], spec: LSTMSpec, inputs: LSTMInputs) -> LSTMResult:
     """[outputs, h, c per layer and direction] -> the contract's LSTMResult."""
-    arrays = [np.asarray(tensor) for tensor in flat]
-    outputs, finals = arrays[0], arrays[1:]
+    outputs, finals = flat[0], flat[1:]
     expected = 2 * spec.layers * spec.directions
     if len(finals) != expected:
-        raise AssertionError(f"model returned {len(finals)} states, expected {expected}")
+        raise AssertionError(f"Keras returned {len(finals)} states, expected {expected}")
     shape = (spec.layers, spec.directions, inputs.batch, spec.units)
     h = np.stack(finals[0::2]).reshape(shape)
     c = np.stack(finals[1::2]).reshape(shape)
@@ -249,33 +260,35 @@ class KerasFamilyRuntime(Runtime):
     ``activations`` maps the spec's recurrent activation names to the names this
     Keras understands; a spec name missing from it is not supported (the two
     Keras versions' ``"hard_sigmoid"`` are different functions).
-    Built models are cached per process (keyed by runtime, spec and which
-    optional inputs are fed); pass ``cache=False`` to rebuild on every call.
+    Built layers are cached per process, keyed by runtime, spec and which
+    optional inputs are fed. ``cache=False`` builds new layers on every call
+    (the naive baseline of the benchmark); ``trace_after`` overrides the class's
+    number of eager calls before a cached network is traced (0: trace at once,
+    None: never).
     """
 
     style: ClassVar[str] = LAYERS
     activations: ClassVar[dict[str, str]] = {"sigmoid": "sigmoid"}
     bias_factor: ClassVar[int] = 4
-    cache_size: ClassVar[int] = 32
+    default_trace_after: ClassVar[int] = 8  # see KerasLSTM: eager calls before one trace
+    cache_size: ClassVar[int] = 64
     _cache: ClassVar[OrderedDict] = OrderedDict()
 
-    def __init__(self, cache: bool = True) -> None:
+    def __init__(self, cache: bool = True, trace_after: int | str | None = "default") -> None:
         self.use_cache = cache
+        self.trace_after = self.default_trace_after if trace_after == "default" else trace_after
 
     def keras_module(self) -> KerasModule:
         """Import the Keras flavour (lazily) and return what the builder uses."""
-        keras = importlib.import_module(self.module)
-        return KerasModule(layers=keras.layers, Model=keras.Model)
+        return KerasModule(layers=importlib.import_module(self.module).layers)
 
-    def build(self, spec: LSTMSpec, has_state: bool, has_mask: bool) -> BuiltLSTM:
-        """Build the model and its traced call (uncached)."""
+    def build(self, spec: LSTMSpec, has_state: bool, has_mask: bool) -> KerasLSTM:
+        """New layers for ``spec`` (uncached), with their variables created."""
         activation = self.activations[spec.recurrent_activation]
-        builder = _ModelBuilder(self.keras_module(), spec, activation, self.style)
-        model, weight_layers = builder.build(has_state, has_mask)
-        return BuiltLSTM(model=model, call=trace(model), weight_layers=weight_layers)
+        return KerasLSTM(self.keras_module(), spec, activation, self.style, has_state, has_mask)
 
-    def built(self, spec: LSTMSpec, has_state: bool, has_mask: bool) -> BuiltLSTM:
-        """The cached model for this spec and these optional inputs, built on first use."""
+    def network(self, spec: LSTMSpec, has_state: bool, has_mask: bool) -> KerasLSTM:
+        """The cached layers for this spec and these optional inputs, built on first use."""
         if not self.use_cache:
             return self.build(spec, has_state, has_mask)
         key = (self.name, spec, has_state, has_mask)
@@ -296,12 +309,12 @@ class KerasFamilyRuntime(Runtime):
             raise UnsupportedFeatureError(self.name, refusal)
         weights = check_native(native, spec, self.bias_factor)
         has_state = inputs.h0 is not None or inputs.c0 is not None
-        built = self.built(spec, has_state, inputs.lengths is not None)
-        built.load(weights)
-        flat = built.call(*feeds(spec, inputs, has_state))
+        network = self.network(spec, has_state, inputs.lengths is not None)
+        network.load(weights)
+        flat = network(feeds(spec, inputs, has_state), self.trace_after)
         return to_result(flat, spec, inputs)
 
     @classmethod
     def clear_cache(cls) -> None:
-        """Drop every cached model (all Keras runtimes share one cache)."""
+        """Drop every cached network (all Keras runtimes share one cache)."""
         KerasFamilyRuntime._cache.clear()

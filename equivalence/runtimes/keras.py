@@ -43,12 +43,15 @@ class KerasRuntime(KerasFamilyRuntime):
     module = "keras"
     capabilities = _CAPABILITIES
     style = LAYERS
-    activations: ClassVar[dict[str, str]] = {"sigmoid": "sigmoid", "hard_sigmoid_keras3": "hard_sigmoid"}
+    activations: ClassVar[dict[str, str]] = {
+        "sigmoid": "sigmoid",
+        "hard_sigmoid_keras3": "hard_sigmoid",
+    }
 
     def unavailable_reason(self) -> str | None:
         try:
             keras = import_keras3()
-        except Exception as exc:  # noqa: BLE001 - any import failure means "not runnable here"
+        except Exception as exc:  # any import failure means "not runnable here"
             return f"keras not importable: {type(exc).__name__}: {exc}"
         backend = keras.backend.backend()
         if backend != "tensorflow":
@@ -57,7 +60,7 @@ class KerasRuntime(KerasFamilyRuntime):
 
     def keras_module(self) -> KerasModule:
         keras = import_keras3()
-        return KerasModule(layers=keras.layers, Model=keras.Model)
+        return KerasModule(layers=keras.layers)
 
 
 class KerasCellRuntime(KerasRuntime):

@@ -51,7 +51,10 @@ class TfKerasRuntime(KerasFamilyRuntime):
     module = "tf_keras"
     capabilities = _CAPABILITIES
     style = LAYERS
-    activations: ClassVar[dict[str, str]] = {"sigmoid": "sigmoid", "hard_sigmoid_tf_keras": "hard_sigmoid"}
+    activations: ClassVar[dict[str, str]] = {
+        "sigmoid": "sigmoid",
+        "hard_sigmoid_tf_keras": "hard_sigmoid",
+    }
 
 
 class TfKerasCellRuntime(TfKerasRuntime):
@@ -87,4 +90,4 @@ class CuDNNLSTMRuntime(KerasFamilyRuntime):
     def keras_module(self) -> KerasModule:
         keras = importlib.import_module(self.module)
         v1_layers = importlib.import_module(CUDNN_LSTM_IMPORT)
-        return KerasModule(layers=keras.layers, Model=keras.Model, cudnn_lstm=v1_layers.CuDNNLSTM)
+        return KerasModule(layers=keras.layers, cudnn_lstm=v1_layers.CuDNNLSTM)

@@ -1,0 +1,219 @@
+"""NeoML runtime: a ``neoml.Dnn.Dnn`` of ``neoml.Dnn.Lstm`` layers.
+
+This module owns running the ``neoml`` native form (see
+:mod:`equivalence.formats.neoml`) through NeoML itself and normalizing the
+result to the contract of :mod:`equivalence.io_types`. NeoML needs numpy < 2
+and lives in its own environment, so this file imports only numpy and
+equivalence modules at the top; ``neoml`` is imported lazily.
+
+Facts verified against neoml 2.0.210 (scripts in the report):
+
+* Blobs are 7-D ``(BatchLength, BatchWidth, ListSize, Height, Width, Depth,
+  Channels)``; a sequence batch is time-major ``(T, B, 1, 1, 1, 1, I)``.
+* ``Lstm`` weights: ``input_weights`` blob ``(1, 4H, 1, 1, 1, 1, I)``,
+  ``recurrent_weights`` ``(1, 4H, 1, 1, 1, 1, H)``, ``input_free_term`` and
+  ``recurrent_free_term`` ``(4H, 1, 1, 1, 1, 1, 1)``; rows are gates g f i o;
+  both free terms are applied. Weights set before the first run are kept.
+* Outputs: #0 the hidden state on every step, #1 the cell state on every step,
+  both ``(T, B, 1, 1, 1, 1, H)``. With ``reverse_seq=True`` they are in the
+  original time order, so the reverse direction's final state is step 0.
+* Optional inputs: #1 (second) is the initial cell state, #2 (third) the
+  initial hidden state, each ``(1, B, 1, 1, 1, 1, H)``.
+* No sequence lengths, no float64 (blobs are float32 or int32), no peepholes
+  or projection; the built-in ``hard_sigmoid`` is clip(0.5 x + 0.5, 0, 1),
+  which matches neither Keras hard sigmoid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ConversionError, MissingKeyError, ShapeError
+from ..io_types import LSTMInputs, LSTMResult
+from ..spec import LSTMSpec
+from .base import Capabilities, Runtime
+
+_WEIGHT_NAMES = ("input_weights", "recurrent_weights", "input_free_term", "recurrent_free_term")
+
+
+@dataclass
+class _Network:
+    """A built Dnn for one shape, plus handles to its layers."""
+
+    dnn: Any
+    lstms: list[list[Any]]  # [layer][direction]
+
+
+class NeoMLRuntime(Runtime):
+    """``neoml.Dnn.Lstm`` layers (``reverse_seq`` for the backward direction) in one Dnn."""
+
+    name: ClassVar[str] = "neoml"
+    format: ClassVar[str] = "neoml"
+    module: ClassVar[str] = "neoml"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        max_layers=None,
+        bidirectional=True,
+        recurrent_activations=frozenset({"sigmoid"}),
+        initial_state=True,  # the Lstm layer's optional inputs #1 (c0) and #2 (h0)
+        lengths=False,  # no per-sequence lengths in the Lstm layer
+        time_major=False,  # NeoML is time-major only: we always transpose
+        dtypes=frozenset({"float32"}),  # blobs are float32 or int32
+    )
+
+    def __init__(self) -> None:
+        self._engine: Any = None
+        self._networks: dict[tuple[Any, ...], _Network] = {}
+
+    def run(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
+    ) -> LSTMResult:
+        refusal = self.capabilities.refusal(spec) or self.capabilities.input_refusal(inputs)
+        if refusal:
+            raise ConversionError(f"neoml runtime cannot run: {refusal}")
+        cells = _cells_grid(spec, native)
+        batch, steps = inputs.batch, inputs.steps
+        has_state = inputs.h0 is not None or inputs.c0 is not None
+        network = self._network(spec, batch, steps, has_state)
+        for layer, row in enumerate(network.lstms):
+            for direction, lstm in enumerate(row):
+                self._set_weights(lstm, cells[layer][direction])
+        outputs = network.dnn.run(self._feeds(spec, inputs, has_state))
+        return _collect(spec, outputs, batch, steps)
+
+    def _network(self, spec: LSTMSpec, batch: int, steps: int, has_state: bool) -> _Network:
+        key = (spec, batch, steps, has_state)
+        if key not in self._networks:
+            self._networks[key] = self._build(spec, has_state)
+        return self._networks[key]
+
+    def _math_engine(self) -> Any:
+        if self._engine is None:
+            import neoml
+
+            self._engine = neoml.MathEngine.CpuMathEngine()
+        return self._engine
+
+    def _build(self, spec: LSTMSpec, has_state: bool) -> _Network:
+        """Source -> Lstm per direction -> ConcatChannels between layers; Sinks read h and c."""
+        import neoml
+
+        dnn = neoml.Dnn.Dnn(self._math_engine())
+        layer_input: Any = neoml.Dnn.Source(dnn, "x")
+        lstms = []
+        for layer in range(spec.layers):
+            row = []
+            for direction in range(spec.directions):
+                tag = f"{layer}_{direction}"
+                sources = [layer_input]
+                if has_state:  # positional optional inputs: #1 initial c, #2 initial h
+                    sources += [neoml.Dnn.Source(dnn, f"c0_{tag}"),
+                                neoml.Dnn.Source(dnn, f"h0_{tag}")]
+                lstm = neoml.Dnn.Lstm(sources, hidden_size=spec.units,
+                                      reverse_seq=direction == 1, name=f"lstm_{tag}")
+                neoml.Dnn.Sink((lstm, 0), f"h_{tag}")
+                neoml.Dnn.Sink((lstm, 1), f"c_{tag}")
+                row.append(lstm)
+            lstms.append(row)
+            if layer == spec.layers - 1:
+                break  # no concat on top: a layer whose output feeds nothing crashes run()
+            if len(row) == 1:
+                layer_input = row[0]
+            else:  # forward channels first, as the contract's concatenation
+                layer_input = neoml.Dnn.ConcatChannels(row, name=f"concat_{layer}")
+        return _Network(dnn, lstms)
+
+    def _set_weights(self, lstm: Any, cell: Mapping[str, np.ndarray]) -> None:
+        import neoml
+
+        engine = self._math_engine()
+        units4, width = cell["input_weights"].shape
+        hidden = cell["recurrent_weights"].shape[1]
+        shapes = {
+            "input_weights": (1, units4, 1, 1, 1, 1, width),
+            "recurrent_weights": (1, units4, 1, 1, 1, 1, hidden),
+            "input_free_term": (units4, 1, 1, 1, 1, 1, 1),
+            "recurrent_free_term": (units4, 1, 1, 1, 1, 1, 1),
+        }
+        for name, shape in shapes.items():
+            # copy=True: the blob must not alias a numpy buffer that may be freed.
+            setattr(lstm, name, neoml.Blob.asblob(engine, cell[name], shape, copy=True))
+
+    def _feeds(self, spec: LSTMSpec, inputs: LSTMInputs, has_state: bool) -> dict[str, Any]:
+        import neoml
+
+        engine = self._math_engine()
+        batch, steps = inputs.batch, inputs.steps
+        x = np.ascontiguousarray(np.asarray(inputs.x, np.float32).transpose(1, 0, 2))
+        feeds = {"x": neoml.Blob.asblob(engine, x, (steps, batch, 1, 1, 1, 1, spec.input_size),
+                                        copy=True)}
+        if not has_state:
+            return feeds
+        shape = (spec.layers, spec.directions, batch, spec.units)
+        for prefix, value in (("h0", inputs.h0), ("c0", inputs.c0)):
+            states = np.zeros(shape, np.float32) if value is None else np.asarray(value, np.float32)
+            for layer in range(spec.layers):
+                for direction in range(spec.directions):
+                    state = np.ascontiguousarray(states[layer, direction])
+                    feeds[f"{prefix}_{layer}_{direction}"] = neoml.Blob.asblob(
+                        engine, state, (1, batch, 1, 1, 1, 1, spec.units), copy=True)
+        return feeds
+
+
+def _collect(spec: LSTMSpec, outputs: Mapping[str, Any], batch: int, steps: int) -> LSTMResult:
+    """Sink blobs -> contract: batch-major outputs, final state at the last (or first) step."""
+    top, final_h, final_c = [], [], []
+    for layer in range(spec.layers):
+        for direction in range(spec.directions):
+            tag = f"{layer}_{direction}"
+            # reshape, not asarray's squeeze: dims of size 1 (B, T or H) must stay.
+            h = np.array(outputs[f"h_{tag}"].asarray(copy=True)).reshape(steps, batch, spec.units)
+            c = np.array(outputs[f"c_{tag}"].asarray(copy=True)).reshape(steps, batch, spec.units)
+            last = 0 if direction == 1 else steps - 1  # reverse outputs are in original order
+            final_h.append(h[last])
+            final_c.append(c[last])
+            if layer == spec.layers - 1:
+                top.append(h)
+    shape = (spec.layers, spec.directions, batch, spec.units)
+    outputs_bm = np.concatenate(top, axis=-1).transpose(1, 0, 2)
+    return LSTMResult(np.ascontiguousarray(outputs_bm), np.stack(final_h).reshape(shape),
+                      np.stack(final_c).reshape(shape))
+
+
+def _cells_grid(spec: LSTMSpec, native: Any) -> list[list[dict[str, np.ndarray]]]:
+    """``native`` as ``[layer][direction]`` dicts of float32 arrays, shapes checked."""
+    if isinstance(native, Mapping):
+        grid: Sequence[Any] = [[native]]
+    elif isinstance(native, Sequence) and not isinstance(native, (str, bytes)):
+        grid = native
+    else:
+        raise ConversionError(f"neoml native: got {type(native).__name__}, expected a dict or list")
+    if len(grid) != spec.layers or any(len(row) != spec.directions for row in grid):
+        raise ConversionError(
+            f"neoml native: {len(grid)} layers of {[len(row) for row in grid]} directions, "
+            f"expected {spec.layers} layers of {spec.directions}"
+        )
+    return [[_cell(spec, layer, d, cell) for d, cell in enumerate(row)]
+            for layer, row in enumerate(grid)]
+
+
+def _cell(spec: LSTMSpec, layer: int, direction: int, cell: Any) -> dict[str, np.ndarray]:
+    where = f"neoml native[{layer}][{direction}]"
+    if not isinstance(cell, Mapping):
+        raise ConversionError(f"{where}: got {type(cell).__name__}, expected a dict")
+    missing = [n for n in _WEIGHT_NAMES if n not in cell]
+    if missing:
+        raise MissingKeyError(f"{where}: missing {missing}")
+    units4, width = 4 * spec.units, spec.layer_input_size(layer)
+    expected = {"input_weights": (units4, width), "recurrent_weights": (units4, spec.units),
+                "input_free_term": (units4,), "recurrent_free_term": (units4,)}
+    arrays = {}
+    for name, shape in expected.items():
+        array = np.ascontiguousarray(np.asarray(cell[name], dtype=np.float32))
+        if array.shape != shape:
+            raise ShapeError(f"{where}.{name}", array.shape, shape)
+        arrays[name] = array
+    return arrays
