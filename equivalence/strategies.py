@@ -36,11 +36,19 @@ class Case:
 
     def describe(self) -> str:
         spec = self.spec
+        shape = (f"I={spec.input_size} H={spec.units} layers={spec.layers} "
+                 f"directions={spec.directions} {spec.dtype}")
+        features = [f for f in spec.features() if f not in ("stacked layers", "bidirectional")]
+        extras = {"projection_size": spec.projection_size, "cell_clip": spec.cell_clip,
+                  "projection_clip": spec.projection_clip, "gate_clip": spec.gate_clip}
+        detail = [f"{k}={v}" for k, v in extras.items() if v is not None]
         flags = [f"B={self.inputs.batch}", f"T={self.inputs.steps}"]
         flags += ["h0/c0"] if self.inputs.h0 is not None else []
-        flags += [f"lengths={list(self.inputs.lengths)}"] if self.inputs.lengths is not None else []
+        if self.inputs.lengths is not None:
+            flags.append(f"lengths={np.asarray(self.inputs.lengths).tolist()}")
         flags += ["time_major"] if self.inputs.time_major else []
-        return f"{spec} inputs({', '.join(flags)})"
+        described = f"{shape}" + (f" [{', '.join(features + detail)}]" if features else "")
+        return f"{described} inputs({', '.join(flags)})"
 
 
 def _check_bound(name: str, value: int, low: int) -> None:

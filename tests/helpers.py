@@ -15,14 +15,7 @@ DIRECTIONAL_LISTS = ("keras", "cudnn")
 
 def format_capabilities(name: str) -> Capabilities:
     """What a weight format can hold, as Capabilities (so spec strategies can draw it)."""
-    held = formats.get(name).supported
-    activations = {"sigmoid"} | {f.split("=")[1] for f in held if f.startswith("recurrent_activation=")}
-    return Capabilities(
-        bidirectional="bidirectional" in held, projection="projection" in held,
-        projection_clip="projection_clip" in held, peepholes="peepholes" in held,
-        cell_clip="cell_clip" in held, gate_clip="gate_clip" in held,
-        recurrent_activations=frozenset(activations), dtypes=frozenset({"float32", "float64"}),
-    )
+    return formats.get(name).capabilities()
 
 
 def read_options(name: str, spec: LSTMSpec) -> dict:

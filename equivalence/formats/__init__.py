@@ -12,6 +12,7 @@ from typing import Any
 
 from ..canonical import LSTMWeights
 from ..errors import UnknownFormatError
+from ..runtimes.base import Capabilities
 from . import cudnn, flat, flax, keras, neoml, onnx, tf1, torch
 
 
@@ -24,6 +25,19 @@ class Format:
     from_canonical: Callable[..., Any]
     supported: frozenset[str]
     summary: str
+
+    def capabilities(self) -> Capabilities:
+        """What this format can hold, in the runtimes' vocabulary (for strategies)."""
+        held = self.supported
+        activations = {"sigmoid"} | {f.split("=", 1)[1] for f in held
+                                     if f.startswith("recurrent_activation=")}
+        return Capabilities(
+            bidirectional="bidirectional" in held, projection="projection" in held,
+            projection_clip="projection_clip" in held, peepholes="peepholes" in held,
+            cell_clip="cell_clip" in held, gate_clip="gate_clip" in held,
+            recurrent_activations=frozenset(activations), time_major=True,
+            dtypes=frozenset({"float16", "float32", "float64"}),
+        )
 
 
 FORMATS: dict[str, Format] = {

@@ -71,8 +71,15 @@ def check_native(native: Any, spec: LSTMSpec, bias_factor: int = 4) -> list[np.n
             layer, direction = divmod(cell, spec.directions)
             field = f"weights[{index}] (layer {layer}, direction {direction}, {names[part]})"
             raise ShapeError(field, array.shape, shape)
-        checked.append(array.astype(spec.dtype))
+        checked.append(array.astype(numpy_dtype(spec.dtype)))
     return checked
+
+
+def _tensors(arrays: list[np.ndarray]) -> list[Any]:
+    """Numpy -> TF tensors (tf_keras's Bidirectional rejects numpy initial states)."""
+    import tensorflow as tf
+
+    return [tf.convert_to_tensor(a) for a in arrays]
 
 
 def _flatten(value: Any) -> list[Any]:
@@ -95,13 +102,15 @@ class KerasLSTM:
 
     Layers are called directly on tensors (no functional ``Model``): building a
     tf_keras functional model traces every LSTM symbolically, about 1.3 s for a
-    2-layer bidirectional stack, which is wasted when a spec is run a few times.
-    Calls run eagerly until ``trace_after`` calls have been made, then through
-    one ``tf.function`` whose signature leaves batch and time unknown, so a
-    single trace serves every batch size and sequence length. Eager calls cost
-    little to start but scale with the number of steps; a trace costs 0.1-0.5 s
-    (Keras 3, cells) up to about 3 s (tf_keras ``LSTM``, which traces both its
-    CPU and its cuDNN function for the backend selection), hence the threshold.
+    2-layer bidirectional stack, wasted when a spec runs only a few times (the
+    usual case under Hypothesis, which draws a new spec for most examples).
+    Layers are built from their input shapes. Calls run eagerly until
+    ``trace_after`` calls have been made, then through one ``tf.function``
+    whose signature leaves batch and time unknown, so a single trace serves
+    every batch size and sequence length. Eager calls start at once but cost
+    more per call; a trace costs 0.1-0.5 s (Keras 3, cells) up to about 3 s
+    (tf_keras ``LSTM``, which traces its CPU and cuDNN functions for backend
+    selection), hence the threshold.
 
     ``weight_layers`` pairs each weight-holding layer with the number of native
     arrays it takes, in native order (bottom-up, forward before backward).
@@ -132,7 +141,7 @@ class KerasLSTM:
         if self._traced is None and trace_after is not None and self.calls > trace_after:
             self._traced = tf.function(self.forward, input_signature=self._signature())
         run = self._traced if self._traced is not None else self.forward
-        return [np.asarray(t) for t in run(*(tf.convert_to_tensor(a) for a in fed))]
+        return [np.asarray(t) for t in run(*_tensors(fed))]
 
     def forward(self, *tensors: Any) -> list[Any]:
         """x, [mask], [h, c per layer and direction] -> [outputs, h, c per layer and direction]."""
@@ -169,14 +178,13 @@ class KerasLSTM:
         return signature
 
     def _build(self) -> None:
-        """Create the layers' variables with one eager call on a (1, 1, I) input."""
-        spec = self.spec
-        dummy = LSTMInputs(
-            x=np.zeros((1, 1, spec.input_size)),
-            h0=np.zeros((spec.layers, spec.directions, 1, spec.units)) if self.has_state else None,
-            lengths=np.ones(1, dtype=np.int64) if self.has_mask else None,
-        )
-        self.forward(*feeds(spec, dummy, self.has_state))
+        """Create the layers' variables from their input shapes (no call, so no trace).
+
+        Building by shape rather than by a first call also lets CuDNNLSTM, which
+        has no CPU kernel, be built and given weights on a CPU.
+        """
+        for k, (layer, _count) in enumerate(self.weight_layers):
+            layer.build((None, None, self.spec.layer_input_size(k)))
 
     def _per_layer(self) -> list[tuple[Any, int]]:
         """One (possibly Bidirectional) recurrent layer per spec layer."""
@@ -226,9 +234,18 @@ class KerasLSTM:
         )
 
 
+def numpy_dtype(name: str) -> np.dtype:
+    """The numpy dtype for a spec dtype name (bfloat16 comes from ml_dtypes, shipped with TF)."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
 def feeds(spec: LSTMSpec, inputs: LSTMInputs, has_state: bool) -> list[np.ndarray]:
     """Layer inputs in :meth:`KerasLSTM.forward`'s order: x, [mask], [h, c per layer, direction]."""
-    dtype = np.dtype(spec.dtype)
+    dtype = numpy_dtype(spec.dtype)
     fed = [np.asarray(inputs.x, dtype=dtype)]
     if inputs.lengths is not None:
         fed.append(inputs.valid_mask())

@@ -1,0 +1,49 @@
+"""The equivalence suite, generated from the table (equivalence.table.RUNTIMES).
+
+* every CPU runtime of this environment against the float64 reference;
+* every ordered pair of runtimes, native weights moved by the project's
+  converters, outputs, h and c compared.
+
+A runtime of the main environment that cannot run here fails its tests (set
+EQUIVALENCE_ALLOW_MISSING=1 to skip instead, e.g. in a tox env that installs
+only some frameworks): no pair is silently skipped.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, target
+from hypothesis import strategies as st
+
+from equivalence import harness, table
+from equivalence.strategies import joint_capabilities, lstm_cases
+
+from .runtime_support import record, replay_command, require
+
+pytestmark = pytest.mark.cpu
+ENTRIES = table.entries()
+PAIRS = table.pairs()
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+@given(data=st.data())
+def test_runtime_matches_reference(entry: table.Entry, data, request) -> None:
+    runtime = require(entry)
+    caps = runtime.capabilities
+    case = data.draw(lstm_cases(capabilities=caps, dtypes=caps.dtypes), label="case")
+    outcome = harness.check_against_reference(entry, case)
+    target(outcome.comparison.max_abs_diff / outcome.comparison.tolerance.atol, label="error/atol")
+    record(request, outcome)
+    assert outcome.ok, outcome.message(replay_command(request))
+
+
+@pytest.mark.parametrize("source, target_entry", PAIRS,
+                         ids=[f"{a.name}->{b.name}" for a, b in PAIRS])
+@given(data=st.data())
+def test_pair_is_equivalent(source: table.Entry, target_entry: table.Entry, data, request) -> None:
+    caps = joint_capabilities([require(source).capabilities, require(target_entry).capabilities])
+    case = data.draw(lstm_cases(capabilities=caps, dtypes=caps.dtypes), label="case")
+    outcome = harness.check_pair(source, target_entry, case)
+    target(outcome.comparison.max_abs_diff / outcome.comparison.tolerance.atol, label="error/atol")
+    record(request, outcome)
+    assert outcome.ok, outcome.message(replay_command(request))
