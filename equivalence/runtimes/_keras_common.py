@@ -33,6 +33,14 @@ CELLS = "cells"  # RNN(StackedRNNCells([LSTMCell, ...])); Bidirectional(RNN(LSTM
 CUDNN = "cudnn"  # one CuDNNLSTM (or Bidirectional(CuDNNLSTM)) per spec layer
 
 ARRAYS_PER_CELL = 3  # kernel, recurrent_kernel, bias
+# Weights are always overwritten: zeros skip the orthogonal initializer's QR,
+# which costs build time and has no bfloat16 kernel.
+ZERO_INIT = {
+    "kernel_initializer": "zeros",
+    "recurrent_initializer": "zeros",
+    "bias_initializer": "zeros",
+    "unit_forget_bias": False,
+}
 
 
 def expected_shapes(spec: LSTMSpec, bias_factor: int = 4) -> list[tuple[int, ...]]:
@@ -210,7 +218,7 @@ class KerasLSTM:
         spec, layers = self.spec, self.keras.layers
         if self.style == CUDNN:
             return self.keras.cudnn_lstm(
-                spec.units, return_sequences=True, return_state=True, dtype=spec.dtype
+                spec.units, return_sequences=True, return_state=True, dtype=spec.dtype, **ZERO_INIT
             )
         if self.style == CELLS:
             return layers.RNN(
@@ -223,6 +231,7 @@ class KerasLSTM:
             return_sequences=True,
             return_state=True,
             dtype=spec.dtype,
+            **ZERO_INIT,
         )
 
     def _cell(self) -> Any:
@@ -231,6 +240,7 @@ class KerasLSTM:
             activation="tanh",
             recurrent_activation=self.activation,
             dtype=self.spec.dtype,
+            **ZERO_INIT,
         )
 
 

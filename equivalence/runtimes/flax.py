@@ -87,7 +87,8 @@ class _FlaxLinenRuntime(Runtime):
         forward = self._forward(spec, inputs)
         with _x64(dtype == np.float64):
             outputs, h, c = forward(params, x, h0, c0, lengths)
-            outputs, h, c = np.asarray(outputs), np.asarray(h), np.asarray(c)
+            # np.array: writable copies, not read-only views of jax buffers
+            outputs, h, c = np.array(outputs), np.array(h), np.array(c)
         if inputs.time_major:
             outputs = outputs.transpose(1, 0, 2)
         return LSTMResult(zero_padding(outputs, inputs), h, c)

@@ -75,7 +75,7 @@ class JaxRnnRuntime(Runtime):
                    else np.asarray(inputs.lengths, np.int32))
         forward = self._forward(spec)
         with _x64(dtype == np.float64):
-            outputs, h, c = (np.asarray(a) for a in forward(x, h0, c0, weights, lengths))
+            outputs, h, c = (np.array(a) for a in forward(x, h0, c0, weights, lengths))
         return LSTMResult(zero_padding(outputs, inputs), split_states(h, spec),
                           split_states(c, spec))
 

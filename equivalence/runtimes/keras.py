@@ -23,7 +23,9 @@ _CAPABILITIES = Capabilities(
     initial_state=True,
     lengths=True,
     time_major=False,  # Keras 3 recurrent layers have no time-major path
-    dtypes=frozenset({"float32", "float64"}),
+    # float16/bfloat16 pass compare.Tolerance against the reference (checked for
+    # 1-2 layers, 1-2 directions, T up to 9, with states and lengths).
+    dtypes=frozenset({"float16", "bfloat16", "float32", "float64"}),
 )
 
 

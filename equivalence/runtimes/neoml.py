@@ -68,6 +68,11 @@ class NeoMLRuntime(Runtime):
         self._engine: Any = None
         self._networks: dict[tuple[Any, ...], _Network] = {}
 
+    def version(self) -> str:
+        from importlib.metadata import version  # neoml has no __version__
+
+        return version("neoml")
+
     def run(
         self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
     ) -> LSTMResult:

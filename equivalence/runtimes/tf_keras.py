@@ -27,7 +27,9 @@ _CAPABILITIES = Capabilities(
     initial_state=True,
     lengths=True,
     time_major=False,
-    dtypes=frozenset({"float32", "float64"}),
+    # float16/bfloat16 pass compare.Tolerance against the reference (checked for
+    # 1-2 layers, 1-2 directions, T up to 9, with states and lengths).
+    dtypes=frozenset({"float16", "bfloat16", "float32", "float64"}),
 )
 
 _CUDNN_CAPABILITIES = Capabilities(
@@ -93,6 +95,11 @@ class CuDNNLSTMRuntime(KerasFamilyRuntime):
         return None
 
     def keras_module(self) -> KerasModule:
+        import tensorflow as tf
+
+        # Ampere/Hopper GPUs run float32 cuDNN RNNs in TF32 unless told not to,
+        # which would be a precision difference, not a conversion error.
+        tf.config.experimental.enable_tensor_float_32_execution(False)
         keras = importlib.import_module(self.module)
         v1_layers = importlib.import_module(CUDNN_LSTM_IMPORT)
         return KerasModule(layers=keras.layers, cudnn_lstm=v1_layers.CuDNNLSTM)
