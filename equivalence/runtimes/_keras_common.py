@@ -7,7 +7,8 @@ module. This module owns:
 
 * how a spec becomes Keras layers (one of the three layer styles below),
 * how the flat native weight list is split over those layers,
-* how inputs are fed (initial states, a boolean mask for the lengths),
+* how inputs are fed (initial states, a boolean mask for the lengths, the
+  time-major layout),
 * how the layers' outputs become an :class:`LSTMResult`,
 * the per-process cache of built layers and their traced ``tf.function``, so
   Hypothesis examples of a spec only set weights and run.
@@ -105,8 +106,22 @@ class KerasModule:
     cudnn_lstm: Any = None
 
 
+@dataclass(frozen=True)
+class Feeding:
+    """Which optional inputs a network takes, and whether it runs time-major (part of its key)."""
+
+    has_state: bool
+    has_mask: bool
+    time_major: bool = False
+
+    @classmethod
+    def of(cls, inputs: LSTMInputs) -> Feeding:
+        has_state = inputs.h0 is not None or inputs.c0 is not None
+        return cls(has_state, inputs.lengths is not None, bool(inputs.time_major))
+
+
 class KerasLSTM:
-    """The layers for one spec and one set of optional inputs, and how to call them.
+    """The layers for one spec and one :class:`Feeding`, and how to call them.
 
     Layers are called directly on tensors (no functional ``Model``): building a
     tf_keras functional model traces every LSTM symbolically, about 1.3 s for a
@@ -125,9 +140,9 @@ class KerasLSTM:
     """
 
     def __init__(self, keras: KerasModule, spec: LSTMSpec, activation: str, style: str,
-                 has_state: bool, has_mask: bool) -> None:
+                 feeding: Feeding) -> None:
         self.keras, self.spec, self.activation, self.style = keras, spec, activation, style
-        self.has_state, self.has_mask = has_state, has_mask
+        self.feeding = feeding
         self.stacked_cells = style == CELLS and spec.directions == 1
         self.weight_layers = self._stacked_cells() if self.stacked_cells else self._per_layer()
         self.calls = 0
@@ -154,8 +169,8 @@ class KerasLSTM:
     def forward(self, *tensors: Any) -> list[Any]:
         """x, [mask], [h, c per layer and direction] -> [outputs, h, c per layer and direction]."""
         x, rest = tensors[0], list(tensors[1:])
-        mask = rest.pop(0) if self.has_mask else None
-        pairs = [rest[n:n + 2] for n in range(0, len(rest), 2)] if self.has_state else None
+        mask = rest.pop(0) if self.feeding.has_mask else None
+        pairs = [rest[n:n + 2] for n in range(0, len(rest), 2)] if self.feeding.has_state else None
         kwargs: dict[str, Any] = {"training": False}
         if mask is not None:
             kwargs["mask"] = mask
@@ -178,9 +193,9 @@ class KerasLSTM:
 
         spec = self.spec
         signature = [tf.TensorSpec([None, None, spec.input_size], spec.dtype)]
-        if self.has_mask:
+        if self.feeding.has_mask:
             signature.append(tf.TensorSpec([None, None], tf.bool))
-        if self.has_state:
+        if self.feeding.has_state:
             count = 2 * spec.layers * spec.directions
             signature += [tf.TensorSpec([None, spec.units], spec.dtype)] * count
         return signature
@@ -211,26 +226,27 @@ class KerasLSTM:
         spec, layers = self.spec, self.keras.layers
         cells = [self._cell() for _ in range(spec.layers)]
         cell = cells[0] if spec.layers == 1 else layers.StackedRNNCells(cells, dtype=spec.dtype)
-        rnn = layers.RNN(cell, return_sequences=True, return_state=True, dtype=spec.dtype)
+        rnn = layers.RNN(cell, **self._rnn_options())
         return [(rnn, ARRAYS_PER_CELL * spec.layers)]
+
+    def _rnn_options(self) -> dict[str, Any]:
+        """Options of every recurrent layer; ``time_major`` only when asked (Keras 3 lacks it)."""
+        options = {"return_sequences": True, "return_state": True, "dtype": self.spec.dtype}
+        if self.feeding.time_major:
+            options["time_major"] = True
+        return options
 
     def _recurrent_layer(self) -> Any:
         spec, layers = self.spec, self.keras.layers
         if self.style == CUDNN:
-            return self.keras.cudnn_lstm(
-                spec.units, return_sequences=True, return_state=True, dtype=spec.dtype, **ZERO_INIT
-            )
+            return self.keras.cudnn_lstm(spec.units, **self._rnn_options(), **ZERO_INIT)
         if self.style == CELLS:
-            return layers.RNN(
-                self._cell(), return_sequences=True, return_state=True, dtype=spec.dtype
-            )
+            return layers.RNN(self._cell(), **self._rnn_options())
         return layers.LSTM(
             spec.units,
             activation="tanh",
             recurrent_activation=self.activation,
-            return_sequences=True,
-            return_state=True,
-            dtype=spec.dtype,
+            **self._rnn_options(),
             **ZERO_INIT,
         )
 
@@ -253,13 +269,19 @@ def numpy_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
-def feeds(spec: LSTMSpec, inputs: LSTMInputs, has_state: bool) -> list[np.ndarray]:
-    """Layer inputs in :meth:`KerasLSTM.forward`'s order: x, [mask], [h, c per layer, direction]."""
+def feeds(spec: LSTMSpec, inputs: LSTMInputs, feeding: Feeding) -> list[np.ndarray]:
+    """Layer inputs in :meth:`KerasLSTM.forward`'s order: x, [mask], [h, c per layer, direction].
+
+    Time-major layers take x as (T, B, I) and the mask as (T, B).
+    """
     dtype = numpy_dtype(spec.dtype)
-    fed = [np.asarray(inputs.x, dtype=dtype)]
-    if inputs.lengths is not None:
-        fed.append(inputs.valid_mask())
-    if has_state:
+    x, mask = np.asarray(inputs.x, dtype=dtype), inputs.valid_mask()
+    if feeding.time_major:
+        x, mask = x.transpose(1, 0, 2), mask.T
+    fed = [np.ascontiguousarray(x)]
+    if feeding.has_mask:
+        fed.append(np.ascontiguousarray(mask))
+    if feeding.has_state:
         shape = (spec.layers, spec.directions, inputs.batch, spec.units)
         h0 = np.zeros(shape, dtype) if inputs.h0 is None else np.asarray(inputs.h0, dtype)
         c0 = np.zeros(shape, dtype) if inputs.c0 is None else np.asarray(inputs.c0, dtype)
@@ -270,8 +292,10 @@ def feeds(spec: LSTMSpec, inputs: LSTMInputs, has_state: bool) -> list[np.ndarra
 
 
 def to_result(flat: list[np.ndarray], spec: LSTMSpec, inputs: LSTMInputs) -> LSTMResult:
-    """[outputs, h, c per layer and direction] -> the contract's LSTMResult."""
+    """[outputs, h, c per layer and direction] -> the contract's LSTMResult (batch-major)."""
     outputs, finals = flat[0], flat[1:]
+    if inputs.time_major:
+        outputs = np.ascontiguousarray(outputs.transpose(1, 0, 2))
     expected = 2 * spec.layers * spec.directions
     if len(finals) != expected:
         raise AssertionError(f"Keras returned {len(finals)} states, expected {expected}")
@@ -287,8 +311,8 @@ class KerasFamilyRuntime(Runtime):
     ``activations`` maps the spec's recurrent activation names to the names this
     Keras understands; a spec name missing from it is not supported (the two
     Keras versions' ``"hard_sigmoid"`` are different functions).
-    Built layers are cached per process, keyed by runtime, spec and which
-    optional inputs are fed. ``cache=False`` builds new layers on every call
+    Built layers are cached per process, keyed by runtime, spec and
+    :class:`Feeding`. ``cache=False`` builds new layers on every call
     (the naive baseline of the benchmark); ``trace_after`` overrides the class's
     number of eager calls before a cached network is traced (0: trace at once,
     None: never).
@@ -309,21 +333,21 @@ class KerasFamilyRuntime(Runtime):
         """Import the Keras flavour (lazily) and return what the builder uses."""
         return KerasModule(layers=importlib.import_module(self.module).layers)
 
-    def build(self, spec: LSTMSpec, has_state: bool, has_mask: bool) -> KerasLSTM:
+    def build(self, spec: LSTMSpec, feeding: Feeding) -> KerasLSTM:
         """New layers for ``spec`` (uncached), with their variables created."""
         activation = self.activations[spec.recurrent_activation]
-        return KerasLSTM(self.keras_module(), spec, activation, self.style, has_state, has_mask)
+        return KerasLSTM(self.keras_module(), spec, activation, self.style, feeding)
 
-    def network(self, spec: LSTMSpec, has_state: bool, has_mask: bool) -> KerasLSTM:
-        """The cached layers for this spec and these optional inputs, built on first use."""
+    def network(self, spec: LSTMSpec, feeding: Feeding) -> KerasLSTM:
+        """The cached layers for this spec and this feeding, built on first use."""
         if not self.use_cache:
-            return self.build(spec, has_state, has_mask)
-        key = (self.name, spec, has_state, has_mask)
+            return self.build(spec, feeding)
+        key = (self.name, spec, feeding)
         cache = KerasFamilyRuntime._cache
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
-        cache[key] = self.build(spec, has_state, has_mask)
+        cache[key] = self.build(spec, feeding)
         while len(cache) > self.cache_size:
             cache.popitem(last=False)
         return cache[key]
@@ -335,10 +359,10 @@ class KerasFamilyRuntime(Runtime):
         if refusal is not None:
             raise UnsupportedFeatureError(self.name, refusal)
         weights = check_native(native, spec, self.bias_factor)
-        has_state = inputs.h0 is not None or inputs.c0 is not None
-        network = self.network(spec, has_state, inputs.lengths is not None)
+        feeding = Feeding.of(inputs)
+        network = self.network(spec, feeding)
         network.load(weights)
-        flat = network(feeds(spec, inputs, has_state), self.trace_after)
+        flat = network(feeds(spec, inputs, feeding), self.trace_after)
         return to_result(flat, spec, inputs)
 
     @classmethod

@@ -26,7 +26,7 @@ _CAPABILITIES = Capabilities(
     recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_tf_keras"}),
     initial_state=True,
     lengths=True,
-    time_major=False,
+    time_major=True,  # LSTM(time_major=True), RNN(time_major=True); mask given as (T, B)
     # float16/bfloat16 pass compare.Tolerance against the reference (checked for
     # 1-2 layers, 1-2 directions, T up to 9, with states and lengths).
     dtypes=frozenset({"float16", "bfloat16", "float32", "float64"}),
@@ -37,6 +37,8 @@ _CUDNN_CAPABILITIES = Capabilities(
     recurrent_activations=frozenset({"sigmoid"}),  # cuDNN's LSTM is fixed to sigmoid/tanh
     initial_state=True,
     lengths=False,  # CuDNNLSTM raises "Masking is not supported for CuDNN RNNs."
+    # Not declared: with go_backwards, _CuDNNRNN.call reverses axis 1 even when
+    # time_major=True (base_cudnn_rnn.py), i.e. the batch axis; untested on GPU.
     time_major=False,
     dtypes=frozenset({"float32"}),
     devices=frozenset({"gpu"}),

@@ -1,0 +1,5 @@
+"""``python -m equivalence`` is the ``equivalence`` command."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""Benchmark: examples per second per runtime, cached layers vs a naive rebuild per example.
+
+``python -m equivalence.bench [--examples N] [--json]``. Each example has new
+random weights and inputs on a few recurring shapes, as Hypothesis draws them;
+"cached" reuses one runtime object (built layers, traced graphs, sessions),
+"naive" builds a fresh runtime object, and so a fresh network, every example.
+The first (building) call is included in the cached figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from . import harness, table
+from .canonical import random_weights
+from .io_types import LSTMInputs
+from .spec import LSTMSpec
+from .strategies import Case
+
+SHAPES = (LSTMSpec(5, 4, layers=2, directions=2), LSTMSpec(3, 6), LSTMSpec(2, 2, layers=2))
+
+
+def cases(entry: table.Entry, count: int, seed: int = 0) -> list[Case]:
+    """``count`` examples cycling over the shapes ``entry`` can run."""
+    caps = entry.load().capabilities
+    shapes = [s for s in SHAPES if caps.refusal(s) is None] or [LSTMSpec(3, 4)]
+    rng = np.random.default_rng(seed)
+    made = []
+    for n in range(count):
+        spec = shapes[n % len(shapes)]
+        weights = random_weights(spec, rng).astype("float32")
+        x = rng.normal(size=(3, 6, spec.input_size)).astype(np.float32)
+        made.append(Case(weights.spec, weights, LSTMInputs(x)))
+    return made
+
+
+def examples_per_second(entry: table.Entry, examples: list[Case],
+                        runtime_for: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    for case in examples:
+        runtime = runtime_for()
+        runtime.run(case.spec, harness.native_weights(entry, case), case.inputs,
+                    **dict(entry.format_options))
+    return len(examples) / (time.perf_counter() - start)
+
+
+def measure(entry: table.Entry, count: int, naive_count: int) -> dict[str, float]:
+    cached = entry.load()
+    fresh = type(cached)
+    # Framework start-up (kernel registration, thread pools) is paid once by a throwaway object.
+    examples_per_second(entry, cases(entry, 1, seed=2), fresh)
+    fast = examples_per_second(entry, cases(entry, count), lambda: cached)
+    slow = examples_per_second(entry, cases(entry, naive_count, seed=1), fresh)
+    return {"examples_per_second": round(fast, 2), "naive_examples_per_second": round(slow, 2),
+            "speedup": round(fast / slow, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m equivalence.bench", description=__doc__)
+    parser.add_argument("--examples", type=int, default=60, help="cached examples per runtime")
+    parser.add_argument("--naive-examples", type=int, default=6)
+    parser.add_argument("--only", nargs="*", help="runtime names (default: every runnable one)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    results = {}
+    for entry in table.entries():
+        if args.only and entry.name not in args.only:
+            continue
+        reason = entry.load().unavailable_reason()
+        if reason:
+            print(f"skip {entry.name}: {reason}", file=sys.stderr)
+            continue
+        results[entry.name] = measure(entry, args.examples, args.naive_examples)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"{'runtime':<16}{'examples/s':>12}{'naive ex/s':>12}{'speedup':>9}")
+    for name, row in results.items():
+        print(f"{name:<16}{row['examples_per_second']:>12}{row['naive_examples_per_second']:>12}"
+              f"{row['speedup']:>8}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
