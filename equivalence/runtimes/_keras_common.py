@@ -311,23 +311,26 @@ class KerasFamilyRuntime(Runtime):
     ``activations`` maps the spec's recurrent activation names to the names this
     Keras understands; a spec name missing from it is not supported (the two
     Keras versions' ``"hard_sigmoid"`` are different functions).
-    Built layers are cached per process, keyed by runtime, spec and
-    :class:`Feeding`. ``cache=False`` builds new layers on every call
-    (the naive baseline of the benchmark); ``trace_after`` overrides the class's
-    number of eager calls before a cached network is traced (0: trace at once,
-    None: never).
+    Built layers are cached per runtime object (the table keeps one per
+    process), keyed by spec and :class:`Feeding`. ``cache=False`` builds new
+    layers on every call; ``trace_after`` overrides the class's number of eager
+    calls before a cached network is traced (0: trace at once, None: never).
     """
 
     style: ClassVar[str] = LAYERS
     activations: ClassVar[dict[str, str]] = {"sigmoid": "sigmoid"}
     bias_factor: ClassVar[int] = 4
-    default_trace_after: ClassVar[int] = 8  # see KerasLSTM: eager calls before one trace
+    # Eager calls before one trace (see KerasLSTM). Hypothesis draws a new spec
+    # for most examples, where eager wins; a spec that comes back a third time
+    # is worth its 0.1-0.3 s trace (equivalence.bench: 54 examples/s against 40
+    # always-eager, Keras 3).
+    default_trace_after: ClassVar[int] = 2
     cache_size: ClassVar[int] = 64
-    _cache: ClassVar[OrderedDict] = OrderedDict()
 
     def __init__(self, cache: bool = True, trace_after: int | str | None = "default") -> None:
         self.use_cache = cache
         self.trace_after = self.default_trace_after if trace_after == "default" else trace_after
+        self._cache: OrderedDict[tuple[LSTMSpec, Feeding], KerasLSTM] = OrderedDict()
 
     def keras_module(self) -> KerasModule:
         """Import the Keras flavour (lazily) and return what the builder uses."""
@@ -342,8 +345,7 @@ class KerasFamilyRuntime(Runtime):
         """The cached layers for this spec and this feeding, built on first use."""
         if not self.use_cache:
             return self.build(spec, feeding)
-        key = (self.name, spec, feeding)
-        cache = KerasFamilyRuntime._cache
+        key, cache = (spec, feeding), self._cache
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
@@ -365,7 +367,6 @@ class KerasFamilyRuntime(Runtime):
         flat = network(feeds(spec, inputs, feeding), self.trace_after)
         return to_result(flat, spec, inputs)
 
-    @classmethod
-    def clear_cache(cls) -> None:
-        """Drop every cached network (all Keras runtimes share one cache)."""
-        KerasFamilyRuntime._cache.clear()
+    def clear_cache(self) -> None:
+        """Drop this runtime's cached networks."""
+        self._cache.clear()
