@@ -1,36 +1,35 @@
-"""Project-wide pytest setup: markers, Hypothesis profiles, the report header.
+"""Project-wide pytest setup: markers, Hypothesis profiles, the results file, the header.
 
-Profiles (choose with ``HYPOTHESIS_PROFILE``; default ``dev``):
-
-* ``dev``: few examples, fast feedback while editing.
-* ``ci``: derandomized (same examples every run), no deadline, 25 examples.
-* ``nightly``: 300 examples, random, example database on (failures are kept
-  and replayed first), and the ``target`` phase hunting the worst error.
+Profiles live in :mod:`equivalence.profiles`; choose one with
+``HYPOTHESIS_PROFILE`` (default ``dev``). ``--equivalence-results FILE`` writes
+every judged example's summary in the report's schema, so CI runs feed
+``equivalence report --merge``.
 """
 
 from __future__ import annotations
 
 import os
 
-# Before any framework import: torch must come before TensorFlow (a known import
-# crash), and oneDNN's reordering is allowed (the tolerance accounts for it).
+# Before any framework import: Keras 3 picks its backend once per process.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import settings
 
-_COMMON = {"deadline": None, "print_blob": True,
-           "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large,
-                                     HealthCheck.function_scoped_fixture]}
-settings.register_profile("dev", max_examples=8, database=None, **_COMMON)
-settings.register_profile("ci", max_examples=25, derandomize=True, database=None, **_COMMON)
-settings.register_profile(
-    "nightly", max_examples=300,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
-    **_COMMON,
-)
+from equivalence import profiles
+
+profiles.register()
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
 settings.load_profile(PROFILE)
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--equivalence-results",
+        metavar="FILE",
+        default=None,
+        help="write the judged examples as an equivalence.json results file",
+    )
 
 
 def pytest_configure(config) -> None:
@@ -43,6 +42,16 @@ def pytest_configure(config) -> None:
 
 
 def pytest_report_header(config) -> list[str]:
-    return [f"equivalence: HYPOTHESIS_PROFILE={PROFILE} "
-            f"(max_examples={settings.default.max_examples}, "
-            f"derandomize={settings.default.derandomize})"]
+    return [
+        f"equivalence: HYPOTHESIS_PROFILE={PROFILE} "
+        f"(max_examples={settings.default.max_examples}, "
+        f"derandomize={settings.default.derandomize})"
+    ]
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    path = session.config.getoption("--equivalence-results")
+    if path:
+        from equivalence.report.from_pytest import write_results
+
+        write_results(session.items, path, profile=PROFILE)

@@ -27,10 +27,26 @@ from .spec import LSTMSpec
 __version__ = "0.1.0"
 
 __all__ = [
-    "FORMATS", "CellWeights", "ConversionError", "LSTMInputs", "LSTMResult", "LSTMSpec",
-    "LSTMWeights", "MissingKeyError", "ShapeError", "SpecError", "UnexpectedKeyError",
-    "UnknownFormatError", "UnsupportedFeatureError", "WeightValueError", "assert_conversion",
-    "check_conversion", "convert", "from_canonical", "random_weights", "to_canonical",
+    "FORMATS",
+    "CellWeights",
+    "ConversionError",
+    "LSTMInputs",
+    "LSTMResult",
+    "LSTMSpec",
+    "LSTMWeights",
+    "MissingKeyError",
+    "ShapeError",
+    "SpecError",
+    "UnexpectedKeyError",
+    "UnknownFormatError",
+    "UnsupportedFeatureError",
+    "WeightValueError",
+    "assert_conversion",
+    "check_conversion",
+    "convert",
+    "from_canonical",
+    "random_weights",
+    "to_canonical",
 ]
 
 

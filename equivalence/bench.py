@@ -40,13 +40,18 @@ def cases(entry: table.Entry, count: int, seed: int = 0) -> list[Case]:
     return made
 
 
-def examples_per_second(entry: table.Entry, examples: list[Case],
-                        runtime_for: Callable[[], object]) -> float:
+def examples_per_second(
+    entry: table.Entry, examples: list[Case], runtime_for: Callable[[], object]
+) -> float:
     start = time.perf_counter()
     for case in examples:
         runtime = runtime_for()
-        runtime.run(case.spec, harness.native_weights(entry, case), case.inputs,
-                    **dict(entry.format_options))
+        runtime.run(
+            case.spec,
+            harness.native_weights(entry, case),
+            case.inputs,
+            **dict(entry.format_options),
+        )
     return len(examples) / (time.perf_counter() - start)
 
 
@@ -57,8 +62,11 @@ def measure(entry: table.Entry, count: int, naive_count: int) -> dict[str, float
     examples_per_second(entry, cases(entry, 1, seed=2), fresh)
     fast = examples_per_second(entry, cases(entry, count), lambda: cached)
     slow = examples_per_second(entry, cases(entry, naive_count, seed=1), fresh)
-    return {"examples_per_second": round(fast, 2), "naive_examples_per_second": round(slow, 2),
-            "speedup": round(fast / slow, 1)}
+    return {
+        "examples_per_second": round(fast, 2),
+        "naive_examples_per_second": round(slow, 2),
+        "speedup": round(fast / slow, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{'runtime':<16}{'examples/s':>12}{'naive ex/s':>12}{'speedup':>9}")
     for name, row in results.items():
-        print(f"{name:<16}{row['examples_per_second']:>12}{row['naive_examples_per_second']:>12}"
-              f"{row['speedup']:>8}x")
+        print(
+            f"{name:<16}{row['examples_per_second']:>12}{row['naive_examples_per_second']:>12}"
+            f"{row['speedup']:>8}x"
+        )
     return 0
 
 

@@ -74,8 +74,12 @@ class LSTMWeights:
 
     def astype(self, dtype: str) -> LSTMWeights:
         """Every array cast to ``dtype``; the spec's dtype follows."""
+
         def cast(_layer: int, _direction: int, cell: CellWeights) -> CellWeights:
-            return replace(cell, **{k: v.astype(_numpy_dtype(dtype)) for k, v in cell.arrays().items()})
+            return replace(
+                cell, **{k: v.astype(_numpy_dtype(dtype)) for k, v in cell.arrays().items()}
+            )
+
         return LSTMWeights(self.spec.replace(dtype=dtype), self.map_cells(cast).cells)
 
     def with_folded_forget_bias(self) -> LSTMWeights:
@@ -87,7 +91,7 @@ class LSTMWeights:
 
         def fold(_layer: int, _direction: int, cell: CellWeights) -> CellWeights:
             b_input = cell.b_input.copy()
-            b_input[units:2 * units] += offset
+            b_input[units : 2 * units] += offset
             return replace(cell, b_input=b_input)
 
         folded = self.map_cells(fold)
@@ -95,8 +99,10 @@ class LSTMWeights:
 
     def with_merged_biases(self) -> LSTMWeights:
         """Biases summed into ``b_input`` (how a one-bias format sees these weights)."""
+
         def merge(_layer: int, _direction: int, cell: CellWeights) -> CellWeights:
             return replace(cell, b_input=cell.bias(), b_recurrent=np.zeros_like(cell.b_recurrent))
+
         return self.map_cells(merge)
 
 
@@ -123,8 +129,11 @@ def validate(weights: LSTMWeights) -> None:
         raise ShapeError("cells", f"{len(weights.cells)} layers", f"{spec.layers} layers")
     for layer, per_direction in enumerate(weights.cells):
         if len(per_direction) != spec.directions:
-            raise ShapeError(f"cells[{layer}]", f"{len(per_direction)} directions",
-                             f"{spec.directions} directions")
+            raise ShapeError(
+                f"cells[{layer}]",
+                f"{len(per_direction)} directions",
+                f"{spec.directions} directions",
+            )
         shapes = expected_shapes(spec, layer)
         for direction, cell in enumerate(per_direction):
             _validate_cell(cell, shapes, f"cells[{layer}][{direction}]")
@@ -155,8 +164,10 @@ def random_weights(spec: LSTMSpec, rng: np.random.Generator, scale: float = 0.5)
     cells = []
     for layer in range(spec.layers):
         shapes = expected_shapes(spec, layer)
-        cells.append(tuple(
-            CellWeights(**{n: rng.uniform(-scale, scale, s) for n, s in shapes.items()})
-            for _ in range(spec.directions)
-        ))
+        cells.append(
+            tuple(
+                CellWeights(**{n: rng.uniform(-scale, scale, s) for n, s in shapes.items()})
+                for _ in range(spec.directions)
+            )
+        )
     return LSTMWeights(spec.replace(dtype="float64"), tuple(cells))

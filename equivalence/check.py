@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from . import harness, reference, table
 from .compare import Comparison, Tolerance, compare
 from .convert import from_canonical, to_canonical
+from .diagnose import diagnose
 from .errors import UnknownFormatError
 from .formats import get as get_format
 from .io_types import LSTMResult
@@ -58,15 +59,15 @@ class Side:
         read = harness.reader_options(self.format, case.spec, self.options())
         weights = to_canonical(native, self.format, **read)
         inputs = case.inputs
-        return reference.lstm(weights, inputs.x, h0=inputs.h0, c0=inputs.c0,
-                              lengths=inputs.lengths)
+        return reference.lstm(weights, inputs.x, h0=inputs.h0, c0=inputs.c0, lengths=inputs.lengths)
 
 
 def choose_side(fmt: str) -> Side:
     """The first runnable runtime for ``fmt``; the reference if none runs here."""
     if fmt not in table.FORMAT_RUNTIMES:
-        raise UnknownFormatError(f"format: {fmt!r} cannot be checked, expected one of "
-                                 f"{sorted(CHECKABLE)}")
+        raise UnknownFormatError(
+            f"format: {fmt!r} cannot be checked, expected one of {sorted(CHECKABLE)}"
+        )
     reasons = []
     for name in table.FORMAT_RUNTIMES[fmt]:
         entry = table.entry(name)
@@ -87,6 +88,7 @@ class Failure:
     case: Case
     reason: str
     comparison: Comparison | None = None
+    actual: LSTMResult | None = None  # what the target produced (for the diagnosis)
 
     def __str__(self) -> str:
         lines = [f"case: {self.case.describe()}", self.reason]
@@ -113,9 +115,11 @@ class CheckResult:
 
     def __str__(self) -> str:
         verdict = "equivalent" if self.ok else "NOT equivalent"
-        lines = [f"{self.source} -> {self.target}: {verdict} over {self.examples} examples "
-                 f"(max abs diff {self.max_abs_diff:.3g})",
-                 f"ran: source {self.runtimes.get('source')}, target {self.runtimes.get('target')}"]
+        lines = [
+            f"{self.source} -> {self.target}: {verdict} over {self.examples} examples "
+            f"(max abs diff {self.max_abs_diff:.3g})",
+            f"ran: source {self.runtimes.get('source')}, target {self.runtimes.get('target')}",
+        ]
         if self.counterexample is not None:
             lines += ["minimal failing example:", str(self.counterexample)]
         if self.diagnosis:
@@ -127,11 +131,13 @@ class _Mismatch(Exception):
     """Raised inside the Hypothesis test so that it shrinks the failing example."""
 
 
-def judge(fn: Callable[[Any], Any], source: Side, target: Side,
-          case: Case) -> tuple[Failure | None, float]:
+def judge(
+    fn: Callable[[Any], Any], source: Side, target: Side, case: Case
+) -> tuple[Failure | None, float]:
     """Run one example; return (failure or None, max abs diff)."""
-    native = from_canonical(case.weights, source.format,
-                            **harness.writer_options(source.format, source.options()))
+    native = from_canonical(
+        case.weights, source.format, **harness.writer_options(source.format, source.options())
+    )
     expected = source.run(case, native)
     try:
         moved = fn(copy.deepcopy(native))
@@ -140,12 +146,13 @@ def judge(fn: Callable[[Any], Any], source: Side, target: Side,
     try:
         actual = target.run(case, moved)
     except Exception as exc:
-        return Failure(case, f"the target rejected the converted weights: {_short(exc)}"), \
-            float("inf")
+        return Failure(case, f"the target rejected the converted weights: {_short(exc)}"), float(
+            "inf"
+        )
     comparison = compare(expected, actual, Tolerance.for_case(case.spec.dtype, case.inputs.steps))
     if comparison.ok:
         return None, comparison.max_abs_diff
-    return Failure(case, "outputs differ", comparison), comparison.max_abs_diff
+    return Failure(case, "outputs differ", comparison, actual), comparison.max_abs_diff
 
 
 def _short(exc: BaseException) -> str:
@@ -154,8 +161,9 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{place}"
 
 
-def check_conversion(fn: Callable[[Any], Any], *, source: str, target: str,
-                     max_examples: int = 50, seed: int = 0) -> CheckResult:
+def check_conversion(
+    fn: Callable[[Any], Any], *, source: str, target: str, max_examples: int = 50, seed: int = 0
+) -> CheckResult:
     """Check ``fn`` (native ``source`` weights -> native ``target`` weights) on random LSTMs.
 
     Uses the single-layer native contract of each format (see the README).
@@ -166,13 +174,20 @@ def check_conversion(fn: Callable[[Any], Any], *, source: str, target: str,
     if not isinstance(max_examples, int) or max_examples < 1:
         raise ValueError(f"max_examples={max_examples!r}: pass an int >= 1")
     sides = choose_side(source), choose_side(target)
-    result = CheckResult(source, target, runtimes={"source": sides[0].label,
-                                                   "target": sides[1].label})
+    result = CheckResult(
+        source, target, runtimes={"source": sides[0].label, "target": sides[1].label}
+    )
     caps = joint_capabilities([sides[0].capabilities, sides[1].capabilities])
     failures: list[Failure] = []
 
-    @settings(max_examples=max_examples, database=None, deadline=None, print_blob=False,
-              phases=(Phase.generate, Phase.shrink), suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=max_examples,
+        database=None,
+        deadline=None,
+        print_blob=False,
+        phases=(Phase.generate, Phase.shrink),
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=lstm_cases(capabilities=caps, dtypes=("float32",), single_cell=True))
     def probe(case: Case) -> None:
         result.examples += 1
@@ -187,7 +202,9 @@ def check_conversion(fn: Callable[[Any], Any], *, source: str, target: str,
     except _Mismatch:
         result.ok = False
         result.counterexample = failures[-1]  # Hypothesis replays the shrunk example last
-        result.diagnosis = _diagnose(fn, sides, failures[-1])
+        minimal = failures[-1]
+        if minimal.actual is not None:
+            result.diagnosis = diagnose(minimal.case, minimal.actual)
     return result
 
 
@@ -195,20 +212,14 @@ def _seeded(test: Callable[[], None], value: int) -> Callable[[], None]:
     return seed(value)(test)
 
 
-def _diagnose(fn: Callable[[Any], Any], sides: tuple[Side, Side], failure: Failure) -> str | None:
-    try:
-        from .diagnose import diagnose
-    except ImportError:
-        return None
-    return diagnose(fn, sides[0], sides[1], failure.case)
-
-
-def assert_conversion(fn: Callable[[Any], Any], *, source: str, target: str,
-                      max_examples: int = 50, seed: int = 0) -> CheckResult:
+def assert_conversion(
+    fn: Callable[[Any], Any], *, source: str, target: str, max_examples: int = 50, seed: int = 0
+) -> CheckResult:
     """``check_conversion`` for use in pytest: raises AssertionError with the readable result."""
     __tracebackhide__ = True
-    result = check_conversion(fn, source=source, target=target, max_examples=max_examples,
-                              seed=seed)
+    result = check_conversion(
+        fn, source=source, target=target, max_examples=max_examples, seed=seed
+    )
     if not result.ok:
         raise AssertionError(str(result))
     return result

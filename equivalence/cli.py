@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -33,20 +34,125 @@ def smoke(args: argparse.Namespace) -> int:
             worst, ok = max(worst, outcome.comparison.max_abs_diff), ok and outcome.ok
         failed += not ok
         seconds = time.perf_counter() - start
-        print(f"{entry.name:<16}{args.examples:>9}{worst:>14.3g}  "
-              f"{'pass' if ok else 'FAIL'} ({seconds:.1f}s)")
+        print(
+            f"{entry.name:<16}{args.examples:>9}{worst:>14.3g}  "
+            f"{'pass' if ok else 'FAIL'} ({seconds:.1f}s)"
+        )
+    return 1 if failed else 0
+
+
+DEFAULT_NEOML_PYTHON = Path(".venv-neoml/bin/python")
+
+
+def _neoml_part(args: argparse.Namespace, data: dict) -> str:
+    """Merge the NeoML environment's results into ``data``; say where they came from."""
+    from .report import results
+
+    if args.neoml_results:
+        part = results.load(args.neoml_results)
+        how = f"read from {args.neoml_results}"
+    elif args.neoml_python and Path(args.neoml_python).exists():
+        from .report.matrix import run_neoml
+
+        part = run_neoml(Path(args.neoml_python), examples=args.examples, seed=args.seed)
+        how = f"run in {args.neoml_python}"
+    else:
+        return (
+            "not run: no NeoML environment (create .venv-neoml, see the README, or pass "
+            "--neoml-python / --neoml-results)"
+        )
+    data["runtimes"] = [r for r in data["runtimes"] if r["name"] != "neoml"] + part["runtimes"]
+    data["pairs"] += part["pairs"]
+    data["environments"] += part["environments"]
+    return how
+
+
+def report(args: argparse.Namespace) -> int:
+    """Run the matrix (or merge results files) and write the report folder."""
+    from .report import matrix, plots, results
+    from .report.write import write_report
+
+    replay = "equivalence report " + " ".join(args.raw_argv)
+    if args.merge:
+        data = results.merge([results.load(p) for p in args.merge], seed=args.seed)
+        data["error_growth"] = []
+    else:
+        if args.profile:
+            from .profiles import EXAMPLES
+
+            args.examples = args.examples or EXAMPLES[args.profile]
+        args.examples = args.examples or 10
+        start = time.perf_counter()
+        pairs = matrix.run_main(examples=args.examples, seed=args.seed, only=args.only)
+        data = results.new_results(
+            seed=args.seed,
+            examples=args.examples,
+            environment="main",
+            runtimes=matrix.runtime_rows(),
+            pairs=pairs,
+        )
+        if not args.only:
+            print(f"NeoML: {_neoml_part(args, data)}", flush=True)
+            ran = [
+                r["name"] for r in data["runtimes"] if r["available"] and r["environment"] == "main"
+            ]
+            data["error_growth"] = plots.growth_points(ran, seed=args.seed)
+        else:
+            data["error_growth"] = []
+        print(f"checks done in {time.perf_counter() - start:.0f}s", flush=True)
+    written = write_report(data, args.out, replay=replay)
+    failed = [f"{r['source']}->{r['target']}" for r in data["pairs"] if not r["passed"]]
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    print(f"{len(data['pairs'])} checks, {len(failed)} failed" + (f": {failed}" if failed else ""))
     return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="equivalence", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    rep = sub.add_parser("report", help="the equivalence matrix, plots and results file")
+    rep.add_argument("--examples", type=int, default=None, help="examples per check (10)")
+    rep.add_argument(
+        "--profile",
+        choices=("dev", "ci", "nightly"),
+        help="take the example count of a Hypothesis profile",
+    )
+    rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument(
+        "--only",
+        nargs="+",
+        metavar="PAIR",
+        help="SOURCE->TARGET pairs or runtime names (e.g. torch->keras)",
+    )
+    rep.add_argument("--out", type=Path, default=Path("reports"))
+    rep.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="build one report from results files instead of running checks",
+    )
+    rep.add_argument(
+        "--neoml-python",
+        default=str(DEFAULT_NEOML_PYTHON),
+        help="the NeoML environment's python (default .venv-neoml/bin/python)",
+    )
+    rep.add_argument("--neoml-results", type=Path, help="read NeoML results from this file")
+    rep.set_defaults(func=report)
     cmd = sub.add_parser("smoke", help="each runtime here against the float64 reference")
     cmd.add_argument("--examples", type=int, default=10)
     cmd.add_argument("--seed", type=int, default=0)
     cmd.set_defaults(func=smoke)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    args = parser.parse_args(raw)
+    args.raw_argv = raw[1:]
+    from .errors import ConversionError
+
+    try:
+        return args.func(args)
+    except ConversionError as exc:
+        print(f"equivalence {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -72,9 +72,11 @@ class TensorDiff:
         if self.problem:
             return f"{self.name}: {self.problem}"
         share = 100.0 * self.mismatched / max(self.total, 1)
-        return (f"{self.name}: mismatched elements {self.mismatched} / {self.total} "
-                f"({share:.1f}%), greatest absolute difference {self.max_abs_diff:.3g} "
-                f"at index {self.where}")
+        return (
+            f"{self.name}: mismatched elements {self.mismatched} / {self.total} "
+            f"({share:.1f}%), greatest absolute difference {self.max_abs_diff:.3g} "
+            f"at index {self.where}"
+        )
 
 
 @dataclass(frozen=True)
@@ -103,17 +105,25 @@ class Comparison:
         return "\n".join(lines + [f"allowed: {self.tolerance}"])
 
 
-def diff_tensor(name: str, expected: np.ndarray, actual: np.ndarray,
-                tolerance: Tolerance) -> TensorDiff:
+def diff_tensor(
+    name: str, expected: np.ndarray, actual: np.ndarray, tolerance: Tolerance
+) -> TensorDiff:
     """Structure first (shape, finiteness), then values, as torch.testing does."""
     expected = np.asarray(expected, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     if expected.shape != actual.shape:
-        return TensorDiff(name, math.inf, (), expected.size, expected.size,
-                          f"shape {actual.shape}, expected {expected.shape}")
+        return TensorDiff(
+            name,
+            math.inf,
+            (),
+            expected.size,
+            expected.size,
+            f"shape {actual.shape}, expected {expected.shape}",
+        )
     if not np.all(np.isfinite(actual)):
-        return TensorDiff(name, math.inf, (), expected.size, expected.size,
-                          "contains NaN or infinity")
+        return TensorDiff(
+            name, math.inf, (), expected.size, expected.size, "contains NaN or infinity"
+        )
     if expected.size == 0:
         return TensorDiff(name, 0.0, (), 0, 0)
     error = np.abs(actual - expected)
@@ -124,5 +134,5 @@ def diff_tensor(name: str, expected: np.ndarray, actual: np.ndarray,
 
 def compare(expected: LSTMResult, actual: LSTMResult, tolerance: Tolerance) -> Comparison:
     """Compare outputs, h and c of two results under ``tolerance``."""
-    pairs = zip(TENSORS, expected.tensors().values(), actual.tensors().values())
+    pairs = zip(TENSORS, expected.tensors().values(), actual.tensors().values(), strict=True)
     return Comparison(tuple(diff_tensor(n, e, a, tolerance) for n, e, a in pairs), tolerance)

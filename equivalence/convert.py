@@ -12,12 +12,16 @@ from .formats import get
 
 
 def _accepted(fn: Callable[..., Any]) -> set[str]:
-    return {p.name for p in inspect.signature(fn).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return {
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
 
 
-def split_options(source: str, target: str, options: dict[str, Any]
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_options(
+    source: str, target: str, options: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Route each option to the reader, the writer, or both (an option neither takes is an error).
 
     Use ``source_options=``/``target_options=`` dicts when one name means
@@ -31,7 +35,8 @@ def split_options(source: str, target: str, options: dict[str, Any]
         if name not in reader | writer:
             raise ConversionError(
                 f"option {name!r}: not accepted by {source} (reads: {sorted(reader)}) "
-                f"or {target} (writes: {sorted(writer)})")
+                f"or {target} (writes: {sorted(writer)})"
+            )
         if name in reader:
             read.setdefault(name, value)
         if name in writer:

@@ -61,15 +61,33 @@ def _rebuild(skeleton: dict[str, Any], arrays: Any) -> Any:
 def save(path: Path, case: CaseFile) -> None:
     """Write ``case`` to ``path`` (an .npz)."""
     arrays: list[np.ndarray] = []
-    meta = {"spec": case.spec.to_dict(), "source": case.source, "format": case.format,
-            "format_options": case.format_options, "weights": _skeleton(case.native, arrays),
-            "time_major": case.inputs.time_major}
-    optional = {name: value for name, value in (("h0", case.inputs.h0), ("c0", case.inputs.c0),
-                                                ("lengths", case.inputs.lengths))
-                if value is not None}
-    np.savez(path, meta=json.dumps(meta), x=case.inputs.x, outputs=case.expected.outputs,
-             h=case.expected.h, c=case.expected.c, **optional,
-             **{f"weight_{n}": a for n, a in enumerate(arrays)})
+    meta = {
+        "spec": case.spec.to_dict(),
+        "source": case.source,
+        "format": case.format,
+        "format_options": case.format_options,
+        "weights": _skeleton(case.native, arrays),
+        "time_major": case.inputs.time_major,
+    }
+    optional = {
+        name: value
+        for name, value in (
+            ("h0", case.inputs.h0),
+            ("c0", case.inputs.c0),
+            ("lengths", case.inputs.lengths),
+        )
+        if value is not None
+    }
+    np.savez(
+        path,
+        meta=json.dumps(meta),
+        x=case.inputs.x,
+        outputs=case.expected.outputs,
+        h=case.expected.h,
+        c=case.expected.c,
+        **optional,
+        **{f"weight_{n}": a for n, a in enumerate(arrays)},
+    )
 
 
 def load(path: Path) -> CaseFile:
@@ -77,29 +95,52 @@ def load(path: Path) -> CaseFile:
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
         get = {k: data[k] for k in data.files}
-    inputs = LSTMInputs(get["x"], get.get("h0"), get.get("c0"), get.get("lengths"),
-                        meta["time_major"])
-    return CaseFile(LSTMSpec.from_dict(meta["spec"]), meta["source"], meta["format"],
-                    meta["format_options"], _rebuild(meta["weights"], get), inputs,
-                    LSTMResult(get["outputs"], get["h"], get["c"]))
+    inputs = LSTMInputs(
+        get["x"], get.get("h0"), get.get("c0"), get.get("lengths"), meta["time_major"]
+    )
+    return CaseFile(
+        LSTMSpec.from_dict(meta["spec"]),
+        meta["source"],
+        meta["format"],
+        meta["format_options"],
+        _rebuild(meta["weights"], get),
+        inputs,
+        LSTMResult(get["outputs"], get["h"], get["c"]),
+    )
 
 
-def random_case_for(caps: Capabilities, rng: np.random.Generator) -> tuple[LSTMSpec, Any, LSTMInputs]:
+def random_case_for(
+    caps: Capabilities, rng: np.random.Generator
+) -> tuple[LSTMSpec, Any, LSTMInputs]:
     """A random spec, canonical weights and inputs that ``caps`` can run."""
-    spec = LSTMSpec(int(rng.choice([1, 3, 5])), int(rng.choice([1, 2, 4, 6])),
-                    int(rng.integers(1, 3)), int(rng.choice([1, 2])) if caps.bidirectional else 1)
+    spec = LSTMSpec(
+        int(rng.choice([1, 3, 5])),
+        int(rng.choice([1, 2, 4, 6])),
+        int(rng.integers(1, 3)),
+        int(rng.choice([1, 2])) if caps.bidirectional else 1,
+    )
     weights = random_weights(spec, rng, scale=float(rng.choice([0.1, 0.5, 1.0]))).astype("float32")
     batch, steps = int(rng.integers(1, 4)), int(rng.choice([1, 3, 6, 9]))
     x = rng.normal(size=(batch, steps, spec.input_size)).astype(np.float32)
     h0 = c0 = None
     if caps.initial_state and rng.random() < 0.5:
-        h0 = rng.uniform(-1, 1, (spec.layers, spec.directions, batch, spec.units)).astype(np.float32)
-        c0 = rng.uniform(-1, 1, (spec.layers, spec.directions, batch, spec.units)).astype(np.float32)
+        h0 = rng.uniform(-1, 1, (spec.layers, spec.directions, batch, spec.units)).astype(
+            np.float32
+        )
+        c0 = rng.uniform(-1, 1, (spec.layers, spec.directions, batch, spec.units)).astype(
+            np.float32
+        )
     return weights.spec, weights, LSTMInputs(x, h0, c0)
 
 
-def export(out: Path, *, sources: tuple[str, ...] = EXPORT_SOURCES, examples: int = 25,
-           seed: int = 0, target: str = "neoml") -> list[Path]:
+def export(
+    out: Path,
+    *,
+    sources: tuple[str, ...] = EXPORT_SOURCES,
+    examples: int = 25,
+    seed: int = 0,
+    target: str = "neoml",
+) -> list[Path]:
     """Run each source runtime on random cases ``target`` can hold; write one file per case."""
     from . import harness, table
     from .strategies import Case, joint_capabilities
@@ -120,8 +161,12 @@ def export(out: Path, *, sources: tuple[str, ...] = EXPORT_SOURCES, examples: in
             native = harness.native_weights(entry, case)
             result = harness.run(entry, case, native)
             path = out / f"{name}-{n:03d}.npz"
-            save(path, CaseFile(spec, name, entry.format, dict(entry.format_options), native,
-                                inputs, result))
+            save(
+                path,
+                CaseFile(
+                    spec, name, entry.format, dict(entry.format_options), native, inputs, result
+                ),
+            )
             written.append(path)
     return written
 
@@ -135,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     cmd.add_argument("--seed", type=int, default=0)
     cmd.add_argument("--sources", default=",".join(EXPORT_SOURCES))
     args = parser.parse_args(argv)
-    paths = export(args.out, sources=tuple(args.sources.split(",")), examples=args.examples,
-                   seed=args.seed)
+    paths = export(
+        args.out, sources=tuple(args.sources.split(",")), examples=args.examples, seed=args.seed
+    )
     print(f"wrote {len(paths)} case files to {args.out}")
     return 0
 

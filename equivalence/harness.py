@@ -23,15 +23,23 @@ from .table import Entry
 
 # Reader options that a spec determines (flat vectors and Keras lists do not carry them).
 SPEC_READ_OPTIONS = {
-    "directions": "directions", "input_size": "input_size", "units": "units", "layers": "layers",
-    "recurrent_activation": "recurrent_activation", "cell_clip": "cell_clip",
-    "proj_clip": "projection_clip", "clip": "gate_clip",
+    "directions": "directions",
+    "input_size": "input_size",
+    "units": "units",
+    "layers": "layers",
+    "recurrent_activation": "recurrent_activation",
+    "cell_clip": "cell_clip",
+    "proj_clip": "projection_clip",
+    "clip": "gate_clip",
 }
 
 
 def _keyword_options(fn: Callable[..., Any]) -> set[str]:
-    return {p.name for p in inspect.signature(fn).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return {
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
 
 
 def reader_options(fmt: str, spec: LSTMSpec, format_options: dict[str, Any]) -> dict[str, Any]:
@@ -49,8 +57,9 @@ def writer_options(fmt: str, format_options: dict[str, Any]) -> dict[str, Any]:
 
 def native_weights(entry: Entry, case: Case) -> Any:
     """The case's canonical weights written in ``entry``'s native format."""
-    return from_canonical(case.weights, entry.format,
-                          **writer_options(entry.format, dict(entry.format_options)))
+    return from_canonical(
+        case.weights, entry.format, **writer_options(entry.format, dict(entry.format_options))
+    )
 
 
 def run(entry: Entry, case: Case, native: Any) -> LSTMResult:
@@ -59,8 +68,9 @@ def run(entry: Entry, case: Case, native: Any) -> LSTMResult:
 
 def reference_result(case: Case) -> LSTMResult:
     inputs = case.inputs
-    return reference.lstm(case.weights, inputs.x, h0=inputs.h0, c0=inputs.c0,
-                          lengths=inputs.lengths)
+    return reference.lstm(
+        case.weights, inputs.x, h0=inputs.h0, c0=inputs.c0, lengths=inputs.lengths
+    )
 
 
 def tolerance(case: Case, *entries: Entry) -> Tolerance:
@@ -70,10 +80,13 @@ def tolerance(case: Case, *entries: Entry) -> Tolerance:
 
 def move(source: Entry, target: Entry, case: Case, native: Any) -> Any:
     """The project's converters moving ``native`` from ``source``'s format to ``target``'s."""
-    return convert(native, source=source.format, target=target.format,
-                   source_options=reader_options(source.format, case.spec,
-                                                 dict(source.format_options)),
-                   target_options=writer_options(target.format, dict(target.format_options)))
+    return convert(
+        native,
+        source=source.format,
+        target=target.format,
+        source_options=reader_options(source.format, case.spec, dict(source.format_options)),
+        target_options=writer_options(target.format, dict(target.format_options)),
+    )
 
 
 @dataclass(frozen=True)
@@ -90,8 +103,11 @@ class Outcome:
         return self.comparison.ok
 
     def message(self, replay: str = "") -> str:
-        lines = [f"{self.label}: not equivalent", f"case: {self.case.describe()}",
-                 self.comparison.describe()]
+        lines = [
+            f"{self.label}: not equivalent",
+            f"case: {self.case.describe()}",
+            self.comparison.describe(),
+        ]
         lines += [self.blame] if self.blame else []
         lines += [f"replay: {replay}"] if replay else []
         return "\n".join(lines)
@@ -107,16 +123,18 @@ def check_against_reference(entry: Entry, case: Case) -> Outcome:
 def blame(case: Case, results: dict[str, LSTMResult], tol: Tolerance) -> str:
     """Recompute in float64 and say which side is off (as PyTorch's OpInfo does)."""
     expected = reference_result(case)
-    distances = {name: compare(expected, result, tol).max_abs_diff
-                 for name, result in results.items()}
+    distances = {
+        name: compare(expected, result, tol).max_abs_diff for name, result in results.items()
+    }
     text = ", ".join(f"{n} is {d:.3g} from the float64 reference" for n, d in distances.items())
     off = [n for n, d in distances.items() if not compare(expected, results[n], tol).ok]
     verdict = f"off: {' and '.join(off)}" if off else "both within tolerance of the reference"
     return f"float64 recheck: {text}; {verdict}"
 
 
-def check_pair(source: Entry, target: Entry, case: Case,
-               converter: Callable[[Any], Any] | None = None) -> Outcome:
+def check_pair(
+    source: Entry, target: Entry, case: Case, converter: Callable[[Any], Any] | None = None
+) -> Outcome:
     """Run ``source``, move its native weights to ``target`` and run that; compare both."""
     native = native_weights(source, case)
     expected = run(source, case, native)

@@ -18,8 +18,14 @@ from .spec import DTYPES, RECURRENT_ACTIVATIONS, LSTMSpec
 
 # The reference implements every feature (strategies draw from this for reference-only tests).
 CAPABILITIES = Capabilities(
-    projection=True, projection_clip=True, peepholes=True, cell_clip=True, gate_clip=True,
-    forget_bias=True, recurrent_activations=frozenset(RECURRENT_ACTIVATIONS), time_major=True,
+    projection=True,
+    projection_clip=True,
+    peepholes=True,
+    cell_clip=True,
+    gate_clip=True,
+    forget_bias=True,
+    recurrent_activations=frozenset(RECURRENT_ACTIVATIONS),
+    time_major=True,
     dtypes=frozenset(DTYPES),
 )
 
@@ -78,8 +84,13 @@ def _gate_clip(z: np.ndarray, spec: LSTMSpec) -> np.ndarray:
 
 
 def run_direction(
-    cell: CellWeights, spec: LSTMSpec, x: np.ndarray, h: np.ndarray, c: np.ndarray,
-    lengths: np.ndarray, reverse: bool,
+    cell: CellWeights,
+    spec: LSTMSpec,
+    x: np.ndarray,
+    h: np.ndarray,
+    c: np.ndarray,
+    lengths: np.ndarray,
+    reverse: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run one direction over right-padded ``x`` (B, T, in).
 
@@ -128,8 +139,13 @@ def lstm(
         outs = []
         for direction, cell in enumerate(per_direction):
             out, h, c = run_direction(
-                _as_float64(cell), spec, layer_input, h0[layer, direction], c0[layer, direction],
-                lengths, reverse=direction == 1,
+                _as_float64(cell),
+                spec,
+                layer_input,
+                h0[layer, direction],
+                c0[layer, direction],
+                lengths,
+                reverse=direction == 1,
             )
             outs.append(out)
             final_h.append(h)
@@ -137,8 +153,9 @@ def lstm(
         layer_input = np.concatenate(outs, axis=-1)
     outputs = layer_input.transpose(1, 0, 2) if time_major else layer_input
     shape = (spec.layers, spec.directions, batch)
-    return LSTMResult(outputs, np.stack(final_h).reshape(*shape, -1),
-                      np.stack(final_c).reshape(*shape, -1))
+    return LSTMResult(
+        outputs, np.stack(final_h).reshape(*shape, -1), np.stack(final_c).reshape(*shape, -1)
+    )
 
 
 def _as_float64(cell: CellWeights) -> CellWeights:

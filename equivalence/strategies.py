@@ -24,6 +24,7 @@ UNITS = (1, 2, 4, 6)
 STEPS = (1, 3, 6, 9)
 BATCHES = (1, 2, 3)
 CLIPS = (0.5, 1.0, 3.0)
+DEFAULT_CAPABILITIES = Capabilities()  # float32, sigmoid, no optional features
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,17 @@ class Case:
 
     def describe(self) -> str:
         spec = self.spec
-        shape = (f"I={spec.input_size} H={spec.units} layers={spec.layers} "
-                 f"directions={spec.directions} {spec.dtype}")
+        shape = (
+            f"I={spec.input_size} H={spec.units} layers={spec.layers} "
+            f"directions={spec.directions} {spec.dtype}"
+        )
         features = [f for f in spec.features() if f not in ("stacked layers", "bidirectional")]
-        extras = {"projection_size": spec.projection_size, "cell_clip": spec.cell_clip,
-                  "projection_clip": spec.projection_clip, "gate_clip": spec.gate_clip}
+        extras = {
+            "projection_size": spec.projection_size,
+            "cell_clip": spec.cell_clip,
+            "projection_clip": spec.projection_clip,
+            "gate_clip": spec.gate_clip,
+        }
         detail = [f"{k}={v}" for k, v in extras.items() if v is not None]
         flags = [f"B={self.inputs.batch}", f"T={self.inputs.steps}"]
         flags += ["h0/c0"] if self.inputs.h0 is not None else []
@@ -62,8 +69,18 @@ def joint_capabilities(capabilities: Iterable[Capabilities]) -> Capabilities:
     if not caps:
         return Capabilities()
     layer_limits = [c.max_layers for c in caps if c.max_layers is not None]
-    flags = ("bidirectional", "projection", "projection_clip", "peepholes", "cell_clip",
-             "gate_clip", "forget_bias", "initial_state", "lengths", "time_major")
+    flags = (
+        "bidirectional",
+        "projection",
+        "projection_clip",
+        "peepholes",
+        "cell_clip",
+        "gate_clip",
+        "forget_bias",
+        "initial_state",
+        "lengths",
+        "time_major",
+    )
     return Capabilities(
         max_layers=min(layer_limits) if layer_limits else None,
         **{flag: all(getattr(c, flag) for c in caps) for flag in flags},
@@ -73,9 +90,14 @@ def joint_capabilities(capabilities: Iterable[Capabilities]) -> Capabilities:
 
 
 @st.composite
-def lstm_specs(draw: st.DrawFn, *, capabilities: Capabilities = Capabilities(),
-               max_layers: int = 2, dtypes: Iterable[str] | None = None,
-               single_cell: bool = False) -> LSTMSpec:
+def lstm_specs(
+    draw: st.DrawFn,
+    *,
+    capabilities: Capabilities = DEFAULT_CAPABILITIES,
+    max_layers: int = 2,
+    dtypes: Iterable[str] | None = None,
+    single_cell: bool = False,
+) -> LSTMSpec:
     """Specs that ``capabilities`` can run; ``single_cell`` fixes one layer, one direction."""
     _check_bound("max_layers", max_layers, 1)
     caps = capabilities
@@ -88,12 +110,18 @@ def lstm_specs(draw: st.DrawFn, *, capabilities: Capabilities = Capabilities(),
         projection = draw(st.integers(1, units - 1))  # PyTorch requires P < H
     allowed = sorted(set(dtypes or ("float32",)) & caps.dtypes) or ["float32"]
     return LSTMSpec(
-        input_size=draw(st.sampled_from(INPUT_SIZES)), units=units, layers=layers,
-        directions=directions, projection_size=projection,
+        input_size=draw(st.sampled_from(INPUT_SIZES)),
+        units=units,
+        layers=layers,
+        directions=directions,
+        projection_size=projection,
         peepholes=caps.peepholes and draw(st.booleans()),
         cell_clip=draw(st.sampled_from(CLIPS)) if caps.cell_clip and draw(st.booleans()) else None,
-        projection_clip=(draw(st.sampled_from(CLIPS))
-                         if projection and caps.projection_clip and draw(st.booleans()) else None),
+        projection_clip=(
+            draw(st.sampled_from(CLIPS))
+            if projection and caps.projection_clip and draw(st.booleans())
+            else None
+        ),
         gate_clip=draw(st.sampled_from(CLIPS)) if caps.gate_clip and draw(st.booleans()) else None,
         recurrent_activation=draw(st.sampled_from(sorted(caps.recurrent_activations))),
         dtype=draw(st.sampled_from(allowed)),
@@ -114,8 +142,14 @@ def lstm_weights(draw: st.DrawFn, spec: LSTMSpec, *, max_scale: float = 1.0) -> 
 
 
 @st.composite
-def lstm_inputs(draw: st.DrawFn, spec: LSTMSpec, *, capabilities: Capabilities = Capabilities(),
-                max_batch: int = 3, max_steps: int = 9) -> LSTMInputs:
+def lstm_inputs(
+    draw: st.DrawFn,
+    spec: LSTMSpec,
+    *,
+    capabilities: Capabilities = DEFAULT_CAPABILITIES,
+    max_batch: int = 3,
+    max_steps: int = 9,
+) -> LSTMInputs:
     """Inputs for ``spec``: data, and where supported initial states, lengths, time-major."""
     _check_bound("max_batch", max_batch, 1)
     _check_bound("max_steps", max_steps, 1)
@@ -137,11 +171,19 @@ def lstm_inputs(draw: st.DrawFn, spec: LSTMSpec, *, capabilities: Capabilities =
 
 
 @st.composite
-def lstm_cases(draw: st.DrawFn, *, capabilities: Capabilities = Capabilities(),
-               max_layers: int = 2, dtypes: Iterable[str] | None = None,
-               single_cell: bool = False) -> Case:
+def lstm_cases(
+    draw: st.DrawFn,
+    *,
+    capabilities: Capabilities = DEFAULT_CAPABILITIES,
+    max_layers: int = 2,
+    dtypes: Iterable[str] | None = None,
+    single_cell: bool = False,
+) -> Case:
     """A whole example that every runtime behind ``capabilities`` can run."""
-    spec = draw(lstm_specs(capabilities=capabilities, max_layers=max_layers, dtypes=dtypes,
-                           single_cell=single_cell))
+    spec = draw(
+        lstm_specs(
+            capabilities=capabilities, max_layers=max_layers, dtypes=dtypes, single_cell=single_cell
+        )
+    )
     weights = draw(lstm_weights(spec))
     return Case(spec, weights, draw(lstm_inputs(spec, capabilities=capabilities)))

@@ -50,31 +50,63 @@ RUNTIMES: tuple[Entry, ...] = (
     Entry("keras", "equivalence.runtimes.keras:KerasRuntime", "keras"),
     Entry("keras_cell", "equivalence.runtimes.keras:KerasCellRuntime", "keras"),
     Entry("tf_keras", "equivalence.runtimes.tf_keras:TfKerasRuntime", "keras"),
+    # tf_keras's LSTM runs its own fused standard_lstm, so the cell path is different code;
+    # its layer twin already pairs with every runtime, so this row checks the reference only.
+    Entry("tf_keras_cell", "equivalence.runtimes.tf_keras:TfKerasCellRuntime", "keras",
+          in_pairs=False),
     Entry("tf1", "equivalence.runtimes.tf1:TF1Runtime", "tf1", {"forget_bias": 1.0}),
     Entry("torch", "equivalence.runtimes.torch:TorchRuntime", "torch"),
     Entry("onnxruntime", "equivalence.runtimes.onnxruntime:OnnxRuntime", "onnx"),
     Entry("flax", "equivalence.runtimes.flax:FlaxRuntime", "flax"),
-    Entry("flax_optimized", "equivalence.runtimes.flax:FlaxOptimizedRuntime", "flax",
-          {"variant": "linen_optimized"}),
+    Entry(
+        "flax_optimized",
+        "equivalence.runtimes.flax:FlaxOptimizedRuntime",
+        "flax",
+        {"variant": "linen_optimized"},
+    ),
     Entry("neoml", "equivalence.runtimes.neoml:NeoMLRuntime", "neoml", environment=NEOML),
     # jax's own CPU reference of jax.experimental.rnn: it exercises the jax_rnn flat layout
     # through jax's unpacking code. Not a production kernel, so not worth 18 more pairs.
-    Entry("jax_rnn_ref", "equivalence.runtimes.jax_rnn:JaxRnnReferenceRuntime", "jax_rnn",
-          in_pairs=False),
-    Entry("tf_keras_cudnn", "equivalence.runtimes.tf_keras:CuDNNLSTMRuntime", "cudnn",
-          device="gpu", cpu_twin="tf_keras"),
-    Entry("torch_cuda", "equivalence.runtimes.torch:TorchCudaRuntime", "torch", device="gpu",
-          cpu_twin="torch"),
-    Entry("jax_rnn", "equivalence.runtimes.jax_rnn:JaxRnnRuntime", "jax_rnn", device="gpu",
-          cpu_twin="torch"),
+    Entry(
+        "jax_rnn_ref",
+        "equivalence.runtimes.jax_rnn:JaxRnnReferenceRuntime",
+        "jax_rnn",
+        in_pairs=False,
+    ),
+    Entry(
+        "tf_keras_cudnn",
+        "equivalence.runtimes.tf_keras:CuDNNLSTMRuntime",
+        "cudnn",
+        device="gpu",
+        cpu_twin="tf_keras",
+    ),
+    Entry(
+        "torch_cuda",
+        "equivalence.runtimes.torch:TorchCudaRuntime",
+        "torch",
+        device="gpu",
+        cpu_twin="torch",
+    ),
+    Entry(
+        "jax_rnn",
+        "equivalence.runtimes.jax_rnn:JaxRnnRuntime",
+        "jax_rnn",
+        device="gpu",
+        cpu_twin="torch",
+    ),
 )
 
 BY_NAME = {entry.name: entry for entry in RUNTIMES}
 
 # The runtime that stands for a format in check_conversion (first choice first).
 FORMAT_RUNTIMES: dict[str, tuple[str, ...]] = {
-    "keras": ("keras", "tf_keras"), "cudnn": ("tf_keras_cudnn",), "tf1": ("tf1",),
-    "torch": ("torch",), "onnx": ("onnxruntime",), "neoml": ("neoml",), "flax": ("flax",),
+    "keras": ("keras", "tf_keras"),
+    "cudnn": ("tf_keras_cudnn",),
+    "tf1": ("tf1",),
+    "torch": ("torch",),
+    "onnx": ("onnxruntime",),
+    "neoml": ("neoml",),
+    "flax": ("flax",),
 }
 
 
@@ -82,8 +114,9 @@ def entry(name: str) -> Entry:
     try:
         return BY_NAME[name]
     except KeyError:
-        raise UnknownFormatError(f"runtime: {name!r} is unknown, expected one of "
-                                 f"{sorted(BY_NAME)}") from None
+        raise UnknownFormatError(
+            f"runtime: {name!r} is unknown, expected one of {sorted(BY_NAME)}"
+        ) from None
 
 
 def entries(*, environment: str = MAIN, device: str = "cpu") -> list[Entry]:

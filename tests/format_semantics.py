@@ -49,15 +49,18 @@ def tf1(native, x, spec, forget_bias=1.0):
         parts = {k.split("lstm_cell/")[1]: np.asarray(v, np.float64) for k, v in native.items()}
     else:
         counts = {2: names[:2], 3: (names[0], names[1], names[5]), 5: names[:5], 6: names}
-        parts = dict(zip(counts[len(native)], (np.asarray(a, np.float64) for a in native)))
+        parts = dict(
+            zip(counts[len(native)], (np.asarray(a, np.float64) for a in native), strict=True)
+        )
     units = parts["bias"].shape[0] // 4
     proj = parts.get("projection/kernel")
     out_size = units if proj is None else proj.shape[1]
 
     def step(xt, state):
         c, m = state  # TF1 keeps (c, h)
-        i, j, f, o = np.split(np.concatenate([xt, m], axis=1) @ parts["kernel"] + parts["bias"],
-                              4, axis=-1)
+        i, j, f, o = np.split(
+            np.concatenate([xt, m], axis=1) @ parts["kernel"] + parts["bias"], 4, axis=-1
+        )
         if "w_f_diag" in parts:
             f, i = f + parts["w_f_diag"] * c, i + parts["w_i_diag"] * c
         c = sigmoid(f + forget_bias) * c + sigmoid(i) * np.tanh(j)
@@ -77,8 +80,10 @@ def tf1(native, x, spec, forget_bias=1.0):
 
 
 def torch(native, x, spec):
-    w_ih, w_hh, b_ih, b_hh = (np.asarray(native[k], np.float64) for k in
-                              ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"))
+    w_ih, w_hh, b_ih, b_hh = (
+        np.asarray(native[k], np.float64)
+        for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+    )
     w_hr = native.get("weight_hr_l0")
     units = w_ih.shape[0] // 4
     out_size = units if w_hr is None else w_hr.shape[0]
@@ -101,11 +106,13 @@ def onnx(native, x, spec):
     w, r, b = (np.asarray(native[k], np.float64)[0] for k in ("W", "R", "B"))
     p = np.asarray(native["P"], np.float64)[0] if "P" in native else None
     units = w.shape[0] // 4
-    clip = (lambda z: np.clip(z, -spec.gate_clip, spec.gate_clip)) if spec.gate_clip else (lambda z: z)
+    clip = (
+        (lambda z: np.clip(z, -spec.gate_clip, spec.gate_clip)) if spec.gate_clip else (lambda z: z)
+    )
 
     def step(xt, state):
         h, c = state
-        i, o, f, g = np.split(xt @ w.T + h @ r.T + b[:4 * units] + b[4 * units:], 4, axis=-1)
+        i, o, f, g = np.split(xt @ w.T + h @ r.T + b[: 4 * units] + b[4 * units :], 4, axis=-1)
         if p is not None:
             pi, po, pf = np.split(p, 3)
             i, f = i + pi * c, f + pf * c
@@ -121,8 +128,10 @@ def onnx(native, x, spec):
 
 def neoml(native, x, spec):
     """NeoML: rows g f i o ("main, forget, input, reset"), two free terms."""
-    w, r, bw, br = (np.asarray(native[k], np.float64) for k in
-                    ("input_weights", "recurrent_weights", "input_free_term", "recurrent_free_term"))
+    w, r, bw, br = (
+        np.asarray(native[k], np.float64)
+        for k in ("input_weights", "recurrent_weights", "input_free_term", "recurrent_free_term")
+    )
     units = w.shape[0] // 4
 
     def step(xt, state):
@@ -142,12 +151,21 @@ def flax(native, x, spec):
         kin = np.asarray(native["dense_i"]["kernel"], np.float64)
         kh = np.asarray(native["dense_h"]["kernel"], np.float64)
         bias = np.asarray(native["dense_h"]["bias"], np.float64)
-        dense = {g: (a, b, d) for g, a, b, d in zip("ifgo", np.split(kin, 4, 1), np.split(kh, 4, 1),
-                                                    np.split(bias, 4))}
+        dense = {
+            g: (a, b, d)
+            for g, a, b, d in zip(
+                "ifgo", np.split(kin, 4, 1), np.split(kh, 4, 1), np.split(bias, 4), strict=True
+            )
+        }
     else:
-        dense = {g: (np.asarray(native[f"i{g}"]["kernel"], np.float64),
-                     np.asarray(native[f"h{g}"]["kernel"], np.float64),
-                     np.asarray(native[f"h{g}"]["bias"], np.float64)) for g in "ifgo"}
+        dense = {
+            g: (
+                np.asarray(native[f"i{g}"]["kernel"], np.float64),
+                np.asarray(native[f"h{g}"]["kernel"], np.float64),
+                np.asarray(native[f"h{g}"]["bias"], np.float64),
+            )
+            for g in "ifgo"
+        }
     units = dense["i"][1].shape[0]
 
     def step(xt, state):
@@ -167,7 +185,7 @@ def cudnn(native, x, spec):
     units = recurrent.shape[0]
     w = [np.ascontiguousarray(k).reshape(units, kernel.shape[0]) for k in np.split(kernel, 4, 1)]
     r = [np.ascontiguousarray(k).reshape(units, units) for k in np.split(recurrent, 4, 1)]
-    b = np.split(bias[:4 * units] + bias[4 * units:], 4)
+    b = np.split(bias[: 4 * units] + bias[4 * units :], 4)
 
     def step(xt, state):
         h, c = state
@@ -183,17 +201,21 @@ def cudnn(native, x, spec):
 def flat_state_dict(vector, spec, matrices_first):
     """Parse a flat vector into an nn.LSTM state_dict by explicit offsets (any stack)."""
     units, directions = spec.units, spec.directions
-    sizes = [(spec.layer_input_size(k), k, d) for k in range(spec.layers) for d in range(directions)]
+    sizes = [
+        (spec.layer_input_size(k), k, d) for k in range(spec.layers) for d in range(directions)
+    ]
     matrix_total = sum(4 * units * (width + units) for width, _, _ in sizes)
     state, offset, bias_offset = {}, 0, matrix_total
     for width, layer, direction in sizes:
         suffix = f"l{layer}" + ("_reverse" if direction else "")
         for name, cols in (("weight_ih", width), ("weight_hh", units)):
-            state[f"{name}_{suffix}"] = vector[offset:offset + 4 * units * cols].reshape(4 * units, cols)
+            state[f"{name}_{suffix}"] = vector[offset : offset + 4 * units * cols].reshape(
+                4 * units, cols
+            )
             offset += 4 * units * cols
         where = bias_offset if matrices_first else offset
         for name in ("bias_ih", "bias_hh"):
-            state[f"{name}_{suffix}"] = vector[where:where + 4 * units]
+            state[f"{name}_{suffix}"] = vector[where : where + 4 * units]
             where += 4 * units
         if matrices_first:
             bias_offset = where
@@ -210,5 +232,14 @@ def jax_rnn(native, x, spec):
     return torch(flat_state_dict(np.asarray(native, np.float64), spec, True), x, spec)
 
 
-SEMANTICS = {"keras": keras, "tf1": tf1, "torch": torch, "onnx": onnx, "neoml": neoml,
-             "flax": flax, "cudnn": cudnn, "cudnn_params": cudnn_params, "jax_rnn": jax_rnn}
+SEMANTICS = {
+    "keras": keras,
+    "tf1": tf1,
+    "torch": torch,
+    "onnx": onnx,
+    "neoml": neoml,
+    "flax": flax,
+    "cudnn": cudnn,
+    "cudnn_params": cudnn_params,
+    "jax_rnn": jax_rnn,
+}

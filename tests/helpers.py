@@ -21,8 +21,12 @@ def format_capabilities(name: str) -> Capabilities:
 def read_options(name: str, spec: LSTMSpec) -> dict:
     """The reader options a format needs to interpret native weights for ``spec``."""
     if name in FLAT:
-        return {"input_size": spec.input_size, "units": spec.units, "layers": spec.layers,
-                "directions": spec.directions}
+        return {
+            "input_size": spec.input_size,
+            "units": spec.units,
+            "layers": spec.layers,
+            "directions": spec.directions,
+        }
     if name in DIRECTIONAL_LISTS:
         options = {"directions": spec.directions}
         if name == "keras":

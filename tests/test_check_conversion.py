@@ -16,8 +16,9 @@ def ours(source: str, target: str, **options):
     return lambda weights: eq.convert(weights, source=source, target=target, **options)
 
 
-@pytest.mark.parametrize("source, target", [("torch", "keras"), ("tf1", "keras"),
-                                            ("keras", "onnx"), ("onnx", "flax")])
+@pytest.mark.parametrize(
+    "source, target", [("torch", "keras"), ("tf1", "keras"), ("keras", "onnx"), ("onnx", "flax")]
+)
 def test_correct_converters_pass(source: str, target: str) -> None:
     result = check_conversion(ours(source, target), source=source, target=target, max_examples=15)
     assert result.ok, str(result)
@@ -38,19 +39,26 @@ def one_bias(weights: dict) -> list:
 
 
 def forgot_transpose(weights: dict) -> list:
-    return [np.asarray(weights["weight_ih_l0"]).reshape(-1, weights["weight_ih_l0"].shape[0]),
-            np.asarray(weights["weight_hh_l0"]).reshape(-1, weights["weight_hh_l0"].shape[0]),
-            np.asarray(weights["bias_ih_l0"]) + np.asarray(weights["bias_hh_l0"])]
+    return [
+        np.asarray(weights["weight_ih_l0"]).reshape(-1, weights["weight_ih_l0"].shape[0]),
+        np.asarray(weights["weight_hh_l0"]).reshape(-1, weights["weight_hh_l0"].shape[0]),
+        np.asarray(weights["bias_ih_l0"]) + np.asarray(weights["bias_hh_l0"]),
+    ]
 
 
 def crashes(weights: dict) -> list:
     raise KeyError("weight_ih")
 
 
-@pytest.mark.parametrize("fn, reason", [(swapped_f_and_g, "outputs differ"),
-                                        (one_bias, "outputs differ"),
-                                        (forgot_transpose, "outputs differ"),
-                                        (crashes, "raised KeyError")])
+@pytest.mark.parametrize(
+    "fn, reason",
+    [
+        (swapped_f_and_g, "outputs differ"),
+        (one_bias, "outputs differ"),
+        (forgot_transpose, "outputs differ"),
+        (crashes, "raised KeyError"),
+    ],
+)
 def test_wrong_converters_fail_with_a_minimal_case(fn, reason: str) -> None:
     result = check_conversion(fn, source="torch", target="keras", max_examples=25)
     assert not result.ok
@@ -60,8 +68,9 @@ def test_wrong_converters_fail_with_a_minimal_case(fn, reason: str) -> None:
 
 
 def test_wrong_shapes_from_the_function_are_a_failed_result() -> None:
-    result = check_conversion(lambda w: [np.zeros((2, 2))], source="torch", target="keras",
-                              max_examples=5)
+    result = check_conversion(
+        lambda w: [np.zeros((2, 2))], source="torch", target="keras", max_examples=5
+    )
     assert not result.ok and "rejected the converted weights" in str(result)
 
 
@@ -73,7 +82,8 @@ def test_bad_calls_raise() -> None:
 
 
 def test_formats_without_a_runtime_here_fall_back_to_the_reference() -> None:
-    result = check_conversion(ours("torch", "cudnn"), source="torch", target="cudnn",
-                              max_examples=10)
+    result = check_conversion(
+        ours("torch", "cudnn"), source="torch", target="cudnn", max_examples=10
+    )
     assert result.ok, str(result)
     assert "reference in cudnn semantics" in result.runtimes["target"]

@@ -37,8 +37,9 @@ def test_runtime_matches_reference(entry: table.Entry, data, request) -> None:
     assert outcome.ok, outcome.message(replay_command(request))
 
 
-@pytest.mark.parametrize("source, target_entry", PAIRS,
-                         ids=[f"{a.name}->{b.name}" for a, b in PAIRS])
+@pytest.mark.parametrize(
+    "source, target_entry", PAIRS, ids=[f"{a.name}->{b.name}" for a, b in PAIRS]
+)
 @given(data=st.data())
 def test_pair_is_equivalent(source: table.Entry, target_entry: table.Entry, data, request) -> None:
     caps = joint_capabilities([require(source).capabilities, require(target_entry).capabilities])

@@ -23,21 +23,33 @@ ALL = sorted(FORMATS)
 def assert_same_weights(expected: LSTMWeights, actual: LSTMWeights, exact: bool = True) -> None:
     __tracebackhide__ = True
     assert actual.spec == expected.spec, f"spec {actual.spec}, expected {expected.spec}"
-    for (layer, direction, a), (_, _, b) in zip(actual.iter_cells(), expected.iter_cells()):
+    for (layer, direction, a), (_, _, b) in zip(
+        actual.iter_cells(), expected.iter_cells(), strict=True
+    ):
         for name, value in b.arrays().items():
             got = a.arrays()[name]
-            assert got.dtype == value.dtype, f"cells[{layer}][{direction}].{name}: dtype {got.dtype}"
+            assert got.dtype == value.dtype, (
+                f"cells[{layer}][{direction}].{name}: dtype {got.dtype}"
+            )
             if exact:
-                np.testing.assert_array_equal(got, value, err_msg=f"cells[{layer}][{direction}].{name}")
+                np.testing.assert_array_equal(
+                    got, value, err_msg=f"cells[{layer}][{direction}].{name}"
+                )
             else:
-                np.testing.assert_allclose(got, value, rtol=0, atol=1e-15 * max(1, np.abs(value).max()))
+                np.testing.assert_allclose(
+                    got, value, rtol=0, atol=1e-15 * max(1, np.abs(value).max())
+                )
 
 
 @pytest.mark.parametrize("fmt", ALL)
 @given(data=st.data())
 def test_round_trip_is_exact(fmt: str, data) -> None:
-    spec = data.draw(lstm_specs(capabilities=format_capabilities(fmt), max_layers=3,
-                                dtypes=("float32", "float64")), label="spec")
+    spec = data.draw(
+        lstm_specs(
+            capabilities=format_capabilities(fmt), max_layers=3, dtypes=("float32", "float64")
+        ),
+        label="spec",
+    )
     weights = data.draw(lstm_weights(spec), label="weights")
     # forget_bias folding is not exact in floating point; it has its own test below
     offset = {"forget_bias": 0.0} if fmt == "tf1" else {}
@@ -77,8 +89,12 @@ def run_semantics(fmt: str, weights: LSTMWeights, x: np.ndarray, **write) -> tup
 def assert_matches_reference(weights: LSTMWeights, got: tuple, x: np.ndarray) -> None:
     __tracebackhide__ = True
     expected = reference.lstm(weights, x)
-    for name, e, g in zip(("output", "h", "c"), (expected.outputs, expected.h[-1, 0],
-                                                 expected.c[-1, 0]), got):
+    for name, e, g in zip(
+        ("output", "h", "c"),
+        (expected.outputs, expected.h[-1, 0], expected.c[-1, 0]),
+        got,
+        strict=True,
+    ):
         np.testing.assert_allclose(g, e, rtol=0, atol=1e-12, err_msg=name)
 
 
@@ -86,8 +102,9 @@ def assert_matches_reference(weights: LSTMWeights, got: tuple, x: np.ndarray) ->
 @given(data=st.data())
 def test_native_semantics_match_reference(fmt: str, data) -> None:
     """One cell: the format's own equations on converted weights == the canonical reference."""
-    spec = data.draw(lstm_specs(capabilities=format_capabilities(fmt), single_cell=True,
-                                dtypes=("float64",)))
+    spec = data.draw(
+        lstm_specs(capabilities=format_capabilities(fmt), single_cell=True, dtypes=("float64",))
+    )
     spec = spec.replace(recurrent_activation="sigmoid")
     weights = data.draw(lstm_weights(spec))
     x = data.draw(batches(spec))
@@ -98,9 +115,13 @@ def test_native_semantics_match_reference(fmt: str, data) -> None:
 @given(data=st.data())
 def test_flat_vector_layouts_match_reference(fmt: str, data) -> None:
     """Stacks: the flat layouts differ only across pseudo-layers, so draw several."""
-    spec = eq.LSTMSpec(data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4)),
-                       data.draw(st.integers(1, 3)), data.draw(st.sampled_from([1, 2])),
-                       dtype="float64")
+    spec = eq.LSTMSpec(
+        data.draw(st.integers(1, 4)),
+        data.draw(st.integers(1, 4)),
+        data.draw(st.integers(1, 3)),
+        data.draw(st.sampled_from([1, 2])),
+        dtype="float64",
+    )
     weights = data.draw(lstm_weights(spec))
     x = data.draw(batches(spec))
     from .format_semantics import flat_state_dict
@@ -112,6 +133,7 @@ def test_flat_vector_layouts_match_reference(fmt: str, data) -> None:
 
 
 # -- cases that must fail: the semantics check catches each classic converter bug --------------
+
 
 def _swapped_gates_keras(weights: LSTMWeights) -> list:
     """Keras written in TF1's i j f o order: f and g swapped."""
@@ -133,9 +155,14 @@ def _one_bias_torch(weights: LSTMWeights) -> dict:
     return native
 
 
-@pytest.mark.parametrize("fmt, buggy", [("keras", _swapped_gates_keras),
-                                         ("tf1", _forget_bias_dropped_tf1),
-                                         ("torch", _one_bias_torch)])
+@pytest.mark.parametrize(
+    "fmt, buggy",
+    [
+        ("keras", _swapped_gates_keras),
+        ("tf1", _forget_bias_dropped_tf1),
+        ("torch", _one_bias_torch),
+    ],
+)
 def test_classic_converter_bugs_are_caught(fmt: str, buggy) -> None:
     spec = eq.LSTMSpec(3, 4, dtype="float64")
     weights = eq.random_weights(spec, np.random.default_rng(7))
@@ -152,7 +179,8 @@ def test_refused_features_are_named() -> None:
     projected = eq.random_weights(eq.LSTMSpec(2, 3, projection_size=2), np.random.default_rng(0))
     with pytest.raises(eq.UnsupportedFeatureError, match="onnx cannot represent projection"):
         eq.convert(eq.from_canonical(projected, "torch"), source="torch", target="onnx")
-    hard = eq.random_weights(eq.LSTMSpec(2, 3, recurrent_activation="hard_sigmoid_keras3"),
-                             np.random.default_rng(0))
+    hard = eq.random_weights(
+        eq.LSTMSpec(2, 3, recurrent_activation="hard_sigmoid_keras3"), np.random.default_rng(0)
+    )
     with pytest.raises(eq.UnsupportedFeatureError, match="recurrent_activation=hard_sigmoid"):
         eq.from_canonical(hard, "torch")

@@ -35,8 +35,9 @@ def require_gpu(entry: table.Entry):
 @given(data=st.data())
 def test_gpu_runtime_matches_reference(entry: table.Entry, data, request) -> None:
     runtime = require_gpu(entry)
-    case = data.draw(lstm_cases(capabilities=runtime.capabilities,
-                                dtypes=runtime.capabilities.dtypes))
+    case = data.draw(
+        lstm_cases(capabilities=runtime.capabilities, dtypes=runtime.capabilities.dtypes)
+    )
     outcome = harness.check_against_reference(entry, case)
     record(request, outcome)
     assert outcome.ok, outcome.message(replay_command(request))

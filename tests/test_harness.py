@@ -1,4 +1,4 @@
-"""The harness itself: it must catch wrong conversions in real pairs, and its tolerance must bite."""
+"""The harness itself: it must catch wrong conversions in real pairs; its tolerance must bite."""
 
 from __future__ import annotations
 
@@ -33,8 +33,13 @@ def test_swapped_gates_are_caught_in_a_real_pair_and_blamed_on_the_converted_sid
     assert "off: onnxruntime (converted)" in outcome.blame
     assert "torch is" in outcome.blame
     message = outcome.message("pytest x")
-    for piece in ("torch -> onnxruntime", "I=3 H=4", "greatest absolute difference", "allowed:",
-                  "replay: pytest x"):
+    for piece in (
+        "torch -> onnxruntime",
+        "I=3 H=4",
+        "greatest absolute difference",
+        "allowed:",
+        "replay: pytest x",
+    ):
         assert piece in message
 
 

@@ -46,14 +46,16 @@ def exchange_files() -> list[Path]:
 @pytest.mark.parametrize("path", exchange_files() or [None], ids=lambda p: p.stem if p else "none")
 def test_exchanged_case_runs_the_same_in_neoml(path: Path | None) -> None:
     if path is None:
-        pytest.skip("no case files: run `python -m equivalence.exchange export --out DIR` in the "
-                    "main environment and set EQUIVALENCE_EXCHANGE_DIR=DIR")
+        pytest.skip(
+            "no case files: run `python -m equivalence.exchange export --out DIR` in the "
+            "main environment and set EQUIVALENCE_EXCHANGE_DIR=DIR"
+        )
     runtime = require(NEOML)
     case = exchange.load(path)
     source_options = harness.reader_options(case.format, case.spec, case.format_options)
-    native = convert(case.native, source=case.format, target="neoml",
-                     source_options=source_options)
+    native = convert(case.native, source=case.format, target="neoml", source_options=source_options)
     actual = runtime.run(case.spec, native, case.inputs)
-    comparison = compare(case.expected, actual,
-                         Tolerance.for_case(case.spec.dtype, case.inputs.x.shape[1]))
+    comparison = compare(
+        case.expected, actual, Tolerance.for_case(case.spec.dtype, case.inputs.x.shape[1])
+    )
     assert comparison.ok, f"{case.source} -> neoml ({path.name}):\n{comparison.describe()}"

@@ -25,9 +25,12 @@ def scalar_cell(**features) -> LSTMWeights:
     """I=1, H=1 with distinct values per gate so any mix-up changes the numbers."""
     spec = eq.LSTMSpec(1, 1, dtype="float64", **features)
     cell = CellWeights(
-        w_input=np.array([[0.5], [-0.3], [0.8], [0.2]]), w_recurrent=np.array([[0.1], [0.4], [-0.6], [0.7]]),
-        b_input=np.array([0.05, 0.2, -0.1, 0.3]), b_recurrent=np.array([0.01, -0.02, 0.03, 0.0]),
-        peephole=np.array([[0.3], [-0.2], [0.5]]) if spec.peepholes else None)
+        w_input=np.array([[0.5], [-0.3], [0.8], [0.2]]),
+        w_recurrent=np.array([[0.1], [0.4], [-0.6], [0.7]]),
+        b_input=np.array([0.05, 0.2, -0.1, 0.3]),
+        b_recurrent=np.array([0.01, -0.02, 0.03, 0.0]),
+        peephole=np.array([[0.3], [-0.2], [0.5]]) if spec.peepholes else None,
+    )
     return LSTMWeights(spec, ((cell,),))
 
 
@@ -59,16 +62,23 @@ def run_scalar(weights: LSTMWeights, xs=XS, **kwargs):
     return reference.lstm(weights, np.array(xs, float).reshape(1, -1, 1), **kwargs)
 
 
-@pytest.mark.parametrize("features, hand", [
-    ({}, {}),
-    ({"forget_bias": 1.0}, {"forget_bias": 1.0}),
-    ({"peepholes": True}, {"peephole": (0.3, -0.2, 0.5)}),
-    ({"cell_clip": 0.1}, {"cell_clip": 0.1}),
-    ({"recurrent_activation": "hard_sigmoid_tf_keras"},
-     {"act": lambda z: min(1.0, max(0.0, 0.2 * z + 0.5))}),
-    ({"recurrent_activation": "hard_sigmoid_keras3"},
-     {"act": lambda z: min(1.0, max(0.0, z / 6.0 + 0.5))}),
-])
+@pytest.mark.parametrize(
+    "features, hand",
+    [
+        ({}, {}),
+        ({"forget_bias": 1.0}, {"forget_bias": 1.0}),
+        ({"peepholes": True}, {"peephole": (0.3, -0.2, 0.5)}),
+        ({"cell_clip": 0.1}, {"cell_clip": 0.1}),
+        (
+            {"recurrent_activation": "hard_sigmoid_tf_keras"},
+            {"act": lambda z: min(1.0, max(0.0, 0.2 * z + 0.5))},
+        ),
+        (
+            {"recurrent_activation": "hard_sigmoid_keras3"},
+            {"act": lambda z: min(1.0, max(0.0, z / 6.0 + 0.5))},
+        ),
+    ],
+)
 def test_scalar_cases_match_hand_computation(features, hand) -> None:
     result = run_scalar(scalar_cell(**features))
     outs, h, c = hand_lstm(XS, **hand)
@@ -96,14 +106,19 @@ def test_gate_clip_bounds_pre_activations() -> None:
     assert abs(out) < sig(0.01) * math.tanh(sig(0.01) * math.tanh(0.01)) + 1e-12
 
 
-@given(spec=lstm_specs(capabilities=reference.CAPABILITIES, dtypes=("float64",)).filter(lambda s: s.directions == 1), seed=st.integers(0, 99))
+@given(
+    spec=lstm_specs(capabilities=reference.CAPABILITIES, dtypes=("float64",)).filter(
+        lambda s: s.directions == 1
+    ),
+    seed=st.integers(0, 99),
+)
 def test_batch_elements_are_independent_and_lengths_truncate(spec, seed) -> None:
     weights = eq.random_weights(spec, np.random.default_rng(seed))
     x = np.random.default_rng(seed + 1).normal(size=(3, 6, spec.input_size))
     lengths = np.array([6, 2, 4])
     padded = reference.lstm(weights, x, lengths=lengths)
     for b, n in enumerate(lengths):
-        alone = reference.lstm(weights, x[b:b + 1, :n])
+        alone = reference.lstm(weights, x[b : b + 1, :n])
         np.testing.assert_allclose(padded.outputs[b, :n], alone.outputs[0], atol=1e-14)
         assert not padded.outputs[b, n:].any(), "padded steps must be zero"
         np.testing.assert_allclose(padded.h[:, :, b], alone.h[:, :, 0], atol=1e-14)
@@ -118,7 +133,7 @@ def test_reverse_direction_is_forward_on_the_flipped_valid_part() -> None:
     x, lengths = rng.normal(size=(2, 5, 2)), np.array([5, 3])
     both = reference.lstm(weights, x, lengths=lengths)
     for b, n in enumerate(lengths):
-        flipped = reference.lstm(forward_only, x[b:b + 1, :n][:, ::-1])
+        flipped = reference.lstm(forward_only, x[b : b + 1, :n][:, ::-1])
         np.testing.assert_allclose(both.outputs[b, :n, 3:], flipped.outputs[0, ::-1], atol=1e-14)
         # PyTorch's h_n for the reverse direction: the state after time step 0
         np.testing.assert_allclose(both.h[0, 1, b], flipped.h[0, 0, 0], atol=1e-14)
@@ -151,8 +166,11 @@ def test_forget_bias_offset_equals_folding_it_into_the_bias(spec, data) -> None:
     weights = data.draw(lstm_weights(spec))
     offset = LSTMWeights(spec.replace(forget_bias=1.0), weights.cells)
     x = np.random.default_rng(0).normal(size=(2, 4, spec.input_size))
-    np.testing.assert_allclose(reference.lstm(offset, x).outputs,
-                               reference.lstm(offset.with_folded_forget_bias(), x).outputs, atol=1e-14)
+    np.testing.assert_allclose(
+        reference.lstm(offset, x).outputs,
+        reference.lstm(offset.with_folded_forget_bias(), x).outputs,
+        atol=1e-14,
+    )
 
 
 def test_bad_reference_inputs_raise_library_errors() -> None:

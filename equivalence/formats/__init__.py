@@ -29,37 +29,84 @@ class Format:
     def capabilities(self) -> Capabilities:
         """What this format can hold, in the runtimes' vocabulary (for strategies)."""
         held = self.supported
-        activations = {"sigmoid"} | {f.split("=", 1)[1] for f in held
-                                     if f.startswith("recurrent_activation=")}
+        activations = {"sigmoid"} | {
+            f.split("=", 1)[1] for f in held if f.startswith("recurrent_activation=")
+        }
         return Capabilities(
-            bidirectional="bidirectional" in held, projection="projection" in held,
-            projection_clip="projection_clip" in held, peepholes="peepholes" in held,
-            cell_clip="cell_clip" in held, gate_clip="gate_clip" in held,
-            recurrent_activations=frozenset(activations), time_major=True,
+            bidirectional="bidirectional" in held,
+            projection="projection" in held,
+            projection_clip="projection_clip" in held,
+            peepholes="peepholes" in held,
+            cell_clip="cell_clip" in held,
+            gate_clip="gate_clip" in held,
+            recurrent_activations=frozenset(activations),
+            time_major=True,
             dtypes=frozenset({"float16", "float32", "float64"}),
         )
 
 
 FORMATS: dict[str, Format] = {
-    f.name: f for f in (
-        Format("keras", keras.to_canonical, keras.from_canonical, keras.SUPPORTED,
-               "[kernel (I,4H), recurrent_kernel (H,4H), bias (4H)] per LSTM"),
-        Format("cudnn", cudnn.to_canonical, cudnn.from_canonical, cudnn.SUPPORTED,
-               "CuDNNLSTM: [kernel, recurrent_kernel, bias (8H)] in cuDNN layout"),
-        Format("cudnn_params", flat.cudnn_params_to_canonical, flat.cudnn_params_from_canonical,
-               flat.SUPPORTED, "flat cuDNN parameter buffer"),
-        Format("tf1", tf1.to_canonical, tf1.from_canonical, tf1.SUPPORTED,
-               "LSTMCell [kernel (I+H,4H), bias (4H)] or checkpoint variables"),
-        Format("torch", torch.to_canonical, torch.from_canonical, torch.SUPPORTED,
-               "nn.LSTM state_dict"),
-        Format("onnx", onnx.to_canonical, onnx.from_canonical, onnx.SUPPORTED,
-               "LSTM node W (D,4H,I), R (D,4H,H), B (D,8H), P (D,3H)"),
-        Format("neoml", neoml.to_canonical, neoml.from_canonical, neoml.SUPPORTED,
-               "Lstm input/recurrent weights and free terms, gates g f i o"),
-        Format("flax", flax.to_canonical, flax.from_canonical, flax.SUPPORTED,
-               "linen LSTMCell / OptimizedLSTMCell or nnx OptimizedLSTMCell params"),
-        Format("jax_rnn", flat.jax_rnn_to_canonical, flat.jax_rnn_from_canonical, flat.SUPPORTED,
-               "jax.experimental.rnn flat weight vector"),
+    f.name: f
+    for f in (
+        Format(
+            "keras",
+            keras.to_canonical,
+            keras.from_canonical,
+            keras.SUPPORTED,
+            "[kernel (I,4H), recurrent_kernel (H,4H), bias (4H)] per LSTM",
+        ),
+        Format(
+            "cudnn",
+            cudnn.to_canonical,
+            cudnn.from_canonical,
+            cudnn.SUPPORTED,
+            "CuDNNLSTM: [kernel, recurrent_kernel, bias (8H)] in cuDNN layout",
+        ),
+        Format(
+            "cudnn_params",
+            flat.cudnn_params_to_canonical,
+            flat.cudnn_params_from_canonical,
+            flat.SUPPORTED,
+            "flat cuDNN parameter buffer",
+        ),
+        Format(
+            "tf1",
+            tf1.to_canonical,
+            tf1.from_canonical,
+            tf1.SUPPORTED,
+            "LSTMCell [kernel (I+H,4H), bias (4H)] or checkpoint variables",
+        ),
+        Format(
+            "torch", torch.to_canonical, torch.from_canonical, torch.SUPPORTED, "nn.LSTM state_dict"
+        ),
+        Format(
+            "onnx",
+            onnx.to_canonical,
+            onnx.from_canonical,
+            onnx.SUPPORTED,
+            "LSTM node W (D,4H,I), R (D,4H,H), B (D,8H), P (D,3H)",
+        ),
+        Format(
+            "neoml",
+            neoml.to_canonical,
+            neoml.from_canonical,
+            neoml.SUPPORTED,
+            "Lstm input/recurrent weights and free terms, gates g f i o",
+        ),
+        Format(
+            "flax",
+            flax.to_canonical,
+            flax.from_canonical,
+            flax.SUPPORTED,
+            "linen LSTMCell / OptimizedLSTMCell or nnx OptimizedLSTMCell params",
+        ),
+        Format(
+            "jax_rnn",
+            flat.jax_rnn_to_canonical,
+            flat.jax_rnn_from_canonical,
+            flat.SUPPORTED,
+            "jax.experimental.rnn flat weight vector",
+        ),
     )
 }
 
@@ -69,5 +116,6 @@ def get(name: str) -> Format:
     try:
         return FORMATS[name]
     except (KeyError, TypeError):
-        raise UnknownFormatError(f"format: {name!r} is unknown, expected one of "
-                                 f"{sorted(FORMATS)}") from None
+        raise UnknownFormatError(
+            f"format: {name!r} is unknown, expected one of {sorted(FORMATS)}"
+        ) from None

@@ -53,8 +53,12 @@ def gate_units(array: np.ndarray, field: str, axis: int) -> int:
     """H from a dimension that must hold 4 gate blocks."""
     size = array.shape[axis]
     if size == 0 or size % 4:
-        raise ShapeError(field, tuple(array.shape), f"4*H along axis {axis}",
-                         "the gate dimension must be a positive multiple of 4")
+        raise ShapeError(
+            field,
+            tuple(array.shape),
+            f"4*H along axis {axis}",
+            "the gate dimension must be a positive multiple of 4",
+        )
     return size // 4
 
 
@@ -70,8 +74,9 @@ def expect_sequence(native: Any, field: str) -> Sequence[Any]:
     return native
 
 
-def check_keys(found: Iterable[str], required: Iterable[str], optional: Iterable[str],
-               where: str) -> None:
+def check_keys(
+    found: Iterable[str], required: Iterable[str], optional: Iterable[str], where: str
+) -> None:
     """Missing required keys and keys outside required+optional are both errors."""
     found, required = set(found), set(required)
     missing = sorted(required - found)
@@ -79,8 +84,9 @@ def check_keys(found: Iterable[str], required: Iterable[str], optional: Iterable
         raise MissingKeyError(f"{where}: missing {missing}")
     extra = sorted(found - required - set(optional))
     if extra:
-        raise UnexpectedKeyError(f"{where}: unexpected {extra}, expected only "
-                                 f"{sorted(required | set(optional))}")
+        raise UnexpectedKeyError(
+            f"{where}: unexpected {extra}, expected only {sorted(required | set(optional))}"
+        )
 
 
 def common_dtype(arrays: Iterable[np.ndarray]) -> str:
@@ -108,10 +114,11 @@ def copy_out(array: np.ndarray) -> np.ndarray:
     return np.array(array, copy=True, order="C")
 
 
-def grouped(cells: Sequence[CellWeights], spec_layers: int,
-            directions: int) -> tuple[tuple[CellWeights, ...], ...]:
+def grouped(
+    cells: Sequence[CellWeights], spec_layers: int, directions: int
+) -> tuple[tuple[CellWeights, ...], ...]:
     """Flat layer-major list of cells -> ``cells[layer][direction]``."""
-    return tuple(tuple(cells[k * directions:(k + 1) * directions]) for k in range(spec_layers))
+    return tuple(tuple(cells[k * directions : (k + 1) * directions]) for k in range(spec_layers))
 
 
 def build(spec: LSTMSpec, cells: Sequence[CellWeights]) -> LSTMWeights:
@@ -120,7 +127,7 @@ def build(spec: LSTMSpec, cells: Sequence[CellWeights]) -> LSTMWeights:
 
 
 def permute_gates(array: np.ndarray, order: Sequence[int], axis: int = 0) -> np.ndarray:
-    """Reorder the 4 gate blocks of ``array`` along ``axis``: block k of the result is block order[k]."""
+    """Reorder the 4 gate blocks along ``axis``: block k of the result is block order[k]."""
     blocks = np.split(array, len(order), axis=axis)
     return np.concatenate([blocks[k] for k in order], axis=axis)
 
@@ -136,8 +143,12 @@ def check_layer_count(count: int, per_layer: int, directions: int, field: str) -
     """Number of layers from a flat list of ``count`` items, ``per_layer`` per direction."""
     group = per_layer * directions
     if count == 0 or count % group:
-        raise ShapeError(field, f"{count} arrays", f"a positive multiple of {group}",
-                         f"{per_layer} arrays per LSTM and {directions} direction(s) per layer")
+        raise ShapeError(
+            field,
+            f"{count} arrays",
+            f"a positive multiple of {group}",
+            f"{per_layer} arrays per LSTM and {directions} direction(s) per layer",
+        )
     return count // group
 
 

@@ -29,16 +29,18 @@ SUPPORTED = frozenset({"stacked layers", "bidirectional"})
 def _blocks_to_canonical(kernel: np.ndarray, units: int) -> np.ndarray:
     """(in, 4H) cuDNN kernel -> canonical (4H, in): each (in, H) block read as flat (H, in)."""
     rows = kernel.shape[0]
-    blocks = [np.ascontiguousarray(block).reshape(units, rows)
-              for block in np.split(kernel, 4, axis=1)]
+    blocks = [
+        np.ascontiguousarray(block).reshape(units, rows) for block in np.split(kernel, 4, axis=1)
+    ]
     return np.concatenate(blocks, axis=0)
 
 
 def _blocks_from_canonical(matrix: np.ndarray, units: int) -> np.ndarray:
     """Canonical (4H, in) -> cuDNN (in, 4H): each (H, in) block laid flat as (in, H)."""
     cols = matrix.shape[1]
-    blocks = [np.ascontiguousarray(block).reshape(cols, units)
-              for block in np.split(matrix, 4, axis=0)]
+    blocks = [
+        np.ascontiguousarray(block).reshape(cols, units) for block in np.split(matrix, 4, axis=0)
+    ]
     return np.concatenate(blocks, axis=1)
 
 
@@ -47,9 +49,12 @@ def to_canonical(native: Any, *, directions: int = 1) -> LSTMWeights:
     spec, groups = read_groups(native, directions, bias_factor=2)
     units = spec.units
     cells = [
-        CellWeights(w_input=_blocks_to_canonical(kernel, units),
-                    w_recurrent=_blocks_to_canonical(recurrent, units),
-                    b_input=bias[:4 * units].copy(), b_recurrent=bias[4 * units:].copy())
+        CellWeights(
+            w_input=_blocks_to_canonical(kernel, units),
+            w_recurrent=_blocks_to_canonical(recurrent, units),
+            b_input=bias[: 4 * units].copy(),
+            b_recurrent=bias[4 * units :].copy(),
+        )
         for kernel, recurrent, bias in groups
     ]
     return c.build(spec, cells)
@@ -62,7 +67,9 @@ def from_canonical(weights: LSTMWeights) -> list[np.ndarray]:
     units = weights.spec.units
     native: list[np.ndarray] = []
     for _layer, _direction, cell in weights.iter_cells():
-        native += [_blocks_from_canonical(cell.w_input, units),
-                   _blocks_from_canonical(cell.w_recurrent, units),
-                   np.concatenate([cell.b_input, cell.b_recurrent])]
+        native += [
+            _blocks_from_canonical(cell.w_input, units),
+            _blocks_from_canonical(cell.w_recurrent, units),
+            np.concatenate([cell.b_input, cell.b_recurrent]),
+        ]
     return native

@@ -34,31 +34,44 @@ def _spec(input_size: Any, units: Any, layers: Any, directions: Any) -> LSTMSpec
 def _sizes(spec: LSTMSpec) -> list[tuple[int, int]]:
     """(matrix elements, bias elements) per pseudo-layer, layer-major."""
     units = spec.units
-    return [(4 * units * (spec.layer_input_size(k) + units), 8 * units)
-            for k in range(spec.layers) for _ in range(spec.directions)]
+    return [
+        (4 * units * (spec.layer_input_size(k) + units), 8 * units)
+        for k in range(spec.layers)
+        for _ in range(spec.directions)
+    ]
 
 
 def _vector(native: Any, name: str, spec: LSTMSpec) -> np.ndarray:
     vector = c.as_weight(native, f"{name} vector")
     expected = sum(m + b for m, b in _sizes(spec))
-    c.expect_shape(vector, f"{name} vector", (expected,),
-                   f"I={spec.input_size}, H={spec.units}, layers={spec.layers}, "
-                   f"directions={spec.directions}")
+    c.expect_shape(
+        vector,
+        f"{name} vector",
+        (expected,),
+        f"I={spec.input_size}, H={spec.units}, layers={spec.layers}, directions={spec.directions}",
+    )
     return vector
 
 
 def _cell(matrices: np.ndarray, biases: np.ndarray, spec: LSTMSpec, layer: int) -> CellWeights:
     units, width = spec.units, spec.layer_input_size(layer)
     split = 4 * units * width
-    return CellWeights(w_input=matrices[:split].reshape(4 * units, width).copy(),
-                       w_recurrent=matrices[split:].reshape(4 * units, units).copy(),
-                       b_input=biases[:4 * units].copy(), b_recurrent=biases[4 * units:].copy())
+    return CellWeights(
+        w_input=matrices[:split].reshape(4 * units, width).copy(),
+        w_recurrent=matrices[split:].reshape(4 * units, units).copy(),
+        b_input=biases[: 4 * units].copy(),
+        b_recurrent=biases[4 * units :].copy(),
+    )
 
 
 def _pieces(weights: LSTMWeights) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [(np.concatenate([cell.w_input.ravel(), cell.w_recurrent.ravel()]),
-             np.concatenate([cell.b_input, cell.b_recurrent]))
-            for _layer, _direction, cell in weights.iter_cells()]
+    return [
+        (
+            np.concatenate([cell.w_input.ravel(), cell.w_recurrent.ravel()]),
+            np.concatenate([cell.b_input, cell.b_recurrent]),
+        )
+        for _layer, _direction, cell in weights.iter_cells()
+    ]
 
 
 def _checked(weights: LSTMWeights, name: str) -> LSTMWeights:
@@ -66,16 +79,27 @@ def _checked(weights: LSTMWeights, name: str) -> LSTMWeights:
     return weights.with_folded_forget_bias()
 
 
-def cudnn_params_to_canonical(native: Any, *, input_size: int | None = None,
-                              units: int | None = None, layers: int = 1,
-                              directions: int = 1) -> LSTMWeights:
+def cudnn_params_to_canonical(
+    native: Any,
+    *,
+    input_size: int | None = None,
+    units: int | None = None,
+    layers: int = 1,
+    directions: int = 1,
+) -> LSTMWeights:
     """cuDNN buffer -> canonical (matrices and biases interleaved per pseudo-layer)."""
     spec = _spec(input_size, units, layers, directions)
     vector = _vector(native, "cudnn_params", spec)
     cells, offset = [], 0
     for n, (m, b) in enumerate(_sizes(spec)):
-        cells.append(_cell(vector[offset:offset + m], vector[offset + m:offset + m + b], spec,
-                           n // spec.directions))
+        cells.append(
+            _cell(
+                vector[offset : offset + m],
+                vector[offset + m : offset + m + b],
+                spec,
+                n // spec.directions,
+            )
+        )
         offset += m + b
     return c.build(spec.replace(dtype=vector.dtype.name), cells)
 
@@ -86,8 +110,14 @@ def cudnn_params_from_canonical(weights: LSTMWeights) -> np.ndarray:
     return np.concatenate([np.concatenate(pair) for pair in _pieces(weights)])
 
 
-def jax_rnn_to_canonical(native: Any, *, input_size: int | None = None, units: int | None = None,
-                         layers: int = 1, directions: int = 1) -> LSTMWeights:
+def jax_rnn_to_canonical(
+    native: Any,
+    *,
+    input_size: int | None = None,
+    units: int | None = None,
+    layers: int = 1,
+    directions: int = 1,
+) -> LSTMWeights:
     """jax.experimental.rnn vector -> canonical (all matrices, then all biases)."""
     spec = _spec(input_size, units, layers, directions)
     vector = _vector(native, "jax_rnn", spec)
@@ -95,8 +125,14 @@ def jax_rnn_to_canonical(native: Any, *, input_size: int | None = None, units: i
     matrix_total = sum(m for m, _ in sizes)
     cells, m_offset, b_offset = [], 0, matrix_total
     for n, (m, b) in enumerate(sizes):
-        cells.append(_cell(vector[m_offset:m_offset + m], vector[b_offset:b_offset + b], spec,
-                           n // spec.directions))
+        cells.append(
+            _cell(
+                vector[m_offset : m_offset + m],
+                vector[b_offset : b_offset + b],
+                spec,
+                n // spec.directions,
+            )
+        )
         m_offset, b_offset = m_offset + m, b_offset + b
     return c.build(spec.replace(dtype=vector.dtype.name), cells)
 

@@ -18,10 +18,14 @@ from ..spec import LSTMSpec
 from . import _common as c
 
 NAME = "keras"
-SUPPORTED = frozenset({
-    "stacked layers", "bidirectional",
-    "recurrent_activation=hard_sigmoid_tf_keras", "recurrent_activation=hard_sigmoid_keras3",
-})
+SUPPORTED = frozenset(
+    {
+        "stacked layers",
+        "bidirectional",
+        "recurrent_activation=hard_sigmoid_tf_keras",
+        "recurrent_activation=hard_sigmoid_keras3",
+    }
+)
 PER_LSTM = 3
 
 
@@ -45,23 +49,31 @@ def read_groups(native: Any, directions: int, bias_factor: int) -> tuple[LSTMSpe
     groups = []
     for n in range(layers * directions):
         layer, direction = divmod(n, directions)
-        expected = [(spec.layer_input_size(layer), 4 * units), (units, 4 * units),
-                    (bias_factor * 4 * units,)]
+        expected = [
+            (spec.layer_input_size(layer), 4 * units),
+            (units, 4 * units),
+            (bias_factor * 4 * units,),
+        ]
         for k, shape in enumerate(expected):
             index = PER_LSTM * n + k
             c.expect_shape(arrays[index], field_name(index, layer, direction, directions), shape)
-        groups.append(arrays[PER_LSTM * n:PER_LSTM * (n + 1)])
+        groups.append(arrays[PER_LSTM * n : PER_LSTM * (n + 1)])
     return spec, groups
 
 
-def to_canonical(native: Any, *, directions: int = 1,
-                 recurrent_activation: str = "sigmoid") -> LSTMWeights:
+def to_canonical(
+    native: Any, *, directions: int = 1, recurrent_activation: str = "sigmoid"
+) -> LSTMWeights:
     """Keras weights -> canonical. ``directions=2`` reads a Bidirectional layout."""
     spec, groups = read_groups(native, directions, bias_factor=1)
     spec = spec.replace(recurrent_activation=recurrent_activation)
     cells = [
-        CellWeights(w_input=kernel.T.copy(), w_recurrent=recurrent.T.copy(), b_input=bias.copy(),
-                    b_recurrent=np.zeros_like(bias))
+        CellWeights(
+            w_input=kernel.T.copy(),
+            w_recurrent=recurrent.T.copy(),
+            b_input=bias.copy(),
+            b_recurrent=np.zeros_like(bias),
+        )
         for kernel, recurrent, bias in groups
     ]
     return c.build(spec, cells)
@@ -73,6 +85,9 @@ def from_canonical(weights: LSTMWeights) -> list[np.ndarray]:
     weights = weights.with_folded_forget_bias()
     native: list[np.ndarray] = []
     for _layer, _direction, cell in weights.iter_cells():
-        native += [c.copy_out(cell.w_input.T), c.copy_out(cell.w_recurrent.T),
-                   c.copy_out(cell.bias())]
+        native += [
+            c.copy_out(cell.w_input.T),
+            c.copy_out(cell.w_recurrent.T),
+            c.copy_out(cell.bias()),
+        ]
     return native

@@ -37,9 +37,13 @@ def _layers(native: Any) -> list[list[Mapping[str, Any]]]:
         items = c.expect_sequence(per_direction, f"{NAME} weights[{k}]")
         if len(items) not in (1, 2):
             raise c.ShapeError(f"{NAME} weights[{k}]", f"{len(items)} dicts", "1 or 2 dicts")
-        result.append([c.expect_mapping(d, f"{NAME} weights[{k}][{j}]") for j, d in enumerate(items)])
+        result.append(
+            [c.expect_mapping(d, f"{NAME} weights[{k}][{j}]") for j, d in enumerate(items)]
+        )
     if len({len(p) for p in result}) != 1:
-        raise c.ShapeError(f"{NAME} weights", [len(p) for p in result], "the same directions per layer")
+        raise c.ShapeError(
+            f"{NAME} weights", [len(p) for p in result], "the same directions per layer"
+        )
     return result
 
 
@@ -50,12 +54,13 @@ def to_canonical(native: Any) -> LSTMWeights:
     c.check_keys(first, KEYS, (), f"{NAME} layer 0")
     w = c.as_weight(first["input_weights"], "layer 0 input_weights")
     c.expect_ndim(w, "layer 0 input_weights", 2, "(4H, I)")
-    spec = LSTMSpec(w.shape[1], c.gate_units(w, "layer 0 input_weights", 0), len(layers),
-                    len(layers[0]))
+    spec = LSTMSpec(
+        w.shape[1], c.gate_units(w, "layer 0 input_weights", 0), len(layers), len(layers[0])
+    )
     back = c.inverse_order(GATE_ORDER)
     cells, dtypes = [], []
     for k, per_direction in enumerate(layers):
-        shapes = dict(zip(KEYS, _shapes(spec, k)))
+        shapes = dict(zip(KEYS, _shapes(spec, k), strict=True))
         for j, item in enumerate(per_direction):
             where = f"layer {k}" + ("" if spec.directions == 1 else (" forward", " backward")[j])
             c.check_keys(item, KEYS, (), f"{NAME} {where}")
@@ -63,21 +68,41 @@ def to_canonical(native: Any) -> LSTMWeights:
             for key in KEYS:
                 c.expect_shape(read[key], f"{where} {key}", shapes[key])
             dtypes += list(read.values())
-            cells.append(CellWeights(**{f: c.permute_gates(read[key], back)
-                                        for f, key in zip(FIELDS, KEYS)}))
+            cells.append(
+                CellWeights(
+                    **{
+                        f: c.permute_gates(read[key], back)
+                        for f, key in zip(FIELDS, KEYS, strict=True)
+                    }
+                )
+            )
     return c.build(spec.replace(dtype=c.common_dtype(dtypes)), cells)
 
 
 def _shapes(spec: LSTMSpec, layer: int) -> tuple[tuple[int, ...], ...]:
     units = spec.units
-    return ((4 * units, spec.layer_input_size(layer)), (4 * units, units), (4 * units,),
-            (4 * units,))
+    return (
+        (4 * units, spec.layer_input_size(layer)),
+        (4 * units, units),
+        (4 * units,),
+        (4 * units,),
+    )
 
 
-def from_canonical(weights: LSTMWeights) -> dict[str, np.ndarray] | list[list[dict[str, np.ndarray]]]:
+def from_canonical(
+    weights: LSTMWeights,
+) -> dict[str, np.ndarray] | list[list[dict[str, np.ndarray]]]:
     """Canonical -> one dict (single cell) or a list of per-layer direction lists."""
     c.refuse_features(weights.spec, NAME, SUPPORTED)
     weights = weights.with_folded_forget_bias()
-    layers = [[{key: c.permute_gates(getattr(cell, f), GATE_ORDER) for f, key in zip(FIELDS, KEYS)}
-               for cell in per_direction] for per_direction in weights.cells]
+    layers = [
+        [
+            {
+                key: c.permute_gates(getattr(cell, f), GATE_ORDER)
+                for f, key in zip(FIELDS, KEYS, strict=True)
+            }
+            for cell in per_direction
+        ]
+        for per_direction in weights.cells
+    ]
     return layers[0][0] if len(layers) == 1 and len(layers[0]) == 1 else layers

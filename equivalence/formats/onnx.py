@@ -41,14 +41,18 @@ def _infer_spec(nodes: list[Mapping[str, Any]], clip: float | None) -> LSTMSpec:
     if w.shape[0] not in (1, 2):
         raise c.ShapeError("layer 0 W", w.shape, "(D, 4H, I) with D in (1, 2)")
     units = c.gate_units(w, "layer 0 W", axis=1)
-    return LSTMSpec(w.shape[2], units, len(nodes), w.shape[0], peepholes="P" in nodes[0],
-                    gate_clip=clip)
+    return LSTMSpec(
+        w.shape[2], units, len(nodes), w.shape[0], peepholes="P" in nodes[0], gate_clip=clip
+    )
 
 
 def _node_shapes(spec: LSTMSpec, layer: int) -> dict[str, tuple[int, ...]]:
     d, units = spec.directions, spec.units
-    shapes = {"W": (d, 4 * units, spec.layer_input_size(layer)), "R": (d, 4 * units, units),
-              "B": (d, 8 * units)}
+    shapes = {
+        "W": (d, 4 * units, spec.layer_input_size(layer)),
+        "R": (d, 4 * units, units),
+        "B": (d, 8 * units),
+    }
     if spec.peepholes:
         shapes["P"] = (d, 3 * units)
     return shapes
@@ -78,9 +82,12 @@ def _cell(node: dict[str, np.ndarray], d: int, units: int) -> CellWeights:
     if "P" in node:
         peephole = node["P"][d].reshape(3, units)[list(c.inverse_order(PEEPHOLE_ORDER))]
     return CellWeights(
-        w_input=c.permute_gates(node["W"][d], back), w_recurrent=c.permute_gates(node["R"][d], back),
-        b_input=c.permute_gates(bias[:4 * units], back),
-        b_recurrent=c.permute_gates(bias[4 * units:], back), peephole=peephole)
+        w_input=c.permute_gates(node["W"][d], back),
+        w_recurrent=c.permute_gates(node["R"][d], back),
+        b_input=c.permute_gates(bias[: 4 * units], back),
+        b_recurrent=c.permute_gates(bias[4 * units :], back),
+        peephole=peephole,
+    )
 
 
 def from_canonical(weights: LSTMWeights) -> dict[str, np.ndarray] | list[dict[str, np.ndarray]]:
@@ -95,11 +102,20 @@ def _node(per_direction: tuple[CellWeights, ...]) -> dict[str, np.ndarray]:
     node = {
         "W": np.stack([c.permute_gates(cell.w_input, GATE_ORDER) for cell in per_direction]),
         "R": np.stack([c.permute_gates(cell.w_recurrent, GATE_ORDER) for cell in per_direction]),
-        "B": np.stack([np.concatenate([c.permute_gates(cell.b_input, GATE_ORDER),
-                                       c.permute_gates(cell.b_recurrent, GATE_ORDER)])
-                       for cell in per_direction]),
+        "B": np.stack(
+            [
+                np.concatenate(
+                    [
+                        c.permute_gates(cell.b_input, GATE_ORDER),
+                        c.permute_gates(cell.b_recurrent, GATE_ORDER),
+                    ]
+                )
+                for cell in per_direction
+            ]
+        ),
     }
     if per_direction[0].peephole is not None:
-        node["P"] = np.stack([cell.peephole[list(PEEPHOLE_ORDER)].reshape(-1)
-                              for cell in per_direction])
+        node["P"] = np.stack(
+            [cell.peephole[list(PEEPHOLE_ORDER)].reshape(-1) for cell in per_direction]
+        )
     return node

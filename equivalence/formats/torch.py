@@ -20,23 +20,31 @@ from . import _common as c
 
 NAME = "torch"
 SUPPORTED = frozenset({"stacked layers", "bidirectional", "projection"})
-_LAYER_KEY = re.compile(r"^weight_ih_l(\d+)$")
+_LAYER_KEY = re.compile(r"_l(\d+)(?:_reverse)?$")
 
 
 def key_names(layer: int, direction: int, projection: bool) -> dict[str, str]:
     """Canonical field -> state_dict key for one layer and direction."""
     suffix = f"l{layer}" + ("_reverse" if direction == 1 else "")
-    names = {"w_input": f"weight_ih_{suffix}", "w_recurrent": f"weight_hh_{suffix}",
-             "b_input": f"bias_ih_{suffix}", "b_recurrent": f"bias_hh_{suffix}"}
+    names = {
+        "w_input": f"weight_ih_{suffix}",
+        "w_recurrent": f"weight_hh_{suffix}",
+        "b_input": f"bias_ih_{suffix}",
+        "b_recurrent": f"bias_hh_{suffix}",
+    }
     if projection:
         names["projection"] = f"weight_hr_{suffix}"
     return names
 
 
 def _infer_spec(native: dict[str, Any]) -> LSTMSpec:
-    layers = sum(1 for key in native if _LAYER_KEY.match(key))
+    # Count layers from every key, so one missing key is reported as missing, not as extra.
+    indices = [int(m.group(1)) for key in native if (m := _LAYER_KEY.search(str(key)))]
+    layers = max(indices, default=0) + 1
     if "weight_ih_l0" not in native:
-        raise c.MissingKeyError(f"{NAME} state_dict: missing 'weight_ih_l0' (keys: {sorted(native)})")
+        raise c.MissingKeyError(
+            f"{NAME} state_dict: missing 'weight_ih_l0' (keys: {sorted(native)})"
+        )
     directions = 2 if any(str(key).endswith("_reverse") for key in native) else 1
     first = c.as_weight(native["weight_ih_l0"], "weight_ih_l0")
     c.expect_ndim(first, "weight_ih_l0", 2, "(4H, I)")
@@ -56,9 +64,12 @@ def to_canonical(native: Any) -> LSTMWeights:
     native = dict(c.expect_mapping(native, f"{NAME} state_dict"))
     spec = _infer_spec(native)
     projection = spec.projection_size is not None
-    expected = [key_names(k, d, projection) for k in range(spec.layers) for d in range(spec.directions)]
-    c.check_keys(native, [key for names in expected for key in names.values()], (),
-                 f"{NAME} state_dict")
+    expected = [
+        key_names(k, d, projection) for k in range(spec.layers) for d in range(spec.directions)
+    ]
+    c.check_keys(
+        native, [key for names in expected for key in names.values()], (), f"{NAME} state_dict"
+    )
     arrays = {key: c.as_weight(value, key) for key, value in native.items()}
     spec = spec.replace(dtype=c.common_dtype(arrays.values()))
     cells = []

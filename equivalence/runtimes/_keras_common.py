@@ -131,9 +131,10 @@ class KerasLSTM:
     ``trace_after`` calls have been made, then through one ``tf.function``
     whose signature leaves batch and time unknown, so a single trace serves
     every batch size and sequence length. Eager calls start at once but cost
-    more per call; a trace costs 0.1-0.5 s (Keras 3, cells) up to about 3 s
-    (tf_keras ``LSTM``, which traces its CPU and cuDNN functions for backend
-    selection), hence the threshold.
+    8-40 ms each (1-4 layer-directions, T <= 9); a trace costs 0.1-0.35 s
+    (Keras 3, cells) up to 2 s (tf_keras ``LSTM`` with a mask: it traces its
+    CPU and cuDNN functions for backend selection) and then calls cost 1-2 ms,
+    hence the per-runtime threshold.
 
     ``weight_layers`` pairs each weight-holding layer with the number of native
     arrays it takes, in native order (bottom-up, forward before backward).
@@ -179,7 +180,8 @@ class KerasLSTM:
                 kwargs["initial_state"] = pairs[0] if self.spec.layers == 1 else pairs
             # States come back nested per cell ([h1, c1], [h2, c2], ...); flattened: h1 c1 h2 c2.
             return _flatten(self.weight_layers[0][0](x, **kwargs))
-        sequence, finals, per = x, [], self.spec.directions
+        sequence, per = x, self.spec.directions
+        finals: list[Any] = []
         for k, (layer, _count) in enumerate(self.weight_layers):
             if pairs is not None:
                 kwargs["initial_state"] = _flatten(pairs[k * per:(k + 1) * per])
@@ -329,7 +331,9 @@ class KerasFamilyRuntime(Runtime):
 
     def __init__(self, cache: bool = True, trace_after: int | str | None = "default") -> None:
         self.use_cache = cache
-        self.trace_after = self.default_trace_after if trace_after == "default" else trace_after
+        self.trace_after: int | None = (
+            self.default_trace_after if isinstance(trace_after, str) else trace_after
+        )
         self._cache: OrderedDict[tuple[LSTMSpec, Feeding], KerasLSTM] = OrderedDict()
 
     def keras_module(self) -> KerasModule:

@@ -1,0 +1,35 @@
+"""Hypothesis profiles, shared by the test suite (conftest.py) and the report command.
+
+* ``dev``: few examples, fast feedback while editing.
+* ``ci``: derandomized (the same examples every run), no deadline, 25 examples.
+* ``nightly``: 300 examples, random, example database on (failures are kept
+  and replayed first), and the ``target`` phase hunting the worst error.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, Phase, settings
+
+EXAMPLES = {"dev": 8, "ci": 25, "nightly": 300}
+_COMMON = {
+    "deadline": None,
+    "print_blob": True,
+    "suppress_health_check": [
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+}
+
+
+def register() -> None:
+    settings.register_profile("dev", max_examples=EXAMPLES["dev"], database=None, **_COMMON)
+    settings.register_profile(
+        "ci", max_examples=EXAMPLES["ci"], derandomize=True, database=None, **_COMMON
+    )
+    settings.register_profile(
+        "nightly",
+        max_examples=EXAMPLES["nightly"],
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+        **_COMMON,
+    )

@@ -1,0 +1,173 @@
+"""Run the matrix: every runtime against the reference, every ordered pair through the converters.
+
+Rows for runtimes that cannot run here (not installed, no GPU, another
+environment) are kept with the reason. The NeoML environment's part is run
+through its own interpreter when one is given, else read from a results file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .. import harness, table
+from ..explore import explore
+from ..strategies import joint_capabilities, lstm_cases
+from . import results
+
+Tick = Callable[[], None]
+
+
+def runtime_rows(environment: str = table.MAIN) -> list[dict[str, Any]]:
+    """Availability of every runtime in the table, as seen from this environment."""
+    rows = []
+    for entry in table.RUNTIMES:
+        runtime = entry.load()
+        if entry.environment != environment:
+            reason = f"runs in the {entry.environment} environment"
+        else:
+            reason = runtime.unavailable_reason() or ""
+        version = runtime.version() if not reason else ""
+        rows.append(
+            {
+                "name": entry.name,
+                "version": version,
+                "device": entry.device,
+                "environment": entry.environment,
+                "available": not reason,
+                "reason": reason,
+            }
+        )
+    return rows
+
+
+def checks(only: list[str] | None = None, environment: str = table.MAIN) -> list[tuple[str, str]]:
+    """(source, target) names to run: runtime vs "reference" rows, then the pairs."""
+    names = [e.name for e in table.entries(environment=environment)]
+    wanted = [(name, "reference") for name in names]
+    wanted += [(a.name, b.name) for a, b in table.pairs(environment=environment)]
+    if only:
+        unknown = [p for p in only if tuple(p.split("->")) not in wanted and p not in names]
+        if unknown:
+            raise table.UnknownFormatError(
+                f"--only: unknown pair(s) {unknown}; write SOURCE->TARGET or a runtime name, "
+                f"e.g. torch->keras or torch->reference"
+            )
+        wanted = [(s, t) for s, t in wanted if f"{s}->{t}" in only or s in only]
+    return wanted
+
+
+def run_check(
+    source: str, target: str, *, examples: int, seed: int, tick: Tick | None = None
+) -> dict[str, Any]:
+    """One matrix cell."""
+    src = table.entry(source)
+    if target == "reference":
+        caps = src.load().capabilities
+        found = explore(
+            lstm_cases(capabilities=caps, dtypes=caps.dtypes),
+            lambda case: harness.check_against_reference(src, case),
+            max_examples=examples,
+            seed_value=seed,
+            on_example=tick,
+        )
+    else:
+        tgt = table.entry(target)
+        caps = joint_capabilities([src.load().capabilities, tgt.load().capabilities])
+        found = explore(
+            lstm_cases(capabilities=caps, dtypes=caps.dtypes),
+            lambda case: harness.check_pair(src, tgt, case),
+            max_examples=examples,
+            seed_value=seed,
+            on_example=tick,
+        )
+    return results.pair_row(source, target, src.environment, found)
+
+
+@contextlib.contextmanager
+def progress_bar(total: int) -> Iterator[Callable[[str], Tick]]:
+    """A rich progress bar (pair, examples done, time left); plain lines without rich."""
+    try:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+    except ImportError:
+        yield lambda label: print(f"checking {label}", flush=True) or (lambda: None)
+        return
+    columns = (
+        TextColumn("{task.description:<32}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("examples"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task("starting", total=total)
+
+        def start(label: str) -> Tick:
+            bar.update(task, description=label)
+            return lambda: bar.advance(task)
+
+        yield start
+
+
+def run_main(*, examples: int, seed: int, only: list[str] | None) -> list[dict[str, Any]]:
+    """Every runnable check of this environment, with a progress bar."""
+    available = {r["name"] for r in runtime_rows() if r["available"]}
+    todo = checks(only)
+    runnable = [(s, t) for s, t in todo if s in available and t in available | {"reference"}]
+    rows = []
+    with progress_bar(len(runnable) * examples) as start:
+        for source, target in todo:
+            if (source, target) not in runnable:
+                continue
+            rows.append(
+                run_check(
+                    source,
+                    target,
+                    examples=examples,
+                    seed=seed,
+                    tick=start(f"{source} -> {target}"),
+                )
+            )
+    return rows
+
+
+def run_neoml(python: Path, *, examples: int, seed: int) -> dict[str, Any]:
+    """Export cases here, run the NeoML part in ``python``, return its results."""
+    from ..exchange import export
+
+    with tempfile.TemporaryDirectory() as folder:
+        cases, out = Path(folder) / "cases", Path(folder) / "neoml.json"
+        export(cases, examples=examples, seed=seed)
+        command = [
+            str(python),
+            "-m",
+            "equivalence.report.neoml_part",
+            "--cases",
+            str(cases),
+            "--examples",
+            str(examples),
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise results.ResultsFileError(
+                f"the NeoML environment's part failed ({' '.join(command)}):\n{done.stderr[-2000:]}"
+            )
+        return json.loads(out.read_text())

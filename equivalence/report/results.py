@@ -1,0 +1,168 @@
+"""The results file (``equivalence.json``): building rows, validating files, merging runs.
+
+Schema (every key always present):
+
+* ``generated_at`` (ISO time), ``seed``, ``examples``, ``platform``, ``versions``
+  (framework -> version), ``environments`` (``[{name, versions}]``, one per run),
+* ``runtimes``: ``[{name, version, device, environment, available, reason}]``,
+* ``pairs``: ``[{source, target, environment, examples, max_abs_diff: {output, h, c},
+  tolerance: {atol, rtol}, passed, worst_case, features, error}]``; a runtime checked
+  against the float64 reference is a pair whose target is ``"reference"``.
+* ``third_party`` and ``mutations``: lists (filled by later checks; may be empty).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConversionError
+from ..explore import Exploration
+
+FRAMEWORKS = (
+    "numpy",
+    "tensorflow",
+    "tensorflow-cpu",
+    "tf-keras",
+    "keras",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "jax",
+    "flax",
+    "neoml",
+    "hypothesis",
+)
+REQUIRED_PAIR_KEYS = ("source", "target", "examples", "max_abs_diff", "passed")
+
+
+class ResultsFileError(ConversionError):
+    """A results file that cannot be read or does not follow the schema."""
+
+
+def installed_versions() -> dict[str, str]:
+    versions = {}
+    for name in FRAMEWORKS:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def platform_info() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "system": platform.system(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or "unknown",
+    }
+
+
+def pair_row(source: str, target: str, environment: str, found: Exploration) -> dict[str, Any]:
+    """One matrix cell from an exploration."""
+    worst = found.failure or found.worst
+    tolerance = worst.comparison.tolerance if worst else None
+    worst_case = None
+    if worst is not None:
+        worst_case = {
+            "case": worst.case.describe(),
+            "ok": worst.ok,
+            "max_abs_diff": worst.comparison.max_abs_diff,
+            "message": worst.message() if not worst.ok else "",
+        }
+    return {
+        "source": source,
+        "target": target,
+        "environment": environment,
+        "examples": found.examples,
+        "max_abs_diff": {k: _finite(v) for k, v in found.max_abs_diff.items()},
+        "max_abs_diff_by_dtype": {k: _finite(v) for k, v in sorted(found.by_dtype.items())},
+        "tolerance": {"atol": tolerance.atol, "rtol": tolerance.rtol} if tolerance else None,
+        "passed": found.passed,
+        "worst_case": worst_case,
+        "features": sorted(found.features),
+        "error": found.error,
+    }
+
+
+def _finite(value: float) -> float | None:
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def new_results(
+    *,
+    seed: int,
+    examples: int,
+    environment: str,
+    runtimes: list[dict[str, Any]],
+    pairs: list[dict[str, Any]],
+) -> dict[str, Any]:
+    versions = installed_versions()
+    return {
+        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed,
+        "examples": examples,
+        "platform": platform_info(),
+        "versions": versions,
+        "environments": [{"name": environment, "versions": versions}],
+        "runtimes": runtimes,
+        "pairs": pairs,
+        "third_party": [],
+        "mutations": [],
+    }
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read and validate a results file; errors name the file and the problem."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ResultsFileError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultsFileError(f"{path}: cannot be read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ResultsFileError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    validate(data, str(path))
+    return data
+
+
+def validate(data: Any, where: str) -> None:
+    if not isinstance(data, dict):
+        raise ResultsFileError(f"{where}: expected a JSON object, found {type(data).__name__}")
+    for key, kind in (("pairs", list), ("runtimes", list)):
+        if not isinstance(data.get(key), kind):
+            raise ResultsFileError(f"{where}: '{key}' missing or not a {kind.__name__}")
+    for n, row in enumerate(data["pairs"]):
+        missing = [k for k in REQUIRED_PAIR_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ResultsFileError(f"{where}: pairs[{n}] lacks {missing}")
+
+
+def merge(runs: list[dict[str, Any]], *, seed: int) -> dict[str, Any]:
+    """One results object from several runs (environments, versions, machines)."""
+    merged = new_results(
+        seed=seed,
+        examples=max(r.get("examples", 0) for r in runs),
+        environment="merged",
+        runtimes=[],
+        pairs=[],
+    )
+    merged["environments"] = []
+    for run in runs:
+        merged["environments"] += run.get("environments") or [
+            {"name": "unnamed", "versions": run.get("versions", {})}
+        ]
+        merged["runtimes"] += run["runtimes"]
+        merged["pairs"] += run["pairs"]
+        merged["third_party"] += run.get("third_party", [])
+        merged["mutations"] += run.get("mutations", [])
+    return merged
+
+
+def dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
