@@ -45,7 +45,8 @@ def _gate_orders() -> Iterator[Candidate]:
             continue
         names = tuple(GATES[k] for k in order)
         moved = [GATES[position] for position, k in enumerate(order) if k != position]
-        label = f"gate blocks permuted to {', '.join(names)} ({' and '.join(moved)} misplaced)"
+        label = (f"gate blocks permuted to {', '.join(names)} "
+                 f"({', '.join(moved[:-1])} and {moved[-1]} misplaced)")
         if len(moved) == 2:
             label = f"{moved[0]} and {moved[1]} swapped"
         if names in KNOWN_ORDERS:
@@ -75,13 +76,23 @@ def _bias_candidates() -> Iterator[Candidate]:
                _cells(shift))
 
 
-def _layout_candidates(case: Case) -> Iterator[Candidate]:
-    def reshaped(cell: CellWeights) -> CellWeights:
-        blocks = [np.ascontiguousarray(b.T).reshape(b.shape) for b in np.split(cell.w_input, 4)]
-        return replace(cell, w_input=np.concatenate(blocks))
+def _reshaped_not_transposed(matrix: np.ndarray, per_gate: bool) -> np.ndarray:
+    """What a right-multiplying format holds when someone reshaped where a transpose was due."""
+    if not per_gate:
+        return np.ascontiguousarray(matrix).reshape(matrix.shape[::-1]).T
+    blocks = [np.ascontiguousarray(b.T).reshape(b.shape) for b in np.split(matrix, 4)]
+    return np.concatenate(blocks)
 
-    yield ("input kernel blocks reshaped instead of transposed (CuDNNLSTM's flat layout)",
-           _cells(reshaped))
+
+def _layout_candidates(case: Case) -> Iterator[Candidate]:
+    for per_gate, label in ((True, "kernel gate blocks reshaped instead of transposed "
+                                   "(CuDNNLSTM's flat layout read as Keras's, or back)"),
+                            (False, "kernels reshaped instead of transposed")):
+        def reshaped(cell: CellWeights, per_gate=per_gate) -> CellWeights:
+            return replace(cell, w_input=_reshaped_not_transposed(cell.w_input, per_gate),
+                           w_recurrent=_reshaped_not_transposed(cell.w_recurrent, per_gate))
+
+        yield label, _cells(reshaped)
     if case.spec.input_size == case.spec.output_size:
         yield ("input and recurrent kernels swapped (TF1 kernel split at the wrong row)",
                _cells(lambda c: replace(c, w_input=c.w_recurrent, w_recurrent=c.w_input)))
@@ -92,8 +103,10 @@ def _layout_candidates(case: Case) -> Iterator[Candidate]:
                                   case.weights.cells)
             yield (f"recurrent activation {activation} where {spec.recurrent_activation} "
                    "was meant", lambda c, w=weights: _run(w, c))
-    rounded = case.weights.astype("float16").astype("float64")
-    yield "weights rounded through float16", lambda c: _run(rounded, c)
+    # Rounded as two biases or as their sum (one-bias formats round the sum).
+    for weights in (case.weights, case.weights.with_merged_biases()):
+        rounded = weights.astype("float16").astype("float64")
+        yield "weights rounded through float16", lambda c, w=rounded: _run(w, c)
 
 
 def _reading_candidates() -> Iterator[tuple[str, Callable[[LSTMResult], LSTMResult]]]:

@@ -97,6 +97,7 @@ class Outcome:
     case: Case
     comparison: Comparison
     blame: str = ""
+    actual: LSTMResult | None = None  # what the checked side produced (for diagnosis)
 
     @property
     def ok(self) -> bool:
@@ -117,7 +118,7 @@ def check_against_reference(entry: Entry, case: Case) -> Outcome:
     """Run ``entry`` on the case's weights and compare with the float64 reference."""
     actual = run(entry, case, native_weights(entry, case))
     comparison = compare(reference_result(case), actual, tolerance(case, entry))
-    return Outcome(f"{entry.name} vs reference", case, comparison)
+    return Outcome(f"{entry.name} vs reference", case, comparison, actual=actual)
 
 
 def blame(case: Case, results: dict[str, LSTMResult], tol: Tolerance) -> str:

@@ -48,7 +48,8 @@ def heatmap(data: dict[str, Any], path: Path) -> None:
             ax.text(
                 j,
                 i,
-                f"{values[i, j]:.0e}" + ("" if ok else "\nFAIL"),
+                ("0" if values[i, j] <= 1e-17 else f"{values[i, j]:.0e}")
+                + ("" if ok else "\nFAIL"),
                 ha="center",
                 va="center",
                 fontsize=7,
@@ -75,14 +76,20 @@ def error_growth(data: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, dtype in zip(axes, dtypes, strict=True):
         runtimes = sorted({p["runtime"] for p in points if p["dtype"] == dtype})
-        for name in runtimes:
+        for n, name in enumerate(runtimes):
             series = sorted(
                 (p["steps"], p["max_abs_diff"])
                 for p in points
                 if p["runtime"] == name and p["dtype"] == dtype
             )
+            # distinct markers and dashes: runtimes sharing a kernel overlap exactly
             ax.plot(
-                [s for s, _ in series], [max(d, 1e-18) for _, d in series], marker="o", label=name
+                [s for s, _ in series],
+                [max(d, 1e-18) for _, d in series],
+                marker="os^vD<>pPX*h"[n % 12],
+                linestyle=("-", "--", ":", "-.")[n % 4],
+                label=name,
+                alpha=0.85,
             )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

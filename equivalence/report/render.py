@@ -33,9 +33,10 @@ def grid(data: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, st
     """Sources (rows), targets (columns, "reference" first) and the cells."""
     cells = {(r["source"], r["target"]): r for r in data["pairs"]}
     sources = list(dict.fromkeys(r["source"] for r in data["pairs"]))
-    targets = ["reference"] + [
-        t for t in dict.fromkeys(r["target"] for r in data["pairs"]) if t != "reference"
-    ]
+    named = {r["target"] for r in data["pairs"]} - {"reference"}
+    # columns in the rows' order, so the diagonal lines up; then targets that never source
+    targets = ["reference"] + [s for s in sources if s in named]
+    targets += sorted(named - set(targets))
     return sources, targets, cells
 
 
