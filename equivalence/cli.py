@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -10,6 +11,8 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TF1's graph API logs a deprecation per cell built; keep the progress bar readable.
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def smoke(args: argparse.Namespace) -> int:
@@ -81,7 +84,7 @@ def report(args: argparse.Namespace) -> int:
             from .profiles import EXAMPLES
 
             args.examples = args.examples or EXAMPLES[args.profile]
-        args.examples = args.examples or 10
+        args.examples = args.examples or 25
         start = time.perf_counter()
         pairs = matrix.run_main(examples=args.examples, seed=args.seed, only=args.only)
         data = results.new_results(
@@ -97,6 +100,10 @@ def report(args: argparse.Namespace) -> int:
                 r["name"] for r in data["runtimes"] if r["available"] and r["environment"] == "main"
             ]
             data["error_growth"] = plots.growth_points(ran, seed=args.seed)
+            from .mutations import run_catalogue
+
+            found = run_catalogue(max_examples=args.examples, seed=args.seed)
+            data["mutations"] = [m.as_dict() for m in found]
         else:
             data["error_growth"] = []
         print(f"checks done in {time.perf_counter() - start:.0f}s", flush=True)
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="equivalence", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("report", help="the equivalence matrix, plots and results file")
-    rep.add_argument("--examples", type=int, default=None, help="examples per check (10)")
+    rep.add_argument("--examples", type=int, default=None, help="examples per check (25)")
     rep.add_argument(
         "--profile",
         choices=("dev", "ci", "nightly"),

@@ -70,6 +70,28 @@ def _failure_lines(data: dict[str, Any], replay: str) -> list[str]:
     return lines
 
 
+def _mutation_lines(data: dict[str, Any]) -> list[str]:
+    rows = data.get("mutations") or []
+    if not rows:
+        return []
+    caught = sum(r["caught"] for r in rows)
+    lines = [
+        "## Mutation self-test",
+        "",
+        f"Known conversion bugs injected into the project's own converters and adapters "
+        f"(`equivalence/mutations.py`): {caught} of {len(rows)} caught.",
+        "",
+        "| bug | caught | examples | seconds | diagnosis given |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['bug']} | {'yes' if r['caught'] else 'NO'} | {r['examples']} | "
+            f"{r['seconds']} | {r['diagnosis'] or '-'} |"
+        )
+    return [*lines, ""]
+
+
 def markdown(data: dict[str, Any], *, replay: str, images: bool = True) -> str:
     """index.md: matrix, runtimes, features, failures, versions."""
     sources, targets, cells = grid(data)
@@ -122,6 +144,7 @@ def markdown(data: dict[str, Any], *, replay: str, images: bool = True) -> str:
         "",
         *_failure_lines(data, replay),
         "",
+        *_mutation_lines(data),
         "## Versions",
         "",
         "| package | version |",
