@@ -54,4 +54,4 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     if path:
         from equivalence.report.from_pytest import write_results
 
-        write_results(session.items, path, profile=PROFILE)
+        write_results(session.items, path, profile=PROFILE, exitstatus=int(exitstatus))

@@ -17,7 +17,8 @@ def _exploration(outcomes: list[Outcome]) -> Exploration:
     return found
 
 
-def write_results(items: list[Any], path: str, *, profile: str) -> None:
+def write_results(items: list[Any], path: str, *, profile: str, exitstatus: int = 0) -> None:
+    """One results file from every test item that judged examples."""
     rows = []
     for item in items:
         outcomes = getattr(item, "equivalence_outcomes", None)
@@ -34,4 +35,8 @@ def write_results(items: list[Any], path: str, *, profile: str) -> None:
         runtimes=matrix.runtime_rows(),
         pairs=rows,
     )
+    data["environments"][0]["status"] = (
+        "ran" if exitstatus == 0 else f"ran, pytest exit {exitstatus}"
+    )
+    data["profile"] = profile
     Path(path).write_text(results.dumps(data))

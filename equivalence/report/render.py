@@ -70,6 +70,48 @@ def _failure_lines(data: dict[str, Any], replay: str) -> list[str]:
     return lines
 
 
+KEY_VERSIONS = (
+    "tensorflow",
+    "tensorflow-cpu",
+    "tf-keras",
+    "keras",
+    "torch",
+    "onnxruntime",
+    "jax",
+    "flax",
+    "neoml",
+    "numpy",
+)
+
+
+def _version_matrix_lines(data: dict[str, Any]) -> list[str]:
+    """Rows: pairs; columns: runs (framework versions). Only for merged results."""
+    runs = [e for e in data.get("environments", []) if e.get("name") != "merged"]
+    if len(runs) < 2:
+        return []
+    names = [e["name"] for e in runs]
+    cells = {(p.get("run"), p["source"], p["target"]): p for p in data["pairs"]}
+    pairs = list(dict.fromkeys((p["source"], p["target"]) for p in data["pairs"]))
+    lines = [
+        "## Version matrix",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for key in KEY_VERSIONS:
+        if any(key in e.get("versions", {}) for e in runs):
+            lines.append(
+                f"| *{key}* | "
+                + " | ".join(e.get("versions", {}).get(key, "-") for e in runs)
+                + " |"
+            )
+    lines.append("| *status* | " + " | ".join(e.get("status", "ran") for e in runs) + " |")
+    for source, target in pairs:
+        row = [cell_text(cells.get((n, source, target))) or "n/a" for n in names]
+        lines.append(f"| {source} -> {target} | " + " | ".join(row) + " |")
+    return [*lines, ""]
+
+
 def _mutation_lines(data: dict[str, Any]) -> list[str]:
     rows = data.get("mutations") or []
     if not rows:
@@ -144,6 +186,7 @@ def markdown(data: dict[str, Any], *, replay: str, images: bool = True) -> str:
         "",
         *_failure_lines(data, replay),
         "",
+        *_version_matrix_lines(data),
         *_mutation_lines(data),
         "## Versions",
         "",

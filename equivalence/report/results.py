@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,9 @@ def new_results(
     runtimes: list[dict[str, Any]],
     pairs: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    """A results object for this process; ``EQUIVALENCE_ENV_NAME`` (set by tox) names the run."""
     versions = installed_versions()
+    environment = os.environ.get("EQUIVALENCE_ENV_NAME", environment)
     return {
         "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "seed": seed,
@@ -143,8 +146,18 @@ def validate(data: Any, where: str) -> None:
             raise ResultsFileError(f"{where}: pairs[{n}] lacks {missing}")
 
 
+def run_name(run: dict[str, Any]) -> str:
+    """The name of a run (its first environment), for the version matrix columns."""
+    environments = run.get("environments") or [{}]
+    return str(environments[0].get("name", "unnamed"))
+
+
 def merge(runs: list[dict[str, Any]], *, seed: int) -> dict[str, Any]:
-    """One results object from several runs (environments, versions, machines)."""
+    """One results object from several runs (environments, versions, machines).
+
+    Each pair keeps the name of the run it came from under ``run``, so the
+    report can lay pairs against framework versions.
+    """
     merged = new_results(
         seed=seed,
         examples=max(r.get("examples", 0) for r in runs),
@@ -154,11 +167,12 @@ def merge(runs: list[dict[str, Any]], *, seed: int) -> dict[str, Any]:
     )
     merged["environments"] = []
     for run in runs:
+        name = run_name(run)
         merged["environments"] += run.get("environments") or [
-            {"name": "unnamed", "versions": run.get("versions", {})}
+            {"name": name, "versions": run.get("versions", {})}
         ]
-        merged["runtimes"] += run["runtimes"]
-        merged["pairs"] += run["pairs"]
+        merged["runtimes"] += [{**r, "run": name} for r in run["runtimes"]]
+        merged["pairs"] += [{"run": name, **p} for p in run["pairs"]]
         merged["third_party"] += run.get("third_party", [])
         merged["mutations"] += run.get("mutations", [])
     return merged
