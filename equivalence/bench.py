@@ -20,6 +20,7 @@ import numpy as np
 from . import harness, table
 from .canonical import random_weights
 from .io_types import LSTMInputs
+from .runtimes.base import Runtime
 from .spec import LSTMSpec
 from .strategies import Case
 
@@ -41,7 +42,7 @@ def cases(entry: table.Entry, count: int, seed: int = 0) -> list[Case]:
 
 
 def examples_per_second(
-    entry: table.Entry, examples: list[Case], runtime_for: Callable[[], object]
+    entry: table.Entry, examples: list[Case], runtime_for: Callable[[], Runtime]
 ) -> float:
     start = time.perf_counter()
     for case in examples:

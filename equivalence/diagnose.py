@@ -35,6 +35,11 @@ def _run(weights: LSTMWeights, case: Case) -> LSTMResult:
     return reference.lstm(weights, inputs.x, h0=inputs.h0, c0=inputs.c0, lengths=inputs.lengths)
 
 
+def _fixed(weights: LSTMWeights) -> Callable[[Case], LSTMResult]:
+    """A candidate that runs ``weights`` (already wrong) on the case's inputs."""
+    return lambda case: _run(weights, case)
+
+
 def _cells(fn: Callable[[CellWeights], CellWeights]) -> Callable[[Case], LSTMResult]:
     return lambda case: _run(case.weights.map_cells(lambda _l, _d, cell: fn(cell)), case)
 
@@ -102,11 +107,11 @@ def _layout_candidates(case: Case) -> Iterator[Candidate]:
             weights = LSTMWeights(spec.replace(recurrent_activation=activation),
                                   case.weights.cells)
             yield (f"recurrent activation {activation} where {spec.recurrent_activation} "
-                   "was meant", lambda c, w=weights: _run(w, c))
+                   "was meant", _fixed(weights))
     # Rounded as two biases or as their sum (one-bias formats round the sum).
     for weights in (case.weights, case.weights.with_merged_biases()):
         rounded = weights.astype("float16").astype("float64")
-        yield "weights rounded through float16", lambda c, w=rounded: _run(w, c)
+        yield "weights rounded through float16", _fixed(rounded)
 
 
 def _reading_candidates() -> Iterator[tuple[str, Callable[[LSTMResult], LSTMResult]]]:

@@ -69,7 +69,9 @@ def save(path: Path, case: CaseFile) -> None:
         "weights": _skeleton(case.native, arrays),
         "time_major": case.inputs.time_major,
     }
-    optional = {
+    # optional inputs and the weight arrays travel as extra named arrays
+    optional: dict[str, Any] = {f"weight_{n}": a for n, a in enumerate(arrays)}
+    optional |= {
         name: value
         for name, value in (
             ("h0", case.inputs.h0),
@@ -86,7 +88,6 @@ def save(path: Path, case: CaseFile) -> None:
         h=case.expected.h,
         c=case.expected.c,
         **optional,
-        **{f"weight_{n}": a for n, a in enumerate(arrays)},
     )
 
 
@@ -147,7 +148,7 @@ def export(
 
     out.mkdir(parents=True, exist_ok=True)
     target_caps = table.entry(target).load().capabilities
-    written = []
+    written: list[Path] = []
     for name in sources:
         entry = table.entry(name)
         reason = entry.load().unavailable_reason()

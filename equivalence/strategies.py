@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
@@ -81,9 +82,10 @@ def joint_capabilities(capabilities: Iterable[Capabilities]) -> Capabilities:
         "lengths",
         "time_major",
     )
+    joint: dict[str, Any] = {flag: all(getattr(c, flag) for c in caps) for flag in flags}
     return Capabilities(
         max_layers=min(layer_limits) if layer_limits else None,
-        **{flag: all(getattr(c, flag) for c in caps) for flag in flags},
+        **joint,
         recurrent_activations=frozenset.intersection(*(c.recurrent_activations for c in caps)),
         dtypes=frozenset.intersection(*(c.dtypes for c in caps)),
     )

@@ -114,8 +114,7 @@ def _node(per_direction: tuple[CellWeights, ...]) -> dict[str, np.ndarray]:
             ]
         ),
     }
-    if per_direction[0].peephole is not None:
-        node["P"] = np.stack(
-            [cell.peephole[list(PEEPHOLE_ORDER)].reshape(-1) for cell in per_direction]
-        )
+    peepholes = [cell.peephole for cell in per_direction if cell.peephole is not None]
+    if peepholes:
+        node["P"] = np.stack([p[list(PEEPHOLE_ORDER)].reshape(-1) for p in peepholes])
     return node

@@ -113,7 +113,9 @@ def build_model(spec: LSTMSpec, *, has_state: bool, has_lengths: bool) -> Any:
     if has_lengths:
         graph_inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32,
                                                           [_BATCH]))
-    nodes, initializers, layer_input = [], [], "X"
+    nodes: list[Any] = []
+    initializers: list[Any] = []
+    layer_input = "X"
     for layer in range(spec.layers):
         graph_inputs += _layer_inputs(spec, layer, elem, has_state)
         nodes.append(_lstm_node(spec, layer, layer_input, has_state, has_lengths))
@@ -133,7 +135,7 @@ def build_model(spec: LSTMSpec, *, has_state: bool, has_lengths: bool) -> Any:
 def _layer_inputs(spec: LSTMSpec, layer: int, elem: int, has_state: bool) -> list[Any]:
     from onnx import helper
 
-    shapes = _weight_shapes(spec, layer)
+    shapes: dict[str, tuple[int | str, ...]] = dict(_weight_shapes(spec, layer))
     if has_state:
         shapes["initial_h"] = (spec.directions, _BATCH, spec.units)
         shapes["initial_c"] = (spec.directions, _BATCH, spec.units)
