@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, given, seed, settings
-
 from . import harness, reference, table
-from .compare import Comparison, Tolerance, compare
+from .compare import Comparison, TensorDiff, Tolerance, compare
 from .convert import from_canonical, to_canonical
 from .diagnose import diagnose
 from .errors import UnknownFormatError
+from .explore import explore
 from .formats import get as get_format
+from .harness import Outcome
 from .io_types import LSTMResult
 from .runtimes.base import Capabilities
 from .strategies import Case, joint_capabilities, lstm_cases
@@ -81,22 +81,6 @@ def choose_side(fmt: str) -> Side:
     return Side(fmt, None, "; ".join(reasons))
 
 
-@dataclass(frozen=True)
-class Failure:
-    """The minimal failing example and what went wrong with it."""
-
-    case: Case
-    reason: str
-    comparison: Comparison | None = None
-    actual: LSTMResult | None = None  # what the target produced (for the diagnosis)
-
-    def __str__(self) -> str:
-        lines = [f"case: {self.case.describe()}", self.reason]
-        if self.comparison is not None:
-            lines.append(self.comparison.describe())
-        return "\n".join(lines)
-
-
 @dataclass
 class CheckResult:
     """What ``check_conversion`` found."""
@@ -106,7 +90,7 @@ class CheckResult:
     ok: bool = True
     examples: int = 0
     max_abs_diff: float = 0.0
-    counterexample: Failure | None = None
+    counterexample: Outcome | None = None  # the minimal failing example
     runtimes: dict[str, str] = field(default_factory=dict)
     diagnosis: str | None = None
 
@@ -121,38 +105,36 @@ class CheckResult:
             f"ran: source {self.runtimes.get('source')}, target {self.runtimes.get('target')}",
         ]
         if self.counterexample is not None:
-            lines += ["minimal failing example:", str(self.counterexample)]
+            lines += ["minimal failing example:", self.counterexample.message()]
         if self.diagnosis:
             lines.append(f"diagnosis: {self.diagnosis}")
         return "\n".join(lines)
 
 
-class _Mismatch(Exception):
-    """Raised inside the Hypothesis test so that it shrinks the failing example."""
-
-
-def judge(
-    fn: Callable[[Any], Any], source: Side, target: Side, case: Case
-) -> tuple[Failure | None, float]:
-    """Run one example; return (failure or None, max abs diff)."""
+def judge(fn: Callable[[Any], Any], source: Side, target: Side, case: Case) -> Outcome:
+    """Run one example through the user's ``fn``; every problem is a failed Outcome."""
     native = from_canonical(
         case.weights, source.format, **harness.writer_options(source.format, source.options())
     )
     expected = source.run(case, native)
+    tolerance = Tolerance.for_case(case.spec.dtype, case.inputs.steps)
+    label = f"{source.format} -> {target.format}"
     try:
         moved = fn(copy.deepcopy(native))
     except Exception as exc:  # the user's code failing is a result, not a crash
-        return Failure(case, f"the conversion function raised {_short(exc)}"), float("inf")
+        return _problem(label, case, tolerance, f"the conversion function raised {_short(exc)}")
     try:
         actual = target.run(case, moved)
     except Exception as exc:
-        return Failure(case, f"the target rejected the converted weights: {_short(exc)}"), float(
-            "inf"
-        )
-    comparison = compare(expected, actual, Tolerance.for_case(case.spec.dtype, case.inputs.steps))
-    if comparison.ok:
-        return None, comparison.max_abs_diff
-    return Failure(case, "outputs differ", comparison, actual), comparison.max_abs_diff
+        reason = f"the target rejected the converted weights: {_short(exc)}"
+        return _problem(label, case, tolerance, reason)
+    comparison = compare(expected, actual, tolerance)
+    return Outcome(label, case, comparison, "" if comparison.ok else "outputs differ", actual)
+
+
+def _problem(label: str, case: Case, tolerance: Tolerance, reason: str) -> Outcome:
+    diff = TensorDiff("output", float("inf"), (), 1, 1, problem=reason)
+    return Outcome(label, case, Comparison((diff,), tolerance))
 
 
 def _short(exc: BaseException) -> str:
@@ -178,38 +160,22 @@ def check_conversion(
         source, target, runtimes={"source": sides[0].label, "target": sides[1].label}
     )
     caps = joint_capabilities([sides[0].capabilities, sides[1].capabilities])
-    failures: list[Failure] = []
-
-    @settings(
+    found = explore(
+        lstm_cases(capabilities=caps, dtypes=("float32",), single_cell=True),
+        lambda case: judge(fn, sides[0], sides[1], case),
         max_examples=max_examples,
-        database=None,
-        deadline=None,
-        print_blob=False,
-        phases=(Phase.generate, Phase.shrink),
-        suppress_health_check=list(HealthCheck),
+        seed_value=seed,
     )
-    @given(case=lstm_cases(capabilities=caps, dtypes=("float32",), single_cell=True))
-    def probe(case: Case) -> None:
-        result.examples += 1
-        failure, diff = judge(fn, sides[0], sides[1], case)
-        result.max_abs_diff = max(result.max_abs_diff, diff)
-        if failure is not None:
-            failures.append(failure)
-            raise _Mismatch
-
-    try:
-        _seeded(probe, seed)()
-    except _Mismatch:
-        result.ok = False
-        result.counterexample = failures[-1]  # Hypothesis replays the shrunk example last
-        minimal = failures[-1]
-        if minimal.actual is not None:
-            result.diagnosis = diagnose(minimal.case, minimal.actual)
+    result.examples = found.examples
+    result.max_abs_diff = max(found.max_abs_diff.values())
+    result.ok = found.passed
+    if found.error:  # the harness itself failed (e.g. the source framework crashed)
+        raise RuntimeError(f"check_conversion could not run the source side: {found.error}")
+    if found.failure is not None:
+        result.counterexample = found.failure
+        if found.failure.actual is not None:
+            result.diagnosis = diagnose(found.failure.case, found.failure.actual)
     return result
-
-
-def _seeded(test: Callable[[], None], value: int) -> Callable[[], None]:
-    return seed(value)(test)
 
 
 def assert_conversion(
