@@ -85,12 +85,15 @@ class Runtime(abc.ABC):
     capabilities: ClassVar[Capabilities]
     device: ClassVar[str] = "cpu"
 
+    requires: ClassVar[tuple[str, ...]] = ()  # further modules the runtime imports
+
     def unavailable_reason(self) -> str | None:
         """None when the framework imports and the device exists, else why not."""
-        try:
-            importlib.import_module(self.module)
-        except Exception as exc:  # any import failure means "not runnable here"
-            return f"{self.module} not importable: {type(exc).__name__}: {exc}"
+        for name in (self.module, *self.requires):
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # any import failure means "not runnable here"
+                return f"{name} not importable: {type(exc).__name__}: {exc}"
         return self.device_reason()
 
     def device_reason(self) -> str | None:
@@ -116,7 +119,10 @@ def zero_padding(outputs: np.ndarray, inputs: LSTMInputs) -> np.ndarray:
     """Zero output steps past each sequence's length (frameworks differ there)."""
     if inputs.lengths is None:
         return outputs
-    return np.where(inputs.valid_mask()[:, :, None], outputs, 0.0).astype(outputs.dtype)
+    # assignment, not np.where: old ml_dtypes cannot promote bfloat16 with a Python float
+    padded = np.array(outputs, copy=True)
+    padded[~inputs.valid_mask()] = 0
+    return padded
 
 
 def split_states(states: np.ndarray, spec: LSTMSpec) -> np.ndarray:

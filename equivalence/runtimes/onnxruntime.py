@@ -46,6 +46,7 @@ class OnnxRuntime(Runtime):
     name: ClassVar[str] = "onnxruntime"
     format: ClassVar[str] = "onnx"
     module: ClassVar[str] = "onnxruntime"
+    requires: ClassVar[tuple[str, ...]] = ("onnx",)  # the graph is built with onnx.helper
     capabilities: ClassVar[Capabilities] = Capabilities(
         bidirectional=True,
         projection=False,
