@@ -55,6 +55,9 @@ class KerasRuntime(KerasFamilyRuntime):
             keras = import_keras3()
         except Exception as exc:  # any import failure means "not runnable here"
             return f"keras not importable: {type(exc).__name__}: {exc}"
+        major = str(getattr(keras, "__version__", "0")).split(".")[0]
+        if major != "3":  # TensorFlow <= 2.15 installs Keras 2 as `keras`
+            return f"keras {keras.__version__} is not Keras 3 (this runtime needs Keras 3)"
         backend = keras.backend.backend()
         if backend != "tensorflow":
             return f"Keras 3 backend is {backend!r} in this process, expected 'tensorflow'"
