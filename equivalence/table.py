@@ -74,6 +74,20 @@ RUNTIMES: tuple[Entry, ...] = (
         in_pairs=False,
     ),
     Entry(
+        "keras_gpu",
+        "equivalence.runtimes.keras:KerasGpuRuntime",
+        "keras",
+        device="gpu",
+        cpu_twin="keras",
+    ),
+    Entry(
+        "tf_cudnn_rnn",
+        "equivalence.runtimes.tf_cudnn:TfCudnnRnnRuntime",
+        "cudnn_params",
+        device="gpu",
+        cpu_twin="torch",
+    ),
+    Entry(
         "tf_keras_cudnn",
         "equivalence.runtimes.tf_keras:CuDNNLSTMRuntime",
         "cudnn",

@@ -366,10 +366,19 @@ class KerasFamilyRuntime(Runtime):
             raise UnsupportedFeatureError(self.name, refusal)
         weights = check_native(native, spec, self.bias_factor)
         feeding = Feeding.of(inputs)
-        network = self.network(spec, feeding)
-        network.load(weights)
-        flat = network(feeds(spec, inputs, feeding), self.trace_after)
+        import tensorflow as tf
+
+        # Pin the device: on a GPU machine TensorFlow would otherwise put the "CPU" runtimes
+        # on the GPU too, and the cuDNN-vs-CPU comparison would compare cuDNN with itself.
+        with tf.device(self.tf_device):
+            network = self.network(spec, feeding)
+            network.load(weights)
+            flat = network(feeds(spec, inputs, feeding), self.trace_after)
         return to_result(flat, spec, inputs)
+
+    @property
+    def tf_device(self) -> str:
+        return "/GPU:0" if self.device == "gpu" else "/CPU:0"
 
     def clear_cache(self) -> None:
         """Drop this runtime's cached networks."""

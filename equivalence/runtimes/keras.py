@@ -78,3 +78,22 @@ class KerasCellRuntime(KerasRuntime):
 
     name = "keras_cell"
     style = CELLS
+
+
+class KerasGpuRuntime(KerasRuntime):
+    """Keras 3 ``LSTM`` on the GPU, where TensorFlow takes its cuDNN path.
+
+    Compared with the ``keras`` row (pinned to the CPU) by ``pytest -m gpu``;
+    TF32 is off so the comparison is at float32 precision.
+    """
+
+    name = "keras_gpu"
+    device = "gpu"
+
+    def device_reason(self) -> str | None:
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            return "no GPU visible to TensorFlow"
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        return None
