@@ -26,6 +26,9 @@ def cell_text(row: dict[str, Any] | None) -> str:
         return "error"
     worst = headline(row)
     value = "inf" if worst is None else f"{worst:.1e}"
+    by_dtype = row.get("max_abs_diff_by_dtype") or {}
+    if by_dtype and "float32" not in by_dtype:  # say which precision the number is
+        value += f" ({'/'.join(sorted(by_dtype))})"
     return f"{value} {PASS if row['passed'] else FAIL}"
 
 
