@@ -75,6 +75,12 @@ def report(args: argparse.Namespace) -> int:
 
             found = run_catalogue(max_examples=args.examples, seed=args.seed)
             data["mutations"] = [m.as_dict() for m in found]
+            from .third_party import run_third_party
+
+            # third-party converters are slow (exports, saves): a few examples per configuration
+            data["third_party"] = run_third_party(
+                max_examples=min(args.examples, 5), seed=args.seed
+            )
         else:
             data["error_growth"] = []
         print(f"checks done in {time.perf_counter() - start:.0f}s", flush=True)

@@ -115,6 +115,46 @@ def _version_matrix_lines(data: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _third_party_lines(data: dict[str, Any]) -> list[str]:
+    entries = data.get("third_party") or []
+    if not entries:
+        return []
+    lines = [
+        "## Third-party converters",
+        "",
+        "Converters people use, run on the configurations they claim to support. A bug "
+        "found in one is kept as an expected failure with its minimal case.",
+        "",
+    ]
+    for e in entries:
+        lines += [
+            f"### {e['converter']}",
+            "",
+            f"Version: {e.get('version') or '-'}; "
+            f"status: **{e.get('status')}**" + (f" ({e['reason']})" if e.get("reason") else ""),
+            "",
+        ]
+        if e.get("not_claimed"):
+            lines += [f"Not claimed: {e['not_claimed']}", ""]
+        if not e.get("configurations"):
+            continue
+        lines += [
+            "| configuration | examples | passed | max abs diff | minimal failing case | "
+            "diagnosis | expected failure |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in e["configurations"]:
+            diff = "-" if c.get("max_abs_diff") is None else f"{c['max_abs_diff']:.2e}"
+            case = str(c.get("minimal_failing_case") or "-").replace("\n", " ").replace("|", "/")
+            lines.append(
+                f"| {c['name']} | {c['examples']} | {'yes' if c['passed'] else 'no'} | "
+                f"{diff} | {case[:300]} | {c.get('diagnosis') or '-'} | "
+                f"{c.get('expected_failure_reason') or '-'} |"
+            )
+        lines.append("")
+    return lines
+
+
 def _mutation_lines(data: dict[str, Any]) -> list[str]:
     rows = data.get("mutations") or []
     if not rows:
@@ -190,6 +230,7 @@ def markdown(data: dict[str, Any], *, replay: str, images: bool = True) -> str:
         *_failure_lines(data, replay),
         "",
         *_version_matrix_lines(data),
+        *_third_party_lines(data),
         *_mutation_lines(data),
         "## Versions",
         "",
