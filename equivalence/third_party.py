@@ -652,7 +652,8 @@ def _keras3_model(spec: LSTMSpec, has_state: bool, has_mask: bool) -> Any:
 
     keras = import_keras3()
     x = keras.Input((None, spec.input_size), name="x")
-    inputs, sequence, finals = [x], x, []
+    inputs, sequence = [x], x
+    finals: list[Any] = []
     if has_mask:
         sequence = keras.layers.Masking(0.0)(sequence)
     for layer in range(spec.layers):
@@ -682,7 +683,7 @@ def _keras_feeds(case: Case, has_state: bool) -> dict[str, np.ndarray]:
     spec, inputs = case.spec, case.inputs
     x = np.where(inputs.valid_mask()[:, :, None], inputs.x, 0.0).astype(np.float32)
     feeds = {"x": x}
-    if has_state:
+    if has_state and inputs.h0 is not None and inputs.c0 is not None:
         for layer in range(spec.layers):
             for direction in range(spec.directions):
                 feeds[f"h{layer}_{direction}"] = inputs.h0[layer, direction]
@@ -739,8 +740,9 @@ class Onnx2TorchConverter(Converter):
         feeds = [np.ascontiguousarray(np.swapaxes(inputs.x, 0, 1))]
         if config.lengths:
             feeds.append(np.asarray(inputs.lengths, dtype=np.int32))
+        states = [s for s in (inputs.h0, inputs.c0) if s is not None]
         for layer in range(spec.layers if config.initial_state else 0):
-            feeds += [np.ascontiguousarray(s[layer]) for s in (inputs.h0, inputs.c0)]
+            feeds += [np.ascontiguousarray(s[layer]) for s in states]
         with torch.no_grad():
             outputs = module(*[torch.from_numpy(a) for a in feeds])
         outputs = [o.numpy() for o in outputs]
