@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="equivalence", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    from .files.cli import add_arguments as add_file_commands
+
+    add_file_commands(sub)
     rep = sub.add_parser("report", help="the equivalence matrix, plots and results file")
     rep.add_argument("--examples", type=int, default=None, help="examples per check (25)")
     rep.add_argument(

@@ -5,13 +5,13 @@
 The ``equivalence inspect`` and ``equivalence convert`` commands live in
 :mod:`equivalence.files.cli`. Each module imports its framework lazily.
 
-| family | files read | written as |
-|---|---|---|
-| keras | Keras 3 ``.keras``/``.weights.h5``, legacy Keras HDF5 model or weights (``CuDNNLSTM`` too) | ``.keras``, ``.weights.h5``, tf_keras ``.h5`` |
-| tf1 | TF checkpoints (``Saver``, ``tf.train.Checkpoint``) | checkpoint with TF1 cell names |
-| torch | ``torch.save`` state_dicts, safetensors | state_dict for ``nn.LSTM`` |
-| onnx | ONNX models (``LSTM`` nodes) | one ``LSTM`` node per layer |
-| neoml | equivalence case files (``.npz``) | a case file for the NeoML environment |
+* keras: reads Keras 3 ``.keras``/``.weights.h5`` and legacy Keras HDF5 models or weights
+  (``CuDNNLSTM`` too); writes ``.keras``, ``.weights.h5`` or a tf_keras ``.h5`` model.
+* tf1: reads TF checkpoints (``Saver``, ``tf.train.Checkpoint``); writes a checkpoint with
+  TF1 cell variable names.
+* torch: reads ``torch.save`` state_dicts and safetensors; writes an ``nn.LSTM`` state_dict.
+* onnx: reads ``LSTM`` nodes of ONNX models; writes one ``LSTM`` node per layer.
+* neoml: reads and writes equivalence case files (``.npz``) for the NeoML environment.
 """
 
 from __future__ import annotations

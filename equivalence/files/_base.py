@@ -77,7 +77,9 @@ class FoundLSTM:
         return replace(self, problem=problem)
 
 
-def select(found: Sequence[FoundLSTM], layer: str | None, path: str | os.PathLike[str]) -> FoundLSTM:
+def select(
+    found: Sequence[FoundLSTM], layer: str | None, path: str | os.PathLike[str]
+) -> FoundLSTM:
     """The LSTM ``layer`` names (a listed LSTM or one layer of a stack), or the only one."""
     if not found:
         raise FileFormatError(path, "no LSTM found in this file")
@@ -133,6 +135,9 @@ def detect_kind(path: Path) -> str:
             raise FileFormatError(
                 path, "a SavedModel folder; save the model as .keras/.h5 or a checkpoint instead"
             )
+        if len(list(path.glob("*.index"))) > 1:
+            raise FileFormatError(path, "a folder with several checkpoints and no 'checkpoint' "
+                                        "file; name one by its prefix (PREFIX of PREFIX.index)")
         raise FileFormatError(path, "a folder with no TF checkpoint (no 'checkpoint' or .index)")
     if not path.exists():
         raise FileFormatError(path, "no such file")
@@ -185,12 +190,16 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def refuse_output(output: Path, inputs: Sequence[Path], force: bool, existing: Sequence[Path]) -> None:
+def refuse_output(
+    output: Path, inputs: Sequence[Path], force: bool, existing: Sequence[Path]
+) -> None:
     """Never the input; an existing output only with ``force``; the folder must exist."""
     for path in inputs:
         for target in [output, *existing]:
             if same_file(target, path):
                 raise FileFormatError(output, "is the input file; refusing to write over it")
+    if output.is_dir():
+        raise FileFormatError(output, "is a folder; name the output file")
     if not output.parent.is_dir():
         raise FileFormatError(output, f"folder {str(output.parent)!r} does not exist")
     present = [p for p in existing if p.exists()]

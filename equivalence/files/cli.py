@@ -11,6 +11,9 @@ naming the file; the commands print them and return 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -127,7 +130,8 @@ def _input_files(path: Path) -> list[Path]:
     prefix = checkpoint_prefix(path) if path.exists() or Path(f"{path}.index").exists() else None
     if prefix is None:
         return [path]
-    return [path, Path(f"{prefix}.index"), *prefix.parent.glob(prefix.name + ".data-*")]
+    shards = prefix.parent.glob(glob.escape(prefix.name) + ".data-*")
+    return [path, Path(f"{prefix}.index"), *shards]
 
 
 def _check_output_name(target: str, output: Path) -> None:
@@ -168,20 +172,49 @@ def _write(args: argparse.Namespace, found: FoundLSTM, weights: Any) -> list[str
 
 
 def convert_command(args: argparse.Namespace) -> int:
-    """Convert one LSTM of ``args.input`` into ``args.output``; 2 on errors, 1 on failed --verify."""
+    """Convert one LSTM of ``args.input`` into ``args.output``.
+
+    Returns 0, 2 on errors (nothing written), 1 when ``--verify`` finds a difference.
+    """
     try:
         return _convert(args)
     except ConversionError as exc:
         return _error("convert", exc)
 
 
+def _torch_first(args: argparse.Namespace) -> None:
+    """Import torch before TensorFlow when both will load (avoids a known crash at import)."""
+    from ._base import detect_kind
+
+    try:
+        uses_torch = args.target == "torch" or detect_kind(args.input) in ("torch", "safetensors")
+    except FileFormatError:
+        return  # reading reports it
+    if uses_torch:
+        with contextlib.suppress(ImportError):
+            importlib.import_module("torch")
+
+
 def _convert(args: argparse.Namespace) -> int:
     source = None if args.source == "auto" else args.source
+    _torch_first(args)
     _check_output_name(args.target, args.output)
     found = select(read(args.input, source, args.forget_bias), args.layer, args.input)
     weights = found.canonical()
     refuse_output(args.output, _input_files(args.input), args.force,
                   _output_files(args.target, args.output))
+    if args.verify and args.target != "neoml":  # fail before writing if it cannot be verified
+        from .verify import side_for
+
+        target = FoundLSTM(name="", format=args.target, native=None, source=str(args.output),
+                           kind="")
+        for path, side in ((args.input, found), (args.output, target)):
+            try:
+                side_for(side, weights.spec)
+            except FileFormatError:
+                raise
+            except ConversionError as exc:
+                raise FileFormatError(path, f"--verify is not possible here: {exc}") from exc
     print(f"read {found.name!r} from {args.input}: {found.kind}, {_summary(weights.spec)}")
     for note in found.notes:
         print(f"  note: {note}")
@@ -191,6 +224,8 @@ def _convert(args: argparse.Namespace) -> int:
         raise
     except ConversionError as exc:
         raise FileFormatError(args.output, f"cannot write {args.target}: {exc}") from exc
+    except OSError as exc:  # permissions, a full disk: the temporary file is already gone
+        raise FileFormatError(args.output, f"cannot be written ({exc})") from exc
     print("\n".join(lines))
     if not args.verify:
         return 0
@@ -201,7 +236,7 @@ def _convert(args: argparse.Namespace) -> int:
 
     written = read(args.output, args.target, args.out_forget_bias)
     ok = verify(found, select(written, None, args.output), examples=args.examples,
-                seed=args.seed, out=print)
+                seed=args.seed, out=lambda text: print(text, flush=True))
     return 0 if ok else 1
 
 

@@ -21,9 +21,13 @@ layer's output sequence), ``.weights.h5`` (the same model's weights), ``.h5``
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import warnings
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +69,6 @@ class _Layer:
 
 def read_keras_zip(path: Path) -> list[FoundLSTM]:
     """A Keras 3 ``.keras`` archive: config.json plus model.weights.h5."""
-    import zipfile
-
     import h5py
 
     try:
@@ -74,15 +76,13 @@ def read_keras_zip(path: Path) -> list[FoundLSTM]:
             config = json.loads(archive.read("config.json"))
             with archive.open("model.weights.h5") as stream:
                 data = stream.read()
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, zlib.error, KeyError, OSError, ValueError, EOFError) as exc:
         raise FileFormatError(path, f"corrupted or truncated .keras archive ({exc})") from exc
-    import io
-
     try:
         with h5py.File(io.BytesIO(data), "r") as weights:
             layers = _config_layers(config, 3, lambda name: _k3_layer_cells(weights, name))
-    except OSError as exc:
-        raise FileFormatError(path, f"model.weights.h5 inside the archive is unreadable ({exc})"
+    except (OSError, KeyError, TypeError, AttributeError) as exc:
+        raise FileFormatError(path, f"unreadable .keras content ({type(exc).__name__}: {exc})"
                               ) from exc
     return _found(layers, path, "Keras 3 .keras model")
 
@@ -98,7 +98,7 @@ def read_keras_h5(path: Path) -> list[FoundLSTM]:
     try:
         with handle as root:
             return _read_h5(root, path)
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
         if isinstance(exc, FileFormatError):
             raise
         raise FileFormatError(path, f"unreadable Keras HDF5 content ({type(exc).__name__}: {exc})"
@@ -184,8 +184,8 @@ def _inbound(cfg: dict[str, Any], passes: dict[str, str | None]) -> str | None:
     histories = _histories(nodes[0])
     if len(histories) != 1 or histories[0][2] != 0:
         return None  # several inputs (e.g. initial states from elsewhere) or a state output
-    name = histories[0][0]
-    while name in passes:
+    name: str | None = histories[0][0]
+    while name is not None and name in passes:
         name = passes[name]
     return name
 
@@ -223,8 +223,9 @@ def _describe(cfg: dict[str, Any], major: int) -> _Layer | None:
     cell_configs = _cell_configs(cfg)
     if not cell_configs:
         return None
-    fmt = LSTM_CLASSES.get(cls, "keras")
-    label = cls if cls in LSTM_CLASSES else f"RNN({'+'.join(c['class_name'] for c in cell_configs)})"
+    fmt = LSTM_CLASSES.get(str(cls), "keras")
+    cell_names = "+".join(c["class_name"] for c in cell_configs)
+    label = cls if cls in LSTM_CLASSES else f"RNN({cell_names})"
     layer = _Layer(name, label, fmt, 1, [])
     layer.return_sequences = bool(conf.get("return_sequences", False))
     activations = set()
@@ -405,9 +406,9 @@ def _k3_weights_only(root: Any) -> list[_Layer]:
     for key in keys:
         cells = _k3_cells(layers[key])
         if _is_lstm_cells(cells):
-            name = _text(layers[key]["vars"].attrs.get("name", key)) if "vars" in layers[key] else key
+            variables = layers[key].get("vars")
             layer = _shape_layer(key, cells, 3)
-            layer.name = name
+            layer.name = key if variables is None else _text(variables.attrs.get("name", key))
             found.append((key, layer))
         elif cells:
             others.append(key)
@@ -441,7 +442,8 @@ def _stacks(layers: list[_Layer]) -> list[list[_Layer]]:
     for layer in layers:
         if layer.inbound is not None:
             successors.setdefault(layer.inbound, []).append(layer)
-    stacks, placed = [], set()
+    stacks: list[list[_Layer]] = []
+    placed: set[int] = set()
     for layer in layers:
         if id(layer) in placed:
             continue
@@ -464,6 +466,11 @@ def _entry(chain: list[_Layer], path: Path, kind: str) -> FoundLSTM:
     if first.format == "keras":
         options["recurrent_activation"] = first.recurrent_activation
     notes = [n for layer in chain for n in layer.notes]
+    if first.format == "keras" and first.recurrent_activation != "sigmoid":
+        formula = {"hard_sigmoid_tf_keras": "clip(0.2x+0.5, 0, 1), tf_keras",
+                   "hard_sigmoid_keras3": "clip(x/6+0.5, 0, 1), Keras 3"}
+        notes.append(f"recurrent_activation=hard_sigmoid "
+                     f"({formula[first.recurrent_activation]})")
     labels = ", ".join(f"{layer.name}: {layer.label}" for layer in chain)
     if len(chain) > 1:
         notes.insert(0, f"stack of {labels}")
@@ -558,7 +565,9 @@ def write_keras(path: Path, weights: LSTMWeights) -> list[str]:
                 model.save(temporary)
             else:
                 model.save_weights(temporary)
-    lines = [f"wrote {path} ({'Keras 3 model' if flavour == 'keras' else flavour})"]
+    what = {"keras": "Keras 3 model", "weights": "Keras 3 weights",
+            "tf_keras_h5": "tf_keras HDF5 model"}[flavour]
+    lines = [f"wrote {path} ({what})"]
     if flavour == "keras":
         lines.append(f'model = keras.models.load_model("{path}")  '
                      f"# (batch, time, {spec.input_size}) -> (batch, time, "
@@ -599,4 +608,6 @@ def _save_tf_keras(spec: Any, native: list[np.ndarray], path: Path) -> None:
         layers.append(lstm)
     model = tf_keras.Sequential(layers, name="converted_lstm")
     model.set_weights([np.asarray(a) for a in native])
-    model.save(os.fspath(path), save_format="h5")
+    with warnings.catch_warnings():  # "HDF5 is legacy": asked for on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        model.save(os.fspath(path), save_format="h5")

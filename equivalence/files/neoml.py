@@ -57,9 +57,9 @@ def write_case(path: Path, weights: LSTMWeights, inputs: LSTMInputs, expected: L
         raise FileFormatError(path, "a neoml output must end in .npz (a case file)")
     native = get_format("neoml").from_canonical(weights)
     case = exchange.CaseFile(weights.spec, source, "neoml", {}, native, inputs, expected)
-    with atomic_output(path) as temporary:
-        with open(temporary, "wb") as handle:  # np.savez would append .npz to a bare name
-            exchange.save(handle, case)
+    # A handle, because np.savez would append .npz to the temporary name.
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        exchange.save(handle, case)  # type: ignore[arg-type]  # np.savez takes a handle
     return [f"wrote {path} (NeoML weights, gates g f i o, and {source}'s results on "
             f"{inputs.batch}x{inputs.steps} random inputs)",
             f"check it in the NeoML environment: .venv-neoml/bin/python -m "

@@ -22,11 +22,11 @@ import numpy as np
 
 from ..canonical import LSTMWeights
 from ..formats import get as get_format
+from ..runtimes.onnxruntime import IR_VERSION, OPSET  # one choice for files and runtime
 from ._base import FileFormatError, FoundLSTM, atomic_output
 
 SHAPE_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten", "Dropout"}
 DEFAULT_ACTIVATIONS = [b"Sigmoid", b"Tanh", b"Tanh"]
-_OPSET, _IR_VERSION = 21, 10  # as equivalence.runtimes.onnxruntime (LSTM-14 semantics)
 
 
 def read_onnx(path: Path) -> list[FoundLSTM]:
@@ -196,9 +196,9 @@ def build_model(weights: LSTMWeights) -> Any:
          helper.make_tensor_value_info("h_n", elem, [spec.layers * d, "batch", h]),
          helper.make_tensor_value_info("c_n", elem, [spec.layers * d, "batch", h])],
         initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)],
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="equivalence")
-    model.ir_version = _IR_VERSION
+    model.ir_version = IR_VERSION
     return model
 
 
@@ -210,7 +210,7 @@ def write_onnx(path: Path, weights: LSTMWeights) -> list[str]:
     with atomic_output(path) as temporary:
         onnx.save(model, str(temporary))
     spec = weights.spec
-    return [f"wrote {path} (ONNX opset {_OPSET}, {spec.layers} LSTM node(s))",
+    return [f"wrote {path} (ONNX opset {OPSET}, {spec.layers} LSTM node(s))",
             f"inputs: input (batch, time, {spec.input_size}); outputs: output (batch, time, "
             f"{spec.directions * spec.units}), h_n and c_n ({spec.layers * spec.directions}, "
             f"batch, {spec.units})"]

@@ -22,6 +22,7 @@ saved with ``SaveV2`` (what ``Saver`` uses), as ``PREFIX.index`` and
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import shutil
@@ -131,7 +132,7 @@ def _tf1_entry(scope: str, items: list[tuple[str, tuple[int, int, str], np.ndarr
 
 def _keras_layers(variables: dict[str, np.ndarray], prefix: Path) -> list[FoundLSTM]:
     """Keras LSTM layers in an object-based checkpoint (``.../cell/kernel/.ATTRIBUTES/...``)."""
-    layers: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    layers: dict[str, dict[str, dict[str, np.ndarray]]] = {}  # layer -> side -> part -> array
     for name, value in variables.items():
         if not name.endswith(OBJECT_SUFFIX) or ".OPTIMIZER_SLOT" in name:
             continue
@@ -140,17 +141,19 @@ def _keras_layers(variables: dict[str, np.ndarray], prefix: Path) -> list[FoundL
                 "kernel", "recurrent_kernel", "bias"):
             continue
         owner = path[:-2]
-        side = 0
+        side = "forward"
         if owner and owner[-1] in ("forward_layer", "backward_layer"):
-            side = owner[-1] == "backward_layer"
+            side = owner[-1].split("_")[0]
             owner = owner[:-1]
         cells = layers.setdefault("/".join(owner) or "layer", {})
-        cells.setdefault(str(int(side)), {})[path[-1]] = value
+        cells.setdefault(side, {})[path[-1]] = value
     found = []
     for name, cells in layers.items():
         directions = len(cells)
-        native = []
-        for side in sorted(cells):
+        native: list[np.ndarray | None] = []
+        for side in ("forward", "backward"):
+            if side not in cells:
+                continue
             cell = cells[side]
             if "bias" not in cell and "recurrent_kernel" in cell:
                 cell["bias"] = np.zeros(cell["recurrent_kernel"].shape[1], np.float32)
@@ -175,12 +178,8 @@ def output_prefix(path: Path) -> Path:
 
 def output_files(prefix: Path) -> list[Path]:
     """Files a checkpoint at ``prefix`` consists of (existing data shards included)."""
-    shards = sorted(prefix.parent.glob(glob_escape(prefix.name) + ".data-*"))
+    shards = sorted(prefix.parent.glob(glob.escape(prefix.name) + ".data-*"))
     return [Path(f"{prefix}.index"), *shards]
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float) -> list[str]:
@@ -189,6 +188,7 @@ def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float) -> li
 
     prefix = output_prefix(path)
     variables = tf1_format.from_canonical(weights, forget_bias=forget_bias, layout="variables")
+    assert isinstance(variables, dict)  # layout="variables" gives the name -> array dict
     staging = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=prefix.parent))
     try:
         staged = staging / prefix.name
@@ -199,13 +199,16 @@ def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float) -> li
             shape_and_slices=[""] * len(names),
             tensors=[tf.constant(variables[n]) for n in names],
         )
-        written = sorted(staging.iterdir())
-        # Old shards of a replaced checkpoint would confuse readers; the index goes last,
-        # because it is what makes the checkpoint visible.
-        for old in prefix.parent.glob(glob_escape(prefix.name) + ".data-*"):
-            old.unlink()
-        for item in sorted(written, key=lambda p: p.name.endswith(".index")):
+        written = sorted(staging.iterdir(), key=lambda p: p.name.endswith(".index"))
+        new_names = {item.name for item in written}
+        # Data shards first, the index last: the index is what makes the checkpoint visible.
+        for item in written[:-1]:
             os.replace(item, prefix.parent / item.name)
+        # Shards of a replaced checkpoint that this one does not have would confuse readers.
+        for old in prefix.parent.glob(glob.escape(prefix.name) + ".data-*"):
+            if old.name not in new_names:
+                old.unlink()
+        os.replace(written[-1], prefix.parent / written[-1].name)
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)

@@ -61,13 +61,13 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def _last_line(exc: Exception) -> str:
     """The informative line of a framework error (torch's are paragraphs), shortened."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(exc).__name__)[:200]
+    telling = [line for line in lines if "error" in line.lower() or "unsupported" in line.lower()]
+    return ((telling or lines or [type(exc).__name__])[-1])[:200]
 
 
 def read_torch(path: Path) -> list[FoundLSTM]:
     """LSTMs in a ``torch.save`` file."""
     import pickle
-    import zipfile
 
     import torch
 
@@ -77,7 +77,7 @@ def read_torch(path: Path) -> list[FoundLSTM]:
         raise FileFormatError(path, "cannot be loaded as tensors: corrupted, or a pickle of "
                                     "Python objects (a whole nn.Module? save model.state_dict()"
                                     f" instead) ({_last_line(exc)})") from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # a damaged pickle stream can fail in any way (IndexError, ...)
         raise FileFormatError(path, f"corrupted or truncated torch file ({_last_line(exc)})"
                               ) from exc
     tensors = _flatten(loaded)

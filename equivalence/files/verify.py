@@ -48,13 +48,17 @@ def side_for(found: FoundLSTM, spec: LSTMSpec) -> Side:
         reason = runtime.unavailable_reason() or runtime.capabilities.refusal(spec)
         if reason is None:
             options = {**dict(row.format_options), **found.run_options}
-            return Side(f"{name} ({found.format} weights from {found.source})",
-                        lambda inputs, r=runtime, o=options: r.run(spec, found.native, inputs, **o),
-                        runtime.capabilities, row.tolerance_scale)
+
+            def run(inputs: LSTMInputs, r: Any = runtime, o: dict = options) -> LSTMResult:
+                return r.run(spec, found.native, inputs, **o)
+
+            label = f"{name} ({found.format} weights from {found.source})"
+            return Side(label, run, runtime.capabilities, row.tolerance_scale)
         reasons.append(f"{name}: {reason}")
     if found.format == "cudnn":
         return _cudnn_on_cpu(found, spec, reasons)
-    raise ConversionError(f"verify: nothing here runs {found.format} weights ({'; '.join(reasons)})")
+    reasons_text = "; ".join(reasons)
+    raise ConversionError(f"verify: nothing here runs {found.format} weights ({reasons_text})")
 
 
 def _cudnn_on_cpu(found: FoundLSTM, spec: LSTMSpec, reasons: list[str]) -> Side:
@@ -110,6 +114,8 @@ def verify(source: FoundLSTM, target: FoundLSTM, *, examples: int = 3, seed: int
     a, b = side_for(source, spec), side_for(target, target_weights.spec)
     say(f"verify: source = {a.label}")
     say(f"verify: target = {b.label}")
+    say(f"verify: {examples} random input batches through both networks (the first one "
+        "also builds them)")
     rng, ok = np.random.default_rng(seed), True
     for number, (batch, steps, states, lengths) in enumerate(_plan(examples), 1):
         states = states and a.capabilities.initial_state and b.capabilities.initial_state
@@ -124,8 +130,9 @@ def verify(source: FoundLSTM, target: FoundLSTM, *, examples: int = 3, seed: int
                                lengths=inputs.lengths)
         to_ref = [compare(exact, r, tolerance).max_abs_diff for r in (expected, actual)]
         flags = ", ".join(f for f, on in (("initial states", states), ("lengths", lengths)) if on)
-        say(f"[{number}/{examples}] batch={batch} steps={steps}{' (' + flags + ')' if flags else ''}"
-            f": max abs diff {_line(comparison)}; allowed {tolerance}; "
+        flags = f" ({flags})" if flags else ""
+        say(f"[{number}/{examples}] batch={batch} steps={steps}{flags}: "
+            f"max abs diff {_line(comparison)}; allowed {tolerance}; "
             f"vs float64 reference: source {to_ref[0]:.3g}, target {to_ref[1]:.3g} "
             f"[{time.perf_counter() - start:.1f}s] {'ok' if comparison.ok else 'OVER TOLERANCE'}")
         if not comparison.ok:

@@ -34,9 +34,10 @@ from ..spec import LSTMSpec
 from .base import Capabilities, Runtime
 
 # LSTM-14 semantics (opset 22 only adds bfloat16 types, which ORT's CPU kernel lacks).
-_OPSET = 21
-# An IR version ORT has long accepted, so a newer onnx package cannot outrun it.
-_IR_VERSION = 10
+OPSET = 17
+# IR 8 / opset 17 load in every ONNX Runtime from 1.14 on: the version matrix found that
+# ORT 1.17 refuses IR 10 ("max supported IR version: 9"). The LSTM op is LSTM-14 either way.
+IR_VERSION = 8
 _BATCH, _TIME = "batch", "time"
 
 
@@ -128,8 +129,8 @@ def build_model(spec: LSTMSpec, *, has_state: bool, has_lengths: bool) -> Any:
                           for name in ("Y_h", "Y_c")]
     graph = helper.make_graph(nodes, "equivalence_lstm", graph_inputs, graph_outputs,
                               initializer=initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
-    model.ir_version = _IR_VERSION
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
     return model
 
 
