@@ -72,7 +72,7 @@ def measure(entry: table.Entry, count: int, naive_count: int) -> dict[str, float
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m equivalence.bench", description=__doc__)
-    parser.add_argument("--examples", type=int, default=60, help="cached examples per runtime")
+    parser.add_argument("--examples", type=int, default=200, help="cached examples per runtime")
     parser.add_argument("--naive-examples", type=int, default=6)
     parser.add_argument("--only", nargs="*", help="runtime names (default: every runnable one)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

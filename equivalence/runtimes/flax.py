@@ -51,8 +51,6 @@ _CAPABILITIES = Capabilities(
     dtypes=frozenset({"float32", "float64"}),
 )
 
-# Jitted forward functions, shared by all instances: (cell, spec, flags) -> fn.
-_FORWARDS: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
 
 class _FlaxLinenRuntime(Runtime):
@@ -66,6 +64,11 @@ class _FlaxLinenRuntime(Runtime):
     # Format-option variants whose param tree this runtime reads (linen LSTMCell
     # and OptimizedLSTMCell share one tree, so either is accepted).
     variants: ClassVar[frozenset[str]] = frozenset({"linen", "linen_optimized"})
+
+    def __init__(self) -> None:
+        # Jitted forward functions of this instance: (cell, spec, flags) -> fn. Per instance,
+        # so the benchmark's "naive" fresh instance really compiles anew.
+        self._forwards: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
     def run(
         self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
@@ -96,9 +99,9 @@ class _FlaxLinenRuntime(Runtime):
     def _forward(self, spec: LSTMSpec, inputs: LSTMInputs) -> Callable[..., Any]:
         key = (self.cell_class, spec, inputs.time_major, inputs.h0 is not None,
                inputs.c0 is not None, inputs.lengths is not None)
-        if key not in _FORWARDS:
-            _FORWARDS[key] = _build_forward(self.cell_class, spec, *key[2:])
-        return _FORWARDS[key]
+        if key not in self._forwards:
+            self._forwards[key] = _build_forward(self.cell_class, spec, *key[2:])
+        return self._forwards[key]
 
 
 class FlaxRuntime(_FlaxLinenRuntime):

@@ -32,12 +32,14 @@ from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
 from .base import Capabilities, Runtime, split_states, zero_padding
 
-# Jitted forward functions keyed by (runtime name, spec).
-_FORWARDS: dict[tuple[Any, ...], Callable[..., Any]] = {}
-
 
 class JaxRnnRuntime(Runtime):
     """``jax.experimental.rnn.lstm`` on a GPU (cuDNN)."""
+
+    def __init__(self) -> None:
+        # Jitted forward functions of this instance, keyed by spec (per instance, so the
+        # benchmark's "naive" fresh instance really compiles anew).
+        self._forwards: dict[LSTMSpec, Callable[..., Any]] = {}
 
     name: ClassVar[str] = "jax_rnn"
     format: ClassVar[str] = "jax_rnn"
@@ -80,10 +82,9 @@ class JaxRnnRuntime(Runtime):
                           split_states(c, spec))
 
     def _forward(self, spec: LSTMSpec) -> Callable[..., Any]:
-        key = (self.name, spec)
-        if key not in _FORWARDS:
-            _FORWARDS[key] = self._build(spec)
-        return _FORWARDS[key]
+        if spec not in self._forwards:
+            self._forwards[spec] = self._build(spec)
+        return self._forwards[spec]
 
     def _build(self, spec: LSTMSpec) -> Callable[..., Any]:
         import jax
