@@ -64,6 +64,28 @@ def _cell(matrices: np.ndarray, biases: np.ndarray, spec: LSTMSpec, layer: int) 
     )
 
 
+def _read(vector: np.ndarray, spec: LSTMSpec, *, matrices_first: bool) -> LSTMWeights:
+    """Cut the vector into cells: per pseudo-layer [matrices, biases], or all matrices first."""
+    sizes = _sizes(spec)
+    matrix_offset = 0
+    bias_offset = sum(m for m, _ in sizes) if matrices_first else 0
+    cells = []
+    for n, (m, b) in enumerate(sizes):
+        if not matrices_first:
+            bias_offset = matrix_offset + m
+        cells.append(
+            _cell(
+                vector[matrix_offset : matrix_offset + m],
+                vector[bias_offset : bias_offset + b],
+                spec,
+                n // spec.directions,
+            )
+        )
+        matrix_offset += m if matrices_first else m + b
+        bias_offset += b
+    return c.build(spec.replace(dtype=vector.dtype.name), cells)
+
+
 def _pieces(weights: LSTMWeights) -> list[tuple[np.ndarray, np.ndarray]]:
     return [
         (
@@ -89,19 +111,7 @@ def cudnn_params_to_canonical(
 ) -> LSTMWeights:
     """cuDNN buffer -> canonical (matrices and biases interleaved per pseudo-layer)."""
     spec = _spec(input_size, units, layers, directions)
-    vector = _vector(native, "cudnn_params", spec)
-    cells, offset = [], 0
-    for n, (m, b) in enumerate(_sizes(spec)):
-        cells.append(
-            _cell(
-                vector[offset : offset + m],
-                vector[offset + m : offset + m + b],
-                spec,
-                n // spec.directions,
-            )
-        )
-        offset += m + b
-    return c.build(spec.replace(dtype=vector.dtype.name), cells)
+    return _read(_vector(native, "cudnn_params", spec), spec, matrices_first=False)
 
 
 def cudnn_params_from_canonical(weights: LSTMWeights) -> np.ndarray:
@@ -120,21 +130,7 @@ def jax_rnn_to_canonical(
 ) -> LSTMWeights:
     """jax.experimental.rnn vector -> canonical (all matrices, then all biases)."""
     spec = _spec(input_size, units, layers, directions)
-    vector = _vector(native, "jax_rnn", spec)
-    sizes = _sizes(spec)
-    matrix_total = sum(m for m, _ in sizes)
-    cells, m_offset, b_offset = [], 0, matrix_total
-    for n, (m, b) in enumerate(sizes):
-        cells.append(
-            _cell(
-                vector[m_offset : m_offset + m],
-                vector[b_offset : b_offset + b],
-                spec,
-                n // spec.directions,
-            )
-        )
-        m_offset, b_offset = m_offset + m, b_offset + b
-    return c.build(spec.replace(dtype=vector.dtype.name), cells)
+    return _read(_vector(native, "jax_rnn", spec), spec, matrices_first=True)
 
 
 def jax_rnn_from_canonical(weights: LSTMWeights) -> np.ndarray:
