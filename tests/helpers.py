@@ -5,12 +5,9 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from equivalence import formats
+from equivalence import formats, harness
 from equivalence.runtimes.base import Capabilities
 from equivalence.spec import LSTMSpec
-
-FLAT = ("jax_rnn", "cudnn_params")
-DIRECTIONAL_LISTS = ("keras", "cudnn")
 
 
 def format_capabilities(name: str) -> Capabilities:
@@ -20,23 +17,7 @@ def format_capabilities(name: str) -> Capabilities:
 
 def read_options(name: str, spec: LSTMSpec) -> dict:
     """The reader options a format needs to interpret native weights for ``spec``."""
-    if name in FLAT:
-        return {
-            "input_size": spec.input_size,
-            "units": spec.units,
-            "layers": spec.layers,
-            "directions": spec.directions,
-        }
-    if name in DIRECTIONAL_LISTS:
-        options = {"directions": spec.directions}
-        if name == "keras":
-            options["recurrent_activation"] = spec.recurrent_activation
-        return options
-    if name == "tf1":
-        return {"cell_clip": spec.cell_clip, "proj_clip": spec.projection_clip}
-    if name == "onnx":
-        return {"clip": spec.gate_clip}
-    return {}
+    return harness.reader_options(name, spec, {})
 
 
 @st.composite
