@@ -16,7 +16,6 @@ from .errors import ShapeError, SpecError
 from .spec import LSTMSpec
 
 GATES = ("i", "f", "g", "o")
-PEEPHOLE_GATES = ("i", "f", "o")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 from . import reference
 from .compare import Comparison, Tolerance, compare
 from .convert import convert, from_canonical
+from .diagnose import diagnose
 from .formats import get
 from .io_types import LSTMResult
 from .spec import LSTMSpec
@@ -124,11 +125,10 @@ def check_against_reference(entry: Entry, case: Case) -> Outcome:
 def blame(case: Case, results: dict[str, LSTMResult], tol: Tolerance) -> str:
     """Recompute in float64 and say which side is off (as PyTorch's OpInfo does)."""
     expected = reference_result(case)
-    distances = {
-        name: compare(expected, result, tol).max_abs_diff for name, result in results.items()
-    }
-    text = ", ".join(f"{n} is {d:.3g} from the float64 reference" for n, d in distances.items())
-    off = [n for n, d in distances.items() if not compare(expected, results[n], tol).ok]
+    judged = {name: compare(expected, result, tol) for name, result in results.items()}
+    text = ", ".join(f"{n} is {c.max_abs_diff:.3g} from the float64 reference"
+                     for n, c in judged.items())
+    off = [n for n, c in judged.items() if not c.ok]
     verdict = f"off: {' and '.join(off)}" if off else "both within tolerance of the reference"
     return f"float64 recheck: {text}; {verdict}"
 
@@ -145,6 +145,8 @@ def check_pair(
     comparison = compare(expected, actual, tol)
     label = f"{source.name} -> {target.name}"
     if comparison.ok:
-        return Outcome(label, case, comparison)
+        return Outcome(label, case, comparison, actual=actual)
     verdict = blame(case, {source.name: expected, f"{target.name} (converted)": actual}, tol)
-    return Outcome(label, case, comparison, verdict)
+    named = diagnose(case, actual)
+    verdict += f"\ndiagnosis: {named}" if named else ""
+    return Outcome(label, case, comparison, verdict, actual)

@@ -24,8 +24,14 @@ def typical_case(spec: eq.LSTMSpec, seed: int = 0) -> Case:
 
 def test_swapped_gates_are_caught_in_a_real_pair_and_blamed_on_the_converted_side() -> None:
     def swapped(native: dict) -> dict:
+        """ONNX blocks 1 and 2 (o and f) exchanged in W, R and both halves of B."""
         onnx = eq.convert(native, source="torch", target="onnx")
-        return {**onnx, "W": permute_gates(onnx["W"], (0, 2, 1, 3), axis=1)}
+        halves = np.split(onnx["B"], 2, axis=1)
+        return {
+            "W": permute_gates(onnx["W"], (0, 2, 1, 3), axis=1),
+            "R": permute_gates(onnx["R"], (0, 2, 1, 3), axis=1),
+            "B": np.concatenate([permute_gates(h, (0, 2, 1, 3), axis=1) for h in halves], 1),
+        }
 
     case = typical_case(eq.LSTMSpec(3, 4))
     outcome = harness.check_pair(table.entry("torch"), table.entry("onnxruntime"), case, swapped)
@@ -38,6 +44,7 @@ def test_swapped_gates_are_caught_in_a_real_pair_and_blamed_on_the_converted_sid
         "I=3 H=4",
         "greatest absolute difference",
         "allowed:",
+        "diagnosis: f and o swapped",
         "replay: pytest x",
     ):
         assert piece in message

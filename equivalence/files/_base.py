@@ -17,7 +17,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +72,6 @@ class FoundLSTM:
     @property
     def spec(self) -> LSTMSpec:
         return self.canonical().spec
-
-    def with_problem(self, problem: str) -> FoundLSTM:
-        return replace(self, problem=problem)
 
 
 def select(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,7 +36,6 @@ class Capabilities:
     lengths: bool = True
     time_major: bool = False
     dtypes: frozenset[str] = frozenset({"float32"})
-    devices: frozenset[str] = field(default_factory=lambda: frozenset({"cpu"}))
 
     def refusal(self, spec: LSTMSpec) -> str | None:
         """Why ``spec`` cannot run here, or None when it can."""

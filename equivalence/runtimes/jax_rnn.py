@@ -52,7 +52,6 @@ class JaxRnnRuntime(Runtime):
         lengths=True,
         time_major=False,  # the op is batch-major only
         dtypes=frozenset({"float32"}),  # cuDNN descriptor is CUDNN_DATA_FLOAT
-        devices=frozenset({"gpu"}),
     )
 
     def device_reason(self) -> str | None:

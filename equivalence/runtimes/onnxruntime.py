@@ -59,7 +59,6 @@ class OnnxRuntime(Runtime):
         time_major=True,
         # float16 runs as float16 tensors around a float32 kernel (ORT inserts the Casts).
         dtypes=frozenset({"float32", "float16"}),
-        devices=frozenset({"cpu"}),
     )
 
     def __init__(self) -> None:

@@ -31,7 +31,6 @@ class TfCudnnRnnRuntime(Runtime):
         lengths=True,
         time_major=True,
         dtypes=frozenset({"float32", "float64"}),
-        devices=frozenset({"gpu"}),
     )
 
     def device_reason(self) -> str | None:

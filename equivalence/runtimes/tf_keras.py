@@ -41,7 +41,6 @@ _CUDNN_CAPABILITIES = Capabilities(
     # time_major=True (base_cudnn_rnn.py), i.e. the batch axis; untested on GPU.
     time_major=False,
     dtypes=frozenset({"float32"}),
-    devices=frozenset({"gpu"}),
 )
 
 CUDNN_LSTM_IMPORT = "tf_keras.api._v1.keras.layers"

@@ -92,7 +92,6 @@ class TorchRuntime(_TorchLSTMRuntime):
         lengths=True,
         time_major=True,
         dtypes=frozenset(_TORCH_DTYPES),
-        devices=frozenset({"cpu"}),
     )
 
 
@@ -111,7 +110,6 @@ class TorchCudaRuntime(_TorchLSTMRuntime):
         lengths=True,
         time_major=True,
         dtypes=frozenset({"float16", "float32", "float64"}),
-        devices=frozenset({"gpu"}),
     )
 
     def device_reason(self) -> str | None:
