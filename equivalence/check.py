@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import harness, reference, table
+from .capabilities import Capabilities
 from .compare import Comparison, TensorDiff, Tolerance, compare
 from .convert import from_canonical, to_canonical
 from .diagnose import diagnose
@@ -24,7 +25,6 @@ from .explore import explore
 from .formats import get as get_format
 from .harness import Outcome
 from .io_types import LSTMResult
-from .runtimes.base import Capabilities
 from .strategies import Case, joint_capabilities, lstm_cases
 
 CHECKABLE = tuple(table.FORMAT_RUNTIMES)

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from .canonical import random_weights
+from .capabilities import Capabilities
 from .io_types import LSTMInputs, LSTMResult
-from .runtimes.base import Capabilities
 from .spec import LSTMSpec
 
 EXPORT_SOURCES = ("keras", "torch", "tf1", "onnxruntime")

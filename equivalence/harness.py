@@ -7,53 +7,21 @@ in exactly one way.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import reference
+from . import options, reference
+from .case import Case
 from .compare import Comparison, Tolerance, compare
 from .convert import convert, from_canonical
 from .diagnose import diagnose
-from .formats import get
 from .io_types import LSTMResult
-from .spec import LSTMSpec
-from .strategies import Case
 from .table import Entry
 
-# Reader options that a spec determines (flat vectors and Keras lists do not carry them).
-SPEC_READ_OPTIONS = {
-    "directions": "directions",
-    "input_size": "input_size",
-    "units": "units",
-    "layers": "layers",
-    "recurrent_activation": "recurrent_activation",
-    "cell_clip": "cell_clip",
-    "proj_clip": "projection_clip",
-    "clip": "gate_clip",
-}
-
-
-def _keyword_options(fn: Callable[..., Any]) -> set[str]:
-    return {
-        p.name
-        for p in inspect.signature(fn).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-
-
-def reader_options(fmt: str, spec: LSTMSpec, format_options: dict[str, Any]) -> dict[str, Any]:
-    """Options that let ``fmt``'s reader interpret native weights made for ``spec``."""
-    accepted = _keyword_options(get(fmt).to_canonical)
-    options = {k: getattr(spec, v) for k, v in SPEC_READ_OPTIONS.items() if k in accepted}
-    options.update({k: v for k, v in format_options.items() if k in accepted})
-    return options
-
-
-def writer_options(fmt: str, format_options: dict[str, Any]) -> dict[str, Any]:
-    accepted = _keyword_options(get(fmt).from_canonical)
-    return {k: v for k, v in format_options.items() if k in accepted}
+# One home for the format-option vocabulary (kept importable from here for callers).
+reader_options = options.reader_options
+writer_options = options.writer_options
 
 
 def native_weights(entry: Entry, case: Case) -> Any:
@@ -134,13 +102,22 @@ def blame(case: Case, results: dict[str, LSTMResult], tol: Tolerance) -> str:
 
 
 def check_pair(
-    source: Entry, target: Entry, case: Case, converter: Callable[[Any], Any] | None = None
+    source: Entry,
+    target: Entry,
+    case: Case,
+    converter: Callable[[Any], Any] | None = None,
+    target_run: Callable[[Case, Any], LSTMResult] | None = None,
 ) -> Outcome:
-    """Run ``source``, move its native weights to ``target`` and run that; compare both."""
+    """Run ``source``, move its native weights to ``target`` and run that; compare both.
+
+    ``converter`` replaces the project's converters (native -> what the target runs);
+    ``target_run`` replaces the target runtime, for converters whose output is a
+    whole model (an exported graph) rather than native weights.
+    """
     native = native_weights(source, case)
     expected = run(source, case, native)
     moved = converter(native) if converter else move(source, target, case, native)
-    actual = run(target, case, moved)
+    actual = target_run(case, moved) if target_run else run(target, case, moved)
     tol = tolerance(case, source, target)
     comparison = compare(expected, actual, tol)
     label = f"{source.name} -> {target.name}"

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from .canonical import CellWeights, LSTMWeights
+from .capabilities import Capabilities
 from .errors import ShapeError
 from .io_types import LSTMResult
-from .runtimes.base import Capabilities
 from .spec import DTYPES, RECURRENT_ACTIVATIONS, LSTMSpec
 
 # The reference implements every feature (strategies draw from this for reference-only tests).

@@ -9,15 +9,14 @@ trace, and small sizes (1 included) are where layout bugs show.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
 
 from .canonical import LSTMWeights, random_weights
+from .capabilities import Capabilities, joint_capabilities  # noqa: F401 (re-exported)
+from .case import Case
 from .io_types import LSTMInputs
-from .runtimes.base import Capabilities
 from .spec import LSTMSpec
 
 INPUT_SIZES = (1, 2, 3, 5)
@@ -28,67 +27,9 @@ CLIPS = (0.5, 1.0, 3.0)
 DEFAULT_CAPABILITIES = Capabilities()  # float32, sigmoid, no optional features
 
 
-@dataclass(frozen=True)
-class Case:
-    """One example: a spec, its canonical weights (already rounded to ``spec.dtype``), inputs."""
-
-    spec: LSTMSpec
-    weights: LSTMWeights
-    inputs: LSTMInputs
-
-    def describe(self) -> str:
-        spec = self.spec
-        shape = (
-            f"I={spec.input_size} H={spec.units} layers={spec.layers} "
-            f"directions={spec.directions} {spec.dtype}"
-        )
-        features = [f for f in spec.features() if f not in ("stacked layers", "bidirectional")]
-        extras = {
-            "projection_size": spec.projection_size,
-            "cell_clip": spec.cell_clip,
-            "projection_clip": spec.projection_clip,
-            "gate_clip": spec.gate_clip,
-        }
-        detail = [f"{k}={v}" for k, v in extras.items() if v is not None]
-        flags = [f"B={self.inputs.batch}", f"T={self.inputs.steps}"]
-        flags += ["h0/c0"] if self.inputs.h0 is not None else []
-        if self.inputs.lengths is not None:
-            flags.append(f"lengths={np.asarray(self.inputs.lengths).tolist()}")
-        flags += ["time_major"] if self.inputs.time_major else []
-        described = f"{shape}" + (f" [{', '.join(features + detail)}]" if features else "")
-        return f"{described} inputs({', '.join(flags)})"
-
-
 def _check_bound(name: str, value: int, low: int) -> None:
     if not isinstance(value, int) or value < low:
         raise ValueError(f"{name}={value!r}: pass an int >= {low}")
-
-
-def joint_capabilities(capabilities: Iterable[Capabilities]) -> Capabilities:
-    """What every runtime of ``capabilities`` supports (a pair draws from this)."""
-    caps = list(capabilities)
-    if not caps:
-        return Capabilities()
-    layer_limits = [c.max_layers for c in caps if c.max_layers is not None]
-    flags = (
-        "bidirectional",
-        "projection",
-        "projection_clip",
-        "peepholes",
-        "cell_clip",
-        "gate_clip",
-        "forget_bias",
-        "initial_state",
-        "lengths",
-        "time_major",
-    )
-    joint: dict[str, Any] = {flag: all(getattr(c, flag) for c in caps) for flag in flags}
-    return Capabilities(
-        max_layers=min(layer_limits) if layer_limits else None,
-        **joint,
-        recurrent_activations=frozenset.intersection(*(c.recurrent_activations for c in caps)),
-        dtypes=frozenset.intersection(*(c.dtypes for c in caps)),
-    )
 
 
 @st.composite

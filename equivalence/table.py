@@ -1,24 +1,37 @@
-"""The one table: which runtimes exist, how their weights are made, and their overrides.
+"""The one table: every runtime, and everything the rest of the project derives from it.
 
-Tests, ``check_conversion``, the report and the benchmark are all generated
-from :data:`RUNTIMES`. A row names the runtime class (imported lazily, so the
-table itself needs no framework), the options its native weights are written
-and read with, the environment it lives in, and any tolerance override with
-its reason. Adding a framework is a row here plus a format and a runtime module.
+A row is the single source of a runtime's name, weight format, device,
+environment and :class:`Capabilities` (what it claims to run), plus the
+options its native weights are made with and any tolerance override with its
+reason. The runtime class (imported lazily, so the table needs no framework)
+only builds and runs; :class:`~equivalence.runtimes.base.Runtime` enforces the
+row. Tests, ``check_conversion``, ``convert --verify``, the report and the
+benchmark are generated from :data:`RUNTIMES`.
+
+Adding a runtime on an existing format: one module in ``runtimes/`` and one
+row here (README, "Adding a runtime").
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
+from .capabilities import Capabilities
 from .errors import UnknownFormatError
-from .runtimes.base import Runtime
+
+if TYPE_CHECKING:
+    from .runtimes.base import Runtime
 
 MAIN, NEOML = "main", "neoml"
+ENVIRONMENTS = (MAIN, NEOML)
+
+# Reduced-precision dtypes that pass compare.Tolerance against the reference for Keras
+# (checked for 1-2 layers, 1-2 directions, T up to 9, with states and lengths).
+_ALL_FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,7 @@ class Entry:
     name: str
     runtime: str  # "module:Class"
     format: str
+    capabilities: Capabilities
     format_options: Mapping[str, Any] = field(default_factory=dict)
     environment: str = MAIN
     device: str = "cpu"
@@ -35,93 +49,128 @@ class Entry:
     tolerance_reason: str = ""
     cpu_twin: str | None = None  # for GPU rows: the CPU row it must agree with
     in_pairs: bool = True  # False: checked against the reference only (reason in the row)
+    packages: tuple[str, ...] = ()  # distributions whose versions the report records
 
     def load(self) -> Runtime:
-        return _instance(self.runtime)
+        """The runtime object of this row (one per process: it holds the built networks)."""
+        if self.name not in _INSTANCES:
+            module, _, cls = self.runtime.partition(":")
+            _INSTANCES[self.name] = getattr(importlib.import_module(module), cls)(self)
+        return _INSTANCES[self.name]
 
 
-@functools.cache
-def _instance(path: str) -> Runtime:
-    module, _, cls = path.partition(":")
-    return getattr(importlib.import_module(module), cls)()
+_INSTANCES: dict[str, Runtime] = {}
 
+
+def _row(name: str, runtime: str, fmt: str, caps: Capabilities, **fields: Any) -> Entry:
+    options = MappingProxyType(dict(fields.pop("format_options", {})))
+    return Entry(name, f"equivalence.runtimes.{runtime}", fmt, caps, options, **fields)
+
+
+_KERAS3 = Capabilities(
+    recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_keras3"}),
+    time_major=False,  # Keras 3 recurrent layers have no time-major path
+    dtypes=_ALL_FLOATS,
+)
+_TF_KERAS = Capabilities(
+    recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_tf_keras"}),
+    time_major=True,  # LSTM(time_major=True), RNN(time_major=True); mask given as (T, B)
+    dtypes=_ALL_FLOATS,
+)
+_TF1 = Capabilities(
+    projection=True,
+    projection_clip=True,
+    peepholes=True,
+    cell_clip=True,
+    forget_bias=True,  # a spec's run-time forget_bias is folded into the native bias
+    time_major=True,
+    dtypes=frozenset({"float32", "float64"}),
+)
+_TORCH = Capabilities(projection=True, time_major=True, dtypes=_ALL_FLOATS)
+_ONNXRUNTIME = Capabilities(
+    peepholes=True,
+    gate_clip=True,
+    # ONNX LSTM is time-major natively (ORT refuses layout=1): both paths are that one.
+    time_major=True,
+    # float16 runs as float16 tensors around a float32 kernel (ORT inserts the Casts);
+    # float64 has no kernel ("does not support double yet"), bfloat16 none either.
+    dtypes=frozenset({"float32", "float16"}),
+)
+_FLAX = Capabilities(
+    # gate_fn could also run "hard_sigmoid_keras3", but the flax format refuses it.
+    time_major=True,
+    dtypes=frozenset({"float32", "float64"}),
+)
+_NEOML = Capabilities(
+    lengths=False,  # no per-sequence lengths in the Lstm layer
+    time_major=False,  # NeoML is time-major only: the runtime always transposes
+    dtypes=frozenset({"float32"}),  # blobs are float32 or int32
+)
+_JAX_RNN_REF = Capabilities(time_major=False, dtypes=frozenset({"float32", "float64"}))
+_CUDNN_LSTM = Capabilities(
+    lengths=False,  # CuDNNLSTM raises "Masking is not supported for CuDNN RNNs."
+    # Not claimed: with go_backwards, _CuDNNRNN.call reverses axis 1 even when
+    # time_major=True (base_cudnn_rnn.py), i.e. the batch axis; untested on GPU.
+    time_major=False,
+)
+_TF_CUDNN_RNN = Capabilities(time_major=True, dtypes=frozenset({"float32", "float64"}))
+# cuDNN's RNN kernels take half, float and double; bfloat16 is left out until a GPU run.
+_TORCH_CUDA = Capabilities(
+    projection=True, time_major=True, dtypes=frozenset({"float16", "float32", "float64"})
+)
+_JAX_RNN_GPU = Capabilities(time_major=False, dtypes=frozenset({"float32"}))
 
 RUNTIMES: tuple[Entry, ...] = (
-    Entry("keras", "equivalence.runtimes.keras:KerasRuntime", "keras"),
-    Entry("keras_cell", "equivalence.runtimes.keras:KerasCellRuntime", "keras"),
-    Entry("tf_keras", "equivalence.runtimes.tf_keras:TfKerasRuntime", "keras"),
+    _row("keras", "keras:KerasRuntime", "keras", _KERAS3, packages=("keras", "tensorflow")),
+    _row("keras_cell", "keras:KerasCellRuntime", "keras", _KERAS3, packages=("keras",)),
+    _row("tf_keras", "tf_keras:TfKerasRuntime", "keras", _TF_KERAS, packages=("tf-keras",)),
     # tf_keras's LSTM runs its own fused standard_lstm, so the cell path is different code;
     # its layer twin already pairs with every runtime, so this row checks the reference only.
-    Entry("tf_keras_cell", "equivalence.runtimes.tf_keras:TfKerasCellRuntime", "keras",
-          in_pairs=False),
-    Entry("tf1", "equivalence.runtimes.tf1:TF1Runtime", "tf1", {"forget_bias": 1.0}),
-    Entry("torch", "equivalence.runtimes.torch:TorchRuntime", "torch"),
-    Entry("onnxruntime", "equivalence.runtimes.onnxruntime:OnnxRuntime", "onnx"),
-    Entry("flax", "equivalence.runtimes.flax:FlaxRuntime", "flax"),
-    Entry(
-        "flax_optimized",
-        "equivalence.runtimes.flax:FlaxOptimizedRuntime",
-        "flax",
-        {"variant": "linen_optimized"},
-    ),
-    Entry("neoml", "equivalence.runtimes.neoml:NeoMLRuntime", "neoml", environment=NEOML),
+    _row("tf_keras_cell", "tf_keras:TfKerasCellRuntime", "keras", _TF_KERAS, in_pairs=False),
+    _row("tf1", "tf1:TF1Runtime", "tf1", _TF1, format_options={"forget_bias": 1.0},
+         packages=("tensorflow",)),
+    _row("torch", "torch:TorchRuntime", "torch", _TORCH, packages=("torch",)),
+    _row("onnxruntime", "onnxruntime:OnnxRuntime", "onnx", _ONNXRUNTIME,
+         packages=("onnxruntime", "onnx")),
+    _row("flax", "flax:FlaxRuntime", "flax", _FLAX, packages=("flax", "jax")),
+    _row("flax_optimized", "flax:FlaxOptimizedRuntime", "flax", _FLAX,
+         format_options={"variant": "linen_optimized"}),
+    _row("neoml", "neoml:NeoMLRuntime", "neoml", _NEOML, environment=NEOML, packages=("neoml",)),
     # jax's own CPU reference of jax.experimental.rnn: it exercises the jax_rnn flat layout
     # through jax's unpacking code. Not a production kernel, so not worth 18 more pairs.
-    Entry(
-        "jax_rnn_ref",
-        "equivalence.runtimes.jax_rnn:JaxRnnReferenceRuntime",
-        "jax_rnn",
-        in_pairs=False,
-    ),
-    Entry(
-        "keras_gpu",
-        "equivalence.runtimes.keras:KerasGpuRuntime",
-        "keras",
-        device="gpu",
-        cpu_twin="keras",
-    ),
-    Entry(
-        "tf_cudnn_rnn",
-        "equivalence.runtimes.tf_cudnn:TfCudnnRnnRuntime",
-        "cudnn_params",
-        device="gpu",
-        cpu_twin="torch",
-    ),
-    Entry(
-        "tf_keras_cudnn",
-        "equivalence.runtimes.tf_keras:CuDNNLSTMRuntime",
-        "cudnn",
-        device="gpu",
-        cpu_twin="tf_keras",
-    ),
-    Entry(
-        "torch_cuda",
-        "equivalence.runtimes.torch:TorchCudaRuntime",
-        "torch",
-        device="gpu",
-        cpu_twin="torch",
-    ),
-    Entry(
-        "jax_rnn",
-        "equivalence.runtimes.jax_rnn:JaxRnnRuntime",
-        "jax_rnn",
-        device="gpu",
-        cpu_twin="torch",
-    ),
+    _row("jax_rnn_ref", "jax_rnn:JaxRnnReferenceRuntime", "jax_rnn", _JAX_RNN_REF,
+         in_pairs=False),
+    _row("keras_gpu", "keras:KerasGpuRuntime", "keras", _KERAS3, device="gpu",
+         cpu_twin="keras"),
+    _row("tf_cudnn_rnn", "tf_cudnn:TfCudnnRnnRuntime", "cudnn_params", _TF_CUDNN_RNN,
+         device="gpu", cpu_twin="torch"),
+    _row("tf_keras_cudnn", "tf_keras:CuDNNLSTMRuntime", "cudnn", _CUDNN_LSTM, device="gpu",
+         cpu_twin="tf_keras"),
+    _row("torch_cuda", "torch:TorchCudaRuntime", "torch", _TORCH_CUDA, device="gpu",
+         cpu_twin="torch"),
+    _row("jax_rnn", "jax_rnn:JaxRnnRuntime", "jax_rnn", _JAX_RNN_GPU, device="gpu",
+         cpu_twin="torch"),
 )
 
-BY_NAME = {entry.name: entry for entry in RUNTIMES}
+BY_NAME = {row.name: row for row in RUNTIMES}
 
-# The runtime that stands for a format in check_conversion (first choice first).
-FORMAT_RUNTIMES: dict[str, tuple[str, ...]] = {
-    "keras": ("keras", "tf_keras"),
-    "cudnn": ("tf_keras_cudnn",),
-    "tf1": ("tf1",),
-    "torch": ("torch",),
-    "onnx": ("onnxruntime",),
-    "neoml": ("neoml",),
-    "flax": ("flax",),
-}
+
+def _format_runtimes() -> dict[str, tuple[str, ...]]:
+    """Per format, the runtimes that run it: CPU rows first, then table order."""
+    ordered = sorted(RUNTIMES, key=lambda row: row.device != "cpu")
+    runners: dict[str, tuple[str, ...]] = {}
+    for row in ordered:
+        runners[row.format] = (*runners.get(row.format, ()), row.name)
+    return runners
+
+
+# The runtimes that stand for a format in check_conversion and --verify (first choice first).
+FORMAT_RUNTIMES: dict[str, tuple[str, ...]] = _format_runtimes()
+
+
+def packages() -> tuple[str, ...]:
+    """Every distribution a row depends on, in table order (the report records their versions)."""
+    return tuple(dict.fromkeys(p for row in RUNTIMES for p in row.packages))
 
 
 def entry(name: str) -> Entry:

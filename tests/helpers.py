@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from equivalence import formats, harness
-from equivalence.runtimes.base import Capabilities
+from equivalence.capabilities import Capabilities
 from equivalence.spec import LSTMSpec
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..canonical import LSTMWeights
+from ..capabilities import Capabilities
 from ..errors import UnknownFormatError
-from ..runtimes.base import Capabilities
 from . import cudnn, flat, flax, keras, neoml, onnx, tf1, torch
 
 

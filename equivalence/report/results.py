@@ -24,20 +24,17 @@ from typing import Any
 from ..errors import ConversionError
 from ..explore import Exploration
 
-FRAMEWORKS = (
-    "numpy",
-    "tensorflow",
-    "tensorflow-cpu",
-    "tf-keras",
-    "keras",
-    "torch",
-    "onnx",
-    "onnxruntime",
-    "jax",
-    "flax",
-    "neoml",
-    "hypothesis",
-)
+# The distributions whose versions a results file records: the harness's own, then every
+# package a runtime row names (equivalence.table), so a new row needs no edit here.
+HARNESS_PACKAGES = ("numpy", "hypothesis", "tensorflow-cpu")
+
+
+def frameworks() -> tuple[str, ...]:
+    from ..table import packages
+
+    return tuple(dict.fromkeys((*HARNESS_PACKAGES, *packages())))
+
+
 REQUIRED_PAIR_KEYS = ("source", "target", "examples", "max_abs_diff", "passed")
 
 
@@ -47,7 +44,7 @@ class ResultsFileError(ConversionError):
 
 def installed_versions() -> dict[str, str]:
     versions = {}
-    for name in FRAMEWORKS:
+    for name in frameworks():
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -19,14 +19,16 @@ from __future__ import annotations
 import importlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConversionError, ShapeError, UnsupportedFeatureError
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
 from .base import Runtime, zero_padding
+
+if TYPE_CHECKING:
+    from ..table import Entry
 
 # Layer styles: how one spec is realised with Keras layers.
 LAYERS = "layers"  # one LSTM (or Bidirectional(LSTM)) layer per spec layer
@@ -44,44 +46,10 @@ ZERO_INIT = {
 }
 
 
-def expected_shapes(spec: LSTMSpec, bias_factor: int = 4) -> list[tuple[int, ...]]:
-    """Shapes of the native flat list: [kernel, recurrent_kernel, bias] per layer and direction.
-
-    ``bias_factor`` is 4 for one bias (LSTM) and 8 for cuDNN's two biases.
-    """
-    units = spec.units
-    shapes = []
-    for layer in range(spec.layers):
-        for _ in range(spec.directions):
-            shapes += [
-                (spec.layer_input_size(layer), 4 * units),
-                (units, 4 * units),
-                (bias_factor * units,),
-            ]
-    return shapes
-
-
-def check_native(native: Any, spec: LSTMSpec, bias_factor: int = 4) -> list[np.ndarray]:
-    """The native list as numpy arrays in the spec's dtype, after checking count and shapes."""
-    expected = expected_shapes(spec, bias_factor)
-    arrays = list(native) if isinstance(native, (list, tuple)) else None
-    if arrays is None or len(arrays) != len(expected):
-        found = len(arrays) if arrays is not None else type(native).__name__
-        raise ConversionError(
-            f"native weights: {found} arrays, expected a list of {len(expected)} "
-            f"(kernel, recurrent_kernel, bias per layer and direction)"
-        )
-    names = ("kernel", "recurrent_kernel", "bias")
-    checked = []
-    for index, (array, shape) in enumerate(zip(arrays, expected, strict=True)):
-        array = np.asarray(array)
-        if array.shape != shape:
-            cell, part = divmod(index, ARRAYS_PER_CELL)
-            layer, direction = divmod(cell, spec.directions)
-            field = f"weights[{index}] (layer {layer}, direction {direction}, {names[part]})"
-            raise ShapeError(field, array.shape, shape)
-        checked.append(array.astype(numpy_dtype(spec.dtype)))
-    return checked
+def native_arrays(native: Any, spec: LSTMSpec) -> list[np.ndarray]:
+    """The native list as numpy arrays in the spec's dtype (the contract checked the shapes)."""
+    dtype = numpy_dtype(spec.dtype)
+    return [np.asarray(array).astype(dtype) for array in native]
 
 
 def _tensors(arrays: list[np.ndarray]) -> list[Any]:
@@ -284,9 +252,7 @@ def feeds(spec: LSTMSpec, inputs: LSTMInputs, feeding: Feeding) -> list[np.ndarr
     if feeding.has_mask:
         fed.append(np.ascontiguousarray(mask))
     if feeding.has_state:
-        shape = (spec.layers, spec.directions, inputs.batch, spec.units)
-        h0 = np.zeros(shape, dtype) if inputs.h0 is None else np.asarray(inputs.h0, dtype)
-        c0 = np.zeros(shape, dtype) if inputs.c0 is None else np.asarray(inputs.c0, dtype)
+        h0, c0 = np.asarray(inputs.h0, dtype), np.asarray(inputs.c0, dtype)
         for layer in range(spec.layers):
             for direction in range(spec.directions):
                 fed += [h0[layer, direction], c0[layer, direction]]
@@ -321,7 +287,6 @@ class KerasFamilyRuntime(Runtime):
 
     style: ClassVar[str] = LAYERS
     activations: ClassVar[dict[str, str]] = {"sigmoid": "sigmoid"}
-    bias_factor: ClassVar[int] = 4
     # Eager calls before one trace (see KerasLSTM). Hypothesis draws a new spec
     # for most examples, where eager wins; a spec that comes back a third time
     # is worth its 0.1-0.3 s trace (equivalence.bench: 54 examples/s against 40
@@ -329,7 +294,10 @@ class KerasFamilyRuntime(Runtime):
     default_trace_after: ClassVar[int] = 2
     cache_size: ClassVar[int] = 64
 
-    def __init__(self, cache: bool = True, trace_after: int | str | None = "default") -> None:
+    def __init__(
+        self, entry: Entry, cache: bool = True, trace_after: int | str | None = "default"
+    ) -> None:
+        super().__init__(entry)
         self.use_cache = cache
         self.trace_after: int | None = (
             self.default_trace_after if isinstance(trace_after, str) else trace_after
@@ -358,13 +326,10 @@ class KerasFamilyRuntime(Runtime):
             cache.popitem(last=False)
         return cache[key]
 
-    def run(
-        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
+    def execute(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, options: dict[str, Any]
     ) -> LSTMResult:
-        refusal = self.capabilities.refusal(spec) or self.capabilities.input_refusal(inputs)
-        if refusal is not None:
-            raise UnsupportedFeatureError(self.name, refusal)
-        weights = check_native(native, spec, self.bias_factor)
+        weights = native_arrays(native, spec)
         feeding = Feeding.of(inputs)
         import tensorflow as tf
 

@@ -1,90 +1,74 @@
-"""What a runtime is: a real framework that builds an LSTM from native weights.
+"""The runtime contract: what every framework adapter gets checked for, in one place.
 
-Each runtime module adapts one framework. It imports the framework lazily,
-declares what it supports as data (:class:`Capabilities`), and returns an
-:class:`~equivalence.io_types.LSTMResult` in the reference's layout. Tests and
-strategies read the declarations; they never special-case a runtime by name.
+A runtime adapts one framework. Its table row (:mod:`equivalence.table`) says
+its name, weight format, device, environment and :class:`Capabilities`; the
+class only imports the framework lazily, builds and runs. :meth:`Runtime.run`
+is the template every call goes through, in this order:
+
+1. refuse what the row does not claim (:class:`UnsupportedFeatureError`, one
+   message shape: ``"<runtime> cannot represent <feature>"``);
+2. refuse unknown format options and options that contradict the spec;
+3. check the native weights through the format's own reader, so a runtime
+   never loads weights its format would reject;
+4. complete the initial states (a missing half of ``h0``/``c0`` is zeros);
+
+and only then calls the subclass's :meth:`Runtime.execute`.
 """
 
 from __future__ import annotations
 
 import abc
 import importlib
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ..capabilities import Capabilities
+from ..errors import ShapeError, UnsupportedFeatureError
+from ..formats import get as get_format
 from ..io_types import LSTMInputs, LSTMResult
+from ..options import checked_run_options, reader_options
 from ..spec import LSTMSpec
 
+if TYPE_CHECKING:
+    from ..table import Entry
 
-@dataclass(frozen=True)
-class Capabilities:
-    """The specs and inputs a runtime can build and run."""
+__all__ = ["Capabilities", "Runtime", "split_states", "with_initial_states", "zero_padding"]
 
-    max_layers: int | None = None
-    bidirectional: bool = True
-    projection: bool = False
-    projection_clip: bool = False
-    peepholes: bool = False
-    cell_clip: bool = False
-    gate_clip: bool = False
-    forget_bias: bool = False
-    recurrent_activations: frozenset[str] = frozenset({"sigmoid"})
-    initial_state: bool = True
-    lengths: bool = True
-    time_major: bool = False
-    dtypes: frozenset[str] = frozenset({"float32"})
-
-    def refusal(self, spec: LSTMSpec) -> str | None:
-        """Why ``spec`` cannot run here, or None when it can."""
-        checks = [
-            (self.max_layers is not None and spec.layers > self.max_layers,
-             f"{spec.layers} layers (max {self.max_layers})"),
-            (spec.directions == 2 and not self.bidirectional, "bidirectional"),
-            (spec.projection_size is not None and not self.projection, "projection"),
-            (spec.projection_clip is not None and not self.projection_clip, "projection_clip"),
-            (spec.peepholes and not self.peepholes, "peepholes"),
-            (spec.cell_clip is not None and not self.cell_clip, "cell_clip"),
-            (spec.gate_clip is not None and not self.gate_clip, "gate_clip"),
-            (spec.forget_bias != 0.0 and not self.forget_bias, "forget_bias"),
-            (spec.recurrent_activation not in self.recurrent_activations,
-             f"recurrent_activation={spec.recurrent_activation}"),
-            (spec.dtype not in self.dtypes, f"dtype={spec.dtype}"),
-        ]
-        for failed, reason in checks:
-            if failed:
-                return reason
-        return None
-
-    def input_refusal(self, inputs: LSTMInputs) -> str | None:
-        """Why these inputs cannot be fed here, or None when they can."""
-        if inputs.h0 is not None and not self.initial_state:
-            return "initial state"
-        if inputs.lengths is not None and not self.lengths:
-            return "sequence lengths"
-        if inputs.time_major and not self.time_major:
-            return "time-major input"
-        return None
+# Fields the weights must agree with the spec on (the rest are run-time options).
+_SHAPE_FIELDS = ("input_size", "units", "layers", "directions", "projection_size", "peepholes")
 
 
 class Runtime(abc.ABC):
-    """A framework that runs an LSTM for real.
+    """A framework that runs an LSTM for real; built from its table row.
 
-    Subclasses set ``name``, ``format`` (the native weight format they consume,
-    a key of :mod:`equivalence.formats`), ``module`` (the import that must work)
-    and ``capabilities``, and implement :meth:`run`. Built layers and graphs
+    Subclasses set ``module`` (the import that must work) and ``requires``
+    (further imports), and implement :meth:`execute`. Built layers and graphs
     should be cached by shape so that Hypothesis examples do not rebuild them.
     """
 
-    name: ClassVar[str]
-    format: ClassVar[str]
     module: ClassVar[str]
-    capabilities: ClassVar[Capabilities]
-    device: ClassVar[str] = "cpu"
-
     requires: ClassVar[tuple[str, ...]] = ()  # further modules the runtime imports
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def format(self) -> str:
+        return self.entry.format
+
+    @property
+    def device(self) -> str:
+        return self.entry.device
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.entry.capabilities
 
     def unavailable_reason(self) -> str | None:
         """None when the framework imports and the device exists, else why not."""
@@ -103,15 +87,60 @@ class Runtime(abc.ABC):
         module = importlib.import_module(self.module.split(".")[0])
         return str(getattr(module, "__version__", "unknown"))
 
-    @abc.abstractmethod
     def run(
         self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
     ) -> LSTMResult:
-        """Build (or reuse) the network for ``spec``, load ``native``, run ``inputs``.
+        """Check the call against the contract, then build (or reuse) and run.
 
         ``format_options`` are the options the native weights were made with
         (for example TF1's ``forget_bias``).
         """
+        self.check_supported(spec, inputs)
+        options = checked_run_options(self.name, self.format, spec, format_options)
+        self.check_weights(spec, native, options)
+        return self.execute(spec, native, with_initial_states(spec, inputs), options)
+
+    def check_supported(self, spec: LSTMSpec, inputs: LSTMInputs) -> None:
+        """Refuse, by name, a spec or an input this runtime's row does not claim."""
+        refusal = self.capabilities.refusal(spec) or self.capabilities.input_refusal(inputs)
+        if refusal is not None:
+            raise UnsupportedFeatureError(self.name, refusal)
+
+    def check_weights(self, spec: LSTMSpec, native: Any, options: Mapping[str, Any]) -> None:
+        """Read ``native`` with the format's reader; its shape must be the spec's."""
+        read = get_format(self.format).to_canonical(
+            native, **reader_options(self.format, spec, options)
+        )
+        for field in _SHAPE_FIELDS:
+            found, expected = getattr(read.spec, field), getattr(spec, field)
+            if found != expected:
+                raise ShapeError(f"{self.name} weights: {field}", found, expected)
+
+    @abc.abstractmethod
+    def execute(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, options: dict[str, Any]
+    ) -> LSTMResult:
+        """Build (or reuse) the network for ``spec``, load ``native``, run ``inputs``.
+
+        Called only after the contract's checks: ``inputs`` has both initial
+        states or neither, in the contract's shapes.
+        """
+
+
+def with_initial_states(spec: LSTMSpec, inputs: LSTMInputs) -> LSTMInputs:
+    """Both of ``h0`` (L, D, B, O) and ``c0`` (L, D, B, H) when either is given; zeros fill in."""
+    if inputs.h0 is None and inputs.c0 is None:
+        return inputs
+    lead = (spec.layers, spec.directions, inputs.batch)
+    states = {}
+    for name, size in (("h0", spec.output_size), ("c0", spec.units)):
+        value = getattr(inputs, name)
+        shape = (*lead, size)
+        value = np.zeros(shape, inputs.x.dtype) if value is None else np.asarray(value)
+        if value.shape != shape:
+            raise ShapeError(name, value.shape, shape)
+        states[name] = value
+    return LSTMInputs(inputs.x, states["h0"], states["c0"], inputs.lengths, inputs.time_major)
 
 
 def zero_padding(outputs: np.ndarray, inputs: LSTMInputs) -> np.ndarray:

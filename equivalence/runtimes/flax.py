@@ -24,61 +24,47 @@ never retraces; jax's own jit cache handles new batch/time shapes.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConversionError
+from ..errors import UnsupportedFeatureError
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
-from .base import Capabilities, Runtime, zero_padding
+from ._jax import x64
+from .base import Runtime, zero_padding
+
+if TYPE_CHECKING:
+    from ..table import Entry
 
 # Recurrent activations flax can use as ``gate_fn`` with a function jax itself
 # ships: Keras 3's hard sigmoid is relu6(x + 3) / 6, which is jax.nn.hard_sigmoid.
 _GATE_FUNCTIONS = {"sigmoid": "sigmoid", "hard_sigmoid_keras3": "hard_sigmoid"}
 
-_CAPABILITIES = Capabilities(
-    max_layers=None,
-    bidirectional=True,
-    # gate_fn could also run "hard_sigmoid_keras3" (validated), but the flax
-    # format refuses that spec feature, so the declaration stays at sigmoid.
-    recurrent_activations=frozenset({"sigmoid"}),
-    initial_state=True,
-    lengths=True,
-    time_major=True,
-    dtypes=frozenset({"float32", "float64"}),
-)
-
-
-
 class _FlaxLinenRuntime(Runtime):
     """Shared body of the two linen runtimes; subclasses pick the cell class."""
 
-    format: ClassVar[str] = "flax"
     module: ClassVar[str] = "flax"
-    capabilities: ClassVar[Capabilities] = _CAPABILITIES
     cell_class: ClassVar[str]
     default_variant: ClassVar[str]
     # Format-option variants whose param tree this runtime reads (linen LSTMCell
     # and OptimizedLSTMCell share one tree, so either is accepted).
     variants: ClassVar[frozenset[str]] = frozenset({"linen", "linen_optimized"})
 
-    def __init__(self) -> None:
+    def __init__(self, entry: Entry) -> None:
+        super().__init__(entry)
         # Jitted forward functions of this instance: (cell, spec, flags) -> fn. Per instance,
         # so the benchmark's "naive" fresh instance really compiles anew.
         self._forwards: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
-    def run(
-        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
+    def execute(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, options: dict[str, Any]
     ) -> LSTMResult:
-        variant = format_options.get("variant", self.default_variant)
+        variant = options.get("variant", self.default_variant)
         if variant not in self.variants:
-            raise ConversionError(
-                f"{self.name}: format option variant={variant!r}, expected one of "
-                f"{sorted(self.variants)} (linen param trees)"
-            )
+            raise UnsupportedFeatureError(self.name, f"variant={variant!r}",
+                                          f"it reads {sorted(self.variants)} param trees")
         dtype = np.dtype(spec.dtype)
         params = _params_grid(spec, native, dtype)
         x = np.asarray(inputs.x, dtype=dtype)
@@ -88,7 +74,7 @@ class _FlaxLinenRuntime(Runtime):
         c0 = None if inputs.c0 is None else np.asarray(inputs.c0, dtype=dtype)
         lengths = None if inputs.lengths is None else np.asarray(inputs.lengths, np.int32)
         forward = self._forward(spec, inputs)
-        with _x64(dtype == np.float64):
+        with x64(dtype == np.float64):
             outputs, h, c = forward(params, x, h0, c0, lengths)
             # np.array: writable copies, not read-only views of jax buffers
             outputs, h, c = np.array(outputs), np.array(h), np.array(c)
@@ -107,7 +93,6 @@ class _FlaxLinenRuntime(Runtime):
 class FlaxRuntime(_FlaxLinenRuntime):
     """``flax.linen.RNN`` over ``flax.linen.LSTMCell`` (one Dense per gate)."""
 
-    name: ClassVar[str] = "flax"
     cell_class: ClassVar[str] = "LSTMCell"
     default_variant: ClassVar[str] = "linen"
 
@@ -115,7 +100,6 @@ class FlaxRuntime(_FlaxLinenRuntime):
 class FlaxOptimizedRuntime(_FlaxLinenRuntime):
     """``flax.linen.RNN`` over ``flax.linen.OptimizedLSTMCell`` (gates in one matmul)."""
 
-    name: ClassVar[str] = "flax_optimized"
     cell_class: ClassVar[str] = "OptimizedLSTMCell"
     default_variant: ClassVar[str] = "linen_optimized"
 
@@ -171,17 +155,7 @@ def _params_grid(spec: LSTMSpec, native: Any, dtype: np.dtype) -> list[list[dict
     A single cell's params (L=1, D=1) is a dict; anything else is a list over
     layers of lists over directions. A ``{'params': ...}`` wrapper is accepted.
     """
-    if isinstance(native, Mapping):
-        grid: Sequence[Any] = [[native]]
-    elif isinstance(native, Sequence) and not isinstance(native, (str, bytes)):
-        grid = native
-    else:
-        raise ConversionError(f"flax native: got {type(native).__name__}, expected a dict or list")
-    if len(grid) != spec.layers or any(len(row) != spec.directions for row in grid):
-        raise ConversionError(
-            f"flax native: {len(grid)} layers of {[len(row) for row in grid]} directions, "
-            f"expected {spec.layers} layers of {spec.directions}"
-        )
+    grid: Sequence[Any] = [[native]] if isinstance(native, Mapping) else native
     return [[_cast_tree(_unwrap(cell), dtype) for cell in row] for row in grid]
 
 
@@ -195,12 +169,3 @@ def _cast_tree(tree: Any, dtype: np.dtype) -> Any:
     if isinstance(tree, Mapping):
         return {str(k): _cast_tree(v, dtype) for k, v in tree.items()}
     return np.asarray(tree, dtype=dtype)
-
-
-def _x64(enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """Scoped float64 in jax: the process-wide default (float32 only) stays untouched."""
-    if not enabled:
-        return contextlib.nullcontext()
-    import jax
-
-    return jax.enable_x64(True)

@@ -21,38 +21,30 @@ Facts from jax 0.10.2 ``jax/experimental/rnn.py`` and ``jaxlib/gpu/rnn_kernels.c
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..errors import ShapeError
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
-from .base import Capabilities, Runtime, split_states, zero_padding
+from ._jax import x64
+from .base import Runtime, split_states, zero_padding
+
+if TYPE_CHECKING:
+    from ..table import Entry
 
 
 class JaxRnnRuntime(Runtime):
     """``jax.experimental.rnn.lstm`` on a GPU (cuDNN)."""
 
-    def __init__(self) -> None:
+    def __init__(self, entry: Entry) -> None:
+        super().__init__(entry)
         # Jitted forward functions of this instance, keyed by spec (per instance, so the
         # benchmark's "naive" fresh instance really compiles anew).
         self._forwards: dict[LSTMSpec, Callable[..., Any]] = {}
 
-    name: ClassVar[str] = "jax_rnn"
-    format: ClassVar[str] = "jax_rnn"
     module: ClassVar[str] = "jax.experimental.rnn"
-    device: ClassVar[str] = "gpu"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        max_layers=None,
-        bidirectional=True,
-        initial_state=True,
-        lengths=True,
-        time_major=False,  # the op is batch-major only
-        dtypes=frozenset({"float32"}),  # cuDNN descriptor is CUDNN_DATA_FLOAT
-    )
 
     def device_reason(self) -> str | None:
         import jax
@@ -63,8 +55,8 @@ class JaxRnnRuntime(Runtime):
             return f"no GPU for cuDNN: {exc}"
         return None
 
-    def run(
-        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
+    def execute(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, options: dict[str, Any]
     ) -> LSTMResult:
         dtype = np.dtype(spec.dtype)
         weights = _flat_weights(spec, native, dtype)
@@ -75,7 +67,7 @@ class JaxRnnRuntime(Runtime):
         lengths = (np.full(batch, steps, np.int32) if inputs.lengths is None
                    else np.asarray(inputs.lengths, np.int32))
         forward = self._forward(spec)
-        with _x64(dtype == np.float64):
+        with x64(dtype == np.float64):
             outputs, h, c = (np.array(a) for a in forward(x, h0, c0, weights, lengths))
         return LSTMResult(zero_padding(outputs, inputs), split_states(h, spec),
                           split_states(c, spec))
@@ -105,17 +97,6 @@ class JaxRnnReferenceRuntime(JaxRnnRuntime):
     ``unpack_lstm_weights``) on machines without a GPU.
     """
 
-    name: ClassVar[str] = "jax_rnn_ref"
-    device: ClassVar[str] = "cpu"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        max_layers=None,
-        bidirectional=True,
-        initial_state=True,
-        lengths=True,
-        time_major=False,
-        dtypes=frozenset({"float32", "float64"}),
-    )
-
     def device_reason(self) -> str | None:
         return None
 
@@ -134,22 +115,9 @@ class JaxRnnReferenceRuntime(JaxRnnRuntime):
         return jax.jit(forward)
 
 
-def num_params(spec: LSTMSpec) -> int:
-    """Length of the flat vector for ``spec`` (the formula of ``get_num_params_in_lstm``)."""
-    units, total = spec.units, 0
-    for layer in range(spec.layers):
-        per_direction = 4 * units * (spec.layer_input_size(layer) + units) + 8 * units
-        total += spec.directions * per_direction
-    return total
-
-
 def _flat_weights(spec: LSTMSpec, native: Any, dtype: np.dtype) -> np.ndarray:
-    flat = np.asarray(native, dtype=dtype).reshape(-1)
-    expected = num_params(spec)
-    if flat.size != expected:
-        raise ShapeError("jax_rnn weights", (flat.size,), (expected,),
-                         "flat vector length from get_num_params_in_lstm")
-    return flat
+    """The flat vector in ``dtype`` (its length was checked by the format's reader)."""
+    return np.asarray(native, dtype=dtype).reshape(-1)
 
 
 def _pseudo_layer_states(
@@ -160,12 +128,3 @@ def _pseudo_layer_states(
     if states is None:
         return np.zeros(shape, dtype)
     return np.asarray(states, dtype=dtype).reshape(shape)
-
-
-def _x64(enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """Scoped float64 in jax (only the CPU reference can use it)."""
-    if not enabled:
-        return contextlib.nullcontext()
-    import jax
-
-    return jax.enable_x64(True)

@@ -15,18 +15,6 @@ import os
 from typing import ClassVar
 
 from ._keras_common import CELLS, LAYERS, KerasFamilyRuntime, KerasModule
-from .base import Capabilities
-
-_CAPABILITIES = Capabilities(
-    bidirectional=True,
-    recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_keras3"}),
-    initial_state=True,
-    lengths=True,
-    time_major=False,  # Keras 3 recurrent layers have no time-major path
-    # float16/bfloat16 pass compare.Tolerance against the reference (checked for
-    # 1-2 layers, 1-2 directions, T up to 9, with states and lengths).
-    dtypes=frozenset({"float16", "bfloat16", "float32", "float64"}),
-)
 
 
 def import_keras3():
@@ -40,10 +28,7 @@ def import_keras3():
 class KerasRuntime(KerasFamilyRuntime):
     """Keras 3 ``LSTM`` layers (``Bidirectional`` with concat for two directions)."""
 
-    name = "keras"
-    format = "keras"
     module = "keras"
-    capabilities = _CAPABILITIES
     style = LAYERS
     activations: ClassVar[dict[str, str]] = {
         "sigmoid": "sigmoid",
@@ -76,7 +61,6 @@ class KerasCellRuntime(KerasRuntime):
     stack, which is a different network.
     """
 
-    name = "keras_cell"
     style = CELLS
 
 
@@ -86,9 +70,6 @@ class KerasGpuRuntime(KerasRuntime):
     Compared with the ``keras`` row (pinned to the CPU) by ``pytest -m gpu``;
     TF32 is off so the comparison is at float32 precision.
     """
-
-    name = "keras_gpu"
-    device = "gpu"
 
     def device_reason(self) -> str | None:
         import tensorflow as tf

@@ -28,14 +28,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConversionError, MissingKeyError, ShapeError
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
-from .base import Capabilities, Runtime
+from .base import Runtime
+
+if TYPE_CHECKING:
+    from ..table import Entry
 
 _WEIGHT_NAMES = ("input_weights", "recurrent_weights", "input_free_term", "recurrent_free_term")
 
@@ -51,20 +53,10 @@ class _Network:
 class NeoMLRuntime(Runtime):
     """``neoml.Dnn.Lstm`` layers (``reverse_seq`` for the backward direction) in one Dnn."""
 
-    name: ClassVar[str] = "neoml"
-    format: ClassVar[str] = "neoml"
     module: ClassVar[str] = "neoml"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        max_layers=None,
-        bidirectional=True,
-        recurrent_activations=frozenset({"sigmoid"}),
-        initial_state=True,  # the Lstm layer's optional inputs #1 (c0) and #2 (h0)
-        lengths=False,  # no per-sequence lengths in the Lstm layer
-        time_major=False,  # NeoML is time-major only: we always transpose
-        dtypes=frozenset({"float32"}),  # blobs are float32 or int32
-    )
 
-    def __init__(self) -> None:
+    def __init__(self, entry: Entry) -> None:
+        super().__init__(entry)
         self._engine: Any = None
         self._networks: dict[tuple[Any, ...], _Network] = {}
 
@@ -73,15 +65,12 @@ class NeoMLRuntime(Runtime):
 
         return version("neoml")
 
-    def run(
-        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
+    def execute(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, options: dict[str, Any]
     ) -> LSTMResult:
-        refusal = self.capabilities.refusal(spec) or self.capabilities.input_refusal(inputs)
-        if refusal:
-            raise ConversionError(f"neoml runtime cannot run: {refusal}")
-        cells = _cells_grid(spec, native)
+        cells = _cells_grid(native)
         batch, steps = inputs.batch, inputs.steps
-        has_state = inputs.h0 is not None or inputs.c0 is not None
+        has_state = inputs.h0 is not None
         network = self._network(spec, batch, steps, has_state)
         for layer, row in enumerate(network.lstms):
             for direction, lstm in enumerate(row):
@@ -157,9 +146,8 @@ class NeoMLRuntime(Runtime):
                                         copy=True)}
         if not has_state:
             return feeds
-        shape = (spec.layers, spec.directions, batch, spec.units)
         for prefix, value in (("h0", inputs.h0), ("c0", inputs.c0)):
-            states = np.zeros(shape, np.float32) if value is None else np.asarray(value, np.float32)
+            states = np.asarray(value, np.float32)
             for layer in range(spec.layers):
                 for direction in range(spec.directions):
                     state = np.ascontiguousarray(states[layer, direction])
@@ -188,37 +176,8 @@ def _collect(spec: LSTMSpec, outputs: Mapping[str, Any], batch: int, steps: int)
                       np.stack(final_c).reshape(shape))
 
 
-def _cells_grid(spec: LSTMSpec, native: Any) -> list[list[dict[str, np.ndarray]]]:
-    """``native`` as ``[layer][direction]`` dicts of float32 arrays, shapes checked."""
-    if isinstance(native, Mapping):
-        grid: Sequence[Any] = [[native]]
-    elif isinstance(native, Sequence) and not isinstance(native, (str, bytes)):
-        grid = native
-    else:
-        raise ConversionError(f"neoml native: got {type(native).__name__}, expected a dict or list")
-    if len(grid) != spec.layers or any(len(row) != spec.directions for row in grid):
-        raise ConversionError(
-            f"neoml native: {len(grid)} layers of {[len(row) for row in grid]} directions, "
-            f"expected {spec.layers} layers of {spec.directions}"
-        )
-    return [[_cell(spec, layer, d, cell) for d, cell in enumerate(row)]
-            for layer, row in enumerate(grid)]
-
-
-def _cell(spec: LSTMSpec, layer: int, direction: int, cell: Any) -> dict[str, np.ndarray]:
-    where = f"neoml native[{layer}][{direction}]"
-    if not isinstance(cell, Mapping):
-        raise ConversionError(f"{where}: got {type(cell).__name__}, expected a dict")
-    missing = [n for n in _WEIGHT_NAMES if n not in cell]
-    if missing:
-        raise MissingKeyError(f"{where}: missing {missing}")
-    units4, width = 4 * spec.units, spec.layer_input_size(layer)
-    expected = {"input_weights": (units4, width), "recurrent_weights": (units4, spec.units),
-                "input_free_term": (units4,), "recurrent_free_term": (units4,)}
-    arrays = {}
-    for name, shape in expected.items():
-        array = np.ascontiguousarray(np.asarray(cell[name], dtype=np.float32))
-        if array.shape != shape:
-            raise ShapeError(f"{where}.{name}", array.shape, shape)
-        arrays[name] = array
-    return arrays
+def _cells_grid(native: Any) -> list[list[dict[str, np.ndarray]]]:
+    """``native`` (checked by the contract) as ``[layer][direction]`` dicts of float32 arrays."""
+    grid: Sequence[Any] = [[native]] if isinstance(native, Mapping) else native
+    return [[{name: np.ascontiguousarray(np.asarray(cell[name], dtype=np.float32))
+              for name in _WEIGHT_NAMES} for cell in row] for row in grid]

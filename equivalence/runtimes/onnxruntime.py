@@ -23,15 +23,17 @@ Facts this module relies on (verified against onnxruntime 1.32, CPU):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConversionError, MissingKeyError, ShapeError, UnexpectedKeyError
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
-from .base import Capabilities, Runtime
+from .base import Runtime
+
+if TYPE_CHECKING:
+    from ..table import Entry
 
 # LSTM-14 semantics (opset 22 only adds bfloat16 types, which ORT's CPU kernel lacks).
 OPSET = 17
@@ -44,33 +46,19 @@ _BATCH, _TIME = "batch", "time"
 class OnnxRuntime(Runtime):
     """ONNX ``LSTM`` nodes in onnxruntime's CPU execution provider."""
 
-    name: ClassVar[str] = "onnxruntime"
-    format: ClassVar[str] = "onnx"
     module: ClassVar[str] = "onnxruntime"
     requires: ClassVar[tuple[str, ...]] = ("onnx",)  # the graph is built with onnx.helper
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        bidirectional=True,
-        projection=False,
-        peepholes=True,
-        gate_clip=True,
-        initial_state=True,
-        lengths=True,
-        # ONNX LSTM is time-major natively (ORT refuses layout=1): both paths are that one.
-        time_major=True,
-        # float16 runs as float16 tensors around a float32 kernel (ORT inserts the Casts).
-        dtypes=frozenset({"float32", "float16"}),
-    )
 
-    def __init__(self) -> None:
+    def __init__(self, entry: Entry) -> None:
+        super().__init__(entry)
         self._sessions: dict[tuple[LSTMSpec, bool, bool], Any] = {}
 
-    def run(
-        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
+    def execute(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, options: dict[str, Any]
     ) -> LSTMResult:
         """Feed ``native`` ONNX weights and ``inputs`` to a cached session for ``spec``."""
-        _check_options(spec, format_options)
-        layers = _layer_weights(spec, native)
-        has_state = inputs.h0 is not None or inputs.c0 is not None
+        layers = layer_weights(native)
+        has_state = inputs.h0 is not None
         has_lengths = inputs.lengths is not None
         session = self._session(spec, has_state, has_lengths)
         feeds = _feeds(spec, layers, inputs, has_state)
@@ -89,16 +77,6 @@ class OnnxRuntime(Runtime):
                 model.SerializeToString(), options, providers=["CPUExecutionProvider"]
             )
         return self._sessions[key]
-
-
-def _check_options(spec: LSTMSpec, options: dict[str, Any]) -> None:
-    """Only ``clip`` (the ``to_canonical`` option) is accepted, and it must agree with the spec."""
-    extra = sorted(set(options) - {"clip"})
-    if extra:
-        raise ConversionError(f"onnxruntime: unexpected format options {extra} (only 'clip')")
-    if "clip" in options and options["clip"] != spec.gate_clip:
-        raise ConversionError(f"onnxruntime: clip={options['clip']!r} disagrees with "
-                              f"spec.gate_clip={spec.gate_clip!r}")
 
 
 def build_model(spec: LSTMSpec, *, has_state: bool, has_lengths: bool) -> Any:
@@ -193,40 +171,13 @@ def _weight_shapes(spec: LSTMSpec, layer: int) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _layer_weights(spec: LSTMSpec, native: Any) -> list[dict[str, np.ndarray]]:
-    """Native weights (a dict for one layer, a list of dicts for a stack), checked per layer."""
-    if isinstance(native, Mapping):
-        native = [native]
-    if isinstance(native, (str, bytes)) or not isinstance(native, Sequence):
-        raise ConversionError(f"onnx weights: got {type(native).__name__}, "
-                              "expected a dict (one layer) or a list of dicts")
-    if len(native) != spec.layers:
-        raise ShapeError("onnx weights", f"{len(native)} layers", f"{spec.layers} layers")
-    return [_checked_layer(spec, layer, weights) for layer, weights in enumerate(native)]
-
-
-def _checked_layer(spec: LSTMSpec, layer: int, weights: Any) -> dict[str, np.ndarray]:
-    where = f"onnx weights[{layer}]"
-    if not isinstance(weights, Mapping):
-        raise ConversionError(f"{where}: got {type(weights).__name__}, expected a dict")
-    shapes = _weight_shapes(spec, layer)
-    missing = sorted(set(shapes) - set(weights))
-    if missing:
-        raise MissingKeyError(f"{where}: missing {missing}")
-    extra = sorted(set(weights) - set(shapes))
-    if extra:
-        raise UnexpectedKeyError(f"{where}: unexpected {extra}, expected only {sorted(shapes)}")
-    checked = {}
-    for name, shape in shapes.items():
-        array = np.asarray(weights[name])
-        if array.shape != shape:
-            raise ShapeError(f"{where}.{name}", array.shape, shape)
-        checked[name] = array
-    return checked
+def layer_weights(native: Any) -> list[Mapping[str, Any]]:
+    """Native weights (a dict for one layer, a list of dicts for a stack) as a per-layer list."""
+    return [native] if isinstance(native, Mapping) else list(native)
 
 
 def _feeds(
-    spec: LSTMSpec, layers: list[dict[str, np.ndarray]], inputs: LSTMInputs, has_state: bool
+    spec: LSTMSpec, layers: list[Mapping[str, Any]], inputs: LSTMInputs, has_state: bool
 ) -> dict[str, np.ndarray]:
     dtype = np.dtype(spec.dtype)
     feeds = {"X": np.ascontiguousarray(np.swapaxes(inputs.x, 0, 1), dtype=dtype)}
@@ -236,22 +187,11 @@ def _feeds(
         for name, array in weights.items():
             feeds[f"{name}_{layer}"] = np.ascontiguousarray(array, dtype=dtype)
     if has_state:
-        h0, c0 = _initial_states(spec, inputs)
+        h0, c0 = np.asarray(inputs.h0), np.asarray(inputs.c0)
         for layer in range(spec.layers):
             feeds[f"initial_h_{layer}"] = np.ascontiguousarray(h0[layer], dtype=dtype)
             feeds[f"initial_c_{layer}"] = np.ascontiguousarray(c0[layer], dtype=dtype)
     return feeds
-
-
-def _initial_states(spec: LSTMSpec, inputs: LSTMInputs) -> tuple[np.ndarray, np.ndarray]:
-    """Contract (L, D, B, H) states; a missing half of the pair is zeros (ONNX's default)."""
-    shape = (spec.layers, spec.directions, inputs.batch, spec.units)
-    h0 = np.zeros(shape) if inputs.h0 is None else np.asarray(inputs.h0)
-    c0 = np.zeros(shape) if inputs.c0 is None else np.asarray(inputs.c0)
-    for name, value in (("h0", h0), ("c0", c0)):
-        if value.shape != shape:
-            raise ShapeError(name, value.shape, shape)
-    return h0, c0
 
 
 def _result(spec: LSTMSpec, outputs: list[np.ndarray], inputs: LSTMInputs) -> LSTMResult:

@@ -30,7 +30,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,18 +39,19 @@ from ..errors import (
     MissingKeyError,
     ShapeError,
     UnexpectedKeyError,
-    UnsupportedFeatureError,
 )
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
-from .base import Capabilities, Runtime
+from .base import Runtime
+
+if TYPE_CHECKING:
+    from ..table import Entry
 
 _CELL_MODULES = (
     "tf_keras.api._v1.keras.__internal__.legacy.rnn_cell",
     "tensorflow.python.keras.layers.legacy_rnn.rnn_cell_impl",
 )
 DEFAULT_FORGET_BIAS = 1.0
-_FORMAT_OPTIONS = frozenset({"forget_bias"})
 
 
 @dataclass(frozen=True)
@@ -101,28 +102,11 @@ class TF1Runtime(Runtime):
     contrib's ``stack_bidirectional_dynamic_rnn`` when there is more than one layer.
     """
 
-    name = "tf1"
-    format = "tf1"
     module = "tensorflow"
-    capabilities = Capabilities(
-        max_layers=None,
-        bidirectional=True,
-        projection=True,
-        projection_clip=True,
-        peepholes=True,
-        cell_clip=True,
-        gate_clip=False,
-        # A spec's run-time forget_bias is folded into the native bias by the converter.
-        forget_bias=True,
-        recurrent_activations=frozenset({"sigmoid"}),
-        initial_state=True,
-        lengths=True,
-        time_major=True,
-        dtypes=frozenset({"float32", "float64"}),
-    )
 
-    def __init__(self, cache_size: int = 16) -> None:
+    def __init__(self, entry: Entry, cache_size: int = 16) -> None:
         """``cache_size`` graphs are kept (least recently used evicted); 0 rebuilds per call."""
+        super().__init__(entry)
         self.cache_size = cache_size
         self._graphs: OrderedDict[_GraphKey, _BuiltGraph] = OrderedDict()
 
@@ -136,11 +120,11 @@ class TF1Runtime(Runtime):
             return str(exc)
         return None
 
-    def run(
-        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
+    def execute(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, options: dict[str, Any]
     ) -> LSTMResult:
         """Build or reuse the graph for ``spec``, assign ``native`` by name, run ``inputs``."""
-        key = _graph_key(self, spec, inputs, format_options)
+        key = _graph_key(spec, inputs, options)
         built = self._graphs.pop(key, None) or _build_graph(key)
         try:
             _assign_weights(built, key, native)
@@ -162,21 +146,10 @@ class TF1Runtime(Runtime):
             self._graphs.popitem(last=False)[1].close()
 
 
-def _graph_key(
-    runtime: Runtime, spec: LSTMSpec, inputs: LSTMInputs, format_options: dict[str, Any]
-) -> _GraphKey:
-    unknown = sorted(set(format_options) - _FORMAT_OPTIONS)
-    if unknown:
-        raise UnexpectedKeyError(
-            f"tf1 runtime: unknown format options {unknown}, expected a subset of "
-            f"{sorted(_FORMAT_OPTIONS)}"
-        )
-    refusal = runtime.capabilities.refusal(spec) or runtime.capabilities.input_refusal(inputs)
-    if refusal is not None:
-        raise UnsupportedFeatureError("tf1 runtime", refusal)
+def _graph_key(spec: LSTMSpec, inputs: LSTMInputs, format_options: dict[str, Any]) -> _GraphKey:
     return _GraphKey(
         spec=spec,
-        has_state=inputs.h0 is not None or inputs.c0 is not None,
+        has_state=inputs.h0 is not None,
         has_lengths=inputs.lengths is not None,
         time_major=bool(inputs.time_major),
         forget_bias=float(format_options.get("forget_bias", DEFAULT_FORGET_BIAS)),
@@ -364,22 +337,9 @@ def _run_graph(built: _BuiltGraph, key: _GraphKey, inputs: LSTMInputs) -> LSTMRe
     if key.has_lengths:
         feed[built.lengths] = np.asarray(inputs.lengths, dtype=np.int32)
     if key.has_state:
-        # One of h0 / c0 may be absent: it starts at zero, as it would by default.
-        lead = (spec.layers, spec.directions, inputs.batch)
-        feed[built.h0] = _state_or_zeros(inputs.h0, (*lead, spec.output_size), dtype)
-        feed[built.c0] = _state_or_zeros(inputs.c0, (*lead, spec.units), dtype)
+        feed[built.h0] = np.asarray(inputs.h0, dtype)
+        feed[built.c0] = np.asarray(inputs.c0, dtype)
     outputs, h, c = built.session.run(built.fetches, feed)
     if key.time_major:
         outputs = outputs.transpose(1, 0, 2)
     return LSTMResult(outputs=outputs, h=h, c=c)
-
-
-def _state_or_zeros(
-    state: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype
-) -> np.ndarray:
-    if state is None:
-        return np.zeros(shape, dtype)
-    state = np.asarray(state, dtype)
-    if state.shape != shape:
-        raise ShapeError("initial state", state.shape, shape, "(layers, directions, batch, size)")
-    return state

@@ -12,26 +12,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import UnsupportedFeatureError
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
-from .base import Capabilities, Runtime, split_states, zero_padding
+from .base import Runtime, split_states, zero_padding
 
 
 class TfCudnnRnnRuntime(Runtime):
     """``tf.raw_ops.CudnnRNNV3`` (time-major, right-padded ``sequence_lengths``)."""
 
-    name: ClassVar[str] = "tf_cudnn_rnn"
-    format: ClassVar[str] = "cudnn_params"
     module: ClassVar[str] = "tensorflow"
-    device: ClassVar[str] = "gpu"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        bidirectional=True,
-        initial_state=True,
-        lengths=True,
-        time_major=True,
-        dtypes=frozenset({"float32", "float64"}),
-    )
 
     def device_reason(self) -> str | None:
         import tensorflow as tf
@@ -41,12 +30,9 @@ class TfCudnnRnnRuntime(Runtime):
         tf.config.experimental.enable_tensor_float_32_execution(False)
         return None
 
-    def run(
-        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
+    def execute(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, options: dict[str, Any]
     ) -> LSTMResult:
-        refusal = self.capabilities.refusal(spec) or self.capabilities.input_refusal(inputs)
-        if refusal:
-            raise UnsupportedFeatureError(self.name, refusal)
         import tensorflow as tf
 
         dtype = np.dtype(spec.dtype)

@@ -19,29 +19,6 @@ import importlib
 from typing import ClassVar
 
 from ._keras_common import CELLS, CUDNN, LAYERS, KerasFamilyRuntime, KerasModule
-from .base import Capabilities
-
-_CAPABILITIES = Capabilities(
-    bidirectional=True,
-    recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_tf_keras"}),
-    initial_state=True,
-    lengths=True,
-    time_major=True,  # LSTM(time_major=True), RNN(time_major=True); mask given as (T, B)
-    # float16/bfloat16 pass compare.Tolerance against the reference (checked for
-    # 1-2 layers, 1-2 directions, T up to 9, with states and lengths).
-    dtypes=frozenset({"float16", "bfloat16", "float32", "float64"}),
-)
-
-_CUDNN_CAPABILITIES = Capabilities(
-    bidirectional=True,
-    recurrent_activations=frozenset({"sigmoid"}),  # cuDNN's LSTM is fixed to sigmoid/tanh
-    initial_state=True,
-    lengths=False,  # CuDNNLSTM raises "Masking is not supported for CuDNN RNNs."
-    # Not declared: with go_backwards, _CuDNNRNN.call reverses axis 1 even when
-    # time_major=True (base_cudnn_rnn.py), i.e. the batch axis; untested on GPU.
-    time_major=False,
-    dtypes=frozenset({"float32"}),
-)
 
 CUDNN_LSTM_IMPORT = "tf_keras.api._v1.keras.layers"
 
@@ -49,10 +26,7 @@ CUDNN_LSTM_IMPORT = "tf_keras.api._v1.keras.layers"
 class TfKerasRuntime(KerasFamilyRuntime):
     """tf_keras ``LSTM`` layers (``Bidirectional`` with concat for two directions)."""
 
-    name = "tf_keras"
-    format = "keras"
     module = "tf_keras"
-    capabilities = _CAPABILITIES
     style = LAYERS
     activations: ClassVar[dict[str, str]] = {
         "sigmoid": "sigmoid",
@@ -72,7 +46,6 @@ class TfKerasCellRuntime(TfKerasRuntime):
     different code. Two directions use ``Bidirectional(RNN(LSTMCell))`` per layer.
     """
 
-    name = "tf_keras_cell"
     style = CELLS
     default_trace_after: ClassVar[int] = 2  # LSTMCell loops trace in 0.1-0.4 s
 
@@ -80,13 +53,8 @@ class TfKerasCellRuntime(TfKerasRuntime):
 class CuDNNLSTMRuntime(KerasFamilyRuntime):
     """tf_keras ``CuDNNLSTM`` layers; needs a GPU. Native weights have 8H biases."""
 
-    name = "tf_keras_cudnn"
-    format = "cudnn"
     module = "tf_keras"
-    device = "gpu"
-    capabilities = _CUDNN_CAPABILITIES
     style = CUDNN
-    bias_factor = 8
 
     def device_reason(self) -> str | None:
         import tensorflow as tf

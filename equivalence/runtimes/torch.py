@@ -9,38 +9,35 @@ one implementation and differ only in the device they run on.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConversionError, MissingKeyError, ShapeError, UnexpectedKeyError
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
-from .base import Capabilities, Runtime, split_states
+from .base import Runtime, split_states
 
-_TORCH_DTYPES = ("float16", "bfloat16", "float32", "float64")
+if TYPE_CHECKING:
+    from ..table import Entry
+
 
 
 class _TorchLSTMRuntime(Runtime):
     """Shared implementation; subclasses pick the torch device."""
 
-    format: ClassVar[str] = "torch"
     module: ClassVar[str] = "torch"
     torch_device: ClassVar[str]
 
-    def __init__(self) -> None:
+    def __init__(self, entry: Entry) -> None:
+        super().__init__(entry)
         # Built modules by (spec, batch_first): Hypothesis examples of one shape
         # reuse the module and only copy weights in.
         self._modules: dict[tuple[LSTMSpec, bool], Any] = {}
 
-    def run(
-        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, **format_options: Any
+    def execute(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, options: dict[str, Any]
     ) -> LSTMResult:
         """Load ``native`` (an ``nn.LSTM`` state_dict) into a cached module and run ``inputs``."""
-        if format_options:
-            raise ConversionError(
-                f"{self.name}: unexpected format options {sorted(format_options)} (takes none)"
-            )
         import torch
 
         self._prepare_backend(torch)
@@ -80,37 +77,13 @@ class _TorchLSTMRuntime(Runtime):
 class TorchRuntime(_TorchLSTMRuntime):
     """``torch.nn.LSTM`` on the CPU (oneDNN or the native kernel, as PyTorch picks)."""
 
-    name: ClassVar[str] = "torch"
-    device: ClassVar[str] = "cpu"
     torch_device: ClassVar[str] = "cpu"
-    # Verified on torch 2.13 CPU: every dtype runs, with and without
-    # proj_size, bidirectional and packed sequences.
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        bidirectional=True,
-        projection=True,
-        initial_state=True,
-        lengths=True,
-        time_major=True,
-        dtypes=frozenset(_TORCH_DTYPES),
-    )
 
 
 class TorchCudaRuntime(_TorchLSTMRuntime):
     """``torch.nn.LSTM`` on a CUDA device (cuDNN), with TF32 turned off."""
 
-    name: ClassVar[str] = "torch_cuda"
-    device: ClassVar[str] = "gpu"
     torch_device: ClassVar[str] = "cuda"
-    # cuDNN's RNN kernels take half, float and double; bfloat16 is left out
-    # until a GPU run shows it works (no GPU was available when this was written).
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        bidirectional=True,
-        projection=True,
-        initial_state=True,
-        lengths=True,
-        time_major=True,
-        dtypes=frozenset({"float16", "float32", "float64"}),
-    )
 
     def device_reason(self) -> str | None:
         import torch
@@ -143,31 +116,20 @@ def _build_module(spec: LSTMSpec, batch_first: bool, device: str) -> Any:
     return module.eval()
 
 
-def _load_weights(module: Any, native: Any) -> None:
-    """Copy a state_dict into ``module`` in place, strict about keys and shapes.
+def _load_weights(module: Any, native: Mapping[str, Any]) -> None:
+    """Copy a state_dict (keys and shapes checked by the contract) into ``module`` in place.
 
     ``param.copy_`` keeps the module's parameter objects (so cuDNN's flattened
     weight buffer stays valid) and casts to the module's dtype.
     """
-    if not isinstance(native, Mapping):
-        raise ConversionError(f"torch state_dict: got {type(native).__name__}, expected a dict")
-    params = dict(module.named_parameters())
-    missing = sorted(set(params) - set(native))
-    if missing:
-        raise MissingKeyError(f"torch state_dict: missing {missing}")
-    extra = sorted(set(native) - set(params))
-    if extra:
-        raise UnexpectedKeyError(f"torch state_dict: unexpected {extra}, expected {sorted(params)}")
     import torch
 
-    for key, param in params.items():
+    for key, param in module.named_parameters():
         value = native[key]
         if hasattr(value, "detach"):
             value = value.detach()
         else:
             value = torch.from_numpy(np.ascontiguousarray(_float_array(value)))
-        if tuple(value.shape) != tuple(param.shape):
-            raise ShapeError(key, tuple(value.shape), tuple(param.shape))
         param.copy_(value)
 
 
@@ -187,18 +149,13 @@ def _tensor(torch: Any, array: np.ndarray, dtype: Any, device: str) -> Any:
 def _initial_state(
     torch: Any, spec: LSTMSpec, inputs: LSTMInputs, dtype: Any, device: str
 ) -> tuple[Any, Any] | None:
-    """Contract (L, D, B, X) -> torch (L*D, B, X); a missing half of the pair is zeros."""
-    if inputs.h0 is None and inputs.c0 is None:
+    """Contract (L, D, B, X) -> torch (L*D, B, X)."""
+    if inputs.h0 is None or inputs.c0 is None:
         return None
-    tensors = []
-    for name, value, size in (("h0", inputs.h0, spec.output_size), ("c0", inputs.c0, spec.units)):
-        shape = (spec.layers, spec.directions, inputs.batch, size)
-        value = np.zeros(shape) if value is None else np.asarray(value)
-        if value.shape != shape:
-            raise ShapeError(name, value.shape, shape)
-        stacked = value.reshape(spec.layers * spec.directions, inputs.batch, size)
-        tensors.append(_tensor(torch, stacked, dtype, device))
-    return tensors[0], tensors[1]
+    lead = spec.layers * spec.directions
+    h0 = inputs.h0.reshape(lead, inputs.batch, spec.output_size)
+    c0 = inputs.c0.reshape(lead, inputs.batch, spec.units)
+    return _tensor(torch, h0, dtype, device), _tensor(torch, c0, dtype, device)
 
 
 def _run_packed(

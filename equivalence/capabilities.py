@@ -1,0 +1,92 @@
+"""What a runtime (or a format) can build and run, as data.
+
+A table row declares its runtime's :class:`Capabilities`; the runtime contract
+refuses from it, strategies draw from it, and a pair draws from the
+:func:`joint_capabilities` of its two sides. Core: numpy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .io_types import LSTMInputs
+from .spec import LSTMSpec
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """The specs and inputs a runtime can build and run."""
+
+    max_layers: int | None = None
+    bidirectional: bool = True
+    projection: bool = False
+    projection_clip: bool = False
+    peepholes: bool = False
+    cell_clip: bool = False
+    gate_clip: bool = False
+    forget_bias: bool = False
+    recurrent_activations: frozenset[str] = frozenset({"sigmoid"})
+    initial_state: bool = True
+    lengths: bool = True
+    time_major: bool = False
+    dtypes: frozenset[str] = frozenset({"float32"})
+
+    def refusal(self, spec: LSTMSpec) -> str | None:
+        """Why ``spec`` cannot run here, or None when it can."""
+        checks = [
+            (self.max_layers is not None and spec.layers > self.max_layers,
+             f"{spec.layers} layers (max {self.max_layers})"),
+            (spec.directions == 2 and not self.bidirectional, "bidirectional"),
+            (spec.projection_size is not None and not self.projection, "projection"),
+            (spec.projection_clip is not None and not self.projection_clip, "projection_clip"),
+            (spec.peepholes and not self.peepholes, "peepholes"),
+            (spec.cell_clip is not None and not self.cell_clip, "cell_clip"),
+            (spec.gate_clip is not None and not self.gate_clip, "gate_clip"),
+            (spec.forget_bias != 0.0 and not self.forget_bias, "forget_bias"),
+            (spec.recurrent_activation not in self.recurrent_activations,
+             f"recurrent_activation={spec.recurrent_activation}"),
+            (spec.dtype not in self.dtypes, f"dtype={spec.dtype}"),
+        ]
+        for failed, reason in checks:
+            if failed:
+                return reason
+        return None
+
+    def input_refusal(self, inputs: LSTMInputs) -> str | None:
+        """Why these inputs cannot be fed here, or None when they can."""
+        if inputs.h0 is not None and not self.initial_state:
+            return "initial state"
+        if inputs.lengths is not None and not self.lengths:
+            return "sequence lengths"
+        if inputs.time_major and not self.time_major:
+            return "time-major input"
+        return None
+
+
+def joint_capabilities(capabilities: Iterable[Capabilities]) -> Capabilities:
+    """What every runtime of ``capabilities`` supports (a pair draws from this)."""
+    caps = list(capabilities)
+    if not caps:
+        return Capabilities()
+    layer_limits = [c.max_layers for c in caps if c.max_layers is not None]
+    flags = (
+        "bidirectional",
+        "projection",
+        "projection_clip",
+        "peepholes",
+        "cell_clip",
+        "gate_clip",
+        "forget_bias",
+        "initial_state",
+        "lengths",
+        "time_major",
+    )
+    joint: dict[str, Any] = {flag: all(getattr(c, flag) for c in caps) for flag in flags}
+    return Capabilities(
+        max_layers=min(layer_limits) if layer_limits else None,
+        **joint,
+        recurrent_activations=frozenset.intersection(*(c.recurrent_activations for c in caps)),
+        dtypes=frozenset.intersection(*(c.dtypes for c in caps)),
+    )
