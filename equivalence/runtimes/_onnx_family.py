@@ -1,0 +1,208 @@
+"""What the runtimes that consume ONNX ``LSTM`` graphs share: graphs, feeds and results.
+
+Owns the ONNX-level interface of those runtimes: :meth:`OnnxModelRuntime.run_onnx`
+runs serialized model bytes on feeds (the conformance grid uses it to probe
+attributes the spec cannot express), :func:`probe_model` builds the graph of
+:func:`equivalence.runtimes.onnxruntime.build_model` with such attributes set
+(``direction="reverse"``, ``input_forget``, ``layout=1``, ``activations``), and
+:func:`feeds`/:func:`result` translate between the contract and the graph.
+
+A subclass only compiles bytes into a callable (:meth:`OnnxModelRuntime.compile`);
+compiled models are cached here by the model's bytes (and the feed shapes for
+runtimes that compile per shape), and the weights are graph inputs, so a new
+example's weights only change the feeds.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..io_types import LSTMInputs, LSTMResult
+from ..spec import LSTMSpec
+from .base import Runtime, zero_padding
+
+Feeds = Mapping[str, np.ndarray]
+Compiled = Callable[[Feeds], list[np.ndarray]]
+
+# ONNX HardSigmoid is max(0, min(1, alpha*x + beta)): the spec's hard sigmoids are two of them.
+HARD_SIGMOIDS = {"hard_sigmoid_tf_keras": (0.2, 0.5), "hard_sigmoid_keras3": (1.0 / 6.0, 0.5)}
+_STATE_INPUTS = ("X", "initial_h_0", "initial_c_0")  # the inputs layout=1 makes batch-first
+
+
+class OnnxModelRuntime(Runtime):
+    """A runtime that runs the ONNX graph of ``onnxruntime.build_model`` in another engine.
+
+    ``always_state``: feed explicit zero initial states when the caller gave
+    none (for an engine that mishandles the ONNX default). ``per_shape``:
+    the engine compiles for concrete input shapes, so the cache key includes
+    them.
+    """
+
+    requires: ClassVar[tuple[str, ...]] = ("onnx",)  # the graph is built with onnx.helper
+    always_state: ClassVar[bool] = False
+    per_shape: ClassVar[bool] = False
+
+    def __init__(self, entry: Any) -> None:
+        super().__init__(entry)
+        self._compiled: dict[tuple[bytes, tuple[tuple[int, ...], ...]], Compiled] = {}
+        self._models: dict[tuple[LSTMSpec, bool, bool], bytes] = {}
+
+    @abc.abstractmethod
+    def compile(self, model: bytes, feeds: Feeds) -> Compiled:
+        """Load serialized ONNX ``model`` (``feeds`` are the first inputs it will get)."""
+
+    def run_onnx(self, model: bytes, feeds: Feeds) -> list[np.ndarray]:
+        """Run serialized ONNX ``model`` on ``feeds``; outputs in graph order."""
+        shapes = tuple(np.shape(feeds[k]) for k in sorted(feeds)) if self.per_shape else ()
+        key = (hashlib.sha256(model).digest(), shapes)
+        if key not in self._compiled:
+            self._compiled[key] = self.compile(model, feeds)
+        return [np.asarray(out) for out in self._compiled[key](feeds)]
+
+    def execute(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, options: dict[str, Any]
+    ) -> LSTMResult:
+        has_state = self.always_state or inputs.h0 is not None
+        model = self._model(spec, has_state, inputs.lengths is not None)
+        outputs = self.run_onnx(model, feeds(spec, native, inputs, has_state=has_state))
+        return result(spec, outputs, inputs)
+
+    def _model(self, spec: LSTMSpec, has_state: bool, has_lengths: bool) -> bytes:
+        key = (spec, has_state, has_lengths)
+        if key not in self._models:
+            self._models[key] = probe_model(spec, has_state=has_state, has_lengths=has_lengths)
+        return self._models[key]
+
+
+def probe_model(
+    spec: LSTMSpec,
+    *,
+    has_state: bool,
+    has_lengths: bool,
+    direction: str | None = None,
+    input_forget: bool = False,
+    layout: int = 0,
+) -> bytes:
+    """Serialized ``build_model`` graph for ``spec``, with ONNX attributes the spec lacks.
+
+    ``spec.recurrent_activation`` becomes the ``activations`` attribute (ONNX
+    ``HardSigmoid`` for the hard sigmoids). ``direction`` replaces the
+    unidirectional nodes' ``"forward"``; ``layout=1`` makes X, the initial
+    states and the outputs batch-first (one layer only: the graph's flattening
+    between layers is time-major).
+    """
+    from ..errors import SpecError
+    from .onnxruntime import build_model
+
+    if layout == 1 and spec.layers > 1:
+        raise SpecError(f"layout=1 probe: {spec.layers} layers, expected 1")
+    model = build_model(spec.replace(recurrent_activation="sigmoid"),
+                        has_state=has_state, has_lengths=has_lengths)
+    for node in model.graph.node:
+        if node.op_type == "LSTM":
+            _set_attributes(node, spec, direction, input_forget, layout)
+    if layout == 1:
+        _batch_first_inputs(model)
+    return bytes(model.SerializeToString())
+
+
+def _set_attributes(
+    node: Any, spec: LSTMSpec, direction: str | None, input_forget: bool, layout: int
+) -> None:
+    from onnx import helper
+
+    values: dict[str, Any] = {"input_forget": int(input_forget), "layout": layout}
+    if direction is not None and spec.directions == 1:
+        values["direction"] = direction
+    if spec.recurrent_activation in HARD_SIGMOIDS:
+        alpha, beta = HARD_SIGMOIDS[spec.recurrent_activation]
+        values["activations"] = ["HardSigmoid", "Tanh", "Tanh"] * spec.directions
+        # Consumed in order by the activations that take them (the ONNX spec): one per f.
+        values["activation_alpha"] = [alpha] * spec.directions
+        values["activation_beta"] = [beta] * spec.directions
+    kept = [a for a in node.attribute if a.name not in values]
+    del node.attribute[:]
+    node.attribute.extend(kept + [helper.make_attribute(k, v) for k, v in values.items()])
+
+
+def _batch_first_inputs(model: Any) -> None:
+    """Swap the first two dimensions of X and the initial states (layout=1 shapes)."""
+    for value in model.graph.input:
+        if value.name in _STATE_INPUTS:
+            dims = value.type.tensor_type.shape.dim
+            first, second = (_dim_value(d) for d in dims[:2])
+            for dim, new in ((dims[0], second), (dims[1], first)):
+                dim.Clear()
+                if isinstance(new, str):
+                    dim.dim_param = new
+                else:
+                    dim.dim_value = new
+
+
+def _dim_value(dim: Any) -> int | str:
+    return dim.dim_param if dim.HasField("dim_param") else int(dim.dim_value)
+
+
+def layers_of(native: Any) -> list[Mapping[str, Any]]:
+    """ONNX native weights (a dict for one layer, a list of dicts for a stack) as a list."""
+    return [native] if isinstance(native, Mapping) else list(native)
+
+
+def feeds(
+    spec: LSTMSpec, native: Any, inputs: LSTMInputs, *, has_state: bool, layout: int = 0
+) -> dict[str, np.ndarray]:
+    """Graph inputs of :func:`probe_model` for ``inputs`` (zeros for absent initial states)."""
+    dtype = np.dtype(spec.dtype)
+    x = inputs.x if layout == 1 else np.swapaxes(inputs.x, 0, 1)
+    fed = {"X": np.ascontiguousarray(x, dtype=dtype)}
+    if inputs.lengths is not None:
+        fed["sequence_lens"] = np.asarray(inputs.lengths, dtype=np.int32)
+    for layer, weights in enumerate(layers_of(native)):
+        for name, array in weights.items():
+            fed[f"{name}_{layer}"] = np.ascontiguousarray(array, dtype=dtype)
+    if has_state:
+        shape = (spec.layers, spec.directions, inputs.batch)
+        h0 = np.zeros((*shape, spec.units)) if inputs.h0 is None else inputs.h0
+        c0 = np.zeros((*shape, spec.units)) if inputs.c0 is None else inputs.c0
+        for layer in range(spec.layers):
+            for name, state in (("initial_h", h0[layer]), ("initial_c", c0[layer])):
+                state = np.swapaxes(state, 0, 1) if layout == 1 else state
+                fed[f"{name}_{layer}"] = np.ascontiguousarray(state, dtype=dtype)
+    return fed
+
+
+def result(
+    spec: LSTMSpec, outputs: Sequence[np.ndarray], inputs: LSTMInputs, *, layout: int = 0
+) -> LSTMResult:
+    """Graph outputs -> contract: Y (T, D, B, H) -> (B, T, D*H), Y_h/Y_c -> (L, D, B, H).
+
+    An output of an unexpected shape is passed on unchanged, so the comparison
+    reports the shape instead of this function raising.
+    """
+    batch, steps, directions = inputs.batch, inputs.steps, spec.directions
+    top, states = outputs[0], [np.asarray(s) for s in outputs[1:]]
+    y_shape = (batch, steps, directions) if layout == 1 else (steps, directions, batch)
+    state_shape = (batch, directions) if layout == 1 else (directions, batch)
+    if top.shape[:3] == y_shape:
+        top = top if layout == 1 else top.transpose(2, 0, 1, 3)
+        top = zero_padding(top.reshape(batch, steps, -1), inputs)
+    if all(s.shape[:2] == state_shape for s in states):
+        states = [np.swapaxes(s, 0, 1) if layout == 1 else s for s in states]
+        return LSTMResult(np.ascontiguousarray(top), np.stack(states[0::2]),
+                          np.stack(states[1::2]))
+    return LSTMResult(top, np.asarray(states[0]), np.asarray(states[1]))
+
+
+def onnxruntime_session(model: bytes, _feeds: Feeds) -> Compiled:
+    """ONNX Runtime's CPU session as a :data:`Compiled` (for probing its row at the ONNX level)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # fatal only: probes make ORT log the errors it raises
+    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return lambda fed: session.run(None, dict(fed))
