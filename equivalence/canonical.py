@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .errors import ShapeError, SpecError
-from .spec import LSTMSpec
+from .errors import ConversionError, ShapeError, SpecError, WeightValueError
+from .spec import DTYPES, LSTMSpec
 
 GATES = ("i", "f", "g", "o")
 
@@ -122,23 +122,40 @@ def expected_shapes(spec: LSTMSpec, layer: int) -> dict[str, tuple[int, ...]]:
 
 
 def validate(weights: LSTMWeights) -> None:
-    """Raise a :class:`ShapeError` naming the first array that disagrees with the spec."""
+    """Raise a ConversionError naming the first field that disagrees with the spec.
+
+    Runs on every construction, so hand-built weights are checked like read ones;
+    nested lists of cells become tuples.
+    """
     spec = weights.spec
-    if len(weights.cells) != spec.layers:
-        raise ShapeError("cells", f"{len(weights.cells)} layers", f"{spec.layers} layers")
-    for layer, per_direction in enumerate(weights.cells):
-        if len(per_direction) != spec.directions:
+    if not isinstance(spec, LSTMSpec):
+        raise SpecError(f"spec: got {type(spec).__name__}, expected LSTMSpec")
+    cells = _as_tuple(weights.cells, "cells", f"{spec.layers} layers")
+    if len(cells) != spec.layers:
+        raise ShapeError("cells", f"{len(cells)} layers", f"{spec.layers} layers")
+    rows = []
+    for layer, per_direction in enumerate(cells):
+        row = _as_tuple(per_direction, f"cells[{layer}]", f"{spec.directions} directions")
+        if len(row) != spec.directions:
             raise ShapeError(
-                f"cells[{layer}]",
-                f"{len(per_direction)} directions",
-                f"{spec.directions} directions",
+                f"cells[{layer}]", f"{len(row)} directions", f"{spec.directions} directions"
             )
         shapes = expected_shapes(spec, layer)
-        for direction, cell in enumerate(per_direction):
+        for direction, cell in enumerate(row):
             _validate_cell(cell, shapes, f"cells[{layer}][{direction}]")
+        rows.append(row)
+    object.__setattr__(weights, "cells", tuple(rows))
 
 
-def _validate_cell(cell: CellWeights, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+def _as_tuple(value: object, field: str, expected: str) -> tuple:
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    raise ConversionError(f"{field}: got {type(value).__name__}, expected a tuple of {expected}")
+
+
+def _validate_cell(cell: object, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+    if not isinstance(cell, CellWeights):
+        raise ConversionError(f"{where}: got {type(cell).__name__}, expected CellWeights")
     present = cell.arrays()
     for name in ("peephole", "projection"):
         if name in present and name not in shapes:
@@ -146,8 +163,18 @@ def _validate_cell(cell: CellWeights, shapes: dict[str, tuple[int, ...]], where:
     for name, shape in shapes.items():
         if name not in present:
             raise ShapeError(f"{where}.{name}", "missing", shape)
-        if tuple(present[name].shape) != shape:
-            raise ShapeError(f"{where}.{name}", tuple(present[name].shape), shape)
+        _validate_array(present[name], f"{where}.{name}", shape)
+
+
+def _validate_array(array: object, field: str, shape: tuple[int, ...]) -> None:
+    if not isinstance(array, np.ndarray):
+        raise WeightValueError(f"{field}: got {type(array).__name__}, expected a numpy array")
+    if array.dtype.name not in DTYPES:
+        raise WeightValueError(f"{field}: dtype {array.dtype}, expected one of {DTYPES}")
+    if tuple(array.shape) != shape:
+        raise ShapeError(field, tuple(array.shape), shape)
+    if not np.all(np.isfinite(array)):
+        raise WeightValueError(f"{field}: contains NaN or infinity")
 
 
 def _numpy_dtype(name: str) -> np.dtype:

@@ -9,8 +9,13 @@ a target that cannot hold them instead of silently dropping them.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from .errors import SpecError
 
@@ -43,24 +48,24 @@ class LSTMSpec:
 
     def __post_init__(self) -> None:
         for name in ("input_size", "units", "layers"):
-            _check_positive_int(name, getattr(self, name))
-        if self.directions not in (1, 2):
-            raise SpecError(f"directions: {self.directions!r}, expected 1 or 2")
+            self._set(name, _positive_int(name, getattr(self, name)))
+        self._set("directions", _directions(self.directions))
         if self.projection_size is not None:
-            _check_positive_int("projection_size", self.projection_size)
+            self._set("projection_size", _positive_int("projection_size", self.projection_size))
         for name in ("cell_clip", "projection_clip", "gate_clip"):
             value = getattr(self, name)
-            if value is not None and not (float(value) > 0):
-                raise SpecError(f"{name}: {value!r}, expected a positive number or None")
+            if value is not None:
+                self._set(name, _positive_number(name, value))
         if self.projection_clip is not None and self.projection_size is None:
             raise SpecError("projection_clip: set, but projection_size is None")
-        if self.recurrent_activation not in RECURRENT_ACTIVATIONS:
-            raise SpecError(
-                f"recurrent_activation: {self.recurrent_activation!r}, "
-                f"expected one of {RECURRENT_ACTIVATIONS}"
-            )
-        if self.dtype not in DTYPES:
-            raise SpecError(f"dtype: {self.dtype!r}, expected one of {DTYPES}")
+        self._set("peepholes", _flag("peepholes", self.peepholes))
+        self._set("forget_bias", finite_number("forget_bias", self.forget_bias))
+        _one_of("recurrent_activation", self.recurrent_activation, RECURRENT_ACTIVATIONS)
+        _one_of("dtype", self.dtype, DTYPES)
+
+    def _set(self, name: str, value: Any) -> None:
+        # Normalise numpy scalars to Python ones so specs compare and serialise alike.
+        object.__setattr__(self, name, value)
 
     @property
     def output_size(self) -> int:
@@ -100,15 +105,59 @@ class LSTMSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LSTMSpec:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(data) - known)
+    def from_dict(cls, data: Any) -> LSTMSpec:
+        """Inverse of :meth:`to_dict`; unknown or missing keys are an error."""
+        if not isinstance(data, Mapping):
+            raise SpecError(f"spec: got {type(data).__name__}, expected a dict")
+        fields = dataclasses.fields(cls)
+        known = {f.name for f in fields}
+        extra = sorted(str(k) for k in set(data) - known)
         if extra:
             raise SpecError(f"spec: unknown fields {extra}, expected a subset of {sorted(known)}")
+        required = {f.name for f in fields if f.default is dataclasses.MISSING}
+        missing = sorted(required - set(data))
+        if missing:
+            raise SpecError(f"spec: missing fields {missing}")
         return cls(**data)
 
 
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
         raise SpecError(f"{name}: {value!r}, expected an int >= 1")
+    return int(value)
+
+
+def _directions(value: object) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or (
+        value not in (1, 2)
+    ):
+        raise SpecError(f"directions: {value!r}, expected 1 or 2")
+    return int(value)
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise SpecError(f"{name}: {value!r}, expected True or False")
+    return bool(value)
+
+
+def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in allowed:
+        raise SpecError(f"{name}: {value!r}, expected one of {allowed}")
+
+
+def _positive_number(name: str, value: object) -> float:
+    if not _is_real(value) or not 0 < value < math.inf:
+        raise SpecError(f"{name}: {value!r}, expected a positive finite number or None")
+    return float(value)
+
+
+def finite_number(name: str, value: object) -> float:
+    """``value`` as a float; anything but a finite real number is a SpecError naming ``name``."""
+    if not _is_real(value) or not math.isfinite(value):
+        raise SpecError(f"{name}: {value!r}, expected a finite number")
+    return float(value)

@@ -7,7 +7,9 @@ writes into a caller's array.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -21,22 +23,71 @@ from ..errors import (
     UnsupportedFeatureError,
     WeightValueError,
 )
-from ..spec import LSTMSpec
+from ..spec import DTYPES, LSTMSpec
+
+# Narrow float types no LSTM runs in (ml_dtypes / torch float8, float6, float4): widened
+# to float32, which holds every one of their values exactly.
+_NARROW_FLOATS = ("float8_", "float6_", "float4_")
 
 
 def as_weight(value: Any, field: str) -> np.ndarray:
-    """A float numpy array from an array, tensor or nested list; refuse anything else."""
-    if hasattr(value, "detach"):  # torch.Tensor, without importing torch
-        value = value.detach().cpu().numpy()
+    """A float numpy array from an array, tensor or nested list; refuse anything else.
+
+    Accepts float16, bfloat16 (ml_dtypes), float32 and float64, numpy or torch;
+    float8 and narrower are widened to float32 (exactly).
+    """
+    if _is_torch_tensor(value):
+        value = _torch_to_numpy(value, field)
     try:
         array = np.asarray(value)
     except Exception as exc:  # ragged lists and odd objects
         raise WeightValueError(f"{field}: cannot be read as an array ({exc})") from exc
-    if array.dtype.kind != "f" and array.dtype.name != "bfloat16":
-        raise WeightValueError(f"{field}: dtype {array.dtype}, expected a floating dtype")
-    if not np.all(np.isfinite(array.astype(np.float64))):
+    if array.dtype.kind == "V" and array.dtype.name.startswith(_NARROW_FLOATS):
+        array = array.astype(np.float32)
+    if array.dtype.name not in DTYPES:
+        expected = "a floating dtype" if array.dtype.kind != "f" else f"one of {DTYPES}"
+        raise WeightValueError(f"{field}: dtype {array.dtype}, expected {expected}")
+    if array.size == 0:
+        raise ShapeError(field, tuple(array.shape), "a non-empty array",
+                         "every LSTM weight has at least one element")
+    if not np.all(np.isfinite(array)):
         raise WeightValueError(f"{field}: contains NaN or infinity")
     return array
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    # Duck typing keeps torch out of the import graph.
+    return type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach")
+
+
+def _torch_to_numpy(tensor: Any, field: str) -> np.ndarray:
+    """A CPU numpy copy of a dense tensor; bfloat16 stays bfloat16 (through float32, exact)."""
+    tensor = tensor.detach()
+    if getattr(tensor, "is_meta", False):
+        raise WeightValueError(f"{field}: a meta tensor holds no values (load the real weights)")
+    layout = str(getattr(tensor, "layout", "torch.strided"))
+    if layout != "torch.strided" or getattr(tensor, "is_nested", False):
+        raise WeightValueError(
+            f"{field}: {layout} tensor, expected a dense (strided) tensor; call .to_dense() first"
+        )
+    if getattr(tensor, "is_quantized", False):
+        raise WeightValueError(f"{field}: quantized tensor, expected floating weights; "
+                               "call .dequantize() first")
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    try:
+        tensor = tensor.cpu().resolve_conj().resolve_neg()
+        if dtype == "bfloat16" or dtype.startswith(_NARROW_FLOATS):
+            array = tensor.float().numpy()
+            return array.astype(_ml_dtype("bfloat16")) if dtype == "bfloat16" else array
+        return tensor.numpy()
+    except Exception as exc:  # whatever else a tensor subclass refuses to hand over
+        raise WeightValueError(f"{field}: {dtype} tensor cannot be read ({exc})") from exc
+
+
+def _ml_dtype(name: str) -> np.dtype:
+    import ml_dtypes  # only needed for bfloat16 input, which already implies it is installed
+
+    return np.dtype(getattr(ml_dtypes, name))
 
 
 def expect_shape(array: np.ndarray, field: str, expected: tuple[int, ...], why: str = "") -> None:
@@ -51,6 +102,9 @@ def expect_ndim(array: np.ndarray, field: str, ndim: int, layout: str) -> None:
 
 def gate_units(array: np.ndarray, field: str, axis: int) -> int:
     """H from a dimension that must hold 4 gate blocks."""
+    if array.ndim <= axis:
+        raise ShapeError(field, tuple(array.shape), f"4*H along axis {axis}",
+                         f"expected at least {axis + 1} dimension(s)")
     size = array.shape[axis]
     if size == 0 or size % 4:
         raise ShapeError(
@@ -79,22 +133,32 @@ def check_keys(
 ) -> None:
     """Missing required keys and keys outside required+optional are both errors."""
     found, required = set(found), set(required)
-    missing = sorted(required - found)
+    missing = sorted(required - found, key=str)
     if missing:
         raise MissingKeyError(f"{where}: missing {missing}")
-    extra = sorted(found - required - set(optional))
+    extra = sorted(found - required - set(optional), key=str)
     if extra:
         raise UnexpectedKeyError(
             f"{where}: unexpected {extra}, expected only {sorted(required | set(optional))}"
         )
 
 
-def common_dtype(arrays: Iterable[np.ndarray]) -> str:
-    """The one dtype the native arrays share (mixing is an error: it hides precision loss)."""
-    names = sorted({a.dtype.name for a in arrays})
-    if len(names) != 1:
-        raise WeightValueError(f"weights mix dtypes {names}; convert them to one dtype first")
-    return names[0]
+def common_dtype(named: Iterable[tuple[str, np.ndarray]]) -> str:
+    """The one dtype the native arrays share (mixing is an error: it hides precision loss).
+
+    ``named`` yields ``(field, array)``; the message names the first array whose
+    dtype differs from the majority.
+    """
+    named = list(named)
+    counts = Counter(array.dtype.name for _, array in named)
+    majority = counts.most_common(1)[0][0]
+    for field, array in named:
+        if array.dtype.name != majority:
+            raise WeightValueError(
+                f"{field}: dtype {array.dtype.name}, but the other weights are {majority}; "
+                "convert them to one dtype first"
+            )
+    return majority
 
 
 def refuse_features(spec: LSTMSpec, target: str, supported: Iterable[str]) -> None:
@@ -153,6 +217,8 @@ def check_layer_count(count: int, per_layer: int, directions: int, field: str) -
 
 
 def check_directions(directions: Any) -> int:
-    if directions not in (1, 2):
+    if isinstance(directions, bool) or not isinstance(directions, Integral) or (
+        directions not in (1, 2)
+    ):
         raise ConversionError(f"directions: {directions!r}, expected 1 or 2")
     return int(directions)

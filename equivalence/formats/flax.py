@@ -15,6 +15,7 @@ or ``[forward, backward]`` trees. Reading detects the variant; a top-level
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,7 +37,9 @@ def _leaf(value: Any, field: str) -> np.ndarray:
 
 def _unwrap(tree: Any, field: str) -> Mapping[str, Any]:
     tree = c.expect_mapping(tree, field)
-    return tree["params"] if set(tree) == {"params"} else tree
+    if set(tree) == {"params"}:
+        return c.expect_mapping(tree["params"], f"{field}['params']")
+    return tree
 
 
 def _layers(native: Any) -> list[list[Mapping[str, Any]]]:
@@ -59,8 +62,17 @@ def _layers(native: Any) -> list[list[Mapping[str, Any]]]:
     return result
 
 
-def _read_linen(tree: Mapping[str, Any], where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(kernel_in (I, 4H), kernel_h (H, 4H), bias (4H)) from per-gate denses."""
+Named = list[tuple[str, np.ndarray]]
+Read = tuple[np.ndarray, np.ndarray, np.ndarray, str, Named]
+
+
+def _majority(values: list[int]) -> int:
+    # The most common size decides, so the one odd array is the one named.
+    return Counter(values).most_common(1)[0][0]
+
+
+def _read_linen(tree: Mapping[str, Any], where: str) -> Read:
+    """Per-gate denses -> kernel_in (I, 4H), kernel_h (H, 4H), bias (4H), input field, leaves."""
     c.check_keys(tree, [f"{s}{g}" for s in "ih" for g in GATES], (), f"{NAME} {where}")
     for g in GATES:
         c.check_keys(
@@ -72,21 +84,30 @@ def _read_linen(tree: Mapping[str, Any], where: str) -> tuple[np.ndarray, np.nda
             (),
             f"{where} h{g}",
         )
-    kin = [_leaf(tree[f"i{g}"]["kernel"], f"{where} i{g}.kernel") for g in GATES]
-    kh = [_leaf(tree[f"h{g}"]["kernel"], f"{where} h{g}.kernel") for g in GATES]
-    bias = [_leaf(tree[f"h{g}"]["bias"], f"{where} h{g}.bias") for g in GATES]
-    # H by majority over the 12 arrays, so the one odd array is the one named
-    sizes = [a.shape[-1] for a in kin + kh + bias if a.ndim]
-    units = max(set(sizes), key=sizes.count)
-    for g, a, b, d in zip(GATES, kin, kh, bias, strict=True):
+    places = [(f"i{g}", "kernel") for g in GATES] + [
+        (f"h{g}", part) for g in GATES for part in ("kernel", "bias")
+    ]
+    leaves = [
+        (f"{where} {dense}.{part}", _leaf(tree[dense][part], f"{where} {dense}.{part}"))
+        for dense, part in places
+    ]
+    arrays = dict(leaves)
+    kin = [arrays[f"{where} i{g}.kernel"] for g in GATES]
+    kh = [arrays[f"{where} h{g}.kernel"] for g in GATES]
+    bias = [arrays[f"{where} h{g}.bias"] for g in GATES]
+    for g, a in zip(GATES, kin, strict=True):
         c.expect_ndim(a, f"{where} i{g}.kernel", 2, "(I, H)")
-        c.expect_shape(a, f"{where} i{g}.kernel", (kin[0].shape[0], units))
+    rows = _majority([a.shape[0] for a in kin])
+    units = _majority([a.shape[-1] for a in kin + kh + bias if a.ndim])
+    for g, a, b, d in zip(GATES, kin, kh, bias, strict=True):
+        c.expect_shape(a, f"{where} i{g}.kernel", (rows, units))
         c.expect_shape(b, f"{where} h{g}.kernel", (units, units))
         c.expect_shape(d, f"{where} h{g}.bias", (units,))
-    return np.concatenate(kin, axis=1), np.concatenate(kh, axis=1), np.concatenate(bias)
+    joined = np.concatenate(kin, axis=1), np.concatenate(kh, axis=1), np.concatenate(bias)
+    return (*joined, f"{where} ii.kernel", leaves)
 
 
-def _read_nnx(tree: Mapping[str, Any], where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _read_nnx(tree: Mapping[str, Any], where: str) -> Read:
     c.check_keys(tree, ["dense_i", "dense_h"], (), f"{NAME} {where}")
     c.check_keys(
         c.expect_mapping(tree["dense_i"], f"{where} dense_i"), ["kernel"], (), f"{where} dense_i"
@@ -97,14 +118,15 @@ def _read_nnx(tree: Mapping[str, Any], where: str) -> tuple[np.ndarray, np.ndarr
         (),
         f"{where} dense_h",
     )
-    kin = _leaf(tree["dense_i"]["kernel"], f"{where} dense_i.kernel")
-    kh = _leaf(tree["dense_h"]["kernel"], f"{where} dense_h.kernel")
-    bias = _leaf(tree["dense_h"]["bias"], f"{where} dense_h.bias")
-    c.expect_ndim(kin, f"{where} dense_i.kernel", 2, "(I, 4H)")
-    units = c.gate_units(kin, f"{where} dense_i.kernel", axis=1)
-    c.expect_shape(kh, f"{where} dense_h.kernel", (units, 4 * units))
-    c.expect_shape(bias, f"{where} dense_h.bias", (4 * units,))
-    return kin, kh, bias
+    names = [f"{where} dense_i.kernel", f"{where} dense_h.kernel", f"{where} dense_h.bias"]
+    kin = _leaf(tree["dense_i"]["kernel"], names[0])
+    kh = _leaf(tree["dense_h"]["kernel"], names[1])
+    bias = _leaf(tree["dense_h"]["bias"], names[2])
+    c.expect_ndim(kin, names[0], 2, "(I, 4H)")
+    units = c.gate_units(kin, names[0], axis=1)
+    c.expect_shape(kh, names[1], (units, 4 * units))
+    c.expect_shape(bias, names[2], (4 * units,))
+    return kin, kh, bias, names[0], list(zip(names, (kin, kh, bias), strict=True))
 
 
 def to_canonical(native: Any) -> LSTMWeights:
@@ -116,19 +138,19 @@ def to_canonical(native: Any) -> LSTMWeights:
         for k, p in enumerate(layers)
         for j, tree in enumerate(p)
     ]
-    kin0, kh0, _ = read[0]
+    kin0, kh0 = read[0][:2]
     spec = LSTMSpec(
         kin0.shape[0],
         kh0.shape[0],
         len(layers),
         len(layers[0]),
-        dtype=c.common_dtype(a for triple in read for a in triple),
+        dtype=c.common_dtype(leaf for *_, leaves in read for leaf in leaves),
     )
-    for n, (kin, _kh, _b) in enumerate(read):
+    for n, (kin, _kh, _b, field, _leaves) in enumerate(read):
         layer = n // spec.directions
-        c.expect_shape(
-            kin, f"layer {layer} input kernel", (spec.layer_input_size(layer), 4 * spec.units)
-        )
+        c.expect_shape(kin, field, (spec.layer_input_size(layer), 4 * spec.units),
+                       "all of a cell's input kernels share this shape" if field.endswith(
+                           "ii.kernel") else "")
     cells = [
         CellWeights(
             w_input=kin.T.copy(),
@@ -136,7 +158,7 @@ def to_canonical(native: Any) -> LSTMWeights:
             b_input=bias.copy(),
             b_recurrent=np.zeros_like(bias),
         )
-        for kin, kh, bias in read
+        for kin, kh, bias, _field, _leaves in read
     ]
     return c.build(spec, cells)
 

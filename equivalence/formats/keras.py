@@ -41,11 +41,14 @@ def read_groups(native: Any, directions: int, bias_factor: int) -> tuple[LSTMSpe
     items = c.expect_sequence(native, f"{NAME} weights")
     directions = c.check_directions(directions)
     layers = c.check_layer_count(len(items), PER_LSTM, directions, "weights")
-    arrays = [c.as_weight(a, f"weights[{n}]") for n, a in enumerate(items)]
+    names = [field_name(n, *divmod(n // PER_LSTM, directions), directions)
+             for n in range(len(items))]
+    arrays = [c.as_weight(a, name) for name, a in zip(names, items, strict=True)]
     c.expect_ndim(arrays[0], field_name(0, 0, 0, directions), 2, "(I, 4H)")
     input_size = arrays[0].shape[0]
     units = c.gate_units(arrays[0], field_name(0, 0, 0, directions), axis=1)
-    spec = LSTMSpec(input_size, units, layers, directions, dtype=c.common_dtype(arrays))
+    dtype = c.common_dtype(zip(names, arrays, strict=True))
+    spec = LSTMSpec(input_size, units, layers, directions, dtype=dtype)
     groups = []
     for n in range(layers * directions):
         layer, direction = divmod(n, directions)

@@ -67,7 +67,7 @@ def to_canonical(native: Any) -> LSTMWeights:
             read = {key: c.as_weight(item[key], f"{where} {key}") for key in KEYS}
             for key in KEYS:
                 c.expect_shape(read[key], f"{where} {key}", shapes[key])
-            dtypes += list(read.values())
+            dtypes += [(f"{where} {key}", array) for key, array in read.items()]
             cells.append(
                 CellWeights(
                     **{

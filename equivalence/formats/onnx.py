@@ -70,7 +70,8 @@ def to_canonical(native: Any, *, clip: float | None = None) -> LSTMWeights:
         for key, shape in shapes.items():
             c.expect_shape(read[key], f"layer {layer} {key}", shape)
         arrays.append(read)
-    spec = spec.replace(dtype=c.common_dtype(a for node in arrays for a in node.values()))
+    named = ((f"layer {k} {key}", a) for k, node in enumerate(arrays) for key, a in node.items())
+    spec = spec.replace(dtype=c.common_dtype(named))
     cells = [_cell(node, d, spec.units) for node in arrays for d in range(spec.directions)]
     return c.build(spec, cells)
 

@@ -15,13 +15,15 @@ folds it into the bias, writing subtracts it again. State order is (c, h).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..canonical import CellWeights, LSTMWeights
-from ..spec import LSTMSpec
+from ..spec import LSTMSpec, finite_number
 from . import _common as c
 
 NAME = "tf1"
@@ -32,6 +34,7 @@ GATE_ORDER = (0, 2, 1, 3)  # TF1 column block k is canonical block GATE_ORDER[k]
 PEEPHOLE_PARTS = ("w_i_diag", "w_f_diag", "w_o_diag")  # canonical peephole rows i, f, o
 LIST_PARTS = ("kernel", "bias", "w_f_diag", "w_i_diag", "w_o_diag", "projection/kernel")
 DEFAULT_FORGET_BIAS = 1.0
+_CELL_SCOPE = re.compile(r"cell_([0-9]+)")
 
 
 def variable_name(layer: int, direction: int, part: str, layers: int, directions: int) -> str:
@@ -54,10 +57,12 @@ def parse_name(name: str) -> tuple[int, int, str] | None:
     part = "/".join(segments[cell_index + 1 :])
     if part not in LIST_PARTS:
         return None
+    # ASCII digits only (str.isdigit() also admits "²", which int() refuses), and few of them.
+    cells = [m[1] for s in segments[:cell_index] if (m := _CELL_SCOPE.fullmatch(s))]
+    if cells and len(cells[-1]) > 9:
+        return None
+    layer = int(cells[-1]) if cells else 0
     scope = segments[:cell_index]
-    layer = next(
-        (int(s[5:]) for s in reversed(scope) if s.startswith("cell_") and s[5:].isdigit()), 0
-    )
     direction = 1 if "bw" in scope else 0
     return layer, direction, part
 
@@ -105,57 +110,94 @@ def _list_to_variables(items: list[Any]) -> dict[str, Any]:
     }
 
 
-def _group(variables: Mapping[str, Any]) -> dict[tuple[int, int], dict[str, np.ndarray]]:
-    grouped: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+@dataclass
+class _Variables:
+    """A checkpoint's LSTMCell variables grouped by (layer, direction), with their given names."""
+
+    grouped: dict[tuple[int, int], dict[str, np.ndarray]]
+    given: dict[tuple[int, int, str], str]
+
+    @property
+    def layers(self) -> int:
+        return max(layer for layer, _ in self.grouped) + 1
+
+    @property
+    def directions(self) -> int:
+        return max(direction for _, direction in self.grouped) + 1
+
+    def label(self, layer: int, direction: int, part: str) -> str:
+        """The name the caller used, or the conventional one for a variable that is absent."""
+        return self.given.get((layer, direction, part)) or variable_name(
+            layer, direction, part, self.layers, self.directions
+        )
+
+
+def _group(variables: Mapping[str, Any]) -> _Variables:
+    if not variables:
+        raise c.MissingKeyError(
+            f"{NAME} variables: none given, expected at least "
+            f"{[variable_name(0, 0, part, 1, 1) for part in ('kernel', 'bias')]}"
+        )
+    found = _Variables({}, {})
     for name, value in variables.items():
-        parsed = parse_name(str(name))
+        parsed = parse_name(name) if isinstance(name, str) else None
         if parsed is None:
             raise c.UnexpectedKeyError(
                 f"{NAME} variables: {name!r} is not an LSTMCell variable "
                 f"(expected .../lstm_cell/{{{', '.join(LIST_PARTS)}}})"
             )
+        if parsed in found.given:  # two scopes naming one cell: which one is meant is unknowable
+            raise c.UnexpectedKeyError(
+                f"{NAME} variables: {name!r} and {found.given[parsed]!r} are both "
+                f"layer {parsed[0]} {('forward', 'backward')[parsed[1]]} {parsed[2]}"
+            )
+        found.given[parsed] = name
         layer, direction, part = parsed
-        grouped.setdefault((layer, direction), {})[part] = c.as_weight(value, str(name))
-    return grouped
+        found.grouped.setdefault((layer, direction), {})[part] = c.as_weight(value, name)
+    return found
 
 
 def _infer_spec(
-    grouped: dict[tuple[int, int], dict[str, np.ndarray]],
-    names: list[str],
-    cell_clip: float | None,
-    proj_clip: float | None,
+    found: _Variables, cell_clip: float | None, proj_clip: float | None
 ) -> LSTMSpec:
+    names = list(found.given.values())
     if (
         any("multi_rnn_cell" in n for n in names)
         and any("/bw/" in f"/{n}" for n in names)
-        and max(layer for layer, _ in grouped) > 0
+        and found.layers > 1
     ):
         raise c.UnsupportedFeatureError(
             NAME,
             "independent forward/backward MultiRNNCell stacks",
             "bidirectional_dynamic_rnn over MultiRNNCell is not a layer-wise bidirectional stack",
         )
-    first = grouped.get((0, 0), {})
-    layers, directions = max(k for k, _ in grouped) + 1, max(d for _, d in grouped) + 1
+    first = found.grouped.get((0, 0), {})
     for part in ("kernel", "bias"):
         if part not in first:
             raise c.MissingKeyError(
                 f"{NAME} variables: missing the layer-0 forward {part}, "
-                f"{variable_name(0, 0, part, layers, directions)!r}"
+                f"{found.label(0, 0, part)!r}"
             )
 
     def name(part: str) -> str:
-        return variable_name(0, 0, part, layers, directions)
+        return found.label(0, 0, part)
 
+    c.expect_ndim(first["bias"], name("bias"), 1, "(4H,)")
     units = c.gate_units(first["bias"], name("bias"), axis=0)
     # Any cell's projection kernel decides P (a cell lacking it is then reported as missing).
-    projection = next((g["projection/kernel"] for _, g in sorted(grouped.items())
-                       if "projection/kernel" in g), None)
+    projection = next(
+        ((key, g["projection/kernel"]) for key, g in sorted(found.grouped.items())
+         if "projection/kernel" in g),
+        None,
+    )
+    out = units
     if projection is not None:  # checked first: its last axis decides P
-        c.expect_ndim(projection, name("projection/kernel"), 2, "(H, P)")
-        if projection.shape[0] != units:
-            raise c.ShapeError(name("projection/kernel"), projection.shape, (units, "P"))
-    out = units if projection is None else projection.shape[-1]
+        (layer, direction), kernel = projection
+        where = found.label(layer, direction, "projection/kernel")
+        c.expect_ndim(kernel, where, 2, "(H, P)")
+        if kernel.shape[0] != units:
+            raise c.ShapeError(where, kernel.shape, (units, "P"))
+        out = kernel.shape[-1]
     c.expect_ndim(first["kernel"], name("kernel"), 2, "(I+O, 4H)")
     input_size = first["kernel"].shape[0] - out
     if input_size < 1:
@@ -168,10 +210,10 @@ def _infer_spec(
     return LSTMSpec(
         input_size,
         units,
-        layers,
-        directions,
+        found.layers,
+        found.directions,
         projection_size=None if projection is None else out,
-        peepholes=any(p in g for g in grouped.values() for p in PEEPHOLE_PARTS),
+        peepholes=any(p in g for g in found.grouped.values() for p in PEEPHOLE_PARTS),
         cell_clip=cell_clip,
         projection_clip=proj_clip,
     )
@@ -185,6 +227,7 @@ def to_canonical(
     proj_clip: float | None = None,
 ) -> LSTMWeights:
     """TF1 list or variable dict -> canonical, with ``forget_bias`` folded into the bias."""
+    forget_bias = finite_number("forget_bias", forget_bias)
     if isinstance(native, Mapping):
         return _variables_to_canonical(dict(native), forget_bias, cell_clip, proj_clip)
     variables = _list_to_variables(list(c.expect_sequence(native, f"{NAME} weights")))
@@ -200,31 +243,31 @@ def to_canonical(
 def _variables_to_canonical(
     variables: dict[str, Any], forget_bias: float, cell_clip: float | None, proj_clip: float | None
 ) -> LSTMWeights:
-    grouped = _group(variables)
-    spec = _infer_spec(grouped, [str(n) for n in variables], cell_clip, proj_clip)
-    spec = spec.replace(dtype=c.common_dtype(a for g in grouped.values() for a in g.values()))
+    found = _group(variables)
+    spec = _infer_spec(found, cell_clip, proj_clip)
+    named = [
+        (found.label(layer, direction, part), array)
+        for (layer, direction), parts in found.grouped.items()
+        for part, array in parts.items()
+    ]
+    spec = spec.replace(dtype=c.common_dtype(named))
     cells = []
     for layer in range(spec.layers):
         shapes = _part_shapes(spec, layer)
         for direction in range(spec.directions):
-            parts = grouped.get((layer, direction), {})
-            _check_parts(parts, shapes, layer, direction, spec)
+            parts = found.grouped.get((layer, direction), {})
+            _check_parts(found, parts, shapes, layer, direction)
             for part, shape in shapes.items():
-                c.expect_shape(
-                    parts[part],
-                    variable_name(layer, direction, part, spec.layers, spec.directions),
-                    shape,
-                )
+                c.expect_shape(parts[part], found.label(layer, direction, part), shape)
             cells.append(_cell(parts, spec, forget_bias))
     return c.build(spec, cells)
 
 
-def _check_parts(parts: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], layer: int,
-                 direction: int, spec: LSTMSpec) -> None:
+def _check_parts(found: _Variables, parts: dict[str, np.ndarray],
+                 shapes: dict[str, tuple[int, ...]], layer: int, direction: int) -> None:
     """Missing or unexpected variables of one cell, named in full."""
-    def names(found: set[str]) -> list[str]:
-        return sorted(variable_name(layer, direction, p, spec.layers, spec.directions)
-                      for p in found)
+    def names(parts: set[str]) -> list[str]:
+        return sorted(found.label(layer, direction, p) for p in parts)
 
     if missing := set(shapes) - set(parts):
         raise c.MissingKeyError(f"{NAME} variables: missing {names(missing)}")
@@ -263,6 +306,7 @@ def from_canonical(
     """
     spec = weights.spec
     c.refuse_features(spec, NAME, SUPPORTED)
+    forget_bias = finite_number("forget_bias", forget_bias)
     single = spec.layers == 1 and spec.directions == 1
     layout = layout or ("list" if single else "variables")
     if layout not in ("list", "variables") or (layout == "list" and not single):

@@ -20,7 +20,7 @@ from . import _common as c
 
 NAME = "torch"
 SUPPORTED = frozenset({"stacked layers", "bidirectional", "projection"})
-_LAYER_KEY = re.compile(r"_l(\d+)(?:_reverse)?$")
+_LAYER_KEY = re.compile(r"_l([0-9]{1,9})(?:_reverse)?$")
 
 
 def key_names(layer: int, direction: int, projection: bool) -> dict[str, str]:
@@ -37,15 +37,37 @@ def key_names(layer: int, direction: int, projection: bool) -> dict[str, str]:
     return names
 
 
+def _layer_count(native: dict[Any, Any]) -> int:
+    """Layers named by the keys; a gap is reported before any per-layer work.
+
+    (A key such as ``weight_ih_l3000000`` must not make us enumerate three
+    million layers' names.)
+    """
+    strange = [key for key in native if not isinstance(key, str)]
+    if strange:
+        raise c.UnexpectedKeyError(
+            f"{NAME} state_dict: key {strange[0]!r} ({type(strange[0]).__name__}) is not a "
+            "string; state_dict keys are parameter names such as 'weight_ih_l0'"
+        )
+    named = {int(m[1]): key for key in native if (m := _LAYER_KEY.search(key))}
+    count = max(named, default=0) + 1
+    absent = next((k for k in range(count) if k not in named), None)  # at most len(named) steps
+    if absent is not None:
+        raise c.MissingKeyError(
+            f"{NAME} state_dict: missing 'weight_ih_l{absent}' (layer {absent}), "
+            f"although {named[count - 1]!r} names layer {count - 1}"
+        )
+    return count
+
+
 def _infer_spec(native: dict[str, Any]) -> LSTMSpec:
     # Count layers from every key, so one missing key is reported as missing, not as extra.
-    indices = [int(m.group(1)) for key in native if (m := _LAYER_KEY.search(str(key)))]
-    layers = max(indices, default=0) + 1
+    layers = _layer_count(native)
     if "weight_ih_l0" not in native:
         raise c.MissingKeyError(
             f"{NAME} state_dict: missing 'weight_ih_l0' (keys: {sorted(native)})"
         )
-    directions = 2 if any(str(key).endswith("_reverse") for key in native) else 1
+    directions = 2 if any(key.endswith("_reverse") for key in native) else 1
     first = c.as_weight(native["weight_ih_l0"], "weight_ih_l0")
     c.expect_ndim(first, "weight_ih_l0", 2, "(4H, I)")
     units = c.gate_units(first, "weight_ih_l0", axis=0)
@@ -71,7 +93,7 @@ def to_canonical(native: Any) -> LSTMWeights:
         native, [key for names in expected for key in names.values()], (), f"{NAME} state_dict"
     )
     arrays = {key: c.as_weight(value, key) for key, value in native.items()}
-    spec = spec.replace(dtype=c.common_dtype(arrays.values()))
+    spec = spec.replace(dtype=c.common_dtype(arrays.items()))
     cells = []
     for n, names in enumerate(expected):
         shapes = expected_shapes(spec, n // spec.directions)
