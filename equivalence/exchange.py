@@ -1,13 +1,25 @@
-"""Case files that carry an example between environments (NeoML cannot share one with TF).
+"""Case files that carry examples between environments (NeoML cannot share one with TF).
 
 A case file is an ``.npz`` holding the spec (JSON), the source runtime's name
 and format, its native weights (any nesting of lists and dicts, stored as a
 JSON skeleton plus numbered arrays), the inputs, and the source runtime's
 outputs. Numpy only, so both environments can read and write it.
 
-``python -m equivalence.exchange export --out DIR`` (main environment) runs
-the source runtimes and writes the files; the NeoML environment's tests read
-them, convert the weights to NeoML with the project's converters, and compare.
+Both directions go through case files:
+
+* into NeoML: ``python -m equivalence.exchange export --out DIR`` (main
+  environment) runs every CPU source runtime on random weights and writes the
+  files; the NeoML environment converts each to NeoML and runs it;
+* out of NeoML: ``python -m equivalence.exchange export-neoml --out DIR`` (NeoML
+  environment) draws random NeoML weights there, runs NeoML, and writes each
+  case file next to the network NeoML saved itself (``Dnn.store``,
+  ``<case>.cnnarch``); ``python -m equivalence.exchange judge --cases DIR``
+  (main environment) reads the weights back from that network file, converts
+  them to every target and runs it.
+
+Either way :func:`judge` moves the weights with the project's converters,
+runs the target for real and judges with the harness's tolerance, comparison,
+float64 recheck and diagnosis: the expected result is the source's recorded one.
 """
 
 from __future__ import annotations
@@ -20,12 +32,19 @@ from typing import Any
 
 import numpy as np
 
+from . import table
 from .canonical import random_weights
-from .capabilities import Capabilities
+from .capabilities import Capabilities, joint_capabilities
+from .errors import ConversionError
 from .io_types import LSTMInputs, LSTMResult
 from .spec import LSTMSpec
 
-EXPORT_SOURCES = ("keras", "torch", "tf1", "onnxruntime")
+NETWORK_SUFFIX = ".cnnarch"  # NeoML's usual name for a stored network
+
+
+def pair_runtimes() -> tuple[str, ...]:
+    """The main environment's CPU runtimes that pair with others: NeoML's row and column."""
+    return tuple(e.name for e in table.entries(environment=table.MAIN) if e.in_pairs)
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,34 @@ def load(path: Path) -> CaseFile:
     )
 
 
+def network_file(case_path: Path) -> Path:
+    """Where the network NeoML stored for a NeoML-sourced case file lies (next to it)."""
+    return case_path.with_suffix(NETWORK_SUFFIX)
+
+
+def source_weights(case_path: Path, case: CaseFile) -> Any:
+    """The source's native weights: for NeoML, read back from the network file NeoML wrote.
+
+    The file must hold exactly one LSTM, and it must be the case's spec; the case
+    file's own copy of the weights is not used, so NeoML's serialization is what moves.
+    """
+    if case.source != "neoml":
+        return case.native
+    from .files.neoml import read_network_file
+
+    path = network_file(case_path)
+    found = read_network_file(path)
+    if len(found) != 1 or found[0].problem:
+        what = found[0].problem if len(found) == 1 else f"{len(found)} LSTMs"
+        raise ConversionError(f"{path}: expected the one LSTM of {case_path.name}, found {what}")
+    spec = found[0].spec
+    if (spec.layers, spec.directions, spec.input_size, spec.units) != (
+        case.spec.layers, case.spec.directions, case.spec.input_size, case.spec.units
+    ):
+        raise ConversionError(f"{path}: holds {spec}, the case file says {case.spec}")
+    return found[0].native
+
+
 def random_case_for(
     caps: Capabilities, rng: np.random.Generator
 ) -> tuple[LSTMSpec, Any, LSTMInputs]:
@@ -134,27 +181,33 @@ def random_case_for(
     return weights.spec, weights, LSTMInputs(x, h0, c0)
 
 
+def _case_file(entry: table.Entry, spec: LSTMSpec, native: Any, inputs: LSTMInputs,
+               result: LSTMResult) -> CaseFile:
+    return CaseFile(spec, entry.name, entry.format, dict(entry.format_options), native, inputs,
+                    result)
+
+
 def export(
     out: Path,
     *,
-    sources: tuple[str, ...] = EXPORT_SOURCES,
+    sources: tuple[str, ...] | None = None,
     examples: int = 25,
     seed: int = 0,
     target: str = "neoml",
 ) -> list[Path]:
     """Run each source runtime on random cases ``target`` can hold; write one file per case."""
-    from . import harness, table
-    from .strategies import Case, joint_capabilities
+    from . import harness
+    from .case import Case
 
     out.mkdir(parents=True, exist_ok=True)
-    target_caps = table.entry(target).load().capabilities
+    target_caps = table.entry(target).capabilities
     written: list[Path] = []
-    for name in sources:
+    for name in sources or pair_runtimes():
         entry = table.entry(name)
         reason = entry.load().unavailable_reason()
         if reason:
             raise SystemExit(f"cannot export cases from {name}: {reason}")
-        caps = joint_capabilities([entry.load().capabilities, target_caps])
+        caps = joint_capabilities([entry.capabilities, target_caps])
         rng = np.random.default_rng([seed, len(written)])
         for n in range(examples):
             spec, weights, inputs = random_case_for(caps, rng)
@@ -162,30 +215,118 @@ def export(
             native = harness.native_weights(entry, case)
             result = harness.run(entry, case, native)
             path = out / f"{name}-{n:03d}.npz"
-            save(
-                path,
-                CaseFile(
-                    spec, name, entry.format, dict(entry.format_options), native, inputs, result
-                ),
-            )
+            save(path, _case_file(entry, spec, native, inputs, result))
             written.append(path)
     return written
+
+
+def export_neoml(
+    out: Path, *, targets: tuple[str, ...] | None = None, examples: int = 25, seed: int = 0
+) -> list[Path]:
+    """NeoML as the source (NeoML environment): random NeoML weights drawn here, NeoML run,
+    each case file written next to the network NeoML stored itself."""
+    from . import harness
+    from .case import Case
+
+    entry = table.entry("neoml")
+    runtime = entry.load()
+    reason = runtime.unavailable_reason()
+    if reason:
+        raise SystemExit(f"cannot export cases from neoml: {reason}")
+    # every target must hold every case, so a NeoML case runs in the whole row
+    caps = joint_capabilities(
+        [entry.capabilities, *(table.entry(t).capabilities for t in targets or pair_runtimes())]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, 7])
+    written = []
+    for n in range(examples):
+        spec, weights, inputs = random_case_for(caps, rng)
+        native = harness.native_weights(entry, Case(spec, weights, inputs))
+        path = out / f"neoml-{n:03d}.npz"
+        result = runtime.run_and_store(spec, native, inputs, network_file(path))  # type: ignore[attr-defined]
+        save(path, _case_file(entry, spec, native, inputs, result))
+        written.append(path)
+    return written
+
+
+def judge(case_path: Path, target: str, converter: Any = None) -> Any:
+    """Move a case file's source weights to ``target``, run it here, judge with the harness.
+
+    Returns a :class:`~equivalence.harness.Outcome`; ``converter`` (native -> the
+    target's native) replaces the project's converters, for tests that must fail.
+    """
+    from . import harness
+    from .case import Case
+    from .compare import compare
+    from .convert import to_canonical
+    from .diagnose import diagnose
+
+    case_file = load(case_path)
+    source, tgt = table.entry(case_file.source), table.entry(target)
+    native = source_weights(case_path, case_file)
+    options = harness.reader_options(case_file.format, case_file.spec, case_file.format_options)
+    case = Case(case_file.spec, to_canonical(native, case_file.format, **options),
+                case_file.inputs)
+    moved = converter(native) if converter else harness.move(source, tgt, case, native)
+    actual = harness.run(tgt, case, moved)
+    tol = harness.tolerance(case, source, tgt)
+    comparison = compare(case_file.expected, actual, tol)
+    label = f"{source.name} -> {tgt.name}"
+    if comparison.ok:
+        return harness.Outcome(label, case, comparison, actual=actual)
+    # the harness's float64 recheck and diagnosis, as check_pair gives them
+    verdict = harness.blame(
+        case, {f"{source.name} (recorded)": case_file.expected,
+               f"{tgt.name} (converted)": actual}, tol)
+    named = diagnose(case, actual)
+    verdict += f"\ndiagnosis: {named}" if named else ""
+    return harness.Outcome(label, case, comparison, verdict, actual)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m equivalence.exchange")
     sub = parser.add_subparsers(dest="command", required=True)
-    cmd = sub.add_parser("export", help="write case files from the main environment's runtimes")
+    cmd = sub.add_parser("export", help="case files from the main environment's runtimes")
     cmd.add_argument("--out", type=Path, required=True)
     cmd.add_argument("--examples", type=int, default=25, help="cases per source runtime")
     cmd.add_argument("--seed", type=int, default=0)
-    cmd.add_argument("--sources", default=",".join(EXPORT_SOURCES))
+    cmd.add_argument("--sources", default=",".join(pair_runtimes()))
+    neo = sub.add_parser("export-neoml", help="NeoML environment: NeoML as the source")
+    neo.add_argument("--out", type=Path, required=True)
+    neo.add_argument("--examples", type=int, default=25)
+    neo.add_argument("--seed", type=int, default=0)
+    judged = sub.add_parser("judge", help="main environment: NeoML's cases in every target")
+    judged.add_argument("--cases", type=Path, required=True)
+    judged.add_argument("--targets", default=",".join(pair_runtimes()))
     args = parser.parse_args(argv)
-    paths = export(
-        args.out, sources=tuple(args.sources.split(",")), examples=args.examples, seed=args.seed
-    )
+    if args.command == "judge":
+        return _judge_command(args.cases, tuple(args.targets.split(",")))
+    if args.command == "export-neoml":
+        paths = export_neoml(args.out, examples=args.examples, seed=args.seed)
+    else:
+        paths = export(args.out, sources=tuple(args.sources.split(",")),
+                       examples=args.examples, seed=args.seed)
     print(f"wrote {len(paths)} case files to {args.out}")
     return 0
+
+
+def _judge_command(cases: Path, targets: tuple[str, ...]) -> int:
+    files = sorted(cases.glob("neoml-*.npz"))
+    if not files:
+        print(f"no NeoML case files (neoml-*.npz) in {cases}")
+        return 2
+    failed = 0
+    for target in targets:
+        outcomes = [judge(path, target) for path in files]
+        bad = [o for o in outcomes if not o.ok]
+        worst = max(o.comparison.max_abs_diff for o in outcomes)
+        print(f"neoml -> {target}: {len(outcomes) - len(bad)}/{len(outcomes)} equivalent, "
+              f"max abs diff {worst:.3g}")
+        for outcome in bad[:1]:
+            print(outcome.message())
+        failed += bool(bad)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

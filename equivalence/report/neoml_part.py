@@ -1,76 +1,87 @@
-"""The NeoML environment's part of the report (run with that environment's Python).
+"""NeoML's part of the report: the rows that need the NeoML environment, and its case files.
 
-``python -m equivalence.report.neoml_part --cases DIR --out FILE``: NeoML
-against the float64 reference, and every exchanged case (Keras, PyTorch, TF1,
-ONNX Runtime outputs) converted to NeoML and run here; writes a results file.
+``python -m equivalence.report.neoml_part --cases DIR --export DIR --out FILE``
+(run with that environment's Python): NeoML against the float64 reference,
+every exchanged case (each main-environment runtime's outputs) converted to
+NeoML and run here, and, with ``--export``, NeoML's own cases for the main
+environment to run (:func:`equivalence.exchange.export_neoml`). The NeoML row
+(NeoML -> every runtime) is judged back in the main environment by
+:func:`exchanged_rows` over those files, so both directions use the same code.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import exchange, harness, table
-from ..compare import TENSORS, Tolerance, compare
-from ..convert import convert
-from ..explore import explore
+from ..explore import Exploration, explore
 from ..strategies import lstm_cases
 from . import matrix, results
 
+FEATURE = "exchanged case files"
 
-def exchanged_rows(cases: Path) -> list[dict[str, Any]]:
-    """One row per source runtime found in the case files."""
-    runtime = table.entry("neoml").load()
-    grouped: dict[str, list[tuple[Any, Any]]] = defaultdict(list)
-    for path in sorted(cases.glob("*.npz")):
-        case = exchange.load(path)
-        native = convert(
-            case.native,
-            source=case.format,
-            target="neoml",
-            source_options=harness.reader_options(case.format, case.spec, case.format_options),
-        )
-        actual = runtime.run(case.spec, native, case.inputs)
-        tol = Tolerance.for_case(case.spec.dtype, case.inputs.x.shape[1])
-        grouped[case.source].append((compare(case.expected, actual, tol), path.name))
+
+def exploration(judged: list[Any], error: str = "") -> Exploration:
+    """One row's summary of judged case files; the smallest failing case is the minimal one."""
+    found = Exploration()
+    for outcome in judged:
+        found.add(outcome)
+    failing = [o for o in judged if not o.ok]
+    if failing:
+        found.failure = min(failing, key=_size)
+    found.error = error
+    found.features.add(FEATURE)
+    return found
+
+
+def _size(outcome: Any) -> tuple[int, ...]:
+    spec, inputs = outcome.case.spec, outcome.case.inputs
+    return (spec.layers * spec.directions * spec.units * spec.input_size,
+            inputs.batch * inputs.steps)
+
+
+def exchanged_rows(
+    files: list[Path], targets: list[str], environment: str,
+    tick: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (case files' source, target): each file moved to ``target``, run, judged."""
+    by_source: dict[str, list[Path]] = defaultdict(list)
+    for path in files:
+        by_source[exchange.load(path).source].append(path)
+    order = {name: n for n, name in enumerate(entry.name for entry in table.RUNTIMES)}
     rows = []
-    for source, found in grouped.items():
-        worst = max(found, key=lambda item: item[0].max_abs_diff)
-        rows.append(
-            {
-                "source": source,
-                "target": "neoml",
-                "environment": table.NEOML,
-                "examples": len(found),
-                "max_abs_diff": {
-                    t: max(c.by_name()[t].max_abs_diff for c, _ in found) for t in TENSORS
-                },
-                "tolerance": {"atol": worst[0].tolerance.atol, "rtol": worst[0].tolerance.rtol},
-                "passed": all(c.ok for c, _ in found),
-                "worst_case": {
-                    "case": worst[1],
-                    "ok": worst[0].ok,
-                    "max_abs_diff": worst[0].max_abs_diff,
-                    "message": "" if worst[0].ok else worst[0].describe(),
-                },
-                "features": ["exchanged case files"],
-                "error": "",
-            }
-        )
+    for source, paths in sorted(by_source.items(), key=lambda item: order.get(item[0], 99)):
+        for target in targets:
+            if target == source:
+                continue
+            judged, error = [], ""
+            for path in paths:
+                try:
+                    judged.append(exchange.judge(path, target))
+                except Exception as exc:  # a crash is the row's result, not the report's end
+                    error = f"{path.name}: {type(exc).__name__}: {exc}"
+                    break
+                if tick:
+                    tick()
+            rows.append(results.pair_row(source, target, environment,
+                                         exploration(judged, error)))
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m equivalence.report.neoml_part")
-    parser.add_argument("--cases", type=Path, required=True)
+    parser.add_argument("--cases", type=Path, required=True, help="main environment's cases")
+    parser.add_argument("--export", type=Path, help="write NeoML's own cases here")
     parser.add_argument("--examples", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     entry = table.entry("neoml")
-    caps = entry.load().capabilities
+    caps = entry.capabilities
     found = explore(
         lstm_cases(capabilities=caps, dtypes=caps.dtypes),
         lambda case: harness.check_against_reference(entry, case),
@@ -78,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         seed_value=args.seed,
     )
     rows = [results.pair_row("neoml", "reference", table.NEOML, found)]
-    rows += exchanged_rows(args.cases)
+    rows += exchanged_rows(sorted(args.cases.glob("*.npz")), ["neoml"], table.NEOML)
+    if args.export:
+        exchange.export_neoml(args.export, examples=args.examples, seed=args.seed)
     runtimes = [r for r in matrix.runtime_rows(table.NEOML) if r["name"] == "neoml"]
     data = results.new_results(
         seed=args.seed,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -77,6 +78,17 @@ class NeoMLRuntime(Runtime):
                 self._set_weights(lstm, cells[layer][direction])
         outputs = network.dnn.run(self._feeds(spec, inputs, has_state))
         return _collect(spec, outputs, batch, steps)
+
+    def run_and_store(
+        self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, path: Path
+    ) -> LSTMResult:
+        """Run (through the contract), then save the very network that ran as NeoML's own
+        network file (``Dnn.store``), so a reader elsewhere gets what produced the result."""
+        result = self.run(spec, native, inputs)
+        has_state = inputs.h0 is not None or inputs.c0 is not None
+        network = self._network(spec, inputs.batch, inputs.steps, has_state)
+        network.dnn.store(str(path))
+        return result
 
     def _network(self, spec: LSTMSpec, batch: int, steps: int, has_state: bool) -> _Network:
         key = (spec, batch, steps, has_state)
