@@ -1,26 +1,42 @@
-"""Diagnosis: which known conversion bug explains a wrong result.
+"""Diagnosis: name what went wrong in a failed conversion, as precisely as the evidence allows.
 
-Each candidate rebuilds the wrong network a known bug would produce (from the
-correct canonical weights) or the wrong reading of its results, runs it in the
-float64 reference, and compares with what the target really produced. The
-first candidate that reproduces the target's numbers within tolerance is the
-diagnosis. Cheap (reference only), and it names the bug in the user's terms.
+The most precise evidence first:
+
+1. The converted weights are at hand (``check_conversion``, every pair,
+   ``convert --verify``): they are read back through the target format and
+   compared with the source's in weight space
+   (:func:`equivalence.weight_diagnosis.explain`), which names every mistake,
+   compound ones included, and the residual that no mistake explains. If the
+   weights also fail to account for the target's outputs, what else is wrong
+   is diagnosed from the outputs too.
+2. The weights are right, or only outputs exist (black-box exporters): known
+   bugs are replayed through the float64 reference and the one that
+   reproduces the target's numbers is named: reading bugs (h and c swapped,
+   reversed outputs), another recurrent activation, and for black boxes the
+   known weight bugs (gate orders, biases, layouts, float16).
+3. Nothing reproduces it: :func:`equivalence.localize.localize` says where
+   it goes wrong (time step, layer and direction, h or c, which gate).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
 from . import reference
 from .canonical import GATES, CellWeights, LSTMWeights
+from .case import Case
 from .compare import Tolerance, compare
+from .convert import to_canonical
+from .errors import ConversionError
 from .formats._common import permute_gates
 from .io_types import LSTMResult
-from .strategies import Case
+from .localize import localize
+from .weight_diagnosis import explain
 
 # Gate orders with a name people will recognise (canonical is i f g o).
 KNOWN_ORDERS = {("i", "g", "f", "o"): "TF1's i, j, f, o order",
@@ -30,9 +46,74 @@ KNOWN_ORDERS = {("i", "g", "f", "o"): "TF1's i, j, f, o order",
 Candidate = tuple[str, Callable[[Case], LSTMResult]]
 
 
+@dataclass(frozen=True)
+class Converted:
+    """Converted native weights and how to read them back through their format."""
+
+    native: Any
+    format: str
+    read_options: dict[str, Any] = field(default_factory=dict)
+
+    def canonical(self) -> LSTMWeights:
+        return to_canonical(self.native, self.format, **self.read_options)
+
+
+def diagnose(case: Case, actual: LSTMResult | None, converted: Converted | None = None,
+             tolerance: Tolerance | None = None) -> str | None:
+    """Name what makes ``actual`` (and ``converted``, when given) wrong for ``case``.
+
+    None when nothing is wrong that can be seen: the converted weights agree
+    with the source's and there are no outputs to judge.
+    """
+    tol = tolerance or Tolerance.for_case(case.spec.dtype, case.inputs.steps)
+    if converted is None:
+        return _from_outputs(case, actual, tol, weight_bugs=True) if actual is not None else None
+    try:
+        weights = converted.canonical()
+    except ConversionError as exc:
+        return f"the converted weights cannot be read back as {converted.format}: {exc}"
+    found = explain(case.weights, weights).message()
+    if actual is None:
+        return found
+    rest = None if _reproduces(weights, case, actual, tol) else _from_outputs(
+        replace(case, weights=weights), actual, tol, weight_bugs=False)
+    if found and rest:
+        return f"{found}; besides, the target's outputs differ from what these weights compute: " \
+               f"{rest}"
+    if found:
+        return found
+    return f"converted weights agree with the source's; {rest}" if rest else None
+
+
 def _run(weights: LSTMWeights, case: Case) -> LSTMResult:
     inputs = case.inputs
     return reference.lstm(weights, inputs.x, h0=inputs.h0, c0=inputs.c0, lengths=inputs.lengths)
+
+
+def _reproduces(weights: LSTMWeights, case: Case, actual: LSTMResult, tol: Tolerance) -> bool:
+    try:
+        return compare(_run(weights, case), actual, tol).ok
+    except ConversionError:  # read-back weights of another shape: the weights explain it
+        return True
+
+
+def _from_outputs(case: Case, actual: LSTMResult, tol: Tolerance, *, weight_bugs: bool) -> str:
+    """A known bug that reproduces ``actual``, else where it goes wrong."""
+    correct = _run(case.weights, case)
+    for label, transform in _reading_candidates():
+        expected = transform(correct)
+        if expected.h.shape == actual.h.shape and compare(expected, actual, tol).ok:
+            return label
+    candidates = list(_activation_candidates(case))
+    if weight_bugs:
+        candidates = [*_gate_orders(), *_bias_candidates(), *_layout_candidates(case), *candidates]
+    for label, make in candidates:
+        try:
+            if compare(make(case), actual, tol).ok:
+                return label
+        except ValueError:  # a candidate that does not fit this shape
+            continue
+    return localize(case, actual, tol)
 
 
 def _fixed(weights: LSTMWeights) -> Callable[[Case], LSTMResult]:
@@ -53,7 +134,7 @@ def _gate_orders() -> Iterator[Candidate]:
         label = (f"gate blocks permuted to {', '.join(names)} "
                  f"({', '.join(moved[:-1])} and {moved[-1]} misplaced)")
         if len(moved) == 2:
-            label = f"{moved[0]} and {moved[1]} swapped"
+            label = f"{moved[0]} and {moved[1]} blocks swapped"
         if names in KNOWN_ORDERS:
             label += f", as in {KNOWN_ORDERS[names]}"
 
@@ -65,9 +146,9 @@ def _gate_orders() -> Iterator[Candidate]:
 
 
 def _bias_candidates() -> Iterator[Candidate]:
-    yield ("only the input bias kept (the recurrent bias dropped, not summed)",
+    yield ("recurrent bias dropped (only the input bias kept)",
            _cells(lambda c: replace(c, b_recurrent=np.zeros_like(c.b_recurrent))))
-    yield ("only the recurrent bias kept (the input bias dropped, not summed)",
+    yield ("input bias dropped (only the recurrent bias kept)",
            _cells(lambda c: replace(c, b_input=np.zeros_like(c.b_input))))
     for offset in (1.0, -1.0):
         def shift(cell: CellWeights, offset=offset) -> CellWeights:
@@ -76,9 +157,8 @@ def _bias_candidates() -> Iterator[Candidate]:
             bias[units:2 * units] += offset
             return replace(cell, b_input=bias)
 
-        sign = "+" if offset > 0 else "-"
-        yield (f"forget-gate bias off by {sign}1 (TF1's forget_bias not folded or folded twice)",
-               _cells(shift))
+        why = "folded twice, or not subtracted when written" if offset > 0 else "not folded in"
+        yield f"{offset:+.1f} added to the f block of the bias (forget_bias {why})", _cells(shift)
 
 
 def _reshaped_not_transposed(matrix: np.ndarray, per_gate: bool) -> np.ndarray:
@@ -90,7 +170,7 @@ def _reshaped_not_transposed(matrix: np.ndarray, per_gate: bool) -> np.ndarray:
 
 
 def _layout_candidates(case: Case) -> Iterator[Candidate]:
-    for per_gate, label in ((True, "kernel gate blocks reshaped instead of transposed "
+    for per_gate, label in ((True, "gate blocks reshaped instead of transposed "
                                    "(CuDNNLSTM's flat layout read as Keras's, or back)"),
                             (False, "kernels reshaped instead of transposed")):
         def reshaped(cell: CellWeights, per_gate=per_gate) -> CellWeights:
@@ -99,8 +179,15 @@ def _layout_candidates(case: Case) -> Iterator[Candidate]:
 
         yield label, _cells(reshaped)
     if case.spec.input_size == case.spec.output_size:
-        yield ("input and recurrent kernels swapped (TF1 kernel split at the wrong row)",
+        yield ("input and recurrent kernels swapped",
                _cells(lambda c: replace(c, w_input=c.w_recurrent, w_recurrent=c.w_input)))
+    # Rounded as two biases or as their sum (one-bias formats round the sum).
+    for weights in (case.weights, case.weights.with_merged_biases()):
+        rounded = weights.astype("float16").astype("float64")
+        yield "all weights rounded through float16", _fixed(rounded)
+
+
+def _activation_candidates(case: Case) -> Iterator[Candidate]:
     spec = case.spec
     for activation in ("sigmoid", "hard_sigmoid_tf_keras", "hard_sigmoid_keras3"):
         if activation != spec.recurrent_activation:
@@ -108,29 +195,8 @@ def _layout_candidates(case: Case) -> Iterator[Candidate]:
                                   case.weights.cells)
             yield (f"recurrent activation {activation} where {spec.recurrent_activation} "
                    "was meant", _fixed(weights))
-    # Rounded as two biases or as their sum (one-bias formats round the sum).
-    for weights in (case.weights, case.weights.with_merged_biases()):
-        rounded = weights.astype("float16").astype("float64")
-        yield "weights rounded through float16", _fixed(rounded)
 
 
 def _reading_candidates() -> Iterator[tuple[str, Callable[[LSTMResult], LSTMResult]]]:
     yield "h and c swapped", lambda r: LSTMResult(r.outputs, r.c, r.h)
     yield "output sequence reversed in time", lambda r: LSTMResult(r.outputs[:, ::-1], r.h, r.c)
-
-
-def diagnose(case: Case, actual: LSTMResult) -> str | None:
-    """Name the known bug that reproduces ``actual`` for ``case``; None when none does."""
-    tol = Tolerance.for_case(case.spec.dtype, case.inputs.steps)
-    correct = _run(case.weights, case)
-    for label, transform in _reading_candidates():
-        expected = transform(correct)
-        if expected.h.shape == actual.h.shape and compare(expected, actual, tol).ok:
-            return label
-    for label, make in [*_gate_orders(), *_bias_candidates(), *_layout_candidates(case)]:
-        try:
-            if compare(make(case), actual, tol).ok:
-                return label
-        except ValueError:  # a candidate that does not fit this shape
-            continue
-    return None

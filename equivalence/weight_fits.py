@@ -1,0 +1,174 @@
+"""Elementwise fits of one block of converted weights against its prediction.
+
+The weight-space diagnosis (:mod:`equivalence.weight_diagnosis`) first guesses
+where a block of the converted weights came from (which array, which gate
+block, which layout); this module then says how well that guess explains the
+numbers: exactly (within the working dtype's rounding), after one simple fix
+(a scale, or a constant offset for biases), and whether the rest is rounding
+through float16 or bfloat16. Pure numpy.
+
+Why these rules:
+
+* "Within rounding" is ``2 * eps * magnitude``: a correct conversion copies
+  values exactly, except one-bias formats, which round the sum of two biases
+  once (at most eps/2 of the summands' magnitude).
+* Rounding through float16/bfloat16 is claimed only where the converted value
+  is exactly representable in that dtype *and* within its half ulp of the
+  prediction; a weight nudged by 1e-3 is neither, so rounding never hides it.
+* A fix with a free parameter (least-squares scale, median offset) is allowed
+  only where the block has more elements than parameters; a single number
+  can be "fitted" by anything, so there only round constants (x2, -1, +1.0, ...)
+  count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
+HALF_ULP = {"float16": 2.0**-11, "bfloat16": 2.0**-8}  # what rounding into them may move
+SMALLEST = {"float16": 2.0**-24, "bfloat16": 2.0**-133}  # subnormal steps
+ROUNDINGS = ("float16", "bfloat16")  # dtypes a converter may silently round through
+NICE_SCALES = (0.0, -1.0, 0.5, 2.0, -0.5, -2.0, 0.25, 4.0)
+NICE_OFFSETS = (1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 3.0, -3.0)
+
+
+def coarsest(dtypes: list[str]) -> str:
+    """The dtype with the largest unit round-off among ``dtypes``."""
+    return max(dtypes, key=lambda name: EPS[name])
+
+
+def representable(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Elementwise: is each float64 value exactly a ``dtype`` number?"""
+    if dtype == "float16":
+        with np.errstate(over="ignore"):
+            return values.astype(np.float16).astype(np.float64) == values
+    single = values.astype(np.float32)  # bfloat16 = the top 16 bits of a float32
+    exact = single.astype(np.float64) == values
+    return exact & ((single.view(np.uint32) & np.uint32(0xFFFF)) == 0)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Converted values (float64) and, per rounding dtype, which of them it can hold."""
+
+    values: np.ndarray
+    held: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, *parts: np.ndarray) -> Observed:
+        """The sum of ``parts`` (two biases read back); representable where every part is."""
+        values = np.sum([np.asarray(p, dtype=np.float64) for p in parts], axis=0)
+        held = {
+            d: np.logical_and.reduce([representable(np.asarray(p, np.float64), d) for p in parts])
+            for d in ROUNDINGS
+        }
+        return cls(values, held)
+
+    def part(self, index: slice | tuple) -> Observed:
+        return Observed(self.values[index], {d: m[index] for d, m in self.held.items()})
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """What a guess says the converted values should be, with their summands' magnitude."""
+
+    values: np.ndarray
+    magnitude: np.ndarray
+
+    @classmethod
+    def of(cls, values: np.ndarray, magnitude: np.ndarray | None = None) -> Predicted:
+        return cls(values, np.abs(values) if magnitude is None else magnitude)
+
+    def part(self, index: slice | tuple) -> Predicted:
+        return Predicted(self.values[index], self.magnitude[index])
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One simple change that turns the prediction into the converted values."""
+
+    kind: str  # "scale" or "offset"
+    value: float
+
+    def apply(self, predicted: Predicted) -> Predicted:
+        if self.kind == "scale":
+            return Predicted(self.value * predicted.values, abs(self.value) * predicted.magnitude)
+        return Predicted(predicted.values + self.value, predicted.magnitude + abs(self.value))
+
+
+@dataclass(frozen=True)
+class BlockFit:
+    """How well one guess (plus at most one fix) explains one block."""
+
+    fix: Fix | None
+    fitted: np.ndarray  # the prediction after the fix
+    off: np.ndarray  # elements still unexplained
+    rounding: str | None  # the dtype whose rounding explains the remaining small differences
+    extra: float = field(default=0.0)  # complexity added by the caller (a permutation, ...)
+
+    @property
+    def unexplained(self) -> int:
+        return int(np.count_nonzero(self.off))
+
+    @property
+    def complexity(self) -> float:
+        return (self.fix is not None) + 0.5 * (self.rounding is not None) + self.extra
+
+
+def _judge(actual: Observed, predicted: Predicted, working: str) -> tuple[np.ndarray, str | None]:
+    """Unexplained elements, and the rounding dtype that explains the others (if needed)."""
+    error = np.abs(actual.values - predicted.values)
+    off = error > 2.0 * EPS[working] * predicted.magnitude
+    if not off.any() or EPS[working] >= HALF_ULP["float16"]:
+        return off, None
+    for dtype in ROUNDINGS:
+        bound = 2.0 * HALF_ULP[dtype] * predicted.magnitude + SMALLEST[dtype]
+        rounded = off & actual.held[dtype] & (error <= bound)
+        if rounded.any():
+            return off & ~rounded, dtype
+    return off, None
+
+
+def _scales(actual: np.ndarray, predicted: np.ndarray) -> list[float]:
+    norm = float(np.dot(predicted.ravel(), predicted.ravel()))
+    if norm == 0.0:
+        return []
+    fitted = float(np.dot(actual.ravel(), predicted.ravel())) / norm
+    near = [s for s in NICE_SCALES if abs(s - fitted) <= 1e-2 * max(abs(s), 1e-2)]
+    free = [fitted] if actual.size > 1 and not near and abs(fitted - 1.0) > 1e-6 else []
+    return near + free
+
+
+def _offsets(actual: np.ndarray, predicted: np.ndarray) -> list[float]:
+    fitted = float(np.median(actual - predicted))
+    near = [c for c in NICE_OFFSETS if abs(c - fitted) <= 1e-3 * max(abs(c), 1.0)]
+    free = [fitted] if actual.size > 1 and not near and fitted != 0.0 else []
+    return near + free
+
+
+def fit(
+    actual: Observed,
+    predicted: Predicted,
+    working: str,
+    *,
+    scales: bool = True,
+    offsets: bool = False,
+) -> BlockFit:
+    """The simplest of: no fix, one scale, one offset (``offsets``) that explains most."""
+    off, rounding = _judge(actual, predicted, working)
+    best = BlockFit(None, predicted.values, off, rounding)
+    if not off.any():
+        return best
+    fixes = [Fix("scale", s) for s in _scales(actual.values, predicted.values)] if scales else []
+    if offsets:
+        fixes += [Fix("offset", c) for c in _offsets(actual.values, predicted.values)]
+    for fix in fixes:
+        fixed = fix.apply(predicted)
+        off, rounding = _judge(actual, fixed, working)
+        candidate = BlockFit(fix, fixed.values, off, rounding)
+        if (candidate.unexplained, candidate.complexity) < (best.unexplained, best.complexity):
+            best = candidate
+    return best
