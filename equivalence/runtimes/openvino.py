@@ -31,6 +31,7 @@ class OpenVinoRuntime(OnnxModelRuntime):
     """OpenVINO CPU with float32 inference precision."""
 
     module: ClassVar[str] = "openvino"
+    per_shape: ClassVar[bool] = True  # see the module docstring
     precision_hint: ClassVar[str | None] = "f32"
 
     def version(self) -> str:

@@ -1,0 +1,451 @@
+"""The conformance grid: per runtime and feature, ``match``, ``refused`` or ``silently wrong``.
+
+For every runtime of the table and every feature it could meet, Hypothesis
+draws cases with that feature forced on (``strategies.lstm_cases`` filtered
+to the feature) and each case gets one of three verdicts:
+
+* ``match``: within the harness tolerance of the float64 reference;
+* ``refused``: a named error (the runtime raised, or our contract refused a
+  feature the row does not claim);
+* ``silently wrong``: it ran and gave other numbers (or other shapes). Its own
+  class, never hidden behind a looser tolerance; Hypothesis shrinks it to a
+  minimal case.
+
+A runtime that can run ONNX graphs (:meth:`run_onnx`) is probed at the ONNX
+level: the feature is set in the graph itself, whatever the table row
+claims, so the grid describes the engine, and ONNX attributes the spec cannot
+express (``direction="reverse"``, ``input_forget``, ``layout=1``, an omitted
+initial state) get their own features, with the float64 reference computing
+the intended semantics. Every other runtime is probed through the runtime
+contract, on the features its weight format can hold.
+
+Known findings (:data:`KNOWN`) are expectations, never inputs: the verdicts
+come from the generated cases, and the test suite fails when one stops
+reproducing. Core: numpy, Hypothesis and the harness at import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+
+from . import harness, reference
+from .canonical import CellWeights, LSTMWeights
+from .capabilities import Capabilities
+from .case import Case
+from .compare import compare
+from .convert import from_canonical
+from .formats import get as get_format
+from .io_types import LSTMInputs, LSTMResult
+from .strategies import lstm_cases
+from .table import MAIN, Entry, entries, entry
+
+MATCH, REFUSED, WRONG = "match", "refused", "silently wrong"
+VERDICTS = (MATCH, REFUSED, WRONG)
+# A silently wrong cell stops shrinking after this many runs (OpenVINO compiles every new spec).
+SHRINK_RUNS = 60
+_BASE = Capabilities(bidirectional=False, initial_state=False, lengths=False, time_major=False)
+_ACTIVATIONS = frozenset({"sigmoid", "hard_sigmoid_tf_keras", "hard_sigmoid_keras3"})
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One column of the grid: how to draw cases that use it, and who can meet it.
+
+    ``extra`` turns capabilities on over the plain forward LSTM; ``present``
+    keeps the drawn cases that really use the feature. ``onnx`` are graph
+    attributes beyond the spec (ONNX-level probes only). ``holds`` says
+    whether a weight format can carry it (None: any format, a run-time input).
+    """
+
+    name: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    present: Callable[[Case], bool] = lambda case: True
+    max_layers: int = 1
+    dtype: str = "float32"
+    onnx: Mapping[str, Any] = field(default_factory=dict)
+    holds: Callable[[frozenset[str]], bool] | None = None
+
+    def cases(self) -> st.SearchStrategy[Case]:
+        caps = replace(_BASE, dtypes=frozenset({self.dtype}), **self.extra)
+        drawn = lstm_cases(capabilities=caps, max_layers=self.max_layers, dtypes=(self.dtype,))
+        return drawn.filter(self.present)
+
+
+def _spec_has(name: str) -> Callable[[Case], bool]:
+    return lambda case: name in case.spec.features()
+
+
+def _format_holds(name: str) -> Callable[[frozenset[str]], bool]:
+    return lambda supported: name in supported
+
+
+def _holds_activation(supported: frozenset[str]) -> bool:
+    return any(f.startswith("recurrent_activation=") for f in supported)
+
+
+def _clip_feature(name: str, **extra: Any) -> Feature:
+    return Feature(name, {name: True, **extra}, _spec_has(name), holds=_format_holds(name))
+
+
+def _structure(name: str, extra: Mapping[str, Any], **fields: Any) -> Feature:
+    return Feature(name, extra, _spec_has(name), holds=_format_holds(name), **fields)
+
+
+FORWARD = Feature("forward")
+BIDIRECTIONAL = _structure("bidirectional", {"bidirectional": True})
+STACKED = _structure("stacked layers", {}, max_layers=2)
+GATE_CLIP = _clip_feature("gate_clip")
+CELL_CLIP = _clip_feature("cell_clip")
+PROJECTION = _structure("projection", {"projection": True})
+PROJECTION_CLIP = _clip_feature("projection_clip", projection=True)
+PEEPHOLES = _structure("peepholes", {"peepholes": True})
+ACTIVATIONS = Feature(
+    "activations",
+    {"recurrent_activations": _ACTIVATIONS},
+    lambda case: case.spec.recurrent_activation != "sigmoid",
+    holds=_holds_activation,
+)
+LENGTHS = Feature("sequence lengths", {"lengths": True},
+                  lambda case: case.inputs.lengths is not None)
+INITIAL_STATES = Feature("initial states", {"initial_state": True},
+                         lambda case: case.inputs.h0 is not None)
+TIME_MAJOR = Feature("time-major", {"time_major": True}, lambda case: case.inputs.time_major)
+FLOAT16 = Feature("float16", dtype="float16")
+FLOAT64 = Feature("float64", dtype="float64")
+BFLOAT16 = Feature("bfloat16", dtype="bfloat16")
+# ONNX attributes the spec cannot say; the graph always has initial-state inputs except below.
+REVERSE = Feature("reverse", onnx={"direction": "reverse"})
+INPUT_FORGET = Feature("input_forget", onnx={"input_forget": True})
+LAYOUT = Feature("layout=1", onnx={"layout": 1})
+NO_INITIAL_STATE = Feature("no initial-state input", onnx={"omit_state": True})
+
+# Through the runtime contract, where the runtime's format can hold the feature.
+CONTRACT_FEATURES = (
+    FORWARD, BIDIRECTIONAL, STACKED, GATE_CLIP, CELL_CLIP, PROJECTION, PROJECTION_CLIP,
+    PEEPHOLES, ACTIVATIONS, LENGTHS, INITIAL_STATES, TIME_MAJOR, FLOAT16, FLOAT64, BFLOAT16,
+)
+# At the ONNX level (LSTM-14 has no bfloat16; its graph is time-major unless layout=1).
+ONNX_FEATURES = (
+    FORWARD, REVERSE, BIDIRECTIONAL, STACKED, GATE_CLIP, ACTIVATIONS, INPUT_FORGET, PEEPHOLES,
+    LAYOUT, LENGTHS, INITIAL_STATES, NO_INITIAL_STATE, FLOAT16, FLOAT64,
+)
+FEATURES = tuple({f.name: f for f in ONNX_FEATURES + CONTRACT_FEATURES}.values())  # column order
+
+
+@dataclass(frozen=True)
+class Known:
+    """A finding the grid is expected to reproduce (upstream behaviour, not ours)."""
+
+    verdict: str
+    reason: str
+
+
+KNOWN: dict[tuple[str, str], Known] = {
+    ("tract", "reverse"): Known(WRONG, "tract 0.23.9 computes direction=reverse as forward"),
+    ("tract", "gate_clip"): Known(WRONG, "tract 0.23.9 ignores the LSTM clip attribute"),
+    ("tract", "activations"): Known(WRONG, "tract 0.23.9 ignores the activations attribute"),
+    ("tract", "input_forget"): Known(WRONG, "tract 0.23.9 ignores input_forget"),
+    ("tract", "sequence lengths"): Known(REFUSED, "tract: Non constant seq_len is not supported"),
+    ("tract", "float64"): Known(REFUSED, "tract: LstmEpilogue has no float64"),
+    ("tract", "no initial-state input"): Known(
+        REFUSED, "tract: without initial_h a batch > 1 fails (Clashing resolution)"),
+    ("onnxruntime", "layout=1"): Known(REFUSED, "ORT: layout=1 is not supported"),
+    ("onnxruntime", "float64"): Known(REFUSED, "ORT: LSTM does not support double yet"),
+}
+for _row in ("openvino", "openvino_default"):
+    KNOWN.update({
+        (_row, "peepholes"): Known(
+            WRONG, "OpenVINO's ONNX frontend drops the P input and runs without peepholes"),
+        (_row, "input_forget"): Known(WRONG, "OpenVINO ignores input_forget"),
+        (_row, "layout=1"): Known(WRONG, "OpenVINO mishandles layout=1: Y comes back empty "
+                                  "with initial states, (B, D, T, H) without (cf. "
+                                  "openvinotoolkit/openvino#37820)"),
+        (_row, "float64"): Known(WRONG, "OpenVINO's CPU plugin runs float64 graphs in float32"),
+        (_row, "activations"): Known(REFUSED, "OpenVINO: Unsupported activation function"),
+    })
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One case of a feature, plus the ONNX attributes it sets beyond the spec."""
+
+    feature: str
+    case: Case
+    onnx: Mapping[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        attributes = ", ".join(f"{k}={v}" for k, v in sorted(self.onnx.items()))
+        return self.case.describe() + (f" onnx({attributes})" if attributes else "")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one probe did."""
+
+    probe: Probe
+    verdict: str
+    max_abs_diff: float | None
+    detail: str = ""
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def expected_result(probe: Probe) -> LSTMResult:
+    """The float64 reference for the probe's intended semantics.
+
+    ``input_forget`` couples the forget gate to the input gate (f = 1 - i):
+    with sigmoid-like gates, 1 - s(z) = s(-z), so the reference runs with the
+    forget rows replaced by the negated input rows. ``direction="reverse"``
+    runs every layer's one direction backwards over each sequence's valid part.
+    """
+    case = probe.case
+    weights = _coupled(case.weights) if probe.onnx.get("input_forget") else case.weights
+    if probe.onnx.get("direction") == "reverse":
+        return _reverse(weights, case.inputs)
+    return harness.reference_result(Case(case.spec, weights, case.inputs))
+
+
+def _coupled(weights: LSTMWeights) -> LSTMWeights:
+    def couple(_layer: int, _direction: int, cell: CellWeights) -> CellWeights:
+        units = cell.w_input.shape[0] // 4
+        arrays = {k: np.array(v, copy=True) for k, v in cell.arrays().items()}
+        for name in ("w_input", "w_recurrent", "b_input", "b_recurrent"):
+            arrays[name][units:2 * units] = -arrays[name][:units]
+        if "peephole" in arrays:
+            arrays["peephole"][1] = -arrays["peephole"][0]
+        return CellWeights(**arrays)
+
+    return weights.map_cells(couple)
+
+
+def _reverse(weights: LSTMWeights, inputs: LSTMInputs) -> LSTMResult:
+    spec = weights.spec
+    batch, steps = inputs.batch, inputs.steps
+    lengths = np.full(batch, steps) if inputs.lengths is None else np.asarray(inputs.lengths)
+    zeros = np.zeros((spec.layers, 1, batch, spec.units))
+    h0 = zeros if inputs.h0 is None else np.asarray(inputs.h0, dtype=np.float64)
+    c0 = zeros if inputs.c0 is None else np.asarray(inputs.c0, dtype=np.float64)
+    layer_input, final_h, final_c = np.asarray(inputs.x, dtype=np.float64), [], []
+    for layer, (cell,) in enumerate(weights.cells):
+        cell64 = CellWeights(**{k: np.asarray(v, np.float64) for k, v in cell.arrays().items()})
+        layer_input, h, c = reference.run_direction(
+            cell64, spec, layer_input, h0[layer, 0], c0[layer, 0], lengths, reverse=True)
+        final_h.append(h[None])
+        final_c.append(c[None])
+    return LSTMResult(layer_input, np.stack(final_h), np.stack(final_c))
+
+
+# ----------------------------------------------------------------------------- running
+
+
+OnnxRunner = Callable[[bytes, Mapping[str, np.ndarray]], list[np.ndarray]]
+
+
+def onnx_runner(row: Entry) -> OnnxRunner | None:
+    """The row's ONNX-level entry point, or None when it runs its own format only."""
+    runtime = row.load()
+    if hasattr(runtime, "run_onnx"):
+        return runtime.run_onnx
+    if row.format == "onnx" and runtime.module == "onnxruntime":
+        # The onnxruntime row's class predates run_onnx: probe it through the same provider.
+        if row.name not in _SESSIONS:
+            from .runtimes._onnx_family import OnnxRuntimeSessions
+
+            _SESSIONS[row.name] = OnnxRuntimeSessions(row)
+        return _SESSIONS[row.name].run_onnx
+    return None
+
+
+_SESSIONS: dict[str, Any] = {}
+
+
+def features_for(row: Entry) -> tuple[Feature, ...]:
+    """The features ``row`` could meet: ONNX-level ones, or those its format can hold."""
+    if onnx_runner(row) is not None:
+        return ONNX_FEATURES
+    supported = get_format(row.format).supported
+    return tuple(f for f in CONTRACT_FEATURES if f.holds is None or f.holds(supported))
+
+
+def run_probe(row: Entry, probe: Probe, runner: OnnxRunner | None) -> LSTMResult:
+    """Run the probe on the row: as an ONNX graph when ``runner``, else through the contract."""
+    case = probe.case
+    if runner is None:
+        return harness.run(row, case, harness.native_weights(row, case))
+    from .runtimes import _onnx_family as onnx_family
+
+    attributes = dict(probe.onnx)
+    has_state = not attributes.pop("omit_state", False)
+    layout = attributes.get("layout", 0)
+    model = onnx_family.probe_model(case.spec, has_state=has_state,
+                                    has_lengths=case.inputs.lengths is not None, **attributes)
+    plain = LSTMWeights(case.spec.replace(recurrent_activation="sigmoid"), case.weights.cells)
+    native = from_canonical(plain, "onnx")
+    fed = onnx_family.feeds(case.spec, native, case.inputs, has_state=has_state, layout=layout)
+    return onnx_family.result(case.spec, runner(model, fed), case.inputs, layout=layout)
+
+
+def observe(row: Entry, probe: Probe, runner: OnnxRunner | None) -> Observation:
+    """Run one probe and judge it against the reference under the harness tolerance."""
+    try:
+        actual = run_probe(row, probe, runner)
+    except Exception as exc:  # any error raised instead of numbers is a refusal, named here
+        return Observation(probe, REFUSED, None, _error_line(exc))
+    comparison = compare(expected_result(probe), actual, harness.tolerance(probe.case, row))
+    finite = math.isfinite(comparison.max_abs_diff)
+    diff = comparison.max_abs_diff if finite else None
+    if comparison.ok:
+        return Observation(probe, MATCH, diff)
+    return Observation(probe, WRONG, diff, comparison.describe().splitlines()[0])
+
+
+def _error_line(exc: BaseException) -> str:
+    """``Type: first line ... cause`` (tract and OpenVINO put the cause last, then a backtrace)."""
+    text = str(exc).split("Stack backtrace:")[0].split("stack backtrace:")[0]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()] or [""]
+    shown = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+    return f"{type(exc).__name__}: {shown}"[:300]
+
+
+class _SilentlyWrong(Exception):
+    """Raised inside the Hypothesis search so it shrinks a silently wrong probe."""
+
+
+def judge(row: Entry, feature: Feature, *, max_examples: int, seed: int) -> dict[str, Any]:
+    """One cell of the grid: ``max_examples`` drawn probes, shrunk when silently wrong."""
+    runner = onnx_runner(row)
+    seen: dict[tuple[str, bytes], Observation] = {}
+    raised: list[Observation] = []  # Hypothesis replays its minimal failure last
+
+    @hypothesis_seed(seed)
+    @settings(max_examples=max_examples, database=None, deadline=None,
+              phases=(Phase.explicit, Phase.generate, Phase.shrink),
+              suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
+              report_multiple_bugs=False)
+    @given(feature.cases())
+    def search(case: Case) -> None:
+        probe = Probe(feature.name, case, feature.onnx)
+        key = _identity(probe)
+        if key not in seen:
+            if raised and len(seen) >= max_examples + SHRINK_RUNS:
+                return  # shrink budget spent: what was not run counts as not failing
+            seen[key] = observe(row, probe, runner)
+        if seen[key].verdict == WRONG:
+            raised.append(seen[key])
+            raise _SilentlyWrong
+
+    with contextlib.suppress(_SilentlyWrong):
+        search()
+    return _cell(row, feature, list(seen.values()), raised[-1] if raised else None)
+
+
+def _identity(probe: Probe) -> tuple[str, bytes]:
+    """What makes two probes the same probe (the description alone omits the values)."""
+    inputs, arrays = probe.case.inputs, [probe.case.inputs.x]
+    arrays += [a for a in (inputs.h0, inputs.c0, inputs.lengths) if a is not None]
+    arrays += [a for _, _, cell in probe.case.weights.iter_cells() for a in cell.arrays().values()]
+    return probe.describe(), b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)
+
+
+def _cell(
+    row: Entry, feature: Feature, observed: list[Observation], minimal: Observation | None
+) -> dict[str, Any]:
+    diffs = [o.max_abs_diff for o in observed if o.max_abs_diff is not None]
+    if any(o.verdict == WRONG and o.max_abs_diff is None for o in observed):
+        diffs = []  # a wrong shape or a NaN has no finite difference: say none
+    refused = [o for o in observed if o.verdict == REFUSED]
+    if minimal is not None:
+        verdict, shown = WRONG, minimal
+    elif refused:
+        verdict, shown = REFUSED, min(refused, key=lambda o: _size(o.probe.case))
+    else:
+        verdict, shown = MATCH, None
+    known = KNOWN.get((row.name, feature.name))
+    return {
+        "runtime": row.name,
+        "feature": feature.name,
+        "verdict": verdict,
+        "max_abs_diff": max(diffs) if diffs else None,
+        "minimal_case": shown.probe.describe() if shown else None,
+        "detail": shown.detail if shown else "",
+        "runs": len(observed),
+        "claimed": _claimed(row, feature, observed),
+        "known": known.reason if known and known.verdict == verdict else None,
+    }
+
+
+def _size(case: Case) -> tuple[int, ...]:
+    spec = case.spec
+    return (spec.layers, spec.directions, spec.units, spec.input_size,
+            case.inputs.batch, case.inputs.steps)
+
+
+def _claimed(row: Entry, feature: Feature, observed: list[Observation]) -> bool | None:
+    """Whether the row's capabilities claim the feature (None: not in the contract)."""
+    if feature.onnx or not observed:
+        return None
+    case = observed[0].probe.case
+    caps = row.capabilities
+    return caps.refusal(case.spec) is None and caps.input_refusal(case.inputs) is None
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+def rows_for(runtimes: Iterable[str | Entry] | None) -> list[Entry]:
+    """Table rows by name (or given rows); None: every CPU row of the main environment."""
+    if runtimes is None:
+        return [e for e in entries(environment=MAIN) if e.load().unavailable_reason() is None]
+    return [r if isinstance(r, Entry) else entry(r) for r in runtimes]
+
+
+def run_conformance(
+    runtimes: Iterable[str | Entry] | None = None,
+    *,
+    features: Iterable[str] | None = None,
+    max_examples: int = 10,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """The grid: one ``{runtime, feature, verdict, max_abs_diff, minimal_case, ...}`` per cell.
+
+    ``features`` restricts the columns by name; a row that cannot run here is
+    left out (the report lists unavailable runtimes elsewhere).
+    """
+    wanted = None if features is None else set(features)
+    cells = []
+    for row in rows_for(runtimes):
+        if row.load().unavailable_reason() is not None:
+            continue
+        for feature in features_for(row):
+            if wanted is None or feature.name in wanted:
+                cells.append(judge(row, feature, max_examples=max_examples, seed=seed))
+    return cells
+
+
+def unexpected(cells: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Cells that break an expectation: a known finding that changed, an unknown
+    silently wrong cell, or a feature the row claims that does not match."""
+    problems = []
+    for cell in cells:
+        where = f"{cell['runtime']} / {cell['feature']}"
+        known = KNOWN.get((cell["runtime"], cell["feature"]))
+        if known is not None and known.verdict != cell["verdict"]:
+            problems.append(f"{where}: known {known.verdict} ({known.reason}), "
+                            f"now {cell['verdict']}")
+        elif known is None and cell["verdict"] == WRONG:
+            problems.append(f"{where}: silently wrong: {cell['minimal_case']} "
+                            f"({cell['detail']})")
+        elif known is None and cell["claimed"] and cell["verdict"] != MATCH:
+            problems.append(f"{where}: claimed by the row, but {cell['verdict']}: "
+                            f"{cell['detail']}")
+    return problems
