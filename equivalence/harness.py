@@ -7,6 +7,7 @@ in exactly one way.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from .compare import Comparison, Tolerance, compare
 from .convert import convert, from_canonical
 from .diagnose import diagnose
 from .io_types import LSTMResult
+from .memo import SHARED
 from .table import Entry
 
 # One home for the format-option vocabulary (kept importable from here for callers).
@@ -26,20 +28,26 @@ writer_options = options.writer_options
 
 def native_weights(entry: Entry, case: Case) -> Any:
     """The case's canonical weights written in ``entry``'s native format."""
-    return from_canonical(
-        case.weights, entry.format, **writer_options(entry.format, dict(entry.format_options))
+    options = writer_options(entry.format, dict(entry.format_options))
+    return SHARED.get(
+        "native", (entry.format, options, case.weights),
+        lambda: from_canonical(case.weights, entry.format, **options), freeze=False,
     )
 
 
 def run(entry: Entry, case: Case, native: Any) -> LSTMResult:
-    return entry.load().run(case.spec, native, case.inputs, **dict(entry.format_options))
+    """``entry``'s runtime on ``native``; a run of identical content in this process is shared."""
+    return SHARED.get(
+        "run", (entry.name, case.spec, case.inputs, native),
+        lambda: entry.load().run(case.spec, native, case.inputs, **dict(entry.format_options)),
+    )
 
 
 def reference_result(case: Case) -> LSTMResult:
     inputs = case.inputs
-    return reference.lstm(
+    return SHARED.get("reference", (case.weights, inputs), lambda: reference.lstm(
         case.weights, inputs.x, h0=inputs.h0, c0=inputs.c0, lengths=inputs.lengths
-    )
+    ))
 
 
 def tolerance(case: Case, *entries: Entry) -> Tolerance:
@@ -49,12 +57,13 @@ def tolerance(case: Case, *entries: Entry) -> Tolerance:
 
 def move(source: Entry, target: Entry, case: Case, native: Any) -> Any:
     """The project's converters moving ``native`` from ``source``'s format to ``target``'s."""
-    return convert(
-        native,
-        source=source.format,
-        target=target.format,
-        source_options=reader_options(source.format, case.spec, dict(source.format_options)),
-        target_options=writer_options(target.format, dict(target.format_options)),
+    read = reader_options(source.format, case.spec, dict(source.format_options))
+    write = writer_options(target.format, dict(target.format_options))
+    return SHARED.get(
+        "move", (source.format, target.format, read, write, native),
+        lambda: convert(native, source=source.format, target=target.format,
+                        source_options=read, target_options=write),
+        freeze=False,
     )
 
 
@@ -116,7 +125,8 @@ def check_pair(
     """
     native = native_weights(source, case)
     expected = run(source, case, native)
-    moved = converter(native) if converter else move(source, target, case, native)
+    # A converter under test gets its own copy: the shared native weights must not change.
+    moved = converter(copy.deepcopy(native)) if converter else move(source, target, case, native)
     actual = target_run(case, moved) if target_run else run(target, case, moved)
     tol = tolerance(case, source, target)
     comparison = compare(expected, actual, tol)

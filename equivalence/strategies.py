@@ -17,7 +17,7 @@ from .canonical import LSTMWeights, random_weights
 from .capabilities import Capabilities, joint_capabilities  # noqa: F401 (re-exported)
 from .case import Case
 from .io_types import LSTMInputs
-from .spec import LSTMSpec
+from .spec import DTYPES, RECURRENT_ACTIVATIONS, LSTMSpec
 
 INPUT_SIZES = (1, 2, 3, 5)
 UNITS = (1, 2, 4, 6)
@@ -41,34 +41,54 @@ def lstm_specs(
     dtypes: Iterable[str] | None = None,
     single_cell: bool = False,
 ) -> LSTMSpec:
-    """Specs that ``capabilities`` can run; ``single_cell`` fixes one layer, one direction."""
+    """Specs that ``capabilities`` can run; ``single_cell`` fixes one layer, one direction.
+
+    Every choice is drawn whatever the capabilities, then masked by them: runtimes
+    with different capabilities then see the same shapes for the same draws, so
+    the networks built (and the runs shared, :mod:`equivalence.memo`) for one
+    check serve the others.
+    """
     _check_bound("max_layers", max_layers, 1)
     caps = capabilities
     limit = min(max_layers, caps.max_layers or max_layers)
-    layers = 1 if single_cell else draw(st.integers(1, limit))
-    directions = 1 if single_cell or not caps.bidirectional else draw(st.sampled_from((1, 2)))
+    layers = min(draw(st.integers(1, max_layers)), limit)
+    directions = draw(st.sampled_from((1, 2)))
+    if single_cell or not caps.bidirectional:
+        layers, directions = (1 if single_cell else layers), 1
     units = draw(st.sampled_from(UNITS))
+    wants_projection, projection_draw = draw(st.booleans()), draw(st.integers(1, max(UNITS) - 1))
     projection = None
-    if caps.projection and units > 1 and draw(st.booleans()):
-        projection = draw(st.integers(1, units - 1))  # PyTorch requires P < H
-    allowed = sorted(set(dtypes or ("float32",)) & caps.dtypes) or ["float32"]
+    if caps.projection and units > 1 and wants_projection:
+        projection = min(projection_draw, units - 1)  # PyTorch requires P < H
+    clips = {name: draw(_optional_clips()) for name in ("cell", "projection", "gate")}
     return LSTMSpec(
         input_size=draw(st.sampled_from(INPUT_SIZES)),
         units=units,
         layers=layers,
         directions=directions,
         projection_size=projection,
-        peepholes=caps.peepholes and draw(st.booleans()),
-        cell_clip=draw(st.sampled_from(CLIPS)) if caps.cell_clip and draw(st.booleans()) else None,
-        projection_clip=(
-            draw(st.sampled_from(CLIPS))
-            if projection and caps.projection_clip and draw(st.booleans())
-            else None
+        peepholes=draw(st.booleans()) and caps.peepholes,
+        cell_clip=clips["cell"] if caps.cell_clip else None,
+        projection_clip=clips["projection"] if projection and caps.projection_clip else None,
+        gate_clip=clips["gate"] if caps.gate_clip else None,
+        recurrent_activation=_allowed(
+            draw(st.sampled_from(RECURRENT_ACTIVATIONS)), caps.recurrent_activations, "sigmoid"
         ),
-        gate_clip=draw(st.sampled_from(CLIPS)) if caps.gate_clip and draw(st.booleans()) else None,
-        recurrent_activation=draw(st.sampled_from(sorted(caps.recurrent_activations))),
-        dtype=draw(st.sampled_from(allowed)),
+        dtype=_allowed(draw(st.sampled_from(DTYPES)), set(dtypes or ("float32",)) & caps.dtypes,
+                       "float32"),
     )
+
+
+def _optional_clips() -> st.SearchStrategy[float | None]:
+    return st.one_of(st.none(), st.sampled_from(CLIPS))
+
+
+def _allowed(drawn: str, allowed: Iterable[str], fallback: str) -> str:
+    """``drawn`` when allowed, else the fallback (or the first allowed value)."""
+    allowed = sorted(allowed)
+    if drawn in allowed:
+        return drawn
+    return fallback if fallback in allowed or not allowed else allowed[0]
 
 
 @st.composite
@@ -101,15 +121,18 @@ def lstm_inputs(
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     dtype = np.float64 if spec.dtype == "float64" else np.float32
     x = rng.normal(size=(batch, steps, spec.input_size)).astype(dtype)
-    h0 = c0 = lengths = None
-    if capabilities.initial_state and draw(st.booleans()):
-        shape = (spec.layers, spec.directions, batch)
-        h0 = rng.uniform(-1, 1, (*shape, spec.output_size)).astype(dtype)
-        c0 = rng.uniform(-1, 1, (*shape, spec.units)).astype(dtype)
-    if capabilities.lengths and steps > 1 and draw(st.booleans()):
-        lengths = rng.integers(1, steps + 1, size=batch)
-        lengths[rng.integers(batch)] = steps  # frameworks size outputs by the longest sequence
-    time_major = capabilities.time_major and draw(st.booleans())
+    # Everything is drawn whatever the capabilities, then masked (see lstm_specs).
+    shape = (spec.layers, spec.directions, batch)
+    h0 = rng.uniform(-1, 1, (*shape, spec.output_size)).astype(dtype)
+    c0 = rng.uniform(-1, 1, (*shape, spec.units)).astype(dtype)
+    lengths = rng.integers(1, steps + 1, size=batch)
+    lengths[rng.integers(batch)] = steps  # frameworks size outputs by the longest sequence
+    wants_state, wants_lengths, wants_time_major = (draw(st.booleans()) for _ in range(3))
+    if not (capabilities.initial_state and wants_state):
+        h0 = c0 = None
+    if not (capabilities.lengths and steps > 1 and wants_lengths):
+        lengths = None
+    time_major = capabilities.time_major and wants_time_major
     return LSTMInputs(x, h0, c0, lengths, time_major)
 
 
