@@ -146,28 +146,31 @@ def run_main(*, examples: int, seed: int, only: list[str] | None) -> list[dict[s
 
 
 def run_neoml(python: Path, *, examples: int, seed: int) -> dict[str, Any]:
-    """Export cases here, run the NeoML part in ``python``, return its results."""
-    from ..exchange import export
+    """Both directions through case files: every runtime here -> NeoML (judged in ``python``,
+    the NeoML environment), and NeoML -> every runtime here (NeoML's own cases and stored
+    networks, judged here). Returns the NeoML part's results with NeoML's row added."""
+    from ..exchange import export, pair_runtimes
+    from .neoml_part import exchanged_rows
 
     with tempfile.TemporaryDirectory() as folder:
-        cases, out = Path(folder) / "cases", Path(folder) / "neoml.json"
-        export(cases, examples=examples, seed=seed)
+        cases, neoml_cases = Path(folder) / "cases", Path(folder) / "neoml-cases"
+        out = Path(folder) / "neoml.json"
+        available = {r["name"] for r in runtime_rows() if r["available"]}
+        sources = tuple(name for name in pair_runtimes() if name in available)
+        export(cases, sources=sources, examples=examples, seed=seed)
         command = [
-            str(python),
-            "-m",
-            "equivalence.report.neoml_part",
-            "--cases",
-            str(cases),
-            "--examples",
-            str(examples),
-            "--seed",
-            str(seed),
-            "--out",
-            str(out),
+            str(python), "-m", "equivalence.report.neoml_part",
+            "--cases", str(cases), "--export", str(neoml_cases),
+            "--examples", str(examples), "--seed", str(seed), "--out", str(out),
         ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise results.ResultsFileError(
                 f"the NeoML environment's part failed ({' '.join(command)}):\n{done.stderr[-2000:]}"
             )
-        return json.loads(out.read_text())
+        part = json.loads(out.read_text())
+        files = sorted(neoml_cases.glob("neoml-*.npz"))
+        with progress_bar(len(files) * len(sources)) as start:
+            part["pairs"] += exchanged_rows(files, list(sources), table.MAIN,
+                                            start("neoml -> every runtime"))
+        return part
