@@ -1,11 +1,13 @@
-"""What every file reader and writer shares: the found-LSTM record, errors, sniffing, safe writes.
+"""What every file reader and writer shares: the found-LSTM record, errors, safe writes.
 
 A reader turns a file into a list of :class:`FoundLSTM`: each holds native
 weights in the project's native contract (what :mod:`equivalence.formats`
-reads), the reader options that interpret them, and the facts ``inspect``
-prints. A writer takes canonical weights and writes one file, always through
-:func:`atomic_output`, so a failed write leaves nothing behind and an existing
-file is replaced only at the very end.
+reads), the reader options that interpret them, the run-time inputs the file
+stores, and the facts ``inspect`` prints. A writer takes canonical weights and
+writes one file, always through :func:`atomic_output`: written under a hidden
+temporary name that names its process (a later run removes a killed run's
+leftovers), then published in one step that never replaces an existing file
+unless ``--force`` asked for it, so of two racing runs exactly one wins.
 
 Only numpy and equivalence modules are imported here; frameworks are imported
 by the reader or writer that needs them.
@@ -16,10 +18,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..canonical import LSTMWeights
 from ..convert import to_canonical
@@ -36,14 +41,43 @@ class FileFormatError(ConversionError):
 
 
 @dataclass(frozen=True)
+class StoredInputs:
+    """Run-time inputs a file stores with its LSTM (ONNX ``initial_h``/``initial_c``,
+    ``sequence_lens``), in the contract layout: ``h0`` (L, D, B, O), ``c0`` (L, D, B, H),
+    ``lengths`` (B,). They are part of the function the file computes."""
+
+    h0: np.ndarray | None = None
+    c0: np.ndarray | None = None
+    lengths: np.ndarray | None = None
+
+    def names(self) -> list[str]:
+        """The stored inputs by their ONNX names (for messages)."""
+        pairs = (("initial_h", self.h0), ("initial_c", self.c0), ("sequence_lens", self.lengths))
+        return [name for name, value in pairs if value is not None]
+
+    @property
+    def batch(self) -> int:
+        """The batch size the stored inputs fix."""
+        for value, axis in ((self.h0, 2), (self.c0, 2), (self.lengths, 0)):
+            if value is not None:
+                return int(value.shape[axis])
+        raise ValueError("no stored inputs")
+
+
+@dataclass(frozen=True)
 class FoundLSTM:
     """One LSTM (a single layer or a stack) found in a file.
 
     ``native`` follows the native contract of ``format``; ``read_options`` are
     the keyword options its ``to_canonical`` needs (Keras directions, TF1
-    forget_bias, ...); ``run_options`` are the runtime's format options.
-    ``parts`` are the single layers of a stack, selectable by name too.
-    ``problem`` says why it cannot be converted (it is still listed).
+    forget_bias, ...); ``spec_changes`` are spec fields the file's attributes set
+    that the format's converter does not read (an ONNX HardSigmoid);
+    ``run_options`` are the runtime's format options. ``parts`` are the single
+    layers of a stack, selectable by name too. ``problem`` says why it cannot be
+    converted (it is still listed). ``stored`` are run-time inputs the file
+    stores; ``runner`` names the file family whose runner runs ``definition``
+    (what the file defines: a node graph, a layer config, a module path) as the
+    file itself would, for ``--verify``.
     """
 
     name: str
@@ -57,17 +91,28 @@ class FoundLSTM:
     notes: tuple[str, ...] = ()
     parts: tuple[FoundLSTM, ...] = ()
     problem: str | None = None
+    spec_changes: dict[str, Any] = field(default_factory=dict)
+    stored: StoredInputs | None = None
+    runner: str | None = None
+    definition: Any = None
 
     def canonical(self) -> LSTMWeights:
         """The canonical weights; a problem or a shape disagreement raises FileFormatError."""
         if self.problem:
             raise FileFormatError(self.source, f"LSTM {self.name!r}: {self.problem}")
         try:
-            return to_canonical(self.native, self.format, **self.read_options)
+            weights = to_canonical(self.native, self.format, **self.read_options)
+            if self.spec_changes:
+                weights = LSTMWeights(weights.spec.replace(**self.spec_changes), weights.cells)
+            return weights
         except FileFormatError:
             raise
         except ConversionError as exc:
             raise FileFormatError(self.source, f"LSTM {self.name!r}: {exc}") from exc
+        except Exception as exc:  # a converter's raw error on odd arrays: still this file's fault
+            raise FileFormatError(self.source, f"LSTM {self.name!r}: cannot be read as "
+                                               f"{self.format} weights ({type(exc).__name__}: "
+                                               f"{exc})") from exc
 
     @property
     def spec(self) -> LSTMSpec:
@@ -98,17 +143,14 @@ def select(
     raise FileFormatError(path, f"no LSTM named {layer!r}; found {known}")
 
 
-# ---------------------------------------------------------------- sniffing
-
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-ZIP_MAGIC = b"PK\x03\x04"
+# ---------------------------------------------------------------- checkpoints
 
 
 def checkpoint_prefix(path: Path) -> Path | None:
     """The TF checkpoint prefix ``path`` names (prefix, prefix.index, or a folder), or None."""
     if path.is_dir():
         state = path / "checkpoint"
-        if state.is_file():
+        if state.is_file() and state.stat().st_size < 2**20:
             for line in state.read_text(errors="replace").splitlines():
                 if line.startswith("model_checkpoint_path:"):
                     name = line.split(":", 1)[1].strip().strip('"')
@@ -121,60 +163,6 @@ def checkpoint_prefix(path: Path) -> Path | None:
     if Path(f"{path}.index").is_file():
         return path
     return None
-
-
-def detect_kind(path: Path) -> str:
-    """The file kind from its content: keras_h5, keras_zip, tf1, torch, safetensors, onnx, npz."""
-    if checkpoint_prefix(path) is not None:
-        return "tf1"
-    if path.is_dir():
-        if (path / "saved_model.pb").exists():
-            raise FileFormatError(
-                path, "a SavedModel folder; save the model as .keras/.h5 or a checkpoint instead"
-            )
-        if len(list(path.glob("*.index"))) > 1:
-            raise FileFormatError(path, "a folder with several checkpoints and no 'checkpoint' "
-                                        "file; name one by its prefix (PREFIX of PREFIX.index)")
-        raise FileFormatError(path, "a folder with no TF checkpoint (no 'checkpoint' or .index)")
-    if not path.exists():
-        raise FileFormatError(path, "no such file")
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(16)
-    except OSError as exc:
-        raise FileFormatError(path, f"cannot be opened: {exc.strerror or exc}") from exc
-    if not head:
-        raise FileFormatError(path, "empty file")
-    if head.startswith(HDF5_MAGIC):
-        return "keras_h5"
-    if head.startswith(ZIP_MAGIC):
-        return _zip_kind(path)
-    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 10**9:
-        return "safetensors"
-    if head[:1] == b"\x80" or path.suffix in (".pt", ".pth", ".bin"):
-        return "torch"  # a legacy (non-zip) torch.save pickle
-    if path.suffix == ".onnx" or head[:1] == b"\x08":  # ModelProto field 1, ir_version
-        return "onnx"
-    raise FileFormatError(path, "unrecognized file type (not HDF5, zip, safetensors, ONNX, "
-                                "a torch file or a TF checkpoint)")
-
-
-def _zip_kind(path: Path) -> str:
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise FileFormatError(path, f"corrupted or truncated zip archive ({exc})") from exc
-    if "config.json" in names and "model.weights.h5" in names:
-        return "keras_zip"
-    if any(n.endswith("data.pkl") for n in names):
-        return "torch"
-    if any(n.endswith(".npy") for n in names):
-        return "npz"
-    raise FileFormatError(path, f"a zip archive that is not a .keras, torch or .npz file "
-                                f"(entries: {names[:5]})")
 
 
 # ---------------------------------------------------------------- writing
@@ -190,7 +178,7 @@ def same_file(a: Path, b: Path) -> bool:
 def refuse_output(
     output: Path, inputs: Sequence[Path], force: bool, existing: Sequence[Path]
 ) -> None:
-    """Never the input; an existing output only with ``force``; the folder must exist."""
+    """Never the input; an existing output (a dangling link too) only with ``force``."""
     for path in inputs:
         for target in [output, *existing]:
             if same_file(target, path):
@@ -199,25 +187,86 @@ def refuse_output(
         raise FileFormatError(output, "is a folder; name the output file")
     if not output.parent.is_dir():
         raise FileFormatError(output, f"folder {str(output.parent)!r} does not exist")
+    for target in existing:
+        if target.is_symlink() and not target.exists() and not force:
+            raise FileFormatError(target, f"is a symbolic link to {os.readlink(target)!r}, which "
+                                          "does not exist; pass --force to replace the link")
     present = [p for p in existing if p.exists()]
     if present and not force:
         raise FileFormatError(present[0], "exists; pass --force to replace it")
 
 
+TEMPORARY_PREFIX = ".tmp-"
+
+
 def temporary_name(path: Path) -> Path:
-    """A fresh name in ``path``'s folder that keeps its ending (Keras checks .keras/.weights.h5)."""
-    return path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
+    """A fresh hidden name in ``path``'s folder that keeps its ending (Keras checks it) and
+    names this process, so a later run can tell a killed run's leftovers from live ones."""
+    return path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+
+
+def remove_stale_temporaries(folder: Path, name: str) -> None:
+    """Delete temporaries for ``name`` left in ``folder`` by runs that no longer exist."""
+    with contextlib.suppress(OSError):
+        for item in folder.iterdir():
+            if not item.name.startswith(TEMPORARY_PREFIX) or not item.name.endswith(name):
+                continue
+            owner = item.name[len(TEMPORARY_PREFIX):].split("-", 1)[0]
+            if owner.isdigit() and not _alive(int(owner)):
+                with contextlib.suppress(OSError):
+                    if item.is_dir() and not item.is_symlink():
+                        shutil.rmtree(item)
+                    else:
+                        item.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def publish(temporary: Path, path: Path, replace: bool) -> None:
+    """Give ``temporary`` the name ``path``: replacing only when asked, else exactly one of
+    several racing writers wins (a hard link fails if the name exists, even a dangling link)."""
+    if replace:
+        os.replace(temporary, path)
+        return
+    try:
+        os.link(temporary, path)
+    except FileExistsError as exc:
+        raise FileFormatError(path, "exists (written meanwhile by another run?); pass --force "
+                                    "to replace it") from exc
+    except OSError:  # a file system without hard links: claim the name exclusively instead
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError as exc:
+            raise FileFormatError(path, "exists (written meanwhile by another run?); pass "
+                                        "--force to replace it") from exc
+        os.replace(temporary, path)
+        return
+    temporary.unlink()
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success move it over ``path`` in one rename."""
+def atomic_output(path: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success publish it under ``path``.
+
+    Without ``replace`` an existing ``path`` is never overwritten (see :func:`publish`).
+    """
+    remove_stale_temporaries(path.parent, path.name)
     temporary = temporary_name(path)
     try:
         yield temporary
         if not temporary.exists():
             raise FileFormatError(path, "the writer produced no file")
-        os.replace(temporary, path)
+        publish(temporary, path, replace)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()

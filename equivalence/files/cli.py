@@ -1,11 +1,15 @@
 """``equivalence inspect FILE`` and ``equivalence convert INPUT --to FMT -o OUTPUT``.
 
 Safety rules, all enforced before anything is written: the input is only ever
-opened for reading and is never an output; an existing output is refused
-without ``--force``; every output is written under a temporary name in its own
-folder and renamed over the target at the end, so a failure leaves nothing.
-Errors are :class:`~equivalence.files.FileFormatError` (a ConversionError)
-naming the file; the commands print them and return 2.
+opened for reading and is never an output; an existing output (a dangling
+symbolic link too) is refused without ``--force``; every output is written
+under a hidden temporary name in its own folder and published at the end
+without replacing anything unless ``--force`` (two racing runs: one wins, the
+other exits 2). Refusals come in one order whether or not ``--verify`` is
+given: what the target cannot represent, then stored inputs it cannot hold,
+then what cannot be verified. Every error, expected or not, is one line naming
+the file, exit status 2 and no traceback (``--debug`` prints it). Which formats
+exist and who reads and writes them is :mod:`equivalence.files.registry`.
 """
 
 from __future__ import annotations
@@ -14,28 +18,57 @@ import argparse
 import contextlib
 import glob
 import importlib
+import json
+import math
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConversionError
+from ..formats import get as get_format
 from ..formats.tf1 import DEFAULT_FORGET_BIAS
-from . import read, select
-from ._base import FileFormatError, FoundLSTM, describe_spec, refuse_output
+from . import registry
+from ._base import FileFormatError, FoundLSTM, checkpoint_prefix, describe_spec, refuse_output
+from ._base import select as select_lstm
+from .registry import FROM_CHOICES, TO_CHOICES, WriteJob, read
+from .torchscript import TRUST_FLAG
 
-FROM_CHOICES = ("auto", "keras", "cudnn", "tf1", "torch", "onnx", "neoml")
-TO_CHOICES = ("keras", "tf1", "torch", "onnx", "neoml")
 COLUMNS = ("name", "format", "layers", "directions", "I", "H", "projection", "peepholes",
            "biases")
+DROP_FLAG = "--drop-stored-inputs"
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (NaN and infinities would be written into weights)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
 
 
 def add_arguments(subparsers: Any) -> None:
     """Add the ``inspect`` and ``convert`` subcommands to an argparse subparsers object."""
     ins = subparsers.add_parser("inspect", help="list the LSTMs in a model/weights file")
-    ins.add_argument("file", type=Path, help=".keras, .h5, TF checkpoint, .pt, .safetensors, "
-                                             ".onnx or .npz case file")
-    ins.add_argument("--forget-bias", type=float, default=DEFAULT_FORGET_BIAS,
+    ins.add_argument("file", type=Path, help=".keras, .h5, TF checkpoint, .pt, TorchScript, "
+                                             ".safetensors, .onnx or .npz case file")
+    ins.add_argument("--forget-bias", type=finite_float, default=DEFAULT_FORGET_BIAS,
                      help="TF1 checkpoints: the cells' forget_bias (not stored; default 1.0)")
+    ins.add_argument("--json", action="store_true", help="print the listing as JSON")
+    ins.add_argument("--debug", action="store_true", help="print tracebacks of errors")
     ins.set_defaults(func=inspect_command)
 
     conv = subparsers.add_parser("convert", help="convert an LSTM between framework files")
@@ -45,24 +78,45 @@ def add_arguments(subparsers: Any) -> None:
                            "cudnn = CuDNNLSTM layers of a Keras file)")
     conv.add_argument("--to", dest="target", choices=TO_CHOICES, required=True)
     conv.add_argument("-o", "--output", type=Path, required=True,
-                      help="keras: .keras, .weights.h5 or .h5 (tf_keras); tf1: a checkpoint "
-                           "prefix; torch: .pt or .safetensors; onnx: .onnx; neoml: .npz")
+                      help="; ".join(registry.FAMILY[n].output_help for n in TO_CHOICES))
     conv.add_argument("--layer", help="which LSTM (a name from `equivalence inspect`)")
     conv.add_argument("--verify", action="store_true",
-                      help="run both files' networks on random inputs and compare")
+                      help="run both files' networks as the files define them on random "
+                           "inputs and compare")
     conv.add_argument("--force", action="store_true", help="replace an existing output")
-    conv.add_argument("--forget-bias", type=float, default=DEFAULT_FORGET_BIAS,
+    conv.add_argument("--forget-bias", type=finite_float, default=DEFAULT_FORGET_BIAS,
                       help="TF1 input: the forget_bias its cells were built with (default 1.0)")
-    conv.add_argument("--out-forget-bias", type=float, default=DEFAULT_FORGET_BIAS,
+    conv.add_argument("--out-forget-bias", type=finite_float, default=DEFAULT_FORGET_BIAS,
                       help="TF1 output: the forget_bias the cells will be built with (1.0)")
-    conv.add_argument("--examples", type=int, default=3, help="--verify input batches (3)")
+    conv.add_argument("--examples", type=positive_int, default=3,
+                      help="--verify input batches (3)")
     conv.add_argument("--seed", type=int, default=0, help="--verify random seed")
+    conv.add_argument(DROP_FLAG, dest="drop_stored", action="store_true",
+                      help="write the network without the initial states / sequence lengths "
+                           "the input stores, when the target cannot hold them")
+    conv.add_argument(TRUST_FLAG, dest="run_torchscript", action="store_true",
+                      help="--verify of a TorchScript input: allow torch.jit.load, which runs "
+                           "the archive's TorchScript code")
+    conv.add_argument("--debug", action="store_true", help="print tracebacks of errors")
     conv.set_defaults(func=convert_command)
 
 
-def _error(command: str, exc: Exception) -> int:
-    print(f"equivalence {command}: error: {exc}", file=sys.stderr)
+def _error(command: str, exc: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(exc)
+    text = str(exc) if isinstance(exc, ConversionError) else (
+        f"unexpected error: {type(exc).__name__}: {exc}")
+    print(f"equivalence {command}: error: {text.splitlines()[0] if text else text}",
+          file=sys.stderr)
     return 2
+
+
+def _guarded(command: str, args: argparse.Namespace, body: Any) -> int:
+    """Run ``body``; any failure is one line and exit status 2 (``--debug``: the traceback)."""
+    try:
+        return body(args)
+    except Exception as exc:  # ConversionError, OSError, or a bug: never a bare traceback
+        return _error(command, exc, getattr(args, "debug", False))
 
 
 # ---------------------------------------------------------------- inspect
@@ -86,14 +140,37 @@ def table(rows: list[dict[str, str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def inspect_command(args: argparse.Namespace) -> int:
-    """Print a table of every LSTM in ``args.file``; 2 when none is found or one is broken."""
+def listing(found: FoundLSTM) -> dict[str, Any]:
+    """One LSTM as inspect --json lists it."""
+    item: dict[str, Any] = {"name": found.name, "format": found.format, "kind": found.kind,
+                            "biases": found.biases, "notes": list(found.notes)}
     try:
-        found = read(args.file, forget_bias=getattr(args, "forget_bias", DEFAULT_FORGET_BIAS))
+        spec = found.spec
+        item.update(layers=spec.layers, directions=spec.directions, input_size=spec.input_size,
+                    units=spec.units, projection_size=spec.projection_size,
+                    dtype=spec.dtype, features=list(spec.features()), problem=None)
     except ConversionError as exc:
-        return _error("inspect", exc)
+        item.update(layers=None, directions=None, input_size=None, units=None,
+                    projection_size=None, dtype=None, features=[], problem=str(exc))
+    item["stored_inputs"] = found.stored.names() if found.stored is not None else []
+    item["parts"] = [part.name for part in found.parts]
+    return item
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    """List every LSTM in ``args.file``; 2 when none is found or one is broken."""
+    return _guarded("inspect", args, _inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    found = read(args.file, forget_bias=getattr(args, "forget_bias", DEFAULT_FORGET_BIAS),
+                 debug=getattr(args, "debug", False))
     if not found:
-        return _error("inspect", FileFormatError(args.file, "no LSTM found in this file"))
+        raise FileFormatError(args.file, "no LSTM found in this file")
+    if getattr(args, "json", False):
+        items = [listing(item) for item in found]
+        print(json.dumps({"file": str(args.file), "lstms": items}, indent=2))
+        return 2 if any(item["problem"] for item in items) else 0
     rows, problems = [], []
     for item in found:
         row, problem = _row(item)
@@ -116,17 +193,22 @@ def inspect_command(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- convert
 
 
-def _output_files(target: str, output: Path) -> list[Path]:
-    if target == "tf1":
-        from .tf1 import output_files, output_prefix
+def convert_command(args: argparse.Namespace) -> int:
+    """Convert one LSTM of ``args.input`` into ``args.output``.
 
-        return output_files(output_prefix(output))
+    Returns 0, 2 on errors (nothing written), 1 when ``--verify`` finds a difference.
+    """
+    return _guarded("convert", args, _convert)
+
+
+def _output_files(target: str, output: Path) -> list[Path]:
+    row = registry.family(target)
+    if row.output_files is not None:
+        return list(registry.function(row.output_files)(output))
     return [output]
 
 
 def _input_files(path: Path) -> list[Path]:
-    from ._base import checkpoint_prefix
-
     prefix = checkpoint_prefix(path) if path.exists() or Path(f"{path}.index").exists() else None
     if prefix is None:
         return [path]
@@ -134,92 +216,82 @@ def _input_files(path: Path) -> list[Path]:
     return [path, Path(f"{prefix}.index"), *shards]
 
 
-def _check_output_name(target: str, output: Path) -> None:
-    if target == "keras":
-        from .keras import keras_output_kind
-
-        keras_output_kind(output)
-    elif target == "neoml" and not output.name.endswith(".npz"):
-        raise FileFormatError(output, "a neoml output must end in .npz (a case file)")
-
-
-def _write(args: argparse.Namespace, found: FoundLSTM, weights: Any) -> list[str]:
-    output, target = args.output, args.target
-    if target == "keras":
-        from .keras import write_keras
-
-        return write_keras(output, weights)
-    if target == "tf1":
-        from .tf1 import write_checkpoint
-
-        return write_checkpoint(output, weights, args.out_forget_bias)
-    if target == "torch":
-        from .torch import write_torch
-
-        return write_torch(output, weights)
-    if target == "onnx":
-        from .onnx import write_onnx
-
-        return write_onnx(output, weights)
-    import numpy as np
-
-    from .neoml import write_case
-    from .verify import make_inputs, side_for
-
-    side = side_for(found, weights.spec)
-    inputs = make_inputs(weights.spec, np.random.default_rng(args.seed), 3, 12, True, False)
-    return write_case(output, weights, inputs, side.run(inputs), side.label.split(" ")[0])
-
-
-def convert_command(args: argparse.Namespace) -> int:
-    """Convert one LSTM of ``args.input`` into ``args.output``.
-
-    Returns 0, 2 on errors (nothing written), 1 when ``--verify`` finds a difference.
-    """
-    try:
-        return _convert(args)
-    except ConversionError as exc:
-        return _error("convert", exc)
-
-
 def _torch_first(args: argparse.Namespace) -> None:
     """Import torch before TensorFlow when both will load (avoids a known crash at import)."""
-    from ._base import detect_kind
-
-    try:
-        uses_torch = args.target == "torch" or detect_kind(args.input) in ("torch", "safetensors")
-    except FileFormatError:
-        return  # reading reports it
-    if uses_torch:
+    if registry.uses_torch(args.input, args.target):
         with contextlib.suppress(ImportError):
             importlib.import_module("torch")
 
 
+def _stored_plan(args: argparse.Namespace, found: FoundLSTM) -> tuple[Any, list[str]]:
+    """(the stored inputs to carry, notes): refused by name when the target cannot hold them."""
+    stored = found.stored
+    if stored is None:
+        return None, []
+    names = stored.names()
+    row = registry.family(args.target)
+    if set(names) <= row.holds_stored:
+        return stored, []
+    if args.drop_stored:
+        return None, [f"note: dropped the {', '.join(names)} stored in {args.input} for "
+                      f"{found.name!r} ({DROP_FLAG}): the written network starts from zero "
+                      "states over full lengths, a different function"]
+    raise FileFormatError(args.input, f"LSTM {found.name!r} stores {', '.join(names)} (part "
+                                      f"of the function the file computes); {args.target} "
+                                      f"cannot represent stored {'/'.join(names)}; pass "
+                                      f"{DROP_FLAG} to write the network without them")
+
+
+def _check_verifiable(args: argparse.Namespace, found: FoundLSTM, weights: Any,
+                      options: dict[str, Any]) -> None:
+    """Fail before writing when a side cannot be run: the source as its file defines it, the
+    target by its format's runtime unless its files run themselves (ONNX nodes, Keras layers)."""
+    from .verify import runtime_side, side_for
+
+    try:
+        side_for(found, weights.spec, options)
+    except FileFormatError:
+        raise
+    except ConversionError as exc:
+        raise FileFormatError(args.input, f"--verify is not possible here: {exc}") from exc
+    if registry.family(args.target).runs_itself:
+        return
+    target = FoundLSTM(name="", format=args.target, native=None, source=str(args.output),
+                       kind="")
+    try:
+        runtime_side(target, weights.spec)
+    except ConversionError as exc:
+        raise FileFormatError(args.output, f"--verify is not possible here: {exc}") from exc
+
+
 def _convert(args: argparse.Namespace) -> int:
     source = None if args.source == "auto" else args.source
+    options = {"run_torchscript": getattr(args, "run_torchscript", False)}
     _torch_first(args)
-    _check_output_name(args.target, args.output)
-    found = select(read(args.input, source, args.forget_bias), args.layer, args.input)
+    row = registry.family(args.target)
+    if row.check_output is not None:
+        registry.function(row.check_output)(args.output)
+    found = select_lstm(read(args.input, source, args.forget_bias, debug=args.debug),
+                        args.layer, args.input)
     weights = found.canonical()
     refuse_output(args.output, _input_files(args.input), args.force,
                   _output_files(args.target, args.output))
-    if args.verify and args.target != "neoml":  # fail before writing if it cannot be verified
-        from .verify import side_for
-
-        target = FoundLSTM(name="", format=args.target, native=None, source=str(args.output),
-                           kind="")
-        for path, side in ((args.input, found), (args.output, target)):
-            try:
-                side_for(side, weights.spec)
-            except FileFormatError:
-                raise
-            except ConversionError as exc:
-                raise FileFormatError(path, f"--verify is not possible here: {exc}") from exc
+    try:  # what the target format cannot represent, refused the same with or without --verify
+        get_format(args.target).from_canonical(weights)
+    except ConversionError as exc:
+        raise FileFormatError(args.output, f"cannot write {args.target}: {exc}") from exc
+    stored, stored_notes = _stored_plan(args, found)
+    if args.verify and args.target != "neoml":
+        _check_verifiable(args, found, weights, options)
     print(f"read {found.name!r} from {args.input}: {found.kind}, {_summary(weights.spec)}")
     for note in found.notes:
         print(f"  note: {note}")
+    for note in stored_notes:
+        print(note)
+    job = WriteJob(found=found, replace=args.force, stored=stored,
+                   forget_bias=args.out_forget_bias, seed=args.seed, options=options)
     try:
-        lines = _write(args, found, weights)
+        lines = registry.function(row.writer)(args.output, weights, job)
     except FileFormatError:
         raise
     except ConversionError as exc:
@@ -232,11 +304,18 @@ def _convert(args: argparse.Namespace) -> int:
     if args.target == "neoml":
         print("verify: NeoML runs in its own environment; the command above checks this file")
         return 0
+    return _verify(args, found, options, stored_notes)
+
+
+def _verify(args: argparse.Namespace, found: FoundLSTM, options: dict[str, Any],
+            stored_notes: list[str]) -> int:
     from .verify import verify
 
-    written = read(args.output, args.target, args.out_forget_bias)
-    ok = verify(found, select(written, None, args.output), examples=args.examples,
-                seed=args.seed, out=lambda text: print(text, flush=True))
+    written = read(args.output, args.target, args.out_forget_bias, debug=args.debug)
+    ok = verify(found, select_lstm(written, None, args.output), examples=args.examples,
+                seed=args.seed, out=lambda text: print(text, flush=True), options=options)
+    for note in stored_notes:  # the reason a dropped input fails verification, said again
+        print(note)
     return 0 if ok else 1
 
 

@@ -22,12 +22,9 @@ layer's output sequence), ``.weights.h5`` (the same model's weights), ``.h5``
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import warnings
-import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +36,7 @@ from ..canonical import LSTMWeights
 from ..errors import UnsupportedFeatureError
 from ..formats import get as get_format
 from ._base import FileFormatError, FoundLSTM, atomic_output
+from .limits import MAX_JSON_BYTES, H5Guard, file_size, load_json, open_zip, read_member
 
 LSTM_CLASSES = {"LSTM": "keras", "CuDNNLSTM": "cudnn"}
 # Layers that are the identity at inference, so LSTMs around them still form one stack.
@@ -62,6 +60,8 @@ class _Layer:
     inbound: str | None = None
     notes: list[str] = field(default_factory=list)
     problem: str | None = None
+    config: dict[str, Any] | None = None  # the layer's own config, for running it as configured
+    major: int = 3  # the Keras that wrote it
 
 
 # ---------------------------------------------------------------- entry points
@@ -71,20 +71,23 @@ def read_keras_zip(path: Path) -> list[FoundLSTM]:
     """A Keras 3 ``.keras`` archive: config.json plus model.weights.h5."""
     import h5py
 
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-            with archive.open("model.weights.h5") as stream:
-                data = stream.read()
-    except (zipfile.BadZipFile, zlib.error, KeyError, OSError, ValueError, EOFError) as exc:
-        raise FileFormatError(path, f"corrupted or truncated .keras archive ({exc})") from exc
+    with open_zip(path, ".keras archive") as archive:
+        config = load_json(read_member(archive, "config.json", path, MAX_JSON_BYTES), path,
+                           "config.json")
+        data = read_member(archive, "model.weights.h5", path)
+    if not isinstance(config, dict):
+        raise FileFormatError(path, "config.json is not a JSON object")
     try:
         with h5py.File(io.BytesIO(data), "r") as weights:
-            layers = _config_layers(config, 3, lambda name: _k3_layer_cells(weights, name))
-    except (OSError, KeyError, TypeError, AttributeError) as exc:
+            guard = H5Guard(weights, path, len(data))
+            layers = _config_layers(config, 3,
+                                    lambda name: _k3_layer_cells(weights, name, guard))
+    except FileFormatError:
+        raise
+    except (OSError, KeyError, TypeError, AttributeError, ValueError) as exc:
         raise FileFormatError(path, f"unreadable .keras content ({type(exc).__name__}: {exc})"
                               ) from exc
-    return _found(layers, path, "Keras 3 .keras model")
+    return _found(layers, path, "Keras 3 .keras model", "keras_zip")
 
 
 def read_keras_h5(path: Path) -> list[FoundLSTM]:
@@ -97,27 +100,32 @@ def read_keras_h5(path: Path) -> list[FoundLSTM]:
         raise FileFormatError(path, f"corrupted or truncated HDF5 file ({exc})") from exc
     try:
         with handle as root:
-            return _read_h5(root, path)
+            return _read_h5(root, path, H5Guard(root, path, file_size(path)))
+    except FileFormatError:
+        raise
     except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
-        if isinstance(exc, FileFormatError):
-            raise
         raise FileFormatError(path, f"unreadable Keras HDF5 content ({type(exc).__name__}: {exc})"
                               ) from exc
 
 
-def _read_h5(root: Any, path: Path) -> list[FoundLSTM]:
-    attrs = dict(root.attrs)
+def _read_h5(root: Any, path: Path, guard: H5Guard) -> list[FoundLSTM]:
+    attrs = guard.attrs(root)
     if "model_config" in attrs:  # legacy whole-model file (tf_keras, or Keras 3's legacy .h5)
-        config = json.loads(_text(attrs["model_config"]))
+        config = load_json(_text(attrs["model_config"]), path, "model_config")
+        if not isinstance(config, dict):
+            raise FileFormatError(path, "model_config is not a JSON object")
         weights = root["model_weights"]
-        major = _major(weights.attrs.get("keras_version", attrs.get("keras_version", "2")))
-        layers = _config_layers(config, major, lambda name: _legacy_layer_cells(weights, name))
-        return _found(layers, path, f"legacy Keras {major} HDF5 model")
+        version = guard.attrs(weights).get("keras_version", attrs.get("keras_version", "2"))
+        major = _major(version)
+        layers = _config_layers(config, major,
+                                lambda name: _legacy_layer_cells(weights, name, guard))
+        return _found(layers, path, f"legacy Keras {major} HDF5 model", "keras_h5")
     if "layer_names" in attrs:  # legacy save_weights: no config, order from layer_names
         major = _major(attrs.get("keras_version", "2"))
-        return _found(_legacy_weights_only(root, major), path, f"legacy Keras {major} HDF5 weights")
+        return _found(_legacy_weights_only(root, major, guard, attrs["layer_names"]), path,
+                      f"legacy Keras {major} HDF5 weights")
     if "layers" in root:
-        return _found(_k3_weights_only(root), path, "Keras 3 .weights.h5")
+        return _found(_k3_weights_only(root, guard), path, "Keras 3 .weights.h5")
     raise FileFormatError(path, "an HDF5 file without Keras weights (no model_config, "
                                 "layer_names or layers/ group)")
 
@@ -163,9 +171,11 @@ def _config_layers(config: dict[str, Any], major: int, cells_of: Callable) -> li
         inbound = previous if sequential else _inbound(cfg, passes)
         layer = _describe(cfg, major)
         if layer is not None:
-            layer.inbound = inbound
+            layer.inbound, layer.config, layer.major = inbound, cfg, major
             try:
                 layer.cells = _arrange(cells_of(name), layer)
+            except FileFormatError:
+                raise
             except (KeyError, ValueError) as exc:
                 layer.problem = f"weights not found or malformed in the file ({exc})"
             found.append(layer)
@@ -275,16 +285,16 @@ def _cell_configs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- weights in the h5
 
 
-def _legacy_layer_cells(group: Any, name: str) -> list[dict[str, np.ndarray]]:
+def _legacy_layer_cells(group: Any, name: str, guard: H5Guard) -> list[dict[str, np.ndarray]]:
     """Cells of a legacy layer group, in weight_names order (forward before backward)."""
     layer = group[name]
     cells: dict[str, dict[str, np.ndarray]] = {}
-    for weight_name in [_text(n) for n in layer.attrs.get("weight_names", [])]:
+    for weight_name in [_text(n) for n in guard.attrs(layer).get("weight_names", [])]:
         cell_path, _, part = weight_name.rpartition("/")
         part = part.split(":")[0]
         if part not in PARTS:
             raise ValueError(f"weight {weight_name!r} is not a kernel, recurrent_kernel or bias")
-        cells.setdefault(cell_path, {})[part] = np.asarray(layer[weight_name])
+        cells.setdefault(cell_path, {})[part] = guard.dataset(layer[weight_name])
     return list(cells.values())
 
 
@@ -293,44 +303,48 @@ def _natural(name: str) -> tuple[str, int]:
     return (match.group(1), int(match.group(2) or 0)) if match else (name, 0)
 
 
-def _k3_vars(group: Any) -> dict[str, np.ndarray]:
+def _k3_vars(group: Any, guard: H5Guard) -> dict[str, np.ndarray]:
     variables = group["vars"]
-    arrays = [np.asarray(variables[k]) for k in sorted(variables, key=int)]
+    arrays = [guard.dataset(variables[k]) for k in sorted(variables, key=int)]
     if len(arrays) not in (2, 3):
         raise ValueError(f"{group.name}: {len(arrays)} variables, expected 2 or 3")
     return dict(zip(PARTS if len(arrays) == 3 else PARTS[:2], arrays, strict=True))
 
 
-def _k3_cells(group: Any) -> list[dict[str, np.ndarray]]:
+def _k3_cells(group: Any, guard: H5Guard, depth: int = 0) -> list[dict[str, np.ndarray]]:
     """Cells under a Keras 3 layer group: Bidirectional forward first, stacked cells in order."""
+    if depth > 32:
+        raise ValueError(f"{group.name}: layer groups nested more than 32 deep")
     if "forward_layer" in group:
-        return _k3_cells(group["forward_layer"]) + _k3_cells(group["backward_layer"])
+        return (_k3_cells(group["forward_layer"], guard, depth + 1)
+                + _k3_cells(group["backward_layer"], guard, depth + 1))
     if "cell" in group:
-        return _k3_cells(group["cell"])
+        return _k3_cells(group["cell"], guard, depth + 1)
     if "cells" in group:
         cells = group["cells"]
-        return [c for key in sorted(cells, key=_natural) for c in _k3_cells(cells[key])]
+        return [c for key in sorted(cells, key=_natural)
+                for c in _k3_cells(cells[key], guard, depth + 1)]
     if "vars" in group and len(group["vars"]):
-        return [_k3_vars(group)]
+        return [_k3_vars(group, guard)]
     return []
 
 
-def _k3_layer_cells(root: Any, name: str) -> list[dict[str, np.ndarray]]:
+def _k3_layer_cells(root: Any, name: str, guard: H5Guard) -> list[dict[str, np.ndarray]]:
     """Cells of the layer called ``name`` (groups are named by class; vars/@name is the name)."""
-    group = _k3_find(root, name)
+    group = _k3_find(root, name, guard)
     if group is None:
         raise KeyError(f"no weights group for layer {name!r}")
-    return _k3_cells(group)
+    return _k3_cells(group, guard)
 
 
-def _k3_find(root: Any, name: str) -> Any:
+def _k3_find(root: Any, name: str, guard: H5Guard) -> Any:
     layers = root.get("layers")
     if layers is None:
         return None
     for key in layers:
         group = layers[key]
         variables = group.get("vars")
-        if variables is not None and _text(variables.attrs.get("name", "")) == name:
+        if variables is not None and _text(guard.attrs(variables).get("name", "")) == name:
             return group
     return None
 
@@ -375,15 +389,18 @@ def _is_lstm_cells(cells: list[dict[str, np.ndarray]]) -> bool:
     )
 
 
-def _legacy_weights_only(root: Any, major: int) -> list[_Layer]:
+def _legacy_weights_only(root: Any, major: int, guard: H5Guard, layer_names: Any
+                         ) -> list[_Layer]:
     found, previous = [], None
-    for name in [_text(n) for n in root.attrs["layer_names"]]:
-        names = list(root[name].attrs.get("weight_names", []))
+    for name in [_text(n) for n in layer_names]:
+        names = list(guard.attrs(root[name]).get("weight_names", []))
         if not names:  # weightless: dropout passes its input on, anything else breaks stacks
             previous = previous if name.startswith(("dropout", "spatial_dropout")) else name
             continue
         try:
-            cells = _legacy_layer_cells(root, name)
+            cells = _legacy_layer_cells(root, name, guard)
+        except FileFormatError:
+            raise
         except (KeyError, ValueError):
             cells = []
         if _is_lstm_cells(cells):
@@ -394,7 +411,7 @@ def _legacy_weights_only(root: Any, major: int) -> list[_Layer]:
     return found
 
 
-def _k3_weights_only(root: Any) -> list[_Layer]:
+def _k3_weights_only(root: Any, guard: H5Guard) -> list[_Layer]:
     """Keras 3 weights without config: layer groups are named by class, not ordered across classes.
 
     Layers of one class are ordered by their numeric suffix; they are stacked
@@ -404,11 +421,12 @@ def _k3_weights_only(root: Any) -> list[_Layer]:
     keys = sorted(layers, key=_natural)
     found, others = [], []
     for key in keys:
-        cells = _k3_cells(layers[key])
+        cells = _k3_cells(layers[key], guard)
         if _is_lstm_cells(cells):
             variables = layers[key].get("vars")
             layer = _shape_layer(key, cells, 3)
-            layer.name = key if variables is None else _text(variables.attrs.get("name", key))
+            layer.name = (key if variables is None
+                          else _text(guard.attrs(variables).get("name", key)))
             found.append((key, layer))
         elif cells:
             others.append(key)
@@ -458,7 +476,7 @@ def _stacks(layers: list[_Layer]) -> list[list[_Layer]]:
     return stacks
 
 
-def _entry(chain: list[_Layer], path: Path, kind: str) -> FoundLSTM:
+def _entry(chain: list[_Layer], path: Path, kind: str, runner: str | None) -> FoundLSTM:
     first, top = chain[0], chain[-1]
     native = [cell[part] for layer in chain for spec_layer in layer.cells
               for cell in spec_layer for part in PARTS]
@@ -484,6 +502,10 @@ def _entry(chain: list[_Layer], path: Path, kind: str) -> FoundLSTM:
         biases = "none (use_bias=False)"
     else:
         biases = "one (4H)"
+    runs = runner is not None and first.format == "keras" and all(
+        layer.config is not None for layer in chain)
+    definition = [{"name": layer.name, "config": layer.config, "major": layer.major,
+                   "cells": layer.cells} for layer in chain] if runs else None
     return FoundLSTM(
         name="+".join(layer.name for layer in chain),
         format=first.format,
@@ -494,15 +516,18 @@ def _entry(chain: list[_Layer], path: Path, kind: str) -> FoundLSTM:
         biases=biases,
         notes=tuple(dict.fromkeys(notes)),
         problem=problem,
+        runner=runner if runs else None,
+        definition=definition,
     )
 
 
-def _found(layers: list[_Layer], path: Path, kind: str) -> list[FoundLSTM]:
+def _found(layers: list[_Layer], path: Path, kind: str, runner: str | None = None
+           ) -> list[FoundLSTM]:
     found = []
     for chain in _stacks(layers):
-        entry = _entry(chain, path, kind)
+        entry = _entry(chain, path, kind, runner)
         if len(chain) > 1:
-            parts = tuple(_entry([layer], path, kind) for layer in chain)
+            parts = tuple(_entry([layer], path, kind, runner) for layer in chain)
             entry = FoundLSTM(**{**entry.__dict__, "parts": parts})
         found.append(entry)
     return found
@@ -544,7 +569,7 @@ def model_code(weights: LSTMWeights, flavour: str) -> str:
     return "\n".join(lines)
 
 
-def write_keras(path: Path, weights: LSTMWeights) -> list[str]:
+def write_keras(path: Path, weights: LSTMWeights, job: Any) -> list[str]:
     """Write ``weights`` as ``path``'s ending asks; return lines to print."""
     flavour = keras_output_kind(path)
     spec = weights.spec
@@ -556,7 +581,7 @@ def write_keras(path: Path, weights: LSTMWeights) -> list[str]:
             target, f"recurrent_activation={spec.recurrent_activation}",
             f"its hard_sigmoid is a different function; write {other} instead")
     native = get_format("keras").from_canonical(weights)
-    with atomic_output(path) as temporary:
+    with atomic_output(path, job.replace) as temporary:
         if flavour == "tf_keras_h5":
             _save_tf_keras(spec, native, temporary)
         else:

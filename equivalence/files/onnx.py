@@ -1,20 +1,31 @@
-"""ONNX model files: ``LSTM`` nodes and the initializers (or Constants) holding W, R, B, P.
+"""ONNX model files: ``LSTM`` nodes anywhere in the model, and the tensors that feed them.
 
-Reading: each ``LSTM`` node whose W and R are stored in the file (an
-initializer or a ``Constant`` node; weights fed as graph inputs cannot be
-read). A node whose input X comes from another LSTM node's Y through shape-only
-ops (Transpose, Reshape, Squeeze, ...) is stacked on it, as exporters write
-``nn.LSTM(num_layers=L)``: one node per layer. Attributes: ``hidden_size``,
-``direction`` (``reverse`` alone is refused: a reversed LSTM), ``clip`` (the
-spec's gate_clip), default activations only, ``input_forget=0`` only.
+Reading: every ``LSTM`` node of the model's graph and of its subgraphs (``If``
+branches, ``Loop``/``Scan`` bodies, nested), named by its path
+(``If_0/then_branch/lstm``). W, R, B, P and the optional ``sequence_lens``,
+``initial_h`` and ``initial_c`` are read wherever the file keeps them: an
+initializer (of this graph or an enclosing one), a ``Constant``, or a
+constant-only subgraph folded by :class:`~equivalence.files.onnx_graph.Folder`;
+weights that depend on a graph input are refused by name. A missing ``B`` is
+zeros (the ONNX default). Stored ``initial_h``/``initial_c``/``sequence_lens``
+are part of the function the file computes: they travel as
+:class:`~equivalence.files.StoredInputs`. A node whose input X comes from
+another LSTM node's Y through shape-only ops is stacked on it, as exporters
+write ``nn.LSTM(num_layers=L)``. Attributes: ``hidden_size`` (checked against
+R), ``direction`` (``reverse`` alone is refused by name), ``clip`` (the spec's
+gate_clip), activations Sigmoid/Tanh/Tanh or a ``HardSigmoid`` whose
+alpha/beta are tf_keras's (0.2, 0.5) or Keras 3's (1/6, 0.5), ``input_forget=0``
+only, ``layout`` 0 or 1.
 
 Writing: input ``input`` (batch, time, I); one LSTM node per layer with its
-weights as initializers; outputs ``output`` (batch, time, D*H), ``h_n`` and
-``c_n`` (L*D, batch, H), the layout of a batch-first ``nn.LSTM``.
+weights (and carried stored inputs) as initializers; outputs ``output``
+(batch, time, D*H), ``h_n`` and ``c_n`` (L*D, batch, H), the layout of a
+batch-first ``nn.LSTM``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,32 +34,61 @@ import numpy as np
 from ..canonical import LSTMWeights
 from ..formats import get as get_format
 from ..runtimes.onnxruntime import IR_VERSION, OPSET  # one choice for files and runtime
-from ._base import FileFormatError, FoundLSTM, atomic_output
+from ._base import FileFormatError, FoundLSTM, StoredInputs, atomic_output
+from .onnx_graph import Folder, NotConstant, Scope, base_folder, label, opset_version, scopes
 
 SHAPE_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten", "Dropout"}
-DEFAULT_ACTIVATIONS = [b"Sigmoid", b"Tanh", b"Tanh"]
+HARD_SIGMOIDS = {"hard_sigmoid_tf_keras": 0.2, "hard_sigmoid_keras3": 1 / 6}  # alpha; beta 0.5
+WEIGHT_INPUTS = ((1, "W"), (2, "R"), (3, "B"), (7, "P"))
+STORED_INPUTS = ((4, "sequence_lens"), (5, "initial_h"), (6, "initial_c"))
 
 
-def read_onnx(path: Path) -> list[FoundLSTM]:
+@dataclass
+class OnnxDefinition:
+    """What running the file's nodes needs: the model, the nodes' graph, the folder."""
+
+    model: Any
+    scope: Scope
+    chain: list[Any]
+    folder: Folder
+    layout: int
+
+
+def load_model(path: Path) -> Any:
+    """The ModelProto, external data left unread (tensor_array reads it, checked)."""
     import onnx
     from google.protobuf.message import DecodeError
 
     try:
-        model = onnx.load(str(path), load_external_data=True)
-    except (DecodeError, OSError, ValueError, RuntimeError) as exc:
+        return onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError, RuntimeError, TypeError) as exc:
         raise FileFormatError(path, f"corrupted or truncated ONNX file ({exc})") from exc
+
+
+def read_onnx(path: Path) -> list[FoundLSTM]:
+    model = load_model(path)
     graph = model.graph
     if not graph.node and not graph.initializer:
         raise FileFormatError(path, "not an ONNX model (empty graph: wrong or damaged file?)")
-    stored = _stored_arrays(graph)
-    lstms = [node for node in graph.node if node.op_type == "LSTM"]
-    producers = {out: node for node in graph.node for out in node.output}
-    below = {id(n): _lstm_below(n, producers) for n in lstms}
+    folder = Folder(path, base_folder(path), opset_version(model))
+    found = []
+    for scope in scopes(graph, path):
+        lstms = [(i, n) for i, n in enumerate(scope.graph.node)
+                 if n.op_type == "LSTM" and n.domain in ("", "ai.onnx")]
+        for chain in _chains([n for _, n in lstms], scope):
+            labels = [scope.path + label(n, i) for i, n in lstms if any(n is c for c in chain)]
+            found.append(_entry(chain, labels, scope, folder, model, path))
+    return found
+
+
+def _chains(lstms: list[Any], scope: Scope) -> list[list[Any]]:
+    """LSTM nodes grouped into stacks (each node's X fed by the Y of the one below)."""
+    below = {id(n): _lstm_below(n, scope.producers) for n in lstms}
     above: dict[int, list[Any]] = {}
     for node in lstms:
         if below[id(node)] is not None:
             above.setdefault(id(below[id(node)]), []).append(node)
-    found = []
+    chains = []
     for node in lstms:
         lower = below[id(node)]
         if lower is not None and len(above.get(id(lower), [])) == 1 and _compatible(lower, node):
@@ -56,28 +96,18 @@ def read_onnx(path: Path) -> list[FoundLSTM]:
         chain = [node]
         while len(nxt := above.get(id(chain[-1]), [])) == 1 and _compatible(chain[-1], nxt[0]):
             chain.append(nxt[0])
-        found.append(_entry(chain, stored, path, lstms))
-    return found
-
-
-def _stored_arrays(graph: Any) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    arrays[node.output[0]] = numpy_helper.to_array(attr.t)
-    return arrays
+        chains.append(chain)
+    return chains
 
 
 def _lstm_below(node: Any, producers: dict[str, Any]) -> Any:
     """The LSTM node whose Y reaches ``node``'s X through shape-only ops, if any."""
+    if not node.input:
+        return None
     name = node.input[0]
     for _ in range(16):
         producer = producers.get(name)
-        if producer is None:
+        if producer is None or not producer.input:
             return None
         if producer.op_type == "LSTM":
             return producer if producer.output and producer.output[0] == name else None
@@ -87,114 +117,259 @@ def _lstm_below(node: Any, producers: dict[str, Any]) -> Any:
     return None
 
 
-def _attributes(node: Any) -> dict[str, Any]:
+def attributes(node: Any) -> dict[str, Any]:
     from onnx import helper
 
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _compatible(lower: Any, upper: Any) -> bool:
-    a, b = _attributes(lower), _attributes(upper)
-    keys = ("hidden_size", "direction", "clip", "activations")
+    a, b = attributes(lower), attributes(upper)
+    keys = ("hidden_size", "direction", "clip", "activations", "activation_alpha",
+            "activation_beta", "layout", "input_forget")
     return all(a.get(k) == b.get(k) for k in keys)
 
 
-def _label(node: Any, lstms: list[Any]) -> str:
-    return node.name or f"LSTM node #{lstms.index(node)}"
-
-
-def _entry(chain: list[Any], stored: dict[str, np.ndarray], path: Path, lstms: list[Any]
-           ) -> FoundLSTM:
-    names = [_label(n, lstms) for n in chain]
-    name = "+".join(names)
-    attrs = _attributes(chain[0])
-    problem = _problem(attrs)
-    nodes = []
-    for node, label in zip(chain, names, strict=True):
-        weights, missing = {}, []
-        for index, key in ((1, "W"), (2, "R"), (3, "B"), (7, "P")):
-            source = node.input[index] if len(node.input) > index else ""
-            if not source:
-                continue
-            if source in stored:
-                weights[key] = stored[source]
-            else:
-                missing.append(f"{key} ({source!r})")
-        if missing:
-            problem = problem or (f"{label}: {', '.join(missing)} not stored in the file "
-                                  "(a graph input or computed)")
-        if "B" not in weights and "W" in weights:  # absent B means zeros (ONNX spec)
-            weights["B"] = np.zeros((weights["W"].shape[0], 8 * weights["W"].shape[1] // 4),
-                                    weights["W"].dtype)
+def _entry(chain: list[Any], names: list[str], scope: Scope, folder: Folder, model: Any,
+           path: Path) -> FoundLSTM:
+    attrs = attributes(chain[0])
+    activation, problem = _activation(attrs)
+    problem = problem or _attribute_problem(attrs)
+    nodes, notes = [], []
+    for node, name in zip(chain, names, strict=True):
+        weights, trouble = _node_weights(node, name, scope, folder)
+        problem = problem or trouble
         nodes.append(weights)
+    stored, stored_problem, stored_notes = _stored(chain, names, scope, folder, attrs)
+    problem = problem or stored_problem
+    notes += stored_notes
     clip = attrs.get("clip")
-    notes = [f"clip={clip} (gate pre-activation clip)"] if clip is not None else []
+    if clip is not None:
+        notes.append(f"clip={clip} (gate pre-activation clip)")
     if attrs.get("layout", 0) == 1:
         notes.append("layout=1 (batch-major) nodes")
+    if activation != "sigmoid":
+        notes.append(f"HardSigmoid recurrent activation (alpha={HARD_SIGMOIDS[activation]:.4g}, "
+                     f"beta=0.5): {activation}")
+    if scope.path:
+        notes.append(f"inside the subgraph {scope.path.rstrip('/')}")
     d = 2 if attrs.get("direction", b"forward") == b"bidirectional" else 1
+    definition = OnnxDefinition(model, scope, chain, folder, int(attrs.get("layout", 0)))
     return FoundLSTM(
-        name=name, format="onnx", native=nodes if len(nodes) > 1 else (nodes[0] if nodes else {}),
+        name="+".join(names), format="onnx",
+        native=nodes if len(nodes) > 1 else (nodes[0] if nodes else {}),
         source=str(path), kind=f"ONNX model, {len(chain)} LSTM node(s), D={d}",
         read_options={"clip": clip}, run_options={"clip": clip},
-        biases="two (B = [Wb, Rb], 8H)", notes=tuple(notes), problem=problem)
+        biases="two (B = [Wb, Rb], 8H)", notes=tuple(notes), problem=problem,
+        spec_changes={} if activation == "sigmoid" else {"recurrent_activation": activation},
+        stored=stored, runner="onnx", definition=definition)
 
 
-def _problem(attrs: dict[str, Any]) -> str | None:
+def _node_weights(node: Any, name: str, scope: Scope, folder: Folder
+                  ) -> tuple[dict[str, np.ndarray], str | None]:
+    """W, R, B (zeros when absent), P of one node; a problem when one is not constant."""
+    if len(node.input) < 3 or not all(node.input[:3]):
+        return {}, f"{name}: {len(node.input)} inputs; X, W and R are required"
+    weights, missing = {}, []
+    for index, key in WEIGHT_INPUTS:
+        source = node.input[index] if len(node.input) > index else ""
+        if not source:
+            continue
+        try:
+            weights[key] = folder.value(source, scope)
+        except NotConstant as exc:
+            missing.append(f"{key} ({source!r}: {exc})")
+    if missing:
+        return weights, f"{name}: {', '.join(missing)}: not stored in the file"
+    w, r = weights["W"], weights["R"]
+    if w.ndim != 3 or r.ndim != 3:
+        return weights, f"{name}: W {w.shape} / R {r.shape}, expected (D, 4H, I) / (D, 4H, H)"
+    hidden = attributes(node).get("hidden_size")
+    if hidden is not None and r.shape[-1] != hidden:
+        return weights, f"{name}: hidden_size={hidden}, but R has shape {r.shape}"
+    if "B" not in weights:  # absent B means zeros (ONNX spec)
+        weights["B"] = np.zeros((w.shape[0], 2 * w.shape[1]), w.dtype)
+    return weights, None
+
+
+def _activation(attrs: dict[str, Any]) -> tuple[str, str | None]:
+    """(the spec's recurrent_activation, a problem) from activations and their alpha/beta."""
+    names = [a.decode() if isinstance(a, bytes) else str(a) for a in attrs.get("activations", [])]
+    if not names:
+        return "sigmoid", None
+    alphas, betas = list(attrs.get("activation_alpha", [])), list(attrs.get("activation_beta", []))
+    d = 2 if attrs.get("direction", b"forward") == b"bidirectional" else 1
+    if len(names) != 3 * d:
+        return "sigmoid", f"{len(names)} activations for {d} direction(s), expected {3 * d}"
+    found = set()
+    for k in range(d):
+        f, g, h = (n.lower() for n in names[3 * k: 3 * k + 3])
+        if g != "tanh" or h != "tanh":
+            return "sigmoid", f"activations {names} (g and h must be Tanh)"
+        if f == "sigmoid":
+            found.add("sigmoid")
+        elif f == "hardsigmoid":  # onnxruntime gives each HardSigmoid the next alpha and beta
+            alpha = alphas.pop(0) if alphas else 0.2
+            beta = betas.pop(0) if betas else 0.5
+            match = [n for n, a in HARD_SIGMOIDS.items()
+                     if abs(alpha - a) < 1e-6 and abs(beta - 0.5) < 1e-6]
+            if not match:
+                return "sigmoid", (f"HardSigmoid(alpha={alpha}, beta={beta}) is no hard sigmoid "
+                                   "the spec knows (tf_keras 0.2/0.5, Keras 3 1/6/0.5)")
+            found.add(match[0])
+        else:
+            return "sigmoid", f"activations {names} (f must be Sigmoid or HardSigmoid)"
+    if len(found) > 1:
+        return "sigmoid", f"the directions use different gate activations {sorted(found)}"
+    return found.pop(), None
+
+
+def _attribute_problem(attrs: dict[str, Any]) -> str | None:
     direction = attrs.get("direction", b"forward")
     if direction == b"reverse":
-        return "direction=reverse (a single reversed LSTM)"
-    activations = attrs.get("activations")
-    if activations and [a.lower() for a in activations] != [a.lower() for a in
-                                                           DEFAULT_ACTIVATIONS * len(activations)
-                                                           ][: len(activations)]:
-        return f"activations {[a.decode() for a in activations]} (only Sigmoid, Tanh, Tanh)"
+        return ("direction=reverse (a single reversed LSTM): the canonical form, and so every "
+                "target here, holds forward and bidirectional LSTMs only")
+    if direction not in (b"forward", b"bidirectional"):
+        return f"direction={direction!r}"
     if attrs.get("input_forget", 0):
-        return "input_forget=1 (coupled input and forget gates)"
+        return ("input_forget=1 (coupled input and forget gates): the canonical form, and so "
+                "every target here, cannot represent it")
+    if attrs.get("layout", 0) not in (0, 1):
+        return f"layout={attrs.get('layout')}"
     return None
+
+
+def _stored(chain: list[Any], names: list[str], scope: Scope, folder: Folder,
+            attrs: dict[str, Any]) -> tuple[StoredInputs | None, str | None, list[str]]:
+    """The stored initial states and lengths of a stack, in the contract layout."""
+    layout = int(attrs.get("layout", 0))
+    values: dict[str, list[np.ndarray | None]] = {"initial_h": [], "initial_c": [],
+                                                   "sequence_lens": []}
+    runtime, notes = [], []
+    for node, name in zip(chain, names, strict=True):
+        for index, key in STORED_INPUTS:
+            source = node.input[index] if len(node.input) > index else ""
+            value = None
+            if source:
+                try:
+                    value = folder.value(source, scope)
+                except NotConstant:
+                    runtime.append(f"{key} of {name}")
+            values[key].append(value)
+    if runtime:
+        notes.append(f"fed at run time (graph inputs): {', '.join(runtime)}")
+    if not any(v is not None for vs in values.values() for v in vs):
+        return None, None, notes
+    if runtime:
+        return None, (f"inputs stored for some nodes and fed at run time for others "
+                      f"({runtime})"), notes
+    try:
+        stored = StoredInputs(
+            h0=_states(values["initial_h"], layout), c0=_states(values["initial_c"], layout),
+            lengths=_lengths(values["sequence_lens"]))
+    except ValueError as exc:
+        return None, str(exc), notes
+    notes.append(f"stored in the file: {', '.join(stored.names())} (batch {stored.batch}); "
+                 "part of the function it computes")
+    return stored, None, notes
+
+
+def _states(per_node: list[np.ndarray | None], layout: int) -> np.ndarray | None:
+    present = [v for v in per_node if v is not None]
+    if not present:
+        return None
+    shape = present[0].shape
+    if any(v.ndim != 3 or v.shape != shape for v in present):
+        raise ValueError(f"stored initial states of shapes {[v.shape for v in present]}, "
+                         "expected one (D, batch, H) per node")
+    layers = [np.zeros(shape, present[0].dtype) if v is None else v for v in per_node]
+    stacked = np.stack(layers)
+    return stacked.transpose(0, 2, 1, 3) if layout == 1 else stacked  # (L, D, B, H)
+
+
+def _lengths(per_node: list[np.ndarray | None]) -> np.ndarray | None:
+    present = [v for v in per_node if v is not None]
+    if not present:
+        return None
+    first = present[0]
+    if first.ndim != 1 or first.dtype.kind not in "iu" or (first < 0).any():
+        raise ValueError(f"stored sequence_lens {first.shape} {first.dtype}, expected (batch,) "
+                         "non-negative integers")
+    if len(present) != len(per_node) or any(not np.array_equal(v, first) for v in present):
+        raise ValueError("the nodes of the stack store different sequence_lens")
+    return first.astype(np.int64)
 
 
 # ---------------------------------------------------------------- writing
 
 
-def build_model(weights: LSTMWeights) -> Any:
-    """The ONNX model described in the module docstring, weights as initializers."""
+def _node_attributes(spec: Any) -> dict[str, Any]:
+    """hidden_size, direction, clip and (for a hard sigmoid) the activations and alpha/beta."""
+    d = spec.directions
+    attributes: dict[str, Any] = {"hidden_size": spec.units,
+                                  "direction": "bidirectional" if d == 2 else "forward"}
+    if spec.gate_clip is not None:
+        attributes["clip"] = float(spec.gate_clip)
+    if spec.recurrent_activation in HARD_SIGMOIDS:
+        attributes["activations"] = ["HardSigmoid", "Tanh", "Tanh"] * d
+        attributes["activation_alpha"] = [HARD_SIGMOIDS[spec.recurrent_activation]] * d
+        attributes["activation_beta"] = [0.5] * d
+    return attributes
+
+
+def build_model(weights: LSTMWeights, stored: StoredInputs | None = None) -> Any:
+    """The ONNX model described in the module docstring, weights (and ``stored``) as
+    initializers. Stored inputs fix the batch size, so the input's batch is that number."""
     from onnx import helper, numpy_helper
 
     spec = weights.spec
-    native = get_format("onnx").from_canonical(weights)
+    # The activation is a node attribute here (below), not part of the weight arrays.
+    plain = LSTMWeights(spec.replace(recurrent_activation="sigmoid"), weights.cells)
+    native = get_format("onnx").from_canonical(plain)
     layers = native if isinstance(native, list) else [native]
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(spec.dtype))
     inits = [numpy_helper.from_array(np.array([0, 0, -1], np.int64), "keep_two")]
     nodes = [helper.make_node("Transpose", ["input"], ["X_0"], perm=[1, 0, 2])]
     d, h = spec.directions, spec.units
+    if stored is not None and stored.lengths is not None:
+        inits.append(numpy_helper.from_array(stored.lengths.astype(np.int32), "sequence_lens"))
     for k, layer in enumerate(layers):
         names = [f"X_{k}"]
         for key in ("W", "R", "B"):
             inits.append(numpy_helper.from_array(np.ascontiguousarray(layer[key]), f"{key}_{k}"))
             names.append(f"{key}_{k}")
+        optional = ["", "", "", ""]  # sequence_lens, initial_h, initial_c, P
+        if stored is not None and stored.lengths is not None:
+            optional[0] = "sequence_lens"
+        for slot, key, value in ((1, "initial_h", stored and stored.h0),
+                                 (2, "initial_c", stored and stored.c0)):
+            if value is not None:
+                array = np.ascontiguousarray(value[k].astype(np.dtype(spec.dtype)))
+                inits.append(numpy_helper.from_array(array, f"{key}_{k}"))
+                optional[slot] = f"{key}_{k}"
         if "P" in layer:
             inits.append(numpy_helper.from_array(np.ascontiguousarray(layer["P"]), f"P_{k}"))
-            names += ["", "", "", f"P_{k}"]
-        attributes: dict[str, Any] = {"hidden_size": h, "direction":
-                                      "bidirectional" if d == 2 else "forward"}
-        if spec.gate_clip is not None:
-            attributes["clip"] = float(spec.gate_clip)
-        nodes.append(helper.make_node("LSTM", names, [f"Y_{k}", f"Y_h_{k}", f"Y_c_{k}"],
-                                      name=f"lstm_{k}", **attributes))
+            optional[3] = f"P_{k}"
+        while optional and not optional[-1]:
+            optional.pop()
+        nodes.append(helper.make_node("LSTM", names + optional,
+                                      [f"Y_{k}", f"Y_h_{k}", f"Y_c_{k}"], name=f"lstm_{k}",
+                                      **_node_attributes(spec)))
         # Y (T, D, B, H) -> (T, B, D*H): the next layer's X (forward features first).
         nodes.append(helper.make_node("Transpose", [f"Y_{k}"], [f"Y_{k}_tbdh"],
                                       perm=[0, 2, 1, 3]))
         nodes.append(helper.make_node("Reshape", [f"Y_{k}_tbdh", "keep_two"], [f"X_{k + 1}"]))
     top = len(layers)
+    batch: Any = stored.batch if stored is not None else "batch"
     nodes.append(helper.make_node("Transpose", [f"X_{top}"], ["output"], perm=[1, 0, 2]))
     nodes.append(helper.make_node("Concat", [f"Y_h_{k}" for k in range(top)], ["h_n"], axis=0))
     nodes.append(helper.make_node("Concat", [f"Y_c_{k}" for k in range(top)], ["c_n"], axis=0))
     graph = helper.make_graph(
         nodes, "converted_lstm",
-        [helper.make_tensor_value_info("input", elem, ["batch", "time", spec.input_size])],
-        [helper.make_tensor_value_info("output", elem, ["batch", "time", d * h]),
-         helper.make_tensor_value_info("h_n", elem, [spec.layers * d, "batch", h]),
-         helper.make_tensor_value_info("c_n", elem, [spec.layers * d, "batch", h])],
+        [helper.make_tensor_value_info("input", elem, [batch, "time", spec.input_size])],
+        [helper.make_tensor_value_info("output", elem, [batch, "time", d * h]),
+         helper.make_tensor_value_info("h_n", elem, [spec.layers * d, batch, h]),
+         helper.make_tensor_value_info("c_n", elem, [spec.layers * d, batch, h])],
         initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="equivalence")
@@ -202,15 +377,20 @@ def build_model(weights: LSTMWeights) -> Any:
     return model
 
 
-def write_onnx(path: Path, weights: LSTMWeights) -> list[str]:
+def write_onnx(path: Path, weights: LSTMWeights, job: Any) -> list[str]:
     import onnx
 
-    model = build_model(weights)
+    model = build_model(weights, job.stored)
     onnx.checker.check_model(model)
-    with atomic_output(path) as temporary:
+    with atomic_output(path, job.replace) as temporary:
         onnx.save(model, str(temporary))
     spec = weights.spec
-    return [f"wrote {path} (ONNX opset {OPSET}, {spec.layers} LSTM node(s))",
-            f"inputs: input (batch, time, {spec.input_size}); outputs: output (batch, time, "
-            f"{spec.directions * spec.units}), h_n and c_n ({spec.layers * spec.directions}, "
-            f"batch, {spec.units})"]
+    batch = job.stored.batch if job.stored is not None else "batch"
+    lines = [f"wrote {path} (ONNX opset {OPSET}, {spec.layers} LSTM node(s))",
+             f"inputs: input ({batch}, time, {spec.input_size}); outputs: output ({batch}, "
+             f"time, {spec.directions * spec.units}), h_n and c_n "
+             f"({spec.layers * spec.directions}, {batch}, {spec.units})"]
+    if job.stored is not None:
+        lines.append(f"carried from the input file: {', '.join(job.stored.names())} (stored as "
+                     f"initializers; they fix the batch at {job.stored.batch})")
+    return lines

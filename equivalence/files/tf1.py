@@ -28,12 +28,14 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..canonical import LSTMWeights
 from ..formats import tf1 as tf1_format
-from ._base import FileFormatError, FoundLSTM, checkpoint_prefix
+from ._base import FileFormatError, FoundLSTM, checkpoint_prefix, remove_stale_temporaries
+from .limits import check_declared
 
 OBJECT_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _STACK_SEGMENT = re.compile(r"cell_\d+$")
@@ -53,12 +55,21 @@ def read_checkpoint(path: Path, forget_bias: float = tf1_format.DEFAULT_FORGET_B
 def _load(prefix: Path, path: Path) -> dict[str, np.ndarray]:
     import tensorflow as tf
 
+    data_bytes = sum(p.stat().st_size for p in prefix.parent.glob(
+        glob.escape(prefix.name) + ".data-*") if p.is_file())
     try:
         reader = tf.train.load_checkpoint(os.fspath(prefix))
-        names = reader.get_variable_to_shape_map()
+        shapes = reader.get_variable_to_shape_map()
+        dtypes = reader.get_variable_to_dtype_map()
+        names = [n for n in shapes if not n.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")
+                 and dtypes[n].is_numpy_compatible and dtypes[n] != tf.string]
+        for name in names:  # declared sizes first: the index can claim anything
+            check_declared(path, f"checkpoint variable {name!r}", tuple(shapes[name]),
+                           dtypes[name].size, data_bytes)
         # Read every tensor now: a truncated data file fails here, not halfway through a write.
-        return {name: np.asarray(reader.get_tensor(name)) for name in names
-                if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")}
+        return {name: np.asarray(reader.get_tensor(name)) for name in names}
+    except FileFormatError:
+        raise
     except (tf.errors.OpError, ValueError, OSError, IndexError, RuntimeError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FileFormatError(path, f"corrupted, truncated or unreadable checkpoint ({message})"
@@ -182,14 +193,40 @@ def output_files(prefix: Path) -> list[Path]:
     return [Path(f"{prefix}.index"), *shards]
 
 
-def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float) -> list[str]:
+def output_files_for(path: Path) -> list[Path]:
+    """The files a checkpoint written for ``-o path`` consists of."""
+    return output_files(output_prefix(path))
+
+
+def write_job(path: Path, weights: LSTMWeights, job: Any) -> list[str]:
+    """The registry's writer: the cells' forget_bias and --force come from the job."""
+    return write_checkpoint(path, weights, job.forget_bias, job.replace)
+
+
+def _place(item: Path, target: Path, replace: bool) -> None:
+    """Move a staged file to its name; without ``replace`` never over an existing one."""
+    if replace:
+        os.replace(item, target)
+        return
+    try:
+        os.link(item, target)
+    except FileExistsError as exc:
+        raise FileFormatError(target, "exists (written meanwhile by another run?); pass "
+                                      "--force to replace it") from exc
+    item.unlink()
+
+
+def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float,
+                     replace: bool = False) -> list[str]:
     """Write a TF1-named checkpoint for cells built with ``forget_bias``; return lines to print."""
     import tensorflow as tf
 
     prefix = output_prefix(path)
     variables = tf1_format.from_canonical(weights, forget_bias=forget_bias, layout="variables")
     assert isinstance(variables, dict)  # layout="variables" gives the name -> array dict
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=prefix.parent))
+    remove_stale_temporaries(prefix.parent, prefix.name)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", suffix=f"-{prefix.name}",
+                                    dir=prefix.parent))
     try:
         staged = staging / prefix.name
         names = sorted(variables)
@@ -203,12 +240,12 @@ def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float) -> li
         new_names = {item.name for item in written}
         # Data shards first, the index last: the index is what makes the checkpoint visible.
         for item in written[:-1]:
-            os.replace(item, prefix.parent / item.name)
+            _place(item, prefix.parent / item.name, replace)
         # Shards of a replaced checkpoint that this one does not have would confuse readers.
         for old in prefix.parent.glob(glob.escape(prefix.name) + ".data-*"):
             if old.name not in new_names:
                 old.unlink()
-        os.replace(written[-1], prefix.parent / written[-1].name)
+        _place(written[-1], prefix.parent / written[-1].name, replace)
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)

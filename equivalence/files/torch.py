@@ -1,15 +1,18 @@
 """PyTorch files: ``torch.save`` state_dicts (zip or legacy pickle) and safetensors.
 
-Reading: every tensor in the file (nested dicts such as
+Reading: the pickle is read by :mod:`equivalence.files.torch_pickle`, which
+rebuilds tensors from their storage bytes and runs nothing (a pickled
+``nn.Module`` or any other Python object is refused by name), so torch is not
+needed to read. Every tensor in the file (nested dicts such as
 ``{"model_state_dict": {...}, "epoch": 3}`` are walked) whose key ends in
 ``weight_ih_l{k}[_reverse]``, ``weight_hh_...``, ``bias_ih_...``,
 ``bias_hh_...`` or ``weight_hr_...`` is grouped by the prefix before it, so
 ``encoder.lstm.weight_ih_l0`` belongs to the LSTM ``encoder.lstm``. An
 ``nn.LSTMCell``'s keys (``weight_ih`` without ``_l0``) count as a one-layer
 LSTM. Groups whose ``weight_hh`` is not (4H, H) or (4H, P) are GRUs or plain
-RNNs and are skipped. ``torch.load`` runs with ``weights_only=True``: a pickled
-``nn.Module`` is refused rather than executed. safetensors files are read with
-``safetensors.numpy`` (no torch needed).
+RNNs and are skipped; layer numbers must run 0..L-1 (at most
+:data:`~equivalence.files.limits.MAX_LAYERS`). Only the tensors of found LSTMs
+are materialized. safetensors files are read with ``safetensors.numpy``.
 
 Writing: a state_dict for ``nn.LSTM(I, H, num_layers=L, bidirectional=...,
 batch_first=True[, proj_size=P])`` (``batch_first`` changes no weight), via
@@ -28,63 +31,33 @@ import numpy as np
 from ..canonical import LSTMWeights
 from ..formats import get as get_format
 from ._base import FileFormatError, FoundLSTM, atomic_output
+from .limits import MAX_LAYERS, open_zip
+from .torch_pickle import LazyTensor, flatten, load_archive, load_legacy
 
-_KEY = re.compile(r"^(?P<prefix>.*?)(?P<key>(?:weight|bias)_(?:ih|hh|hr)(?:_l\d+(?:_reverse)?)?)$")
+_KEY = re.compile(
+    r"^(?P<prefix>.*?)(?P<key>(?:weight|bias)_(?:ih|hh|hr)(?:_l(?P<layer>\d{1,9})(?:_reverse)?)?)$")
 
 
 def _numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):
-        value = value.detach().cpu()
-        if str(value.dtype) == "torch.bfloat16":
-            value = value.float()
-        return value.numpy()
+    if isinstance(value, LazyTensor):
+        return value.array()
     return np.asarray(value)
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted keys -> tensors for every tensor in nested dicts/lists."""
-    if isinstance(tree, Mapping):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    if isinstance(tree, (list, tuple)):
-        out = {}
-        for index, value in enumerate(tree):
-            out.update(_flatten(value, f"{prefix}{index}."))
-        return out
-    if hasattr(tree, "detach") or isinstance(tree, np.ndarray):
-        return {prefix[:-1]: tree}
-    return {}
-
-
-def _last_line(exc: Exception) -> str:
-    """The informative line of a framework error (torch's are paragraphs), shortened."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    telling = [line for line in lines if "error" in line.lower() or "unsupported" in line.lower()]
-    return ((telling or lines or [type(exc).__name__])[-1])[:200]
-
-
 def read_torch(path: Path) -> list[FoundLSTM]:
-    """LSTMs in a ``torch.save`` file."""
-    import pickle
-
-    import torch
-
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise FileFormatError(path, "cannot be loaded as tensors: corrupted, or a pickle of "
-                                    "Python objects (a whole nn.Module? save model.state_dict()"
-                                    f" instead) ({_last_line(exc)})") from exc
-    except Exception as exc:  # a damaged pickle stream can fail in any way (IndexError, ...)
-        raise FileFormatError(path, f"corrupted or truncated torch file ({_last_line(exc)})"
-                              ) from exc
-    tensors = _flatten(loaded)
+    """LSTMs in a ``torch.save`` file (zip archive or legacy stream), read without torch."""
+    with open(path, "rb") as handle:
+        zipped = handle.read(4) == b"PK\x03\x04"
+    if zipped:
+        with open_zip(path, "torch archive") as archive:
+            tree, _ = load_archive(archive, path, "data.pkl")
+    else:
+        tree = load_legacy(path)
+    tensors = flatten(tree, str(path))
     if not tensors:
         raise FileFormatError(path, f"no tensors in this torch file (it holds a "
-                                    f"{type(loaded).__name__})")
-    return _found(tensors, path, "torch.save file")
+                                    f"{type(tree).__name__})")
+    return found_in(tensors, path, "torch.save file")
 
 
 def read_safetensors(path: Path) -> list[FoundLSTM]:
@@ -98,15 +71,16 @@ def read_safetensors(path: Path) -> list[FoundLSTM]:
         raise FileFormatError(path, f"corrupted or truncated safetensors file ({exc})") from exc
     except TypeError as exc:  # e.g. bfloat16, which numpy cannot hold
         raise FileFormatError(path, f"safetensors dtype numpy cannot read ({exc})") from exc
-    return _found(tensors, path, "safetensors file")
+    return found_in(tensors, path, "safetensors file")
 
 
-def _found(tensors: Mapping[str, Any], path: Path, kind: str) -> list[FoundLSTM]:
-    groups: dict[str, dict[str, np.ndarray]] = {}
+def found_in(tensors: Mapping[str, Any], path: Path, kind: str) -> list[FoundLSTM]:
+    """One FoundLSTM per group of LSTM keys (see the module docstring)."""
+    groups: dict[str, dict[str, Any]] = {}
     for key, value in tensors.items():
         match = _KEY.match(key)
         if match:
-            groups.setdefault(match.group("prefix"), {})[match.group("key")] = _numpy(value)
+            groups.setdefault(match.group("prefix"), {})[match.group("key")] = value
     found = []
     for prefix, group in groups.items():
         entry = _entry(prefix, group, path, kind)
@@ -115,17 +89,35 @@ def _found(tensors: Mapping[str, Any], path: Path, kind: str) -> list[FoundLSTM]
     return found
 
 
-def _entry(prefix: str, group: dict[str, np.ndarray], path: Path, kind: str) -> FoundLSTM | None:
-    notes, cell = [], "weight_ih" in group
-    if cell:  # nn.LSTMCell: the same arrays as a one-layer nn.LSTM, without the _l0 suffix
-        group = {f"{k}_l0": v for k, v in group.items()}
-        notes.append("nn.LSTMCell keys (read as a one-layer LSTM)")
-    hh, hr = group.get("weight_hh_l0"), group.get("weight_hr_l0")
-    if hh is None or hh.ndim != 2:
+def _layer_problem(group: Mapping[str, Any]) -> str | None:
+    """Why the layer numbers in ``group``'s keys are not 0..L-1, if they are not."""
+    layers = {int(m.group("layer")) for k in group if (m := _KEY.match(k)) and m.group("layer")}
+    if not layers:
         return None
-    units = hr.shape[1] if hr is not None and hr.ndim == 2 else hh.shape[1]
+    if max(layers) >= MAX_LAYERS:
+        return f"layer number {max(layers)} in a key, over the {MAX_LAYERS}-layer cap"
+    if layers != set(range(len(layers))):
+        return f"layer numbers {sorted(layers)[:8]} are not 0..L-1"
+    return None
+
+
+def _entry(prefix: str, lazy: dict[str, Any], path: Path, kind: str) -> FoundLSTM | None:
+    notes, cell = [], "weight_ih" in lazy
+    if cell:  # nn.LSTMCell: the same arrays as a one-layer nn.LSTM, without the _l0 suffix
+        lazy = {f"{k}_l0": v for k, v in lazy.items() if not _KEY.match(k).group("layer")}
+        notes.append("nn.LSTMCell keys (read as a one-layer LSTM)")
+    hh, hr = lazy.get("weight_hh_l0"), lazy.get("weight_hr_l0")
+    if hh is None or len(hh.shape) != 2:
+        return None
+    units = hr.shape[1] if hr is not None and len(hr.shape) == 2 else hh.shape[1]
     if hh.shape[0] != 4 * units:
         return None  # a GRU (3H rows) or an RNN (H rows)
+    name = prefix[:-1] if prefix.endswith(".") else (prefix or "lstm")
+    problem = _layer_problem(lazy)
+    if problem:
+        return FoundLSTM(name=name, format="torch", native={}, source=str(path), kind=kind,
+                         problem=problem)
+    group = {key: _numpy(value) for key, value in lazy.items()}
     biases = "two (bias_ih + bias_hh)"
     if not any(k.startswith("bias_") for k in group):
         notes.append("bias=False: biases read as zeros")
@@ -134,7 +126,6 @@ def _entry(prefix: str, group: dict[str, np.ndarray], path: Path, kind: str) -> 
             suffix = key[len("weight_ih_"):]
             zeros = np.zeros(group[key].shape[0], group[key].dtype)
             group[f"bias_ih_{suffix}"], group[f"bias_hh_{suffix}"] = zeros, zeros.copy()
-    name = prefix[:-1] if prefix.endswith(".") else (prefix or "lstm")
     return FoundLSTM(name=name, format="torch", native=group, source=str(path),
                      kind=f"{kind}, nn.{'LSTMCell' if cell else 'LSTM'} state_dict",
                      biases=biases, notes=tuple(notes))
@@ -155,13 +146,13 @@ def constructor(weights: LSTMWeights) -> str:
     return f"torch.nn.LSTM({', '.join(args)})"
 
 
-def write_torch(path: Path, weights: LSTMWeights) -> list[str]:
+def write_torch(path: Path, weights: LSTMWeights, job: Any) -> list[str]:
     """Write a state_dict (torch.save, or safetensors for a .safetensors name)."""
     import torch
 
     state = {k: torch.from_numpy(np.ascontiguousarray(v))
              for k, v in get_format("torch").from_canonical(weights).items()}
-    with atomic_output(path) as temporary:
+    with atomic_output(path, job.replace) as temporary:
         if path.name.endswith(".safetensors"):
             from safetensors.torch import save_file
 
