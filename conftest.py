@@ -14,6 +14,7 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import pytest
 from hypothesis import settings
 
 from equivalence import profiles
@@ -49,9 +50,30 @@ def pytest_report_header(config) -> list[str]:
     ]
 
 
+# Pair rows reported by the test items, gathered where the session ends (the controller
+# under pytest-xdist: rows travel in each report's user_properties, which xdist forwards).
+_ROWS: list[dict] = []
+_ROW = "equivalence_row"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    made = yield
+    report = made.get_result()
+    outcomes = getattr(item, "equivalence_outcomes", None)
+    if report.when == "call" and outcomes:
+        from equivalence.report.from_pytest import row_for
+
+        report.user_properties.append((_ROW, row_for(outcomes)))
+
+
+def pytest_runtest_logreport(report) -> None:
+    _ROWS.extend(value for name, value in report.user_properties if name == _ROW)
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     path = session.config.getoption("--equivalence-results")
-    if path:
+    if path and not hasattr(session.config, "workerinput"):  # the controller writes it
         from equivalence.report.from_pytest import write_results
 
-        write_results(session.items, path, profile=PROFILE, exitstatus=int(exitstatus))
+        write_results(_ROWS, path, profile=PROFILE, exitstatus=int(exitstatus))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +18,24 @@ def _exploration(outcomes: list[Outcome]) -> Exploration:
     return found
 
 
-def write_results(items: list[Any], path: str, *, profile: str, exitstatus: int = 0) -> None:
-    """One results file from every test item that judged examples."""
-    rows = []
-    for item in items:
-        outcomes = getattr(item, "equivalence_outcomes", None)
-        if not outcomes:
-            continue
-        source, _, target = outcomes[0].label.partition(" -> ")
-        if target == "":
-            source, target = outcomes[0].label.split(" vs ")
-        rows.append(results.pair_row(source, target, "pytest", _exploration(outcomes)))
+def row_for(outcomes: list[Outcome]) -> dict[str, Any]:
+    """One test item's judged examples as a pair row (plain JSON: it crosses xdist workers)."""
+    source, _, target = outcomes[0].label.partition(" -> ")
+    if target == "":
+        source, target = outcomes[0].label.split(" vs ")
+    row = results.pair_row(source, target, "pytest", _exploration(outcomes))
+    return json.loads(json.dumps(row))
+
+
+def write_results(rows: list[dict[str, Any]], path: str, *, profile: str,
+                  exitstatus: int = 0) -> None:
+    """One results file from the pair rows of every test item that judged examples."""
     data = results.new_results(
         seed=0,
         examples=max((r["examples"] for r in rows), default=0),
         environment=f"pytest ({profile})",
         runtimes=matrix.runtime_rows(),
-        pairs=rows,
+        pairs=sorted(rows, key=lambda r: (r["source"], r["target"])),
     )
     data["environments"][0]["status"] = (
         "ran" if exitstatus == 0 else f"ran, pytest exit {exitstatus}"
