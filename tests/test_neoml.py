@@ -1,9 +1,20 @@
-"""NeoML, in its own environment (``tox -e neoml``; ``.ci/run`` runs it).
+"""NeoML in both directions, across the two environments (``.ci/run`` runs every part).
+
+In the NeoML environment (``-m neoml``):
 
 * NeoML against the float64 reference (Hypothesis, as for every runtime);
-* cases exported by the main environment (Keras, PyTorch, TF1, ONNX Runtime
-  outputs on random weights, ``python -m equivalence.exchange export``) whose
-  native weights are converted to NeoML here and run for real.
+* every main-environment runtime's cases (``python -m equivalence.exchange export``)
+  converted to NeoML and run for real;
+* NeoML's own cases: the network NeoML stores (``Dnn.store``) is the one that
+  computed the recorded outputs, and the reader here decodes its weights exactly.
+
+In the main environment (``-m cpu``), without NeoML:
+
+* NeoML's cases (the committed ``tests/neoml_files`` or, with
+  ``EQUIVALENCE_NEOML_CASES=DIR``, fresh ones from ``export-neoml``) read back from
+  NeoML's network file, converted to every runtime, run and judged by the harness;
+* a converter that forgets NeoML's gate order must fail;
+* NeoML's network files through ``equivalence inspect``/``convert``, and damaged ones.
 """
 
 from __future__ import annotations
@@ -11,51 +22,217 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from equivalence import exchange, harness, table
-from equivalence.compare import Tolerance, compare
 from equivalence.convert import convert
+from equivalence.files import FileFormatError
+from equivalence.files.neoml import read_network_file
+from equivalence.formats import neoml as neoml_format
 from equivalence.strategies import lstm_cases
 
 from .runtime_support import record, replay_command, require
 
-pytestmark = pytest.mark.neoml
 NEOML = table.entry("neoml")
+FILES = Path(__file__).parent / "neoml_files"
+REQUIRE = os.environ.get("EQUIVALENCE_REQUIRE_EXCHANGE") == "1"
 
 
+def _files(variable: str, pattern: str, fallback: list[Path]) -> list[Path]:
+    folder = os.environ.get(variable)
+    found = sorted(Path(folder).glob(pattern)) if folder else []
+    if folder and not found and REQUIRE:
+        raise RuntimeError(f"EQUIVALENCE_REQUIRE_EXCHANGE=1 but no {pattern} in {folder!r}")
+    return found or fallback
+
+
+# ------------------------------------------------------------------ the NeoML environment
+
+
+@pytest.mark.neoml
 @given(data=st.data())
 def test_neoml_matches_reference(data, request) -> None:
-    runtime = require(NEOML)
-    case = data.draw(lstm_cases(capabilities=runtime.capabilities))
+    require(NEOML)
+    case = data.draw(lstm_cases(capabilities=NEOML.capabilities))
     outcome = harness.check_against_reference(NEOML, case)
     record(request, outcome)
     assert outcome.ok, outcome.message(replay_command(request))
 
 
-def exchange_files() -> list[Path]:
-    folder = os.environ.get("EQUIVALENCE_EXCHANGE_DIR")
-    files = sorted(Path(folder).glob("*.npz")) if folder else []
-    if not files and os.environ.get("EQUIVALENCE_REQUIRE_EXCHANGE") == "1":
-        raise RuntimeError(f"EQUIVALENCE_REQUIRE_EXCHANGE=1 but no case files in {folder!r}")
-    return files
+MAIN_CASES = _files("EQUIVALENCE_EXCHANGE_DIR", "*.npz", [])
 
 
-@pytest.mark.parametrize("path", exchange_files() or [None], ids=lambda p: p.stem if p else "none")
+@pytest.mark.neoml
+@pytest.mark.parametrize("path", MAIN_CASES or [None], ids=lambda p: p.stem if p else "none")
 def test_exchanged_case_runs_the_same_in_neoml(path: Path | None) -> None:
     if path is None:
-        pytest.skip(
-            "no case files: run `python -m equivalence.exchange export --out DIR` in the "
-            "main environment and set EQUIVALENCE_EXCHANGE_DIR=DIR"
-        )
-    runtime = require(NEOML)
-    case = exchange.load(path)
-    source_options = harness.reader_options(case.format, case.spec, case.format_options)
-    native = convert(case.native, source=case.format, target="neoml", source_options=source_options)
-    actual = runtime.run(case.spec, native, case.inputs)
-    comparison = compare(
-        case.expected, actual, Tolerance.for_case(case.spec.dtype, case.inputs.x.shape[1])
-    )
-    assert comparison.ok, f"{case.source} -> neoml ({path.name}):\n{comparison.describe()}"
+        if REQUIRE:
+            pytest.fail("EQUIVALENCE_REQUIRE_EXCHANGE=1 but EQUIVALENCE_EXCHANGE_DIR is unset")
+        pytest.skip("no case files: run `python -m equivalence.exchange export --out DIR` in "
+                    "the main environment and set EQUIVALENCE_EXCHANGE_DIR=DIR")
+    require(NEOML)
+    outcome = exchange.judge(path, "neoml")
+    assert outcome.ok, f"{path.name}:\n{outcome.message()}"
+
+
+@pytest.mark.neoml
+def test_neoml_stores_the_network_that_computed_its_cases(tmp_path: Path) -> None:
+    """What NeoML exports: its stored network reloads in NeoML and reproduces the recorded
+    outputs bit for bit, and the reader here decodes exactly the weights NeoML was given."""
+    require(NEOML)
+    for path in exchange.export_neoml(tmp_path, examples=4, seed=3):
+        case = exchange.load(path)
+        found = read_network_file(exchange.network_file(path))
+        assert [f.name for f in found] == ["+".join(
+            f"lstm_{layer}_{d}" for layer in range(case.spec.layers)
+            for d in range(case.spec.directions))]
+        for mine, theirs in zip(_cells(found[0].native), _cells(case.native), strict=True):
+            for key in neoml_format.KEYS:
+                np.testing.assert_array_equal(mine[key], theirs[key])
+        runtime = NEOML.load()
+        again = runtime.run_stored(  # type: ignore[attr-defined]
+            exchange.network_file(path), case.spec, case.inputs)
+        for name in ("outputs", "h", "c"):
+            np.testing.assert_array_equal(getattr(again, name), getattr(case.expected, name))
+
+
+def _cells(native: list) -> list[dict]:
+    return [cell for row in native for cell in row]
+
+
+# ------------------------------------------------------------------ the main environment
+
+NEOML_CASES = _files("EQUIVALENCE_NEOML_CASES", "neoml-*.npz", [FILES / "bidirectional.npz"])
+
+
+@pytest.mark.cpu
+@pytest.mark.parametrize("target", exchange.pair_runtimes())
+@pytest.mark.parametrize("path", NEOML_CASES, ids=lambda p: p.stem)
+def test_neoml_case_runs_the_same_in(path: Path, target: str) -> None:
+    """NeoML -> target: weights from NeoML's own network file, NeoML's recorded results."""
+    require(table.entry(target))
+    outcome = exchange.judge(path, target)
+    assert outcome.ok, f"{path.name}:\n{outcome.message()}"
+
+
+def _gates_not_reordered(native: list) -> dict:
+    """A converter that reads NeoML's blocks (g f i o) as PyTorch's (i f g o)."""
+    state = {}
+    for layer, row in enumerate(native):
+        for direction, cell in enumerate(row):
+            suffix = f"l{layer}" + ("_reverse" if direction else "")
+            state[f"weight_ih_{suffix}"] = cell["input_weights"]
+            state[f"weight_hh_{suffix}"] = cell["recurrent_weights"]
+            state[f"bias_ih_{suffix}"] = cell["input_free_term"]
+            state[f"bias_hh_{suffix}"] = cell["recurrent_free_term"]
+    return state
+
+
+@pytest.mark.cpu
+def test_a_converter_that_keeps_neoml_gate_order_fails() -> None:
+    require(table.entry("torch"))
+    outcome = exchange.judge(FILES / "bidirectional.npz", "torch", converter=_gates_not_reordered)
+    assert not outcome.ok
+    assert "neoml -> torch: not equivalent" in outcome.message()
+    assert "neoml (recorded)" in outcome.blame and "diagnosis:" in outcome.blame
+
+
+@pytest.mark.cpu
+def test_neoml_network_file_weights_are_the_case_weights() -> None:
+    case = exchange.load(FILES / "bidirectional.npz")
+    found = read_network_file(FILES / "bidirectional.cnnarch")
+    assert len(found) == 1 and found[0].problem is None
+    for mine, theirs in zip(_cells(found[0].native), _cells(case.native), strict=True):
+        for key in neoml_format.KEYS:
+            np.testing.assert_array_equal(mine[key], theirs[key])
+    spec = found[0].spec
+    assert (spec.layers, spec.directions, spec.input_size, spec.units) == (2, 2, 3, 2)
+    assert [p.name for p in found[0].parts] == ["lstm_0_0", "lstm_0_1", "lstm_1_0", "lstm_1_1"]
+    assert "one direction of" in found[0].parts[1].problem
+
+
+@pytest.mark.cpu
+def test_a_tagger_network_yields_its_bidirectional_lstm_only() -> None:
+    found = read_network_file(FILES / "tagger.cnnarch")
+    assert [f.name for f in found] == ["forward+backward"]
+    assert found[0].spec.directions == 2 and found[0].spec.input_size == 3
+    assert any("MultychannelLookupLayer 'embedding'" in note for note in found[0].notes)
+
+
+@pytest.mark.cpu
+def test_checkpoint_dropout_and_hard_sigmoid() -> None:
+    (checkpoint,) = read_network_file(FILES / "single.ckpt")
+    assert checkpoint.problem is None and "checkpoint" in checkpoint.kind
+    assert any("solver" in note for note in checkpoint.notes)
+    (dropped,) = read_network_file(FILES / "dropout.cnnarch")
+    assert dropped.problem is None and any("dropout 0.25" in note for note in dropped.notes)
+    (hard,) = read_network_file(FILES / "hard_sigmoid.cnnarch")
+    assert hard.native is None and "'hard_sigmoid'" in hard.problem
+
+
+def _damaged(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "damaged.cnnarch"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.cpu
+@pytest.mark.parametrize("cut", [3, 40, 700, 13000])
+def test_truncated_network_file_is_refused_by_name(tmp_path: Path, cut: int) -> None:
+    path = _damaged(tmp_path, (FILES / "bidirectional.cnnarch").read_bytes()[:cut])
+    with pytest.raises(FileFormatError, match=r"damaged\.cnnarch: cannot be read as a NeoML "
+                                              r"network file: .*left \(truncated file\?\)"):
+        read_network_file(path)
+
+
+@pytest.mark.cpu
+def test_huge_declared_blob_is_refused_before_allocating(tmp_path: Path) -> None:
+    data = bytearray((FILES / "single.ckpt").read_bytes())
+    # the input weights blob: seven dims (1, 8, 1, 1, 1, 1, 3) then its element count 24
+    at = bytes(data).index(np.array([1, 8, 1, 1, 1, 1, 3, 24], "<i4").tobytes())
+    data[at:at + 32] = np.array([1, 2**20, 1, 1, 1, 1, 2**10, 2**30], "<i4").tobytes()
+    with pytest.raises(FileFormatError, match="needs 4294967296 bytes"):
+        read_network_file(_damaged(tmp_path, bytes(data)))
+
+
+@pytest.mark.cpu
+def test_unknown_layer_class_is_named(tmp_path: Path) -> None:
+    tagger = (FILES / "tagger.cnnarch").read_bytes()
+    data = tagger.replace(b"FmlCnnTanhLayer", b"FmlCnnGeluLayer")
+    with pytest.raises(FileFormatError, match="layer class 'FmlCnnGeluLayer' is not one this "
+                                              "reader can decode"):
+        read_network_file(_damaged(tmp_path, data))
+
+
+SINGLE = (FILES / "single.ckpt").read_bytes()
+
+
+@pytest.mark.cpu
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(0, len(SINGLE) - 1), st.integers(0, 255)),
+                      min_size=1, max_size=4))
+def test_any_corrupted_network_file_reads_or_is_refused(tmp_path: Path, edits) -> None:
+    data = bytearray(SINGLE)
+    for position, value in edits:
+        data[position] = value
+    try:
+        found = read_network_file(_damaged(tmp_path, bytes(data)))
+    except FileFormatError as exc:
+        assert "damaged.cnnarch" in str(exc)
+        return
+    for item in found:  # what is read is either convertible or says why not
+        assert item.problem or item.canonical().spec.units >= 1
+
+
+@pytest.mark.cpu
+def test_neoml_file_converts_to_torch_with_the_same_weights() -> None:
+    (found,) = read_network_file(FILES / "bidirectional.cnnarch")
+    torch_native = convert(found.native, source="neoml", target="torch")
+    back = convert(torch_native, source="torch", target="neoml")
+    for mine, theirs in zip(_cells(back), _cells(found.native), strict=True):
+        for key in ("input_weights", "recurrent_weights"):
+            np.testing.assert_array_equal(mine[key], theirs[key])

@@ -124,7 +124,8 @@ class _Cursor:
         """An int32 count whose items (each at least ``min_item_bytes``) fit in the bytes left."""
         found = self.int32(what)
         if found < 0 or found * min_item_bytes > self.left:
-            raise self.fail(f"{what} is {found}, but only {self.left} bytes are left")
+            raise self.fail(f"{what} is {found}, but only {self.left} bytes are left "
+                            f"(truncated file?)")
         return found
 
     def version(self, what: str) -> int:
@@ -150,8 +151,8 @@ def read_network(data: bytes) -> Network:
 
 
 def _layer_list(cursor: _Cursor, owner: str, depth: int) -> list[Layer]:
-    cursor.where = f"{owner}'s layer count"
-    count = cursor.count(f"{owner}'s layer count", 2)  # a class name and a version at least
+    cursor.where = owner
+    count = cursor.count("layer count", 2)  # a class name and a version at least
     return [_layer(cursor, f"{owner}'s layer {n}", depth) for n in range(count)]
 
 

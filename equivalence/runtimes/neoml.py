@@ -35,7 +35,7 @@ import numpy as np
 
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
-from .base import Runtime
+from .base import Runtime, with_initial_states
 
 if TYPE_CHECKING:
     from ..table import Entry
@@ -89,6 +89,17 @@ class NeoMLRuntime(Runtime):
         network = self._network(spec, inputs.batch, inputs.steps, has_state)
         network.dnn.store(str(path))
         return result
+
+    def run_stored(self, path: Path, spec: LSTMSpec, inputs: LSTMInputs) -> LSTMResult:
+        """Load a network file :meth:`run_and_store` wrote (NeoML's own loader) and run it."""
+        import neoml
+
+        dnn = neoml.Dnn.Dnn(self._math_engine())
+        dnn.load(str(path))
+        inputs = with_initial_states(spec, inputs)
+        has_state = inputs.h0 is not None
+        outputs = dnn.run(self._feeds(spec, inputs, has_state))
+        return _collect(spec, outputs, inputs.batch, inputs.steps)
 
     def _network(self, spec: LSTMSpec, batch: int, steps: int, has_state: bool) -> _Network:
         key = (spec, batch, steps, has_state)
