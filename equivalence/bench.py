@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -72,13 +74,50 @@ def measure(entry: table.Entry, count: int, naive_count: int) -> dict[str, float
     }
 
 
+def suite_wall_times(pytest_args: list[str], jobs: str) -> dict[str, float]:
+    """Wall time of the ci-profile suite: naive (serial, nothing shared) and as CI runs it.
+
+    Both runs are the same tests with the same derandomized examples, side by side
+    on this machine; only work sharing (:mod:`equivalence.memo`) and the worker
+    processes differ.
+    """
+    runs = {
+        "naive": ({"EQUIVALENCE_NO_CACHE": "1"}, []),
+        "shared": ({}, ["-n", jobs] if jobs not in ("0", "1") else []),
+    }
+    walls = {}
+    for label, (env, extra) in runs.items():
+        command = [sys.executable, "-m", "pytest", "-q", "-m", "cpu", *extra, *pytest_args]
+        environment = {**os.environ, "HYPOTHESIS_PROFILE": "ci", **env}
+        start = time.perf_counter()
+        finished = subprocess.run(command, env=environment, capture_output=True, text=True)
+        walls[label] = round(time.perf_counter() - start, 1)
+        summary = finished.stdout.strip().splitlines()[-1:] or ["(no output)"]
+        print(f"{label:<7} {walls[label]:>8.1f} s  {' '.join(command[2:])}: {summary[0]}",
+              file=sys.stderr)
+        if finished.returncode != 0:
+            raise SystemExit(f"suite run '{label}' failed (pytest exit {finished.returncode})")
+    walls["speedup"] = round(walls["naive"] / walls["shared"], 2)
+    return walls
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m equivalence.bench", description=__doc__)
     parser.add_argument("--examples", type=int, default=200, help="cached examples per runtime")
     parser.add_argument("--naive-examples", type=int, default=6)
     parser.add_argument("--only", nargs="*", help="runtime names (default: every runnable one)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--suite", action="store_true",
+                        help="time the ci suite: naive (serial, no sharing) vs shared + workers")
+    parser.add_argument("--jobs", default="auto", help="pytest-xdist workers for --suite")
+    parser.add_argument("pytest_args", nargs="*", help="with --suite: tests to run (default all)")
     args = parser.parse_args(argv)
+    if args.suite:
+        walls = suite_wall_times(args.pytest_args, args.jobs)
+        print(json.dumps(walls) if args.json else
+              f"ci suite: naive {walls['naive']} s, shared {walls['shared']} s "
+              f"({walls['speedup']}x)")
+        return 0
     results = {}
     for entry in table.entries():
         if args.only and entry.name not in args.only:
