@@ -31,6 +31,31 @@ def pytest_addoption(parser) -> None:
         default=None,
         help="write the judged examples as an equivalence.json results file",
     )
+    parser.addoption(
+        "--shard",
+        metavar="K/N",
+        default=None,
+        help="run only the K-th of N interleaved slices of the tests (nightly runners, 1-based)",
+    )
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    shard = config.getoption("--shard")
+    if not shard:
+        return
+    index, count = _shard(shard)
+    kept, dropped = [], []
+    for position, item in enumerate(items):
+        (kept if position % count == index - 1 else dropped).append(item)
+    config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise pytest.UsageError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. 2/4")
+    return int(index), int(count)
 
 
 def pytest_configure(config) -> None:

@@ -163,12 +163,16 @@ def merge(runs: list[dict[str, Any]], *, seed: int) -> dict[str, Any]:
         pairs=[],
     )
     merged["environments"] = []
+    seen_runs: set[str] = set()
     for run in runs:
         name = run_name(run)
-        merged["environments"] += run.get("environments") or [
-            {"name": name, "versions": run.get("versions", {})}
-        ]
-        merged["runtimes"] += [{**r, "run": name} for r in run["runtimes"]]
+        # Shards of one environment (nightly runs its pairs on several runners) are one run.
+        if name not in seen_runs:
+            seen_runs.add(name)
+            merged["environments"] += run.get("environments") or [
+                {"name": name, "versions": run.get("versions", {})}
+            ]
+            merged["runtimes"] += [{**r, "run": name} for r in run["runtimes"]]
         merged["pairs"] += [{"run": name, **p} for p in run["pairs"]]
         merged["third_party"] += run.get("third_party", [])
         merged["mutations"] += run.get("mutations", [])
