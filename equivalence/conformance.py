@@ -321,8 +321,14 @@ class _SilentlyWrong(Exception):
     """Raised inside the Hypothesis search so it shrinks a silently wrong probe."""
 
 
-def judge(row: Entry, feature: Feature, *, max_examples: int, seed: int) -> dict[str, Any]:
-    """One cell of the grid: ``max_examples`` drawn probes, shrunk when silently wrong."""
+def judge(
+    row: Entry, feature: Feature, *, max_examples: int, seed: int, shrink_runs: int = SHRINK_RUNS
+) -> dict[str, Any]:
+    """One cell of the grid: ``max_examples`` drawn probes, shrunk when silently wrong.
+
+    Shrinking stops after ``shrink_runs`` further runs (every new spec costs
+    OpenVINO a compilation); the smallest failure found by then is reported.
+    """
     runner = onnx_runner(row)
     seen: dict[tuple[str, bytes], Observation] = {}
     raised: list[Observation] = []  # Hypothesis replays its minimal failure last
@@ -337,7 +343,7 @@ def judge(row: Entry, feature: Feature, *, max_examples: int, seed: int) -> dict
         probe = Probe(feature.name, case, feature.onnx)
         key = _identity(probe)
         if key not in seen:
-            if raised and len(seen) >= max_examples + SHRINK_RUNS:
+            if raised and len(seen) >= max_examples + shrink_runs:
                 return  # shrink budget spent: what was not run counts as not failing
             seen[key] = observe(row, probe, runner)
         if seen[key].verdict == WRONG:
@@ -415,6 +421,7 @@ def run_conformance(
     features: Iterable[str] | None = None,
     max_examples: int = 10,
     seed: int = 0,
+    shrink_runs: int = SHRINK_RUNS,
 ) -> list[dict[str, Any]]:
     """The grid: one ``{runtime, feature, verdict, max_abs_diff, minimal_case, ...}`` per cell.
 
@@ -428,7 +435,8 @@ def run_conformance(
             continue
         for feature in features_for(row):
             if wanted is None or feature.name in wanted:
-                cells.append(judge(row, feature, max_examples=max_examples, seed=seed))
+                cells.append(judge(row, feature, max_examples=max_examples, seed=seed,
+                                   shrink_runs=shrink_runs))
     return cells
 
 

@@ -1,0 +1,176 @@
+"""The conformance grid: bugs are found by generated cases, known ones keep reproducing.
+
+tract's reverse and clip bugs must come out ``silently wrong`` from the grid's
+own Hypothesis search (nothing is declared into the verdict), ONNX Runtime
+must only match or refuse, every known finding must still reproduce (the
+suite fails when one stops), and the probes must be able to fail: the
+reference for each ONNX-only attribute differs from the plain forward one on
+the very cases where engines are found wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from equivalence import conformance as cf
+from equivalence import harness, table
+from equivalence.canonical import random_weights
+from equivalence.capabilities import Capabilities
+from equivalence.case import Case
+from equivalence.compare import compare
+from equivalence.io_types import LSTMInputs
+from equivalence.report import conformance_plot
+from equivalence.spec import LSTMSpec
+from tests.runtime_support import require
+
+pytestmark = pytest.mark.cpu
+EXAMPLES = 4  # per cell (every OpenVINO example compiles a model: about 0.15 s)
+SHRINK_RUNS = 20  # further runs a silently wrong cell may spend on shrinking
+
+# The rows proposed for the table (issue 11); the table's own rows win once they are there.
+_PROPOSED = {
+    "tract": table.Entry(
+        "tract", "equivalence.runtimes.tract:TractRuntime", "onnx",
+        Capabilities(peepholes=True, lengths=False, time_major=True,
+                     dtypes=frozenset({"float32", "float16"}))),
+    "openvino": table.Entry(
+        "openvino", "equivalence.runtimes.openvino:OpenVinoRuntime", "onnx",
+        Capabilities(gate_clip=True, time_major=True, dtypes=frozenset({"float32", "float16"}))),
+}
+
+
+def _row(name: str) -> table.Entry:
+    row = table.BY_NAME.get(name) or _PROPOSED[name]
+    reason = row.load().unavailable_reason()
+    if reason and name in table.BY_NAME:
+        require(row)  # a table row that cannot run fails (or skips under ALLOW_MISSING)
+    if reason:
+        pytest.skip(f"{name}: {reason}")
+    return row
+
+
+@pytest.fixture(scope="module")
+def grid() -> list[dict[str, Any]]:
+    """One run of the ONNX family's grid, shared by the checks below."""
+    rows = [_row(name) for name in ("onnxruntime", "tract", "openvino")]
+    return cf.run_conformance(rows, max_examples=EXAMPLES, seed=0, shrink_runs=SHRINK_RUNS)
+
+
+def _cell(cells: list[dict[str, Any]], runtime: str, feature: str) -> dict[str, Any]:
+    return next(c for c in cells if c["runtime"] == runtime and c["feature"] == feature)
+
+
+def test_cells_are_well_formed_and_json_ready(grid: list[dict[str, Any]]) -> None:
+    json.dumps(grid, allow_nan=False)
+    for cell in grid:
+        assert cell["verdict"] in cf.VERDICTS, cell
+        assert cell["runs"] >= 1, cell
+        if cell["verdict"] != cf.MATCH:
+            assert cell["minimal_case"] and cell["detail"], cell
+    features = {c["feature"] for c in grid if c["runtime"] == "tract"}
+    assert features == {f.name for f in cf.ONNX_FEATURES}
+
+
+def test_tract_reverse_and_clip_are_found_silently_wrong(grid: list[dict[str, Any]]) -> None:
+    for feature, marker in (("reverse", "direction=reverse"), ("gate_clip", "gate_clip=")):
+        cell = _cell(grid, "tract", feature)
+        assert cell["verdict"] == cf.WRONG, cell
+        assert marker in cell["minimal_case"], cell
+        assert cell["max_abs_diff"] > 1e-3, cell  # far outside any float32 tolerance
+    # the reverse half of a bidirectional node is right: only direction="reverse" alone is wrong
+    assert _cell(grid, "tract", "bidirectional")["verdict"] == cf.MATCH
+
+
+def test_onnxruntime_matches_or_refuses(grid: list[dict[str, Any]]) -> None:
+    cells = [c for c in grid if c["runtime"] == "onnxruntime"]
+    assert {c["verdict"] for c in cells} <= {cf.MATCH, cf.REFUSED}
+    refused = {c["feature"] for c in cells if c["verdict"] == cf.REFUSED}
+    assert refused == {"layout=1", "float64"}
+    # ORT implements the ONNX-only attributes the other engines get wrong
+    for feature in ("reverse", "input_forget", "activations", "gate_clip"):
+        assert _cell(cells, "onnxruntime", feature)["verdict"] == cf.MATCH
+
+
+def test_known_findings_reproduce_and_nothing_else_is_off(grid: list[dict[str, Any]]) -> None:
+    """The suite fails when a known finding stops reproducing, or a new one appears."""
+    assert cf.unexpected(grid) == []
+    checked = {(c["runtime"], c["feature"]) for c in grid}
+    for key, known in cf.KNOWN.items():
+        if key in checked:
+            cell = _cell(grid, *key)
+            assert cell["verdict"] == known.verdict and cell["known"] == known.reason, cell
+
+
+def test_claimed_features_match(grid: list[dict[str, Any]]) -> None:
+    for cell in grid:
+        if cell["claimed"]:
+            assert cell["verdict"] == cf.MATCH, cell
+
+
+def test_unexpected_names_changed_findings_new_bugs_and_false_claims() -> None:
+    base = {"max_abs_diff": 0.1, "minimal_case": "case", "detail": "d", "claimed": None}
+    cells = [
+        {**base, "runtime": "tract", "feature": "reverse", "verdict": cf.MATCH},  # stopped
+        {**base, "runtime": "x", "feature": "forward", "verdict": cf.WRONG},  # new bug
+        {**base, "runtime": "x", "feature": "float16", "verdict": cf.REFUSED, "claimed": True},
+        {**base, "runtime": "x", "feature": "float64", "verdict": cf.REFUSED},  # fine
+    ]
+    problems = cf.unexpected(cells)
+    assert len(problems) == 3, problems
+    assert "tract / reverse: known silently wrong" in problems[0]
+    assert "x / forward: silently wrong" in problems[1]
+    assert "x / float16: claimed" in problems[2]
+
+
+def _case(spec: LSTMSpec, steps: int = 5, batch: int = 2) -> Case:
+    rng = np.random.default_rng(3)
+    weights = random_weights(spec, rng).astype(spec.dtype)
+    x = rng.normal(size=(batch, steps, spec.input_size)).astype(np.float32)
+    return Case(spec, weights, LSTMInputs(x))
+
+
+@pytest.mark.parametrize("onnx", [{"direction": "reverse"}, {"input_forget": True}])
+def test_onnx_only_references_differ_from_forward(onnx: dict[str, Any]) -> None:
+    """Each ONNX-only probe's reference is not the plain LSTM (else ignoring it would match)."""
+    case = _case(LSTMSpec(3, 4))
+    plain = harness.reference_result(case)
+    intended = cf.expected_result(cf.Probe("f", case, onnx))
+    assert compare(plain, intended, harness.tolerance(case)).max_abs_diff > 1e-2
+
+
+def test_coupled_reference_is_what_onnxruntime_computes() -> None:
+    """input_forget: ORT matches f = 1 - i (the grid's reference), and not the uncoupled LSTM."""
+    row = _row("onnxruntime")
+    case = _case(LSTMSpec(3, 4))
+    coupled = cf.Probe("input_forget", case, {"input_forget": True})
+    actual = cf.run_probe(row, coupled, cf.onnx_runner(row))
+    tol = harness.tolerance(case, row)
+    assert compare(cf.expected_result(coupled), actual, tol).ok
+    assert not compare(harness.reference_result(case), actual, tol).ok
+
+
+def test_a_runtime_through_the_contract_refuses_what_its_row_does_not_claim() -> None:
+    """Rows without ONNX-level access are probed through the contract (refusals included)."""
+    row = _row("onnxruntime")
+    narrow = table.Entry("ort_narrow", "equivalence.runtimes.onnxruntime:OnnxRuntime", "onnx",
+                         Capabilities(peepholes=False, time_major=True))
+    assert cf.onnx_runner(row) is not None
+    probe = cf.Probe("peepholes", _case(LSTMSpec(2, 3, peepholes=True)))
+    refused = cf.observe(narrow, probe, None)
+    assert refused.verdict == cf.REFUSED and "peepholes" in refused.detail
+    assert cf.observe(row, probe, None).verdict == cf.MATCH
+
+
+def test_the_grid_renders_as_markdown_and_png(grid: list[dict[str, Any]], tmp_path: Path) -> None:
+    lines = conformance_plot.markdown_lines(grid)
+    assert lines[0].startswith("| runtime | forward | reverse")
+    tract_line = next(line for line in lines if line.startswith("| tract |"))
+    assert "**WRONG**" in tract_line
+    assert any(line.startswith("- **tract / reverse: silently wrong**") for line in lines)
+    png = conformance_plot.draw(grid, tmp_path / "conformance.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
