@@ -157,7 +157,7 @@ KNOWN: dict[tuple[str, str], Known] = {
     ("tract", "sequence lengths"): Known(REFUSED, "tract: Non constant seq_len is not supported"),
     ("tract", "float64"): Known(REFUSED, "tract: LstmEpilogue has no float64"),
     ("tract", "no initial-state input"): Known(
-        REFUSED, "tract: without initial_h a batch > 1 fails (Clashing resolution)"),
+        REFUSED, "tract: a one-layer forward LSTM without initial_h fails for batch > 1"),
     ("onnxruntime", "layout=1"): Known(REFUSED, "ORT: layout=1 is not supported"),
     ("onnxruntime", "float64"): Known(REFUSED, "ORT: LSTM does not support double yet"),
 }

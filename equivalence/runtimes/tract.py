@@ -8,10 +8,11 @@ example of a shape.
 
 Facts this module relies on (verified against tract 0.23.9, x86_64):
 
-* Without ``initial_h``/``initial_c`` a batch of more than one fails ("Clashing
-  resolution for expression"), and with a symbolic batch the Rust side panics
-  and aborts the process; so this runtime always feeds the initial states
-  (zeros when none were given) and always fixes the input shapes.
+* Without ``initial_h``/``initial_c``, a one-layer forward graph fails for a
+  batch of more than one ("Clashing resolution for expression"), and with a
+  symbolic batch the Rust side panics and aborts the process; so this runtime
+  always feeds the initial states (zeros when none were given) and always
+  fixes the input shapes.
 * ``direction="reverse"`` is computed as forward, ``clip`` and ``activations``
   are ignored, ``input_forget`` is ignored: the conformance grid finds these
   as silently wrong; the table row does not claim them.

@@ -1,0 +1,101 @@
+"""The ONNX-family runtimes (OpenVINO, tract) beyond what the table-driven tests check.
+
+The table-driven suites (test_equivalence, test_contract) check every row
+against the reference, in pairs and against the contract. Here: the engine
+workarounds these modules rely on, the precision OpenVINO reports, and that
+a compiled model serves every example of its spec and shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from equivalence import harness, table
+from equivalence.canonical import random_weights
+from equivalence.capabilities import Capabilities
+from equivalence.case import Case
+from equivalence.io_types import LSTMInputs
+from equivalence.runtimes import _onnx_family
+from equivalence.spec import LSTMSpec
+
+pytestmark = pytest.mark.cpu
+
+_PROPOSED = {
+    "tract": table.Entry(
+        "tract", "equivalence.runtimes.tract:TractRuntime", "onnx",
+        Capabilities(peepholes=True, lengths=False, time_major=True,
+                     dtypes=frozenset({"float32", "float16"}))),
+    "openvino": table.Entry(
+        "openvino", "equivalence.runtimes.openvino:OpenVinoRuntime", "onnx",
+        Capabilities(gate_clip=True, time_major=True, dtypes=frozenset({"float32", "float16"}))),
+    "openvino_default": table.Entry(
+        "openvino_default", "equivalence.runtimes.openvino:OpenVinoDefaultRuntime", "onnx",
+        Capabilities(gate_clip=True, time_major=True, dtypes=frozenset({"float32", "float16"}))),
+}
+
+
+def _row(name: str) -> table.Entry:
+    """The table's row once it is there, else the proposed one; skipped when not installed."""
+    row = table.BY_NAME.get(name) or _PROPOSED[name]
+    reason = row.load().unavailable_reason()
+    if reason:
+        pytest.skip(f"{name}: {reason}")
+    return row
+
+
+def _case(spec: LSTMSpec, batch: int, steps: int, seed: int = 0, **inputs: object) -> Case:
+    rng = np.random.default_rng(seed)
+    weights = random_weights(spec, rng).astype(spec.dtype)
+    x = rng.normal(size=(batch, steps, spec.input_size)).astype(np.float32)
+    return Case(spec, weights, LSTMInputs(x, **inputs))  # type: ignore[arg-type]
+
+
+def test_tract_runs_a_batch_without_initial_states() -> None:
+    """tract fails on a one-layer forward graph without initial_h for batch > 1; the runtime
+    feeds zeros, so it runs."""
+    row = _row("tract")
+    case = _case(LSTMSpec(3, 4), batch=3, steps=6)
+    outcome = harness.check_against_reference(row, case)
+    assert outcome.ok, outcome.message()
+    # the bare graph without states is what fails (the conformance grid's "no initial-state input")
+    runtime = row.load()
+    model = _onnx_family.probe_model(case.spec, has_state=False, has_lengths=False)
+    native = harness.native_weights(row, case)
+    feeds = _onnx_family.feeds(case.spec, native, case.inputs, has_state=False)
+    with pytest.raises(Exception, match="Clashing resolution"):
+        runtime.run_onnx(model, feeds)
+
+
+@pytest.mark.parametrize("name", ["openvino", "openvino_default"])
+def test_openvino_reports_its_inference_precision(name: str) -> None:
+    runtime = _row(name).load()
+    precision = runtime.precision()
+    assert precision in {"f32", "bf16", "f16"}
+    assert f"inference precision {precision}" in runtime.version()
+    if name == "openvino":
+        assert precision == "f32"
+
+
+@pytest.mark.parametrize("name", ["openvino", "tract"])
+def test_one_build_serves_every_example_of_a_spec_and_shape(name: str) -> None:
+    row = _row(name)
+    runtime = row.load()
+    spec = LSTMSpec(2, 3, peepholes=name == "tract")
+    built = []
+    for seed in range(4):  # new weights and inputs every time: only the feeds change
+        case = _case(spec, batch=2, steps=5, seed=seed)
+        outcome = harness.check_against_reference(row, case)
+        assert outcome.ok, outcome.message()
+        built.append(len(runtime._compiled))
+    assert built[1:] == built[:1] * 3, built
+
+
+def test_openvino_sequence_lengths_and_states_match() -> None:
+    row = _row("openvino")
+    spec = LSTMSpec(2, 3, directions=2, gate_clip=1.0)
+    rng = np.random.default_rng(5)
+    states = {"h0": rng.uniform(-1, 1, (1, 2, 3, 3)), "c0": rng.uniform(-1, 1, (1, 2, 3, 3))}
+    case = _case(spec, batch=3, steps=6, lengths=np.array([6, 2, 4]), **states)
+    outcome = harness.check_against_reference(row, case)
+    assert outcome.ok, outcome.message()
