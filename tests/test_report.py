@@ -1,14 +1,29 @@
-"""`equivalence report`: files written, bad input refused cleanly, results deterministic, merges."""
+"""`equivalence report`: files written, bad input refused cleanly, results deterministic, merges;
+the HTML page checked in headless Chromium (real HTML, no raw Markdown, fits a laptop screen,
+every failure linked to its minimal case and replay command); version matrix and runtimes."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from equivalence import harness, table
+from equivalence.capabilities import joint_capabilities
 from equivalence.cli import main
-from equivalence.report.write import FILES
+from equivalence.explore import explore
+from equivalence.report import render, results
+from equivalence.report.cells import cell_text
+from equivalence.report.sections import failure_anchor
+from equivalence.report.write import FILES, write_report
+from equivalence.strategies import lstm_cases
 
 pytestmark = pytest.mark.cpu
 SMALL = ["--only", "torch->onnxruntime", "onnxruntime->reference", "--examples", "3"]
@@ -43,7 +58,8 @@ def test_merge_builds_one_report_from_several_runs(tmp_path: Path) -> None:
     assert main(["report", "--merge", str(tmp_path / "a" / "equivalence.json"),
                  str(tmp_path / "a" / "equivalence.json"), "--out", str(tmp_path / "m")]) == 0
     merged = json.loads((tmp_path / "m" / "equivalence.json").read_text())
-    assert len(merged["pairs"]) == 4 and len(merged["environments"]) == 2
+    # one environment's results twice are shards of one run: one environment, every pair
+    assert len(merged["pairs"]) == 4 and len(merged["environments"]) == 1
 
 
 @pytest.mark.parametrize("content, problem", [("{not json", "not valid JSON"),
@@ -72,3 +88,208 @@ def test_unwritable_output_leaves_nothing_behind(tmp_path: Path, capsys) -> None
     assert report(blocker / "reports") == 2
     assert "cannot write the report" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+# ------------------------------------------------------------------ the pages in a browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Markdown that must never reach the page as text (outside <pre>/<code>)
+RAW_MARKDOWN = {
+    "pipe table rule": re.compile(r"\|\s*:?-{3,}"),
+    "bold": re.compile(r"\*\*\S"),
+    "heading": re.compile(r"(^|\n)\s*#{1,6} \S"),
+    "link or image": re.compile(r"\]\("),
+    "code fence": re.compile(r"```|~~~"),
+    "inline code": re.compile(r"`[^`\s][^`]*`"),
+}
+# ...and Markdown structure must not hide in preformatted text either (the old "Details")
+RAW_MARKDOWN_ANYWHERE = ("pipe table rule", "heading", "code fence")
+
+
+class _Dom(HTMLParser):
+    """What a test needs from a dumped DOM: visible text, ids, links, tables, headings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self.all_text: list[str] = []
+        self.ids: set[str] = set()
+        self.links: list[str] = []
+        self.tags: list[str] = []
+        self.body: dict[str, str] = {}
+        self.pre_ids: dict[str, str] = {}
+        self._raw = 0  # inside pre, code, script or style
+        self._pre: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attributes = dict(attrs)
+        self.tags.append(tag)
+        if "id" in attributes:
+            self.ids.add(attributes["id"])
+        if tag == "a" and attributes.get("href", "").startswith("#"):
+            self.links.append(attributes["href"][1:])
+        if tag == "body":
+            self.body = {k: v or "" for k, v in attributes.items()}
+        if tag in ("pre", "code", "script", "style"):
+            self._raw += 1
+        if tag == "pre":
+            self._pre = attributes.get("id", "")
+            if self._pre:
+                self.pre_ids[self._pre] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("pre", "code", "script", "style"):
+            self._raw -= 1
+        if tag == "pre":
+            self._pre = None
+
+    def handle_data(self, data: str) -> None:
+        if self._raw == 0 or self._pre is not None:
+            self.all_text.append(data)
+        if self._pre:
+            self.pre_ids[self._pre] += data
+        if not self._raw:
+            self.text.append(data)
+
+
+def browser_dom(page: Path, tmp_path: Path, width: int = 1366) -> _Dom:
+    """The page as headless Chromium lays it out at ``width`` px, with its page width."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (CI installs it: apt-get install -y chromium)")
+    probe = page.with_name(f"probe-{page.name}")
+    measure = ("<script>document.body.dataset.pageWidth = "
+               "document.documentElement.scrollWidth;"
+               "document.body.dataset.viewport = window.innerWidth;</script></body>")
+    probe.write_text(page.read_text().replace("</body>", measure))
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+               "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / f'chromium-{width}'}",
+               f"--window-size={width},900", "--dump-dom", probe.as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = _Dom()
+    dom.feed(done.stdout)
+    return dom
+
+
+def _failing_row() -> dict:
+    """A real failure: torch -> onnxruntime through a converter that drops bias_hh."""
+    src, tgt = table.entry("torch"), table.entry("onnxruntime")
+    caps = joint_capabilities([src.capabilities, tgt.capabilities])
+
+    def judge(case):
+        def dropped(native: dict) -> object:
+            broken = {k: (np.zeros_like(v) if k.startswith("bias_hh") else v)
+                      for k, v in native.items()}
+            return harness.move(src, tgt, case, broken)
+        return harness.check_pair(src, tgt, case, converter=dropped)
+
+    found = explore(lstm_cases(capabilities=caps), judge, max_examples=5, seed_value=0)
+    assert not found.passed
+    return results.pair_row("torch", "onnxruntime", "main", found)
+
+
+def _check_page(dom: _Dom, data: dict) -> None:
+    visible = "".join(dom.text)
+    for what, pattern in RAW_MARKDOWN.items():
+        found = pattern.search(visible)
+        around = visible[max(found.start() - 60, 0):found.end() + 60] if found else ""
+        assert found is None, f"raw Markdown ({what}) on the page: ...{around}..."
+    everything = "".join(dom.all_text)
+    for what in RAW_MARKDOWN_ANYWHERE:
+        assert not RAW_MARKDOWN[what].search(everything), f"raw Markdown ({what}) in a <pre>"
+    sections = sections_of(data)
+    assert sections and sections <= dom.ids, sections - dom.ids
+    assert dom.tags.count("table") >= 3 and dom.tags.count("h2") == len(sections)
+    dangling = [link for link in dom.links if link not in dom.ids]
+    assert not dangling, f"links to nothing: {dangling}"
+    assert int(dom.body["data-page-width"]) <= int(dom.body["data-viewport"]), dom.body
+
+
+def sections_of(data: dict) -> set[str]:
+    from equivalence.report.sections import document
+
+    return {h.id for h in document(data, replay="equivalence report").contents()}
+
+
+def test_html_report_is_real_html_in_a_browser(tmp_path: Path) -> None:
+    assert report(tmp_path / "r") == 0
+    data = json.loads((tmp_path / "r" / "equivalence.json").read_text())
+    failing = _failing_row()
+    data["pairs"].append(failing)
+    write_report(data, tmp_path / "r", replay="equivalence report")
+    for width in (1366, 1280):
+        dom = browser_dom(tmp_path / "r" / "index.html", tmp_path, width)
+        _check_page(dom, data)
+    # the failure: its matrix cell and its row link to it; it shows its case and replay
+    anchor = failure_anchor(failing)
+    assert dom.links.count(anchor) == 2
+    assert dom.pre_ids[f"{anchor}-case"].strip() == failing["worst_case"]["case"]
+    replay = dom.pre_ids[f"{anchor}-replay"]
+    assert replay.startswith("equivalence report --only 'torch->onnxruntime'")
+    markdown = (tmp_path / "r" / "index.md").read_text()
+    assert f"(#{anchor})" in markdown and f'<a id="{anchor}-replay"></a>' in markdown
+
+
+def test_the_browser_check_rejects_markdown_shown_as_text(tmp_path: Path) -> None:
+    """The check must fail on the old page: the Markdown report dumped in a <pre>."""
+    assert report(tmp_path / "r") == 0
+    data = json.loads((tmp_path / "r" / "equivalence.json").read_text())
+    old = tmp_path / "old.html"
+    old.write_text("<!doctype html><html><body><h1>Equivalence report</h1><h2>Details</h2>"
+                   f"<pre>{html.escape(render.markdown(data, replay='r'))}</pre></body></html>")
+    with pytest.raises(AssertionError, match="raw Markdown"):
+        _check_page(browser_dom(old, tmp_path), data)
+
+
+@pytest.mark.parametrize("committed", ["reports", "reports/matrix"])
+def test_committed_reports_render_as_real_html(tmp_path: Path, committed: str) -> None:
+    source = Path(__file__).parent.parent / committed / "equivalence.json"
+    if not source.exists():
+        pytest.skip(f"no committed {committed}")
+    data = json.loads(source.read_text())
+    page = tmp_path / "index.html"
+    page.write_text(render.html_page(data, replay="equivalence report"))
+    _check_page(browser_dom(page, tmp_path), data)
+
+
+def _run(name: str, pairs: list[dict], runtimes: list[dict]) -> dict:
+    data = results.new_results(seed=0, examples=3, environment=name, runtimes=runtimes,
+                               pairs=pairs)
+    data["environments"][0]["name"] = name
+    return data
+
+
+def test_version_matrix_only_when_a_check_ran_in_two_environments(tmp_path: Path) -> None:
+    assert report(tmp_path / "a") == 0
+    one = json.loads((tmp_path / "a" / "equivalence.json").read_text())
+    # main + neoml (disjoint checks): nothing to lay side by side
+    split = _run("main", one["pairs"][:1], one["runtimes"])
+    split["pairs"] += [{**one["pairs"][1], "environment": "neoml"}]
+    split["environments"].append({"name": "neoml", "versions": {"numpy": "1.26.4"}})
+    assert "## Version matrix" not in render.markdown(split, replay="r")
+    # the same checks in two runs: every cell is the real one, none n/a
+    merged = results.merge([_run("old", one["pairs"], one["runtimes"]),
+                            _run("new", one["pairs"], one["runtimes"])], seed=0)
+    text = render.markdown(merged, replay="r")
+    block = text.split("## Version matrix", 1)[1].split("\n## ", 1)[0]
+    for row in one["pairs"]:
+        line = next(ln for ln in block.splitlines() if f"{row['source']} -> {row['target']}" in ln)
+        assert line.count(cell_text(row)) == 2 and "n/a" not in line
+
+
+def test_merged_runtimes_table_has_one_row_per_runtime(tmp_path: Path) -> None:
+    assert report(tmp_path / "a") == 0
+    one = json.loads((tmp_path / "a" / "equivalence.json").read_text())
+    other = [{**r, "available": False, "version": "", "reason": "not installed in old"}
+             for r in one["runtimes"]]
+    merged = results.merge([_run("old", [], other), _run("new", [], one["runtimes"])], seed=0)
+    text = render.markdown(merged, replay="r")
+    block = text.split("## Runtimes", 1)[1].split("\n## ", 1)[0]
+    header = next(ln for ln in block.splitlines() if ln.startswith("| runtime"))
+    assert header == "| runtime | device | old | new |"
+    for runtime in one["runtimes"]:
+        rows = [ln for ln in block.splitlines() if ln.startswith(f"| **{runtime['name']}** |")]
+        assert len(rows) == 1, rows
+    assert "[1] not installed in old" in block
