@@ -214,8 +214,14 @@ def _best_gate(case: Case, expected: LSTMResult, actual: LSTMResult,
 
 def _refine(p: Perturbation, run: Callable[[float], np.ndarray],
             target: np.ndarray) -> tuple[float, Perturbation]:
-    """Rerun at a few multiples of the linear estimate; keep the closest."""
-    sizes = [p.size * k for k in (0.5, 0.8, 1.0, 1.25, 1.6, 2.0)]
-    scored = [(float(np.linalg.norm(run(s) - target)), s) for s in sizes]
-    left, size = min(scored)
+    """Gauss-Newton on the size, from the linear estimate; the closest rerun wins."""
+    size, seen = p.size, []
+    for _ in range(4):
+        here = run(size)
+        seen.append((float(np.linalg.norm(here - target)), size))
+        slope = (run(size + STEP) - here) / STEP
+        if (denominator := float(slope @ slope)) == 0.0:
+            break
+        size += float(slope @ (target - here)) / denominator
+    left, size = min(seen)
     return left, replace(p, size=size)

@@ -23,8 +23,17 @@ import numpy as np
 
 from .canonical import CellWeights, LSTMWeights
 from .weight_fits import EPS, coarsest
-from .weight_notes import DISPLAY, NETWORK, RESIDUAL, Note, array_notes, join_words, kernel_notes
-from .weight_search import guess_bias, guess_kernels, guess_peepholes, guess_projection
+from .weight_notes import (
+    DISPLAY,
+    NETWORK,
+    RESIDUAL,
+    Note,
+    array_notes,
+    join_words,
+    kernel_notes,
+    network_rounding,
+)
+from .weight_search import Guess, guess_bias, guess_kernels, guess_peepholes, guess_projection
 
 SHAPE_FIELDS = ("input_size", "units", "layers", "directions", "projection_size", "peepholes")
 BEHAVIOUR_FIELDS = ("recurrent_activation", "cell_clip", "projection_clip", "gate_clip")
@@ -95,10 +104,13 @@ def explain(expected: LSTMWeights, actual: LSTMWeights) -> WeightDiagnosis:
     sources, moved = match_cells(expected, actual)
     findings += moved
     names = {key: cell_name(expected, *key) for key in sources}
-    for layer, direction, cell in actual.iter_cells():
-        source = expected.cell(*sources[(layer, direction)])
-        findings += [Finding(n.rank, n.text, n.array, names[(layer, direction)])
-                     for n in cell_notes(source, cell, working)]
+    guesses = {(layer, direction): cell_guesses(expected.cell(*sources[(layer, direction)]),
+                                                cell, working)
+               for layer, direction, cell in actual.iter_cells()}
+    rounding = network_rounding([g for per_cell in guesses.values() for g in per_cell.values()])
+    for key, per_cell in guesses.items():
+        findings += [Finding(n.rank, n.text, n.array, names[key])
+                     for n in cell_notes(per_cell, actual.cell(*key), rounding)]
     arrays = tuple(_displayed(expected.cell(0, 0)))
     return WeightDiagnosis(tuple(findings), tuple(names.values()), arrays)
 
@@ -150,22 +162,25 @@ def _displayed(cell: CellWeights) -> list[str]:
     return [DISPLAY[n] for n in names if n == "bias" or n in present]
 
 
-def cell_notes(expected: CellWeights, actual: CellWeights, working: str) -> list[Note]:
-    """Every mistake in one layer and direction."""
-    kernels = guess_kernels(expected, actual, working)
-    notes = kernel_notes(kernels)
-    for name, guess in kernels.items():
-        notes += array_notes(name, guess, getattr(actual, name))
-    orders = [g.order for g in kernels.values()]
-    bias = guess_bias(expected, actual, working, orders)
-    notes += array_notes("bias", bias, np.asarray(actual.b_input, np.float64)
-                         + np.asarray(actual.b_recurrent, np.float64))
+def cell_guesses(expected: CellWeights, actual: CellWeights, working: str) -> dict[str, Guess]:
+    """Where every converted array of one layer and direction came from."""
+    guesses = guess_kernels(expected, actual, working)
+    guesses["bias"] = guess_bias(expected, actual, working, [g.order for g in guesses.values()])
     if expected.peephole is not None and actual.peephole is not None:
-        notes += array_notes("peephole", guess_peepholes(expected, actual, working),
-                             actual.peephole)
+        guesses["peephole"] = guess_peepholes(expected, actual, working)
     if expected.projection is not None and actual.projection is not None:
-        notes += array_notes("projection", guess_projection(expected, actual, working),
-                             actual.projection)
+        guesses["projection"] = guess_projection(expected, actual, working)
+    return guesses
+
+
+def cell_notes(guesses: dict[str, Guess], actual: CellWeights, rounding: str | None) -> list[Note]:
+    """Every mistake in one layer and direction, in words."""
+    notes = kernel_notes({n: guesses[n] for n in ("w_input", "w_recurrent")})
+    for name, guess in guesses.items():
+        values = (np.asarray(actual.b_input, np.float64) + np.asarray(actual.b_recurrent,
+                                                                      np.float64)
+                  if name == "bias" else getattr(actual, name))
+        notes += array_notes(name, guess, values, rounding)
     return notes
 
 
@@ -213,7 +228,7 @@ def match_cells(
         distance = {k: cell_distance(mine, expected.cell(*k)) for k in keys
                     if _same_shapes(mine, expected.cell(*k))}
         other = min(distance, key=distance.__getitem__)
-        if distance[key] > 0 and distance[other] < min(0.5, distance[key] / 4):
+        if distance[key] > 0 and distance[other] < min(0.5, distance[key] / 2):
             mapping[key] = other
     if sorted(mapping.values()) != keys:
         return {key: key for key in keys}, []  # not a rearrangement: compare cell by cell

@@ -18,12 +18,13 @@ Why these rules:
 * A fix with a free parameter (least-squares scale, median offset) is allowed
   only where the block has more elements than parameters; a single number
   can be "fitted" by anything, so there only round constants (x2, -1, +1.0, ...)
-  count.
+  count. Scales within 1% of 1 and offsets under 1e-3 are not believable
+  mistakes: they would only be soaking up rounding.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def representable(values: np.ndarray, dtype: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Observed:
-    """Converted values (float64) and, per rounding dtype, which of them it can hold."""
+    """Converted values (flat, float64) and, per rounding dtype, which of them it can hold."""
 
     values: np.ndarray
     held: dict[str, np.ndarray]
@@ -60,30 +61,28 @@ class Observed:
     @classmethod
     def of(cls, *parts: np.ndarray) -> Observed:
         """The sum of ``parts`` (two biases read back); representable where every part is."""
-        values = np.sum([np.asarray(p, dtype=np.float64) for p in parts], axis=0)
-        held = {
-            d: np.logical_and.reduce([representable(np.asarray(p, np.float64), d) for p in parts])
-            for d in ROUNDINGS
-        }
-        return cls(values, held)
+        flat = [np.ravel(np.asarray(p, dtype=np.float64)) for p in parts]
+        held = {d: np.logical_and.reduce([representable(p, d) for p in flat]) for d in ROUNDINGS}
+        return cls(np.sum(flat, axis=0), held)
 
-    def part(self, index: slice | tuple) -> Observed:
-        return Observed(self.values[index], {d: m[index] for d, m in self.held.items()})
+    def take(self, positions: np.ndarray) -> Observed:
+        return Observed(self.values[positions], {d: m[positions] for d, m in self.held.items()})
 
 
 @dataclass(frozen=True)
 class Predicted:
-    """What a guess says the converted values should be, with their summands' magnitude."""
+    """What a guess says the converted values should be (flat), with their summands' magnitude."""
 
     values: np.ndarray
     magnitude: np.ndarray
 
     @classmethod
     def of(cls, values: np.ndarray, magnitude: np.ndarray | None = None) -> Predicted:
-        return cls(values, np.abs(values) if magnitude is None else magnitude)
+        values = np.ravel(np.asarray(values, dtype=np.float64))
+        return cls(values, np.abs(values) if magnitude is None else np.ravel(magnitude))
 
-    def part(self, index: slice | tuple) -> Predicted:
-        return Predicted(self.values[index], self.magnitude[index])
+    def take(self, positions: np.ndarray) -> Predicted:
+        return Predicted(self.values[positions], self.magnitude[positions])
 
 
 @dataclass(frozen=True)
@@ -106,46 +105,60 @@ class BlockFit:
     fix: Fix | None
     fitted: np.ndarray  # the prediction after the fix
     off: np.ndarray  # elements still unexplained
-    rounding: str | None  # the dtype whose rounding explains the remaining small differences
-    extra: float = field(default=0.0)  # complexity added by the caller (a permutation, ...)
+    roundings: tuple[str, ...]  # dtypes whose rounding explains the small differences left
+    unexplained: int
 
-    @property
-    def unexplained(self) -> int:
-        return int(np.count_nonzero(self.off))
+    @classmethod
+    def judged(cls, actual: Observed, predicted: Predicted, working: str,
+               fix: Fix | None = None) -> BlockFit:
+        off, roundings = _judge(actual, predicted, working)
+        return cls(fix, predicted.values, off, roundings, int(np.count_nonzero(off)))
 
     @property
     def complexity(self) -> float:
-        return (self.fix is not None) + 0.5 * (self.rounding is not None) + self.extra
+        return (self.fix is not None) + 0.5 * bool(self.roundings)
 
 
-def _judge(actual: Observed, predicted: Predicted, working: str) -> tuple[np.ndarray, str | None]:
-    """Unexplained elements, and the rounding dtype that explains the others (if needed)."""
+def _judge(
+    actual: Observed, predicted: Predicted, working: str
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Unexplained elements, and every rounding dtype that explains the others equally well."""
     error = np.abs(actual.values - predicted.values)
     off = error > 2.0 * EPS[working] * predicted.magnitude
     if not off.any() or EPS[working] >= HALF_ULP["float16"]:
-        return off, None
-    for dtype in ROUNDINGS:
+        return off, ()
+    best: tuple[int, np.ndarray, tuple[str, ...]] = (int(np.count_nonzero(off)), off, ())
+    for dtype in ROUNDINGS:  # finest first
         bound = 2.0 * HALF_ULP[dtype] * predicted.magnitude + SMALLEST[dtype]
-        rounded = off & actual.held[dtype] & (error <= bound)
-        if rounded.any():
-            return off & ~rounded, dtype
-    return off, None
+        left = off & ~(actual.held[dtype] & (error <= bound))
+        count = int(np.count_nonzero(left))
+        if count < best[0]:
+            best = (count, left, (dtype,))
+        elif count == best[0] and best[2]:
+            best = (count, best[1], (*best[2], dtype))
+    return best[1], best[2]
+
+
+def _loosely_off(actual: Observed, predicted: Predicted) -> int:
+    """A lower bound of the unexplained count (2% is looser than any rounding judged here)."""
+    error = np.abs(actual.values - predicted.values)
+    return int(np.count_nonzero(error > 0.02 * predicted.magnitude + SMALLEST["float16"]))
 
 
 def _scales(actual: np.ndarray, predicted: np.ndarray) -> list[float]:
-    norm = float(np.dot(predicted.ravel(), predicted.ravel()))
+    norm = float(np.dot(predicted, predicted))
     if norm == 0.0:
         return []
-    fitted = float(np.dot(actual.ravel(), predicted.ravel())) / norm
-    near = [s for s in NICE_SCALES if abs(s - fitted) <= 1e-2 * max(abs(s), 1e-2)]
-    free = [fitted] if actual.size > 1 and not near and abs(fitted - 1.0) > 1e-6 else []
+    fitted = float(np.dot(actual, predicted)) / norm
+    near = [s for s in NICE_SCALES if abs(s - fitted) <= 1e-2 * max(abs(s), 1e-1)]
+    free = [fitted] if actual.size > 1 and not near and abs(fitted - 1.0) > 1e-2 else []
     return near + free
 
 
 def _offsets(actual: np.ndarray, predicted: np.ndarray) -> list[float]:
     fitted = float(np.median(actual - predicted))
-    near = [c for c in NICE_OFFSETS if abs(c - fitted) <= 1e-3 * max(abs(c), 1.0)]
-    free = [fitted] if actual.size > 1 and not near and fitted != 0.0 else []
+    near = [c for c in NICE_OFFSETS if abs(c - fitted) <= 1e-2 * max(abs(c), 1.0)]
+    free = [fitted] if actual.size > 1 and not near and abs(fitted) > 1e-3 else []
     return near + free
 
 
@@ -158,17 +171,17 @@ def fit(
     offsets: bool = False,
 ) -> BlockFit:
     """The simplest of: no fix, one scale, one offset (``offsets``) that explains most."""
-    off, rounding = _judge(actual, predicted, working)
-    best = BlockFit(None, predicted.values, off, rounding)
-    if not off.any():
+    best = BlockFit.judged(actual, predicted, working)
+    if not best.unexplained:
         return best
     fixes = [Fix("scale", s) for s in _scales(actual.values, predicted.values)] if scales else []
     if offsets:
         fixes += [Fix("offset", c) for c in _offsets(actual.values, predicted.values)]
     for fix in fixes:
         fixed = fix.apply(predicted)
-        off, rounding = _judge(actual, fixed, working)
-        candidate = BlockFit(fix, fixed.values, off, rounding)
+        if _loosely_off(actual, fixed) >= best.unexplained:
+            continue  # cannot explain more than what we have
+        candidate = BlockFit.judged(actual, fixed, working, fix)
         if (candidate.unexplained, candidate.complexity) < (best.unexplained, best.complexity):
             best = candidate
     return best

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .canonical import GATES
-from .weight_fits import Fix, coarsest
+from .weight_fits import EPS, Fix, coarsest
 from .weight_search import KERNELS, Guess, identity
 
 PEEPHOLE_GATES = ("i", "f", "o")
@@ -89,8 +89,12 @@ def kernel_notes(guesses: dict[str, Guess]) -> list[Note]:
     return notes
 
 
-def array_notes(name: str, guess: Guess, actual: np.ndarray) -> list[Note]:
-    """Layout, order, bias combination, fixes, rounding and what is left, for one array."""
+def array_notes(name: str, guess: Guess, actual: np.ndarray, rounding: str | None) -> list[Note]:
+    """Layout, order, bias combination, fixes, rounding and what is left, for one array.
+
+    ``rounding`` is the dtype the whole network's rounding is named by, where
+    this array's differences allow it (float16 and bfloat16 often both do).
+    """
     display, names = DISPLAY[name], BLOCK_NAMES[name]
     notes = [Note(LAYOUT, LAYOUT_TEXT[guess.layout], display)] if guess.layout else []
     if guess.bias_orders:
@@ -101,10 +105,33 @@ def array_notes(name: str, guess: Guess, actual: np.ndarray) -> list[Note]:
         notes.append(Note(ORDER, order_text(guess.order, names), display))
     notes += [Note(BIAS, guess.combo)] if guess.combo else []
     notes += fix_notes(name, guess)
-    roundings = [f.rounding for f in guess.fits if f.rounding]
-    if roundings:
-        notes.append(Note(ROUNDING, f"rounded through {coarsest(roundings)}", display))
+    dtype = rounding_of(guess)
+    if dtype:
+        named = rounding if rounding in possible_roundings(guess) else dtype
+        notes.append(Note(ROUNDING, f"rounded through {named}", display))
     return notes + element_notes(name, guess, actual)
+
+
+def possible_roundings(guess: Guess) -> set[str]:
+    """The dtypes that explain every rounded block of ``guess`` (empty when none is rounded)."""
+    sets = [set(f.roundings) for f in guess.fits if f.roundings]
+    return set.intersection(*sets) if sets else set()
+
+
+def rounding_of(guess: Guess) -> str | None:
+    """The finest dtype consistent with every block, else the coarsest one needed."""
+    possible = possible_roundings(guess)
+    if possible:
+        return min(possible, key=lambda d: EPS[d])
+    needed = [f.roundings[0] for f in guess.fits if f.roundings]
+    return coarsest(needed) if needed else None
+
+
+def network_rounding(guesses: list[Guess]) -> str | None:
+    """One dtype for every rounded array when one fits them all (the coarsest of those)."""
+    sets = [possible_roundings(g) for g in guesses if rounding_of(g)]
+    common = set.intersection(*sets) if sets else set()
+    return max(common, key=lambda d: EPS[d]) if common else None
 
 
 def fix_notes(name: str, guess: Guess) -> list[Note]:
@@ -147,6 +174,8 @@ def place(name: str, index: tuple[int, ...], rows_per_block: int) -> str:
     display, names = DISPLAY[name], BLOCK_NAMES[name]
     if name == "projection":
         return f"projection[row {index[0]}, unit {index[1]}]"
+    if name == "peephole":
+        return f"peepholes[{names[index[0]]}, unit {index[1]}]"
     gate, unit = names[index[0] // rows_per_block], index[0] % rows_per_block
     column = {"w_input": "input", "w_recurrent": "h"}.get(name)
     tail = f", {column} {index[1]}" if column else ""
@@ -155,20 +184,21 @@ def place(name: str, index: tuple[int, ...], rows_per_block: int) -> str:
 
 def element_notes(name: str, guess: Guess, actual: np.ndarray) -> list[Note]:
     """A few elements off, one by one; more than a few: the residual and where it sits."""
-    off = guess.off()
+    actual = np.asarray(actual, np.float64)
+    off = guess.off().reshape(actual.shape)
     count = int(np.count_nonzero(off))
     if not count:
         return []
-    difference = np.asarray(actual, np.float64) - guess.fitted()
-    rows = max(1, len(off) // len(guess.fits))
+    difference = actual - guess.fitted().reshape(actual.shape)
+    names = BLOCK_NAMES[name]
+    rows = max(1, actual.shape[0] // len(names))
     indices = [tuple(int(i) for i in index) for index in np.argwhere(off)]
     if count <= FEW:
         return [Note(ELEMENTS, f"{place(name, i, rows)} off by "
                                f"{number(float(difference[i]), True)}") for i in indices]
     worst = max(indices, key=lambda i: abs(difference[i]))
-    blocks = [n for k, n in enumerate(BLOCK_NAMES[name]) if off[k * rows:(k + 1) * rows].any()]
+    blocks = [n for n, part in zip(names, np.split(off, len(names)), strict=True) if part.any()]
     where = f" ({join_words(blocks)} blocks)" if blocks != [""] else ""
     return [Note(RESIDUAL, f"unexplained: {count} of {off.size} elements of the {DISPLAY[name]}"
                            f"{where} differ, up to {abs(float(difference[worst])):.3g} at "
                            f"{place(name, worst, rows)}")]
-

@@ -2,13 +2,17 @@
 
 For one layer and direction, each converted array is explained as a *guess*:
 which source array its blocks came from, in which layout, in which gate order,
-plus at most one simple fix per block (:mod:`equivalence.weight_fits`). The
-search tries every layout and order (they are few: 4 gate blocks, 24 orders)
-and keeps the guess that leaves the fewest elements unexplained, the simplest
-among equals. A guess that leaves most of an array unexplained is dropped in
-favour of the as-is reading, so the residual is reported where it sits. Then
-the kernels' unexplained blocks are looked for in the other kernel (blocks
-moved between them).
+plus at most one simple fix per block (:mod:`equivalence.weight_fits`).
+
+A layout is a rearrangement of elements, so it is kept as the source index of
+every converted element (``take``). A gate order then acts either on the
+source before the rearrangement (a converter that reordered gates, then
+reshaped) or on the converted blocks after it (reshaped, then reordered);
+both are searched the same way: fit every (converted block, source block)
+pair once, then try the 24 orders on that table. Candidates go from simple to
+complex, and one that cannot beat a complete explanation already found is
+skipped. A guess that leaves most of an array unexplained is dropped in
+favour of the as-is reading, so the residual is reported where it sits.
 
 Everything is compared in the canonical frame: gate order i, f, g, o, blocks
 of H rows, matrices left-multiplying, biases compared as their sum (the split
@@ -36,6 +40,7 @@ BIAS_COMBOS = (
     ("bias halved (split in two, one half kept)", 0.5, 0.5),
     ("bias counted twice (the sum kept in both biases)", 2.0, 2.0),
 )
+Table = list[list[BlockFit]]
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,9 @@ class Guess:
 
     source: str  # canonical name of the source array; "rotated": the kernels' concatenation
     layout: str  # how it was laid out (a key of weight_notes.LAYOUT_TEXT), "" for as-is
-    order: tuple[int, ...]  # block k of the converted array is block order[k] of the source
+    order: tuple[int, ...]  # piece k of the converted array holds source block order[k]
     fits: tuple[BlockFit, ...]
+    positions: tuple[np.ndarray, ...]  # flat converted positions of each fitted piece
     extra: float = 0.0  # complexity of the structural part
     combo: str = ""  # biases: what happened to the two biases (BIAS_COMBOS), "" if summed
     bias_orders: tuple[tuple[int, ...], ...] = ()  # biases read in two orders: input, recurrent
@@ -64,13 +70,21 @@ class Guess:
 
     @property
     def size(self) -> int:
-        return sum(f.off.size for f in self.fits)
+        return sum(len(p) for p in self.positions)
+
+    def _scatter(self, parts: Iterable[np.ndarray], dtype: type) -> np.ndarray:
+        flat = np.zeros(self.size, dtype=dtype)
+        for where, part in zip(self.positions, parts, strict=True):
+            flat[where] = part
+        return flat
 
     def fitted(self) -> np.ndarray:
-        return np.concatenate([f.fitted for f in self.fits])
+        """The explanation's values, flat in the converted array's order."""
+        return self._scatter((f.fitted for f in self.fits), np.float64)
 
     def off(self) -> np.ndarray:
-        return np.concatenate([f.off for f in self.fits])
+        """Which converted elements (flat) the explanation leaves unexplained."""
+        return self._scatter((f.off for f in self.fits), bool)
 
 
 def identity(count: int) -> tuple[int, ...]:
@@ -82,31 +96,21 @@ def permute(array: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
     return np.concatenate([blocks[k] for k in order])
 
 
-def observed_blocks(actual: Observed, count: int) -> list[Observed]:
-    rows = len(actual.values) // count
-    return [actual.part(slice(k * rows, (k + 1) * rows)) for k in range(count)]
-
-
-def predicted_blocks(predicted: Predicted, count: int) -> list[Predicted]:
-    rows = len(predicted.values) // count
-    return [predicted.part(slice(k * rows, (k + 1) * rows)) for k in range(count)]
+def _rows(count: int, size: int) -> list[np.ndarray]:
+    """Flat positions of each of ``count`` equal row blocks."""
+    return [np.arange(k * size // count, (k + 1) * size // count) for k in range(count)]
 
 
 def best_order(
-    actual: list[Observed],
-    source: list[Predicted],
-    working: str,
-    *,
-    offsets: bool = False,
-    preferred: Iterable[tuple[int, ...]] = (),
+    table: Table, preferred: Iterable[tuple[int, ...]] = ()
 ) -> tuple[tuple[int, ...], tuple[BlockFit, ...], float]:
-    """The block order that explains most; identity, then ``preferred``, win ties."""
-    table = [[fit(a, s, working, offsets=offsets) for s in source] for a in actual]
-    preferred = set(preferred)
+    """The order that explains most; ``preferred`` (the kernels' order), then identity, win ties."""
+    count = len(table)
+    preferred = set(preferred) or {identity(count)}
     best: tuple | None = None
-    for order in itertools.permutations(range(len(source))):
-        fits = tuple(table[k][order[k]] for k in range(len(order)))
-        penalty = 0.0 if order == identity(len(order)) else 0.5 if order in preferred else 1.0
+    for order in itertools.permutations(range(count)):
+        fits = tuple(table[k][order[k]] for k in range(count))
+        penalty = 0.0 if order in preferred else 0.25 if order == identity(count) else 1.0
         key = (sum(f.unexplained for f in fits), sum(f.complexity for f in fits) + penalty)
         if best is None or key < best[0]:
             best = (key, order, fits, penalty)
@@ -114,12 +118,103 @@ def best_order(
     return best[1], best[2], best[3]
 
 
-def as_is(actual: Observed, source: np.ndarray | Predicted, working: str, count: int) -> Guess:
+# --- layouts: what reshaping where a transpose was due does to a canonical (blocks*H, n) matrix
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A rearrangement: converted element ``p`` holds source element ``take[p]`` (flat)."""
+
+    name: str  # a key of weight_notes.LAYOUT_TEXT, "" for as-is
+    take: np.ndarray
+    order_after: bool = False  # the gate order acts on the converted blocks, after rearranging
+
+
+def _block_layouts(rows: int, cols: int) -> Iterator[tuple[str, Callable]]:
+    """Rearrangements of each gate block alone (they commute with gate orders)."""
+    if rows == 1 or cols == 1:
+        return  # reshaping a vector changes nothing
+    if rows == cols:
+        yield "blocks_square", lambda b: b.T
+        return
+    yield "blocks", lambda b: np.ascontiguousarray(b.T).reshape(b.shape)
+    yield "blocks_back", lambda b: b.reshape(cols, rows).T
+
+
+def layouts(shape: tuple[int, int], count: int) -> list[Layout]:
+    """As-is, per-block and whole-matrix reshapes of a (count*rows, cols) matrix."""
+    index = np.arange(shape[0] * shape[1]).reshape(shape)
+    found = [Layout("", index.ravel())]
+    if count > 1:
+        for name, per_block in _block_layouts(shape[0] // count, shape[1]):
+            blocks = [per_block(b) for b in np.split(index, count)]
+            found.append(Layout(name, np.concatenate(blocks).ravel()))
+    if min(shape) > 1:
+        whole = ([("whole_square", index.T)] if shape[0] == shape[1] else
+                 [("whole", index.reshape(shape[::-1]).T),
+                  ("whole_back", np.ascontiguousarray(index.T).reshape(shape))])
+        for name, taken in whole:
+            found += [Layout(name, taken.ravel()), Layout(name, taken.ravel(), order_after=True)]
+    return found
+
+
+def _table(actual: Observed, source: Predicted, layout: Layout, count: int, working: str,
+           offsets: bool) -> tuple[Table, list[np.ndarray]]:
+    """Fits of every (converted piece, source block) pair under ``layout``."""
+    block = source.values.size // count
+    if layout.order_after:  # pieces: the converted row blocks; sources: the rearranged ones
+        laid = source.take(layout.take)
+        pieces = _rows(count, actual.values.size)
+        sources = [laid.take(p) for p in pieces]
+        return [[fit(actual.take(p), s, working, offsets=offsets) for s in sources]
+                for p in pieces], pieces
+    # pieces: what each source block feeds; its elements keep their place within the block
+    pieces = [np.nonzero(layout.take // block == q)[0] for q in range(count)]
+    table = []
+    for piece in pieces:
+        within = layout.take[piece] % block
+        table.append([fit(actual.take(piece), source.take(j * block + within), working,
+                          offsets=offsets) for j in range(count)])
+    return table, pieces
+
+
+def guess_array(
+    actual: Observed,
+    sources: dict[str, Predicted],
+    own: str,
+    shape: tuple[int, int],
+    working: str,
+    *,
+    count: int = 4,
+    offsets: bool = False,
+    preferred: Iterable[tuple[int, ...]] = (),
+) -> Guess:
+    """The simplest guess that explains most of a converted array, from any of ``sources``."""
+    preferred = tuple(preferred)
+    plain = as_is(actual, sources[own], working, count)
+    if not plain.unexplained:
+        return plain
+    best = plain
+    candidates = sorted(
+        ((float(name != own) + bool(layout.name), name, layout)
+         for name in sources for layout in layouts(shape, count)),
+        key=lambda c: c[0])
+    for base, name, layout in candidates:
+        if not best.unexplained and base >= best.complexity:
+            break  # sorted by base complexity: nothing further can beat a full explanation
+        table, pieces = _table(actual, sources[name], layout, count, working, offsets)
+        order, fits, penalty = best_order(table, preferred)
+        guess = Guess(name, layout.name, order, fits, tuple(pieces), base + penalty)
+        if guess.key() < best.key():
+            best = guess
+    return believable(best, plain)
+
+
+def as_is(actual: Observed, source: Predicted, working: str, count: int) -> Guess:
     """Same array, same layout, same order, no fix: what the residual is measured against."""
-    predicted = source if isinstance(source, Predicted) else Predicted.of(source)
-    pairs = zip(observed_blocks(actual, count), predicted_blocks(predicted, count), strict=True)
-    fits = tuple(fit(a, p, working, scales=False) for a, p in pairs)
-    return Guess("", "", identity(count), fits)
+    pieces = _rows(count, actual.values.size)
+    fits = tuple(fit(actual.take(p), source.take(p), working, scales=False) for p in pieces)
+    return Guess("", "", identity(count), fits, tuple(pieces))
 
 
 def believable(guess: Guess, plain: Guess) -> Guess:
@@ -129,61 +224,6 @@ def believable(guess: Guess, plain: Guess) -> Guess:
     return guess
 
 
-# --- layouts: what reshaping where a transpose was due does to a canonical (blocks*H, n) matrix
-
-
-def block_layouts(matrix: np.ndarray, count: int) -> Iterator[tuple[str, np.ndarray]]:
-    """Layouts of each gate block alone (they commute with gate orders)."""
-    yield "", matrix
-    rows, cols = matrix.shape[0] // count, matrix.shape[1]
-    if count == 1 or rows == 1 or cols == 1:
-        return  # one block is a whole layout; reshaping a vector changes nothing
-    blocks = np.split(matrix, count)
-    if rows == cols:
-        yield "blocks_square", np.concatenate([b.T for b in blocks])
-        return
-    yield "blocks", np.concatenate([np.ascontiguousarray(b.T).reshape(b.shape) for b in blocks])
-    yield "blocks_back", np.concatenate([b.reshape(cols, rows).T for b in blocks])
-
-
-def whole_layouts(matrix: np.ndarray) -> Iterator[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
-    """Layouts of the whole matrix (they mix gate blocks: orders are tried inside them)."""
-    rows, cols = matrix.shape
-    if rows == 1 or cols == 1:
-        return
-    if rows == cols:
-        yield "whole_square", lambda m: m.T
-        return
-    yield "whole", lambda m: np.ascontiguousarray(m).reshape(m.shape[::-1]).T
-    yield "whole_back", lambda m: np.ascontiguousarray(m.T).reshape(m.shape)
-
-
-def guess_matrix(
-    actual: Observed, sources: dict[str, np.ndarray], own: str, working: str, count: int = 4
-) -> Guess:
-    """The best guess for a converted matrix of ``count`` blocks, from any of ``sources``."""
-    plain = as_is(actual, sources[own], working, count)
-    if not plain.unexplained:
-        return plain
-    blocks = observed_blocks(actual, count)
-    guesses = []
-    for name, matrix in sources.items():
-        if matrix.shape != actual.values.shape:
-            continue
-        moved = float(name != own)
-        for layout, laid in block_layouts(matrix, count):
-            source = predicted_blocks(Predicted.of(laid), count)
-            order, fits, penalty = best_order(blocks, source, working)
-            guesses.append(Guess(name, layout, order, fits, moved + bool(layout) + penalty))
-        for layout, transform in whole_layouts(matrix):
-            for order in itertools.permutations(range(count)):
-                laid = predicted_blocks(Predicted.of(transform(permute(matrix, order))), count)
-                fits = tuple(fit(a, p, working) for a, p in zip(blocks, laid, strict=True))
-                penalty = float(order != identity(count))
-                guesses.append(Guess(name, layout, order, fits, moved + 1.0 + penalty))
-    return believable(min(guesses, key=Guess.key), plain)
-
-
 # --- kernels
 
 
@@ -191,39 +231,21 @@ def _float(cell: CellWeights, name: str) -> np.ndarray:
     return np.asarray(getattr(cell, name), dtype=np.float64)
 
 
-def _laid_out(matrix: np.ndarray, layout: str) -> np.ndarray | None:
-    return dict(block_layouts(matrix, 4)).get(layout)
-
-
-def _moves(guess: Guess, own: str, actual: Observed, sources: dict[str, np.ndarray],
-           working: str) -> Guess:
-    """Unexplained blocks found in the other kernel: blocks moved between the kernels."""
-    other = KERNELS[1 - KERNELS.index(own)]
-    laid = _laid_out(sources[other], guess.layout) if guess.source == own else None
-    if laid is None or laid.shape != actual.values.shape or not guess.unexplained:
-        return guess
-    fits, moves = list(guess.fits), []
-    candidates = predicted_blocks(Predicted.of(laid), 4)
-    for k, block in enumerate(observed_blocks(actual, 4)):
-        if not fits[k].unexplained:
-            continue
-        found = [(fit(block, c, working), j) for j, c in enumerate(candidates)]
-        moved, j = min(found, key=lambda pair: (pair[0].unexplained, pair[0].complexity))
-        if moved.unexplained < fits[k].unexplained:
-            fits[k], moves = moved, [*moves, (k, j)]
-    return replace(guess, fits=tuple(fits), moved_in=tuple(moves), extra=guess.extra + len(moves))
-
-
 def guess_kernels(expected: CellWeights, actual: CellWeights, working: str) -> dict[str, Guess]:
-    """Guesses for both kernels: each on its own, or both from the wrongly ordered concatenation."""
-    sources = {n: _float(expected, n) for n in KERNELS}
+    """Both kernels: each from either source kernel, or both from the misordered concatenation."""
+    matrices = {n: _float(expected, n) for n in KERNELS}
+    sources = {n: Predicted.of(m) for n, m in matrices.items()}
     observed = {n: Observed.of(getattr(actual, n)) for n in KERNELS}
-    guesses = {n: guess_matrix(observed[n], sources, n, working) for n in KERNELS}
-    if _total(guesses)[0] and sources["w_input"].shape[1] != sources["w_recurrent"].shape[1]:
-        joint = _rotated(sources, observed, working)
+    guesses = {}
+    for name in KERNELS:
+        usable = {n: s for n, s in sources.items() if matrices[n].shape == matrices[name].shape}
+        guesses[name] = guess_array(observed[name], usable, name, matrices[name].shape, working)
+    widths = [m.shape[1] for m in matrices.values()]
+    if _total(guesses)[0] and widths[0] != widths[1]:
+        joint = _rotated(matrices, observed, working)
         if _total(joint) < _total(guesses):
             guesses = joint
-    return {n: _moves(g, n, observed[n], sources, working) for n, g in guesses.items()}
+    return {n: _moves(g, n, observed[n], matrices, working) for n, g in guesses.items()}
 
 
 def _total(guesses: dict[str, Guess]) -> tuple[int, float]:
@@ -231,19 +253,40 @@ def _total(guesses: dict[str, Guess]) -> tuple[int, float]:
             sum(g.complexity for g in guesses.values()))
 
 
-def _rotated(sources: dict[str, np.ndarray], observed: dict[str, Observed],
+def _rotated(matrices: dict[str, np.ndarray], observed: dict[str, Observed],
              working: str) -> dict[str, Guess]:
     """Both kernels read from ``[recurrent | input]`` split at the input width."""
-    width = sources["w_input"].shape[1]
-    both = np.concatenate([sources["w_recurrent"], sources["w_input"]], axis=1)
+    width = matrices["w_input"].shape[1]
+    both = np.concatenate([matrices["w_recurrent"], matrices["w_input"]], axis=1)
     parts = {"w_input": both[:, :width], "w_recurrent": both[:, width:]}
     guesses = {}
     for name in KERNELS:
-        blocks = observed_blocks(observed[name], 4)
-        order, fits, penalty = best_order(blocks, predicted_blocks(Predicted.of(parts[name]), 4),
-                                          working)
-        guesses[name] = Guess("rotated", "", order, fits, 0.5 + penalty)
+        shape = parts[name].shape
+        table, pieces = _table(observed[name], Predicted.of(parts[name]), layouts(shape, 4)[0], 4,
+                               working, offsets=False)
+        order, fits, penalty = best_order(table)
+        guesses[name] = Guess("rotated", "", order, fits, tuple(pieces), 0.5 + penalty)
     return guesses
+
+
+def _moves(guess: Guess, own: str, actual: Observed, matrices: dict[str, np.ndarray],
+           working: str) -> Guess:
+    """Unexplained blocks found in the other kernel: blocks moved between the kernels."""
+    other = matrices[KERNELS[1 - KERNELS.index(own)]]
+    if guess.source not in ("", own) or guess.layout or other.shape != matrices[own].shape:
+        return guess
+    if not guess.unexplained:
+        return guess
+    fits, moves = list(guess.fits), []
+    candidates = [Predicted.of(b) for b in np.split(other, 4)]
+    for k, piece in enumerate(guess.positions):
+        if not fits[k].unexplained:
+            continue
+        found = [(fit(actual.take(piece), c, working), j) for j, c in enumerate(candidates)]
+        moved, j = min(found, key=lambda pair: (pair[0].unexplained, pair[0].complexity))
+        if moved.unexplained < fits[k].unexplained:
+            fits[k], moves = moved, [*moves, (k, j)]
+    return replace(guess, fits=tuple(fits), moved_in=tuple(moves), extra=guess.extra + len(moves))
 
 
 # --- biases
@@ -254,43 +297,44 @@ def guess_bias(expected: CellWeights, actual: CellWeights, working: str,
     """The bias sum: which biases went in, in which gate order, with which offsets."""
     parts = _float(expected, "b_input"), _float(expected, "b_recurrent")
     summed = Observed.of(actual.b_input, actual.b_recurrent)
-    magnitude = np.abs(parts[0]) + np.abs(parts[1])
-    plain = as_is(summed, Predicted(parts[0] + parts[1], magnitude), working, 4)
+    correct = Predicted(parts[0] + parts[1], np.abs(parts[0]) + np.abs(parts[1]))
+    plain = as_is(summed, correct, working, 4)
     if not plain.unexplained:
         return plain
-    observed = observed_blocks(summed, 4)
     preferred = tuple(preferred)
+    shape = (len(parts[0]), 1)
     guesses, seen = [], []
     for text, share_in, share_rec in BIAS_COMBOS:
-        content = share_in * parts[0] + share_rec * parts[1]
-        magnitude = np.abs(share_in * parts[0]) + np.abs(share_rec * parts[1])
-        if any(np.all(np.abs(content - s) <= 2 * EPS[working] * magnitude) for s in seen):
+        content = Predicted(share_in * parts[0] + share_rec * parts[1],
+                            np.abs(share_in * parts[0]) + np.abs(share_rec * parts[1]))
+        if any(np.all(np.abs(content.values - s) <= 2 * EPS[working] * content.magnitude)
+               for s in seen):
             continue  # indistinguishable from a simpler reading (e.g. a zero recurrent bias)
-        seen.append(content)
-        blocks = predicted_blocks(Predicted(content, magnitude), 4)
-        order, fits, penalty = best_order(observed, blocks, working, offsets=True,
-                                          preferred=preferred)
-        guesses.append(Guess("bias", "", order, fits, bool(text) + penalty, combo=text))
+        seen.append(content.values)
+        guess = guess_array(summed, {"bias": content}, "bias", shape, working, offsets=True,
+                            preferred=preferred)
+        guesses.append(replace(guess, combo=text, extra=guess.extra + bool(text)))
     best = min(guesses, key=Guess.key)
     if best.unexplained and all(np.any(p != 0) for p in parts):
-        best = min([best, _two_orders(parts, observed, working)], key=Guess.key)
-    return best
+        split = _two_orders(parts, summed, working)
+        best = split if not split.unexplained else best  # only a complete story: 576 orders
+    return believable(best, plain)
 
 
-def _two_orders(parts: tuple[np.ndarray, np.ndarray], observed: list[Observed],
-                working: str) -> Guess:
+def _two_orders(parts: tuple[np.ndarray, np.ndarray], summed: Observed, working: str) -> Guess:
     """Input and recurrent biases each in its own gate order (e.g. one half of ONNX's B)."""
+    pieces = _rows(4, summed.values.size)
+    blocks = [np.split(p, 4) for p in parts]
+    table = [[[fit(summed.take(piece), Predicted(a + b, np.abs(a) + np.abs(b)), working,
+                   offsets=True) for b in blocks[1]] for a in blocks[0]] for piece in pieces]
     best = None
     for first, second in itertools.product(itertools.permutations(range(4)), repeat=2):
         if first == second:
             continue  # the one-order search covered it
-        content = permute(parts[0], first) + permute(parts[1], second)
-        magnitude = np.abs(permute(parts[0], first)) + np.abs(permute(parts[1], second))
-        blocks = predicted_blocks(Predicted(content, magnitude), 4)
-        fits = tuple(fit(a, p, working, offsets=True) for a, p in zip(observed, blocks,
-                                                                        strict=True))
+        fits = tuple(table[k][first[k]][second[k]] for k in range(4))
         extra = float(first != identity(4)) + float(second != identity(4))
-        guess = Guess("bias", "", identity(4), fits, extra, bias_orders=(first, second))
+        guess = Guess("bias", "", identity(4), fits, tuple(pieces), extra,
+                      bias_orders=(first, second))
         if best is None or guess.key() < best.key():
             best = guess
     assert best is not None
@@ -303,16 +347,11 @@ def _two_orders(parts: tuple[np.ndarray, np.ndarray], observed: list[Observed],
 def guess_peepholes(expected: CellWeights, actual: CellWeights, working: str) -> Guess:
     """Peephole rows i, f, o: in which order, with which scales."""
     source = _float(expected, "peephole")
-    observed = Observed.of(actual.peephole)
-    plain = as_is(observed, source, working, 3)
-    if not plain.unexplained:
-        return plain
-    order, fits, penalty = best_order(observed_blocks(observed, 3),
-                                      predicted_blocks(Predicted.of(source), 3), working)
-    return believable(Guess("peephole", "", order, fits, penalty), plain)
+    return guess_array(Observed.of(actual.peephole), {"peephole": Predicted.of(source)},
+                       "peephole", (source.size, 1), working, count=3)
 
 
 def guess_projection(expected: CellWeights, actual: CellWeights, working: str) -> Guess:
     source = _float(expected, "projection")
-    return guess_matrix(Observed.of(actual.projection), {"projection": source}, "projection",
-                        working, count=1)
+    return guess_array(Observed.of(actual.projection), {"projection": Predicted.of(source)},
+                       "projection", source.shape, working, count=1)
