@@ -27,7 +27,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from equivalence import exchange, harness, table
+from equivalence import exchange, files, harness, table
+from equivalence.cli import main
 from equivalence.convert import convert
 from equivalence.files import FileFormatError
 from equivalence.files.neoml import read_network_file
@@ -236,3 +237,48 @@ def test_neoml_file_converts_to_torch_with_the_same_weights() -> None:
     for mine, theirs in zip(_cells(back), _cells(found.native), strict=True):
         for key in ("input_weights", "recurrent_weights"):
             np.testing.assert_array_equal(mine[key], theirs[key])
+
+
+# ------------------------------------------------------------------ inspect and convert
+
+
+@pytest.mark.cpu
+def test_inspect_lists_the_lstms_of_a_neoml_network_file(capsys) -> None:
+    assert main(["inspect", str(FILES / "tagger.cnnarch")]) == 0
+    out = capsys.readouterr().out
+    assert "forward+backward" in out and "NeoML network file" in out
+    assert "['forward', 'backward']" in out
+
+
+@pytest.mark.cpu
+def test_convert_a_neoml_network_file_to_onnx_keeps_every_weight(tmp_path: Path) -> None:
+    output = tmp_path / "lstm.onnx"
+    assert main(["convert", str(FILES / "bidirectional.cnnarch"), "--to", "onnx",
+                 "-o", str(output)]) == 0
+    (found,) = files.read(output)
+    mine, theirs = found.canonical(), read_network_file(FILES / "bidirectional.cnnarch")[0]
+    assert mine.spec == theirs.canonical().spec
+    flat = [[cell for row in w.cells for cell in row] for w in (mine, theirs.canonical())]
+    for a, b in zip(*flat, strict=True):
+        for name in ("w_input", "w_recurrent"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        # ONNX keeps both free terms: their sum is the canonical bias
+        np.testing.assert_allclose(a.b_input + a.b_recurrent, b.b_input + b.b_recurrent,
+                                   rtol=0, atol=1e-6)
+
+
+@pytest.mark.cpu
+@pytest.mark.parametrize("name, message", [
+    ("hard_sigmoid.cnnarch", "recurrent activation 'hard_sigmoid'"),
+    ("truncated.cnnarch", "truncated file"),
+])
+def test_unconvertible_neoml_file_exits_2_and_writes_nothing(tmp_path: Path, capsys, name: str,
+                                                            message: str) -> None:
+    source = tmp_path / name
+    source.write_bytes((FILES / name).read_bytes() if (FILES / name).exists()
+                       else (FILES / "single.ckpt").read_bytes()[:1000])
+    output = tmp_path / "out.pt"
+    assert main(["convert", str(source), "--to", "torch", "-o", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert str(source) in err and message in err
+    assert not output.exists()

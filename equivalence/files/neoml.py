@@ -350,7 +350,9 @@ def _found(chain: list[_Unit], path: Path, kind: str, shared: list[str], whole: 
     """One LSTM (``whole``: the stack a single-layer part belongs to)."""
     members = [lstm for unit in chain for lstm in unit.lstms]
     name = "+".join(m.name for m in members)
-    problem = next((f"Lstm {m.name!r}: {m.problem}" for m in members if m.problem), None)
+    named = len(members) > 1  # say which Lstm of a stack
+    problem = next((f"Lstm {m.name!r}: {m.problem}" if named else m.problem
+                    for m in members if m.problem), None)
     if problem is None and len(chain[0].lstms) == 1 and members[0].reverse:
         problem = (f"Lstm {members[0].name!r} runs backwards (reverse_seq) "
                    + (f"as one direction of {whole!r}: convert that instead" if whole else

@@ -136,6 +136,16 @@ class _Cursor:
         return found
 
 
+def looks_like_network(head: bytes) -> bool:
+    """Whether a file's first 16 bytes start a NeoML network: a version, a log frequency,
+    a layer count, then a registered layer class name (they all begin "Fml" or "NeoML")."""
+    if len(head) < 16:
+        return False
+    version = abs(int.from_bytes(head[:4], "little", signed=True))
+    return MIN_VERSION <= version <= MAX_VERSION and 3 <= head[12] < 0xFF and head[13:16] in (
+        b"Fml", b"Neo")
+
+
 def read_network(data: bytes) -> Network:
     """Decode a whole network file (``Dnn.store``; a checkpoint's solver part is left unread)."""
     cursor = _Cursor(data)

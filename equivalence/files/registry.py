@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import ConversionError
 from ._base import FileFormatError, FoundLSTM, StoredInputs, checkpoint_prefix
+from .neoml_archive import looks_like_network
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -116,9 +117,11 @@ KINDS: tuple[FileKind, ...] = (
     FileKind("npz", "neoml", "equivalence.files.neoml:read_case", "an equivalence case file",
              precheck="equivalence.files.limits:check_npz",
              zip_members=lambda names: any(n.endswith(".npy") for n in names)),
+    FileKind("neoml_net", "neoml", "equivalence.files.neoml:read_network_file",
+             "a NeoML network file", sniff=lambda path, head: looks_like_network(head)),
 )
 # Content tests run in this order: safetensors' 8-byte header before the pickle guess.
-SNIFF_ORDER = ("keras_h5", "safetensors", "torch", "onnx")
+SNIFF_ORDER = ("keras_h5", "safetensors", "neoml_net", "torch", "onnx")
 
 FAMILIES: tuple[FileFamily, ...] = (
     FileFamily("keras", ("keras_h5", "keras_zip"),
@@ -135,7 +138,7 @@ FAMILIES: tuple[FileFamily, ...] = (
     FileFamily("onnx", ("onnx",), writer="equivalence.files.onnx:write_onnx",
                output_help="onnx: .onnx", runs_itself=True,
                holds_stored=frozenset({"initial_h", "initial_c", "sequence_lens"})),
-    FileFamily("neoml", ("npz",), writer="equivalence.files.verify:write_neoml_case",
+    FileFamily("neoml", ("npz", "neoml_net"), writer="equivalence.files.verify:write_neoml_case",
                output_help="neoml: .npz",
                check_output="equivalence.files.verify:check_neoml_output"),
 )
