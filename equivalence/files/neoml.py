@@ -254,8 +254,8 @@ def _check_lstm(layer: Any) -> None:
         # the initial state enters through the back link's second input (composite input 1 or 2)
         state_input = ("CompositeSource.2" if name.endswith("main") else "CompositeSource.1", 0)
         if link is None or link.cls != "FmlCnnBackLink" or link.inputs not in ([], [state_input]):
-            found = "missing" if link is None else (link.cls, link.inputs)
-            raise _Unreadable(f"back link {name!r} is {found}, NeoML's Lstm has "
+            what = "missing" if link is None else (link.cls, link.inputs)
+            raise _Unreadable(f"back link {name!r} is {what}, NeoML's Lstm has "
                               f"('FmlCnnBackLink', [{state_input}])")
         sink = link.layers[0]
         if sink.cls != "FmlCnnCaptureSink" or sink.inputs != [captured]:

@@ -255,7 +255,8 @@ def _third_party_entry(ctx: Context, e: dict[str, Any]) -> list[Block]:
                            Paragraph(status)]
     if e.get("not_claimed"):
         blocks.append(Paragraph((f"Not claimed: {e['not_claimed']}",)))
-    rows, details = [], []
+    rows: list[list[Cell]] = []
+    details: list[Block] = []
     for c in e.get("configurations") or []:
         diff = "-" if c.get("max_abs_diff") is None else f"{c['max_abs_diff']:.2e}"
         anchor = f"third-party-{slug(e['converter'])}-{slug(c['name'])}"
@@ -282,7 +283,8 @@ def mutations(ctx: Context) -> list[Block]:
     if not rows:
         return []
     caught = sum(r["caught"] for r in rows)
-    table, details = [], []
+    table: list[list[Cell]] = []
+    details: list[Block] = []
     for r in rows:
         anchor = f"mutation-{slug(r['bug'])}"
         missed = not r["caught"]
