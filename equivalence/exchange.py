@@ -262,7 +262,7 @@ def judge(case_path: Path, target: str, converter: Any = None) -> Any:
     from .case import Case
     from .compare import compare
     from .convert import to_canonical
-    from .diagnose import diagnose
+    from .diagnose import Converted, diagnose
 
     case_file = load(case_path)
     source, tgt = table.entry(case_file.source), table.entry(target)
@@ -281,7 +281,10 @@ def judge(case_path: Path, target: str, converter: Any = None) -> Any:
     verdict = harness.blame(
         case, {f"{source.name} (recorded)": case_file.expected,
                f"{tgt.name} (converted)": actual}, tol)
-    named = diagnose(case, actual)
+    # the converted weights are at hand: diagnose in weight space first
+    converted = Converted(moved, tgt.format,
+                          harness.reader_options(tgt.format, case.spec, dict(tgt.format_options)))
+    named = diagnose(case, actual, converted, tol)
     verdict += f"\ndiagnosis: {named}" if named else ""
     return harness.Outcome(label, case, comparison, verdict, actual)
 
