@@ -100,6 +100,22 @@ def test_neoml_stores_the_network_that_computed_its_cases(tmp_path: Path) -> Non
             np.testing.assert_array_equal(getattr(again, name), getattr(case.expected, name))
 
 
+def _f_and_g_swapped(native: list) -> list:
+    """A converter into NeoML that writes the forget block where the candidate goes."""
+    def swap(array: np.ndarray) -> np.ndarray:
+        blocks = np.split(np.asarray(array), 4)
+        return np.concatenate([blocks[1], blocks[0], *blocks[2:]])
+    return [[{key: swap(value) for key, value in cell.items()} for cell in row] for row in native]
+
+
+@pytest.mark.neoml
+@pytest.mark.parametrize("converter, ok", [(None, True), (_f_and_g_swapped, False)])
+def test_neoml_judges_a_case_file_and_catches_a_block_swap(converter, ok: bool) -> None:
+    require(NEOML)
+    outcome = exchange.judge(FILES / "bidirectional.npz", "neoml", converter=converter)
+    assert outcome.ok is ok, outcome.message()
+
+
 def _cells(native: list) -> list[dict]:
     return [cell for row in native for cell in row]
 
