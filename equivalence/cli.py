@@ -57,7 +57,9 @@ def report(args: argparse.Namespace) -> int:
             args.examples = args.examples or EXAMPLES[args.profile]
         args.examples = args.examples or 25
         start = time.perf_counter()
-        pairs = matrix.run_main(examples=args.examples, seed=args.seed, only=args.only)
+        pairs = matrix.run_main(
+            examples=args.examples, seed=args.seed, only=args.only, jobs=args.jobs
+        )
         data = results.new_results(
             seed=args.seed,
             examples=args.examples,
@@ -106,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         help="take the example count of a Hypothesis profile",
     )
     rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes for the matrix (default: one per core; 1 runs in this process)",
+    )
     rep.add_argument(
         "--only",
         nargs="+",

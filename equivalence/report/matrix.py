@@ -123,26 +123,64 @@ def progress_bar(total: int) -> Iterator[Callable[[str], Tick]]:
         yield start
 
 
-def run_main(*, examples: int, seed: int, only: list[str] | None) -> list[dict[str, Any]]:
-    """Every runnable check of this environment, with a progress bar."""
+def run_main(
+    *, examples: int, seed: int, only: list[str] | None, jobs: int = 1
+) -> list[dict[str, Any]]:
+    """Every runnable check of this environment, with a progress bar; ``jobs`` processes."""
     available = {r["name"] for r in runtime_rows() if r["available"]}
     todo = checks(only)
     runnable = [(s, t) for s, t in todo if s in available and t in available | {"reference"}]
-    rows = []
-    with progress_bar(len(runnable) * examples) as start:
-        for source, target in todo:
-            if (source, target) not in runnable:
-                continue
-            rows.append(
-                run_check(
-                    source,
-                    target,
-                    examples=examples,
-                    seed=seed,
-                    tick=start(f"{source} -> {target}"),
-                )
-            )
+    if jobs > 1 and len(runnable) > 1:
+        rows = _run_in_workers(runnable, examples=examples, seed=seed, jobs=jobs)
+    else:
+        rows = []
+        with progress_bar(len(runnable) * examples) as start:
+            for source, target in runnable:
+                tick = start(f"{source} -> {target}")
+                rows.append(run_check(source, target, examples=examples, seed=seed, tick=tick))
+    order = {pair: n for n, pair in enumerate(runnable)}
+    return sorted(rows, key=lambda row: order[(row["source"], row["target"])])
+
+
+def _sharing_key(check: tuple[str, str]) -> str:
+    """Checks drawing from the same capabilities draw the same cases (derandomized seeds):
+    keeping them in one process lets them share runs (equivalence.memo)."""
+    source, target = check
+    rows = [table.entry(source)] + ([] if target == "reference" else [table.entry(target)])
+    return repr(joint_capabilities([r.capabilities for r in rows]))
+
+
+def _run_in_workers(
+    runnable: list[tuple[str, str]], *, examples: int, seed: int, jobs: int
+) -> list[dict[str, Any]]:
+    """Checks split over ``jobs`` fresh processes (spawned: frameworks must not be forked),
+    each group of checks that share cases kept in one process."""
+    import concurrent.futures
+    import multiprocessing
+
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for check in runnable:
+        groups.setdefault(_sharing_key(check), []).append(check)
+    slices: list[list[tuple[str, str]]] = [[] for _ in range(jobs)]
+    for group in sorted(groups.values(), key=len, reverse=True):
+        min(slices, key=len).extend(group)  # biggest groups first, to the lightest slice
+    rows: list[dict[str, Any]] = []
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool, \
+            progress_bar(len(runnable)) as start:
+        tick = start(f"{len(runnable)} checks in {jobs} processes")
+        futures = [pool.submit(run_checks, part, examples, seed) for part in slices if part]
+        for future in concurrent.futures.as_completed(futures):
+            done = future.result()
+            rows += done
+            for _ in done:
+                tick()
     return rows
+
+
+def run_checks(part: list[tuple[str, str]], examples: int, seed: int) -> list[dict[str, Any]]:
+    """A worker's share of the matrix, in order."""
+    return [run_check(s, t, examples=examples, seed=seed) for s, t in part]
 
 
 def run_neoml(python: Path, *, examples: int, seed: int) -> dict[str, Any]:
