@@ -161,6 +161,18 @@ KNOWN: dict[tuple[str, str], Known] = {
     ("onnxruntime", "layout=1"): Known(REFUSED, "ORT: layout=1 is not supported"),
     ("onnxruntime", "float64"): Known(REFUSED, "ORT: LSTM does not support double yet"),
 }
+KNOWN.update({
+    ("opencv", "reverse"): Known(WRONG, "OpenCV: with direction=reverse, Y_h/Y_c are the state "
+                                "after the first step walked (t = T-1)"),
+    ("opencv", "gate_clip"): Known(WRONG, "OpenCV ignores the LSTM clip attribute"),
+    ("opencv", "input_forget"): Known(WRONG, "OpenCV ignores input_forget"),
+    ("opencv", "peepholes"): Known(WRONG, "OpenCV reads P as i, f, o (ONNX: i, o, f)"),
+    ("opencv", "sequence lengths"): Known(WRONG, "OpenCV ignores sequence_lens: Y_h/Y_c are "
+                                         "the full-length state"),
+    ("opencv", "float64"): Known(WRONG, "OpenCV computes float64 LSTM graphs wrongly"),
+    ("opencv", "layout=1"): Known(REFUSED, "OpenCV: transposeND assertion on layout=1"),
+    ("opencv", "activations"): Known(REFUSED, "OpenCV: the importer fails on activations"),
+})
 for _row in ("openvino", "openvino_default"):
     KNOWN.update({
         (_row, "peepholes"): Known(

@@ -34,6 +34,9 @@ SHRINK_RUNS = 20  # further runs a silently wrong cell may spend on shrinking
 
 # The rows proposed for the table (issue 11); the table's own rows win once they are there.
 _PROPOSED = {
+    "opencv": table.Entry(
+        "opencv", "equivalence.runtimes.opencv:OpenCvRuntime", "onnx",
+        Capabilities(lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"}))),
     "tract": table.Entry(
         "tract", "equivalence.runtimes.tract:TractRuntime", "onnx",
         Capabilities(peepholes=True, lengths=False, time_major=True,
@@ -57,7 +60,7 @@ def _row(name: str) -> table.Entry:
 @pytest.fixture(scope="module")
 def grid() -> list[dict[str, Any]]:
     """One run of the ONNX family's grid, shared by the checks below."""
-    rows = [_row(name) for name in ("onnxruntime", "tract", "openvino")]
+    rows = [_row(name) for name in ("onnxruntime", "tract", "openvino", "opencv")]
     return cf.run_conformance(rows, max_examples=EXAMPLES, seed=0, shrink_runs=SHRINK_RUNS)
 
 

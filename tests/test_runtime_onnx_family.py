@@ -1,4 +1,4 @@
-"""The ONNX-family runtimes (OpenVINO, tract) beyond what the table-driven tests check.
+"""The ONNX-family runtimes (OpenVINO, tract, OpenCV) beyond what the table-driven tests check.
 
 The table-driven suites (test_equivalence, test_contract) check every row
 against the reference, in pairs and against the contract. Here: the engine
@@ -22,6 +22,9 @@ from equivalence.spec import LSTMSpec
 pytestmark = pytest.mark.cpu
 
 _PROPOSED = {
+    "opencv": table.Entry(
+        "opencv", "equivalence.runtimes.opencv:OpenCvRuntime", "onnx",
+        Capabilities(lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"}))),
     "tract": table.Entry(
         "tract", "equivalence.runtimes.tract:TractRuntime", "onnx",
         Capabilities(peepholes=True, lengths=False, time_major=True,
@@ -77,7 +80,7 @@ def test_openvino_reports_its_inference_precision(name: str) -> None:
         assert precision == "f32"
 
 
-@pytest.mark.parametrize("name", ["openvino", "tract"])
+@pytest.mark.parametrize("name", ["openvino", "tract", "opencv"])
 def test_one_build_serves_every_example_of_a_spec_and_shape(name: str) -> None:
     row = _row(name)
     runtime = row.load()

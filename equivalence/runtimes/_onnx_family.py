@@ -108,6 +108,7 @@ def probe_model(
             _set_attributes(node, spec, direction, input_forget, layout)
     if layout == 1:
         _batch_first_inputs(model)
+    _declare_output_shapes(model, spec, layout)
     return bytes(model.SerializeToString())
 
 
@@ -142,6 +143,22 @@ def _batch_first_inputs(model: Any) -> None:
                     dim.dim_param = new
                 else:
                     dim.dim_value = new
+
+
+def _declare_output_shapes(model: Any, spec: LSTMSpec, layout: int) -> None:
+    """Give Y, Y_h and Y_c their ONNX shapes (OpenCV's importer needs them declared)."""
+    from onnx import helper
+
+    d, h = spec.directions, spec.units
+    y = ("batch", "time", d, h) if layout == 1 else ("time", d, "batch", h)
+    state = ("batch", d, h) if layout == 1 else (d, "batch", h)
+    declared = []
+    for output in model.graph.output:
+        shape = y if output.name.startswith("Y_") and output.name[2:].isdigit() else state
+        elem = output.type.tensor_type.elem_type
+        declared.append(helper.make_tensor_value_info(output.name, elem, list(shape)))
+    del model.graph.output[:]
+    model.graph.output.extend(declared)
 
 
 def _dim_value(dim: Any) -> int | str:
