@@ -20,7 +20,9 @@ The most precise evidence first:
 
 from __future__ import annotations
 
+import copy
 import itertools
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -31,11 +33,12 @@ from . import reference
 from .canonical import GATES, CellWeights, LSTMWeights
 from .case import Case
 from .compare import Tolerance, compare
-from .convert import to_canonical
+from .convert import from_canonical, to_canonical
 from .errors import ConversionError
 from .formats._common import permute_gates
 from .io_types import LSTMResult
 from .localize import localize
+from .options import reader_options, writer_options
 from .weight_diagnosis import explain
 
 # Gate orders with a name people will recognise (canonical is i f g o).
@@ -58,6 +61,27 @@ class Converted:
         return to_canonical(self.native, self.format, **self.read_options)
 
 
+def rerun(
+    fn: Callable[[Any], Any],
+    case: Case,
+    *,
+    source: str,
+    target: str,
+    source_options: dict[str, Any] | None = None,
+    target_options: dict[str, Any] | None = None,
+) -> Converted | None:
+    """A conversion function run again on ``case``'s source-native weights (None if it raises).
+
+    For callers that judged ``fn`` on outputs and now want its weights diagnosed.
+    """
+    native = from_canonical(case.weights, source, **writer_options(source, source_options or {}))
+    try:
+        moved = fn(copy.deepcopy(native))
+    except Exception:  # its failure was reported when it was judged
+        return None
+    return Converted(moved, target, reader_options(target, case.spec, target_options or {}))
+
+
 def diagnose(case: Case, actual: LSTMResult | None, converted: Converted | None = None,
              tolerance: Tolerance | None = None) -> str | None:
     """Name what makes ``actual`` (and ``converted``, when given) wrong for ``case``.
@@ -71,7 +95,11 @@ def diagnose(case: Case, actual: LSTMResult | None, converted: Converted | None 
     try:
         weights = converted.canonical()
     except ConversionError as exc:
-        return f"the converted weights cannot be read back as {converted.format}: {exc}"
+        unreadable = f"the converted weights cannot be read back as {converted.format}: {exc}"
+        if _kernel_values_present(case.weights, converted.native):
+            return (f"{unreadable}; yet they hold every kernel value of the source: the right "
+                    "numbers in arrays of the wrong shapes (split or reshaped at the wrong place)")
+        return unreadable
     found = explain(case.weights, weights).message()
     if actual is None:
         return found
@@ -85,6 +113,29 @@ def diagnose(case: Case, actual: LSTMResult | None, converted: Converted | None 
     return f"converted weights agree with the source's; {rest}" if rest else None
 
 
+def _floats(native: Any) -> Iterator[np.ndarray]:
+    """Every floating array in a nest of lists, tuples and dicts (never code, never files)."""
+    if isinstance(native, dict):
+        for value in native.values():
+            yield from _floats(value)
+    elif isinstance(native, (list, tuple)):
+        for value in native:
+            yield from _floats(value)
+    elif hasattr(native, "__array__"):  # numpy arrays, and tensors that convert to them
+        array = np.asarray(native)
+        if array.dtype.kind == "f":
+            yield array.ravel()
+
+
+def _kernel_values_present(weights: LSTMWeights, native: Any) -> bool:
+    """Whether every source kernel value appears (as a multiset) among the converted arrays."""
+    found = Counter(np.concatenate([np.float32(a) for a in _floats(native)] or [np.zeros(0)])
+                    .tolist())
+    wanted = Counter(np.concatenate([np.float32(np.ravel(m)) for _, _, cell in weights.iter_cells()
+                                     for m in (cell.w_input, cell.w_recurrent)]).tolist())
+    return bool(wanted) and not wanted - found
+
+
 def _run(weights: LSTMWeights, case: Case) -> LSTMResult:
     inputs = case.inputs
     return reference.lstm(weights, inputs.x, h0=inputs.h0, c0=inputs.c0, lengths=inputs.lengths)
@@ -93,7 +144,7 @@ def _run(weights: LSTMWeights, case: Case) -> LSTMResult:
 def _reproduces(weights: LSTMWeights, case: Case, actual: LSTMResult, tol: Tolerance) -> bool:
     try:
         return compare(_run(weights, case), actual, tol).ok
-    except ConversionError:  # read-back weights of another shape: the weights explain it
+    except ValueError:  # read-back weights of another shape: the weights explain it
         return True
 
 
