@@ -8,6 +8,8 @@ a compiled model serves every example of its spec and shape.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,7 @@ from equivalence.capabilities import Capabilities
 from equivalence.case import Case
 from equivalence.io_types import LSTMInputs
 from equivalence.runtimes import _onnx_family
+from equivalence.runtimes.openvino import OpenVinoRuntime
 from equivalence.spec import LSTMSpec
 
 pytestmark = pytest.mark.cpu
@@ -38,6 +41,12 @@ _PROPOSED = {
 }
 
 
+def _engine(row: table.Entry) -> _onnx_family.OnnxModelRuntime:
+    runtime = row.load()
+    assert isinstance(runtime, _onnx_family.OnnxModelRuntime), row.runtime
+    return runtime
+
+
 def _row(name: str) -> table.Entry:
     """The table's row once it is there, else the proposed one; skipped when not installed."""
     row = table.BY_NAME.get(name) or _PROPOSED[name]
@@ -47,11 +56,11 @@ def _row(name: str) -> table.Entry:
     return row
 
 
-def _case(spec: LSTMSpec, batch: int, steps: int, seed: int = 0, **inputs: object) -> Case:
+def _case(spec: LSTMSpec, batch: int, steps: int, seed: int = 0, **inputs: Any) -> Case:
     rng = np.random.default_rng(seed)
     weights = random_weights(spec, rng).astype(spec.dtype)
     x = rng.normal(size=(batch, steps, spec.input_size)).astype(np.float32)
-    return Case(spec, weights, LSTMInputs(x, **inputs))  # type: ignore[arg-type]
+    return Case(spec, weights, LSTMInputs(x, **inputs))
 
 
 def test_tract_runs_a_batch_without_initial_states() -> None:
@@ -62,7 +71,7 @@ def test_tract_runs_a_batch_without_initial_states() -> None:
     outcome = harness.check_against_reference(row, case)
     assert outcome.ok, outcome.message()
     # the bare graph without states is what fails (the conformance grid's "no initial-state input")
-    runtime = row.load()
+    runtime = _engine(row)
     model = _onnx_family.probe_model(case.spec, has_state=False, has_lengths=False)
     native = harness.native_weights(row, case)
     feeds = _onnx_family.feeds(case.spec, native, case.inputs, has_state=False)
@@ -73,6 +82,7 @@ def test_tract_runs_a_batch_without_initial_states() -> None:
 @pytest.mark.parametrize("name", ["openvino", "openvino_default"])
 def test_openvino_reports_its_inference_precision(name: str) -> None:
     runtime = _row(name).load()
+    assert isinstance(runtime, OpenVinoRuntime)
     precision = runtime.precision()
     assert precision in {"f32", "bf16", "f16"}
     assert f"inference precision {precision}" in runtime.version()
@@ -83,7 +93,7 @@ def test_openvino_reports_its_inference_precision(name: str) -> None:
 @pytest.mark.parametrize("name", ["openvino", "tract", "opencv"])
 def test_one_build_serves_every_example_of_a_spec_and_shape(name: str) -> None:
     row = _row(name)
-    runtime = row.load()
+    runtime = _engine(row)
     spec = LSTMSpec(2, 3, peepholes=name == "tract")
     built = []
     for seed in range(4):  # new weights and inputs every time: only the feeds change
@@ -98,7 +108,7 @@ def test_openvino_sequence_lengths_and_states_match() -> None:
     row = _row("openvino")
     spec = LSTMSpec(2, 3, directions=2, gate_clip=1.0)
     rng = np.random.default_rng(5)
-    states = {"h0": rng.uniform(-1, 1, (1, 2, 3, 3)), "c0": rng.uniform(-1, 1, (1, 2, 3, 3))}
-    case = _case(spec, batch=3, steps=6, lengths=np.array([6, 2, 4]), **states)
+    h0, c0 = rng.uniform(-1, 1, (2, 1, 2, 3, 3))
+    case = _case(spec, batch=3, steps=6, lengths=np.array([6, 2, 4]), h0=h0, c0=c0)
     outcome = harness.check_against_reference(row, case)
     assert outcome.ok, outcome.message()
