@@ -184,3 +184,74 @@ def test_refused_features_are_named() -> None:
     )
     with pytest.raises(eq.UnsupportedFeatureError, match="recurrent_activation=hard_sigmoid"):
         eq.from_canonical(hard, "torch")
+
+
+# -- every dtype the file readers accept, as numpy arrays or torch tensors ---------------------
+
+READ_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def map_leaves(tree, fn):
+    """``tree`` with ``fn`` applied to every array (dicts and lists kept)."""
+    if isinstance(tree, dict):
+        return {k: map_leaves(v, fn) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [map_leaves(v, fn) for v in tree]
+    return fn(tree)
+
+
+def as_torch(array: np.ndarray):
+    """The same values as a torch tensor of the same dtype (bfloat16 through float32, exact)."""
+    import torch
+
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.astype(np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+@pytest.mark.parametrize("fmt", ALL)
+@given(data=st.data(), dtype=st.sampled_from(READ_DTYPES))
+def test_numpy_and_torch_weights_of_every_float_dtype_are_read_exactly(
+    fmt: str, data, dtype: str
+) -> None:
+    pytest.importorskip("torch")
+    spec = data.draw(lstm_specs(capabilities=format_capabilities(fmt), max_layers=2))
+    spec = spec.replace(dtype=dtype)
+    weights = data.draw(lstm_weights(spec), label="weights")
+    native = eq.from_canonical(weights, fmt)
+    from_numpy = eq.to_canonical(native, fmt, **read_options(fmt, spec))
+    from_torch = eq.to_canonical(map_leaves(native, as_torch), fmt, **read_options(fmt, spec))
+    assert from_numpy.spec.dtype == dtype
+    assert_same_weights(from_numpy, from_torch)
+
+
+def test_torch_bfloat16_converts_to_every_format() -> None:
+    torch = pytest.importorskip("torch")
+    model = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True).to(torch.bfloat16)
+    state = model.state_dict()
+    reference_weights = eq.to_canonical(
+        {k: v.float().numpy() for k, v in state.items()}, "torch"
+    )
+    for target in ALL:
+        offset = {"forget_bias": 0.0} if target == "tf1" else {}  # bfloat16 would round it
+        moved = eq.convert(state, source="torch", target=target, **offset)
+        read = read_options(target, reference_weights.spec)
+        back = eq.to_canonical(moved, target, **read, **offset)
+        assert back.spec.dtype == "bfloat16", target
+        for (_, _, got), (_, _, want) in zip(
+            back.iter_cells(), reference_weights.iter_cells(), strict=True
+        ):
+            np.testing.assert_array_equal(got.w_input.astype(np.float32), want.w_input)
+
+
+def test_float8_tensors_are_widened_to_float32_exactly() -> None:
+    torch = pytest.importorskip("torch")
+    state = eq.from_canonical(eq.random_weights(eq.LSTMSpec(3, 4), np.random.default_rng(0)),
+                              "torch")
+    for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+        tensors = {k: torch.from_numpy(v).to(dtype) for k, v in state.items()}
+        read = eq.to_canonical(tensors, "torch")
+        assert read.spec.dtype == "float32"
+        np.testing.assert_array_equal(
+            read.cell(0, 0).w_input, tensors["weight_ih_l0"].float().numpy()
+        )

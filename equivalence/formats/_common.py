@@ -147,17 +147,19 @@ def common_dtype(named: Iterable[tuple[str, np.ndarray]]) -> str:
     """The one dtype the native arrays share (mixing is an error: it hides precision loss).
 
     ``named`` yields ``(field, array)``; the message names the first array whose
-    dtype differs from the majority.
+    dtype differs from the majority and one array of the majority (so a tie is clear too).
     """
     named = list(named)
     counts = Counter(array.dtype.name for _, array in named)
     majority = counts.most_common(1)[0][0]
-    for field, array in named:
-        if array.dtype.name != majority:
-            raise WeightValueError(
-                f"{field}: dtype {array.dtype.name}, but the other weights are {majority}; "
-                "convert them to one dtype first"
-            )
+    if len(counts) > 1:
+        odd, dtype = next((f, a.dtype.name) for f, a in named if a.dtype.name != majority)
+        usual = next(f for f, a in named if a.dtype.name == majority)
+        more = counts[majority] - 1
+        others = f"{usual!r}" + (f" and {more} other weights are" if more else " is")
+        raise WeightValueError(
+            f"{odd}: dtype {dtype}, but {others} {majority}; convert them to one dtype first"
+        )
     return majority
 
 
