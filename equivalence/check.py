@@ -4,12 +4,16 @@ Hypothesis draws single-cell specs that both formats' runtimes support, builds
 and runs the source framework on native weights, passes a copy of those
 weights to the user's function, runs the target framework on what it returns,
 and compares outputs, h and c. Anything going wrong inside the user's function
-or with what it returns is a failed result with the reason, never a crash.
+or with what it returns is a failed result with the reason, never a crash: an
+exception, ``SystemExit``, weights the target's reader refuses, or no answer
+within ``time_limit`` seconds (the call then runs in a daemon thread, abandoned).
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +23,8 @@ from . import harness, reference, table
 from .capabilities import Capabilities
 from .compare import Comparison, TensorDiff, Tolerance, compare
 from .convert import from_canonical, to_canonical
-from .diagnose import diagnose
-from .errors import UnknownFormatError
+from .diagnose import diagnose, rerun
+from .errors import ConversionError, UnknownFormatError
 from .explore import explore
 from .formats import get as get_format
 from .harness import Outcome
@@ -28,6 +32,7 @@ from .io_types import LSTMResult
 from .strategies import Case, joint_capabilities, lstm_cases
 
 CHECKABLE = tuple(table.FORMAT_RUNTIMES)
+DEFAULT_TIME_LIMIT = 60.0  # seconds per call of the user's function: generous, but finite
 
 
 @dataclass(frozen=True)
@@ -111,8 +116,63 @@ class CheckResult:
         return "\n".join(lines)
 
 
+class _FunctionFailed(Exception):
+    """The user's function ended in a way that must not end the check (SystemExit, a timeout)."""
+
+
+class _TimedOut(_FunctionFailed):
+    pass
+
+
+def limited(fn: Callable[[Any], Any], time_limit: float | None) -> Callable[[Any], Any]:
+    """``fn`` that gives up after ``time_limit`` seconds and turns SystemExit into an Exception.
+
+    With a limit, ``fn`` runs in a daemon thread: a hung call is abandoned (it
+    cannot be killed), and the check goes on. Other BaseExceptions
+    (KeyboardInterrupt) still propagate.
+    """
+
+    def call(native: Any) -> Any:
+        if time_limit is None:
+            return _no_exit(fn, native)
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["value"] = fn(native)
+            except BaseException as exc:  # handed to the calling thread below
+                box["error"] = exc
+
+        worker = threading.Thread(target=work, name="check_conversion fn", daemon=True)
+        worker.start()
+        worker.join(time_limit)
+        if worker.is_alive():
+            raise _TimedOut(
+                f"the conversion function timed out: no result within {time_limit:g} s "
+                "(abandoned; it may still be running in a background thread)"
+            )
+        if "error" in box:
+            error = box["error"]
+            if isinstance(error, SystemExit):
+                raise _FunctionFailed(f"the conversion function raised {_short(error)}")
+            raise error
+        return box["value"]
+
+    return call
+
+
+def _no_exit(fn: Callable[[Any], Any], native: Any) -> Any:
+    try:
+        return fn(native)
+    except SystemExit as exc:
+        raise _FunctionFailed(f"the conversion function raised {_short(exc)}") from exc
+
+
 def judge(fn: Callable[[Any], Any], source: Side, target: Side, case: Case) -> Outcome:
-    """Run one example through the user's ``fn``; every problem is a failed Outcome."""
+    """Run one example through the user's ``fn``; every problem is a failed Outcome.
+
+    ``fn`` is expected to be wrapped by :func:`limited` (SystemExit, time limit).
+    """
     native = from_canonical(
         case.weights, source.format, **harness.writer_options(source.format, source.options())
     )
@@ -121,15 +181,46 @@ def judge(fn: Callable[[Any], Any], source: Side, target: Side, case: Case) -> O
     label = f"{source.format} -> {target.format}"
     try:
         moved = fn(copy.deepcopy(native))
+    except _FunctionFailed as exc:
+        return _problem(label, case, tolerance, str(exc))
     except Exception as exc:  # the user's code failing is a result, not a crash
         return _problem(label, case, tolerance, f"the conversion function raised {_short(exc)}")
     try:
+        # The target format's reader first: it names integer or object arrays that a
+        # runtime might otherwise cast silently (or choke on without saying which).
+        to_canonical(moved, target.format, **harness.reader_options(
+            target.format, case.spec, target.options()))
         actual = target.run(case, moved)
     except Exception as exc:
         reason = f"the target rejected the converted weights: {_short(exc)}"
         return _problem(label, case, tolerance, reason)
     comparison = compare(expected, actual, tolerance)
     return Outcome(label, case, comparison, "" if comparison.ok else "outputs differ", actual)
+
+
+class _Judge:
+    """``judge`` over many cases; after a timeout every call repeats that failure.
+
+    Hypothesis shrinks a failure by replaying smaller cases; calling a function that
+    hangs again on each would cost ``time_limit`` per replay. Repeating the one real
+    timeout keeps the check bounded and reports the case that really timed out.
+    """
+
+    def __init__(self, fn: Callable[[Any], Any], sides: tuple[Side, Side]) -> None:
+        self.fn, self.sides = fn, sides
+        self.timed_out: Outcome | None = None
+
+    def __call__(self, case: Case) -> Outcome:
+        if self.timed_out is not None:
+            return self.timed_out
+        outcome = judge(self.fn, *self.sides, case)
+        if not outcome.ok and "timed out" in _reason(outcome):
+            self.timed_out = outcome
+        return outcome
+
+
+def _reason(outcome: Outcome) -> str:
+    return " ".join(d.problem or "" for d in outcome.comparison.diffs)
 
 
 def _problem(label: str, case: Case, tolerance: Tolerance, reason: str) -> Outcome:
@@ -144,25 +235,36 @@ def _short(exc: BaseException) -> str:
 
 
 def check_conversion(
-    fn: Callable[[Any], Any], *, source: str, target: str, max_examples: int = 50, seed: int = 0
+    fn: Callable[[Any], Any],
+    *,
+    source: str,
+    target: str,
+    max_examples: int = 50,
+    seed: int = 0,
+    time_limit: float | None = DEFAULT_TIME_LIMIT,
 ) -> CheckResult:
     """Check ``fn`` (native ``source`` weights -> native ``target`` weights) on random LSTMs.
 
     Uses the single-layer native contract of each format (see the README).
-    Returns a :class:`CheckResult`; raises ConversionError only for a bad call.
+    ``time_limit``: seconds one call of ``fn`` may take (None: no limit, and ``fn``
+    runs in the calling thread). Returns a :class:`CheckResult`; raises
+    ConversionError only for a bad call.
     """
     if not callable(fn):
-        raise UnknownFormatError(f"fn: {fn!r} is not callable")
-    if not isinstance(max_examples, int) or max_examples < 1:
-        raise ValueError(f"max_examples={max_examples!r}: pass an int >= 1")
+        raise ConversionError(f"fn: {fn!r} is not callable")
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+        raise ConversionError(f"max_examples: {max_examples!r}, expected an int >= 1")
+    _check_time_limit(time_limit)
     sides = choose_side(source), choose_side(target)
     result = CheckResult(
         source, target, runtimes={"source": sides[0].label, "target": sides[1].label}
     )
     caps = joint_capabilities([sides[0].capabilities, sides[1].capabilities])
+    guarded = limited(fn, time_limit)
+    judged = _Judge(guarded, sides)
     found = explore(
         lstm_cases(capabilities=caps, dtypes=("float32",), single_cell=True),
-        lambda case: judge(fn, sides[0], sides[1], case),
+        judged,
         max_examples=max_examples,
         seed_value=seed,
     )
@@ -173,18 +275,43 @@ def check_conversion(
         raise RuntimeError(f"check_conversion could not run the source side: {found.error}")
     if found.failure is not None:
         result.counterexample = found.failure
-        if found.failure.actual is not None:
-            result.diagnosis = diagnose(found.failure.case, found.failure.actual)
+        if judged.timed_out is None:  # a hung fn is not called again to be diagnosed
+            case = found.failure.case  # fn runs again on it: its weights are diagnosed too
+            converted = rerun(guarded, case, source=source, target=target,
+                              source_options=sides[0].options(),
+                              target_options=sides[1].options())
+            result.diagnosis = diagnose(case, found.failure.actual, converted)
     return result
 
 
+def _check_time_limit(time_limit: object) -> None:
+    if time_limit is None:
+        return
+    valid = isinstance(time_limit, (int, float)) and not isinstance(time_limit, bool)
+    if not valid or not 0 < time_limit < math.inf:
+        raise ConversionError(
+            f"time_limit: {time_limit!r}, expected a positive number of seconds or None"
+        )
+
+
 def assert_conversion(
-    fn: Callable[[Any], Any], *, source: str, target: str, max_examples: int = 50, seed: int = 0
+    fn: Callable[[Any], Any],
+    *,
+    source: str,
+    target: str,
+    max_examples: int = 50,
+    seed: int = 0,
+    time_limit: float | None = DEFAULT_TIME_LIMIT,
 ) -> CheckResult:
     """``check_conversion`` for use in pytest: raises AssertionError with the readable result."""
     __tracebackhide__ = True
     result = check_conversion(
-        fn, source=source, target=target, max_examples=max_examples, seed=seed
+        fn,
+        source=source,
+        target=target,
+        max_examples=max_examples,
+        seed=seed,
+        time_limit=time_limit,
     )
     if not result.ok:
         raise AssertionError(str(result))

@@ -16,7 +16,7 @@ from . import options, reference
 from .case import Case
 from .compare import Comparison, Tolerance, compare
 from .convert import convert, from_canonical
-from .diagnose import diagnose
+from .diagnose import Converted, diagnose
 from .io_types import LSTMResult
 from .memo import SHARED
 from .table import Entry
@@ -134,6 +134,9 @@ def check_pair(
     if comparison.ok:
         return Outcome(label, case, comparison, actual=actual)
     verdict = blame(case, {source.name: expected, f"{target.name} (converted)": actual}, tol)
-    named = diagnose(case, actual)
+    # Native weights (not a whole exported model) can be read back and diagnosed in weight space.
+    converted = None if target_run else Converted(
+        moved, target.format, reader_options(target.format, case.spec, dict(target.format_options)))
+    named = diagnose(case, actual, converted, tol)
     verdict += f"\ndiagnosis: {named}" if named else ""
     return Outcome(label, case, comparison, verdict, actual)
