@@ -33,6 +33,7 @@ from ..compare import Comparison, Tolerance, compare
 from ..errors import ConversionError
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
+from ..weight_diagnosis import explain
 from ._base import FileFormatError, FoundLSTM, StoredInputs
 
 
@@ -199,6 +200,9 @@ def verify(source: FoundLSTM, target: FoundLSTM, *, examples: int = 3, seed: int
         if not comparison.ok:
             say(comparison.describe())
         ok = ok and comparison.ok
+    if not ok:  # the two files' weights, compared in the canonical frame, name the mistakes
+        named = explain(source_weights, target_weights).message()
+        say(f"verify: diagnosis: {named or 'both files hold the same weights (within rounding)'}")
     say(f"verify: {'PASSED' if ok else 'FAILED'} ({examples} random input batches)")
     return ok
 
