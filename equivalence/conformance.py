@@ -398,6 +398,7 @@ def _cell(
         "detail": shown.detail if shown else "",
         "runs": len(observed),
         "claimed": _claimed(row, feature, observed),
+        "claimed_off": _claimed_off(row, feature, observed),
         "known": known.reason if known and known.verdict == verdict else None,
     }
 
@@ -408,13 +409,29 @@ def _size(case: Case) -> tuple[int, ...]:
             case.inputs.batch, case.inputs.steps)
 
 
+def _is_claimed(row: Entry, probe: Probe) -> bool:
+    """Whether the row's capabilities claim everything the probe uses."""
+    caps, case = row.capabilities, probe.case
+    return caps.refusal(case.spec) is None and caps.input_refusal(case.inputs) is None
+
+
 def _claimed(row: Entry, feature: Feature, observed: list[Observation]) -> bool | None:
-    """Whether the row's capabilities claim the feature (None: not in the contract)."""
+    """Whether the row claims every probe of the cell (None: an ONNX attribute outside the
+    contract). A cell whose probes differ (one activation claimed, another not) is False."""
     if feature.onnx or not observed:
         return None
-    case = observed[0].probe.case
-    caps = row.capabilities
-    return caps.refusal(case.spec) is None and caps.input_refusal(case.inputs) is None
+    return all(_is_claimed(row, o.probe) for o in observed)
+
+
+def _claimed_off(row: Entry, feature: Feature, observed: list[Observation]) -> str | None:
+    """The smallest probe the row claims that did not match (a false claim), or None."""
+    if feature.onnx:
+        return None
+    off = [o for o in observed if o.verdict != MATCH and _is_claimed(row, o.probe)]
+    if not off:
+        return None
+    worst = min(off, key=lambda o: _size(o.probe.case))
+    return f"{worst.probe.describe()}: {worst.verdict}: {worst.detail}"
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -453,19 +470,18 @@ def run_conformance(
 
 
 def unexpected(cells: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Cells that break an expectation: a known finding that changed, an unknown
-    silently wrong cell, or a feature the row claims that does not match."""
+    """Cells that break an expectation: a case the row claims that did not match (the
+    table is wrong), a known finding that changed, or an unknown silently wrong cell."""
     problems = []
     for cell in cells:
         where = f"{cell['runtime']} / {cell['feature']}"
         known = KNOWN.get((cell["runtime"], cell["feature"]))
-        if known is not None and known.verdict != cell["verdict"]:
+        if cell.get("claimed_off"):
+            problems.append(f"{where}: claimed by the row, but {cell['claimed_off']}")
+        elif known is not None and known.verdict != cell["verdict"]:
             problems.append(f"{where}: known {known.verdict} ({known.reason}), "
                             f"now {cell['verdict']}")
         elif known is None and cell["verdict"] == WRONG:
             problems.append(f"{where}: silently wrong: {cell['minimal_case']} "
                             f"({cell['detail']})")
-        elif known is None and cell["claimed"] and cell["verdict"] != MATCH:
-            problems.append(f"{where}: claimed by the row, but {cell['verdict']}: "
-                            f"{cell['detail']}")
     return problems

@@ -111,23 +111,36 @@ def test_known_findings_reproduce_and_nothing_else_is_off(grid: list[dict[str, A
 
 def test_claimed_features_match(grid: list[dict[str, Any]]) -> None:
     for cell in grid:
+        assert cell["claimed_off"] is None, cell
         if cell["claimed"]:
             assert cell["verdict"] == cf.MATCH, cell
 
 
+def test_a_false_claim_is_named() -> None:
+    """A row claiming sequence lengths on OpenCV (which ignores them) is caught by its cells."""
+    row = _row("opencv")
+    claiming = table.Entry("opencv_claims_lengths", row.runtime, "onnx",
+                           Capabilities(time_major=True))
+    cell = cf.judge(claiming, cf.LENGTHS, max_examples=EXAMPLES, seed=0, shrink_runs=5)
+    assert cell["verdict"] == cf.WRONG and cell["claimed_off"], cell
+    assert any("opencv_claims_lengths / sequence lengths: claimed by the row" in p
+               for p in cf.unexpected([cell]))
+
+
 def test_unexpected_names_changed_findings_new_bugs_and_false_claims() -> None:
-    base = {"max_abs_diff": 0.1, "minimal_case": "case", "detail": "d", "claimed": None}
+    base = {"max_abs_diff": 0.1, "minimal_case": "case", "detail": "d", "claimed_off": None}
     cells = [
         {**base, "runtime": "tract", "feature": "reverse", "verdict": cf.MATCH},  # stopped
         {**base, "runtime": "x", "feature": "forward", "verdict": cf.WRONG},  # new bug
-        {**base, "runtime": "x", "feature": "float16", "verdict": cf.REFUSED, "claimed": True},
+        {**base, "runtime": "x", "feature": "float16", "verdict": cf.REFUSED,
+         "claimed_off": "B=1: refused: no kernel"},  # the row claims what the runtime refuses
         {**base, "runtime": "x", "feature": "float64", "verdict": cf.REFUSED},  # fine
     ]
     problems = cf.unexpected(cells)
     assert len(problems) == 3, problems
     assert "tract / reverse: known silently wrong" in problems[0]
     assert "x / forward: silently wrong" in problems[1]
-    assert "x / float16: claimed" in problems[2]
+    assert "x / float16: claimed by the row, but B=1: refused" in problems[2]
 
 
 def _case(spec: LSTMSpec, steps: int = 5, batch: int = 2) -> Case:
