@@ -213,14 +213,19 @@ class _Judge:
     def __call__(self, case: Case) -> Outcome:
         if self.timed_out is not None:
             return self.timed_out
-        outcome = judge(self.fn, *self.sides, case)
-        if not outcome.ok and "timed out" in _reason(outcome):
+        hung: list[Case] = []
+
+        def watched(native: Any) -> Any:
+            try:
+                return self.fn(native)
+            except _TimedOut:
+                hung.append(case)
+                raise
+
+        outcome = judge(watched, *self.sides, case)
+        if hung:
             self.timed_out = outcome
         return outcome
-
-
-def _reason(outcome: Outcome) -> str:
-    return " ".join(d.problem or "" for d in outcome.comparison.diffs)
 
 
 def _problem(label: str, case: Case, tolerance: Tolerance, reason: str) -> Outcome:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import sys
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -87,3 +92,90 @@ def test_formats_without_a_runtime_here_fall_back_to_the_reference() -> None:
     )
     assert result.ok, str(result)
     assert "reference in cudnn semantics" in result.runtimes["target"]
+
+
+# -- a user's function that hangs, exits, or returns the wrong kind of arrays -----------------
+
+
+def test_a_hung_function_is_a_failed_result_within_the_time_limit() -> None:
+    release = threading.Event()
+    calls = []
+
+    def hangs(weights: dict) -> dict:
+        calls.append(1)
+        release.wait()  # until the test ends: never within the limit
+        return ours("torch", "onnx")(weights)
+
+    started = time.perf_counter()
+    try:
+        result = check_conversion(hangs, source="torch", target="onnx", max_examples=10,
+                                  time_limit=0.5)
+    finally:
+        release.set()
+    assert not result.ok
+    assert "timed out" in str(result) and "0.5 s" in str(result)
+    assert result.counterexample is not None
+    assert len(calls) == 1, "a hung function was called again (shrinking must not re-hang)"
+    assert time.perf_counter() - started < 30
+
+
+def test_a_slow_function_within_the_limit_passes() -> None:
+    def slow(weights: dict) -> dict:
+        time.sleep(0.05)
+        return ours("torch", "onnx")(weights)
+
+    result = check_conversion(slow, source="torch", target="onnx", max_examples=3,
+                              time_limit=5)
+    assert result.ok, str(result)
+
+
+@pytest.mark.parametrize("time_limit", [60.0, None])
+def test_system_exit_from_the_function_is_a_failed_result(time_limit) -> None:
+    def exits(weights: dict) -> dict:
+        sys.exit(3)
+
+    result = check_conversion(exits, source="torch", target="onnx", max_examples=3,
+                              time_limit=time_limit)
+    assert not result.ok
+    assert "the conversion function raised SystemExit: 3" in str(result)
+
+
+def test_keyboard_interrupt_from_the_function_still_stops_the_check() -> None:
+    def interrupted(weights: dict) -> dict:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        check_conversion(interrupted, source="torch", target="onnx", max_examples=2)
+
+
+@pytest.mark.parametrize(
+    "cast, dtype", [(lambda a: a.astype(object), "object"), (np.int64, "int64")]
+)
+def test_onnx_target_names_object_and_integer_arrays(cast, dtype: str) -> None:
+    def wrong_kind(weights: dict) -> dict:
+        moved = ours("torch", "onnx")(weights)
+        return {**moved, "W": cast(np.round(moved["W"]))}
+
+    result = check_conversion(wrong_kind, source="torch", target="onnx", max_examples=3)
+    assert not result.ok
+    named = f"the target rejected the converted weights: WeightValueError: layer 0 W: dtype {dtype}"
+    assert named in str(result)
+
+
+@pytest.mark.parametrize(
+    "options, text",
+    [
+        ({"max_examples": 0}, "max_examples: 0, expected an int >= 1"),
+        ({"max_examples": -3}, "max_examples: -3"),
+        ({"max_examples": True}, "max_examples: True"),
+        ({"max_examples": 2.5}, "max_examples: 2.5"),
+        ({"time_limit": 0}, "time_limit: 0, expected a positive number"),
+        ({"time_limit": float("nan")}, "time_limit: nan"),
+        ({"time_limit": "60"}, "time_limit: '60'"),
+    ],
+)
+def test_bad_check_options_raise_conversion_errors(options: dict, text: str) -> None:
+    with pytest.raises(eq.ConversionError, match=re.escape(text)):
+        check_conversion(ours("torch", "onnx"), source="torch", target="onnx", **options)
+    with pytest.raises(eq.ConversionError, match="fn: 'not a function' is not callable"):
+        check_conversion("not a function", source="torch", target="onnx")
