@@ -1,7 +1,7 @@
 """Third-party converters under test: results are real, correct ones pass, known bugs are recorded.
 
-One run of every converter (module fixture, 2 examples per configuration:
-the slow part) feeds the checks on the entries. Converters that need Keras 2
+Each converter runs in its own test (2 examples per configuration: the slow
+part), and its report entry is checked. Converters that need Keras 2
 and torchvision (nobuco, onnx2torch) run in the side environment; without it
 their test FAILS and says how to build it (``tox -e thirdparty``), so no
 converter passes over nothing. A deliberately wrong CuDNNLSTM writer and an
@@ -16,13 +16,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import find
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from equivalence import from_canonical
 from equivalence import third_party as tp
 from equivalence.explore import case_features
 from equivalence.third_party import base, runner
 from equivalence.third_party.cudnn_h5 import CuDNNH5
+from equivalence.third_party.nobuco_to_keras import Nobuco
 from equivalence.third_party.torch_onnx_export import TorchOnnxExport
 
 pytestmark = pytest.mark.cpu
@@ -34,67 +36,38 @@ BUILD_SIDE = ("build the side environment with `tox -e thirdparty` (or point "
               f"{runner.SIDE_PYTHON_ENV} at its python)")
 
 
-@pytest.fixture(scope="module")
-def entries() -> dict[str, dict[str, Any]]:
-    return {e["converter"]: e for e in tp.run_third_party(max_examples=EXAMPLES, seed=0)}
-
-
-def _configurations(entry: dict[str, Any]) -> list[tuple[tp.Configuration, dict[str, Any]]]:
-    declared = {c.name: c for c in tp.BY_NAME[entry["converter"]].configurations}
-    return [(declared[c["name"]], c) for c in entry["configurations"]]
-
-
-def test_every_converter_has_a_well_formed_entry(entries: dict[str, dict[str, Any]]) -> None:
-    assert list(entries) == [cls.name for cls in tp.CONVERTERS]
-    json.dumps(list(entries.values()), allow_nan=False)  # the results JSON must hold them
-    for entry in entries.values():
-        assert set(entry) >= ENTRY_KEYS, entry["converter"]
-        for config in entry["configurations"]:
-            assert set(config) >= CONFIG_KEYS, (entry["converter"], config["name"])
+def _check_entry(converter: type[tp.Converter], entry: dict[str, Any]) -> None:
+    """Well formed, ran every configuration, correct ones pass, known bugs reproduce."""
+    __tracebackhide__ = True
+    json.dumps(entry, allow_nan=False)  # the results JSON must hold it
+    assert set(entry) >= ENTRY_KEYS and entry["converter"] == converter.name
+    hint = f"; {BUILD_SIDE}" if converter.environment == base.SIDE else ""
+    assert entry["runnable"], f"{converter.name} did not run: {entry['reason']}{hint}"
+    assert [c["name"] for c in entry["configurations"]] == [
+        c.name for c in converter.configurations]
+    for declared, config in zip(converter.configurations, entry["configurations"], strict=True):
+        where = f"{converter.name} [{config['name']}]"
+        assert set(config) >= CONFIG_KEYS, where
+        assert config["examples"] >= 1, f"{where}: no example ran"
+        assert not config["unexpected"], f"{where}: unexpected\n{config['minimal_failing_case']}"
+        known = declared.known_failure
+        if known is None:
+            assert config["passed"], f"{where}:\n{config['minimal_failing_case']}"
+            assert config["examples"] == EXAMPLES, where
+            assert config["max_abs_diff"] is not None and config["max_abs_diff"] < 1e-5, where
+        else:
+            assert not config["passed"], f"{where}: known failure did not reproduce"
+            assert config["expected_failure_reason"] == known.reason, where
+            assert config["minimal_failing_case"].startswith("case: "), where
+            assert known.signature in config["minimal_failing_case"], where
+    assert entry["status"] in ("passed", "known failures"), entry["status"]
 
 
 @pytest.mark.parametrize("converter", tp.CONVERTERS, ids=lambda cls: cls.name)
-def test_every_converter_ran_every_configuration(entries: dict[str, dict[str, Any]],
-                                                 converter: type[tp.Converter]) -> None:
-    entry = entries[converter.name]
-    hint = f"; {BUILD_SIDE}" if converter.environment == base.SIDE else ""
-    assert entry["runnable"], f"{converter.name} did not run: {entry['reason']}{hint}"
-    names = [c["name"] for c in entry["configurations"]]
-    assert names == [c.name for c in converter.configurations]
-    for config in entry["configurations"]:
-        assert config["examples"] >= 1, f"{converter.name} [{config['name']}]: no example ran"
-
-
-def test_correct_configurations_pass(entries: dict[str, dict[str, Any]]) -> None:
-    for entry in entries.values():
-        for declared, config in _configurations(entry):
-            if declared.known_failure is None:
-                where = f"{entry['converter']} [{config['name']}]"
-                assert config["passed"], f"{where}:\n{config['minimal_failing_case']}"
-                assert config["examples"] == EXAMPLES, where
-                assert config["max_abs_diff"] is not None and config["max_abs_diff"] < 1e-5
-
-
-def test_known_bugs_are_recorded_as_expected_failures(
-    entries: dict[str, dict[str, Any]],
-) -> None:
-    for entry in entries.values():
-        for declared, config in _configurations(entry):
-            if declared.known_failure is None:
-                continue
-            where = f"{entry['converter']} [{config['name']}]"
-            assert not config["passed"], f"{where}: known failure did not reproduce"
-            assert config["expected_failure_reason"] == declared.known_failure.reason, where
-            assert declared.known_failure.signature in config["minimal_failing_case"], where
-            assert config["minimal_failing_case"].startswith("case: "), where
-            assert not entry["passed"], where
-
-
-def test_nothing_unexpected(entries: dict[str, dict[str, Any]]) -> None:
-    for entry in entries.values():
-        surprises = [c["name"] for c in entry["configurations"] if c["unexpected"]]
-        assert not surprises, f"{entry['converter']}: unexpected results in {surprises}"
-        assert entry["status"] != "unexpected results"
+def test_converter_runs_its_configurations(converter: type[tp.Converter]) -> None:
+    """One converter per test, so xdist workers share the work without repeating it."""
+    [entry] = tp.run_third_party(max_examples=EXAMPLES, seed=0, only=[converter.name])
+    _check_entry(converter, entry)
 
 
 @pytest.mark.parametrize(
@@ -105,13 +78,20 @@ def test_nothing_unexpected(entries: dict[str, dict[str, Any]]) -> None:
 def test_cases_are_the_harness_cases_both_rows_run(converter: type[tp.Converter],
                                                    config: tp.Configuration) -> None:
     """A configuration's requirements can be drawn, and both rows accept every drawn case."""
-    instance = converter.__new__(converter)  # rows and cases only: no framework needed
+    instance = converter()  # rows and cases only: nothing is converted
     rows = (instance.source_entry(config), instance.target_entry(config))
-    case = find(instance.cases(config), lambda c: c.spec.layers == 2 or c.inputs.batch > 1)
-    assert config.requires <= case_features(case), config.name
-    for row in rows:
-        caps = row.capabilities
-        assert caps.refusal(case.spec) is None and caps.input_refusal(case.inputs) is None, row
+
+    @settings(max_examples=5, database=None, deadline=None)
+    @given(st.data())
+    def drawn(data: st.DataObject) -> None:
+        case = data.draw(instance.cases(config))
+        assert config.requires <= case_features(case), config.name
+        for row in rows:
+            caps = row.capabilities
+            assert caps.refusal(case.spec) is None, (row.name, case.describe())
+            assert caps.input_refusal(case.inputs) is None, (row.name, case.describe())
+
+    drawn()
 
 
 def _keras_layout_as_cudnn(case: Any, native: Any) -> list[np.ndarray]:
@@ -173,7 +153,12 @@ def test_results_are_classified(known: tp.KnownFailure | None, passed: bool,
     assert entry["unexpected"] is unexpected
 
 
-def test_a_missing_side_interpreter_is_reported() -> None:
-    found, error = runner.SideRun(["nobuco"], max_examples=1, seed=0,
-                                  python="/nonexistent/python").entries()
-    assert found == [] and error and "did not start" in error
+def test_a_side_converter_without_its_environment_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No side interpreter: the converter's entry says why, and its test fails, not passes."""
+    assert Nobuco().unavailable_reason() is not None, "nobuco imports in the main environment"
+    monkeypatch.setenv(runner.SIDE_PYTHON_ENV, "/nonexistent/python")
+    [entry] = tp.run_third_party(max_examples=1, seed=0, only=[Nobuco.name])
+    assert not entry["runnable"] and "did not start" in entry["reason"], entry
+    assert entry["status"] == "not runnable here" and entry["configurations"] == []
+    with pytest.raises(AssertionError, match="tox -e thirdparty"):
+        _check_entry(Nobuco, entry)
