@@ -77,6 +77,9 @@ def report(args: argparse.Namespace) -> int:
 
             found = run_catalogue(max_examples=args.examples, seed=args.seed)
             data["mutations"] = [m.as_dict() for m in found]
+            from .conformance import run_conformance
+
+            data["conformance"] = run_conformance(max_examples=args.examples, seed=args.seed)
             from .third_party import run_third_party
 
             # third-party converters are slow (exports, saves): a few examples per configuration

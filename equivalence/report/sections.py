@@ -28,6 +28,7 @@ from .document import (
     Link,
     Paragraph,
     Span,
+    Strong,
     Table,
     cell,
     slug,
@@ -308,6 +309,50 @@ def mutations(ctx: Context) -> list[Block]:
     ]
 
 
+def conformance(ctx: Context) -> list[Block]:
+    """Runtime x feature: match, refused by name, or silently wrong (its own failure class)."""
+    from .conformance_plot import MATCH, WRONG, axes
+
+    cells = ctx.data.get("conformance") or []
+    if not cells:
+        return []
+    runtimes, features, by_key = axes(cells)
+    verdict_class = {MATCH: "pass", WRONG: "fail"}
+    rows = []
+    for runtime in runtimes:
+        row = [cell(runtime)]
+        for feature in features:
+            found = by_key.get((runtime, feature))
+            if found is None:
+                row.append(cell(""))
+                continue
+            text = found["verdict"] + (" (claimed)" if found.get("claimed") else "")
+            row.append(cell(text, verdict=verdict_class.get(found["verdict"], "")))
+        rows.append(row)
+    findings = [
+        (Strong(f"{c['runtime']} / {c['feature']}: {c['verdict']}"),
+         f" (max abs diff {c['max_abs_diff']:.3g})" if c.get("max_abs_diff") is not None else "",
+         ". Minimal case: ", Code(str(c.get("minimal_case", ""))),
+         f". {c.get('detail', '')}" if c.get("detail") else "")
+        for c in sorted(cells, key=lambda c: (c["verdict"] != WRONG, c["runtime"], c["feature"]))
+        if c["verdict"] != MATCH
+    ]
+    blocks: list[Block] = [
+        Heading(2, "Conformance"),
+        Paragraph(("Every runtime against every feature it could meet, on generated cases: it "
+                   "matches the float64 reference, refuses by name, or is ",
+                   Strong("silently wrong"), " (runs and gives other numbers). "
+                   "(claimed): the runtime's table row claims the feature. Found cases are "
+                   "kept as expected failures in ", Code("tests/test_conformance.py"), ".")),
+    ]
+    if ctx.images:
+        blocks.append(Image("conformance.png", "conformance grid"))
+    blocks.append(Table(["runtime", *features], rows, row_headers=True))
+    if findings:
+        blocks += [Heading(3, "Refused and silently wrong"), BulletList(findings)]
+    return blocks
+
+
 def versions(ctx: Context) -> list[Block]:
     """One column per environment; every package any of them recorded."""
     runs = ctx.runs() or [{"name": "this run", "versions": ctx.data["versions"]}]
@@ -332,8 +377,8 @@ def error_growth(ctx: Context) -> list[Block]:
 
 
 SECTIONS: tuple[Callable[[Context], list[Block]], ...] = (
-    lead, matrix, failures, runtimes, every_check, version_matrix, third_party, mutations,
-    versions, error_growth,
+    lead, matrix, failures, runtimes, every_check, version_matrix, conformance, third_party,
+    mutations, versions, error_growth,
 )
 
 

@@ -8,9 +8,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import plots, render, results
+from . import conformance_plot, plots, render, results
 
-FILES = ("equivalence.json", "index.md", "index.html", "heatmap.png", "error_growth.png")
+FILES = ("equivalence.json", "index.md", "index.html", "heatmap.png", "error_growth.png",
+         "conformance.png")
 
 
 class ReportWriteError(results.ResultsFileError):
@@ -18,7 +19,7 @@ class ReportWriteError(results.ResultsFileError):
 
 
 def write_report(data: dict[str, Any], out: Path, *, replay: str) -> list[Path]:
-    """Write the five files into ``out``; on any error nothing of the new report is left."""
+    """Write the report files into ``out``; on any error nothing of the new report is left."""
     out = Path(out)
     parent = out.resolve().parent
     try:
@@ -32,6 +33,7 @@ def write_report(data: dict[str, Any], out: Path, *, replay: str) -> list[Path]:
         (staging / "index.html").write_text(render.html_page(data, replay=replay))
         plots.heatmap(data, staging / "heatmap.png")
         plots.error_growth(data, staging / "error_growth.png")
+        conformance_plot.draw(data.get("conformance") or [], staging / "conformance.png")
         _swap_in(staging, out)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
