@@ -129,10 +129,11 @@ def _floats(native: Any) -> Iterator[np.ndarray]:
 
 def _kernel_values_present(weights: LSTMWeights, native: Any) -> bool:
     """Whether every source kernel value appears (as a multiset) among the converted arrays."""
-    found = Counter(np.concatenate([np.float32(a) for a in _floats(native)] or [np.zeros(0)])
-                    .tolist())
-    wanted = Counter(np.concatenate([np.float32(np.ravel(m)) for _, _, cell in weights.iter_cells()
-                                     for m in (cell.w_input, cell.w_recurrent)]).tolist())
+    arrays = [a.astype(np.float32) for a in _floats(native)]
+    found: Counter[float] = Counter(np.concatenate(arrays).tolist() if arrays else [])
+    kernels = [np.ravel(m).astype(np.float32) for _, _, cell in weights.iter_cells()
+               for m in (cell.w_input, cell.w_recurrent)]
+    wanted: Counter[float] = Counter(np.concatenate(kernels).tolist())
     return bool(wanted) and not wanted - found
 
 

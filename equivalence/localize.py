@@ -16,6 +16,7 @@ Without the converted weights, the outputs still say a lot:
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -136,8 +137,10 @@ def _states(case: Case, expected: LSTMResult, actual: LSTMResult,
     for layer in range(spec.layers):
         found = []
         for direction in range(spec.directions):
-            h_off = _off(expected.h[layer, direction], actual.h[layer, direction], tolerance).any()
-            c_off = _off(expected.c[layer, direction], actual.c[layer, direction], tolerance).any()
+            h_off = bool(_off(expected.h[layer, direction], actual.h[layer, direction],
+                              tolerance).any())
+            c_off = bool(_off(expected.c[layer, direction], actual.c[layer, direction],
+                              tolerance).any())
             if h_off or c_off:
                 found.append(_state_text(h_off, c_off) + _cell(case.weights, layer, direction,
                                                                 " in "))
@@ -201,7 +204,7 @@ def _best_gate(case: Case, expected: LSTMResult, actual: LSTMResult,
     cells = dict.fromkeys((p.layer, p.direction) for _, p in gates[:2])
     weights = linear_fits(_weight_changes(cells, case))
     shortlist = gates[:2] + weights[:2]
-    refined = [_refine(p, lambda s, p=p: outcome(p, s), base + error) for _, p in shortlist]
+    refined = [_refine(p, functools.partial(outcome, p), base + error) for _, p in shortlist]
     if not refined:
         return ""
     left, best = min(refined, key=lambda pair: pair[0])

@@ -91,6 +91,7 @@ class Fix:
 
     kind: str  # "scale" or "offset"
     value: float
+    free: bool = False  # fitted, not one of the round constants (a little less believable)
 
     def apply(self, predicted: Predicted) -> Predicted:
         if self.kind == "scale":
@@ -116,7 +117,8 @@ class BlockFit:
 
     @property
     def complexity(self) -> float:
-        return (self.fix is not None) + 0.5 * bool(self.roundings)
+        fix = 0.0 if self.fix is None else 1.25 if self.fix.free else 1.0
+        return fix + 0.5 * bool(self.roundings)
 
 
 def _judge(
@@ -145,20 +147,22 @@ def _loosely_off(actual: Observed, predicted: Predicted) -> int:
     return int(np.count_nonzero(error > 0.02 * predicted.magnitude + SMALLEST["float16"]))
 
 
-def _scales(actual: np.ndarray, predicted: np.ndarray) -> list[float]:
+def _scales(actual: np.ndarray, predicted: np.ndarray) -> list[tuple[float, bool]]:
+    """(scale, fitted freely) candidates: round ones near the least-squares fit, else the fit."""
     norm = float(np.dot(predicted, predicted))
     if norm == 0.0:
         return []
     fitted = float(np.dot(actual, predicted)) / norm
-    near = [s for s in NICE_SCALES if abs(s - fitted) <= 1e-2 * max(abs(s), 1e-1)]
-    free = [fitted] if actual.size > 1 and not near and abs(fitted - 1.0) > 1e-2 else []
+    near = [(s, False) for s in NICE_SCALES if abs(s - fitted) <= 1e-2 * max(abs(s), 1e-1)]
+    free = [(fitted, True)] if actual.size > 1 and not near and abs(fitted - 1.0) > 1e-2 else []
     return near + free
 
 
-def _offsets(actual: np.ndarray, predicted: np.ndarray) -> list[float]:
+def _offsets(actual: np.ndarray, predicted: np.ndarray) -> list[tuple[float, bool]]:
+    """(offset, fitted freely) candidates: round ones near the median difference, else it."""
     fitted = float(np.median(actual - predicted))
-    near = [c for c in NICE_OFFSETS if abs(c - fitted) <= 1e-2 * max(abs(c), 1.0)]
-    free = [fitted] if actual.size > 1 and not near and abs(fitted) > 1e-3 else []
+    near = [(c, False) for c in NICE_OFFSETS if abs(c - fitted) <= 1e-2 * max(abs(c), 1.0)]
+    free = [(fitted, True)] if actual.size > 1 and not near and abs(fitted) > 1e-3 else []
     return near + free
 
 
@@ -174,9 +178,10 @@ def fit(
     best = BlockFit.judged(actual, predicted, working)
     if not best.unexplained:
         return best
-    fixes = [Fix("scale", s) for s in _scales(actual.values, predicted.values)] if scales else []
+    fixes = [Fix("scale", s, free) for s, free in _scales(actual.values, predicted.values)
+             if scales]
     if offsets:
-        fixes += [Fix("offset", c) for c in _offsets(actual.values, predicted.values)]
+        fixes += [Fix("offset", c, free) for c, free in _offsets(actual.values, predicted.values)]
     for fix in fixes:
         fixed = fix.apply(predicted)
         if _loosely_off(actual, fixed) >= best.unexplained:

@@ -23,8 +23,9 @@ BLOCK_NAMES = {"w_input": GATES, "w_recurrent": GATES, "bias": GATES,
                "peephole": PEEPHOLE_GATES, "projection": ("",)}
 FEW = 4  # up to this many unexplained elements are named one by one
 # Gate orders people know (canonical: i, f, g, o); a read-back shows an order or its inverse.
-KNOWN_ORDERS = {(0, 2, 1, 3): "TF1's i, j, f, o order", (0, 3, 1, 2): "ONNX's i, o, f, c order",
-                (0, 2, 3, 1): "ONNX's i, o, f, c order", (2, 1, 0, 3): "NeoML's g, f, i, o order"}
+KNOWN_ORDERS: dict[tuple[int, ...], str] = {
+    (0, 2, 1, 3): "TF1's i, j, f, o order", (0, 3, 1, 2): "ONNX's i, o, f, c order",
+    (0, 2, 3, 1): "ONNX's i, o, f, c order", (2, 1, 0, 3): "NeoML's g, f, i, o order"}
 LAYOUT_TEXT = {
     "blocks": "gate blocks reshaped instead of transposed",
     "blocks_back": "gate blocks reshaped instead of transposed",

@@ -73,7 +73,7 @@ class Guess:
         return sum(len(p) for p in self.positions)
 
     def _scatter(self, parts: Iterable[np.ndarray], dtype: type) -> np.ndarray:
-        flat = np.zeros(self.size, dtype=dtype)
+        flat: np.ndarray = np.zeros(self.size, dtype=dtype)
         for where, part in zip(self.positions, parts, strict=True):
             flat[where] = part
         return flat
@@ -277,7 +277,7 @@ def _moves(guess: Guess, own: str, actual: Observed, matrices: dict[str, np.ndar
         return guess
     if not guess.unexplained:
         return guess
-    fits, moves = list(guess.fits), []
+    fits, moves = list(guess.fits), list[tuple[int, int]]()
     candidates = [Predicted.of(b) for b in np.split(other, 4)]
     for k, piece in enumerate(guess.positions):
         if not fits[k].unexplained:
@@ -303,7 +303,7 @@ def guess_bias(expected: CellWeights, actual: CellWeights, working: str,
         return plain
     preferred = tuple(preferred)
     shape = (len(parts[0]), 1)
-    guesses, seen = [], []
+    guesses, seen = list[Guess](), list[np.ndarray]()
     for text, share_in, share_rec in BIAS_COMBOS:
         content = Predicted(share_in * parts[0] + share_rec * parts[1],
                             np.abs(share_in * parts[0]) + np.abs(share_rec * parts[1]))
@@ -347,11 +347,12 @@ def _two_orders(parts: tuple[np.ndarray, np.ndarray], summed: Observed, working:
 def guess_peepholes(expected: CellWeights, actual: CellWeights, working: str) -> Guess:
     """Peephole rows i, f, o: in which order, with which scales."""
     source = _float(expected, "peephole")
-    return guess_array(Observed.of(actual.peephole), {"peephole": Predicted.of(source)},
+    return guess_array(Observed.of(_float(actual, "peephole")), {"peephole": Predicted.of(source)},
                        "peephole", (source.size, 1), working, count=3)
 
 
 def guess_projection(expected: CellWeights, actual: CellWeights, working: str) -> Guess:
     source = _float(expected, "projection")
-    return guess_array(Observed.of(actual.projection), {"projection": Predicted.of(source)},
-                       "projection", source.shape, working, count=1)
+    observed = Observed.of(_float(actual, "projection"))
+    return guess_array(observed, {"projection": Predicted.of(source)}, "projection",
+                       source.shape, working, count=1)
