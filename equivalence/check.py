@@ -292,8 +292,12 @@ def check_conversion(
 def _check_time_limit(time_limit: object) -> None:
     if time_limit is None:
         return
-    valid = isinstance(time_limit, (int, float)) and not isinstance(time_limit, bool)
-    if not valid or not 0 < time_limit < math.inf:
+    number = (
+        float(time_limit)
+        if isinstance(time_limit, (int, float)) and not isinstance(time_limit, bool)
+        else math.nan
+    )
+    if not 0 < number < math.inf:
         raise ConversionError(
             f"time_limit: {time_limit!r}, expected a positive number of seconds or None"
         )

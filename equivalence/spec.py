@@ -121,8 +121,11 @@ class LSTMSpec:
         return cls(**data)
 
 
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+def _real(value: object) -> float | None:
+    """``value`` as a float when it is a real number (bools are not), else None."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        return float(value)
+    return None
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -151,13 +154,15 @@ def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
 
 
 def _positive_number(name: str, value: object) -> float:
-    if not _is_real(value) or not 0 < value < math.inf:
+    number = _real(value)
+    if number is None or not 0 < number < math.inf:
         raise SpecError(f"{name}: {value!r}, expected a positive finite number or None")
-    return float(value)
+    return number
 
 
 def finite_number(name: str, value: object) -> float:
     """``value`` as a float; anything but a finite real number is a SpecError naming ``name``."""
-    if not _is_real(value) or not math.isfinite(value):
+    number = _real(value)
+    if number is None or not math.isfinite(number):
         raise SpecError(f"{name}: {value!r}, expected a finite number")
-    return float(value)
+    return number

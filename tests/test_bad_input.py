@@ -301,17 +301,17 @@ RAISES_NAMED = {
         "weight_ih_l0: dtype float128",
     ),
     "hand-built LSTMWeights with a wrong spec type": (
-        lambda: eq.LSTMWeights("spec", ()),
+        lambda: eq.LSTMWeights("spec", ()),  # type: ignore[arg-type]
         eq.SpecError,
         "spec: got str, expected LSTMSpec",
     ),
     "hand-built LSTMWeights with cells not in a tuple": (
-        lambda: eq.LSTMWeights(eq.LSTMSpec(3, 4), None),
+        lambda: eq.LSTMWeights(eq.LSTMSpec(3, 4), None),  # type: ignore[arg-type]
         eq.ConversionError,
         "cells: got NoneType",
     ),
     "hand-built LSTMWeights with a non-cell": (
-        lambda: eq.LSTMWeights(eq.LSTMSpec(3, 4), ((1,),)),
+        lambda: eq.LSTMWeights(eq.LSTMSpec(3, 4), ((1,),)),  # type: ignore[arg-type]
         eq.ConversionError,
         r"cells\[0\]\[0\]: got int, expected CellWeights",
     ),
@@ -323,7 +323,7 @@ def hand_cell(**changes) -> eq.CellWeights:
     return eq.CellWeights(**{**cell.arrays(), **changes})
 
 
-HAND_BUILT = {
+HAND_BUILT: dict[str, tuple[dict, type, str]] = {
     "a list": (dict(w_input=[[0.0] * 3] * 16), eq.WeightValueError, "got list"),
     "integers": (dict(b_input=np.zeros(16, np.int64)), eq.WeightValueError, "dtype int64"),
     "NaN": (dict(b_recurrent=np.full(16, np.nan)), eq.WeightValueError, "contains NaN"),
@@ -356,7 +356,7 @@ def test_hand_built_weights_are_validated_at_construction(case: str) -> None:
 
 def test_hand_built_lists_of_cells_are_kept_as_tuples() -> None:
     cell = hand_cell()
-    weights = eq.LSTMWeights(eq.LSTMSpec(3, 4, dtype="float64"), [[cell]])
+    weights = eq.LSTMWeights(eq.LSTMSpec(3, 4, dtype="float64"), [[cell]])  # type: ignore[arg-type]
     assert weights.cells == ((cell,),)
 
 
@@ -386,7 +386,9 @@ def test_hand_built_spec_fields_are_validated(field: str, value) -> None:
 
 
 def test_spec_normalises_numpy_scalars_and_from_dict_names_missing_fields() -> None:
-    spec = eq.LSTMSpec(np.int64(3), np.int32(4), cell_clip=np.float32(0.5), forget_bias=1)
+    numpy_scalars: dict = {"input_size": np.int64(3), "units": np.int32(4),
+                           "cell_clip": np.float32(0.5)}
+    spec = eq.LSTMSpec(**numpy_scalars, forget_bias=1)
     assert spec == eq.LSTMSpec(3, 4, cell_clip=0.5, forget_bias=1.0)
     assert type(spec.input_size) is int and type(spec.cell_clip) is float
     with pytest.raises(eq.SpecError, match=r"spec: missing fields \['units'\]"):
