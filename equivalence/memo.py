@@ -36,6 +36,8 @@ class Unhashable(Exception):
 def _feed(digest: Any, value: Any) -> None:
     if isinstance(value, np.ndarray) or type(value).__module__ == "numpy":
         array = np.ascontiguousarray(value)
+        if array.dtype.hasobject:  # no stable bytes; the run itself names such arrays
+            raise Unhashable("object array")
         digest.update(f"a{array.dtype.str}{array.shape}".encode())
         digest.update(array.view(np.uint8).tobytes() if array.size else b"")
     elif isinstance(value, Mapping):

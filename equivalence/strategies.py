@@ -123,10 +123,11 @@ def lstm_inputs(
     x = rng.normal(size=(batch, steps, spec.input_size)).astype(dtype)
     # Everything is drawn whatever the capabilities, then masked (see lstm_specs).
     shape = (spec.layers, spec.directions, batch)
-    h0 = rng.uniform(-1, 1, (*shape, spec.output_size)).astype(dtype)
-    c0 = rng.uniform(-1, 1, (*shape, spec.units)).astype(dtype)
-    lengths = rng.integers(1, steps + 1, size=batch)
-    lengths[rng.integers(batch)] = steps  # frameworks size outputs by the longest sequence
+    h0: np.ndarray | None = rng.uniform(-1, 1, (*shape, spec.output_size)).astype(dtype)
+    c0: np.ndarray | None = rng.uniform(-1, 1, (*shape, spec.units)).astype(dtype)
+    drawn = rng.integers(1, steps + 1, size=batch)
+    drawn[rng.integers(batch)] = steps  # frameworks size outputs by the longest sequence
+    lengths: np.ndarray | None = drawn
     wants_state, wants_lengths, wants_time_major = (draw(st.booleans()) for _ in range(3))
     if not (capabilities.initial_state and wants_state):
         h0 = c0 = None

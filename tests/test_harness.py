@@ -44,7 +44,7 @@ def test_swapped_gates_are_caught_in_a_real_pair_and_blamed_on_the_converted_sid
         "I=3 H=4",
         "greatest absolute difference",
         "allowed:",
-        "diagnosis: f and o swapped",
+        "diagnosis: f and o blocks swapped",
         "replay: pytest x",
     ):
         assert piece in message
