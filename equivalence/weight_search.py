@@ -41,6 +41,9 @@ BIAS_COMBOS = (
     ("bias counted twice (the sum kept in both biases)", 2.0, 2.0),
 )
 Table = list[list[BlockFit]]
+# Biases go through forget_bias round trips (TF1 writes b - 1.0, reads it back + 1.0), which
+# round at the scale of that constant, however small the bias: their magnitude counts it.
+FOLD_SCALE = 1.0
 
 
 @dataclass(frozen=True)
@@ -297,7 +300,7 @@ def guess_bias(expected: CellWeights, actual: CellWeights, working: str,
     """The bias sum: which biases went in, in which gate order, with which offsets."""
     parts = _float(expected, "b_input"), _float(expected, "b_recurrent")
     summed = Observed.of(actual.b_input, actual.b_recurrent)
-    correct = Predicted(parts[0] + parts[1], np.abs(parts[0]) + np.abs(parts[1]))
+    correct = Predicted(parts[0] + parts[1], np.abs(parts[0]) + np.abs(parts[1]) + FOLD_SCALE)
     plain = as_is(summed, correct, working, 4)
     if not plain.unexplained:
         return plain
@@ -306,7 +309,8 @@ def guess_bias(expected: CellWeights, actual: CellWeights, working: str,
     guesses, seen = list[Guess](), list[np.ndarray]()
     for text, share_in, share_rec in BIAS_COMBOS:
         content = Predicted(share_in * parts[0] + share_rec * parts[1],
-                            np.abs(share_in * parts[0]) + np.abs(share_rec * parts[1]))
+                            np.abs(share_in * parts[0]) + np.abs(share_rec * parts[1])
+                            + FOLD_SCALE)
         if any(np.all(np.abs(content.values - s) <= 2 * EPS[working] * content.magnitude)
                for s in seen):
             continue  # indistinguishable from a simpler reading (e.g. a zero recurrent bias)
@@ -325,8 +329,11 @@ def _two_orders(parts: tuple[np.ndarray, np.ndarray], summed: Observed, working:
     """Input and recurrent biases each in its own gate order (e.g. one half of ONNX's B)."""
     pieces = _rows(4, summed.values.size)
     blocks = [np.split(p, 4) for p in parts]
-    table = [[[fit(summed.take(piece), Predicted(a + b, np.abs(a) + np.abs(b)), working,
-                   offsets=True) for b in blocks[1]] for a in blocks[0]] for piece in pieces]
+    def both(a: np.ndarray, b: np.ndarray) -> Predicted:
+        return Predicted(a + b, np.abs(a) + np.abs(b) + FOLD_SCALE)
+
+    table = [[[fit(summed.take(piece), both(a, b), working, offsets=True) for b in blocks[1]]
+              for a in blocks[0]] for piece in pieces]
     best = None
     for first, second in itertools.product(itertools.permutations(range(4)), repeat=2):
         if first == second:

@@ -504,3 +504,12 @@ def test_unreadable_converted_weights_say_why() -> None:
     text = diagnose(case, None, Converted([np.zeros((4, 16))], "keras"))
     assert text is not None and text.startswith("the converted weights cannot be read back as "
                                                 "keras: ")
+
+
+@pytest.mark.parametrize("name", sorted(formats.FORMATS))
+def test_tiny_biases_through_forget_bias_round_trips_are_not_a_mistake(name: str) -> None:
+    """TF1 writes b - 1.0 and reads it back + 1.0: float32 rounds that at the scale of 1.0."""
+    source = on_cells(weights_for(LSTMSpec(3, 4), 11), lambda c: replace(
+        c, b_input=c.b_input * np.float32(1e-3), b_recurrent=c.b_recurrent * np.float32(1e-3)))
+    back = to_canonical(from_canonical(source, name), name, **read_options(name, source.spec))
+    assert not explain(source, back), explain(source, back).message()
