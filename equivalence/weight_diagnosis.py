@@ -251,7 +251,8 @@ def _swaps(mapping: dict[tuple[int, int], tuple[int, int]], weights: LSTMWeights
             texts.append(f"forward and backward directions swapped{layer}")
         elif mapping.get(source) == key and key[1] == source[1]:
             side = cell_name(weights, 0, key[1]).removeprefix("layer 0").strip()
-            texts.append(f"layers {source[0]} and {key[0]} swapped"
+            low, high = sorted((source[0], key[0]))
+            texts.append(f"layers {low} and {high} swapped"
                          + (f" ({side} direction)" if side else ""))
         else:
             done -= {source}
