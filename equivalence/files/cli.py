@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConversionError
-from ..formats import get as get_format
 from ..formats.tf1 import DEFAULT_FORGET_BIAS
 from . import registry
 from ._base import FileFormatError, FoundLSTM, checkpoint_prefix, describe_spec, refuse_output
@@ -246,10 +245,10 @@ def _check_verifiable(args: argparse.Namespace, found: FoundLSTM, weights: Any,
                       options: dict[str, Any]) -> None:
     """Fail before writing when a side cannot be run: the source as its file defines it, the
     target by its format's runtime unless its files run themselves (ONNX nodes, Keras layers)."""
-    from .verify import runtime_side, side_for
+    from .verify import runtime_side, side_for, smoke_test
 
     try:
-        side_for(found, weights.spec, options)
+        smoke_test(side_for(found, weights.spec, options), weights.spec)
     except FileFormatError:
         raise
     except ConversionError as exc:
@@ -276,8 +275,8 @@ def _convert(args: argparse.Namespace) -> int:
     weights = found.canonical()
     refuse_output(args.output, _input_files(args.input), args.force,
                   _output_files(args.target, args.output))
-    try:  # what the target format cannot represent, refused the same with or without --verify
-        get_format(args.target).from_canonical(weights)
+    try:  # what the target cannot represent, refused the same with or without --verify
+        registry.refuse_unwritable(args.target, weights)
     except ConversionError as exc:
         raise FileFormatError(args.output, f"cannot write {args.target}: {exc}") from exc
     stored, stored_notes = _stored_plan(args, found)

@@ -317,15 +317,25 @@ def _node_attributes(spec: Any) -> dict[str, Any]:
     return attributes
 
 
+def _without_activation(weights: LSTMWeights) -> LSTMWeights:
+    """The weights with a sigmoid spec: the activation travels as node attributes instead."""
+    if weights.spec.recurrent_activation not in HARD_SIGMOIDS:
+        return weights
+    return LSTMWeights(weights.spec.replace(recurrent_activation="sigmoid"), weights.cells)
+
+
+def check_writable(weights: LSTMWeights) -> None:
+    """Raise what an ONNX file cannot hold (the format's refusals, less the hard sigmoids)."""
+    get_format("onnx").from_canonical(_without_activation(weights))
+
+
 def build_model(weights: LSTMWeights, stored: StoredInputs | None = None) -> Any:
     """The ONNX model described in the module docstring, weights (and ``stored``) as
     initializers. Stored inputs fix the batch size, so the input's batch is that number."""
     from onnx import helper, numpy_helper
 
     spec = weights.spec
-    # The activation is a node attribute here (below), not part of the weight arrays.
-    plain = LSTMWeights(spec.replace(recurrent_activation="sigmoid"), weights.cells)
-    native = get_format("onnx").from_canonical(plain)
+    native = get_format("onnx").from_canonical(_without_activation(weights))
     layers = native if isinstance(native, list) else [native]
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(spec.dtype))
     inits = [numpy_helper.from_array(np.array([0, 0, -1], np.int64), "keep_two")]

@@ -167,9 +167,9 @@ def runner(found: FoundLSTM, spec: LSTMSpec, options: dict[str, Any]) -> Any:
 
     stored = found.stored
     fed_roles = {role for role, _ in fed.values()}
-    abilities = SideAbilities(
-        initial_state="initial_h" in fed_roles or stored is None or stored.h0 is None,
-        lengths="sequence_lens" in fed_roles)
+    # The file's function takes an initial state (or lengths) only where it feeds one in.
+    abilities = SideAbilities(initial_state={"initial_h", "initial_c"} <= fed_roles,
+                              lengths="sequence_lens" in fed_roles)
     label = f"the file's own LSTM node(s) {found.name!r} of {found.source} in onnxruntime"
     return Side(label, run, abilities, stored=stored)
 

@@ -59,6 +59,7 @@ class FileFamily:
     writer: str | None = None
     output_help: str = ""
     check_output: str | None = None  # (path) -> None, raising FileFormatError
+    check_weights: str | None = None  # (weights) -> None: what the writer cannot represent
     output_files: str | None = None  # (path) -> the files the output consists of
     holds_stored: frozenset[str] = frozenset()  # stored inputs the writer carries
     runs_itself: bool = False  # its written files have a runner (verify needs no runtime)
@@ -136,6 +137,7 @@ FAMILIES: tuple[FileFamily, ...] = (
                writer="equivalence.files.torch:write_torch",
                output_help="torch: .pt or .safetensors", uses_torch=True),
     FileFamily("onnx", ("onnx",), writer="equivalence.files.onnx:write_onnx",
+               check_weights="equivalence.files.onnx:check_writable",
                output_help="onnx: .onnx", runs_itself=True,
                holds_stored=frozenset({"initial_h", "initial_c", "sequence_lens"})),
     FileFamily("neoml", ("npz", "neoml_net"), writer="equivalence.files.verify:write_neoml_case",
@@ -254,6 +256,18 @@ def _run_reader(kind: FileKind, path: Path, options: dict[str, Any], debug: bool
         raise FileFormatError(path, f"cannot be read as {kind.description}: "
                                     f"{type(exc).__name__}" + (f": {reason}" if reason else "")
                               ) from exc
+
+
+def refuse_unwritable(target: str, weights: Any) -> None:
+    """Raise what ``target``'s writer cannot represent in ``weights`` (its format's refusal,
+    unless the family's writer carries more than its format, as ONNX node attributes do)."""
+    row = family(target)
+    if row.check_weights is not None:
+        function(row.check_weights)(weights)
+        return
+    from ..formats import get as get_format
+
+    get_format(target).from_canonical(weights)
 
 
 def uses_torch(path: Path, target: str) -> bool:

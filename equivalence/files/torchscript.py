@@ -17,6 +17,9 @@ refused with that reason.
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +29,13 @@ from ..errors import ConversionError
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
 from ._base import FileFormatError, FoundLSTM
-from .limits import open_zip
+from .limits import open_zip, read_member
 from .torch import found_in
 from .torch_pickle import LazyTensor, ScriptObject, flatten, load_archive
 
 LSTM_CLASSES = ("LSTM", "LSTMCell")
+# A class constant in TorchScript's code: "  batch_first : Final[bool] = True".
+FINAL = re.compile(r"^  (\w+) : Final\[\w+\] = (True|False|-?[\d.]+(?:e-?\d+)?|\"\w*\")\s*$")
 TRUST_FLAG = "--run-torchscript"
 
 
@@ -42,11 +47,18 @@ def read_torchscript(path: Path) -> list[FoundLSTM]:
         if any(n.endswith("/constants.pkl") for n in archive.namelist()):
             loaded, _ = load_archive(archive, path, "constants.pkl", script_objects=True)
             constants = sum(isinstance(v, LazyTensor) for v in flatten(loaded, str(path)).values())
-    modules = _modules(tree)
+        modules = _modules(tree)
+        constants_of = {type(m).qualified_name: final_constants(archive, path,
+                                                                type(m).qualified_name)
+                        for m in modules.values() if type(m).__name__ in LSTM_CLASSES}
     found = []
     for entry in found_in(flatten(tree, str(path)), path, "TorchScript archive"):
         module = modules.get(entry.name)
-        found.append(_describe(entry, module) if module is not None else entry)
+        if module is None:
+            found.append(entry)
+        else:
+            facts = {**constants_of.get(type(module).qualified_name, {}), **module.attributes()}
+            found.append(_describe(entry, module, facts))
     if not found and constants:
         raise FileFormatError(path, f"no LSTM found in this file: the TorchScript archive keeps "
                                     f"{constants} tensor constants without names (a frozen "
@@ -69,11 +81,33 @@ def _modules(tree: Any) -> dict[str, ScriptObject]:
     return out
 
 
-def _describe(entry: FoundLSTM, module: ScriptObject) -> FoundLSTM:
-    """The state_dict entry, with the module's class and attributes."""
+def final_constants(archive: Any, path: Path, qualified: str) -> dict[str, Any]:
+    """A TorchScript class's ``Final`` constants (``batch_first``, ``num_layers``, ...), read
+    as text from the archive's code: the declarations are parsed, never run."""
+    module, _, name = qualified.rpartition(".")
+    wanted = f"/code/{module.replace('.', '/')}.py"
+    members = [n for n in archive.namelist() if n.endswith(wanted) and n.count("/") == wanted.count(
+        "/")]
+    if not members:
+        return {}
+    text = read_member(archive, members[0], path, 16 * 2**20).decode("utf-8", "replace")
+    constants: dict[str, Any] = {}
+    inside = False
+    for line in text.splitlines():
+        if line.startswith("class "):
+            inside = re.match(rf"class {re.escape(name)}\b", line) is not None
+            continue
+        match = FINAL.match(line) if inside else None
+        if match:
+            with contextlib.suppress(ValueError, SyntaxError):
+                constants[match.group(1)] = ast.literal_eval(match.group(2))
+    return constants
+
+
+def _describe(entry: FoundLSTM, module: ScriptObject, attributes: dict[str, Any]) -> FoundLSTM:
+    """The state_dict entry, with the module's class, attributes and constants."""
     qualified = type(module).qualified_name
     short = qualified.rsplit(".", 1)[-1]
-    attributes = module.attributes()
     notes = [n for n in entry.notes if not n.startswith("nn.LSTMCell keys")]
     facts = {k: attributes[k] for k in ("batch_first", "bidirectional", "num_layers",
                                         "proj_size", "bias", "dropout")
@@ -112,12 +146,22 @@ def runner(found: FoundLSTM, spec: LSTMSpec, options: dict[str, Any]) -> Any:
         raise FileFormatError(found.source, f"torch.jit.load failed ({exc})") from exc
     module = root
     for part in found.definition["module"].split("."):
-        module = getattr(module, part)
+        module = getattr(module, part, None)
+        if module is None:
+            raise ConversionError(f"the archive's module has no submodule "
+                                  f"{found.definition['module']!r}")
     module.eval()
     definition = found.definition
+    # A scripted nn.LSTM compiles its overloaded forward as forward__0 (tensor input).
+    names = module._c._method_names()
+    method = "forward" if "forward" in names else "forward__0" if "forward__0" in names else None
+    if method is None:
+        raise ConversionError(f"the archive's {definition['module']!r} has no compiled forward "
+                              "(the scripted model never calls it), so it cannot run")
+    call = getattr(module, method)
 
     def run(inputs: LSTMInputs) -> LSTMResult:
-        return _run_module(module, definition, spec, inputs)
+        return _run_module(call, definition, spec, inputs)
 
     label = f"the TorchScript module {definition['module']!r} of {found.source} (torch.jit.load)"
     return Side(label, run, SideAbilities(initial_state=True, lengths=False))

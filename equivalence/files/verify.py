@@ -126,6 +126,24 @@ def make_inputs(spec: LSTMSpec, rng: np.random.Generator, batch: int, steps: int
     return LSTMInputs(x, h0, c0, valid)
 
 
+def smoke_test(side: Side, spec: LSTMSpec) -> None:
+    """Run ``side`` once on a tiny input, so a side that cannot run fails before anything is
+    written; its failure is a ConversionError naming the side."""
+    batch = side.stored.batch if side.stored is not None else 1
+    steps = 2
+    if side.stored is not None and side.stored.lengths is not None and side.stored.lengths.size:
+        steps = max(steps, int(side.stored.lengths.max()))
+    inputs = make_inputs(spec, np.random.default_rng(0), batch, steps, False, False)
+    try:
+        side.run(inputs)
+    except ConversionError:
+        raise
+    except Exception as exc:
+        raise ConversionError(f"{side.label} does not run ({type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0][:200] if str(exc) else ''})"
+                              ) from exc
+
+
 def _plan(examples: int, stored: StoredInputs | None) -> list[tuple[int, int, bool, bool]]:
     """(batch, steps, initial states, lengths) per example: short and long, plain and padded.
     Stored inputs fix the batch, and the steps must cover stored lengths."""
