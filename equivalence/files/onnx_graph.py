@@ -27,7 +27,7 @@ import numpy as np
 from ._base import FileFormatError
 from .limits import MAX_ARRAY_BYTES, check_declared
 
-MAX_SCOPE_DEPTH = 32
+MAX_SCOPE_DEPTH = 16  # real models nest If/Loop 2-3 deep; protobuf stops near 33
 MAX_NODES = 1_000_000
 MAX_FOLD_DEPTH = 400
 MAX_FOLD_NODES = 10_000

@@ -106,17 +106,17 @@ def _entry(prefix: str, lazy: dict[str, Any], path: Path, kind: str) -> FoundLST
     if cell:  # nn.LSTMCell: the same arrays as a one-layer nn.LSTM, without the _l0 suffix
         lazy = {f"{k}_l0": v for k, v in lazy.items() if not _KEY.match(k).group("layer")}
         notes.append("nn.LSTMCell keys (read as a one-layer LSTM)")
+    name = prefix[:-1] if prefix.endswith(".") else (prefix or "lstm")
+    problem = _layer_problem(lazy)
+    if problem:  # said before anything else looks at (or enumerates) the layers
+        return FoundLSTM(name=name, format="torch", native={}, source=str(path), kind=kind,
+                         problem=problem)
     hh, hr = lazy.get("weight_hh_l0"), lazy.get("weight_hr_l0")
     if hh is None or len(hh.shape) != 2:
         return None
     units = hr.shape[1] if hr is not None and len(hr.shape) == 2 else hh.shape[1]
     if hh.shape[0] != 4 * units:
         return None  # a GRU (3H rows) or an RNN (H rows)
-    name = prefix[:-1] if prefix.endswith(".") else (prefix or "lstm")
-    problem = _layer_problem(lazy)
-    if problem:
-        return FoundLSTM(name=name, format="torch", native={}, source=str(path), kind=kind,
-                         problem=problem)
     group = {key: _numpy(value) for key, value in lazy.items()}
     biases = "two (bias_ih + bias_hh)"
     if not any(k.startswith("bias_") for k in group):
