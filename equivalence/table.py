@@ -106,6 +106,17 @@ _NEOML = Capabilities(
     time_major=False,  # NeoML is time-major only: the runtime always transposes
     dtypes=frozenset({"float32"}),  # blobs are float32 or int32
 )
+# ONNX-consuming deployment runtimes, fed the graph onnxruntime runs (runtimes/_onnx_family.py).
+# Each claims only what its conformance cells match; what they get wrong (tract: reverse,
+# clip, activations; OpenVINO: peepholes, input_forget, layout=1; OpenCV: reverse, clip,
+# peepholes, sequence lengths) is found by the conformance grid, not declared away here.
+_TRACT = Capabilities(
+    peepholes=True, lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"})
+)
+_OPENVINO = Capabilities(
+    gate_clip=True, time_major=True, dtypes=frozenset({"float32", "float16"})
+)
+_OPENCV = Capabilities(lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"}))
 _JAX_RNN_REF = Capabilities(time_major=False, dtypes=frozenset({"float32", "float64"}))
 _CUDNN_LSTM = Capabilities(
     lengths=False,  # CuDNNLSTM raises "Masking is not supported for CuDNN RNNs."
@@ -135,6 +146,15 @@ RUNTIMES: tuple[Entry, ...] = (
     _row("flax", "flax:FlaxRuntime", "flax", _FLAX, packages=("flax", "jax")),
     _row("flax_optimized", "flax:FlaxOptimizedRuntime", "flax", _FLAX,
          format_options={"variant": "linen_optimized"}),
+    _row("openvino", "openvino:OpenVinoRuntime", "onnx", _OPENVINO, packages=("openvino",)),
+    # The same engine and graph as `openvino` with the CPU plugin's default precision (bf16
+    # where the CPU has AVX512-BF16/AMX, else f32: its version string says which): checked
+    # against the reference at the normal tolerance, so a reduced precision shows as a
+    # failure, never hidden. Its pairs would repeat openvino's.
+    _row("openvino_default", "openvino:OpenVinoDefaultRuntime", "onnx", _OPENVINO,
+         in_pairs=False),
+    _row("tract", "tract:TractRuntime", "onnx", _TRACT, packages=("tract",)),
+    _row("opencv", "opencv:OpenCvRuntime", "onnx", _OPENCV, packages=("opencv-python-headless",)),
     _row("neoml", "neoml:NeoMLRuntime", "neoml", _NEOML, environment=NEOML, packages=("neoml",)),
     # jax's own CPU reference of jax.experimental.rnn: it exercises the jax_rnn flat layout
     # through jax's unpacking code. Not a production kernel, so not worth 18 more pairs.
