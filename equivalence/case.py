@@ -25,7 +25,9 @@ class Case:
             f"I={spec.input_size} H={spec.units} layers={spec.layers} "
             f"directions={spec.directions} {spec.dtype}"
         )
-        features = [f for f in spec.features() if f not in ("stacked layers", "bidirectional")]
+        features = [f for f in spec.features()
+                    if f not in ("stacked layers", "bidirectional", "projection", "cell_clip",
+                                 "projection_clip", "gate_clip")]
         extras = {
             "projection_size": spec.projection_size,
             "cell_clip": spec.cell_clip,
@@ -38,5 +40,6 @@ class Case:
         if self.inputs.lengths is not None:
             flags.append(f"lengths={np.asarray(self.inputs.lengths).tolist()}")
         flags += ["time_major"] if self.inputs.time_major else []
-        described = f"{shape}" + (f" [{', '.join(features + detail)}]" if features else "")
+        listed = features + detail
+        described = f"{shape}" + (f" [{', '.join(listed)}]" if listed else "")
         return f"{described} inputs({', '.join(flags)})"
