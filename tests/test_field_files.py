@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -30,6 +31,14 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*LSTM.*:UserWarning"),
 ]
 ATOL = 2e-5  # float32 round-off of two correct LSTMs over <= 12 steps (see compare.py)
+DIFFS: dict[str, float] = {}  # conversion -> max abs diff against the exporter's own network
+
+
+def close(actual, expected, what: str) -> None:
+    """Assert the converted network matches the exporter's; keep the figure for the summary."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    np.testing.assert_allclose(actual, expected, atol=ATOL)
+    DIFFS[what] = max(DIFFS.get(what, 0.0), float(np.abs(actual - expected).max()))
 I, H = 3, 4  # noqa: E741 (input size and units, as the ONNX spec names them)
 
 
@@ -137,6 +146,7 @@ def test_lstm_in_if_branch_converts_and_verifies(subgraph_model, tmp_path, capsy
                              "-o", tmp_path / "then.pt", "--verify", "--examples", "3")
     assert code == 0, out + err
     assert "verify: PASSED" in out and "(initial states)" in out
+    verified(out, "ONNX If/then_branch LSTM (runtime-fed state) -> torch")
     assert "the file's own LSTM node(s) 'If_0/then_branch/lstm_then'" in out
     x = np.random.default_rng(1).normal(size=(6, 2, I)).astype(np.float32)
     h0, c0 = (np.random.default_rng(k).uniform(-1, 1, (1, 2, H)).astype(np.float32)
@@ -147,7 +157,7 @@ def test_lstm_in_if_branch_converts_and_verifies(subgraph_model, tmp_path, capsy
     lstm.load_state_dict(torch.load(tmp_path / "then.pt"))
     with torch.no_grad():
         actual = lstm(torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(c0)))[0]
-    np.testing.assert_allclose(actual.numpy(), expected[:, 0], atol=ATOL)
+    close(actual.numpy(), expected[:, 0], "ONNX LSTM in an If branch -> torch")
     code, out, err = run_cli(capsys, "convert", subgraph_model, "--layer",
                              "If_0/else_branch/LSTM node #0", "--to", "keras",
                              "-o", tmp_path / "else.keras", "--verify", "--examples", "2")
@@ -194,11 +204,12 @@ def test_exported_folded_weights_and_stored_state_carried_into_onnx(exported, tm
                              "--verify")
     assert code == 0 and "verify: PASSED" in out, out + err
     assert "carried from the input file: initial_h, initial_c" in out
+    verified(out, "torch.onnx export, folded weights + stored state -> ONNX")
     x = np.random.default_rng(4).normal(size=(1, 9, I)).astype(np.float32)
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(ort_run(tmp_path / "c.onnx", {"input": x})[0], expected,
-                               atol=ATOL)
+    close(ort_run(tmp_path / "c.onnx", {"input": x})[0], expected,
+          "torch.onnx export (folded constants, stored state) -> ONNX")
 
 
 def test_stored_state_is_refused_by_name_or_dropped_on_request(exported, tmp_path, capsys):
@@ -271,6 +282,7 @@ def test_hard_sigmoid_is_read_as_the_matching_activation(tmp_path, capsys, alpha
                              "--verify", "--examples", "2")
     assert code == 0 and "verify: PASSED" in out, out + err
     assert f"recurrent_activation={activation}" in out
+    verified(out, f"ONNX HardSigmoid -> {output}")
 
 
 @pytest.mark.parametrize(("attrs", "problem"), [
@@ -352,11 +364,12 @@ def test_torchscript_module_verified_with_opt_in(torchscript_file, tmp_path, cap
                              "-o", tmp_path / "rnn.pt", "--verify", "--run-torchscript",
                              "--examples", "2")
     assert code == 0 and "verify: PASSED" in out and "torch.jit.load" in out, out + err
+    verified(out, "TorchScript nn.LSTM (module run) -> torch")
     lstm = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True, batch_first=True)
     lstm.load_state_dict(torch.load(tmp_path / "rnn.pt"))
     x = torch.from_numpy(np.random.default_rng(7).normal(size=(2, 6, I)).astype(np.float32))
     with torch.no_grad():
-        np.testing.assert_allclose(lstm(x)[0].numpy(), module.rnn(x)[0].numpy(), atol=ATOL)
+        close(lstm(x)[0].numpy(), module.rnn(x)[0].numpy(), "TorchScript nn.LSTM -> torch")
     code, out, err = run_cli(capsys, "convert", path, "--layer", "decoder", "--to", "keras",
                              "-o", tmp_path / "cell.keras", "--verify", "--run-torchscript",
                              "--examples", "1")
@@ -381,9 +394,32 @@ def test_keras_layers_run_as_configured_with_masks(tmp_path, capsys):
                              "-o", tmp_path / "bi.pt", "--verify", "--examples", "3")
     assert code == 0 and "verify: PASSED" in out, out + err
     assert "rebuilt from their config in Keras 3" in out and "lengths)" in out
+    verified(out, "Keras masked Bidirectional (layers run, masks) -> torch")
     x = np.random.default_rng(9).normal(size=(2, 5, I)).astype(np.float32)
     lstm = torch.nn.LSTM(I, H, bidirectional=True, batch_first=True)
     lstm.load_state_dict(torch.load(tmp_path / "bi.pt"))
     with torch.no_grad():
-        np.testing.assert_allclose(lstm(torch.from_numpy(x))[0].numpy(), model(x).numpy(),
-                                   atol=ATOL)
+        close(lstm(torch.from_numpy(x))[0].numpy(), model(x).numpy(),
+              "Keras Masking+Bidirectional(backward_layer) -> torch")
+
+
+VERIFIED: dict[str, float] = {}  # conversion -> max abs diff that --verify printed
+
+
+def verified(out: str, what: str) -> None:
+    """Keep the largest difference --verify printed between source and target."""
+    found = [float(v) for line in out.splitlines() if "max abs diff" in line
+             for v in re.findall(r"(?:output|h|c) ([0-9.e+-]+)", line.split("; allowed")[0])]
+    assert found, out
+    VERIFIED[what] = max(found)
+
+
+def test_summary_of_real_structure_conversions():
+    """The max abs diff of each conversion above (after them in this module)."""
+    print("\nreal-structure conversions, max abs diff against the exporter's network:")
+    for what, diff in DIFFS.items():
+        print(f"  {what}: {diff:.3g}")
+    print("--verify, the source run as its file defines it against the written file:")
+    for what, diff in VERIFIED.items():
+        print(f"  {what}: {diff:.3g}")
+    assert all(diff <= ATOL for diff in DIFFS.values())

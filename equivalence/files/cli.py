@@ -289,6 +289,7 @@ def _convert(args: argparse.Namespace) -> int:
         print(note)
     job = WriteJob(found=found, replace=args.force, stored=stored,
                    forget_bias=args.out_forget_bias, seed=args.seed, options=options)
+    assert row.writer is not None  # --to offers only families with a writer
     try:
         lines = registry.function(row.writer)(args.output, weights, job)
     except FileFormatError:

@@ -170,7 +170,7 @@ def _run(built: list[tuple[Any, bool, int]], spec: LSTMSpec, inputs: LSTMInputs
         kwargs: dict[str, Any] = {}
         if mask is not None:
             kwargs["mask"] = mask.T if time_major else mask
-        if inputs.h0 is not None:
+        if inputs.h0 is not None and inputs.c0 is not None:
             pairs = [[inputs.h0[k, d], inputs.c0[k, d]] for k in range(first, first + count)
                      for d in range(spec.directions)]
             # An RNN over stacked cells takes one [h, c] per cell; the others a flat list.

@@ -351,8 +351,8 @@ def build_model(weights: LSTMWeights, stored: StoredInputs | None = None) -> Any
         optional = ["", "", "", ""]  # sequence_lens, initial_h, initial_c, P
         if stored is not None and stored.lengths is not None:
             optional[0] = "sequence_lens"
-        for slot, key, value in ((1, "initial_h", stored and stored.h0),
-                                 (2, "initial_c", stored and stored.c0)):
+        states = (stored.h0, stored.c0) if stored is not None else (None, None)
+        for slot, key, value in ((1, "initial_h", states[0]), (2, "initial_c", states[1])):
             if value is not None:
                 array = np.ascontiguousarray(value[k].astype(np.dtype(spec.dtype)))
                 inits.append(numpy_helper.from_array(array, f"{key}_{k}"))

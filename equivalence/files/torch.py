@@ -104,7 +104,8 @@ def _layer_problem(group: Mapping[str, Any]) -> str | None:
 def _entry(prefix: str, lazy: dict[str, Any], path: Path, kind: str) -> FoundLSTM | None:
     notes, cell = [], "weight_ih" in lazy
     if cell:  # nn.LSTMCell: the same arrays as a one-layer nn.LSTM, without the _l0 suffix
-        lazy = {f"{k}_l0": v for k, v in lazy.items() if not _KEY.match(k).group("layer")}
+        lazy = {f"{k}_l0": v for k, v in lazy.items()
+                if (m := _KEY.match(k)) is not None and not m.group("layer")}
         notes.append("nn.LSTMCell keys (read as a one-layer LSTM)")
     name = prefix[:-1] if prefix.endswith(".") else (prefix or "lstm")
     problem = _layer_problem(lazy)
