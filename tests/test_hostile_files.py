@@ -81,6 +81,8 @@ def seeds(tmp_path_factory) -> dict[str, Path]:
         args = parser.parse_args(["convert", str(folder / "zip.pt"), "--to", target,
                                   "-o", str(folder / name)])
         assert args.func(args) == 0
+    network = Path(__file__).parent / "neoml_files" / "bidirectional.cnnarch"
+    (folder / "network.cnnarch").write_bytes(network.read_bytes())  # NeoML's own Dnn.store
     return {p.name: p for p in folder.iterdir() if not p.name.startswith(("ckpt.", "checkpoint"))}
 
 
@@ -151,7 +153,7 @@ def header_edit(data: bytes) -> bytes:
 
 
 SINGLE_FILES = ("model.h5", "model.keras", "model.weights.h5", "zip.pt", "legacy.pt",
-                "script.jit", "weights.safetensors", "model.onnx", "case.npz")
+                "script.jit", "weights.safetensors", "model.onnx", "case.npz", "network.cnnarch")
 
 
 @pytest.mark.parametrize("seed_name", SINGLE_FILES)
