@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 
 import equivalence as eq
 from equivalence import reference
-from equivalence.canonical import LSTMWeights
+from equivalence.canonical import LSTMWeights, random_weights
 from equivalence.formats import FORMATS
 from equivalence.strategies import lstm_specs, lstm_weights
 
@@ -255,3 +257,18 @@ def test_float8_tensors_are_widened_to_float32_exactly() -> None:
         np.testing.assert_array_equal(
             read.cell(0, 0).w_input, tensors["weight_ih_l0"].float().numpy()
         )
+
+
+def test_onnx_missing_bias_reads_as_zeros() -> None:
+    """ONNX's B input is optional; absent, it is zeros (the operator's definition)."""
+    spec = eq.LSTMSpec(3, 2, layers=2, directions=2)
+    weights = random_weights(spec, np.random.default_rng(5))
+    zero_bias = weights.map_cells(
+        lambda _l, _d, cell: replace(cell, b_input=0 * cell.b_input, b_recurrent=0 * cell.b_input)
+    )
+    nodes = eq.from_canonical(zero_bias, "onnx")
+    without_b = [{k: v for k, v in node.items() if k != "B"} for node in nodes]
+    read = eq.to_canonical(without_b, "onnx")
+    for (_, _, got), (_, _, want) in zip(read.iter_cells(), zero_bias.iter_cells(), strict=True):
+        for name, array in want.arrays().items():
+            np.testing.assert_array_equal(got.arrays()[name], array)

@@ -27,11 +27,21 @@ PEEPHOLE_ORDER = (0, 2, 1)  # ONNX P is i o f; canonical rows are i f o
 
 def _nodes(native: Any) -> list[Mapping[str, Any]]:
     if isinstance(native, Mapping):
-        return [native]
+        return [_with_default_bias(native, 0)]
     items = c.expect_sequence(native, f"{NAME} weights")
     if not items:
         raise c.ShapeError(f"{NAME} weights", "0 nodes", "at least 1 node")
-    return [c.expect_mapping(item, f"{NAME} weights[{k}]") for k, item in enumerate(items)]
+    return [_with_default_bias(c.expect_mapping(item, f"{NAME} weights[{k}]"), k)
+            for k, item in enumerate(items)]
+
+
+def _with_default_bias(node: Mapping[str, Any], layer: int) -> Mapping[str, Any]:
+    """ONNX's ``B`` input is optional: an absent one is zeros (D, 8H), as the operator says."""
+    if "B" in node or "W" not in node:
+        return node
+    w = c.as_weight(node["W"], f"layer {layer} W")
+    c.expect_ndim(w, f"layer {layer} W", 3, "(D, 4H, I)")
+    return {**node, "B": np.zeros((w.shape[0], 2 * w.shape[1]), w.dtype)}
 
 
 def _infer_spec(nodes: list[Mapping[str, Any]], clip: float | None) -> LSTMSpec:
