@@ -226,9 +226,12 @@ def _skip_if_unavailable(row: table.Entry) -> None:
 
 
 def _with_dtypes(row: table.Entry, *dtypes: str) -> table.Entry:
-    """The row claiming more dtypes (to probe what it does with them)."""
+    """The row claiming more dtypes (to probe what it does with them), under its own name.
+
+    Its own name: the table keeps one runtime object per row name.
+    """
     caps = replace(row.capabilities, dtypes=row.capabilities.dtypes | set(dtypes))
-    return replace(row, capabilities=caps)
+    return replace(row, name=f"{row.name}+{'+'.join(dtypes)}", capabilities=caps)
 
 
 def _padded_case(spec: LSTMSpec, seed: int = 0) -> Case:
