@@ -34,6 +34,8 @@ from equivalence.errors import ShapeError
 from equivalence.io_types import LSTMInputs
 from equivalence.runtimes._keras_common import Feeding
 from equivalence.runtimes._worker import Worker, WorkerCrashed, WorkerError, WorkerTimeout
+from equivalence.runtimes.keras_backends import KerasBackendRuntime
+from equivalence.runtimes.tflite import TFLiteRuntime
 from equivalence.spec import LSTMSpec
 from equivalence.strategies import lstm_cases
 from tests.runtime_support import require
@@ -219,6 +221,18 @@ def _row(name: str) -> table.Entry:
     return row
 
 
+def _backend_runtime(name: str) -> KerasBackendRuntime:
+    runtime = _row(name).load()
+    assert isinstance(runtime, KerasBackendRuntime)
+    return runtime
+
+
+def _tflite() -> TFLiteRuntime:
+    runtime = _row("tflite").load()
+    assert isinstance(runtime, TFLiteRuntime)
+    return runtime
+
+
 def _skip_if_unavailable(row: table.Entry) -> None:
     reason = row.load().unavailable_reason()
     if reason:
@@ -247,7 +261,7 @@ def _padded_case(spec: LSTMSpec, seed: int = 0) -> Case:
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_the_worker_runs_the_backend_it_names(name: str) -> None:
-    runtime = _row(name).load()
+    runtime = _backend_runtime(name)
     described = runtime.describe()
     assert described["backend"] == runtime.backend == name.split("_")[1]
 
@@ -282,7 +296,7 @@ def test_masks_and_states_are_honoured(name: str) -> None:
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_framework_errors_in_the_worker_come_back_named(name: str) -> None:
-    runtime = _row(name).load()
+    runtime = _backend_runtime(name)
     spec, feeding = LSTMSpec(3, 4), Feeding(False, False)
     wrong = [np.zeros((5, 16), np.float32), np.zeros((4, 16), np.float32), np.zeros(16)]
     with pytest.raises(ValueError, match="shape"):
@@ -322,7 +336,7 @@ def test_tflite_converter_emits_a_while_loop_for_keras3() -> None:
 
     from equivalence.runtimes.tflite import FUSED_LSTM_OPS
 
-    runtime = _row("tflite").load()
+    runtime = _tflite()
     spec = LSTMSpec(3, 4, directions=2)
     ops = runtime.emitted_ops(spec)
     kernel = runtime.lstm_kernel(spec)
@@ -338,7 +352,7 @@ def test_tflite_patched_weights_run_bit_for_bit_like_a_fresh_conversion() -> Non
     from equivalence.runtimes._keras_common import feeds
     from equivalence.runtimes._keras_model import input_names
 
-    runtime = _row("tflite").load()
+    runtime = _tflite()
     case = _padded_case(LSTMSpec(3, 4, layers=2, directions=2), seed=1)
     spec, feeding = case.spec, Feeding(True, True)
     native = harness.native_weights(_row("tflite"), case)
@@ -367,7 +381,7 @@ def test_tflite_untraceable_weights_fall_back_to_converting_each_example(
 
 
 def test_tflite_converter_rejects_the_dtypes_the_row_does_not_claim() -> None:
-    runtime = _row("tflite").load()
+    runtime = _tflite()
     spec = LSTMSpec(2, 3, dtype="float64")
     weights = [np.zeros(s, np.float64) for s in ((2, 12), (3, 12), (12,))]
     with pytest.raises(Exception, match=r"(?i)convert|legaliz|unsupported") as caught:

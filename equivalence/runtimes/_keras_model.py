@@ -42,7 +42,7 @@ def build_model(keras: Any, spec: LSTMSpec, feeding: Feeding, batch: int | None 
     names = input_names(spec, feeding)
     inputs = {name: _input(keras, spec, name, batch) for name in names}
     mask = inputs.get("mask")
-    sequence, finals = inputs["x"], []
+    sequence, finals = inputs["x"], list[Any]()
     for layer in range(spec.layers):
         kwargs: dict[str, Any] = {}
         if mask is not None:

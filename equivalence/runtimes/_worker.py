@@ -189,7 +189,7 @@ class Worker:
 
     def _crashed(self, what: str) -> WorkerCrashed:
         process = self._process
-        status = None
+        status: int | str | None = None
         if process is not None:
             try:
                 status = process.wait(timeout=5.0)
