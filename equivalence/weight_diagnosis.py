@@ -165,7 +165,14 @@ def _displayed(cell: CellWeights) -> list[str]:
 def cell_guesses(expected: CellWeights, actual: CellWeights, working: str) -> dict[str, Guess]:
     """Where every converted array of one layer and direction came from."""
     guesses = guess_kernels(expected, actual, working)
-    guesses["bias"] = guess_bias(expected, actual, working, [g.order for g in guesses.values()])
+    kernel_orders = [g.order for g in guesses.values()]
+    guesses["bias"] = guess_bias(expected, actual, working, kernel_orders)
+    bias_order = guesses["bias"].order
+    if bias_order not in kernel_orders and guesses["bias"].size > 4:  # the bias may settle it
+        again = guess_kernels(expected, actual, working, (bias_order,))
+        if all(again[n].order == bias_order and again[n].unexplained <= guesses[n].unexplained
+               for n in again):
+            guesses.update(again)
     if expected.peephole is not None and actual.peephole is not None:
         guesses["peephole"] = guess_peepholes(expected, actual, working)
     if expected.projection is not None and actual.projection is not None:

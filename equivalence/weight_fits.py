@@ -32,7 +32,7 @@ EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16"
 HALF_ULP = {"float16": 2.0**-11, "bfloat16": 2.0**-8}  # what rounding into them may move
 SMALLEST = {"float16": 2.0**-24, "bfloat16": 2.0**-133}  # subnormal steps
 ROUNDINGS = ("float16", "bfloat16")  # dtypes a converter may silently round through
-NICE_SCALES = (0.0, -1.0, 0.5, 2.0, -0.5, -2.0, 0.25, 4.0)
+NICE_SCALES = (0.0, -1.0, 0.5, 2.0, -0.5, -2.0, 0.25, 4.0)  # the likeliest first
 NICE_OFFSETS = (1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 3.0, -3.0)
 
 
@@ -75,6 +75,7 @@ class Predicted:
 
     values: np.ndarray
     magnitude: np.ndarray
+    floor: float = 0.0  # a magnitude exact copies are judged at, however small the values
 
     @classmethod
     def of(cls, values: np.ndarray, magnitude: np.ndarray | None = None) -> Predicted:
@@ -82,7 +83,7 @@ class Predicted:
         return cls(values, np.abs(values) if magnitude is None else np.ravel(magnitude))
 
     def take(self, positions: np.ndarray) -> Predicted:
-        return Predicted(self.values[positions], self.magnitude[positions])
+        return Predicted(self.values[positions], self.magnitude[positions], self.floor)
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,10 @@ class Fix:
 
     def apply(self, predicted: Predicted) -> Predicted:
         if self.kind == "scale":
-            return Predicted(self.value * predicted.values, abs(self.value) * predicted.magnitude)
-        return Predicted(predicted.values + self.value, predicted.magnitude + abs(self.value))
+            return Predicted(self.value * predicted.values, abs(self.value) * predicted.magnitude,
+                             predicted.floor)
+        return Predicted(predicted.values + self.value, predicted.magnitude + abs(self.value),
+                         predicted.floor)
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ def _judge(
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Unexplained elements, and every rounding dtype that explains the others equally well."""
     error = np.abs(actual.values - predicted.values)
-    off = error > 2.0 * EPS[working] * predicted.magnitude
+    off = error > 2.0 * EPS[working] * (predicted.magnitude + predicted.floor)
     if not off.any() or EPS[working] >= HALF_ULP["float16"]:
         return off, ()
     best: tuple[int, np.ndarray, tuple[str, ...]] = (int(np.count_nonzero(off)), off, ())
@@ -141,10 +144,11 @@ def _judge(
     return best[1], best[2]
 
 
-def _loosely_off(actual: Observed, predicted: Predicted) -> int:
+def _loosely_off(actual: Observed, predicted: Predicted, working: str) -> int:
     """A lower bound of the unexplained count (2% is looser than any rounding judged here)."""
     error = np.abs(actual.values - predicted.values)
-    return int(np.count_nonzero(error > 0.02 * predicted.magnitude + SMALLEST["float16"]))
+    loose = 0.02 * predicted.magnitude + 2.0 * EPS[working] * predicted.floor + SMALLEST["float16"]
+    return int(np.count_nonzero(error > loose))
 
 
 def _scales(actual: np.ndarray, predicted: np.ndarray) -> list[tuple[float, bool]]:
@@ -153,7 +157,8 @@ def _scales(actual: np.ndarray, predicted: np.ndarray) -> list[tuple[float, bool
     if norm == 0.0:
         return []
     fitted = float(np.dot(actual, predicted)) / norm
-    near = [(s, False) for s in NICE_SCALES if abs(s - fitted) <= 1e-2 * max(abs(s), 1e-1)]
+    nice = NICE_SCALES if actual.size > 1 else NICE_SCALES[:4]  # one number: fewer coincidences
+    near = [(s, False) for s in nice if abs(s - fitted) <= 1e-2 * max(abs(s), 1e-1)]
     free = [(fitted, True)] if actual.size > 1 and not near and abs(fitted - 1.0) > 1e-2 else []
     return near + free
 
@@ -178,13 +183,13 @@ def fit(
     best = BlockFit.judged(actual, predicted, working)
     if not best.unexplained:
         return best
-    fixes = [Fix("scale", s, free) for s, free in _scales(actual.values, predicted.values)
-             if scales]
-    if offsets:
-        fixes += [Fix("offset", c, free) for c, free in _offsets(actual.values, predicted.values)]
+    fixes = [Fix("offset", c, free) for c, free in _offsets(actual.values, predicted.values)
+             if offsets]  # first: for a bias, an added constant is the usual mistake
+    if scales:
+        fixes += [Fix("scale", s, free) for s, free in _scales(actual.values, predicted.values)]
     for fix in fixes:
         fixed = fix.apply(predicted)
-        if _loosely_off(actual, fixed) >= best.unexplained:
+        if _loosely_off(actual, fixed, working) >= best.unexplained:
             continue  # cannot explain more than what we have
         candidate = BlockFit.judged(actual, fixed, working, fix)
         if (candidate.unexplained, candidate.complexity) < (best.unexplained, best.complexity):

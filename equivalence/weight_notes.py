@@ -32,7 +32,7 @@ LAYOUT_TEXT = {
     "blocks_square": "gate blocks reshaped instead of transposed",  # the same for square blocks
     "whole": "reshaped instead of transposed",
     "whole_back": "reshaped instead of transposed",
-    "whole_square": "transposed",
+    "whole_square": "reshaped instead of transposed",  # the same for a square matrix
 }
 # Ranks order the message: network, moves, layout, order, biases, fixes, rounding, elements.
 NETWORK, MOVED, LAYOUT, ORDER, BIAS, FIXED, ROUNDING, ELEMENTS, RESIDUAL = range(9)

@@ -42,7 +42,7 @@ BIAS_COMBOS = (
 )
 Table = list[list[BlockFit]]
 # Biases go through forget_bias round trips (TF1 writes b - 1.0, reads it back + 1.0), which
-# round at the scale of that constant, however small the bias: their magnitude counts it.
+# round at the scale of that constant, however small the bias: exact copies are judged at it.
 FOLD_SCALE = 1.0
 
 
@@ -234,15 +234,33 @@ def _float(cell: CellWeights, name: str) -> np.ndarray:
     return np.asarray(getattr(cell, name), dtype=np.float64)
 
 
-def guess_kernels(expected: CellWeights, actual: CellWeights, working: str) -> dict[str, Guess]:
-    """Both kernels: each from either source kernel, or both from the misordered concatenation."""
+def guess_kernels(
+    expected: CellWeights,
+    actual: CellWeights,
+    working: str,
+    preferred: tuple[tuple[int, ...], ...] = (),
+) -> dict[str, Guess]:
+    """Both kernels: each from either source kernel, or both from the misordered concatenation.
+
+    Where a layout leaves the gate order ambiguous, the other kernel's order (or
+    ``preferred``, e.g. the bias's) is taken.
+    """
     matrices = {n: _float(expected, n) for n in KERNELS}
     sources = {n: Predicted.of(m) for n, m in matrices.items()}
     observed = {n: Observed.of(getattr(actual, n)) for n in KERNELS}
-    guesses = {}
-    for name in KERNELS:
+
+    def guess(name: str, preferred: tuple[tuple[int, ...], ...] = preferred) -> Guess:
         usable = {n: s for n, s in sources.items() if matrices[n].shape == matrices[name].shape}
-        guesses[name] = guess_array(observed[name], usable, name, matrices[name].shape, working)
+        return guess_array(observed[name], usable, name, matrices[name].shape, working,
+                           preferred=preferred)
+
+    guesses = {name: guess(name) for name in KERNELS}
+    orders = [g.order for g in guesses.values()]
+    for name, other in zip(KERNELS, orders[::-1], strict=True):
+        if orders[0] != orders[1]:  # an ambiguous order read as the other kernel's, if it can be
+            again = guess(name, (other,))
+            if again.order == other and again.unexplained <= guesses[name].unexplained:
+                guesses[name] = again
     widths = [m.shape[1] for m in matrices.values()]
     if _total(guesses)[0] and widths[0] != widths[1]:
         joint = _rotated(matrices, observed, working)
@@ -283,9 +301,10 @@ def _moves(guess: Guess, own: str, actual: Observed, matrices: dict[str, np.ndar
     fits, moves = list(guess.fits), list[tuple[int, int]]()
     candidates = [Predicted.of(b) for b in np.split(other, 4)]
     for k, piece in enumerate(guess.positions):
-        if not fits[k].unexplained:
+        if not fits[k].unexplained or len(piece) < 2:  # one number: an element off, not a move
             continue
-        found = [(fit(actual.take(piece), c, working), j) for j, c in enumerate(candidates)]
+        found = [(fit(actual.take(piece), c, working, scales=False), j)  # moved as it was
+                 for j, c in enumerate(candidates)]
         moved, j = min(found, key=lambda pair: (pair[0].unexplained, pair[0].complexity))
         if moved.unexplained < fits[k].unexplained:
             fits[k], moves = moved, [*moves, (k, j)]
@@ -300,7 +319,7 @@ def guess_bias(expected: CellWeights, actual: CellWeights, working: str,
     """The bias sum: which biases went in, in which gate order, with which offsets."""
     parts = _float(expected, "b_input"), _float(expected, "b_recurrent")
     summed = Observed.of(actual.b_input, actual.b_recurrent)
-    correct = Predicted(parts[0] + parts[1], np.abs(parts[0]) + np.abs(parts[1]) + FOLD_SCALE)
+    correct = Predicted(parts[0] + parts[1], np.abs(parts[0]) + np.abs(parts[1]), FOLD_SCALE)
     plain = as_is(summed, correct, working, 4)
     if not plain.unexplained:
         return plain
@@ -309,9 +328,10 @@ def guess_bias(expected: CellWeights, actual: CellWeights, working: str,
     guesses, seen = list[Guess](), list[np.ndarray]()
     for text, share_in, share_rec in BIAS_COMBOS:
         content = Predicted(share_in * parts[0] + share_rec * parts[1],
-                            np.abs(share_in * parts[0]) + np.abs(share_rec * parts[1])
-                            + FOLD_SCALE)
-        if any(np.all(np.abs(content.values - s) <= 2 * EPS[working] * content.magnitude)
+                            np.abs(share_in * parts[0]) + np.abs(share_rec * parts[1]),
+                            FOLD_SCALE)
+        tolerance = 2 * EPS[working] * (content.magnitude + FOLD_SCALE)
+        if any(np.all(np.abs(content.values - s) <= tolerance)
                for s in seen):
             continue  # indistinguishable from a simpler reading (e.g. a zero recurrent bias)
         seen.append(content.values)
@@ -330,7 +350,7 @@ def _two_orders(parts: tuple[np.ndarray, np.ndarray], summed: Observed, working:
     pieces = _rows(4, summed.values.size)
     blocks = [np.split(p, 4) for p in parts]
     def both(a: np.ndarray, b: np.ndarray) -> Predicted:
-        return Predicted(a + b, np.abs(a) + np.abs(b) + FOLD_SCALE)
+        return Predicted(a + b, np.abs(a) + np.abs(b), FOLD_SCALE)
 
     table = [[[fit(summed.take(piece), both(a, b), working, offsets=True) for b in blocks[1]]
               for a in blocks[0]] for piece in pieces]

@@ -242,8 +242,7 @@ def swap_peepholes(story: Story, draw: st.DrawFn) -> None:
 def reshape_projection(story: Story, draw: st.DrawFn) -> None:
     story.weights = on_cells(story.weights, lambda c: replace(
         c, projection=np.ascontiguousarray(c.projection).reshape(c.projection.shape[::-1]).T))
-    square = story.weights.spec.projection_size == story.weights.spec.units
-    story.said("transposed" if square else "reshaped instead of transposed", "projection")
+    story.said("reshaped instead of transposed", "projection")
 
 
 Mistake = Callable[[Story, st.DrawFn], None]
