@@ -72,6 +72,19 @@ _KERAS3 = Capabilities(
     time_major=False,  # Keras 3 recurrent layers have no time-major path
     dtypes=_ALL_FLOATS,
 )
+# Keras 3 on JAX and torch, each in its own worker process (the backend is fixed per process):
+# float64 is not claimed (both backends' LSTMs were checked in float16/bfloat16/float32).
+_KERAS3_OTHER_BACKENDS = Capabilities(
+    recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_keras3"}),
+    time_major=False,
+    dtypes=frozenset({"float16", "bfloat16", "float32"}),
+)
+# A Keras 3 model through TFLiteConverter into the TFLite interpreter: float32 graphs only.
+_TFLITE = Capabilities(
+    recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_keras3"}),
+    time_major=False,
+    dtypes=frozenset({"float32"}),
+)
 _TF_KERAS = Capabilities(
     recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_tf_keras"}),
     time_major=True,  # LSTM(time_major=True), RNN(time_major=True); mask given as (T, B)
@@ -134,6 +147,15 @@ _JAX_RNN_GPU = Capabilities(time_major=False, dtypes=frozenset({"float32"}))
 RUNTIMES: tuple[Entry, ...] = (
     _row("keras", "keras:KerasRuntime", "keras", _KERAS3, packages=("keras", "tensorflow")),
     _row("keras_cell", "keras:KerasCellRuntime", "keras", _KERAS3, packages=("keras",)),
+    _row("keras_torch", "keras_backends:KerasTorchRuntime", "keras", _KERAS3_OTHER_BACKENDS,
+         packages=("keras", "torch")),
+    # Reference only: every new shape costs a jit compile (about 1 s) in the JAX worker and a
+    # conversion (about 4 s) for TFLite, and keras / keras_torch already pair the keras format
+    # with every runtime; their own code paths are what these rows check.
+    _row("keras_jax", "keras_backends:KerasJaxRuntime", "keras", _KERAS3_OTHER_BACKENDS,
+         in_pairs=False, packages=("keras", "jax")),
+    _row("tflite", "tflite:TFLiteRuntime", "keras", _TFLITE, in_pairs=False,
+         packages=("ai-edge-litert", "tensorflow")),
     _row("tf_keras", "tf_keras:TfKerasRuntime", "keras", _TF_KERAS, packages=("tf-keras",)),
     # tf_keras's LSTM runs its own fused standard_lstm, so the cell path is different code;
     # its layer twin already pairs with every runtime, so this row checks the reference only.
