@@ -21,12 +21,14 @@ class Capabilities:
 
     max_layers: int | None = None
     bidirectional: bool = True
+    reverse: bool = False
     projection: bool = False
     projection_clip: bool = False
     peepholes: bool = False
     cell_clip: bool = False
     gate_clip: bool = False
     forget_bias: bool = False
+    input_forget: bool = False
     recurrent_activations: frozenset[str] = frozenset({"sigmoid"})
     initial_state: bool = True
     lengths: bool = True
@@ -39,12 +41,14 @@ class Capabilities:
             (self.max_layers is not None and spec.layers > self.max_layers,
              f"{spec.layers} layers (max {self.max_layers})"),
             (spec.directions == 2 and not self.bidirectional, "bidirectional"),
+            (spec.reverse and not self.reverse, "reverse"),
             (spec.projection_size is not None and not self.projection, "projection"),
             (spec.projection_clip is not None and not self.projection_clip, "projection_clip"),
             (spec.peepholes and not self.peepholes, "peepholes"),
             (spec.cell_clip is not None and not self.cell_clip, "cell_clip"),
             (spec.gate_clip is not None and not self.gate_clip, "gate_clip"),
             (spec.forget_bias != 0.0 and not self.forget_bias, "forget_bias"),
+            (spec.input_forget and not self.input_forget, "input_forget"),
             (spec.recurrent_activation not in self.recurrent_activations,
              f"recurrent_activation={spec.recurrent_activation}"),
             (spec.dtype not in self.dtypes, f"dtype={spec.dtype}"),
@@ -73,12 +77,14 @@ def joint_capabilities(capabilities: Iterable[Capabilities]) -> Capabilities:
     layer_limits = [c.max_layers for c in caps if c.max_layers is not None]
     flags = (
         "bidirectional",
+        "reverse",
         "projection",
         "projection_clip",
         "peepholes",
         "cell_clip",
         "gate_clip",
         "forget_bias",
+        "input_forget",
         "initial_state",
         "lengths",
         "time_major",

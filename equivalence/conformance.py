@@ -37,14 +37,14 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from . import harness, reference
-from .canonical import CellWeights, LSTMWeights
+from . import harness
+from .canonical import LSTMWeights
 from .capabilities import Capabilities
 from .case import Case
 from .compare import compare
 from .convert import from_canonical
 from .formats import get as get_format
-from .io_types import LSTMInputs, LSTMResult
+from .io_types import LSTMResult
 from .strategies import lstm_cases
 from .table import MAIN, Entry, entries, entry
 
@@ -215,46 +215,15 @@ class Observation:
 def expected_result(probe: Probe) -> LSTMResult:
     """The float64 reference for the probe's intended semantics.
 
-    ``input_forget`` couples the forget gate to the input gate (f = 1 - i):
-    with sigmoid-like gates, 1 - s(z) = s(-z), so the reference runs with the
-    forget rows replaced by the negated input rows. ``direction="reverse"``
-    runs every layer's one direction backwards over each sequence's valid part.
+    The ONNX attributes a probe adds (``direction="reverse"`` on a one-direction
+    node, ``input_forget=1``) are spec fields the reference implements.
     """
     case = probe.case
-    weights = _coupled(case.weights) if probe.onnx.get("input_forget") else case.weights
-    if probe.onnx.get("direction") == "reverse":
-        return _reverse(weights, case.inputs)
-    return harness.reference_result(Case(case.spec, weights, case.inputs))
-
-
-def _coupled(weights: LSTMWeights) -> LSTMWeights:
-    def couple(_layer: int, _direction: int, cell: CellWeights) -> CellWeights:
-        units = cell.w_input.shape[0] // 4
-        arrays = {k: np.array(v, copy=True) for k, v in cell.arrays().items()}
-        for name in ("w_input", "w_recurrent", "b_input", "b_recurrent"):
-            arrays[name][units:2 * units] = -arrays[name][:units]
-        if "peephole" in arrays:
-            arrays["peephole"][1] = -arrays["peephole"][0]
-        return CellWeights(**arrays)
-
-    return weights.map_cells(couple)
-
-
-def _reverse(weights: LSTMWeights, inputs: LSTMInputs) -> LSTMResult:
-    spec = weights.spec
-    batch, steps = inputs.batch, inputs.steps
-    lengths = np.full(batch, steps) if inputs.lengths is None else np.asarray(inputs.lengths)
-    zeros = np.zeros((spec.layers, 1, batch, spec.units))
-    h0 = zeros if inputs.h0 is None else np.asarray(inputs.h0, dtype=np.float64)
-    c0 = zeros if inputs.c0 is None else np.asarray(inputs.c0, dtype=np.float64)
-    layer_input, final_h, final_c = np.asarray(inputs.x, dtype=np.float64), [], []
-    for layer, (cell,) in enumerate(weights.cells):
-        cell64 = CellWeights(**{k: np.asarray(v, np.float64) for k, v in cell.arrays().items()})
-        layer_input, h, c = reference.run_direction(
-            cell64, spec, layer_input, h0[layer, 0], c0[layer, 0], lengths, reverse=True)
-        final_h.append(h[None])
-        final_c.append(c[None])
-    return LSTMResult(layer_input, np.stack(final_h), np.stack(final_c))
+    spec = case.spec.replace(
+        reverse=probe.onnx.get("direction") == "reverse" and case.spec.directions == 1,
+        input_forget=bool(probe.onnx.get("input_forget")),
+    )
+    return harness.reference_result(Case(spec, LSTMWeights(spec, case.weights.cells), case.inputs))
 
 
 # ----------------------------------------------------------------------------- running

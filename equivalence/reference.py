@@ -24,6 +24,8 @@ CAPABILITIES = Capabilities(
     cell_clip=True,
     gate_clip=True,
     forget_bias=True,
+    reverse=True,
+    input_forget=True,
     recurrent_activations=frozenset(RECURRENT_ACTIVATIONS),
     time_major=True,
     dtypes=frozenset(DTYPES),
@@ -63,7 +65,9 @@ def lstm_cell_step(
         zi = zi + cell.peephole[0] * c
         zf = zf + cell.peephole[1] * c
     zi, zf, zg = (_gate_clip(z_, spec) for z_ in (zi, zf, zg))
-    c_new = gate(zf) * c + gate(zi) * np.tanh(zg)
+    input_gate = gate(zi)
+    forget_gate = 1.0 - input_gate if spec.input_forget else gate(zf)  # ONNX input_forget
+    c_new = forget_gate * c + input_gate * np.tanh(zg)
     if spec.cell_clip is not None:
         c_new = np.clip(c_new, -spec.cell_clip, spec.cell_clip)
     if cell.peephole is not None:
@@ -145,7 +149,8 @@ def lstm(
                 h0[layer, direction],
                 c0[layer, direction],
                 lengths,
-                reverse=direction == 1,
+                # direction 1 of a pair runs backwards; so does a reverse spec's only one
+                reverse=direction == 1 or spec.reverse,
             )
             outs.append(out)
             final_h.append(h)

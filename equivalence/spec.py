@@ -30,7 +30,10 @@ class LSTMSpec:
     ``forget_bias`` is an offset added to the forget-gate pre-activation at run
     time (TF1 ``LSTMCell``); canonical weights normally have it folded in (0.0).
     ``gate_clip`` clips gate pre-activations (ONNX ``clip``); ``cell_clip``
-    clips the cell state (TF1). They are different operations.
+    clips the cell state (TF1). They are different operations. ``reverse`` is
+    one direction run from each sequence's last valid step back to its first
+    (ONNX ``direction="reverse"``; outputs stay in original time order);
+    ``input_forget`` couples the gates, f = 1 - i (ONNX ``input_forget=1``).
     """
 
     input_size: int
@@ -45,6 +48,8 @@ class LSTMSpec:
     forget_bias: float = 0.0
     recurrent_activation: str = "sigmoid"
     dtype: str = "float32"
+    reverse: bool = False
+    input_forget: bool = False
 
     def __post_init__(self) -> None:
         for name in ("input_size", "units", "layers"):
@@ -58,7 +63,11 @@ class LSTMSpec:
                 self._set(name, _positive_number(name, value))
         if self.projection_clip is not None and self.projection_size is None:
             raise SpecError("projection_clip: set, but projection_size is None")
-        self._set("peepholes", _flag("peepholes", self.peepholes))
+        for name in ("peepholes", "reverse", "input_forget"):
+            self._set(name, _flag(name, getattr(self, name)))
+        if self.reverse and self.directions == 2:
+            raise SpecError("reverse: True with directions=2, expected directions=1 "
+                            "(a bidirectional LSTM already runs both ways)")
         self._set("forget_bias", finite_number("forget_bias", self.forget_bias))
         _one_of("recurrent_activation", self.recurrent_activation, RECURRENT_ACTIVATIONS)
         _one_of("dtype", self.dtype, DTYPES)
@@ -85,8 +94,12 @@ class LSTMSpec:
             found.append("bidirectional")
         if self.projection_size is not None:
             found.append("projection")
+        if self.reverse:
+            found.append("reverse")
         if self.peepholes:
             found.append("peepholes")
+        if self.input_forget:
+            found.append("input_forget")
         for name in ("cell_clip", "projection_clip", "gate_clip"):
             if getattr(self, name) is not None:
                 found.append(name)

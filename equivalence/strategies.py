@@ -61,6 +61,7 @@ def lstm_specs(
     if caps.projection and units > 1 and wants_projection:
         projection = min(projection_draw, units - 1)  # PyTorch requires P < H
     clips = {name: draw(_optional_clips()) for name in ("cell", "projection", "gate")}
+    reversed_draw, coupled_draw = (draw(st.integers(0, 3)) == 0 for _ in range(2))
     return LSTMSpec(
         input_size=draw(st.sampled_from(INPUT_SIZES)),
         units=units,
@@ -68,6 +69,9 @@ def lstm_specs(
         directions=directions,
         projection_size=projection,
         peepholes=draw(st.booleans()) and caps.peepholes,
+        # Rare (one draw in four) so the forward LSTM stays the common case.
+        reverse=reversed_draw and directions == 1 and caps.reverse,
+        input_forget=coupled_draw and caps.input_forget,
         cell_clip=clips["cell"] if caps.cell_clip else None,
         projection_clip=clips["projection"] if projection and caps.projection_clip else None,
         gate_clip=clips["gate"] if caps.gate_clip else None,

@@ -103,6 +103,9 @@ _TORCH = Capabilities(projection=True, time_major=True, dtypes=_ALL_FLOATS)
 _ONNXRUNTIME = Capabilities(
     peepholes=True,
     gate_clip=True,
+    # direction="reverse" and input_forget=1: attributes of the node it builds from the spec.
+    reverse=True,
+    input_forget=True,
     # ONNX LSTM is time-major natively (ORT refuses layout=1): both paths are that one.
     time_major=True,
     # float16 runs as float16 tensors around a float32 kernel (ORT inserts the Casts);

@@ -102,7 +102,11 @@ def torch(native, x, spec):
 
 
 def onnx(native, x, spec):
-    """ONNX LSTM: rows i o f c, B = [Wb, Rb], P = i o f, clip on activation inputs."""
+    """ONNX LSTM: rows i o f c, B = [Wb, Rb], P = i o f, clip on activation inputs.
+
+    ``input_forget=1``: f = 1 - i. ``direction="reverse"``: X read from the last step back,
+    Y written at each step's own position.
+    """
     w, r, b = (np.asarray(native[k], np.float64)[0] for k in ("W", "R", "B"))
     p = np.asarray(native["P"], np.float64)[0] if "P" in native else None
     units = w.shape[0] // 4
@@ -116,14 +120,17 @@ def onnx(native, x, spec):
         if p is not None:
             pi, po, pf = np.split(p, 3)
             i, f = i + pi * c, f + pf * c
-        c = sigmoid(clip(f)) * c + sigmoid(clip(i)) * np.tanh(clip(g))
+        input_gate = sigmoid(clip(i))
+        forget_gate = 1.0 - input_gate if spec.input_forget else sigmoid(clip(f))
+        c = forget_gate * c + input_gate * np.tanh(clip(g))
         if p is not None:
             o = o + po * c
         h = sigmoid(clip(o)) * np.tanh(c)
         return h, (h, c)
 
-    out, (h, c) = _scan(step, x, (_zeros(len(x), units), _zeros(len(x), units)))
-    return out, h, c
+    xs = x[:, ::-1] if spec.reverse else x
+    out, (h, c) = _scan(step, xs, (_zeros(len(x), units), _zeros(len(x), units)))
+    return (out[:, ::-1] if spec.reverse else out), h, c
 
 
 def neoml(native, x, spec):

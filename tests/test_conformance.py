@@ -32,28 +32,10 @@ pytestmark = pytest.mark.cpu
 EXAMPLES = 4  # per cell (every OpenVINO example compiles a model: about 0.15 s)
 SHRINK_RUNS = 20  # further runs a silently wrong cell may spend on shrinking
 
-# The rows proposed for the table (issue 11); the table's own rows win once they are there.
-_PROPOSED = {
-    "opencv": table.Entry(
-        "opencv", "equivalence.runtimes.opencv:OpenCvRuntime", "onnx",
-        Capabilities(lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"}))),
-    "tract": table.Entry(
-        "tract", "equivalence.runtimes.tract:TractRuntime", "onnx",
-        Capabilities(peepholes=True, lengths=False, time_major=True,
-                     dtypes=frozenset({"float32", "float16"}))),
-    "openvino": table.Entry(
-        "openvino", "equivalence.runtimes.openvino:OpenVinoRuntime", "onnx",
-        Capabilities(gate_clip=True, time_major=True, dtypes=frozenset({"float32", "float16"}))),
-}
-
-
 def _row(name: str) -> table.Entry:
-    row = table.BY_NAME.get(name) or _PROPOSED[name]
-    reason = row.load().unavailable_reason()
-    if reason and name in table.BY_NAME:
-        require(row)  # a table row that cannot run fails (or skips under ALLOW_MISSING)
-    if reason:
-        pytest.skip(f"{name}: {reason}")
+    """The table's row; one that cannot run here fails (skips under EQUIVALENCE_ALLOW_MISSING)."""
+    row = table.BY_NAME[name]
+    require(row)
     return row
 
 

@@ -97,8 +97,9 @@ def test_missing_half_of_the_initial_state_is_zeros(entry: table.Entry) -> None:
     first = runtime.run(SPEC, native, only_h.inputs, **options)
     second = runtime.run(SPEC, native, both.inputs, **options)
     assert compare(second, first, Tolerance.for_case("float32", 4)).ok
-    reference = harness.reference_result(both)
-    assert compare(reference, first, Tolerance.for_case("float32", 4)).ok
+    if runtime.known_deviation() is None:  # else the reference check is its expected failure
+        reference = harness.reference_result(both)
+        assert compare(reference, first, Tolerance.for_case("float32", 4)).ok
 
 
 def test_initial_state_of_the_wrong_shape_names_it() -> None:
@@ -114,7 +115,7 @@ def test_contradicting_option_is_refused() -> None:
     runtime = require(entry)
     case = _case()
     native = harness.native_weights(entry, case)
-    with pytest.raises(ConversionError, match="clip=2.0 disagrees with spec.gate_clip=None"):
+    with pytest.raises(ConversionError, match=r"clip=2\.0 disagrees with spec\.gate_clip=None"):
         runtime.run(case.spec, native, case.inputs, clip=2.0)
 
 

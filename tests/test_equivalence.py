@@ -29,6 +29,9 @@ PAIRS = table.pairs()
 @given(data=st.data())
 def test_runtime_matches_reference(entry: table.Entry, data, request) -> None:
     runtime = require(entry)
+    deviation = runtime.known_deviation()
+    if deviation:  # must keep failing: found silently wrong, not a tolerance to loosen
+        request.applymarker(pytest.mark.xfail(reason=f"silently wrong: {deviation}", strict=True))
     caps = runtime.capabilities
     case = data.draw(lstm_cases(capabilities=caps, dtypes=caps.dtypes), label="case")
     outcome = harness.check_against_reference(entry, case)

@@ -285,9 +285,33 @@ def test_hard_sigmoid_is_read_as_the_matching_activation(tmp_path, capsys, alpha
     verified(out, f"ONNX HardSigmoid -> {output}")
 
 
+@pytest.mark.parametrize("attrs", [
+    {"direction": "reverse"},
+    {"input_forget": 1},
+    {"direction": "reverse", "input_forget": 1, "clip": 1.5},
+])
+def test_reverse_and_input_forget_reach_onnx_and_other_targets_refuse_them_by_name(
+        tmp_path, capsys, attrs):
+    path = attribute_model(tmp_path / "a.onnx", **attrs)
+    code, out, err = run_cli(capsys, "convert", path, "--to", "onnx", "-o", tmp_path / "o.onnx",
+                             "--verify", "--examples", "3")
+    assert code == 0 and "verify: PASSED" in out, out + err
+    verified(out, f"ONNX {attrs} -> onnx")
+    written = next(n for n in onnx.load(str(tmp_path / "o.onnx")).graph.node if n.op_type == "LSTM")
+    written_attrs = {a.name: helper.get_attribute_value(a) for a in written.attribute}
+    assert written_attrs["direction"] == attrs.get("direction", "forward").encode()
+    assert written_attrs.get("input_forget", 0) == attrs.get("input_forget", 0)
+    feature = "reverse" if "direction" in attrs else "input_forget"
+    for target, output in (("torch", "o.pt"), ("keras", "o.keras")):
+        for verify in ((), ("--verify",)):
+            code, _, err = run_cli(capsys, "convert", path, "--to", target, "-o",
+                                   tmp_path / output, *verify)
+            assert code == 2 and f"{target} cannot represent {feature}" in err, err
+            assert one_error_line(err, tmp_path / output)  # the output cannot be written
+        assert not (tmp_path / output).exists()
+
+
 @pytest.mark.parametrize(("attrs", "problem"), [
-    ({"direction": "reverse"}, "direction=reverse (a single reversed LSTM)"),
-    ({"input_forget": 1}, "input_forget=1 (coupled input and forget gates)"),
     ({"activations": ["HardSigmoid", "Tanh", "Tanh"], "activation_alpha": [0.3],
       "activation_beta": [0.5]}, "HardSigmoid(alpha=0.3"),
     ({"activations": ["Sigmoid", "Relu", "Tanh"]}, "g and h must be Tanh"),

@@ -140,6 +140,43 @@ def test_reverse_direction_is_forward_on_the_flipped_valid_part() -> None:
         np.testing.assert_allclose(both.h[0, 1, b], both.outputs[b, 0, 3:], atol=1e-14)
 
 
+def test_reverse_spec_is_the_backward_half_of_a_bidirectional_lstm() -> None:
+    rng = np.random.default_rng(13)
+    spec = eq.LSTMSpec(2, 3, directions=2, dtype="float64")
+    weights = eq.random_weights(spec, rng)
+    backward_only = LSTMWeights(spec.replace(directions=1, reverse=True), ((weights.cells[0][1],),))
+    x, lengths = rng.normal(size=(2, 5, 2)), np.array([5, 3])
+    both = reference.lstm(weights, x, lengths=lengths)
+    alone = reference.lstm(backward_only, x, lengths=lengths)
+    np.testing.assert_allclose(alone.outputs, both.outputs[:, :, 3:], atol=1e-14)
+    np.testing.assert_allclose(alone.h[0, 0], both.h[0, 1], atol=1e-14)
+    np.testing.assert_allclose(alone.c[0, 0], both.c[0, 1], atol=1e-14)
+
+
+def test_input_forget_couples_the_forget_gate_to_one_minus_the_input_gate() -> None:
+    """f = 1 - sigmoid(z_i) = sigmoid(-z_i): the uncoupled LSTM with f rows = -(i rows)."""
+    rng = np.random.default_rng(14)
+    spec = eq.LSTMSpec(2, 3, peepholes=True, dtype="float64")
+    weights = eq.random_weights(spec, rng)
+    cell = weights.cells[0][0]
+    arrays = {k: np.array(v, copy=True) for k, v in cell.arrays().items()}
+    for name in ("w_input", "w_recurrent", "b_input", "b_recurrent"):
+        arrays[name][3:6] = -arrays[name][:3]
+    arrays["peephole"][1] = -arrays["peephole"][0]
+    negated = LSTMWeights(spec, ((CellWeights(**arrays),),))
+    coupled = LSTMWeights(spec.replace(input_forget=True), weights.cells)
+    x = rng.normal(size=(2, 4, 2))
+    expected, found = reference.lstm(negated, x), reference.lstm(coupled, x)
+    np.testing.assert_allclose(found.outputs, expected.outputs, atol=1e-14)
+    np.testing.assert_allclose(found.c, expected.c, atol=1e-14)
+    assert np.abs(found.c - reference.lstm(weights, x).c).max() > 1e-3
+
+
+def test_reverse_needs_one_direction() -> None:
+    with pytest.raises(eq.SpecError, match="reverse: True with directions=2"):
+        eq.LSTMSpec(2, 3, directions=2, reverse=True)
+
+
 def test_initial_state_continues_a_split_sequence() -> None:
     rng = np.random.default_rng(4)
     weights = eq.random_weights(eq.LSTMSpec(3, 4, layers=2, dtype="float64"), rng)

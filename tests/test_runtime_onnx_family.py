@@ -15,31 +15,14 @@ import pytest
 
 from equivalence import harness, table
 from equivalence.canonical import random_weights
-from equivalence.capabilities import Capabilities
 from equivalence.case import Case
 from equivalence.io_types import LSTMInputs
 from equivalence.runtimes import _onnx_family
 from equivalence.runtimes.openvino import OpenVinoRuntime
 from equivalence.spec import LSTMSpec
+from tests.runtime_support import require
 
 pytestmark = pytest.mark.cpu
-
-_PROPOSED = {
-    "opencv": table.Entry(
-        "opencv", "equivalence.runtimes.opencv:OpenCvRuntime", "onnx",
-        Capabilities(lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"}))),
-    "tract": table.Entry(
-        "tract", "equivalence.runtimes.tract:TractRuntime", "onnx",
-        Capabilities(peepholes=True, lengths=False, time_major=True,
-                     dtypes=frozenset({"float32", "float16"}))),
-    "openvino": table.Entry(
-        "openvino", "equivalence.runtimes.openvino:OpenVinoRuntime", "onnx",
-        Capabilities(gate_clip=True, time_major=True, dtypes=frozenset({"float32", "float16"}))),
-    "openvino_default": table.Entry(
-        "openvino_default", "equivalence.runtimes.openvino:OpenVinoDefaultRuntime", "onnx",
-        Capabilities(gate_clip=True, time_major=True, dtypes=frozenset({"float32", "float16"}))),
-}
-
 
 def _engine(row: table.Entry) -> _onnx_family.OnnxModelRuntime:
     runtime = row.load()
@@ -48,11 +31,9 @@ def _engine(row: table.Entry) -> _onnx_family.OnnxModelRuntime:
 
 
 def _row(name: str) -> table.Entry:
-    """The table's row once it is there, else the proposed one; skipped when not installed."""
-    row = table.BY_NAME.get(name) or _PROPOSED[name]
-    reason = row.load().unavailable_reason()
-    if reason:
-        pytest.skip(f"{name}: {reason}")
+    """The table's row; one that cannot run here fails (skips under EQUIVALENCE_ALLOW_MISSING)."""
+    row = table.BY_NAME[name]
+    require(row)
     return row
 
 

@@ -27,7 +27,6 @@ from hypothesis import seed as hypothesis_seed
 from equivalence import conformance as cf
 from equivalence import harness, table
 from equivalence.canonical import random_weights
-from equivalence.capabilities import Capabilities
 from equivalence.case import Case
 from equivalence.compare import compare
 from equivalence.errors import ShapeError
@@ -197,27 +196,12 @@ def test_close_ends_the_process(worker: Worker) -> None:
 
 # --- Keras 3 on JAX and torch, TFLite ---------------------------------------------------------
 
-_KERAS3 = Capabilities(
-    recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_keras3"}),
-    time_major=False,
-    dtypes=frozenset({"float16", "bfloat16", "float32"}),
-)
-# The rows proposed for the table (issue 11); the table's own rows win once they are there.
-_PROPOSED = {
-    "keras_jax": table.Entry(
-        "keras_jax", "equivalence.runtimes.keras_backends:KerasJaxRuntime", "keras", _KERAS3),
-    "keras_torch": table.Entry(
-        "keras_torch", "equivalence.runtimes.keras_backends:KerasTorchRuntime", "keras", _KERAS3),
-    "tflite": table.Entry(
-        "tflite", "equivalence.runtimes.tflite:TFLiteRuntime", "keras",
-        replace(_KERAS3, dtypes=frozenset({"float32"}))),
-}
 BACKENDS = ("keras_jax", "keras_torch")
 
 
 def _row(name: str) -> table.Entry:
-    row = table.BY_NAME.get(name) or _PROPOSED[name]
-    require(row) if name in table.BY_NAME else _skip_if_unavailable(row)
+    row = table.BY_NAME[name]
+    require(row)
     return row
 
 
@@ -231,12 +215,6 @@ def _tflite() -> TFLiteRuntime:
     runtime = _row("tflite").load()
     assert isinstance(runtime, TFLiteRuntime)
     return runtime
-
-
-def _skip_if_unavailable(row: table.Entry) -> None:
-    reason = row.load().unavailable_reason()
-    if reason:
-        pytest.skip(f"{row.name}: {reason}")
 
 
 def _with_dtypes(row: table.Entry, *dtypes: str) -> table.Entry:

@@ -12,10 +12,11 @@ are part of the function the file computes: they travel as
 :class:`~equivalence.files.StoredInputs`. A node whose input X comes from
 another LSTM node's Y through shape-only ops is stacked on it, as exporters
 write ``nn.LSTM(num_layers=L)``. Attributes: ``hidden_size`` (checked against
-R), ``direction`` (``reverse`` alone is refused by name), ``clip`` (the spec's
-gate_clip), activations Sigmoid/Tanh/Tanh or a ``HardSigmoid`` whose
-alpha/beta are tf_keras's (0.2, 0.5) or Keras 3's (1/6, 0.5), ``input_forget=0``
-only, ``layout`` 0 or 1.
+R), ``direction`` (``reverse`` is the spec's ``reverse``), ``clip`` (the
+spec's gate_clip), ``input_forget`` (the spec's), activations Sigmoid/Tanh/Tanh
+or a ``HardSigmoid`` whose alpha/beta are tf_keras's (0.2, 0.5) or Keras 3's
+(1/6, 0.5), ``layout`` 0 or 1. A target format that cannot hold reverse or
+input_forget refuses it by name.
 
 Writing: input ``input`` (batch, time, I); one LSTM node per layer with its
 weights (and carried stored inputs) as initializers; outputs ``output``
@@ -148,6 +149,11 @@ def _entry(chain: list[Any], names: list[str], scope: Scope, folder: Folder, mod
         notes.append(f"clip={clip} (gate pre-activation clip)")
     if attrs.get("layout", 0) == 1:
         notes.append("layout=1 (batch-major) nodes")
+    semantics = _spec_attributes(attrs)
+    if semantics.get("reverse"):
+        notes.append("direction=reverse (one direction, run from the last step back)")
+    if semantics.get("input_forget"):
+        notes.append("input_forget=1 (coupled gates: f = 1 - i)")
     if activation != "sigmoid":
         notes.append(f"HardSigmoid recurrent activation (alpha={HARD_SIGMOIDS[activation]:.4g}, "
                      f"beta=0.5): {activation}")
@@ -159,7 +165,7 @@ def _entry(chain: list[Any], names: list[str], scope: Scope, folder: Folder, mod
         name="+".join(names), format="onnx",
         native=nodes if len(nodes) > 1 else (nodes[0] if nodes else {}),
         source=str(path), kind=f"ONNX model, {len(chain)} LSTM node(s), D={d}",
-        read_options={"clip": clip}, run_options={"clip": clip},
+        read_options={"clip": clip, **semantics}, run_options={"clip": clip, **semantics},
         biases="two (B = [Wb, Rb], 8H)", notes=tuple(notes), problem=problem,
         spec_changes={} if activation == "sigmoid" else {"recurrent_activation": activation},
         stored=stored, runner="onnx", definition=definition)
@@ -224,16 +230,19 @@ def _activation(attrs: dict[str, Any]) -> tuple[str, str | None]:
     return found.pop(), None
 
 
+def _spec_attributes(attrs: dict[str, Any]) -> dict[str, bool]:
+    """The reader options for the attributes that are spec fields: reverse, input_forget."""
+    found = {"reverse": attrs.get("direction") == b"reverse",
+             "input_forget": attrs.get("input_forget", 0) == 1}
+    return {k: v for k, v in found.items() if v}
+
+
 def _attribute_problem(attrs: dict[str, Any]) -> str | None:
     direction = attrs.get("direction", b"forward")
-    if direction == b"reverse":
-        return ("direction=reverse (a single reversed LSTM): the canonical form, and so every "
-                "target here, holds forward and bidirectional LSTMs only")
-    if direction not in (b"forward", b"bidirectional"):
+    if direction not in (b"forward", b"reverse", b"bidirectional"):
         return f"direction={direction!r}"
-    if attrs.get("input_forget", 0):
-        return ("input_forget=1 (coupled input and forget gates): the canonical form, and so "
-                "every target here, cannot represent it")
+    if attrs.get("input_forget", 0) not in (0, 1):
+        return f"input_forget={attrs.get('input_forget')}, expected 0 or 1"
     if attrs.get("layout", 0) not in (0, 1):
         return f"layout={attrs.get('layout')}"
     return None
@@ -306,8 +315,10 @@ def _lengths(per_node: list[np.ndarray | None]) -> np.ndarray | None:
 def _node_attributes(spec: Any) -> dict[str, Any]:
     """hidden_size, direction, clip and (for a hard sigmoid) the activations and alpha/beta."""
     d = spec.directions
-    attributes: dict[str, Any] = {"hidden_size": spec.units,
-                                  "direction": "bidirectional" if d == 2 else "forward"}
+    direction = "bidirectional" if d == 2 else ("reverse" if spec.reverse else "forward")
+    attributes: dict[str, Any] = {"hidden_size": spec.units, "direction": direction}
+    if spec.input_forget:
+        attributes["input_forget"] = 1
     if spec.gate_clip is not None:
         attributes["clip"] = float(spec.gate_clip)
     if spec.recurrent_activation in HARD_SIGMOIDS:

@@ -34,6 +34,8 @@ class Format:
         }
         return Capabilities(
             bidirectional="bidirectional" in held,
+            reverse="reverse" in held,
+            input_forget="input_forget" in held,
             projection="projection" in held,
             projection_clip="projection_clip" in held,
             peepholes="peepholes" in held,

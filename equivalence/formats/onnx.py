@@ -4,7 +4,9 @@ Native form: one dict per LSTM node, ``W`` (D, 4H, I), ``R`` (D, 4H, H),
 ``B`` (D, 8H) = [input biases, recurrent biases], optional ``P`` (D, 3H); a
 stack is a list of such dicts (one node per layer; a single layer may be given
 as the dict itself). Gate order i o f c in rows; peepholes i o f. The node's
-``clip`` attribute is the spec's ``gate_clip``. ``B`` is required here (write
+``clip`` attribute is the spec's ``gate_clip``; ``direction="reverse"`` its
+``reverse`` and ``input_forget`` its ``input_forget`` (attributes, which the
+reader takes as options and a file writer sets from the spec). ``B`` is required here (write
 zeros for a node without one) so a dropped key is never mistaken for zeros.
 """
 
@@ -20,7 +22,8 @@ from ..spec import LSTMSpec
 from . import _common as c
 
 NAME = "onnx"
-SUPPORTED = frozenset({"stacked layers", "bidirectional", "peepholes", "gate_clip"})
+SUPPORTED = frozenset(
+    {"stacked layers", "bidirectional", "reverse", "peepholes", "gate_clip", "input_forget"})
 GATE_ORDER = (0, 3, 1, 2)  # ONNX block k is canonical block GATE_ORDER[k]: i o f c
 PEEPHOLE_ORDER = (0, 2, 1)  # ONNX P is i o f; canonical rows are i f o
 
@@ -44,16 +47,16 @@ def _with_default_bias(node: Mapping[str, Any], layer: int) -> Mapping[str, Any]
     return {**node, "B": np.zeros((w.shape[0], 2 * w.shape[1]), w.dtype)}
 
 
-def _infer_spec(nodes: list[Mapping[str, Any]], clip: float | None) -> LSTMSpec:
+def _infer_spec(nodes: list[Mapping[str, Any]], clip: float | None, reverse: bool,
+                input_forget: bool) -> LSTMSpec:
     c.check_keys(nodes[0], ("W", "R", "B"), ("P",), f"{NAME} layer 0")
     w = c.as_weight(nodes[0]["W"], "layer 0 W")
     c.expect_ndim(w, "layer 0 W", 3, "(D, 4H, I)")
     if w.shape[0] not in (1, 2):
         raise c.ShapeError("layer 0 W", w.shape, "(D, 4H, I) with D in (1, 2)")
     units = c.gate_units(w, "layer 0 W", axis=1)
-    return LSTMSpec(
-        w.shape[2], units, len(nodes), w.shape[0], peepholes="P" in nodes[0], gate_clip=clip
-    )
+    return LSTMSpec(w.shape[2], units, len(nodes), w.shape[0], peepholes="P" in nodes[0],
+                    gate_clip=clip, reverse=reverse, input_forget=input_forget)
 
 
 def _node_shapes(spec: LSTMSpec, layer: int) -> dict[str, tuple[int, ...]]:
@@ -68,10 +71,16 @@ def _node_shapes(spec: LSTMSpec, layer: int) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def to_canonical(native: Any, *, clip: float | None = None) -> LSTMWeights:
-    """ONNX node weights -> canonical. ``clip`` is the node's clip attribute."""
+def to_canonical(
+    native: Any, *, clip: float | None = None, reverse: bool = False, input_forget: bool = False
+) -> LSTMWeights:
+    """ONNX node weights -> canonical; the options are the nodes' attributes.
+
+    ``clip`` is the clip attribute, ``reverse`` means ``direction="reverse"``
+    (D must be 1), ``input_forget`` means ``input_forget=1``.
+    """
     nodes = _nodes(native)
-    spec = _infer_spec(nodes, clip)
+    spec = _infer_spec(nodes, clip, reverse, input_forget)
     arrays = []
     for layer, node in enumerate(nodes):
         shapes = _node_shapes(spec, layer)

@@ -67,8 +67,10 @@ def run_check(
 ) -> dict[str, Any]:
     """One matrix cell."""
     src = table.entry(source)
+    known = None
     if target == "reference":
         caps = src.load().capabilities
+        known = src.load().known_deviation()
         found = explore(
             lstm_cases(capabilities=caps, dtypes=caps.dtypes),
             lambda case: harness.check_against_reference(src, case),
@@ -86,7 +88,7 @@ def run_check(
             seed_value=seed,
             on_example=tick,
         )
-    return results.pair_row(source, target, src.environment, found)
+    return results.pair_row(source, target, src.environment, found, known)
 
 
 @contextlib.contextmanager

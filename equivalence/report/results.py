@@ -61,8 +61,9 @@ def platform_info() -> dict[str, str]:
     }
 
 
-def pair_row(source: str, target: str, environment: str, found: Exploration) -> dict[str, Any]:
-    """One matrix cell from an exploration."""
+def pair_row(source: str, target: str, environment: str, found: Exploration,
+             known: str | None = None) -> dict[str, Any]:
+    """One matrix cell from an exploration; ``known``: the source's known deviation here."""
     worst = found.failure or found.worst
     tolerance = worst.comparison.tolerance if worst else None
     worst_case = None
@@ -85,6 +86,7 @@ def pair_row(source: str, target: str, environment: str, found: Exploration) -> 
         "worst_case": worst_case,
         "features": sorted(found.features),
         "error": found.error,
+        **({"known": known} if known else {}),
     }
 
 

@@ -134,6 +134,8 @@ def failures(ctx: Context) -> list[Block]:
             Heading(3, f"{row['source']} -> {row['target']}{where}", anchor),
             Paragraph((f"{row['examples']} examples in the {row['environment']} environment; "
                        "the minimal failing example:",)),
+            *([Paragraph((f"Known silently wrong on this machine: {row['known']}",))]
+              if row.get("known") else []),
             CodeBlock(case.get("case") or "-", f"{anchor}-case", "Minimal case"),
             CodeBlock(row.get("error") or case.get("message") or "-", "", "What differed"),
             CodeBlock(pair_replay(ctx.data, row), f"{anchor}-replay", "Replay"),

@@ -117,7 +117,8 @@ def _set_attributes(
 ) -> None:
     from onnx import helper
 
-    values: dict[str, Any] = {"input_forget": int(input_forget), "layout": layout}
+    values: dict[str, Any] = {"input_forget": int(input_forget or spec.input_forget),
+                              "layout": layout}
     if direction is not None and spec.directions == 1:
         values["direction"] = direction
     if spec.recurrent_activation in HARD_SIGMOIDS:

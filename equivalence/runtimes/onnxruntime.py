@@ -135,14 +135,20 @@ def _lstm_node(spec: LSTMSpec, layer: int, x: str, has_state: bool, has_lengths:
         names.pop()
     attributes: dict[str, Any] = {
         "hidden_size": spec.units,
-        "direction": "bidirectional" if spec.directions == 2 else "forward",
+        "direction": _direction(spec),
         "layout": 0,
-        "input_forget": 0,
+        "input_forget": int(spec.input_forget),
     }
     if spec.gate_clip is not None:
         attributes["clip"] = float(spec.gate_clip)
     outputs = [f"Y_{layer}", f"Y_h_{layer}", f"Y_c_{layer}"]
     return helper.make_node("LSTM", names, outputs, name=f"lstm_{layer}", **attributes)
+
+
+def _direction(spec: LSTMSpec) -> str:
+    if spec.directions == 2:
+        return "bidirectional"
+    return "reverse" if spec.reverse else "forward"
 
 
 def _flatten_directions(layer: int, nodes: list[Any], initializers: list[Any]) -> str:
