@@ -34,7 +34,13 @@ import numpy as np
 
 from ..canonical import LSTMWeights
 from ..formats import tf1 as tf1_format
-from ._base import FileFormatError, FoundLSTM, checkpoint_prefix, remove_stale_temporaries
+from ._base import (
+    FileFormatError,
+    FoundLSTM,
+    checkpoint_prefix,
+    publish,
+    remove_stale_temporaries,
+)
 from .limits import check_declared
 
 OBJECT_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -203,19 +209,6 @@ def write_job(path: Path, weights: LSTMWeights, job: Any) -> list[str]:
     return write_checkpoint(path, weights, job.forget_bias, job.replace)
 
 
-def _place(item: Path, target: Path, replace: bool) -> None:
-    """Move a staged file to its name; without ``replace`` never over an existing one."""
-    if replace:
-        os.replace(item, target)
-        return
-    try:
-        os.link(item, target)
-    except FileExistsError as exc:
-        raise FileFormatError(target, "exists (written meanwhile by another run?); pass "
-                                      "--force to replace it") from exc
-    item.unlink()
-
-
 def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float,
                      replace: bool = False) -> list[str]:
     """Write a TF1-named checkpoint for cells built with ``forget_bias``; return lines to print."""
@@ -240,12 +233,12 @@ def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float,
         new_names = {item.name for item in written}
         # Data shards first, the index last: the index is what makes the checkpoint visible.
         for item in written[:-1]:
-            _place(item, prefix.parent / item.name, replace)
+            publish(item, prefix.parent / item.name, replace)
         # Shards of a replaced checkpoint that this one does not have would confuse readers.
         for old in prefix.parent.glob(glob.escape(prefix.name) + ".data-*"):
             if old.name not in new_names:
                 old.unlink()
-        _place(written[-1], prefix.parent / written[-1].name, replace)
+        publish(written[-1], prefix.parent / written[-1].name, replace)
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)
