@@ -104,8 +104,9 @@ def _square(ax: Any, rectangle: Any, i: int, j: int, cell: Cell) -> None:
 
 
 def _label(ax: Any, runtimes: Sequence[str], features: Sequence[str]) -> None:
-    ax.set_xlim(-0.5, len(features) - 0.5)
-    ax.set_ylim(len(runtimes) - 0.5, -0.5)
+    # At least one column and row of room, so an empty grid still draws (as an empty frame).
+    ax.set_xlim(-0.5, max(len(features), 1) - 0.5)
+    ax.set_ylim(max(len(runtimes), 1) - 0.5, -0.5)
     ax.set_xticks(range(len(features)), features, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(runtimes)), runtimes, fontsize=8)
     ax.set_aspect("equal")
