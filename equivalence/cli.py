@@ -7,7 +7,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -43,7 +45,7 @@ def _neoml_part(args: argparse.Namespace, data: dict) -> str:
 
 def report(args: argparse.Namespace) -> int:
     """Run the matrix (or merge results files) and write the report folder."""
-    from .report import matrix, plots, results
+    from .report import matrix, results
     from .report.write import write_report
 
     replay = "equivalence report " + " ".join(args.raw_argv)
@@ -60,6 +62,7 @@ def report(args: argparse.Namespace) -> int:
         pairs = matrix.run_main(
             examples=args.examples, seed=args.seed, only=args.only, jobs=args.jobs
         )
+        print(f"matrix: {time.perf_counter() - start:.0f}s", flush=True)
         data = results.new_results(
             seed=args.seed,
             examples=args.examples,
@@ -68,32 +71,48 @@ def report(args: argparse.Namespace) -> int:
             pairs=pairs,
         )
         if not args.only:
-            print(f"NeoML: {_neoml_part(args, data)}", flush=True)
-            ran = [
-                r["name"] for r in data["runtimes"] if r["available"] and r["environment"] == "main"
-            ]
-            data["error_growth"] = plots.growth_points(ran, seed=args.seed)
-            from .mutations import run_catalogue
-
-            found = run_catalogue(max_examples=args.examples, seed=args.seed)
-            data["mutations"] = [m.as_dict() for m in found]
-            from .conformance import run_conformance
-
-            data["conformance"] = run_conformance(max_examples=args.examples, seed=args.seed)
-            from .third_party import run_third_party
-
-            # third-party converters are slow (exports, saves): a few examples per configuration
-            data["third_party"] = run_third_party(
-                max_examples=min(args.examples, 5), seed=args.seed
-            )
+            _run_parts(args, data)
         else:
             data["error_growth"] = []
         print(f"checks done in {time.perf_counter() - start:.0f}s", flush=True)
     written = write_report(data, args.out, replay=replay)
-    failed = [f"{r['source']}->{r['target']}" for r in data["pairs"] if not r["passed"]]
+    failed = [f"{r['source']}->{r['target']}" for r in data["pairs"]
+              if not r["passed"] and not r.get("known")]
+    known = [f"{r['source']}->{r['target']}" for r in data["pairs"]
+             if not r["passed"] and r.get("known")]
     print(f"wrote {', '.join(str(p) for p in written)}")
-    print(f"{len(data['pairs'])} checks, {len(failed)} failed" + (f": {failed}" if failed else ""))
+    print(f"{len(data['pairs'])} checks, {len(failed)} failed" + (f": {failed}" if failed else "")
+          + (f"; known silently wrong on this machine: {known}" if known else ""))
+    # A known deviation fails its check in the report; only an unexpected failure fails the run.
     return 1 if failed else 0
+
+
+def _run_parts(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    """The report's parts after the matrix, each timed (printed, not stored: the JSON is
+    deterministic)."""
+    from .conformance import run_conformance
+    from .mutations import run_catalogue
+    from .report import plots
+    from .third_party import run_third_party
+
+    def timed(label: str, work: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        value = work()
+        print(f"{label}: {time.perf_counter() - start:.0f}s", flush=True)
+        return value
+
+    print(f"NeoML: {timed('neoml part', lambda: _neoml_part(args, data))}", flush=True)
+    ran = [r["name"] for r in data["runtimes"] if r["available"] and r["environment"] == "main"]
+    data["error_growth"] = timed("error growth",
+                                 lambda: plots.growth_points(ran, seed=args.seed))
+    found = timed("mutation self-test",
+                  lambda: run_catalogue(max_examples=args.examples, seed=args.seed))
+    data["mutations"] = [m.as_dict() for m in found]
+    data["conformance"] = timed("conformance grid", lambda: run_conformance(
+        max_examples=args.examples, seed=args.seed))
+    # third-party converters are slow (exports, saves): a few examples per configuration
+    data["third_party"] = timed("third-party converters", lambda: run_third_party(
+        max_examples=min(args.examples, 5), seed=args.seed))
 
 
 def main(argv: list[str] | None = None) -> int:
