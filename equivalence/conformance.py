@@ -46,7 +46,7 @@ from .convert import from_canonical
 from .formats import get as get_format
 from .io_types import LSTMResult
 from .strategies import lstm_cases
-from .table import BY_NAME, MAIN, Entry, entries, entry
+from .table import MAIN, Entry, entries, entry
 
 MATCH, REFUSED, WRONG = "match", "refused", "silently wrong"
 VERDICTS = (MATCH, REFUSED, WRONG)
@@ -420,38 +420,22 @@ def run_conformance(
     max_examples: int = 10,
     seed: int = 0,
     shrink_runs: int = SHRINK_RUNS,
-    jobs: int = 1,
 ) -> list[dict[str, Any]]:
     """The grid: one ``{runtime, feature, verdict, max_abs_diff, minimal_case, ...}`` per cell.
 
     ``features`` restricts the columns by name; a row that cannot run here is
-    left out (the report lists unavailable runtimes elsewhere). ``jobs`` > 1
-    judges the table's rows in that many spawned processes, a row to a process
-    at a time; every cell is seeded on its own, so the grid is the same.
+    left out (the report lists unavailable runtimes elsewhere).
     """
-    wanted = None if features is None else sorted(set(features))
-    rows = [row for row in rows_for(runtimes) if row.load().unavailable_reason() is None]
-    args = (wanted, max_examples, seed, shrink_runs)
-    if jobs > 1 and len(rows) > 1 and all(BY_NAME.get(row.name) == row for row in rows):
-        import concurrent.futures
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")  # frameworks must not be forked
-        with concurrent.futures.ProcessPoolExecutor(min(jobs, len(rows)),
-                                                    mp_context=context) as pool:
-            parts = list(pool.map(_row_cells, [row.name for row in rows],
-                                  *([arg] * len(rows) for arg in args)))
-    else:
-        parts = [_row_cells(row, *args) for row in rows]
-    return [cell for part in parts for cell in part]
-
-
-def _row_cells(row: str | Entry, wanted: list[str] | None, max_examples: int, seed: int,
-               shrink_runs: int) -> list[dict[str, Any]]:
-    """One row of the grid (a worker's unit)."""
-    row = row if isinstance(row, Entry) else entry(row)
-    return [judge(row, feature, max_examples=max_examples, seed=seed, shrink_runs=shrink_runs)
-            for feature in features_for(row) if wanted is None or feature.name in wanted]
+    wanted = None if features is None else set(features)
+    cells = []
+    for row in rows_for(runtimes):
+        if row.load().unavailable_reason() is not None:
+            continue
+        for feature in features_for(row):
+            if wanted is None or feature.name in wanted:
+                cells.append(judge(row, feature, max_examples=max_examples, seed=seed,
+                                   shrink_runs=shrink_runs))
+    return cells
 
 
 def unexpected(cells: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -11,9 +11,6 @@ the very cases where engines are found wrong.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +29,6 @@ from equivalence.spec import LSTMSpec
 from tests.runtime_support import require
 
 pytestmark = pytest.mark.cpu
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = 4  # per cell (every OpenVINO example compiles a model: about 0.15 s)
 SHRINK_RUNS = 20  # further runs a silently wrong cell may spend on shrinking
 
@@ -176,24 +172,3 @@ def test_the_grid_renders_as_markdown_and_png(grid: list[dict[str, Any]], tmp_pa
     assert any(line.startswith("- **tract / reverse: silently wrong**") for line in lines)
     png = conformance_plot.draw(grid, tmp_path / "conformance.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-
-
-def test_the_grid_in_worker_processes_is_the_grid_of_one_process() -> None:
-    """--jobs: rows judged in spawned processes give the grid one plain process gives (as
-    `equivalence report --jobs 1` runs it: outside pytest, whose Hypothesis profile differs)."""
-    names = ["onnxruntime", "tract"]
-    for name in names:
-        require(table.BY_NAME[name])
-    options: dict[str, Any] = {"features": ["reverse", "gate_clip"], "max_examples": 2,
-                               "seed": 3, "shrink_runs": 4}
-    script = ("import json, sys; from equivalence import conformance as cf; "
-              f"json.dump(cf.run_conformance({names!r}, **{options!r}), sys.stdout)")
-    one = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    parallel = json.loads(json.dumps(cf.run_conformance(names, jobs=2, **options)))
-
-    def comparable(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{k: v for k, v in c.items() if k != "seconds"} for c in cells]
-
-    assert [c["runtime"] for c in parallel] == ["onnxruntime"] * 2 + ["tract"] * 2
-    assert comparable(parallel) == comparable(json.loads(one.stdout))
