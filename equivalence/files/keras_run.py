@@ -18,6 +18,7 @@ layer would pass it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -129,10 +130,15 @@ def runner(found: FoundLSTM, spec: LSTMSpec, options: dict[str, Any]) -> Any:
         from ..runtimes.keras import import_keras3
 
         layers_module = import_keras3().layers
+        as_state: Callable[[np.ndarray], Any] = np.asarray
     else:
+        import tensorflow as tf
         import tf_keras
 
         layers_module = tf_keras.layers
+        # tf_keras's Bidirectional asks whether an initial state is a Keras tensor, and a
+        # numpy array is an error there ("Expected a symbolic tensor instance"): feed tensors.
+        as_state = tf.convert_to_tensor
     built = []
     for layer in found.definition:
         try:
@@ -149,7 +155,7 @@ def runner(found: FoundLSTM, spec: LSTMSpec, options: dict[str, Any]) -> Any:
         built.append((keras_layer, time_major, len(layer["cells"])))
 
     def run(inputs: LSTMInputs) -> LSTMResult:
-        return _run(built, spec, inputs)
+        return _run(built, spec, inputs, as_state)
 
     flavour = "Keras 3" if major >= 3 else "tf_keras"
     label = (f"the file's own layers {found.name!r} of {found.source}, rebuilt from their "
@@ -162,8 +168,8 @@ def _input_width(layer: dict[str, Any]) -> int:
     return int(layer["cells"][0][0]["kernel"].shape[0])
 
 
-def _run(built: list[tuple[Any, bool, int]], spec: LSTMSpec, inputs: LSTMInputs
-         ) -> LSTMResult:
+def _run(built: list[tuple[Any, bool, int]], spec: LSTMSpec, inputs: LSTMInputs,
+         as_state: Callable[[np.ndarray], Any]) -> LSTMResult:
     mask = inputs.valid_mask() if inputs.lengths is not None else None
     x, first, h_all, c_all = inputs.x, 0, [], []
     for layer, time_major, count in built:
@@ -171,8 +177,8 @@ def _run(built: list[tuple[Any, bool, int]], spec: LSTMSpec, inputs: LSTMInputs
         if mask is not None:
             kwargs["mask"] = mask.T if time_major else mask
         if inputs.h0 is not None and inputs.c0 is not None:
-            pairs = [[inputs.h0[k, d], inputs.c0[k, d]] for k in range(first, first + count)
-                     for d in range(spec.directions)]
+            pairs = [[as_state(inputs.h0[k, d]), as_state(inputs.c0[k, d])]
+                     for k in range(first, first + count) for d in range(spec.directions)]
             # An RNN over stacked cells takes one [h, c] per cell; the others a flat list.
             kwargs["initial_state"] = pairs if count > 1 else _flat(pairs)
         feed = x.transpose(1, 0, 2) if time_major else x
