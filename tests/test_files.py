@@ -8,7 +8,6 @@ LSTM into Keras and ONNX; a Keras Bidirectional LSTM into a NeoML hand-off file.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 from pathlib import Path
@@ -22,7 +21,8 @@ import pytest
 # module too, and has neither: there the module is skipped (its tests are `cpu`, not `neoml`).
 torch = pytest.importorskip("torch", reason="real-file tests need the main environment")
 
-from equivalence.files import FileFormatError, cli, read  # noqa: E402 (after the torch guard)
+from equivalence.files import FileFormatError, read  # noqa: E402 (after the torch guard)
+from tests.file_helpers import run_cli  # noqa: E402
 
 pytestmark = [
     pytest.mark.cpu,
@@ -32,15 +32,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning"),
 ]
 ATOL = 2e-5  # float32 round-off of two correct LSTMs over <= 12 steps (see compare.py)
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="equivalence")
-    cli.add_arguments(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([str(a) for a in argv])
-    code = args.func(args)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def digest(path: Path) -> str:
@@ -219,6 +210,16 @@ def test_scenario3_torch_into_keras_and_onnx(torch_file, tmp_path, capsys):
     for actual, wanted in ((output, expected), (h, h_n), (c, c_n)):
         np.testing.assert_allclose(actual, wanted.numpy(), atol=ATOL)
     assert digest(path) == before
+
+
+def test_verify_feeds_initial_states_to_a_tf_keras_h5_model(torch_file, tmp_path, capsys):
+    """--verify runs the written .h5 in tf_keras with initial states too (its second batch
+    has them): tf_keras's Bidirectional refused numpy states until they were fed as tensors."""
+    path, _ = torch_file
+    code, out, err = run_cli(capsys, "convert", path, "--to", "keras", "-o", tmp_path / "m.h5",
+                             "--verify", "--examples", "3")
+    assert code == 0 and "verify: PASSED" in out, out + err
+    assert "(initial states" in out
 
 
 def test_scenario3_torch_into_tf1_checkpoint_restored_by_saver(tmp_path, capsys):
