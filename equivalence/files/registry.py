@@ -126,9 +126,9 @@ SNIFF_ORDER = ("keras_h5", "safetensors", "neoml_net", "torch", "onnx")
 
 FAMILIES: tuple[FileFamily, ...] = (
     FileFamily("keras", ("keras_h5", "keras_zip"),
-               writer="equivalence.files.keras:write_keras",
+               writer="equivalence.files.keras_write:write_keras",
                output_help="keras: .keras, .weights.h5 or .h5 (tf_keras)",
-               check_output="equivalence.files.keras:keras_output_kind", runs_itself=True),
+               check_output="equivalence.files.keras_write:keras_output_kind", runs_itself=True),
     FileFamily("cudnn", ("keras_h5", "keras_zip"), formats=("cudnn",)),
     FileFamily("tf1", ("tf1",), writer="equivalence.files.tf1:write_job",
                output_help="tf1: a checkpoint prefix",
