@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .errors import ConversionError, ShapeError, SpecError, WeightValueError
-from .spec import DTYPES, LSTMSpec
+from .spec import DTYPES, LSTMSpec, all_finite, dtype_name
 
 GATES = ("i", "f", "g", "o")
 
@@ -169,11 +169,11 @@ def _validate_cell(cell: object, shapes: dict[str, tuple[int, ...]], where: str)
 def _validate_array(array: object, field: str, shape: tuple[int, ...]) -> None:
     if not isinstance(array, np.ndarray):
         raise WeightValueError(f"{field}: got {type(array).__name__}, expected a numpy array")
-    if array.dtype.name not in DTYPES:
+    if dtype_name(array.dtype) not in DTYPES:
         raise WeightValueError(f"{field}: dtype {array.dtype}, expected one of {DTYPES}")
-    if tuple(array.shape) != shape:
+    if array.shape != shape:
         raise ShapeError(field, tuple(array.shape), shape)
-    if not np.all(np.isfinite(array)):
+    if not all_finite(array):
         raise WeightValueError(f"{field}: contains NaN or infinity")
 
 

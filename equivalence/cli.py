@@ -109,7 +109,7 @@ def _run_parts(args: argparse.Namespace, data: dict[str, Any]) -> None:
                   lambda: run_catalogue(max_examples=args.examples, seed=args.seed))
     data["mutations"] = [m.as_dict() for m in found]
     data["conformance"] = timed("conformance grid", lambda: run_conformance(
-        max_examples=args.examples, seed=args.seed))
+        max_examples=args.examples, seed=args.seed, jobs=args.jobs))
     # third-party converters are slow (exports, saves): a few examples per configuration
     data["third_party"] = timed("third-party converters", lambda: run_third_party(
         max_examples=min(args.examples, 5), seed=args.seed))
@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         "--jobs",
         type=int,
         default=os.cpu_count() or 1,
-        help="processes for the matrix (default: one per core; 1 runs in this process)",
+        help="processes for the matrix (default: one per core; 1 runs in this process) and "
+        "for the conformance grid (each of its rows is judged in a fresh process)",
     )
     rep.add_argument(
         "--only",

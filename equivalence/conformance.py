@@ -46,7 +46,7 @@ from .convert import from_canonical
 from .formats import get as get_format
 from .io_types import LSTMResult
 from .strategies import lstm_cases
-from .table import MAIN, Entry, entries, entry
+from .table import BY_NAME, MAIN, Entry, entries, entry
 
 MATCH, REFUSED, WRONG = "match", "refused", "silently wrong"
 VERDICTS = (MATCH, REFUSED, WRONG)
@@ -314,8 +314,11 @@ def judge(
     seen: dict[tuple[str, bytes], Observation] = {}
     raised: list[Observation] = []  # Hypothesis replays its minimal failure last
 
+    # Every setting from Hypothesis's own defaults, not the ambient profile (pytest loads
+    # one, a spawned worker does not): a cell is the same wherever it is judged.
     @hypothesis_seed(seed)
-    @settings(max_examples=max_examples, database=None, deadline=None,
+    @settings(settings.get_profile("default"), max_examples=max_examples, database=None,
+              deadline=None,
               phases=(Phase.explicit, Phase.generate, Phase.shrink),
               suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
               report_multiple_bugs=False)
@@ -420,22 +423,55 @@ def run_conformance(
     max_examples: int = 10,
     seed: int = 0,
     shrink_runs: int = SHRINK_RUNS,
+    jobs: int | None = None,
 ) -> list[dict[str, Any]]:
     """The grid: one ``{runtime, feature, verdict, max_abs_diff, minimal_case, ...}`` per cell.
 
     ``features`` restricts the columns by name; a row that cannot run here is
     left out (the report lists unavailable runtimes elsewhere).
+
+    ``jobs=None`` judges every row in this process. ``jobs=N`` judges each row
+    in a fresh spawned process, N at a time (the report's way): a row's cells
+    then depend on nothing that ran before it (runtimes keep per-process
+    state, such as built networks, that can move a float32 result by its last
+    bit and so a shrink path), so the grid is the same for every N.
     """
-    wanted = None if features is None else set(features)
-    cells = []
-    for row in rows_for(runtimes):
-        if row.load().unavailable_reason() is not None:
-            continue
-        for feature in features_for(row):
-            if wanted is None or feature.name in wanted:
-                cells.append(judge(row, feature, max_examples=max_examples, seed=seed,
-                                   shrink_runs=shrink_runs))
-    return cells
+    wanted = None if features is None else sorted(set(features))
+    rows = [row for row in rows_for(runtimes) if row.load().unavailable_reason() is None]
+    args = (wanted, max_examples, seed, shrink_runs)
+    if jobs is None:
+        parts = [_row_cells(row, *args) for row in rows]
+    else:
+        parts = _in_fresh_processes(rows, args, jobs)
+    return [cell for part in parts for cell in part]
+
+
+def _in_fresh_processes(
+    rows: list[Entry], args: tuple[Any, ...], jobs: int
+) -> list[list[dict[str, Any]]]:
+    """``_row_cells`` of each table row in its own spawned process (frameworks must not fork)."""
+    import concurrent.futures
+    import multiprocessing
+
+    strangers = [row.name for row in rows if BY_NAME.get(row.name) != row]
+    if strangers:
+        raise ValueError(f"jobs: only table rows can be judged in other processes: {strangers}")
+    context = multiprocessing.get_context("spawn")
+    workers = max(1, min(jobs, len(rows)))
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, max_tasks_per_child=1
+    ) as pool:
+        columns = ([arg] * len(rows) for arg in args)
+        return list(pool.map(_row_cells, [row.name for row in rows], *columns))
+
+
+def _row_cells(
+    row: str | Entry, wanted: list[str] | None, max_examples: int, seed: int, shrink_runs: int
+) -> list[dict[str, Any]]:
+    """One row of the grid (a worker's unit)."""
+    row = row if isinstance(row, Entry) else entry(row)
+    return [judge(row, feature, max_examples=max_examples, seed=seed, shrink_runs=shrink_runs)
+            for feature in features_for(row) if wanted is None or feature.name in wanted]
 
 
 def unexpected(cells: Iterable[Mapping[str, Any]]) -> list[str]:

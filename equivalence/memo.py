@@ -17,6 +17,7 @@ result another check will read.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 from collections import OrderedDict
@@ -31,6 +32,11 @@ MAX_ENTRIES = 4096  # results are small (a few KB); this bounds memory at tens o
 
 class Unhashable(Exception):
     """A value with no content hash here (e.g. a framework tensor): do not share its run."""
+
+
+@functools.lru_cache(maxsize=None)
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(field.name for field in dataclasses.fields(cls))
 
 
 def _feed(digest: Any, value: Any) -> None:
@@ -51,8 +57,8 @@ def _feed(digest: Any, value: Any) -> None:
             _feed(digest, item)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         digest.update(type(value).__name__.encode())
-        for field in dataclasses.fields(value):
-            _feed(digest, getattr(value, field.name))
+        for name in _field_names(type(value)):
+            _feed(digest, getattr(value, name))
     elif value is None or isinstance(value, (bool, int, float, str, bytes)):
         digest.update(f"s{type(value).__name__}{value!r}".encode())
     else:

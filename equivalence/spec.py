@@ -9,6 +9,7 @@ a target that cannot hold them instead of silently dropping them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from collections.abc import Mapping
@@ -21,6 +22,26 @@ from .errors import SpecError
 
 RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid_tf_keras", "hard_sigmoid_keras3")
 DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+@functools.lru_cache(maxsize=64)
+def dtype_name(dtype: np.dtype) -> str:
+    """``dtype.name``, memoized: numpy computes the name in Python on every access,
+    and the weight checks ask for it on every array of every run."""
+    return dtype.name
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """True when no element is NaN or infinite.
+
+    One reduction first: a finite sum proves every element finite (NaN and
+    infinities propagate); only a non-finite sum, which an overflow of finite
+    values can also give, is checked element by element.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(array, axis=None)):
+            return True
+    return bool(np.isfinite(array).all())
 
 
 @dataclass(frozen=True)

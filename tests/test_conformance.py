@@ -172,3 +172,21 @@ def test_the_grid_renders_as_markdown_and_png(grid: list[dict[str, Any]], tmp_pa
     assert any(line.startswith("- **tract / reverse: silently wrong**") for line in lines)
     png = conformance_plot.draw(grid, tmp_path / "conformance.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_the_grid_is_the_same_whatever_the_number_of_worker_processes() -> None:
+    """The report's --jobs: each row is judged in a fresh process, so one worker and two
+    give the same cells (the diffs to the last bit and the shrunk minimal cases)."""
+    names = ["onnxruntime", "tract"]
+    for name in names:
+        require(table.BY_NAME[name])
+    options: dict[str, Any] = {"features": ["reverse", "gate_clip"], "max_examples": 2,
+                               "seed": 3, "shrink_runs": 4}
+
+    def comparable(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in c.items() if k != "seconds"} for c in cells]
+
+    one = cf.run_conformance(names, jobs=1, **options)
+    two = cf.run_conformance(names, jobs=2, **options)
+    assert {c["verdict"] for c in one} >= {cf.WRONG}  # tract computes reverse as forward
+    assert json.dumps(comparable(one)) == json.dumps(comparable(two))

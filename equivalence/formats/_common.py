@@ -23,7 +23,7 @@ from ..errors import (
     UnsupportedFeatureError,
     WeightValueError,
 )
-from ..spec import DTYPES, LSTMSpec
+from ..spec import DTYPES, LSTMSpec, all_finite, dtype_name
 
 # Narrow float types no LSTM runs in (ml_dtypes / torch float8, float6, float4): widened
 # to float32, which holds every one of their values exactly.
@@ -42,15 +42,15 @@ def as_weight(value: Any, field: str) -> np.ndarray:
         array = np.asarray(value)
     except Exception as exc:  # ragged lists and odd objects
         raise WeightValueError(f"{field}: cannot be read as an array ({exc})") from exc
-    if array.dtype.kind == "V" and array.dtype.name.startswith(_NARROW_FLOATS):
+    if array.dtype.kind == "V" and dtype_name(array.dtype).startswith(_NARROW_FLOATS):
         array = array.astype(np.float32)
-    if array.dtype.name not in DTYPES:
+    if dtype_name(array.dtype) not in DTYPES:
         expected = "a floating dtype" if array.dtype.kind != "f" else f"one of {DTYPES}"
         raise WeightValueError(f"{field}: dtype {array.dtype}, expected {expected}")
     if array.size == 0:
         raise ShapeError(field, tuple(array.shape), "a non-empty array",
                          "every LSTM weight has at least one element")
-    if not np.all(np.isfinite(array)):
+    if not all_finite(array):
         raise WeightValueError(f"{field}: contains NaN or infinity")
     return array
 
@@ -150,7 +150,7 @@ def common_dtype(named: Iterable[tuple[str, np.ndarray]]) -> str:
     dtype differs from the majority and one array of the majority (so a tie is clear too).
     """
     named = list(named)
-    counts = Counter(array.dtype.name for _, array in named)
+    counts = Counter(dtype_name(array.dtype) for _, array in named)
     majority = counts.most_common(1)[0][0]
     if len(counts) > 1:
         odd, dtype = next((f, a.dtype.name) for f, a in named if a.dtype.name != majority)

@@ -118,22 +118,36 @@ class KerasLSTM:
         self._traced: Any = None
         self._build()
 
-    def load(self, native: list[np.ndarray]) -> None:
-        """Set the native flat weight list on the layers, in order."""
-        start = 0
-        for layer, count in self.weight_layers:
-            layer.set_weights(native[start:start + count])
-            start += count
+    def __call__(
+        self, native: list[np.ndarray], fed: list[np.ndarray], trace_after: int | None
+    ) -> list[np.ndarray]:
+        """Load ``native`` (the flat weight list, in native order) and run on ``fed``.
 
-    def __call__(self, fed: list[np.ndarray], trace_after: int | None) -> list[np.ndarray]:
-        """Run on ``fed`` (see :func:`feeds`); returns [outputs, h, c per layer and direction]."""
+        ``fed`` is :func:`feeds`'s list; returns [outputs, h, c per layer and
+        direction]. Weights and inputs go in one call: a traced network assigns
+        the variables and runs in one graph execution, where ``set_weights``
+        would cost one eager assign (with Keras's checks) per array.
+        """
         import tensorflow as tf
 
+        if len(native) != len(self.variables):
+            raise AssertionError(f"{len(native)} weight arrays for {len(self.variables)} variables")
         self.calls += 1
         if self._traced is None and trace_after is not None and self.calls > trace_after:
-            self._traced = tf.function(self.forward, input_signature=self._signature())
-        run = self._traced if self._traced is not None else self.forward
-        return [np.asarray(t) for t in run(*_tensors(fed))]
+            # autograph off: forward's Python control flow is over static structure, and
+            # Keras's own loops are explicit tf.while_loops; converting costs most of a trace.
+            self._traced = tf.function(
+                self.load_and_forward, input_signature=self._signature(), autograph=False
+            )
+        run = self._traced if self._traced is not None else self.load_and_forward
+        return [np.asarray(t) for t in run(*_tensors([*native, *fed]))]
+
+    def load_and_forward(self, *tensors: Any) -> list[Any]:
+        """[weights in native order], x, [mask], [h, c per layer and direction] -> outputs."""
+        count = len(self.variables)
+        for variable, value in zip(self.variables, tensors[:count]):
+            variable.assign(value)
+        return self.forward(*tensors[count:])
 
     def forward(self, *tensors: Any) -> list[Any]:
         """x, [mask], [h, c per layer and direction] -> [outputs, h, c per layer and direction]."""
@@ -162,7 +176,8 @@ class KerasLSTM:
         import tensorflow as tf
 
         spec = self.spec
-        signature = [tf.TensorSpec([None, None, spec.input_size], spec.dtype)]
+        signature = [tf.TensorSpec(v.shape, spec.dtype) for v in self.variables]
+        signature.append(tf.TensorSpec([None, None, spec.input_size], spec.dtype))
         if self.feeding.has_mask:
             signature.append(tf.TensorSpec([None, None], tf.bool))
         if self.feeding.has_state:
@@ -178,6 +193,8 @@ class KerasLSTM:
         """
         for k, (layer, _count) in enumerate(self.weight_layers):
             layer.build((None, None, self.spec.layer_input_size(k)))
+        # set_weights's order: each layer's ``weights``, layers in native order
+        self.variables = [variable for layer, _ in self.weight_layers for variable in layer.weights]
 
     def _per_layer(self) -> list[tuple[Any, int]]:
         """One (possibly Bidirectional) recurrent layer per spec layer."""
@@ -337,8 +354,7 @@ class KerasFamilyRuntime(Runtime):
         # on the GPU too, and the cuDNN-vs-CPU comparison would compare cuDNN with itself.
         with tf.device(self.tf_device):
             network = self.network(spec, feeding)
-            network.load(weights)
-            flat = network(feeds(spec, inputs, feeding), self.trace_after)
+            flat = network(weights, feeds(spec, inputs, feeding), self.trace_after)
         return to_result(flat, spec, inputs)
 
     @property

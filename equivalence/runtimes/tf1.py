@@ -104,7 +104,7 @@ class TF1Runtime(Runtime):
 
     module = "tensorflow"
 
-    def __init__(self, entry: Entry, cache_size: int = 16) -> None:
+    def __init__(self, entry: Entry, cache_size: int = 64) -> None:
         """``cache_size`` graphs are kept (least recently used evicted); 0 rebuilds per call."""
         super().__init__(entry)
         self.cache_size = cache_size

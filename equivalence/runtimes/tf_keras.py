@@ -32,10 +32,6 @@ class TfKerasRuntime(KerasFamilyRuntime):
         "sigmoid": "sigmoid",
         "hard_sigmoid_tf_keras": "hard_sigmoid",
     }
-    # Tracing tf_keras's LSTM costs 0.35-0.7 s for 1-4 layer-directions, and
-    # 2 s with a mask (it traces its CPU and cuDNN functions for backend
-    # selection), against 8-27 ms per eager call: trace only a busy spec.
-    default_trace_after: ClassVar[int] = 32
 
 
 class TfKerasCellRuntime(TfKerasRuntime):
@@ -47,7 +43,6 @@ class TfKerasCellRuntime(TfKerasRuntime):
     """
 
     style = CELLS
-    default_trace_after: ClassVar[int] = 2  # LSTMCell loops trace in 0.1-0.4 s
 
 
 class CuDNNLSTMRuntime(KerasFamilyRuntime):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..io_types import LSTMInputs, LSTMResult
-from ..spec import LSTMSpec
+from ..spec import LSTMSpec, dtype_name
 from .base import Runtime, split_states
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def _load_weights(module: Any, native: Mapping[str, Any]) -> None:
 def _float_array(value: Any) -> np.ndarray:
     """numpy has no bfloat16 that torch reads: widen ml_dtypes arrays to float32 first."""
     array = np.asarray(value)
-    if array.dtype.name == "bfloat16":
+    if dtype_name(array.dtype) == "bfloat16":
         return array.astype(np.float32)
     return array
 
