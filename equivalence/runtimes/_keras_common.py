@@ -118,6 +118,14 @@ class KerasLSTM:
         self._traced: Any = None
         self._build()
 
+    def load(self, native: list[np.ndarray]) -> None:
+        """Set the native flat weight list on the variables, in order (for callers that
+        build their own model around :meth:`forward`)."""
+        if len(native) != len(self.variables):
+            raise AssertionError(f"{len(native)} weight arrays for {len(self.variables)} variables")
+        for variable, value in zip(self.variables, native):
+            variable.assign(value)
+
     def __call__(
         self, native: list[np.ndarray], fed: list[np.ndarray], trace_after: int | None
     ) -> list[np.ndarray]:
