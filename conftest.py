@@ -39,11 +39,25 @@ def pytest_addoption(parser) -> None:
     )
 
 
+# Modules of long tests (exports, worker processes, a browser: 5-25 s each) run first, so
+# that pytest-xdist's workers do not end on one long test while the other idles.
+SLOW_FIRST = ("test_third_party.py", "test_conformance.py", "test_runtime_workers.py",
+              "test_report.py")
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    shard = config.getoption("--shard")
-    if not shard:
-        return
-    index, count = _shard(shard)
+    if config.getoption("--shard"):
+        _keep_shard(config, items)  # on the collection order, so shards stay stable
+
+    def rank(item) -> int:
+        name = item.path.name
+        return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: a module's tests stay together, in order
+
+
+def _keep_shard(config, items) -> None:
+    index, count = _shard(config.getoption("--shard"))
     kept, dropped = [], []
     for position, item in enumerate(items):
         (kept if position % count == index - 1 else dropped).append(item)
