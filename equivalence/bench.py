@@ -33,11 +33,11 @@ def cases(entry: table.Entry, count: int, seed: int = 0, shapes: int | None = No
     """``count`` examples cycling over the first ``shapes`` shapes ``entry`` can run."""
     caps = entry.load().capabilities
     runnable = [s for s in SHAPES if caps.refusal(s) is None] or [LSTMSpec(3, 4)]
-    shapes = runnable[:shapes]
+    cycle = runnable[:shapes]
     rng = np.random.default_rng(seed)
     made = []
     for n in range(count):
-        spec = shapes[n % len(shapes)]
+        spec = cycle[n % len(cycle)]
         weights = random_weights(spec, rng).astype("float32")
         x = rng.normal(size=(3, 6, spec.input_size)).astype(np.float32)
         made.append(Case(weights.spec, weights, LSTMInputs(x)))

@@ -34,7 +34,7 @@ class Unhashable(Exception):
     """A value with no content hash here (e.g. a framework tensor): do not share its run."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(field.name for field in dataclasses.fields(cls))
 

@@ -123,7 +123,7 @@ class KerasLSTM:
         build their own model around :meth:`forward`)."""
         if len(native) != len(self.variables):
             raise AssertionError(f"{len(native)} weight arrays for {len(self.variables)} variables")
-        for variable, value in zip(self.variables, native):
+        for variable, value in zip(self.variables, native, strict=True):
             variable.assign(value)
 
     def __call__(
@@ -153,7 +153,7 @@ class KerasLSTM:
     def load_and_forward(self, *tensors: Any) -> list[Any]:
         """[weights in native order], x, [mask], [h, c per layer and direction] -> outputs."""
         count = len(self.variables)
-        for variable, value in zip(self.variables, tensors[:count]):
+        for variable, value in zip(self.variables, tensors[:count], strict=True):
             variable.assign(value)
         return self.forward(*tensors[count:])
 
