@@ -450,7 +450,6 @@ def _in_fresh_processes(
     rows: list[Entry], args: tuple[Any, ...], jobs: int
 ) -> list[list[dict[str, Any]]]:
     """``_row_cells`` of each table row in its own spawned process (frameworks must not fork)."""
-    import concurrent.futures
     import multiprocessing
 
     strangers = [row.name for row in rows if BY_NAME.get(row.name) != row]
@@ -458,11 +457,10 @@ def _in_fresh_processes(
         raise ValueError(f"jobs: only table rows can be judged in other processes: {strangers}")
     context = multiprocessing.get_context("spawn")
     workers = max(1, min(jobs, len(rows)))
-    with concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=context, max_tasks_per_child=1
-    ) as pool:
-        columns = ([arg] * len(rows) for arg in args)
-        return list(pool.map(_row_cells, [row.name for row in rows], *columns))
+    # maxtasksperchild=1 with chunksize=1: one row per process, then a new process
+    with context.Pool(workers, maxtasksperchild=1) as pool:
+        tasks = [(row.name, *args) for row in rows]
+        return pool.starmap(_row_cells, tasks, chunksize=1)
 
 
 def _row_cells(

@@ -99,10 +99,10 @@ class KerasLSTM:
     ``trace_after`` calls have been made, then through one ``tf.function``
     whose signature leaves batch and time unknown, so a single trace serves
     every batch size and sequence length. Eager calls start at once but cost
-    8-40 ms each (1-4 layer-directions, T <= 9); a trace costs 0.1-0.35 s
-    (Keras 3, cells) up to 2 s (tf_keras ``LSTM`` with a mask: it traces its
-    CPU and cuDNN functions for backend selection) and then calls cost 1-2 ms,
-    hence the per-runtime threshold.
+    8-40 ms each (1-4 layer-directions, T <= 9); a trace costs 0.09-0.35 s
+    (Keras 3, cells), 0.2-0.5 s (tf_keras ``LSTM``) and up to 2.2 s (tf_keras
+    ``LSTM`` with a mask: it traces its CPU and cuDNN functions for backend
+    selection), and then a call, weights included, costs 1-3 ms.
 
     ``weight_layers`` pairs each weight-holding layer with the number of native
     arrays it takes, in native order (bottom-up, forward before backward).
@@ -121,8 +121,7 @@ class KerasLSTM:
     def load(self, native: list[np.ndarray]) -> None:
         """Set the native flat weight list on the variables, in order (for callers that
         build their own model around :meth:`forward`)."""
-        if len(native) != len(self.variables):
-            raise AssertionError(f"{len(native)} weight arrays for {len(self.variables)} variables")
+        self._check_count(native)
         for variable, value in zip(self.variables, native, strict=True):
             variable.assign(value)
 
@@ -138,17 +137,21 @@ class KerasLSTM:
         """
         import tensorflow as tf
 
-        if len(native) != len(self.variables):
-            raise AssertionError(f"{len(native)} weight arrays for {len(self.variables)} variables")
+        self._check_count(native)
         self.calls += 1
         if self._traced is None and trace_after is not None and self.calls > trace_after:
             # autograph off: forward's Python control flow is over static structure, and
-            # Keras's own loops are explicit tf.while_loops; converting costs most of a trace.
+            # Keras's own loops are explicit tf.while_loops; converting them cost up to 40%
+            # of a trace (tf_keras LSTMs with a mask: 3.7 s -> 2.2 s for 2 x 2 layers).
             self._traced = tf.function(
                 self.load_and_forward, input_signature=self._signature(), autograph=False
             )
         run = self._traced if self._traced is not None else self.load_and_forward
         return [np.asarray(t) for t in run(*_tensors([*native, *fed]))]
+
+    def _check_count(self, native: list[np.ndarray]) -> None:
+        if len(native) != len(self.variables):
+            raise AssertionError(f"{len(native)} weight arrays for {len(self.variables)} variables")
 
     def load_and_forward(self, *tensors: Any) -> list[Any]:
         """[weights in native order], x, [mask], [h, c per layer and direction] -> outputs."""
@@ -312,10 +315,9 @@ class KerasFamilyRuntime(Runtime):
 
     style: ClassVar[str] = LAYERS
     activations: ClassVar[dict[str, str]] = {"sigmoid": "sigmoid"}
-    # Eager calls before one trace (see KerasLSTM). Hypothesis draws a new spec
-    # for most examples, where eager wins; a spec that comes back a third time
-    # is worth its 0.1-0.3 s trace (equivalence.bench: 54 examples/s against 40
-    # always-eager, Keras 3).
+    # Eager calls before one trace (see KerasLSTM): a spec seen once is cheaper
+    # eager; one that comes back a third time (common now that every ci check
+    # draws the same cases) is worth its trace.
     default_trace_after: ClassVar[int] = 2
     cache_size: ClassVar[int] = 64
 
