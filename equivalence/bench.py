@@ -87,8 +87,10 @@ def measure(entry: table.Entry, count: int, naive_count: int) -> dict[str, float
     # The ceiling: the same two loops in the framework alone (a harness with no cost of its
     # own); where building is about as cheap as running, no cache can beat it by much.
     one = fresh()
-    fast_alone = examples_per_second(entry, cases(entry, count, seed=3), lambda: one, True)
-    slow_alone = examples_per_second(entry, cases(entry, naive_count, seed=4), fresh, True)
+    fast_alone = examples_per_second(entry, cases(entry, count, seed=3), lambda: one,
+                                     framework_only=True)
+    slow_alone = examples_per_second(entry, cases(entry, naive_count, seed=4), fresh,
+                                     framework_only=True)
     return {
         "examples_per_second": round(fast, 2),
         "naive_examples_per_second": round(slow, 2),

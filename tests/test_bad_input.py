@@ -479,3 +479,20 @@ def test_tf1_scope_digits_that_int_refuses_are_an_ordinary_scope() -> None:
     assert read.spec.layers == 1
     plain = eq.to_canonical([kernel, bias], "tf1")
     np.testing.assert_array_equal(read.cell(0, 0).w_input, plain.cell(0, 0).w_input)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_finite_weights_whose_sum_overflows_are_accepted_and_one_nan_is_not(dtype: str) -> None:
+    """The finiteness check sums first: an overflowing sum of finite values must fall back
+    to the element check (accepted), and one NaN or infinity anywhere is still refused."""
+    big = float(np.finfo(dtype).max) / 2
+    spec = eq.LSTMSpec(3, 4, dtype=dtype)
+    cell = {n: np.full(a.shape, big, dtype) for n, a in hand_cell().arrays().items()}
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.add.reduce(cell["w_input"], axis=None))  # the sum really overflows
+    eq.LSTMWeights(spec, ((eq.CellWeights(**cell),),))
+    for bad in (np.nan, np.inf, -np.inf):
+        poisoned = cell["w_recurrent"].copy()
+        poisoned[7, 2] = bad
+        with pytest.raises(eq.WeightValueError, match="contains NaN or infinity"):
+            eq.LSTMWeights(spec, ((eq.CellWeights(**{**cell, "w_recurrent": poisoned}),),))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -118,10 +119,11 @@ class KerasLSTM:
         self._traced: Any = None
         self._build()
 
-    def load(self, native: list[np.ndarray]) -> None:
-        """Set the native flat weight list on the variables, in order (for callers that
-        build their own model around :meth:`forward`)."""
-        self._check_count(native)
+    def load(self, native: Sequence[Any]) -> None:
+        """Assign the native flat weight list (arrays, or tensors inside a trace) to the
+        variables, in order."""
+        if len(native) != len(self.variables):
+            raise AssertionError(f"{len(native)} weight arrays for {len(self.variables)} variables")
         for variable, value in zip(self.variables, native, strict=True):
             variable.assign(value)
 
@@ -137,7 +139,6 @@ class KerasLSTM:
         """
         import tensorflow as tf
 
-        self._check_count(native)
         self.calls += 1
         if self._traced is None and trace_after is not None and self.calls > trace_after:
             # autograph off: forward's Python control flow is over static structure, and
@@ -149,15 +150,10 @@ class KerasLSTM:
         run = self._traced if self._traced is not None else self.load_and_forward
         return [np.asarray(t) for t in run(*_tensors([*native, *fed]))]
 
-    def _check_count(self, native: list[np.ndarray]) -> None:
-        if len(native) != len(self.variables):
-            raise AssertionError(f"{len(native)} weight arrays for {len(self.variables)} variables")
-
     def load_and_forward(self, *tensors: Any) -> list[Any]:
         """[weights in native order], x, [mask], [h, c per layer and direction] -> outputs."""
         count = len(self.variables)
-        for variable, value in zip(self.variables, tensors[:count], strict=True):
-            variable.assign(value)
+        self.load(tensors[:count])
         return self.forward(*tensors[count:])
 
     def forward(self, *tensors: Any) -> list[Any]:

@@ -105,13 +105,16 @@ class FlaxOptimizedRuntime(_FlaxLinenRuntime):
     default_variant: ClassVar[str] = "linen_optimized"
 
 
-def _initial_carry(spec: LSTMSpec, inputs: LSTMInputs, dtype: np.dtype):
+def _initial_carry(
+    spec: LSTMSpec, inputs: LSTMInputs, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
     """``h0`` and ``c0`` as (L, D, B, H) arrays; zeros where the inputs have none."""
     shape = (spec.layers, spec.directions, inputs.batch, spec.units)
-    return tuple(
-        np.zeros(shape, dtype) if state is None else np.asarray(state, dtype=dtype)
-        for state in (inputs.h0, inputs.c0)
-    )
+
+    def state(value: np.ndarray | None) -> np.ndarray:
+        return np.zeros(shape, dtype) if value is None else np.asarray(value, dtype=dtype)
+
+    return state(inputs.h0), state(inputs.c0)
 
 
 def _build_forward(
