@@ -39,10 +39,11 @@ def pytest_addoption(parser) -> None:
     )
 
 
-# Modules of long tests (exports, worker processes, a browser: 5-25 s each) run first, so
-# that pytest-xdist's workers do not end on one long test while the other idles.
+# Modules of long tests (exports, worker processes, a browser, the README's walkthroughs:
+# 5-25 s each) run first, so that pytest-xdist's workers do not end on one long test while
+# the other idles.
 SLOW_FIRST = ("test_third_party.py", "test_conformance.py", "test_runtime_workers.py",
-              "test_report.py")
+              "test_report.py", "test_readme.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
