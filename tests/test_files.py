@@ -56,11 +56,13 @@ def cudnn_h5(tmp_path_factory):
     from tf_keras.api._v1.keras.layers import CuDNNLSTM
 
     layers = tf_keras.layers
+    # The default names, given explicitly: tf_keras numbers unnamed layers per process, so
+    # another test's CuDNNLSTM in the same worker would make these cu_dnnlstm_15 and _16.
     model = tf_keras.Sequential([
         layers.InputLayer((9, 12)),
-        CuDNNLSTM(16, return_sequences=True),
+        CuDNNLSTM(16, return_sequences=True, name="cu_dnnlstm"),
         layers.Dropout(0.2),
-        CuDNNLSTM(16),
+        CuDNNLSTM(16, name="cu_dnnlstm_1"),
         layers.Dense(12, activation="softmax"),
     ])
     model.set_weights(random_like(model.get_weights(), np.random.default_rng(1)))
