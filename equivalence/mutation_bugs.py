@@ -55,6 +55,16 @@ def torch_reshaped(moved: list, spec: LSTMSpec, original: dict) -> list:
     return [w_ih.reshape(w_ih.shape[::-1]), w_hh.reshape(w_hh.shape[::-1]), moved[2]]
 
 
+def mlx_bias_ih_only(moved: dict, spec: LSTMSpec, original: dict) -> dict:
+    return {**moved, "bias": np.asarray(original["bias_ih_l0"])}
+
+
+def keras_to_mlx_reshaped(moved: dict, spec: LSTMSpec, original: list) -> dict:
+    kernel, recurrent = (np.asarray(a) for a in original[:2])
+    return {**moved, "Wx": kernel.reshape(kernel.shape[::-1]),
+            "Wh": recurrent.reshape(recurrent.shape[::-1])}
+
+
 def onnx_in_canonical_order(moved: Any, spec: LSTMSpec, original: Any) -> Any:
     if isinstance(moved, list):
         return [onnx_in_canonical_order(node, spec, original) for node in moved]

@@ -133,6 +133,12 @@ _OPENVINO = Capabilities(
     gate_clip=True, time_major=True, dtypes=frozenset({"float32", "float16"})
 )
 _OPENCV = Capabilities(lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"}))
+# mlx.nn.LSTM: no masks or sequence lengths, batch-first only. float64 runs but is not
+# claimed: MLX's CPU exp (so sigmoid) is float32-accurate in float64 too, and the LSTM comes
+# out ~1e-9 off (tests/test_runtime_mlx.py keeps that finding reproducing).
+_MLX = Capabilities(
+    lengths=False, time_major=False, dtypes=frozenset({"float16", "bfloat16", "float32"})
+)
 _JAX_RNN_REF = Capabilities(time_major=False, dtypes=frozenset({"float32", "float64"}))
 _CUDNN_LSTM = Capabilities(
     lengths=False,  # CuDNNLSTM raises "Masking is not supported for CuDNN RNNs."
@@ -180,6 +186,7 @@ RUNTIMES: tuple[Entry, ...] = (
          in_pairs=False),
     _row("tract", "tract:TractRuntime", "onnx", _TRACT, packages=("tract",)),
     _row("opencv", "opencv:OpenCvRuntime", "onnx", _OPENCV, packages=("opencv-python-headless",)),
+    _row("mlx", "mlx:MlxRuntime", "mlx", _MLX, packages=("mlx",)),
     _row("neoml", "neoml:NeoMLRuntime", "neoml", _NEOML, environment=NEOML, packages=("neoml",)),
     # jax's own CPU reference of jax.experimental.rnn: it exercises the jax_rnn flat layout
     # through jax's unpacking code. Not a production kernel, so not worth 18 more pairs.

@@ -152,6 +152,23 @@ def neoml(native, x, spec):
     return out, h, c
 
 
+def mlx(native, x, spec):
+    """mlx.nn.LSTM: x @ Wx.T + bias, then + h @ Wh.T; gates i f g o; one bias (may be absent)."""
+    wx, wh = (np.asarray(native[k], np.float64) for k in ("Wx", "Wh"))
+    units = wh.shape[1]
+    bias = np.asarray(native.get("bias", np.zeros(4 * units)), np.float64)
+
+    def step(xt, state):
+        h, c = state
+        i, f, g, o = np.split(xt @ wx.T + bias + h @ wh.T, 4, axis=-1)
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(c)
+        return h, (h, c)
+
+    out, (h, c) = _scan(step, x, (_zeros(len(x), units), _zeros(len(x), units)))
+    return out, h, c
+
+
 def flax(native, x, spec):
     """linen LSTMCell: one dense per gate, bias on the hidden side; nnx: two fused denses."""
     if "dense_i" in native:
@@ -246,6 +263,7 @@ SEMANTICS = {
     "onnx": onnx,
     "neoml": neoml,
     "flax": flax,
+    "mlx": mlx,
     "cudnn": cudnn,
     "cudnn_params": cudnn_params,
     "jax_rnn": jax_rnn,

@@ -35,6 +35,8 @@ def field_token(path) -> str:
     names = [k for k in path if isinstance(k, str) and k not in GENERIC]
     if names:
         return names[-1]
+    if path and isinstance(path[-1], str):  # a generic name alone still names it (mlx bias)
+        return path[-1]
     return f"weights[{path[-1]}]" if path else "vector"
 
 
@@ -118,15 +120,18 @@ def test_malformed_weights_raise_a_named_conversion_error(fmt: str, data, mutati
     except eq.ConversionError as raised:
         assert token in str(raised), f"message {str(raised)!r} does not name {token!r}"
         return
-    # Dropping an optional array (ONNX P or B, a TF1 projection) can leave valid weights of a
-    # different LSTM; that is the only way malformed input may pass. ONNX's absent B is zeros.
+    # Dropping an optional array (ONNX P or B, MLX bias, a TF1 projection) can leave valid
+    # weights of a different LSTM; that is the only way malformed input may pass. ONNX's absent
+    # B and MLX's absent bias (nn.LSTM(bias=False)) are zeros.
     assert mutation == "missing", f"{mutation} at {path} was accepted"
     dropped = (spec.peepholes, spec.projection_size) != (decoded.spec.peepholes,
                                                         decoded.spec.projection_size)
-    if fmt == "onnx" and path[-1] == "B":
+    if (fmt, path[-1]) in (("onnx", "B"), ("mlx", "bias")):
         layer = path[0] if len(path) > 1 else 0
-        dropped = not any(cell.b_input.any() or cell.b_recurrent.any()
-                          for cell in decoded.cells[layer])
+        # an ONNX node holds both directions' B; an MLX dict is one direction's
+        cells = decoded.cells[layer][path[1]:path[1] + 1] if len(path) > 2 else \
+            decoded.cells[layer]
+        dropped = not any(cell.b_input.any() or cell.b_recurrent.any() for cell in cells)
     assert dropped, f"missing {path} was accepted as the same network"
 
 

@@ -57,7 +57,7 @@ def test_round_trip_is_exact(fmt: str, data) -> None:
     offset = {"forget_bias": 0.0} if fmt == "tf1" else {}
     native = eq.from_canonical(weights, fmt, **offset)
     back = eq.to_canonical(native, fmt, **read_options(fmt, spec), **offset)
-    two_biases = fmt not in ("keras", "tf1", "flax")
+    two_biases = fmt not in ("keras", "tf1", "flax", "mlx")
     assert_same_weights(weights if two_biases else weights.with_merged_biases(), back)
 
 
@@ -72,7 +72,7 @@ def test_tf1_forget_bias_folds_and_unfolds(data, forget_bias: float) -> None:
 
 def test_caller_arrays_are_never_mutated_or_shared() -> None:
     weights = eq.random_weights(eq.LSTMSpec(3, 4, 2, 2), np.random.default_rng(0))
-    for fmt in ("keras", "torch", "tf1", "onnx", "neoml", "flax"):
+    for fmt in ("keras", "torch", "tf1", "onnx", "neoml", "flax", "mlx"):
         native = eq.from_canonical(weights, fmt)
         snapshot = repr(native)
         eq.to_canonical(native, fmt, **read_options(fmt, weights.spec))
@@ -157,12 +157,20 @@ def _one_bias_torch(weights: LSTMWeights) -> dict:
     return native
 
 
+def _input_bias_only_mlx(weights: LSTMWeights) -> dict:
+    """MLX written with PyTorch's bias_ih alone (bias_hh not summed in)."""
+    native = eq.from_canonical(weights, "mlx")
+    native["bias"] = weights.cells[0][0].b_input.copy()
+    return native
+
+
 @pytest.mark.parametrize(
     "fmt, buggy",
     [
         ("keras", _swapped_gates_keras),
         ("tf1", _forget_bias_dropped_tf1),
         ("torch", _one_bias_torch),
+        ("mlx", _input_bias_only_mlx),
     ],
 )
 def test_classic_converter_bugs_are_caught(fmt: str, buggy) -> None:

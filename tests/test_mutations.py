@@ -35,7 +35,8 @@ def test_bug_is_caught_and_named_completely(mutation: Mutation) -> None:
 @pytest.mark.parametrize("source, target", [("torch", "keras"), ("tf1", "keras"),
                                             ("keras", "tf1"), ("keras", "onnx"),
                                             ("cudnn", "keras"), ("keras", "cudnn"),
-                                            ("keras", "torch")])
+                                            ("keras", "torch"), ("torch", "mlx"),
+                                            ("keras", "mlx")])
 def test_the_correct_converters_are_never_flagged(source: str, target: str) -> None:
     result = run_mutation(Mutation("control: no bug", source, target), max_examples=EXAMPLES)
     assert not result.caught, f"correct {source} -> {target} flagged: {result.diagnosis}"

@@ -13,7 +13,7 @@ from typing import Any
 from ..canonical import LSTMWeights
 from ..capabilities import Capabilities
 from ..errors import UnknownFormatError
-from . import cudnn, flat, flax, keras, neoml, onnx, tf1, torch
+from . import cudnn, flat, flax, keras, mlx, neoml, onnx, tf1, torch
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,13 @@ FORMATS: dict[str, Format] = {
             flax.from_canonical,
             flax.SUPPORTED,
             "linen LSTMCell / OptimizedLSTMCell or nnx OptimizedLSTMCell params",
+        ),
+        Format(
+            "mlx",
+            mlx.to_canonical,
+            mlx.from_canonical,
+            mlx.SUPPORTED,
+            "mlx.nn.LSTM parameters Wx (4H,I), Wh (4H,H), one bias (4H)",
         ),
         Format(
             "jax_rnn",

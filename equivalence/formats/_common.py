@@ -128,6 +128,28 @@ def expect_sequence(native: Any, field: str) -> Sequence[Any]:
     return native
 
 
+def layer_grid(
+    native: Any, field: str, tree: Any = expect_mapping
+) -> list[list[Mapping[str, Any]]]:
+    """``cells[layer][direction]`` from one cell's tree or a list over layers of ``[forward]``
+    or ``[forward, backward]`` trees (the neoml, flax and mlx stacks); ``tree(value, field)``
+    checks (and may unwrap) each one."""
+    if isinstance(native, Mapping):
+        return [[tree(native, field)]]
+    layers = expect_sequence(native, field)
+    if not layers:
+        raise ShapeError(field, "0 layers", "at least 1 layer")
+    grid = [
+        [tree(item, f"{field}[{k}][{j}]")
+         for j, item in enumerate(expect_sequence(row, f"{field}[{k}]"))]
+        for k, row in enumerate(layers)
+    ]
+    counts = [len(row) for row in grid]
+    if set(counts) - {1, 2} or len(set(counts)) != 1:
+        raise ShapeError(field, counts, "1 or 2 directions, the same in every layer")
+    return grid
+
+
 def check_keys(
     found: Iterable[str], required: Iterable[str], optional: Iterable[str], where: str
 ) -> None:

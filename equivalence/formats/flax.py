@@ -42,26 +42,6 @@ def _unwrap(tree: Any, field: str) -> Mapping[str, Any]:
     return tree
 
 
-def _layers(native: Any) -> list[list[Mapping[str, Any]]]:
-    if isinstance(native, Mapping):
-        return [[_unwrap(native, f"{NAME} params")]]
-    layers = c.expect_sequence(native, f"{NAME} params")
-    if not layers:
-        raise c.ShapeError(f"{NAME} params", "0 layers", "at least 1 layer")
-    result = [
-        [
-            _unwrap(t, f"{NAME} params[{k}][{j}]")
-            for j, t in enumerate(c.expect_sequence(d, f"{NAME} params[{k}]"))
-        ]
-        for k, d in enumerate(layers)
-    ]
-    if {len(p) for p in result} - {1, 2} or len({len(p) for p in result}) != 1:
-        raise c.ShapeError(
-            f"{NAME} params", [len(p) for p in result], "1 or 2 directions, the same in every layer"
-        )
-    return result
-
-
 Named = list[tuple[str, np.ndarray]]
 Read = tuple[np.ndarray, np.ndarray, np.ndarray, str, Named]
 
@@ -131,7 +111,7 @@ def _read_nnx(tree: Mapping[str, Any], where: str) -> Read:
 
 def to_canonical(native: Any) -> LSTMWeights:
     """Flax params (any variant, detected from the tree) -> canonical."""
-    layers = _layers(native)
+    layers = c.layer_grid(native, f"{NAME} params", _unwrap)
     reader = _read_nnx if "dense_i" in layers[0][0] else _read_linen
     read = [
         reader(tree, f"layer {k}" + ("" if len(p) == 1 else (" forward", " backward")[j]))

@@ -10,7 +10,6 @@ dicts; the backward one belongs to an ``Lstm(reverse_seq=True)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -26,30 +25,9 @@ KEYS = ("input_weights", "recurrent_weights", "input_free_term", "recurrent_free
 FIELDS = ("w_input", "w_recurrent", "b_input", "b_recurrent")
 
 
-def _layers(native: Any) -> list[list[Mapping[str, Any]]]:
-    if isinstance(native, Mapping):
-        return [[native]]
-    layers = c.expect_sequence(native, f"{NAME} weights")
-    if not layers:
-        raise c.ShapeError(f"{NAME} weights", "0 layers", "at least 1 layer")
-    result = []
-    for k, per_direction in enumerate(layers):
-        items = c.expect_sequence(per_direction, f"{NAME} weights[{k}]")
-        if len(items) not in (1, 2):
-            raise c.ShapeError(f"{NAME} weights[{k}]", f"{len(items)} dicts", "1 or 2 dicts")
-        result.append(
-            [c.expect_mapping(d, f"{NAME} weights[{k}][{j}]") for j, d in enumerate(items)]
-        )
-    if len({len(p) for p in result}) != 1:
-        raise c.ShapeError(
-            f"{NAME} weights", [len(p) for p in result], "the same directions per layer"
-        )
-    return result
-
-
 def to_canonical(native: Any) -> LSTMWeights:
     """NeoML weights -> canonical."""
-    layers = _layers(native)
+    layers = c.layer_grid(native, f"{NAME} weights")
     first = layers[0][0]
     c.check_keys(first, KEYS, (), f"{NAME} layer 0")
     w = c.as_weight(first["input_weights"], "layer 0 input_weights")

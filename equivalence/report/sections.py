@@ -35,7 +35,7 @@ from .document import (
 )
 
 KEY_VERSIONS = ("tensorflow", "tensorflow-cpu", "tf-keras", "keras", "torch", "onnx",
-                "onnxruntime", "jax", "flax", "neoml", "numpy", "hypothesis")
+                "onnxruntime", "jax", "flax", "mlx", "neoml", "numpy", "hypothesis")
 NEOML_PYTHON = ".venv-neoml/bin/python"
 
 
