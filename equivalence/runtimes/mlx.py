@@ -44,9 +44,9 @@ class MlxRuntime(Runtime):
         self._layers: dict[tuple[int, int], Any] = {}
 
     def version(self) -> str:
-        import mlx.core as mx  # the mlx package itself has no __version__
+        from importlib.metadata import version  # the mlx package itself has no __version__
 
-        return str(mx.__version__)
+        return version("mlx")
 
     def execute(
         self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, options: dict[str, Any]
@@ -85,9 +85,10 @@ class MlxRuntime(Runtime):
 
 def _initial_state(inputs: LSTMInputs, layer: int, direction: int, dtype: Any) -> tuple:
     """``(hidden, cell)`` for one direction of one layer, or ``()``: MLX's own zero start."""
-    if inputs.h0 is None:
+    if inputs.h0 is None or inputs.c0 is None:  # the contract gives both or neither
         return ()
-    return tuple(_to_mlx(state[layer, direction], dtype) for state in (inputs.h0, inputs.c0))
+    return (_to_mlx(inputs.h0[layer, direction], dtype),
+            _to_mlx(inputs.c0[layer, direction], dtype))
 
 
 def _to_mlx(array: Any, dtype: Any) -> Any:
