@@ -8,7 +8,7 @@ writes into a caller's array.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Integral
 from typing import Any
 
@@ -148,6 +148,19 @@ def layer_grid(
     if set(counts) - {1, 2} or len(set(counts)) != 1:
         raise ShapeError(field, counts, "1 or 2 directions, the same in every layer")
     return grid
+
+
+def write_grid(
+    weights: LSTMWeights, target: str, supported: Iterable[str],
+    write_cell: Callable[[CellWeights], Any],
+) -> Any:
+    """Canonical -> one cell's tree (a single cell) or a list over layers of direction lists
+    (the neoml, flax and mlx stacks), each cell written by ``write_cell`` with the forget
+    offset folded in; a feature ``target`` cannot hold is refused by name."""
+    refuse_features(weights.spec, target, supported)
+    weights = weights.with_folded_forget_bias()
+    layers = [[write_cell(cell) for cell in per_direction] for per_direction in weights.cells]
+    return layers[0][0] if len(layers) == 1 and len(layers[0]) == 1 else layers
 
 
 def check_keys(

@@ -147,11 +147,7 @@ def from_canonical(weights: LSTMWeights, *, variant: str = "linen") -> Any:
     """Canonical -> Flax params of ``variant`` (one tree, or a list per layer)."""
     if variant not in VARIANTS:
         raise c.ConversionError(f"variant: {variant!r}, expected one of {VARIANTS}")
-    c.refuse_features(weights.spec, NAME, SUPPORTED)
-    weights = weights.with_folded_forget_bias()
-    write = _write_nnx if variant == "nnx" else _write_linen
-    layers = [[write(cell) for cell in per_direction] for per_direction in weights.cells]
-    return layers[0][0] if len(layers) == 1 and len(layers[0]) == 1 else layers
+    return c.write_grid(weights, NAME, SUPPORTED, _write_nnx if variant == "nnx" else _write_linen)
 
 
 def _write_linen(cell: CellWeights) -> dict[str, dict[str, np.ndarray]]:

@@ -76,14 +76,9 @@ def from_canonical(
     weights: LSTMWeights,
 ) -> dict[str, np.ndarray] | list[list[dict[str, np.ndarray]]]:
     """Canonical -> one dict (single cell) or a list of per-layer direction lists."""
-    c.refuse_features(weights.spec, NAME, SUPPORTED)
-    weights = weights.with_folded_forget_bias()
-    layers = [
-        [
-            {"Wx": c.copy_out(cell.w_input), "Wh": c.copy_out(cell.w_recurrent),
-             "bias": c.copy_out(cell.bias())}
-            for cell in per_direction
-        ]
-        for per_direction in weights.cells
-    ]
-    return layers[0][0] if len(layers) == 1 and len(layers[0]) == 1 else layers
+    return c.write_grid(weights, NAME, SUPPORTED, _write_cell)
+
+
+def _write_cell(cell: CellWeights) -> dict[str, np.ndarray]:
+    return {"Wx": c.copy_out(cell.w_input), "Wh": c.copy_out(cell.w_recurrent),
+            "bias": c.copy_out(cell.bias())}
