@@ -134,8 +134,8 @@ _OPENVINO = Capabilities(
 )
 _OPENCV = Capabilities(lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"}))
 # mlx.nn.LSTM: no masks or sequence lengths, batch-first only. float64 runs but is not
-# claimed: MLX's CPU exp (so sigmoid) is float32-accurate in float64 too, and the LSTM comes
-# out ~1e-9 off (tests/test_runtime_mlx.py keeps that finding reproducing).
+# claimed: MLX's CPU exp (so sigmoid) is float32-accurate in float64 too, so the LSTM is off
+# by float32-sized errors, 6e-10 on one unit and one step (tests/test_runtime_mlx.py).
 _MLX = Capabilities(
     lengths=False, time_major=False, dtypes=frozenset({"float16", "bfloat16", "float32"})
 )

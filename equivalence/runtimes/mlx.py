@@ -15,7 +15,10 @@ CPU wheel):
   (a zero cell state); that path runs when no initial state is given.
 * No masks or sequence lengths, batch-first only.
 * float16, bfloat16, float32 and float64 all run on the CPU; numpy cannot
-  read a bfloat16 array back, so it returns as float32 (exact).
+  read a bfloat16 array back, so it returns as float32 (exact). ``mx.array``
+  of a float64 numpy array is float32 unless ``dtype=`` says otherwise.
+* float64 runs at float32 accuracy: the CPU ``exp`` (so ``sigmoid``) is
+  float32-accurate on float64 arrays. The table row does not claim float64.
 * Computation is lazy; converting to numpy evaluates it.
 """
 
@@ -94,7 +97,8 @@ def _initial_state(inputs: LSTMInputs, layer: int, direction: int, dtype: Any) -
 def _to_mlx(array: Any, dtype: Any) -> Any:
     import mlx.core as mx
 
-    return mx.array(np.ascontiguousarray(array)).astype(dtype)
+    # dtype= at creation: mx.array alone turns a float64 numpy array into float32
+    return mx.array(np.ascontiguousarray(array), dtype=dtype)
 
 
 def _to_numpy(array: Any) -> np.ndarray:
