@@ -1,4 +1,4 @@
-"""MLX: its LSTM's semantics as the runtime relies on them, and its float64 finding.
+"""MLX: its LSTM's semantics as the runtime relies on them, its float64 finding, its files.
 
 The row is checked like every other by the generated tests (against the reference and in
 every pair). Here: the facts :mod:`equivalence.runtimes.mlx` builds on, read off MLX itself,
@@ -88,3 +88,84 @@ def test_the_row_refuses_float64_by_name(mx) -> None:
     native = from_canonical(random_weights(spec, np.random.default_rng(0)), "mlx")
     with pytest.raises(UnsupportedFeatureError, match="mlx cannot represent dtype=float64"):
         table.BY_NAME["mlx"].load().run(spec, native, LSTMInputs(np.zeros((1, 2, 2))))
+
+
+# --- files: `convert --to mlx` writes what MLX's own load_weights reads ------------------
+
+
+def _mlx_model(layers: int, directions: int, input_size: int, units: int):
+    """The layout equivalence.files.mlx writes: a list `layers` of LSTMs or forward/backward
+    pairs; calling it returns the top layer's output sequence."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    class Bidirectional(nn.Module):
+        def __init__(self, size: int) -> None:
+            super().__init__()
+            self.forward = nn.LSTM(size, units)
+            self.backward = nn.LSTM(size, units)
+
+        def __call__(self, x):
+            back = self.backward(x[:, ::-1])[0][:, ::-1]
+            return mx.concatenate([self.forward(x)[0], back], axis=-1)
+
+    class Stack(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            sizes = [input_size] + [units * directions] * (layers - 1)
+            self.layers = [Bidirectional(size) if directions == 2 else nn.LSTM(size, units)
+                           for size in sizes]
+
+        def __call__(self, x):
+            for layer in self.layers:
+                x = layer(x) if directions == 2 else layer(x)[0]
+            return x
+
+    return Stack()
+
+
+@pytest.mark.parametrize(("layers", "directions"), [(1, 1), (2, 1), (2, 2)])
+def test_a_converted_file_loads_in_mlx_and_runs_as_the_torch_source(
+    mx, tmp_path, capsys, layers: int, directions: int
+) -> None:
+    import mlx.nn as nn
+    import torch
+
+    from tests.file_helpers import run_cli
+
+    torch.manual_seed(0)
+    source = torch.nn.LSTM(3, 5, num_layers=layers, bidirectional=directions == 2,
+                           batch_first=True)
+    torch.save(source.state_dict(), tmp_path / "lstm.pt")
+    written = tmp_path / "lstm.safetensors"
+    code, out, err = run_cli(capsys, "convert", tmp_path / "lstm.pt", "--to", "mlx", "-o",
+                             written, "--verify", "--examples", "1")
+    assert code == 0, out + err
+    assert "verify: PASSED" in out
+    single = layers == 1 and directions == 1
+    model = nn.LSTM(3, 5) if single else _mlx_model(layers, directions, 3, 5)
+    model.load_weights(str(written), strict=True)  # every key used, none missing
+    x = np.random.default_rng(0).normal(size=(2, 7, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = source(torch.from_numpy(x))[0].numpy()
+    got = model(mx.array(x))
+    assert np.abs(np.array(got[0] if single else got) - expected).max() < 1e-5
+
+
+@pytest.mark.parametrize(("names", "problem"), [
+    (["layers.0.Wx", "layers.0.Wh", "layers.2.Wx", "layers.2.Wh"], "are not 0..L-1"),
+    (["layers.0.forward.Wx", "layers.0.forward.Wh"], "needs layers.<k>.forward and .backward"),
+    (["Wx", "Wh", "layers.0.Wx", "layers.0.Wh"], "both with and without"),
+])
+def test_an_mlx_file_that_is_not_one_lstm_is_refused_by_name(
+    tmp_path, capsys, names: list[str], problem: str
+) -> None:
+    from safetensors.numpy import save_file
+
+    from tests.file_helpers import one_error_line, run_cli
+
+    path = tmp_path / "odd.safetensors"
+    save_file({name: np.zeros((8, 2), np.float32) for name in names}, str(path))
+    code, _out, err = run_cli(capsys, "convert", path, "--to", "torch", "-o", tmp_path / "x.pt")
+    assert code == 2 and problem in err and one_error_line(err, path), err
+    assert not (tmp_path / "x.pt").exists()

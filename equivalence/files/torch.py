@@ -12,7 +12,8 @@ needed to read. Every tensor in the file (nested dicts such as
 LSTM. Groups whose ``weight_hh`` is not (4H, H) or (4H, P) are GRUs or plain
 RNNs and are skipped; layer numbers must run 0..L-1 (at most
 :data:`~equivalence.files.limits.MAX_LAYERS`). Only the tensors of found LSTMs
-are materialized. safetensors files are read with ``safetensors.numpy``.
+are materialized. safetensors files are read with ``safetensors.numpy``; MLX's
+LSTM keys in them are found too (:mod:`equivalence.files.mlx`).
 
 Writing: a state_dict for ``nn.LSTM(I, H, num_layers=L, bidirectional=...,
 batch_first=True[, proj_size=P])`` (``batch_first`` changes no weight), via
@@ -71,7 +72,10 @@ def read_safetensors(path: Path) -> list[FoundLSTM]:
         raise FileFormatError(path, f"corrupted or truncated safetensors file ({exc})") from exc
     except TypeError as exc:  # e.g. bfloat16, which numpy cannot hold
         raise FileFormatError(path, f"safetensors dtype numpy cannot read ({exc})") from exc
-    return found_in(tensors, path, "safetensors file")
+    from . import mlx  # MLX's save_weights writes safetensors too
+
+    return found_in(tensors, path, "safetensors file") + mlx.found_in(
+        tensors, path, "safetensors file")
 
 
 def found_in(tensors: Mapping[str, Any], path: Path, kind: str) -> list[FoundLSTM]:

@@ -1,0 +1,127 @@
+"""MLX weight files: safetensors as ``mlx.nn.Module.save_weights`` writes them.
+
+Keys are a module's parameter paths joined by dots, and ``load_weights`` turns
+a number in a path into a list index. An ``nn.LSTM`` holds ``Wx``, ``Wh`` and
+``bias`` (none with ``bias=False``). MLX has no stacked or bidirectional LSTM,
+so this module reads and writes the layout such a model has:
+
+* one LSTM: ``<prefix>Wx``, ``<prefix>Wh``, ``<prefix>bias``;
+* a stack (a module whose list ``layers`` holds one ``nn.LSTM`` per layer):
+  ``<prefix>layers.<k>.Wx`` ...;
+* bidirectional (each item of ``layers`` holds two ``nn.LSTM``, ``forward``
+  and ``backward``, the backward one run on the reversed sequence):
+  ``<prefix>layers.<k>.forward.Wx`` ....
+
+Reading groups keys by prefix, as the PyTorch reader does; layer numbers
+must run 0..L-1 (at most :data:`~equivalence.files.limits.MAX_LAYERS`), and
+every layer of a bidirectional stack needs both directions. The arrays are
+read with ``safetensors.numpy`` (the same reader as PyTorch's safetensors
+files, which run nothing).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..canonical import LSTMWeights
+from ..formats import get as get_format
+from ._base import FileFormatError, FoundLSTM, atomic_output
+from .limits import MAX_LAYERS
+
+_KEY = re.compile(r"^(?P<prefix>.*?)(?:layers\.(?P<layer>\d{1,9})\.)?"
+                  r"(?:(?P<direction>forward|backward)\.)?(?P<key>Wx|Wh|bias)$")
+_DIRECTIONS = ("forward", "backward")
+
+
+def found_in(tensors: Mapping[str, Any], path: Path, kind: str) -> list[FoundLSTM]:
+    """One FoundLSTM per prefix whose keys are an MLX LSTM's (see the module docstring)."""
+    groups: dict[str, dict[tuple[int | None, str | None], dict[str, Any]]] = {}
+    for key, value in tensors.items():
+        match = _KEY.match(key)
+        if match:
+            layer = match.group("layer")
+            cell = (None if layer is None else int(layer), match.group("direction"))
+            groups.setdefault(match.group("prefix"), {}).setdefault(cell, {})[
+                match.group("key")] = value
+    found = []
+    for prefix, cells in groups.items():
+        if not any("Wx" in arrays for arrays in cells.values()):
+            continue  # a lone "bias" is some other layer's
+        name = prefix[:-1] if prefix.endswith(".") else (prefix or "lstm")
+        native, problem = _native(cells)
+        found.append(FoundLSTM(
+            name=name, format="mlx", native=native, source=str(path),
+            kind=f"{kind}, mlx.nn.LSTM weights", problem=problem,
+            biases="one (4H)" if all("bias" in a for a in cells.values()) else
+            "none (bias=False)"))
+    return found
+
+
+def _native(cells: dict[tuple[int | None, str | None], dict[str, Any]]) -> tuple[Any, str | None]:
+    """The mlx native form of one prefix's cells, or why they are not one LSTM."""
+    layers = {layer for layer, _ in cells}
+    directions = {direction for _, direction in cells}
+    if layers == {None} and directions == {None}:
+        return cells[(None, None)], None
+    if None in layers:
+        return {}, "keys both with and without a layers.<k> part"
+    if max(layers) >= MAX_LAYERS:
+        return {}, f"layer number {max(layers)} in a key, over the {MAX_LAYERS}-layer cap"
+    if layers != set(range(len(layers))):
+        return {}, f"layer numbers {sorted(layers)[:8]} are not 0..L-1"
+    if directions == {None}:
+        return [[cells[(k, None)]] for k in sorted(layers)], None
+    wanted = {(k, d) for k in layers for d in _DIRECTIONS}
+    if set(cells) != wanted:
+        return {}, "a bidirectional stack needs layers.<k>.forward and .backward in every layer"
+    return [[cells[(k, d)] for d in _DIRECTIONS] for k in sorted(layers)], None
+
+
+# ---------------------------------------------------------------- writing
+
+
+def keys(weights: LSTMWeights) -> dict[str, np.ndarray]:
+    """The arrays under the names ``load_weights`` gives the layout above."""
+    native = get_format("mlx").from_canonical(weights)
+    if isinstance(native, Mapping):
+        return dict(native)
+    spec = weights.spec
+    named = {}
+    for k, per_direction in enumerate(native):
+        for d, cell in enumerate(per_direction):
+            where = f"layers.{k}." + (f"{_DIRECTIONS[d]}." if spec.directions == 2 else "")
+            named.update({f"{where}{key}": value for key, value in cell.items()})
+    return named
+
+
+def check_output(path: Path) -> None:
+    if not path.name.endswith(".safetensors"):
+        raise FileFormatError(path, "an mlx output must end in .safetensors "
+                                    "(what mlx.nn.Module.load_weights reads)")
+
+
+def write_mlx(path: Path, weights: LSTMWeights, job: Any) -> list[str]:
+    """Write the weights as safetensors and say which MLX module loads them."""
+    from safetensors.numpy import save_file
+
+    named = {k: np.ascontiguousarray(v) for k, v in keys(weights).items()}
+    with atomic_output(path, job.replace) as temporary:
+        save_file(named, str(temporary))
+    return [f"wrote {path} (mlx.nn.LSTM weights, {len(named)} arrays)", *_loading(weights, path)]
+
+
+def _loading(weights: LSTMWeights, path: Path) -> list[str]:
+    spec = weights.spec
+    if spec.layers == 1 and spec.directions == 1:
+        return [f"lstm = mlx.nn.LSTM({spec.input_size}, {spec.units})",
+                f'lstm.load_weights("{path}")']
+    sizes = ", ".join(str(spec.layer_input_size(k)) for k in range(spec.layers))
+    item = ("a module with nn.LSTM attributes forward and backward (the backward one run on "
+            "the reversed sequence)" if spec.directions == 2 else "an nn.LSTM")
+    return [f"model.load_weights(\"{path}\"), where model.layers is a list of {spec.layers} "
+            f"items, each {item}, H={spec.units}, input sizes {sizes}"]
