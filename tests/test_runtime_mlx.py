@@ -156,6 +156,8 @@ def test_a_converted_file_loads_in_mlx_and_runs_as_the_torch_source(
     (["layers.0.Wx", "layers.0.Wh", "layers.2.Wx", "layers.2.Wh"], "are not 0..L-1"),
     (["layers.0.forward.Wx", "layers.0.forward.Wh"], "needs layers.<k>.forward and .backward"),
     (["Wx", "Wh", "layers.0.Wx", "layers.0.Wh"], "both with and without"),
+    (["forward.Wx", "forward.Wh", "backward.Wx", "backward.Wh"], "without a layers.<k> part"),
+    (["layers.0.Wx", "layers.0.Wh", "layers.999999999.Wx"], "-layer cap"),
 ])
 def test_an_mlx_file_that_is_not_one_lstm_is_refused_by_name(
     tmp_path, capsys, names: list[str], problem: str

@@ -56,30 +56,37 @@ def found_in(tensors: Mapping[str, Any], path: Path, kind: str) -> list[FoundLST
         native, problem = _native(cells)
         found.append(FoundLSTM(
             name=name, format="mlx", native=native, source=str(path),
-            kind=f"{kind}, mlx.nn.LSTM weights", problem=problem,
-            biases="one (4H)" if all("bias" in a for a in cells.values()) else
-            "none (bias=False)"))
+            kind=f"{kind}, mlx.nn.LSTM weights", problem=problem, biases=_biases(cells)))
     return found
+
+
+def _biases(cells: Mapping[Any, Mapping[str, Any]]) -> str:
+    with_bias = sum("bias" in arrays for arrays in cells.values())
+    if with_bias == len(cells):
+        return "one (4H)"
+    return "none (bias=False)" if with_bias == 0 else "one (4H), none in some (bias=False)"
 
 
 def _native(cells: dict[tuple[int | None, str | None], dict[str, Any]]) -> tuple[Any, str | None]:
     """The mlx native form of one prefix's cells, or why they are not one LSTM."""
     layers = {layer for layer, _ in cells}
     directions = {direction for _, direction in cells}
-    if layers == {None} and directions == {None}:
-        return cells[(None, None)], None
-    if None in layers:
+    if layers == {None}:
+        if directions == {None}:
+            return cells[(None, None)], None
+        return {}, "forward/backward keys without a layers.<k> part"
+    numbers = sorted(k for k in layers if k is not None)
+    if len(numbers) != len(layers):
         return {}, "keys both with and without a layers.<k> part"
-    if max(layers) >= MAX_LAYERS:
-        return {}, f"layer number {max(layers)} in a key, over the {MAX_LAYERS}-layer cap"
-    if layers != set(range(len(layers))):
-        return {}, f"layer numbers {sorted(layers)[:8]} are not 0..L-1"
+    if numbers[-1] >= MAX_LAYERS:
+        return {}, f"layer number {numbers[-1]} in a key, over the {MAX_LAYERS}-layer cap"
+    if numbers != list(range(len(numbers))):
+        return {}, f"layer numbers {numbers[:8]} are not 0..L-1"
     if directions == {None}:
-        return [[cells[(k, None)]] for k in sorted(layers)], None
-    wanted = {(k, d) for k in layers for d in _DIRECTIONS}
-    if set(cells) != wanted:
+        return [[cells[(k, None)]] for k in numbers], None
+    if set(cells) != {(k, d) for k in numbers for d in _DIRECTIONS}:
         return {}, "a bidirectional stack needs layers.<k>.forward and .backward in every layer"
-    return [[cells[(k, d)] for d in _DIRECTIONS] for k in sorted(layers)], None
+    return [[cells[(k, d)] for d in _DIRECTIONS] for k in numbers], None
 
 
 # ---------------------------------------------------------------- writing
