@@ -35,7 +35,7 @@ def _leaf(value: Any, field: str) -> np.ndarray:
     return c.as_weight(getattr(value, "value", value), field)
 
 
-def _unwrap(tree: Any, field: str) -> Mapping[str, Any]:
+def unwrap(tree: Any, field: str) -> Mapping[str, Any]:
     tree = c.expect_mapping(tree, field)
     if set(tree) == {"params"}:
         return c.expect_mapping(tree["params"], f"{field}['params']")
@@ -111,7 +111,7 @@ def _read_nnx(tree: Mapping[str, Any], where: str) -> Read:
 
 def to_canonical(native: Any) -> LSTMWeights:
     """Flax params (any variant, detected from the tree) -> canonical."""
-    layers = c.layer_grid(native, f"{NAME} params", _unwrap)
+    layers = c.layer_grid(native, f"{NAME} params", unwrap)
     reader = _read_nnx if "dense_i" in layers[0][0] else _read_linen
     read = [
         reader(tree, f"layer {k}" + ("" if len(p) == 1 else (" forward", " backward")[j]))

@@ -27,12 +27,14 @@ compilation (each costs 0.25-0.85 s, most of a flax check's time).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ..errors import UnsupportedFeatureError
+from ..formats import flax as flax_format
+from ..formats._common import layer_grid
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
 from ._jax import x64
@@ -165,14 +167,8 @@ def _params_grid(spec: LSTMSpec, native: Any, dtype: np.dtype) -> list[list[dict
     A single cell's params (L=1, D=1) is a dict; anything else is a list over
     layers of lists over directions. A ``{'params': ...}`` wrapper is accepted.
     """
-    grid: Sequence[Any] = [[native]] if isinstance(native, Mapping) else native
-    return [[_cast_tree(_unwrap(cell), dtype) for cell in row] for row in grid]
-
-
-def _unwrap(cell: Any) -> Any:
-    if isinstance(cell, Mapping) and set(cell) == {"params"}:
-        return cell["params"]
-    return cell
+    grid = layer_grid(native, "flax params", flax_format.unwrap)
+    return [[_cast_tree(cell, dtype) for cell in row] for row in grid]
 
 
 def _cast_tree(tree: Any, dtype: np.dtype) -> Any:

@@ -24,11 +24,11 @@ CPU wheel):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
+from ..formats._common import layer_grid
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
 from .base import Runtime
@@ -57,7 +57,7 @@ class MlxRuntime(Runtime):
         import mlx.core as mx
 
         dtype = getattr(mx, spec.dtype)
-        grid: Sequence[Any] = [[native]] if isinstance(native, Mapping) else native
+        grid = layer_grid(native, "mlx weights")
         x = _to_mlx(inputs.x, dtype)
         final_h, final_c = [], []
         for layer, row in enumerate(grid):

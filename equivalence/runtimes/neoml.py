@@ -26,13 +26,14 @@ Facts verified against neoml 2.0.210 (scripts in the report):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ..formats._common import layer_grid
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
 from .base import Runtime, with_initial_states
@@ -201,6 +202,6 @@ def _collect(spec: LSTMSpec, outputs: Mapping[str, Any], batch: int, steps: int)
 
 def _cells_grid(native: Any) -> list[list[dict[str, np.ndarray]]]:
     """``native`` (checked by the contract) as ``[layer][direction]`` dicts of float32 arrays."""
-    grid: Sequence[Any] = [[native]] if isinstance(native, Mapping) else native
+    grid = layer_grid(native, "neoml weights")
     return [[{name: np.ascontiguousarray(np.asarray(cell[name], dtype=np.float32))
               for name in _WEIGHT_NAMES} for cell in row] for row in grid]
