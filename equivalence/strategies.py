@@ -78,8 +78,24 @@ def lstm_specs(
         recurrent_activation=_allowed(
             draw(st.sampled_from(RECURRENT_ACTIVATIONS)), caps.recurrent_activations, "sigmoid"
         ),
-        dtype=_allowed(draw(st.sampled_from(DTYPES)), set(dtypes or ("float32",)) & caps.dtypes,
-                       "float32"),
+        dtype=_allowed(draw(dtype_draws()), set(dtypes or ("float32",)) & caps.dtypes, "float32"),
+    )
+
+
+def dtype_draws() -> st.SearchStrategy[str]:
+    """float32 in three draws of six, float16, bfloat16 and float64 one in six each.
+
+    float32 is what people ship, so every check must judge it in at least a third
+    of its examples (tests/test_draws.py holds the ci and the report draws to
+    that): a uniform draw over the four gave the pairs claiming all of them no
+    float32 in the report's 25 examples, as Hypothesis's draws over a few values
+    are far from uniform. One wide integer, reduced mod 6, is close to uniform;
+    it is drawn whatever the capabilities (see lstm_specs), a check that cannot
+    run the precision drawn runs float32, and failures shrink to 0: float32.
+    """
+    others = tuple(d for d in DTYPES if d != "float32")
+    return st.integers(0, 2**32 - 1).map(
+        lambda drawn: "float32" if drawn % 6 < 3 else others[drawn % 6 - 3]
     )
 
 

@@ -315,3 +315,23 @@ def test_merged_runtimes_table_has_one_row_per_runtime(tmp_path: Path) -> None:
         rows = [ln for ln in block.splitlines() if ln.startswith(f"| **{runtime['name']}** |")]
         assert len(rows) == 1, rows
     assert "[1] not installed in old" in block
+
+
+def test_a_cell_says_which_dtypes_it_judged(tmp_path: Path) -> None:
+    assert report(tmp_path / "a") == 0
+    data = json.loads((tmp_path / "a" / "equivalence.json").read_text())
+    text = (tmp_path / "a" / "index.md").read_text()
+    for row in data["pairs"]:
+        judged = row["max_abs_diff_by_dtype"]
+        assert "float32" in judged, row["source"]
+        shown = cell_text(row)
+        assert shown in text
+        listed = shown.split("[", 1)[1].rstrip("]").split()
+        assert listed == [{"float16": "f16", "float32": "f32"}[d]
+                          for d in ("float16", "float32") if d in judged], shown
+    # without float32 the cell says so, and its number is the worst of the others
+    row = {"passed": True, "max_abs_diff": {"output": 3e-3, "h": 1e-3, "c": 2e-3},
+           "max_abs_diff_by_dtype": {"bfloat16": 3e-3, "float64": 1e-12}}
+    assert cell_text(row) == "3.0e-03 pass [bf16 f64; no f32]"
+    assert cell_text({**row, "passed": False, "max_abs_diff_by_dtype": {"float32": 2e-7}}) \
+        == "2.0e-07 FAIL [f32]"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..spec import DTYPES
+
 PASS, FAIL = "pass", "FAIL"
+SHORT = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64"}
 
 
 def headline(row: dict[str, Any]) -> float | None:
@@ -23,10 +26,17 @@ def cell_text(row: dict[str, Any] | None) -> str:
         return "error"
     worst = headline(row)
     value = "inf" if worst is None else f"{worst:.1e}"
-    by_dtype = row.get("max_abs_diff_by_dtype") or {}
-    if by_dtype and "float32" not in by_dtype:  # say which precision the number is
-        value += f" ({'/'.join(sorted(by_dtype))})"
-    return f"{value} {PASS if row['passed'] else FAIL}"
+    return f"{value} {PASS if row['passed'] else FAIL}{judged_text(row)}"
+
+
+def judged_text(row: dict[str, Any]) -> str:
+    """Which dtypes the cell judged, e.g. `` [f16 bf16 f32 f64]``; the number is float32's
+    when f32 is listed, else the worst of those listed (then `` no f32`` says so)."""
+    judged = [d for d in DTYPES if d in (row.get("max_abs_diff_by_dtype") or {})]
+    if not judged:  # results written before dtypes were recorded
+        return ""
+    names = " ".join(SHORT[d] for d in judged)
+    return f" [{names}]" if "float32" in judged else f" [{names}; no f32]"
 
 
 def grid(data: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, str], dict]]:

@@ -15,9 +15,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hypothesis import strategies as st
+
 from .. import harness, table
 from ..explore import explore
-from ..strategies import joint_capabilities, lstm_cases
+from ..strategies import Case, joint_capabilities, lstm_cases
 from . import results
 
 Tick = Callable[[], None]
@@ -62,6 +64,14 @@ def checks(only: list[str] | None = None, environment: str = table.MAIN) -> list
     return wanted
 
 
+def cases(source: str, target: str) -> st.SearchStrategy[Case]:
+    """What one matrix cell draws: every dtype both sides claim (float32 in at least a third
+    of the examples, :func:`equivalence.strategies.dtype_draws`)."""
+    rows = [table.entry(source)] + ([] if target == "reference" else [table.entry(target)])
+    caps = joint_capabilities([row.load().capabilities for row in rows])
+    return lstm_cases(capabilities=caps, dtypes=caps.dtypes)
+
+
 def run_check(
     source: str, target: str, *, examples: int, seed: int, tick: Tick | None = None
 ) -> dict[str, Any]:
@@ -69,10 +79,9 @@ def run_check(
     src = table.entry(source)
     known = None
     if target == "reference":
-        caps = src.load().capabilities
         known = src.load().known_deviation()
         found = explore(
-            lstm_cases(capabilities=caps, dtypes=caps.dtypes),
+            cases(source, target),
             lambda case: harness.check_against_reference(src, case),
             max_examples=examples,
             seed_value=seed,
@@ -80,9 +89,8 @@ def run_check(
         )
     else:
         tgt = table.entry(target)
-        caps = joint_capabilities([src.load().capabilities, tgt.load().capabilities])
         found = explore(
-            lstm_cases(capabilities=caps, dtypes=caps.dtypes),
+            cases(source, target),
             lambda case: harness.check_pair(src, tgt, case),
             max_examples=examples,
             seed_value=seed,
