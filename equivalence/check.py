@@ -21,7 +21,8 @@ from typing import Any
 
 from . import harness, reference, table
 from .capabilities import Capabilities
-from .compare import Comparison, TensorDiff, Tolerance, compare
+from .compare import Comparison, TensorDiff, Tolerance
+from .compare import judge as within_tolerance
 from .convert import from_canonical, to_canonical
 from .diagnose import diagnose, rerun
 from .errors import ConversionError, UnknownFormatError
@@ -194,7 +195,8 @@ def judge(fn: Callable[[Any], Any], source: Side, target: Side, case: Case) -> O
     except Exception as exc:
         reason = f"the target rejected the converted weights: {_short(exc)}"
         return _problem(label, case, tolerance, reason)
-    comparison = compare(expected, actual, tolerance)
+    # the one policy: the static floor, or the case's measured rounding sensitivity
+    comparison = within_tolerance(expected, actual, tolerance, harness.sensitivity(case))
     return Outcome(label, case, comparison, "" if comparison.ok else "outputs differ", actual)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import options, reference
 from .case import Case
-from .compare import Comparison, Tolerance, compare
+from .compare import Comparison, Sensitivity, Tolerance, compare, judge, rounding_sensitivity
 from .convert import convert, from_canonical
 from .diagnose import Converted, diagnose
 from .io_types import LSTMResult
@@ -53,6 +53,16 @@ def reference_result(case: Case) -> LSTMResult:
 def tolerance(case: Case, *entries: Entry) -> Tolerance:
     scale = max((e.tolerance_scale for e in entries), default=1.0)
     return Tolerance.for_case(case.spec.dtype, case.inputs.steps, scale)
+
+
+def sensitivity(case: Case) -> Callable[[], Sensitivity]:
+    """The case's rounding sensitivity (:mod:`equivalence.compare`), measured on its own
+    weights and inputs when a check first needs it, and shared like a run."""
+    return lambda: SHARED.get(
+        "sensitivity", (case.spec.dtype, case.weights, case.inputs),
+        lambda: rounding_sensitivity(case.weights, case.inputs, case.spec.dtype,
+                                     exact=reference_result(case)),
+    )
 
 
 def move(source: Entry, target: Entry, case: Case, native: Any) -> Any:
@@ -95,7 +105,7 @@ class Outcome:
 def check_against_reference(entry: Entry, case: Case) -> Outcome:
     """Run ``entry`` on the case's weights and compare with the float64 reference."""
     actual = run(entry, case, native_weights(entry, case))
-    comparison = compare(reference_result(case), actual, tolerance(case, entry))
+    comparison = judge(reference_result(case), actual, tolerance(case, entry), sensitivity(case))
     return Outcome(f"{entry.name} vs reference", case, comparison, actual=actual)
 
 
@@ -128,8 +138,8 @@ def check_pair(
     # A converter under test gets its own copy: the shared native weights must not change.
     moved = converter(copy.deepcopy(native)) if converter else move(source, target, case, native)
     actual = target_run(case, moved) if target_run else run(target, case, moved)
-    tol = tolerance(case, source, target)
-    comparison = compare(expected, actual, tol)
+    comparison = judge(expected, actual, tolerance(case, source, target), sensitivity(case))
+    tol = comparison.tolerance  # with the sensitivity where it was measured
     label = f"{source.name} -> {target.name}"
     if comparison.ok:
         return Outcome(label, case, comparison, actual=actual)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .. import reference
-from ..compare import Comparison, Tolerance, compare
+from ..compare import Comparison, Tolerance, compare, rounding_sensitivity
 from ..errors import ConversionError
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
@@ -204,15 +204,19 @@ def verify(source: FoundLSTM, target: FoundLSTM, *, examples: int = 3, seed: int
         inputs = make_inputs(spec, rng, batch, steps, states, lengths)
         start = time.perf_counter()
         expected, actual = a.run(inputs), b.run(inputs)
-        tolerance = Tolerance.for_case(spec.dtype, steps,
-                                       max(a.tolerance_scale, b.tolerance_scale))
-        comparison = compare(expected, actual, tolerance)
         exact = _reference(source_weights, inputs, a.stored)
+        # the one policy (equivalence.compare), the source's rounding sensitivity always shown
+        sensitivity = rounding_sensitivity(source_weights, inputs, spec.dtype,
+                                           lambda w, i: _reference(w, i, a.stored), exact)
+        tolerance = Tolerance.for_case(spec.dtype, steps, max(
+            a.tolerance_scale, b.tolerance_scale)).with_sensitivity(sensitivity)
+        comparison = compare(expected, actual, tolerance)
         to_ref = [compare(exact, r, tolerance).max_abs_diff for r in (expected, actual)]
         flags = ", ".join(f for f, on in (("initial states", states), ("lengths", lengths)) if on)
         flags = f" ({flags})" if flags else ""
         say(f"[{number}/{examples}] batch={batch} steps={steps}{flags}: "
-            f"max abs diff {_line(comparison)}; allowed {tolerance}; "
+            f"max abs diff {_line(comparison)}; allowed {tolerance}, decided by: "
+            f"{comparison.decided_by()}; "
             f"vs float64 reference: source {to_ref[0]:.3g}, target {to_ref[1]:.3g} "
             f"[{time.perf_counter() - start:.1f}s] {'ok' if comparison.ok else 'OVER TOLERANCE'}")
         if not comparison.ok:
