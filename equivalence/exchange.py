@@ -260,7 +260,7 @@ def judge(case_path: Path, target: str, converter: Any = None) -> Any:
     """
     from . import harness
     from .case import Case
-    from .compare import compare
+    from .compare import judge as within_tolerance
     from .convert import to_canonical
     from .diagnose import Converted, diagnose
 
@@ -272,8 +272,10 @@ def judge(case_path: Path, target: str, converter: Any = None) -> Any:
                 case_file.inputs)
     moved = converter(native) if converter else harness.move(source, tgt, case, native)
     actual = harness.run(tgt, case, moved)
-    tol = harness.tolerance(case, source, tgt)
-    comparison = compare(case_file.expected, actual, tol)
+    # the one policy, as check_pair applies it: the static floor, or the case's sensitivity
+    comparison = within_tolerance(case_file.expected, actual, harness.tolerance(case, source, tgt),
+                                  harness.sensitivity(case))
+    tol = comparison.tolerance
     label = f"{source.name} -> {tgt.name}"
     if comparison.ok:
         return harness.Outcome(label, case, comparison, actual=actual)
