@@ -32,6 +32,7 @@ from equivalence.compare import (  # noqa: E402
 )
 from equivalence.files.verify import make_inputs, verify  # noqa: E402
 from equivalence.io_types import LSTMResult  # noqa: E402
+from equivalence.spec import LSTMSpec  # noqa: E402
 from tests.field_packages import package_file  # noqa: E402
 from tests.file_helpers import run_cli  # noqa: E402
 from tests.test_harness import typical_case  # noqa: E402
@@ -113,7 +114,7 @@ def test_pair_checks_use_the_same_policy_on_the_trained_network(textgenrnn):
 
 
 def test_well_conditioned_networks_are_judged_by_the_static_floor():
-    case = typical_case(harness_spec())
+    case = typical_case(LSTMSpec(3, 4))
     sensitivity = rounding_sensitivity(case.weights, case.inputs, "float32")
     tolerance = Tolerance.for_case("float32", case.inputs.steps).with_sensitivity(sensitivity)
     result = harness.reference_result(case)
@@ -122,14 +123,8 @@ def test_well_conditioned_networks_are_judged_by_the_static_floor():
         f"{name} {STATIC}" for name in ("output", "h", "c"))
 
 
-def harness_spec():
-    import equivalence as eq
-
-    return eq.LSTMSpec(3, 4)
-
-
 def test_sensitivity_is_measured_only_for_value_differences():
-    case = typical_case(harness_spec())
+    case = typical_case(LSTMSpec(3, 4))
     expected = harness.reference_result(case)
     tolerance = Tolerance.for_case("float32", case.inputs.steps)
     calls: list[int] = []
