@@ -274,9 +274,11 @@ def _moved_weights(weights: LSTMWeights, unit: float, rng: np.random.Generator) 
 
 
 def _moved_inputs(inputs: LSTMInputs, unit: float, rng: np.random.Generator) -> LSTMInputs:
-    states = {k: None if v is None else _moved(v, unit, rng)
-              for k, v in (("h0", inputs.h0), ("c0", inputs.c0))}
-    return dataclasses.replace(inputs, x=_moved(inputs.x, unit, rng), **states)
+    def state(value: np.ndarray | None) -> np.ndarray | None:
+        return None if value is None else _moved(value, unit, rng)
+
+    return dataclasses.replace(inputs, x=_moved(inputs.x, unit, rng), h0=state(inputs.h0),
+                               c0=state(inputs.c0))
 
 
 def _reference(weights: LSTMWeights, inputs: LSTMInputs) -> LSTMResult:
