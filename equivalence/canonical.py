@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .errors import ConversionError, ShapeError, SpecError, WeightValueError
-from .spec import DTYPES, LSTMSpec, all_finite, dtype_name
+from .spec import DTYPES, LSTMSpec, all_finite, dtype_name, finite_number
 
 GATES = ("i", "f", "g", "o")
 
@@ -186,7 +186,18 @@ def _numpy_dtype(name: str) -> np.dtype:
 
 
 def random_weights(spec: LSTMSpec, rng: np.random.Generator, scale: float = 0.5) -> LSTMWeights:
-    """Uniform(-scale, scale) weights for ``spec`` in float64 (tests and benchmarks)."""
+    """Uniform(-scale, scale) weights for ``spec`` in float64 (tests and benchmarks).
+
+    The spec's size is capped when it is built (:data:`~equivalence.spec.MAX_ELEMENTS`),
+    so nothing here allocates more than that.
+    """
+    if not isinstance(spec, LSTMSpec):
+        raise SpecError(f"spec: got {type(spec).__name__}, expected LSTMSpec")
+    if not isinstance(rng, np.random.Generator):
+        raise ConversionError(
+            f"rng: got {type(rng).__name__}, expected a numpy Generator (np.random.default_rng)"
+        )
+    scale = finite_number("scale", scale)
     cells = []
     for layer in range(spec.layers):
         shapes = expected_shapes(spec, layer)

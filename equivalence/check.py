@@ -5,8 +5,11 @@ and runs the source framework on native weights, passes a copy of those
 weights to the user's function, runs the target framework on what it returns,
 and compares outputs, h and c. Anything going wrong inside the user's function
 or with what it returns is a failed result with the reason, never a crash: an
-exception, ``SystemExit``, weights the target's reader refuses, or no answer
-within ``time_limit`` seconds (the call then runs in a daemon thread, abandoned).
+exception (even one whose message cannot be formatted), an object whose
+``__array__`` or ``__getitem__`` raises, weights the target's reader refuses,
+or no answer within ``time_limit`` seconds (the call then runs in a daemon
+thread, abandoned). ``SystemExit`` and ``KeyboardInterrupt`` are requests to
+stop, not results: they end the check at once and propagate to the caller.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from .compare import Comparison, TensorDiff, Tolerance
 from .compare import judge as within_tolerance
 from .convert import from_canonical, to_canonical
 from .diagnose import diagnose, rerun
-from .errors import ConversionError, UnknownFormatError
+from .errors import ConversionError, UnknownFormatError, describe
 from .explore import explore
 from .formats import get as get_format
 from .harness import Outcome
@@ -118,7 +121,7 @@ class CheckResult:
 
 
 class _FunctionFailed(Exception):
-    """The user's function ended in a way that must not end the check (SystemExit, a timeout)."""
+    """The user's function ended in a way that must not end the check (a timeout)."""
 
 
 class _TimedOut(_FunctionFailed):
@@ -126,16 +129,16 @@ class _TimedOut(_FunctionFailed):
 
 
 def limited(fn: Callable[[Any], Any], time_limit: float | None) -> Callable[[Any], Any]:
-    """``fn`` that gives up after ``time_limit`` seconds and turns SystemExit into an Exception.
+    """``fn`` that gives up after ``time_limit`` seconds.
 
     With a limit, ``fn`` runs in a daemon thread: a hung call is abandoned (it
-    cannot be killed), and the check goes on. Other BaseExceptions
-    (KeyboardInterrupt) still propagate.
+    cannot be killed), and the check goes on. Whatever ``fn`` raises, SystemExit
+    and KeyboardInterrupt included, is raised again in the calling thread.
     """
 
     def call(native: Any) -> Any:
         if time_limit is None:
-            return _no_exit(fn, native)
+            return fn(native)
         box: dict[str, Any] = {}
 
         def work() -> None:
@@ -153,20 +156,10 @@ def limited(fn: Callable[[Any], Any], time_limit: float | None) -> Callable[[Any
                 "(abandoned; it may still be running in a background thread)"
             )
         if "error" in box:
-            error = box["error"]
-            if isinstance(error, SystemExit):
-                raise _FunctionFailed(f"the conversion function raised {_short(error)}")
-            raise error
+            raise box["error"]
         return box["value"]
 
     return call
-
-
-def _no_exit(fn: Callable[[Any], Any], native: Any) -> Any:
-    try:
-        return fn(native)
-    except SystemExit as exc:
-        raise _FunctionFailed(f"the conversion function raised {_short(exc)}") from exc
 
 
 def judge(fn: Callable[[Any], Any], source: Side, target: Side, case: Case) -> Outcome:
@@ -192,11 +185,15 @@ def judge(fn: Callable[[Any], Any], source: Side, target: Side, case: Case) -> O
         to_canonical(moved, target.format, **harness.reader_options(
             target.format, case.spec, target.options()))
         actual = target.run(case, moved)
-    except Exception as exc:
+    except Exception as exc:  # what fn returned is foreign: any failure reading it is its own
         reason = f"the target rejected the converted weights: {_short(exc)}"
         return _problem(label, case, tolerance, reason)
-    # the one policy: the static floor, or the case's measured rounding sensitivity
-    comparison = within_tolerance(expected, actual, tolerance, harness.sensitivity(case))
+    try:
+        # the one policy: the static floor, or the case's measured rounding sensitivity
+        comparison = within_tolerance(expected, actual, tolerance, harness.sensitivity(case))
+    except Exception as exc:  # outputs the target computed from fn's weights, of odd shapes
+        return _problem(label, case, tolerance, f"the target's outputs cannot be compared: "
+                                                f"{_short(exc)}")
     return Outcome(label, case, comparison, "" if comparison.ok else "outputs differ", actual)
 
 
@@ -211,8 +208,20 @@ class _Judge:
     def __init__(self, fn: Callable[[Any], Any], sides: tuple[Side, Side]) -> None:
         self.fn, self.sides = fn, sides
         self.timed_out: Outcome | None = None
+        self.stopped: BaseException | None = None  # a SystemExit or KeyboardInterrupt
 
     def __call__(self, case: Case) -> Outcome:
+        if self.stopped is not None:
+            raise _Stopped
+        try:
+            return self._judge(case)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # Hypothesis counts SystemExit as a failing example and replays it (then calls
+            # the result flaky); an exception type it does not catch ends it at once.
+            self.stopped = exc
+            raise _Stopped from exc
+
+    def _judge(self, case: Case) -> Outcome:
         if self.timed_out is not None:
             return self.timed_out
         hung: list[Case] = []
@@ -230,15 +239,23 @@ class _Judge:
         return outcome
 
 
+class _Stopped(BaseException):
+    """Carries a SystemExit or KeyboardInterrupt out of Hypothesis without a replay."""
+
+
 def _problem(label: str, case: Case, tolerance: Tolerance, reason: str) -> Outcome:
     diff = TensorDiff("output", float("inf"), (), 1, 1, problem=reason)
     return Outcome(label, case, Comparison((diff,), tolerance))
 
 
 def _short(exc: BaseException) -> str:
-    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    """``Type: message (at file:line)``; never raises, whatever the exception's ``__str__`` does."""
+    try:
+        where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    except Exception:
+        where = []
     place = f" (at {where[0].filename}:{where[0].lineno})" if where else ""
-    return f"{type(exc).__name__}: {exc}{place}"
+    return f"{describe(exc)}{place}"
 
 
 def check_conversion(
@@ -269,12 +286,16 @@ def check_conversion(
     caps = joint_capabilities([sides[0].capabilities, sides[1].capabilities])
     guarded = limited(fn, time_limit)
     judged = _Judge(guarded, sides)
-    found = explore(
-        lstm_cases(capabilities=caps, dtypes=("float32",), single_cell=True),
-        judged,
-        max_examples=max_examples,
-        seed_value=seed,
-    )
+    try:
+        found = explore(
+            lstm_cases(capabilities=caps, dtypes=("float32",), single_cell=True),
+            judged,
+            max_examples=max_examples,
+            seed_value=seed,
+        )
+    except _Stopped:
+        assert judged.stopped is not None
+        raise judged.stopped from None
     result.examples = found.examples
     result.max_abs_diff = max(found.max_abs_diff.values())
     result.ok = found.passed
@@ -284,11 +305,23 @@ def check_conversion(
         result.counterexample = found.failure
         if judged.timed_out is None:  # a hung fn is not called again to be diagnosed
             case = found.failure.case  # fn runs again on it: its weights are diagnosed too
-            converted = rerun(guarded, case, source=source, target=target,
-                              source_options=sides[0].options(),
-                              target_options=sides[1].options())
-            result.diagnosis = diagnose(case, found.failure.actual, converted)
+            result.diagnosis = _diagnosis(guarded, case, found.failure.actual, sides)
     return result
+
+
+def _diagnosis(fn: Callable[[Any], Any], case: Case, actual: LSTMResult | None,
+               sides: tuple[Side, Side]) -> str | None:
+    """The diagnosis of the failing ``case``; never raises: ``fn``'s weights are foreign
+    objects (meta tensors, lists that contain themselves) that the diagnosis also reads."""
+    source, target = sides
+    try:
+        converted = rerun(fn, case, source=source.format, target=target.format,
+                          source_options=source.options(), target_options=target.options())
+        return diagnose(case, actual, converted)
+    except _FunctionFailed as exc:
+        return f"not diagnosed: the conversion function failed when run again ({exc})"
+    except Exception as exc:
+        return f"not diagnosed: reading the converted weights raised {_short(exc)}"
 
 
 def _check_time_limit(time_limit: object) -> None:

@@ -7,6 +7,8 @@ was expected, because "shapes do not match" alone leaves a user guessing.
 
 from __future__ import annotations
 
+import reprlib
+
 
 class ConversionError(ValueError):
     """Base class: the weights, the options or the call cannot be converted."""
@@ -48,3 +50,33 @@ class UnsupportedFeatureError(ConversionError):
 
 class SpecError(ConversionError):
     """An LSTMSpec with inconsistent or out-of-range fields."""
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of a foreign exception, bounded, even when its ``__str__`` raises.
+
+    Messages about a caller's objects must never fail themselves: an exception
+    whose ``__str__`` raises would otherwise escape from the handler reporting it.
+    """
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception:
+        text = "(its message could not be formatted)"
+    if len(text) > 500:
+        text = text[:500] + "..."
+    return f"{name}: {text}" if text else name
+
+
+def brief(value: object) -> str:
+    """A bounded ``repr`` of a caller's value that never raises (reprlib's limits)."""
+    return _REPR.repr(value)
+
+
+def _bounded_repr() -> reprlib.Repr:
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = 80
+    return shortener
+
+
+_REPR = _bounded_repr()

@@ -18,10 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SpecError
+from .errors import SpecError, brief
 
 RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid_tf_keras", "hard_sigmoid_keras3")
 DTYPES = ("float16", "bfloat16", "float32", "float64")
+# Caps on what a spec (and so any array checked against one) may describe, checked before
+# anything is allocated or looped over: far beyond LSTMs people ship (a 4096-unit layer
+# holds 1.3e8 weights), far below what a hostile or mistyped size asks for (1e5 units:
+# 8e10 weights; 1e9 layers: a billion Python objects).
+MAX_ELEMENTS = 2**30  # weights in a whole spec, and elements in any one array read
+MAX_LAYERS = 10_000
 
 
 @functools.lru_cache(maxsize=64)
@@ -92,6 +98,27 @@ class LSTMSpec:
         self._set("forget_bias", finite_number("forget_bias", self.forget_bias))
         _one_of("recurrent_activation", self.recurrent_activation, RECURRENT_ACTIVATIONS)
         _one_of("dtype", self.dtype, DTYPES)
+        self._check_size()
+
+    def _check_size(self) -> None:
+        if self.layers > MAX_LAYERS:
+            raise SpecError(f"layers: {self.layers}, expected at most {MAX_LAYERS}")
+        count = self.parameter_count()
+        if count > MAX_ELEMENTS:
+            raise SpecError(
+                f"spec: {count:.3g} weights (input_size={self.input_size}, units={self.units}, "
+                f"layers={self.layers}, directions={self.directions}), expected at most "
+                f"{MAX_ELEMENTS:.3g} (MAX_ELEMENTS)"
+            )
+
+    def parameter_count(self) -> int:
+        """Canonical weights in the whole stack (exact Python ints: nothing overflows)."""
+        units, out, d = self.units, self.output_size, self.directions
+        extra = 8 * units + 4 * units * out + (3 * units if self.peepholes else 0)
+        extra += out * units if self.projection_size is not None else 0
+        first = 4 * units * self.input_size + extra
+        rest = 4 * units * d * out + extra
+        return d * (first + (self.layers - 1) * rest)
 
     def _set(self, name: str, value: Any) -> None:
         # Normalise numpy scalars to Python ones so specs compare and serialise alike.
@@ -164,7 +191,7 @@ def _real(value: object) -> float | None:
 
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
-        raise SpecError(f"{name}: {value!r}, expected an int >= 1")
+        raise SpecError(f"{name}: {brief(value)}, expected an int >= 1")
     return int(value)
 
 
@@ -172,25 +199,25 @@ def _directions(value: object) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or (
         value not in (1, 2)
     ):
-        raise SpecError(f"directions: {value!r}, expected 1 or 2")
+        raise SpecError(f"directions: {brief(value)}, expected 1 or 2")
     return int(value)
 
 
 def _flag(name: str, value: object) -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        raise SpecError(f"{name}: {value!r}, expected True or False")
+        raise SpecError(f"{name}: {brief(value)}, expected True or False")
     return bool(value)
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if not isinstance(value, str) or value not in allowed:
-        raise SpecError(f"{name}: {value!r}, expected one of {allowed}")
+        raise SpecError(f"{name}: {brief(value)}, expected one of {allowed}")
 
 
 def _positive_number(name: str, value: object) -> float:
     number = _real(value)
     if number is None or not 0 < number < math.inf:
-        raise SpecError(f"{name}: {value!r}, expected a positive finite number or None")
+        raise SpecError(f"{name}: {brief(value)}, expected a positive finite number or None")
     return number
 
 
@@ -198,5 +225,5 @@ def finite_number(name: str, value: object) -> float:
     """``value`` as a float; anything but a finite real number is a SpecError naming ``name``."""
     number = _real(value)
     if number is None or not math.isfinite(number):
-        raise SpecError(f"{name}: {value!r}, expected a finite number")
+        raise SpecError(f"{name}: {brief(value)}, expected a finite number")
     return number

@@ -130,14 +130,17 @@ def test_a_slow_function_within_the_limit_passes() -> None:
 
 
 @pytest.mark.parametrize("time_limit", [60.0, None])
-def test_system_exit_from_the_function_is_a_failed_result(time_limit) -> None:
+def test_system_exit_from_the_function_stops_the_check_at_once(time_limit) -> None:
+    calls = []
+
     def exits(weights: dict) -> dict:
+        calls.append(1)
         sys.exit(3)
 
-    result = check_conversion(exits, source="torch", target="onnx", max_examples=3,
-                              time_limit=time_limit)
-    assert not result.ok
-    assert "the conversion function raised SystemExit: 3" in str(result)
+    with pytest.raises(SystemExit) as stop:  # a request to stop, not a result (issue 24)
+        check_conversion(exits, source="torch", target="onnx", max_examples=3,
+                         time_limit=time_limit)
+    assert stop.value.code == 3 and len(calls) == 1  # no Hypothesis replay, no FlakyFailure
 
 
 def test_keyboard_interrupt_from_the_function_still_stops_the_check() -> None:

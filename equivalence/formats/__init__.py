@@ -6,13 +6,14 @@ features it can hold. Adding a format means adding a module and a row here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..canonical import LSTMWeights
 from ..capabilities import Capabilities
-from ..errors import UnknownFormatError
+from ..errors import ConversionError, UnknownFormatError, describe
 from . import cudnn, flat, flax, keras, mlx, neoml, onnx, tf1, torch
 
 
@@ -25,6 +26,12 @@ class Format:
     from_canonical: Callable[..., Any]
     supported: frozenset[str]
     summary: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "to_canonical", _typed(self.to_canonical, self.name, "reading"))
+        object.__setattr__(
+            self, "from_canonical", _typed(self.from_canonical, self.name, "writing")
+        )
 
     def capabilities(self) -> Capabilities:
         """What this format can hold, in the runtimes' vocabulary (for strategies)."""
@@ -45,6 +52,28 @@ class Format:
             time_major=True,
             dtypes=frozenset({"float16", "float32", "float64"}),
         )
+
+
+def _typed(fn: Callable[..., Any], name: str, action: str) -> Callable[..., Any]:
+    """``fn`` raising only ConversionErrors: the caller's objects are foreign code.
+
+    A Mapping whose ``__getitem__`` raises, a list that contains itself, an exception
+    whose ``__str__`` raises: whatever escapes a format's own checks is reported as
+    one ConversionError naming the format and the original exception (chained).
+    SystemExit and KeyboardInterrupt are not Exceptions and pass through.
+    """
+
+    @functools.wraps(fn)
+    def typed(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConversionError:
+            raise
+        except Exception as exc:
+            raise ConversionError(f"{name}: {action} the weights failed ({describe(exc)})"
+                                  ) from exc
+
+    return typed
 
 
 FORMATS: dict[str, Format] = {

@@ -7,6 +7,7 @@ writes into a caller's array.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Integral
@@ -22,8 +23,9 @@ from ..errors import (
     UnexpectedKeyError,
     UnsupportedFeatureError,
     WeightValueError,
+    describe,
 )
-from ..spec import DTYPES, LSTMSpec, all_finite, dtype_name
+from ..spec import DTYPES, MAX_ELEMENTS, LSTMSpec, all_finite, dtype_name
 
 # Narrow float types no LSTM runs in (ml_dtypes / torch float8, float6, float4): widened
 # to float32, which holds every one of their values exactly.
@@ -40,8 +42,14 @@ def as_weight(value: Any, field: str) -> np.ndarray:
         value = _torch_to_numpy(value, field)
     try:
         array = np.asarray(value)
-    except Exception as exc:  # ragged lists and odd objects
-        raise WeightValueError(f"{field}: cannot be read as an array ({exc})") from exc
+    except Exception as exc:  # ragged lists, self-referential lists, odd objects
+        what = "an object whose __array__ raised" if hasattr(type(value), "__array__") else (
+            f"a {type(value).__name__} that raised")
+        raise WeightValueError(f"{field}: cannot be read as an array ({what} "
+                               f"{describe(exc)})") from exc
+    # Sized by the shape, before any element is touched: a broadcast view of 4e12
+    # elements takes no memory, but reducing or copying it would never end.
+    check_elements(array.shape, field)
     if array.dtype.kind == "V" and dtype_name(array.dtype).startswith(_NARROW_FLOATS):
         array = array.astype(np.float32)
     if dtype_name(array.dtype) not in DTYPES:
@@ -62,7 +70,12 @@ def _is_torch_tensor(value: Any) -> bool:
 
 def _torch_to_numpy(tensor: Any, field: str) -> np.ndarray:
     """A CPU numpy copy of a dense tensor; bfloat16 stays bfloat16 (through float32, exact)."""
-    tensor = tensor.detach()
+    try:
+        tensor = tensor.detach()
+        shape = tuple(int(n) for n in tensor.shape)
+    except Exception as exc:  # a tensor subclass that refuses even this much
+        raise WeightValueError(f"{field}: tensor cannot be read ({describe(exc)})") from exc
+    check_elements(shape, field)  # before .float() or .cpu() copies an expand()ed tensor
     if getattr(tensor, "is_meta", False):
         raise WeightValueError(f"{field}: a meta tensor holds no values (load the real weights)")
     layout = str(getattr(tensor, "layout", "torch.strided"))
@@ -81,7 +94,16 @@ def _torch_to_numpy(tensor: Any, field: str) -> np.ndarray:
             return array.astype(_ml_dtype("bfloat16")) if dtype == "bfloat16" else array
         return tensor.numpy()
     except Exception as exc:  # whatever else a tensor subclass refuses to hand over
-        raise WeightValueError(f"{field}: {dtype} tensor cannot be read ({exc})") from exc
+        raise WeightValueError(f"{field}: {dtype} tensor cannot be read ({describe(exc)})"
+                               ) from exc
+
+
+def check_elements(shape: tuple[int, ...], field: str) -> None:
+    """Refuse an array of more than :data:`MAX_ELEMENTS` elements, counted from its shape."""
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS:
+        raise ShapeError(field, shape, f"at most {MAX_ELEMENTS:.3g} elements (MAX_ELEMENTS)",
+                         f"{count:.3g} elements, more than any LSTM weight")
 
 
 def _ml_dtype(name: str) -> np.dtype:

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..canonical import CellWeights, LSTMWeights, expected_shapes
-from ..spec import LSTMSpec
+from ..errors import brief
+from ..spec import MAX_LAYERS, LSTMSpec
 from . import _common as c
 
 NAME = "torch"
@@ -50,13 +51,20 @@ def _layer_count(native: dict[Any, Any]) -> int:
             "string; state_dict keys are parameter names such as 'weight_ih_l0'"
         )
     named = {int(m[1]): key for key in native if (m := _LAYER_KEY.search(key))}
-    count = max(named, default=0) + 1
+    if not named:
+        keys = sorted(native)[:10]
+        raise c.MissingKeyError(f"{NAME} state_dict: no layer keys such as 'weight_ih_l0' "
+                                f"(keys: {brief(keys)})")
+    count = max(named) + 1
     absent = next((k for k in range(count) if k not in named), None)  # at most len(named) steps
     if absent is not None:
         raise c.MissingKeyError(
             f"{NAME} state_dict: missing 'weight_ih_l{absent}' (layer {absent}), "
             f"although {named[count - 1]!r} names layer {count - 1}"
         )
+    if count > MAX_LAYERS:  # no gap: as many keys as layers, so this is the spec's own cap
+        raise c.UnexpectedKeyError(f"{NAME} state_dict: key {named[count - 1]!r} names layer "
+                                   f"{count - 1}, expected at most {MAX_LAYERS} layers")
     return count
 
 
