@@ -18,7 +18,7 @@ import copy
 import math
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,11 +28,12 @@ from .compare import Comparison, TensorDiff, Tolerance
 from .compare import judge as within_tolerance
 from .convert import from_canonical, to_canonical
 from .diagnose import diagnose, rerun
-from .errors import ConversionError, UnknownFormatError, describe
+from .errors import ConversionError, UnknownFormatError, brief, describe
 from .explore import explore
 from .formats import get as get_format
 from .harness import Outcome
 from .io_types import LSTMResult
+from .spec import MAX_ELEMENTS
 from .strategies import Case, joint_capabilities, lstm_cases
 
 CHECKABLE = tuple(table.FORMAT_RUNTIMES)
@@ -73,9 +74,9 @@ class Side:
 
 def choose_side(fmt: str) -> Side:
     """The first runnable runtime for ``fmt``; the reference if none runs here."""
-    if fmt not in table.FORMAT_RUNTIMES:
+    if not isinstance(fmt, str) or fmt not in table.FORMAT_RUNTIMES:
         raise UnknownFormatError(
-            f"format: {fmt!r} cannot be checked, expected one of {sorted(CHECKABLE)}"
+            f"format: {brief(fmt)} cannot be checked, expected one of {sorted(CHECKABLE)}"
         )
     reasons = []
     for name in table.FORMAT_RUNTIMES[fmt]:
@@ -275,9 +276,11 @@ def check_conversion(
     ConversionError only for a bad call.
     """
     if not callable(fn):
-        raise ConversionError(f"fn: {fn!r} is not callable")
+        raise ConversionError(f"fn: {brief(fn)} is not callable")
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
-        raise ConversionError(f"max_examples: {max_examples!r}, expected an int >= 1")
+        raise ConversionError(f"max_examples: {brief(max_examples)}, expected an int >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConversionError(f"seed: {brief(seed)}, expected an int")
     _check_time_limit(time_limit)
     sides = choose_side(source), choose_side(target)
     result = CheckResult(
@@ -317,11 +320,42 @@ def _diagnosis(fn: Callable[[Any], Any], case: Case, actual: LSTMResult | None,
     try:
         converted = rerun(fn, case, source=source.format, target=target.format,
                           source_options=source.options(), target_options=target.options())
+        unbounded = _unbounded(converted.native) if converted is not None else ""
+        if unbounded:  # the diagnosis reads every value: only of what fits the caps
+            return f"not diagnosed: the converted weights {unbounded}"
         return diagnose(case, actual, converted)
     except _FunctionFailed as exc:
         return f"not diagnosed: the conversion function failed when run again ({exc})"
     except Exception as exc:
         return f"not diagnosed: reading the converted weights raised {_short(exc)}"
+
+
+_MAX_NODES = 10_000  # containers and arrays in what fn returns, for the diagnosis to walk
+
+
+def _unbounded(native: Any) -> str:
+    """Why the nest ``native`` is too big, deep or cyclic to diagnose ("" when it is not).
+
+    Arrays are sized by their shape (a broadcast view of 4e12 elements takes no
+    memory, but the diagnosis would copy it); the walk itself is bounded.
+    """
+    pending, containers, nodes, elements = [(native, 0)], set(), 0, 0
+    while pending:
+        item, depth = pending.pop()
+        nodes += 1
+        if depth > 64 or nodes > _MAX_NODES:
+            return "nest deeper than 64 or hold more than 10000 items"
+        if isinstance(item, (Mapping, list, tuple)):
+            if id(item) in containers:
+                return "contain themselves (or hold one list or dict twice)"
+            containers.add(id(item))
+            values = item.values() if isinstance(item, Mapping) else item
+            pending += [(value, depth + 1) for value in values]
+        elif hasattr(item, "shape"):
+            elements += math.prod(int(n) for n in item.shape)
+            if elements > MAX_ELEMENTS:
+                return f"hold more than {MAX_ELEMENTS:.3g} elements (MAX_ELEMENTS)"
+    return ""
 
 
 def _check_time_limit(time_limit: object) -> None:
@@ -334,7 +368,7 @@ def _check_time_limit(time_limit: object) -> None:
     )
     if not 0 < number < math.inf:
         raise ConversionError(
-            f"time_limit: {time_limit!r}, expected a positive number of seconds or None"
+            f"time_limit: {brief(time_limit)}, expected a positive number of seconds or None"
         )
 
 

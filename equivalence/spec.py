@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SpecError, brief
+from .errors import SpecError, brief, describe
 
 RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid_tf_keras", "hard_sigmoid_keras3")
 DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -170,6 +170,10 @@ class LSTMSpec:
         """Inverse of :meth:`to_dict`; unknown or missing keys are an error."""
         if not isinstance(data, Mapping):
             raise SpecError(f"spec: got {type(data).__name__}, expected a dict")
+        try:
+            data = dict(data)  # read a caller's Mapping once, here
+        except Exception as exc:
+            raise SpecError(f"spec: the mapping cannot be read ({describe(exc)})") from exc
         fields = dataclasses.fields(cls)
         known = {f.name for f in fields}
         extra = sorted(str(k) for k in set(data) - known)

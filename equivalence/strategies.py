@@ -8,6 +8,7 @@ trace, and small sizes (1 included) are where layout bugs show.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import numpy as np
@@ -16,8 +17,9 @@ from hypothesis import strategies as st
 from .canonical import LSTMWeights, random_weights
 from .capabilities import Capabilities, joint_capabilities  # noqa: F401 (re-exported)
 from .case import Case
+from .errors import ConversionError, brief
 from .io_types import LSTMInputs
-from .spec import DTYPES, RECURRENT_ACTIVATIONS, LSTMSpec
+from .spec import DTYPES, MAX_LAYERS, RECURRENT_ACTIVATIONS, LSTMSpec, finite_number
 
 INPUT_SIZES = (1, 2, 3, 5)
 UNITS = (1, 2, 4, 6)
@@ -27,9 +29,29 @@ CLIPS = (0.5, 1.0, 3.0)
 DEFAULT_CAPABILITIES = Capabilities()  # float32, sigmoid, no optional features
 
 
-def _check_bound(name: str, value: int, low: int) -> None:
-    if not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}={value!r}: pass an int >= {low}")
+def _check_bound(name: str, value: int, low: int, high: int | None = None) -> None:
+    """A ConversionError (a ValueError) naming the argument unless ``low <= value <= high``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
+        high is not None and value > high
+    ):
+        most = f" and <= {high}" if high is not None else ""
+        raise ConversionError(f"{name}={brief(value)}: pass an int >= {low}{most}")
+
+
+def _check_choices(capabilities: object, dtypes: object) -> tuple[str, ...] | None:
+    """The caller's capabilities and dtypes checked (dtypes as a tuple, read once)."""
+    if not isinstance(capabilities, Capabilities):
+        raise ConversionError(
+            f"capabilities: got {type(capabilities).__name__}, expected Capabilities")
+    if dtypes is None:
+        return None
+    if isinstance(dtypes, str) or not isinstance(dtypes, Iterable):
+        raise ConversionError(f"dtypes: {brief(dtypes)}, expected an iterable of {DTYPES}")
+    chosen = tuple(itertools.islice(dtypes, len(DTYPES) * 4 + 1))
+    odd = [d for d in chosen if not isinstance(d, str) or d not in DTYPES]
+    if odd or not chosen or len(chosen) > len(DTYPES) * 4:
+        raise ConversionError(f"dtypes: {brief(chosen)}, expected some of {DTYPES}")
+    return chosen
 
 
 @st.composite
@@ -48,7 +70,8 @@ def lstm_specs(
     the networks built (and the runs shared, :mod:`equivalence.memo`) for one
     check serve the others.
     """
-    _check_bound("max_layers", max_layers, 1)
+    _check_bound("max_layers", max_layers, 1, MAX_LAYERS)
+    dtypes = _check_choices(capabilities, dtypes)
     caps = capabilities
     limit = min(max_layers, caps.max_layers or max_layers)
     layers = min(draw(st.integers(1, max_layers)), limit)
@@ -118,6 +141,7 @@ def lstm_weights(draw: st.DrawFn, spec: LSTMSpec, *, max_scale: float = 1.0) -> 
     Values come from a drawn seed (fast, and shrinks towards seed 0) with a
     drawn scale, so both near-linear and saturating gates are exercised.
     """
+    max_scale = finite_number("max_scale", max_scale)
     seed = draw(st.integers(0, 2**32 - 1))
     scale = draw(st.sampled_from((0.1, 0.5, max_scale)))
     weights = random_weights(spec, np.random.default_rng(seed), scale=scale)
@@ -134,6 +158,9 @@ def lstm_inputs(
     max_steps: int = 9,
 ) -> LSTMInputs:
     """Inputs for ``spec``: data, and where supported initial states, lengths, time-major."""
+    if not isinstance(spec, LSTMSpec):
+        raise ConversionError(f"spec: got {type(spec).__name__}, expected LSTMSpec")
+    _check_choices(capabilities, None)
     _check_bound("max_batch", max_batch, 1)
     _check_bound("max_steps", max_steps, 1)
     batch = draw(st.sampled_from([b for b in BATCHES if b <= max_batch] or [1]))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator, Sequence
@@ -119,10 +120,29 @@ class FoundLSTM:
         return self.canonical().spec
 
 
+def file_path(value: object) -> Path:
+    """``value`` as a Path; anything but a str or os.PathLike is a ConversionError naming it."""
+    try:
+        text = os.fspath(value)  # type: ignore[arg-type]
+    except Exception:  # not path-like, or a __fspath__ that raises
+        text = None
+    if isinstance(text, str) and "\0" not in text:
+        return Path(text)
+    raise ConversionError(f"path: got {type(value).__name__}, expected a str or os.PathLike "
+                          "without NUL characters")
+
+
 def select(
     found: Sequence[FoundLSTM], layer: str | None, path: str | os.PathLike[str]
 ) -> FoundLSTM:
     """The LSTM ``layer`` names (a listed LSTM or one layer of a stack), or the only one."""
+    if isinstance(found, (str, bytes)) or not isinstance(found, Sequence) or not all(
+        isinstance(f, FoundLSTM) for f in found
+    ):
+        raise ConversionError(f"found: got {type(found).__name__}, expected a list of "
+                              "FoundLSTM (what files.read returns)")
+    if layer is not None and not isinstance(layer, str):
+        raise ConversionError(f"layer: got {type(layer).__name__}, expected a str or None")
     if not found:
         raise FileFormatError(path, "no LSTM found in this file")
     if layer is None:
@@ -205,14 +225,22 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
 
 
-def remove_stale_temporaries(folder: Path, name: str) -> None:
-    """Delete temporaries for ``name`` left in ``folder`` by runs that no longer exist."""
+# Our own temporaries only: temporary_name's 8 hex digits, or mkdtemp's 8 characters.
+_OUR_TEMPORARY = re.compile(re.escape(TEMPORARY_PREFIX) + r"([0-9]{1,10})-[0-9a-z_]{8}-.")
+
+
+def remove_stale_temporaries(folder: Path, name: str | None = None) -> None:
+    """Delete every temporary left in ``folder`` by a run that no longer exists.
+
+    Whatever its target name (``name`` is accepted for older callers and not used):
+    a run killed while writing ``a.onnx`` leaves ``.tmp-<pid>-<8>-a.onnx``, and the
+    next run in that folder may well write ``b.onnx``. Only names of our own pattern
+    whose process is gone are touched; a live run's temporaries stay.
+    """
     with contextlib.suppress(OSError):
         for item in folder.iterdir():
-            if not item.name.startswith(TEMPORARY_PREFIX) or not item.name.endswith(name):
-                continue
-            owner = item.name[len(TEMPORARY_PREFIX):].split("-", 1)[0]
-            if owner.isdigit() and not _alive(int(owner)):
+            found = _OUR_TEMPORARY.match(item.name)
+            if found and not _alive(int(found[1])):
                 with contextlib.suppress(OSError):
                     if item.is_dir() and not item.is_symlink():
                         shutil.rmtree(item)
@@ -225,7 +253,7 @@ def _alive(pid: int) -> bool:
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or beyond any pid
         return False
     except OSError:  # exists, owned by someone else
         return True

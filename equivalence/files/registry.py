@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConversionError
-from ._base import FileFormatError, FoundLSTM, StoredInputs, checkpoint_prefix
+from ._base import FileFormatError, FoundLSTM, StoredInputs, checkpoint_prefix, file_path
 from .neoml_archive import looks_like_network
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -173,6 +173,14 @@ def family(name: str) -> FileFamily:
 
 def detect_kind(path: Path) -> str:
     """The file kind from its content (a row name of :data:`KINDS`)."""
+    path = file_path(path)
+    try:
+        return _detect_kind(path)
+    except OSError as exc:  # a name too long, a loop of links: what stat says, as one message
+        raise FileFormatError(path, f"cannot be opened: {exc.strerror or exc}") from exc
+
+
+def _detect_kind(path: Path) -> str:
     if checkpoint_prefix(path) is not None:
         return "tf1"
     if path.is_dir():
@@ -225,7 +233,7 @@ def read(path: str | os.PathLike[str], family_name: str | None = None,
     """Every LSTM in ``path``. ``family_name`` (a ``--from`` name) must match the content; it
     is also the fallback when the content is not recognized. Any failure inside a reader
     becomes one :class:`FileFormatError` naming the file (``debug`` prints its traceback)."""
-    path = Path(path)
+    path = file_path(path)
     wanted = family(family_name) if family_name is not None else None
     try:
         kind = KIND[detect_kind(path)]

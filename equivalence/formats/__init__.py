@@ -13,7 +13,7 @@ from typing import Any
 
 from ..canonical import LSTMWeights
 from ..capabilities import Capabilities
-from ..errors import ConversionError, UnknownFormatError, describe
+from ..errors import ConversionError, UnknownFormatError, brief, describe
 from . import cudnn, flat, flax, keras, mlx, neoml, onnx, tf1, torch
 
 
@@ -155,5 +155,5 @@ def get(name: str) -> Format:
         return FORMATS[name]
     except (KeyError, TypeError):
         raise UnknownFormatError(
-            f"format: {name!r} is unknown, expected one of {sorted(FORMATS)}"
+            f"format: {brief(name)} is unknown, expected one of {sorted(FORMATS)}"
         ) from None
