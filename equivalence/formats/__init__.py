@@ -7,6 +7,7 @@ features it can hold. Adding a format means adding a module and a row here.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,8 +64,17 @@ def _typed(fn: Callable[..., Any], name: str, action: str) -> Callable[..., Any]
     SystemExit and KeyboardInterrupt are not Exceptions and pass through.
     """
 
+    accepted = sorted(
+        p.name for p in inspect.signature(fn).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    )
+
     @functools.wraps(fn)
     def typed(*args: Any, **kwargs: Any) -> Any:
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise ConversionError(f"option {unknown[0]!r}: not accepted by {name} {action} "
+                                  f"(options: {accepted})")
         try:
             return fn(*args, **kwargs)
         except ConversionError:
