@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConversionError
+from ..errors import ConversionError, brief
 from ._base import FileFormatError, FoundLSTM, StoredInputs, checkpoint_prefix, file_path
 from .neoml_archive import looks_like_network
 
@@ -163,8 +163,8 @@ def function(name: str) -> Callable[..., Any]:
 def family(name: str) -> FileFamily:
     try:
         return FAMILY[name]
-    except KeyError:
-        raise ConversionError(f"file format {name!r} is unknown, expected one of "
+    except (KeyError, TypeError):  # TypeError: an unhashable name
+        raise ConversionError(f"file format {brief(name)} is unknown, expected one of "
                               f"{sorted(FAMILY)}") from None
 
 
