@@ -123,7 +123,7 @@ class FoundLSTM:
 def file_path(value: object) -> Path:
     """``value`` as a Path; anything but a str or os.PathLike is a ConversionError naming it."""
     try:
-        text = os.fspath(value)  # type: ignore[arg-type]
+        text = os.fspath(value)  # type: ignore[call-overload]
     except Exception:  # not path-like, or a __fspath__ that raises
         text = None
     if isinstance(text, str) and "\0" not in text:
