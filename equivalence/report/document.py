@@ -90,7 +90,15 @@ class BulletList:
     items: Sequence[Text]
 
 
-Block = Heading | Paragraph | Table | CodeBlock | Image | BulletList
+@dataclass(frozen=True)
+class Details:
+    """Blocks folded away until the reader opens them (a long table), under ``summary``."""
+
+    summary: str
+    blocks: Sequence[Heading | Paragraph | Table | CodeBlock | Image | BulletList]
+
+
+Block = Heading | Paragraph | Table | CodeBlock | Image | BulletList | Details
 
 
 @dataclass

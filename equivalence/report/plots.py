@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from pathlib import Path
 from typing import Any
 
-from .cells import grid, headline
+from .cells import grid, headline, judged_text
 
 
 def _pyplot():
@@ -17,93 +19,147 @@ def _pyplot():
     return plt
 
 
+def tolerance_ratio(row: dict[str, Any]) -> float:
+    """How close a cell came to failing: the worst dtype's max abs diff over that dtype's
+    static tolerance floor (``compare.ATOL`` at T=1), so 1 is the edge of the policy.
+
+    The floor is the smallest allowance a check has (it grows with T, and where the
+    rounding sensitivity is larger, so a pass may exceed it): a passed cell is drawn at
+    most at 1, a failed one above 1, and the colour never contradicts the verdict."""
+    from ..compare import ATOL
+
+    by_dtype = {d: v for d, v in (row.get("max_abs_diff_by_dtype") or {}).items() if d in ATOL}
+    if row.get("error"):
+        ratio = math.inf
+    elif by_dtype:
+        ratio = max(math.inf if v is None else v / ATOL[d] for d, v in by_dtype.items())
+    else:  # results written before dtypes were recorded: the worst case's own tolerance
+        worst, tolerance = headline(row), row.get("tolerance") or {}
+        ratio = math.inf if worst is None else worst / tolerance.get("atol", ATOL["float32"])
+    return min(ratio, 1.0) if row["passed"] else max(ratio, FAIL_FLOOR)
+
+
+FAIL_FLOOR = 2.0  # a failed cell is drawn at least this far past the edge, clearly red
+RATIO_RANGE = (1e-6, 1e2)  # colour scale: far inside the tolerance .. far past it
+
+
 def heatmap(data: dict[str, Any], path: Path) -> None:
-    """Source x target, colour = log10 max abs diff; failed cells outlined and marked."""
+    """Source x target, colour = max abs diff / tolerance (green pass, red fail, log scale);
+    text = the float32 max abs diff, the dtypes judged, FAIL."""
     import numpy as np
     from matplotlib.colors import LogNorm
     from matplotlib.patches import Rectangle
 
     plt = _pyplot()
     sources, targets, cells = grid(data)
-    values = np.full((len(sources), len(targets)), np.nan)
-    for i, s in enumerate(sources):
-        for j, t in enumerate(targets):
-            row = cells.get((s, t))
-            if row is not None:
-                worst = headline(row)
-                values[i, j] = 1.0 if row.get("error") or worst is None else max(worst, 1e-17)
-    fig, ax = plt.subplots(figsize=(1.1 * len(targets) + 3, 0.6 * len(sources) + 2.5))
-    finite = values[np.isfinite(values)]
-    low = max(finite.min(), 1e-17) if finite.size else 1e-9
-    high = max(finite.max(), low * 10) if finite.size else 1.0
-    image = ax.imshow(
-        np.ma.masked_invalid(values), cmap="viridis", norm=LogNorm(vmin=low, vmax=high)
-    )
-    for i, s in enumerate(sources):
-        for j, t in enumerate(targets):
-            row = cells.get((s, t))
-            if row is None:
-                continue
-            ok = row["passed"]
-            ax.text(
-                j,
-                i,
-                ("0" if values[i, j] <= 1e-17 else f"{values[i, j]:.0e}")
-                + ("" if ok else "\nFAIL"),
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if ok else "red",
-            )
-            if not ok:
-                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, color="red", lw=2))
+    ratios = np.full((len(sources), len(targets)), np.nan)
+    for (i, s), (j, t) in itertools.product(enumerate(sources), enumerate(targets)):
+        if (s, t) in cells:
+            ratios[i, j] = np.clip(tolerance_ratio(cells[s, t]), *RATIO_RANGE)
+    fig, ax = plt.subplots(figsize=(1.05 * len(targets) + 3.5, 0.62 * len(sources) + 2.5))
+    # red only past the edge: the map turns from green to red at ratio 1
+    image = ax.imshow(np.ma.masked_invalid(ratios), cmap=_pass_fail_map(),
+                      norm=LogNorm(*RATIO_RANGE))
+    for (i, s), (j, t) in itertools.product(enumerate(sources), enumerate(targets)):
+        row = cells.get((s, t))
+        if row is None:
+            continue
+        ax.text(j, i, _heatmap_text(row), ha="center", va="center", fontsize=6.5,
+                color="black", fontweight="normal" if row["passed"] else "bold")
+        if not row["passed"]:
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, color="black", lw=2))
     ax.set_xticks(range(len(targets)), targets, rotation=45, ha="right")
     ax.set_yticks(range(len(sources)), sources)
     ax.set_xlabel("target (weights moved by the converters; reference = float64 numpy)")
     ax.set_ylabel("source runtime")
-    ax.set_title("float32 max abs diff over outputs, h and c (log scale)")
-    fig.colorbar(image, ax=ax, label="max abs diff")
+    ax.set_title("colour: max abs diff / tolerance (green passes, red fails); "
+                 "text: float32 max abs diff, dtypes judged")
+    bar = fig.colorbar(image, ax=ax, label="max abs diff / the dtype's tolerance")
+    bar.ax.axhline(1.0, color="black", lw=1.5)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _pass_fail_map():
+    """Green (far inside the tolerance) to pale at ratio 1, then red: a log-scale colour map
+    whose turn sits at 1 on :data:`RATIO_RANGE`."""
+    from matplotlib.colors import LinearSegmentedColormap
+
+    low, high = (math.log10(v) for v in RATIO_RANGE)
+    edge = (0 - low) / (high - low)
+    return LinearSegmentedColormap.from_list("pass_fail", [
+        (0.0, "#1a9850"), (edge * 0.7, "#91cf60"), (edge, "#f7f7c0"),
+        (min(edge + 1e-3, 1.0), "#fc8d59"), (1.0, "#b2182b")])
+
+
+def _heatmap_text(row: dict[str, Any]) -> str:
+    if row.get("error"):
+        return "error\nFAIL"
+    worst = headline(row)
+    number = "inf" if worst is None else ("0" if worst <= 1e-17 else f"{worst:.0e}")
+    dtypes = judged_text(row).strip(" []").replace("; ", "\n").replace(" ", ",")
+    return "\n".join(t for t in (number, dtypes, "" if row["passed"] else "FAIL") if t)
 
 
 def error_growth(data: dict[str, Any], path: Path) -> None:
-    """Max abs diff vs the float64 reference against T, one line per runtime, per dtype."""
+    """Max abs diff vs the float64 reference against T, one panel per dtype: the band every
+    runtime lies in, their median, the tolerance floor, and by name only the runtimes that
+    stand out (:data:`OUTLIER` times the median somewhere), so 17 lines do not overlap."""
     plt = _pyplot()
     points = data.get("error_growth", [])
-    dtypes = ("float32", "float64")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, dtype in zip(axes, dtypes, strict=True):
-        runtimes = sorted({p["runtime"] for p in points if p["dtype"] == dtype})
-        for n, name in enumerate(runtimes):
-            series = sorted(
-                (p["steps"], p["max_abs_diff"])
-                for p in points
-                if p["runtime"] == name and p["dtype"] == dtype
-            )
-            # distinct markers and dashes: runtimes sharing a kernel overlap exactly
-            ax.plot(
-                [s for s, _ in series],
-                [max(d, 1e-18) for _, d in series],
-                marker="os^vD<>pPX*h"[n % 12],
-                linestyle=("-", "--", ":", "-.")[n % 4],
-                label=name,
-                alpha=0.85,
-            )
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_title(f"{dtype}: max abs diff vs the float64 reference")
-        ax.set_xlabel("sequence length T")
-        ax.set_ylabel("max abs diff (outputs, h, c)")
-        ax.grid(True, which="both", alpha=0.3)
-        if runtimes:
-            ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, dtype in zip(axes, ("float32", "float64"), strict=True):
+        curves = _curves(points, dtype)
+        if curves:
+            _growth_panel(ax, dtype, curves)
         else:
             ax.text(0.5, 0.5, f"no runtime here runs {dtype}", ha="center", transform=ax.transAxes)
+        ax.set_title(f"{dtype}: max abs diff vs the float64 reference ({len(curves)} runtimes)")
+        ax.set_xlabel("sequence length T")
+        ax.set_ylabel("max abs diff (outputs, h, c)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+OUTLIER = 10.0  # a runtime is named when its error is this many times the median somewhere
+
+
+def _curves(points: list[dict[str, Any]], dtype: str) -> dict[str, dict[int, float]]:
+    curves: dict[str, dict[int, float]] = {}
+    for p in points:
+        if p["dtype"] == dtype and p["max_abs_diff"] is not None:
+            curves.setdefault(p["runtime"], {})[p["steps"]] = max(p["max_abs_diff"], 1e-18)
+    return dict(sorted(curves.items()))
+
+
+def _growth_panel(ax: Any, dtype: str, curves: dict[str, dict[int, float]]) -> None:
+    import numpy as np
+
+    from ..compare import Tolerance
+
+    steps = sorted({t for c in curves.values() for t in c})
+    median = {t: float(np.median([c[t] for c in curves.values() if t in c])) for t in steps}
+    named = {name: c for name, c in curves.items()
+             if max(v / max(median[t], 1e-18) for t, v in c.items()) >= OUTLIER}
+    rest = [c for name, c in curves.items() if name not in named]
+    if rest:
+        columns = [[c[t] for c in rest if t in c] or [median[t]] for t in steps]
+        ax.fill_between(steps, [min(v) for v in columns], [max(v) for v in columns],
+                        color="#9ecae1", alpha=0.6,
+                        label=f"range of the {len(rest)} other runtimes")
+        ax.plot(steps, [float(np.median(v)) for v in columns], color="#08519c", lw=2,
+                label="their median")
+    ax.plot(steps, [Tolerance.for_case(dtype, t).atol for t in steps], color="black",
+            lw=1.5, linestyle="--", label="tolerance floor (atol x sqrt(T))")
+    for n, (name, curve) in enumerate(named.items()):
+        ax.plot(sorted(curve), [curve[t] for t in sorted(curve)], marker="os^vD<>p"[n % 8],
+                lw=1.4, color=("#d73027", "#fc8d59", "#984ea3", "#ff7f00")[n % 4], label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="center left")
 
 
 def growth_points(

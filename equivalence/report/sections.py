@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..compare import TENSORS
+from . import summary
 from .cells import FAIL, PASS, cell_text, grid
 from .document import (
     Block,
@@ -22,6 +23,7 @@ from .document import (
     Cell,
     Code,
     CodeBlock,
+    Details,
     Document,
     Heading,
     Image,
@@ -30,6 +32,7 @@ from .document import (
     Span,
     Strong,
     Table,
+    Text,
     cell,
     slug,
 )
@@ -37,6 +40,8 @@ from .document import (
 KEY_VERSIONS = ("tensorflow", "tensorflow-cpu", "tf-keras", "keras", "torch", "onnx",
                 "onnxruntime", "jax", "flax", "mlx", "neoml", "numpy", "hypothesis")
 NEOML_PYTHON = ".venv-neoml/bin/python"
+MATRIX_COLUMNS = 8  # targets per matrix table, so it fits a 1400 px screen
+CONFORMANCE_COLUMNS = 10  # features per conformance table (shorter cells)
 
 
 class Context:
@@ -86,12 +91,34 @@ def pair_replay(data: dict[str, Any], row: dict[str, Any]) -> str:
 
 def lead(ctx: Context) -> list[Block]:
     data = ctx.data
-    blocks: list[Block] = [Paragraph((
+    return [Paragraph((
         f"Generated {data['generated_at']} with seed {data['seed']}, up to "
         f"{data['examples']} examples per cell, by ", Code(ctx.replay.strip()), "."))]
-    if ctx.images:
-        blocks.append(Image("heatmap.png", "max abs diff heatmap"))
-    return blocks
+
+
+def verdict(ctx: Context) -> list[Block]:
+    """The first section: the counts a reader needs before any detail."""
+    found = summary.verdict(ctx.data)
+    counts = [cell(str(found.checks)), cell(str(found.passed), verdict="pass"),
+              cell(str(len(found.failed)), verdict="fail" if found.failed else "pass"),
+              cell(str(len(found.known)), verdict="fail" if found.known else ""),
+              cell(str(len(found.not_run)))]
+    blocks: list[Block] = [
+        Heading(2, "Verdict"),
+        Table(["checks", "passed", "failed", "known deviations", "not run"], [counts]),
+    ]
+    items: list[Text] = [(Strong("Failed: "), ", ".join(found.failed))] if found.failed else []
+    if found.known:
+        items.append((Strong("Known deviations (listed in Failures): "), ", ".join(found.known)))
+    items += [(Strong("Not run: "), what, f" ({why})") for what, why in found.not_run]
+    if found.mutations[1]:
+        items.append((Link("Mutation self-test", "#mutation-self-test"),
+                      f": {found.mutations[0]} of {found.mutations[1]} catalogued bugs caught"))
+    if found.conformance:
+        counts_text = ", ".join(f"{n} {v}" for v, n in found.conformance.items())
+        items.append((Link("Conformance grid", "#conformance"),
+                      f": {sum(found.conformance.values())} cells, {counts_text}"))
+    return blocks + ([BulletList(items)] if items else [])
 
 
 def matrix(ctx: Context) -> list[Block]:
@@ -109,15 +136,34 @@ def matrix(ctx: Context) -> list[Block]:
             else:
                 row.append(cell(Link(text, f"#{failure_anchor(found)}"), verdict="fail"))
         rows.append(row)
+    tables = split_table("source \\ target", targets, rows, "Targets")
     return [
         Heading(2, "Matrix"),
+        *([Image("heatmap.png", "heatmap: max abs diff over tolerance, pass green, fail red")]
+          if ctx.images else []),
         Paragraph((
             "Rows: the runtime whose native weights are the source; columns: the runtime the "
             "converters moved them to (", Code("reference"), ": the float64 numpy reference). "
-            "Cells: float32 max abs diff over outputs, h and c, and the verdict (over every "
-            "dtype drawn) under the tolerance policy. A failed cell links to its minimal case "
-            "and replay command.")),
-        Table(["source \\ target", *targets], rows, row_headers=True),
+            "Cells: float32 max abs diff over outputs, h and c, the verdict (over every "
+            "dtype drawn) under the tolerance policy, and the dtypes judged. A failed cell "
+            "links to its minimal case and replay command. The heatmap colours the diff "
+            "over its dtype's tolerance, so a pass reads green and a fail red.")),
+        *tables,
+    ]
+
+
+def split_table(corner: str, columns: list[str], rows: list[list[Cell]], what: str,
+                most: int = MATRIX_COLUMNS) -> list[Block]:
+    """A grid with row headers as tables of at most ``most`` columns each (each repeating
+    the row headers), so a wide grid fits the screen instead of scrolling sideways."""
+    parts = -(-len(columns) // most)
+    size = -(-len(columns) // max(parts, 1)) or 1
+    return [
+        Table([corner, *columns[start:start + size]],
+              [[row[0], *row[1 + start:1 + start + size]] for row in rows], row_headers=True,
+              caption=(f"{what} {start + 1}-{min(start + size, len(columns))} of "
+                       f"{len(columns)}",) if parts > 1 else ())
+        for start in range(0, max(len(columns), 1), size)
     ]
 
 
@@ -202,7 +248,10 @@ def every_check(ctx: Context) -> list[Block]:
                      *([cell(r.get("run", ""))] if merged else []), cell(str(r["examples"])),
                      *(cell(d) for d in diffs), verdict,
                      cell(", ".join(r.get("features", [])))])
-    return [Heading(2, "Every check"), Table(header, rows)]
+    failed = sum(not r["passed"] for r in ctx.pairs)
+    return [Heading(2, "Every check"),
+            Details(f"{len(rows)} checks ({failed} failed): open the table", [
+                Table(header, rows)])]
 
 
 def version_matrix(ctx: Context) -> list[Block]:
@@ -349,9 +398,12 @@ def conformance(ctx: Context) -> list[Block]:
     ]
     if ctx.images:
         blocks.append(Image("conformance.png", "conformance grid"))
-    blocks.append(Table(["runtime", *features], rows, row_headers=True))
+    blocks += split_table("runtime", features, rows, "Features", most=CONFORMANCE_COLUMNS)
     if findings:
-        blocks += [Heading(3, "Refused and silently wrong"), BulletList(findings)]
+        wrong = sum(c["verdict"] == WRONG for c in cells)
+        blocks += [Heading(3, "Refused and silently wrong"),
+                   Details(f"{len(findings)} cells ({wrong} silently wrong): open the list",
+                           [BulletList(findings)])]
     return blocks
 
 
@@ -375,12 +427,16 @@ def error_growth(ctx: Context) -> list[Block]:
     if not ctx.images or not ctx.data.get("error_growth"):
         return []
     return [Heading(2, "Error growth with sequence length"),
-            Image("error_growth.png", "error growth")]
+            Paragraph(("Each runtime against the float64 reference at T = 1..128 (I=4, H=8, "
+                       "B=4): the band holds the runtimes that agree, a runtime ten times "
+                       "their median anywhere is drawn by name, and the dashed line is the "
+                       "tolerance floor, which grows with the square root of T.",)),
+            Image("error_growth.png", "error growth with sequence length, tolerance floor")]
 
 
 SECTIONS: tuple[Callable[[Context], list[Block]], ...] = (
-    lead, matrix, failures, runtimes, every_check, version_matrix, conformance, third_party,
-    mutations, versions, error_growth,
+    lead, verdict, matrix, failures, runtimes, every_check, version_matrix, conformance,
+    third_party, mutations, versions, error_growth,
 )
 
 

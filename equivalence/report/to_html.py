@@ -3,7 +3,8 @@
 Standard library only. Every block becomes real HTML (headings with ids,
 tables, ``<pre>`` for messages and commands, links), laid out for a laptop
 screen: the text column is capped, long words and commands wrap, and a table
-wider than the screen scrolls inside its own box instead of the whole page.
+wider or taller than the screen scrolls inside its own box (its header row and
+first column sticky) instead of the whole page.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .document import (
     Cell,
     Code,
     CodeBlock,
+    Details,
     Document,
     Heading,
     Image,
@@ -44,13 +46,17 @@ pre { background: #f6f7f9; border: 1px solid #e2e4e8; border-radius: 6px; paddin
       white-space: pre-wrap; overflow-wrap: anywhere; margin: .3rem 0 .8rem; }
 pre code { background: none; padding: 0; }
 .label { font-weight: 600; margin: .6rem 0 0; }
-.table-wrap { overflow-x: auto; max-width: 100%; margin: .4rem 0 1rem; }
+/* a table scrolls in its own box, its header row and first column stay in view */
+.table-wrap { overflow: auto; max-width: 100%; max-height: 85vh; margin: .4rem 0 1rem; }
+details { margin: .4rem 0 1rem; }
+summary { cursor: pointer; color: #0550ae; }
 table { border-collapse: collapse; font-size: 13px; }
 caption { caption-side: top; text-align: left; padding: .2rem 0 .4rem; color: #444; }
 th, td { border: 1px solid #d5d8dc; padding: 3px 7px; text-align: left; vertical-align: top;
          overflow-wrap: break-word; }
-thead th { background: #eef0f3; position: sticky; top: 0; }
-tbody th { background: #fafafa; white-space: nowrap; }
+thead th { background: #eef0f3; position: sticky; top: 0; z-index: 2; }
+tbody th { background: #fafafa; white-space: nowrap; position: sticky; left: 0; z-index: 1; }
+thead th:first-child { left: 0; z-index: 3; }
 td.pass { background: #dcf3dc; }
 td.fail { background: #f9cccc; font-weight: 600; }
 td a, td.fail a { color: inherit; }
@@ -70,11 +76,12 @@ def render(document: Document) -> str:
         f"<h1>{escape(document.title)}</h1>",
     ]
     blocks = document.blocks
-    # the lead paragraph stays above the contents
-    while blocks and isinstance(blocks[0], Paragraph):
-        parts.append(_block(blocks[0]))
-        blocks = blocks[1:]
+    # the lead paragraph and the first section (the verdict) stay above the contents
+    sections = [n for n, b in enumerate(blocks) if isinstance(b, Heading) and b.level == 2]
+    lead = sections[1] if len(sections) > 1 else len(blocks)
+    parts += [_block(block) for block in blocks[:lead]]
     parts.append(_contents(document))
+    blocks = blocks[lead:]
     parts += [_block(block) for block in blocks]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
@@ -115,6 +122,9 @@ def _block(block: Block) -> str:
         return f'<p><img src="{escape(block.src)}" alt="{escape(block.alt)}"></p>'
     if isinstance(block, BulletList):
         return "<ul>" + "".join(f"<li>{spans(item)}</li>" for item in block.items) + "</ul>"
+    if isinstance(block, Details):
+        inner = "".join(_block(b) for b in block.blocks)
+        return f"<details><summary>{escape(block.summary)}</summary>{inner}</details>"
     raise TypeError(f"unknown block {type(block).__name__}")
 
 

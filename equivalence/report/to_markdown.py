@@ -11,6 +11,7 @@ from .document import (
     BulletList,
     Code,
     CodeBlock,
+    Details,
     Document,
     Heading,
     Image,
@@ -75,6 +76,10 @@ def _block(block: Block) -> list[str]:
         return [f"![{block.alt}]({block.src})"]
     if isinstance(block, BulletList):
         return [f"- {spans(item)}" for item in block.items]
+    if isinstance(block, Details):
+        # GitHub folds <details>; the blank lines let Markdown inside it render
+        inner = [line for b in block.blocks for line in [*_block(b), ""]]
+        return ["<details>", f"<summary>{block.summary}</summary>", "", *inner, "</details>"]
     raise TypeError(f"unknown block {type(block).__name__}")
 
 
