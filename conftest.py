@@ -78,6 +78,7 @@ def pytest_configure(config) -> None:
         "cpu: runs on any machine (the CPU suite)",
         "gpu: needs a CUDA device; skips without one unless EQUIVALENCE_REQUIRE_GPU=1",
         "neoml: runs in the separate NeoML environment (tox -e neoml)",
+        "sideenv: needs the third-party converters' side environment (tox -e thirdparty)",
     ):
         config.addinivalue_line("markers", marker)
 

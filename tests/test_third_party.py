@@ -27,7 +27,10 @@ from equivalence.third_party.cudnn_h5 import CuDNNH5
 from equivalence.third_party.nobuco_to_keras import Nobuco
 from equivalence.third_party.torch_onnx_export import TorchOnnxExport
 
-pytestmark = pytest.mark.cpu
+# Not module-wide: the side-environment converters' runs carry `sideenv` instead of `cpu`, so
+# the README's `pytest -m cpu` needs no side environment and `.ci/run` runs `-m sideenv` after
+# building it.
+CPU, SIDE_ENV = pytest.mark.cpu, pytest.mark.sideenv
 EXAMPLES = 2
 ENTRY_KEYS = {"converter", "version", "configurations", "passed", "status", "runnable"}
 CONFIG_KEYS = {"name", "pair", "examples", "passed", "max_abs_diff", "minimal_failing_case",
@@ -63,13 +66,19 @@ def _check_entry(converter: type[tp.Converter], entry: dict[str, Any]) -> None:
     assert entry["status"] in ("passed", "known failures"), entry["status"]
 
 
-@pytest.mark.parametrize("converter", tp.CONVERTERS, ids=lambda cls: cls.name)
+def _by_environment(converter: type[tp.Converter]) -> Any:
+    mark = SIDE_ENV if converter.environment == base.SIDE else CPU
+    return pytest.param(converter, marks=mark, id=converter.name)
+
+
+@pytest.mark.parametrize("converter", [_by_environment(cls) for cls in tp.CONVERTERS])
 def test_converter_runs_its_configurations(converter: type[tp.Converter]) -> None:
     """One converter per test, so xdist workers share the work without repeating it."""
     [entry] = tp.run_third_party(max_examples=EXAMPLES, seed=0, only=[converter.name])
     _check_entry(converter, entry)
 
 
+@CPU
 @pytest.mark.parametrize(
     "converter, config",
     [(cls, config) for cls in tp.CONVERTERS for config in cls.configurations],
@@ -100,6 +109,7 @@ def _keras_layout_as_cudnn(case: Any, native: Any) -> list[np.ndarray]:
     return [np.concatenate([a, np.zeros_like(a)]) if a.ndim == 1 else a for a in keras]
 
 
+@CPU
 def test_a_wrong_cudnn_layout_is_caught_and_diagnosed() -> None:
     converter = CuDNNH5(write_cudnn=_keras_layout_as_cudnn)
     assert converter.unavailable_reason() is None  # tf_keras and h5py are main-env packages
@@ -121,6 +131,7 @@ class _SwappedGatesExport(TorchOnnxExport):
         return super().convert(config, case, {k: swap(v) for k, v in native.items()})
 
 
+@CPU
 def test_a_wrong_exported_model_is_caught_and_diagnosed() -> None:
     converter = _SwappedGatesExport()
     config = TorchOnnxExport.configurations[4]  # TorchScript exporter: fast
@@ -133,6 +144,7 @@ def test_a_wrong_exported_model_is_caught_and_diagnosed() -> None:
 KNOWN = tp.KnownFailure(reason="a known bug", signature="NotImplementedError")
 
 
+@CPU
 @pytest.mark.parametrize(
     "known, passed, evidence, expected_reason, unexpected",
     [
@@ -153,6 +165,7 @@ def test_results_are_classified(known: tp.KnownFailure | None, passed: bool,
     assert entry["unexpected"] is unexpected
 
 
+@CPU
 def test_a_side_converter_without_its_environment_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     """No side interpreter: the converter's entry says why, and its test fails, not passes."""
     assert Nobuco().unavailable_reason() is not None, "nobuco imports in the main environment"

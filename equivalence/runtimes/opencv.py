@@ -14,7 +14,8 @@ Facts this module relies on (verified against opencv-python-headless 5.0.0):
   read as i, f, o where ONNX says i, o, f; ``clip`` and ``input_forget`` are
   ignored; with ``direction="reverse"`` Y is right but Y_h/Y_c are the state
   after the first step walked (t = T-1); float64 graphs give wrong numbers;
-  ``layout=1`` and ``activations`` raise.
+  ``layout=1`` and ``activations`` raise. OpenCV 5.1.0 matches on reverse,
+  peepholes, ``layout=1`` and float64 (``conformance.KNOWN``'s ``fixed_in``).
 """
 
 from __future__ import annotations
