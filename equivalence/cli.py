@@ -33,10 +33,10 @@ def _neoml_part(args: argparse.Namespace, data: dict) -> str:
         part = run_neoml(Path(args.neoml_python), examples=args.examples, seed=args.seed)
         how = f"run in {args.neoml_python}"
     else:
-        return (
-            "not run: no NeoML environment (create .venv-neoml, see the README, or pass "
-            "--neoml-python / --neoml-results)"
-        )
+        why = ("not run: no NeoML environment (create .venv-neoml, see the README, or pass "
+               "--neoml-python / --neoml-results)")
+        data["environments"].append({"name": "neoml", "status": why, "versions": {}})
+        return why
     data["runtimes"] = [r for r in data["runtimes"] if r["name"] != "neoml"] + part["runtimes"]
     data["pairs"] += part["pairs"]
     data["environments"] += part["environments"]
@@ -44,8 +44,21 @@ def _neoml_part(args: argparse.Namespace, data: dict) -> str:
 
 
 def report(args: argparse.Namespace) -> int:
+    """The report, with the frameworks' own logs in a file unless ``--debug``."""
+    from .report.console import framework_logs_to_file
+
+    log = None
+    try:
+        with framework_logs_to_file(args.debug) as log:
+            return _report(args)
+    finally:
+        if log is not None:
+            print(f"framework logs: {log} (--debug prints them here instead)", flush=True)
+
+
+def _report(args: argparse.Namespace) -> int:
     """Run the matrix (or merge results files) and write the report folder."""
-    from .report import matrix, results
+    from .report import matrix, results, summary
     from .report.write import write_report
 
     replay = "equivalence report " + " ".join(args.raw_argv)
@@ -76,15 +89,11 @@ def report(args: argparse.Namespace) -> int:
             data["error_growth"] = []
         print(f"checks done in {time.perf_counter() - start:.0f}s", flush=True)
     written = write_report(data, args.out, replay=replay)
-    failed = [f"{r['source']}->{r['target']}" for r in data["pairs"]
-              if not r["passed"] and not r.get("known")]
-    known = [f"{r['source']}->{r['target']}" for r in data["pairs"]
-             if not r["passed"] and r.get("known")]
     print(f"wrote {', '.join(str(p) for p in written)}")
-    print(f"{len(data['pairs'])} checks, {len(failed)} failed" + (f": {failed}" if failed else "")
-          + (f"; known silently wrong on this machine: {known}" if known else ""))
+    found = summary.verdict(data)
+    print("\n".join(found.lines()), flush=True)
     # A known deviation fails its check in the report; only an unexpected failure fails the run.
-    return 1 if failed else 0
+    return 1 if found.failed else 0
 
 
 def _run_parts(args: argparse.Namespace, data: dict[str, Any]) -> None:
@@ -157,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         help="the NeoML environment's python (default .venv-neoml/bin/python)",
     )
     rep.add_argument("--neoml-results", type=Path, help="read NeoML results from this file")
+    rep.add_argument("--debug", action="store_true",
+                     help="print the frameworks' own logs here (default: into a log file)")
     rep.set_defaults(func=report)
     args = parser.parse_args(raw)
     args.raw_argv = raw[1:]
@@ -167,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConversionError as exc:
         print(f"equivalence {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C is a request to stop, not a failure to explain
+        print(f"equivalence {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

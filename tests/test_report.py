@@ -100,7 +100,7 @@ def test_a_known_deviation_is_reported_failing_but_does_not_fail_the_run(tmp_pat
         assert row["passed"] and "known" not in row
     else:
         assert not row["passed"] and row["known"] == deviation
-        assert "known silently wrong on this machine: ['openvino_default->reference']" in out
+        assert "known silently wrong on this machine: openvino_default->reference" in out
         assert deviation in (out_dir / "index.md").read_text()
 
 
@@ -179,9 +179,15 @@ def browser_dom(page: Path, tmp_path: Path, width: int = 1366) -> _Dom:
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (CI installs it: apt-get install -y chromium)")
     probe = page.with_name(f"probe-{page.name}")
-    measure = ("<script>document.body.dataset.pageWidth = "
-               "document.documentElement.scrollWidth;"
-               "document.body.dataset.viewport = window.innerWidth;</script></body>")
+    measure = ("<script>const seen = document.body.dataset;"
+               "seen.pageWidth = document.documentElement.scrollWidth;"
+               "seen.viewport = window.innerWidth;"
+               # tables that scroll sideways in their own box at this width
+               "seen.wideTables = [...document.querySelectorAll('.table-wrap')]"
+               ".filter(e => e.scrollWidth > e.clientWidth + 1).length;"
+               "seen.firstSection = document.querySelector('h2').id;"
+               "seen.openDetails = document.querySelectorAll('details[open]').length;"
+               "</script></body>")
     probe.write_text(page.read_text().replace("</body>", measure))
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
                "--disable-background-networking", "--disable-component-update",
@@ -335,3 +341,101 @@ def test_a_cell_says_which_dtypes_it_judged(tmp_path: Path) -> None:
     assert cell_text(row) == "3.0e-03 pass [bf16 f64; no f32]"
     assert cell_text({**row, "passed": False, "max_abs_diff_by_dtype": {"float32": 2e-7}}) \
         == "2.0e-07 FAIL [f32]"
+
+
+# ------------------------------------------------------------------ the report at a glance
+
+
+def _committed_with_a_failure() -> dict:
+    source = Path(__file__).parent.parent / "reports" / "equivalence.json"
+    if not source.exists():
+        pytest.skip("no committed report")
+    data = json.loads(source.read_text())
+    data["pairs"].append(_failing_row())
+    return data
+
+
+def _page(data: dict, tmp_path: Path) -> Path:
+    page = tmp_path / "index.html"
+    page.write_text(render.html_page(data, replay="equivalence report"))
+    return page
+
+
+def test_the_page_reads_at_1400_and_800_px(tmp_path: Path) -> None:
+    """Laid out by Chromium: the verdict first, no table wider than a 1400 px screen, the
+    long table folded, and at 800 px still no sideways scrolling of the page."""
+    data = _committed_with_a_failure()
+    page = _page(data, tmp_path)
+    wide = browser_dom(page, tmp_path, 1400)
+    _check_page(wide, data)
+    assert wide.body["data-first-section"] == "verdict"
+    assert wide.body["data-wide-tables"] == "0", "a table scrolls sideways at 1400 px"
+    assert wide.body["data-open-details"] == "0"
+    narrow = browser_dom(page, tmp_path, 800)
+    _check_page(narrow, data)  # the page itself never scrolls sideways
+
+
+def test_the_width_check_fails_on_unsplit_grids(tmp_path: Path, monkeypatch) -> None:
+    from equivalence.report import sections
+
+    data = _committed_with_a_failure()
+    monkeypatch.setattr(sections, "MATRIX_COLUMNS", 100)
+    monkeypatch.setattr(sections, "CONFORMANCE_COLUMNS", 100)
+    wide = browser_dom(_page(data, tmp_path), tmp_path, 1400)
+    assert wide.body["data-wide-tables"] != "0"
+
+
+def test_heatmap_colours_diff_over_tolerance_never_against_the_verdict() -> None:
+    from equivalence.report.plots import tolerance_ratio
+
+    bf16_pass = {"passed": True, "max_abs_diff": {"output": 4e-3},
+                 "max_abs_diff_by_dtype": {"bfloat16": 4e-3, "float32": 1e-7}}
+    f32_fail = {"passed": False, "max_abs_diff": {"output": 6e-4},
+                "max_abs_diff_by_dtype": {"float32": 6e-4}}
+    # the larger absolute diff that passes reads further from failing than the smaller one
+    assert tolerance_ratio(bf16_pass) < 1 < tolerance_ratio(f32_fail)
+    assert tolerance_ratio(bf16_pass) == pytest.approx(4e-3 / 4e-2)
+    # a pass under a grown allowance is drawn at the edge, a failure without numbers past it
+    grown = {**f32_fail, "passed": True}
+    assert tolerance_ratio(grown) == 1.0
+    broken = {"passed": False, "error": "shape (3,) expected (2,)", "max_abs_diff": {}}
+    assert tolerance_ratio(broken) > 1
+    tiny_fail = {**bf16_pass, "passed": False}
+    assert tolerance_ratio(tiny_fail) > 1
+
+
+def test_the_verdict_counts_and_names_what_did_not_run() -> None:
+    from equivalence.report import summary
+
+    data = {"pairs": [
+        {"source": "a", "target": "reference", "passed": True},
+        {"source": "b", "target": "reference", "passed": False, "known": "bf16 here"},
+        {"source": "c", "target": "a", "passed": False},
+    ], "runtimes": [{"name": "gpu_thing", "available": False, "reason": "no GPU"}],
+        "environments": [{"name": "neoml", "status": "not run: no NeoML environment"}],
+        "third_party": [{"converter": "sideconv", "runnable": False, "reason": "no side env",
+                         "status": "not runnable here"}],
+        "mutations": [{"caught": True}, {"caught": False}],
+        "conformance": [{"verdict": "match"}, {"verdict": "silently wrong"}]}
+    found = summary.verdict(data)
+    assert (found.checks, found.passed, found.failed, found.known) == \
+        (3, 1, ["c->a"], ["b->reference"])
+    lines = "\n".join(found.lines())
+    for expected in ("3 checks: 1 passed, 1 failed, 1 known deviations, 3 not run",
+                     "runtime gpu_thing (no GPU)", "environment neoml (not run: no NeoML",
+                     "converter sideconv (no side env)", "mutation self-test: 1 of 2 caught",
+                     "conformance grid: 2 cells, 1 match, 1 silently wrong"):
+        assert expected in lines, lines
+    markdown = render.markdown(_committed_with_a_failure(), replay="r", images=False)
+    assert markdown.split("\n## ", 2)[1].startswith("Verdict\n")
+
+
+def test_framework_logs_stay_off_the_console(tmp_path: Path, capfd) -> None:
+    assert report(tmp_path / "r") == 0
+    out, err = capfd.readouterr()
+    assert err == "", err[-2000:]
+    log = Path(re.search(r"framework logs: (\S+)", out).group(1))
+    assert log.exists()
+    assert "1 passed" not in out and "2 checks: 2 passed, 0 failed" in out
+    assert report(tmp_path / "d", "--debug") == 0
+    assert "framework logs:" not in capfd.readouterr().out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import queue
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -100,8 +101,8 @@ def run_check(
 
 
 @contextlib.contextmanager
-def progress_bar(total: int) -> Iterator[Callable[[str], Tick]]:
-    """A rich progress bar (pair, examples done, time left); plain lines without rich."""
+def progress_bar(total: int, unit: str = "examples") -> Iterator[Callable[[str], Tick]]:
+    """A rich progress bar (pair, ``unit`` done, time left); plain lines without rich."""
     try:
         from rich.progress import (
             BarColumn,
@@ -118,7 +119,7 @@ def progress_bar(total: int) -> Iterator[Callable[[str], Tick]]:
         TextColumn("{task.description:<32}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("examples"),
+        TextColumn(unit),
         TimeElapsedColumn(),
         TextColumn("left"),
         TimeRemainingColumn(),
@@ -171,26 +172,33 @@ def _run_in_workers(
     groups: dict[str, list[tuple[str, str]]] = {}
     for check in runnable:
         groups.setdefault(_sharing_key(check), []).append(check)
+    # the same slices every run: a check's last bits may depend on what ran before it
     slices: list[list[tuple[str, str]]] = [[] for _ in range(jobs)]
     for group in sorted(groups.values(), key=len, reverse=True):
         min(slices, key=len).extend(group)  # biggest groups first, to the lightest slice
-    rows: list[dict[str, Any]] = []
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool, \
-            progress_bar(len(runnable)) as start:
+            context.Manager() as manager, progress_bar(len(runnable), "checks") as start:
         tick = start(f"{len(runnable)} checks in {jobs} processes")
-        futures = [pool.submit(run_checks, part, examples, seed) for part in slices if part]
-        for future in concurrent.futures.as_completed(futures):
-            done = future.result()
-            rows += done
-            for _ in done:
+        finished = manager.Queue()  # one item per check done, so the bar counts checks
+        futures = [pool.submit(run_checks, part, examples, seed, finished)
+                   for part in slices if part]
+        while not all(f.done() for f in futures) or not finished.empty():
+            with contextlib.suppress(queue.Empty):
+                finished.get(timeout=0.5)
                 tick()
+        return [row for future in futures for row in future.result()]
+
+
+def run_checks(part: list[tuple[str, str]], examples: int, seed: int,
+               finished: Any = None) -> list[dict[str, Any]]:
+    """A worker's share of the matrix, in order; ``finished`` hears of each check done."""
+    rows = []
+    for source, target in part:
+        rows.append(run_check(source, target, examples=examples, seed=seed))
+        if finished is not None:
+            finished.put(f"{source} -> {target}")
     return rows
-
-
-def run_checks(part: list[tuple[str, str]], examples: int, seed: int) -> list[dict[str, Any]]:
-    """A worker's share of the matrix, in order."""
-    return [run_check(s, t, examples=examples, seed=seed) for s, t in part]
 
 
 def run_neoml(python: Path, *, examples: int, seed: int) -> dict[str, Any]:

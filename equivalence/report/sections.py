@@ -153,10 +153,11 @@ def matrix(ctx: Context) -> list[Block]:
 
 
 def split_table(corner: str, columns: list[str], rows: list[list[Cell]], what: str,
-                most: int = MATRIX_COLUMNS) -> list[Block]:
+                most: int | None = None) -> list[Block]:
     """A grid with row headers as tables of at most ``most`` columns each (each repeating
-    the row headers), so a wide grid fits the screen instead of scrolling sideways."""
-    parts = -(-len(columns) // most)
+    the row headers; :data:`MATRIX_COLUMNS` by default), so a wide grid fits the screen
+    instead of scrolling sideways."""
+    parts = -(-len(columns) // (most or MATRIX_COLUMNS))
     size = -(-len(columns) // max(parts, 1)) or 1
     return [
         Table([corner, *columns[start:start + size]],
