@@ -1,4 +1,4 @@
-"""The ``equivalence`` command line."""
+"""The ``equivalence`` command line: the report, and inspect/convert for real files."""
 
 from __future__ import annotations
 
@@ -18,6 +18,25 @@ logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 DEFAULT_NEOML_PYTHON = Path(".venv-neoml/bin/python")
+DESCRIPTION = ("Prove numerically that an LSTM computes the same function after its weights "
+               "move between frameworks.")
+# Pairs are quoted: unquoted, the shell takes the > of torch->keras as a redirect.
+EXAMPLES = """examples:
+  equivalence inspect model.h5                      list the LSTMs in a file
+  equivalence convert model.pt --to keras -o lstm.weights.h5 --verify
+  equivalence convert ckpt/model.ckpt --to torch -o lstm.pt --layer rnn/multi_rnn_cell
+  equivalence report                                the whole matrix into reports/
+  equivalence report --only 'torch->keras' 'keras->onnxruntime'
+"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("equivalence")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _neoml_part(args: argparse.Namespace, data: dict) -> str:
@@ -126,7 +145,10 @@ def _run_parts(args: argparse.Namespace, data: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="equivalence", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="equivalence", description=DESCRIPTION, epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     from .files.cli import add_arguments as add_file_commands
 
@@ -150,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         metavar="PAIR",
-        help="SOURCE->TARGET pairs or runtime names (e.g. torch->keras)",
+        help="'SOURCE->TARGET' pairs or runtime names, quoted for the shell's sake "
+        "(e.g. 'torch->keras'; unquoted, > redirects into a file)",
     )
     rep.add_argument("--out", type=Path, default=Path("reports"))
     rep.add_argument(

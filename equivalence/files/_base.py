@@ -205,8 +205,9 @@ def refuse_output(
                 raise FileFormatError(output, "is the input file; refusing to write over it")
     if output.is_dir():
         raise FileFormatError(output, "is a folder; name the output file")
-    if not output.parent.is_dir():
-        raise FileFormatError(output, f"folder {str(output.parent)!r} does not exist")
+    ancestor = _existing_ancestor(output.parent)
+    if not ancestor.is_dir():  # a missing parent is made at writing time; a file is no folder
+        raise FileFormatError(output, f"{str(ancestor)!r} is not a folder")
     for target in existing:
         if target.is_symlink() and not target.exists() and not force:
             raise FileFormatError(target, f"is a symbolic link to {os.readlink(target)!r}, which "
@@ -214,6 +215,31 @@ def refuse_output(
     present = [p for p in existing if p.exists()]
     if present and not force:
         raise FileFormatError(present[0], "exists; pass --force to replace it")
+
+
+def _existing_ancestor(folder: Path) -> Path:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+@contextlib.contextmanager
+def parent_folders(output: Path) -> Iterator[None]:
+    """Make ``output``'s missing folders for the write, and remove the ones made here if the
+    write fails, so an exit-2 path leaves nothing behind."""
+    missing = []
+    folder = output.parent
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for made in missing:  # innermost first; only while still empty
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        raise
 
 
 TEMPORARY_PREFIX = ".tmp-"

@@ -28,7 +28,14 @@ from typing import Any
 from ..errors import ConversionError
 from ..formats.tf1 import DEFAULT_FORGET_BIAS
 from . import registry
-from ._base import FileFormatError, FoundLSTM, checkpoint_prefix, describe_spec, refuse_output
+from ._base import (
+    FileFormatError,
+    FoundLSTM,
+    checkpoint_prefix,
+    describe_spec,
+    parent_folders,
+    refuse_output,
+)
 from ._base import select as select_lstm
 from .registry import FROM_CHOICES, TO_CHOICES, WriteJob, read
 from .torchscript import TRUST_FLAG
@@ -47,6 +54,17 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
+
+
+# What people call the families in the wild; argparse shows and checks the canonical names.
+ALIASES = {"pytorch": "torch", "pt": "torch", "tf.keras": "keras", "tf_keras": "keras",
+           "tensorflow1": "tf1", "tf.compat.v1": "tf1", "cudnnlstm": "cudnn"}
+
+
+def family_name(text: str) -> str:
+    """A family name or one of its :data:`ALIASES`, case-insensitively."""
+    name = text.strip().lower()
+    return ALIASES.get(name, name)
 
 
 def positive_int(text: str) -> int:
@@ -72,10 +90,13 @@ def add_arguments(subparsers: Any) -> None:
 
     conv = subparsers.add_parser("convert", help="convert an LSTM between framework files")
     conv.add_argument("input", type=Path)
-    conv.add_argument("--from", dest="source", choices=FROM_CHOICES, default="auto",
+    conv.add_argument("--from", dest="source", type=family_name, choices=FROM_CHOICES,
+                      default="auto",
                       help="what the input is (default: recognized from its content; "
                            "cudnn = CuDNNLSTM layers of a Keras file)")
-    conv.add_argument("--to", dest="target", choices=TO_CHOICES, required=True)
+    conv.add_argument("--to", dest="target", type=family_name, choices=TO_CHOICES,
+                      required=True, help="the target file kind (aliases: "
+                      + ", ".join(f"{a}={n}" for a, n in ALIASES.items()) + ")")
     conv.add_argument("-o", "--output", type=Path, required=True,
                       help="; ".join(registry.FAMILY[n].output_help for n in TO_CHOICES))
     conv.add_argument("--layer", help="which LSTM (a name from `equivalence inspect`)")
@@ -291,7 +312,8 @@ def _convert(args: argparse.Namespace) -> int:
                    forget_bias=args.out_forget_bias, seed=args.seed, options=options)
     assert row.writer is not None  # --to offers only families with a writer
     try:
-        lines = registry.function(row.writer)(args.output, weights, job)
+        with parent_folders(args.output):
+            lines = registry.function(row.writer)(args.output, weights, job)
     except FileFormatError:
         raise
     except ConversionError as exc:

@@ -1,0 +1,78 @@
+"""The command line a newcomer meets: --version, help with quoted examples, aliases, folders.
+
+Real runs of ``equivalence`` (a subprocess for the top-level parser, in-process for convert),
+on a torch file written by torch itself.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from equivalence.files.cli import ALIASES, family_name
+from equivalence.files.registry import TO_CHOICES
+from tests.file_helpers import run_cli
+
+pytestmark = pytest.mark.cpu
+
+
+def _equivalence(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "equivalence", *argv], capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_version_names_the_installed_package() -> None:
+    from importlib.metadata import version
+
+    done = _equivalence("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"equivalence {version('equivalence')}"
+
+
+def test_help_says_what_the_tool_is_and_quotes_every_pair() -> None:
+    shown = _equivalence("--help").stdout + _equivalence("report", "--help").stdout
+    assert "Prove numerically that an LSTM" in shown and "examples:" in shown
+    assert "``" not in shown  # no reST from a docstring
+    for word in shown.split():
+        if "->" in word:  # torch->keras unquoted is a shell redirect into a file "keras"
+            assert word.startswith("'"), word
+
+
+@pytest.mark.parametrize("alias", sorted(ALIASES))
+def test_aliases_name_real_families(alias: str) -> None:
+    assert family_name(alias.upper()) in (*TO_CHOICES, "cudnn")
+
+
+@pytest.fixture
+def torch_file(tmp_path: Path) -> Path:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    path = tmp_path / "lstm.pt"
+    torch.save(torch.nn.LSTM(3, 4).state_dict(), path)
+    return path
+
+
+def test_convert_takes_an_alias_and_makes_the_missing_folder(capsys, torch_file: Path) -> None:
+    output = torch_file.parent / "new" / "deeper" / "lstm.onnx"
+    code, _, err = run_cli(capsys, "convert", torch_file, "--to", "ONNX", "-o", output)
+    assert code == 0, err
+    assert output.is_file()
+    code, _, err = run_cli(capsys, "convert", torch_file, "--to", "pytorch",
+                             "-o", output.with_suffix(".pt"))
+    assert code == 0 and output.with_suffix(".pt").is_file(), err
+
+
+def test_a_failed_convert_leaves_no_folder_it_made(capsys, torch_file: Path) -> None:
+    output = torch_file.parent / "made" / "lstm.pt"
+    code, _, err = run_cli(capsys, "convert", torch_file, "--to", "torch", "-o", output,
+                           "--layer", "no-such-layer")
+    assert code == 2 and "Traceback" not in err
+    assert not (torch_file.parent / "made").exists()
+
+
+def test_an_output_under_a_file_is_refused(capsys, torch_file: Path) -> None:
+    code, _, err = run_cli(capsys, "convert", torch_file, "--to", "onnx",
+                           "-o", torch_file / "sub" / "x.onnx")
+    assert code == 2 and "is not a folder" in err
