@@ -9,6 +9,7 @@ first column sticky) instead of the whole page.
 
 from __future__ import annotations
 
+import re
 from html import escape
 
 from .document import (
@@ -61,8 +62,13 @@ td.pass { background: #dcf3dc; }
 td.fail { background: #f9cccc; font-weight: 600; }
 td a, td.fail a { color: inherit; }
 img { max-width: 100%; height: auto; }
+.num { white-space: nowrap; }
 :target { outline: 3px solid #f0b400; outline-offset: 2px; }
 """
+
+
+# a number such as 1.2e-07 stays on one line (a narrow cell would break it at the minus)
+NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?e[-+]\d+")
 
 
 def render(document: Document) -> str:
@@ -103,7 +109,7 @@ def spans(text: Text) -> str:
         elif isinstance(span, Link):
             out.append(f'<a href="{escape(span.href)}">{escape(span.text)}</a>')
         else:
-            out.append(escape(span))
+            out.append(NUMBER.sub(r'<span class="num">\g<0></span>', escape(span)))
     return "".join(out)
 
 
