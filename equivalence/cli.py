@@ -118,9 +118,7 @@ def _report(args: argparse.Namespace) -> int:
 def _run_parts(args: argparse.Namespace, data: dict[str, Any]) -> None:
     """The report's parts after the matrix, each timed (printed, not stored: the JSON is
     deterministic)."""
-    from .conformance import run_conformance
-    from .mutations import run_catalogue
-    from .report import plots
+    from .report import phases
     from .third_party import run_third_party
 
     def timed(label: str, work: Callable[[], Any]) -> Any:
@@ -132,12 +130,11 @@ def _run_parts(args: argparse.Namespace, data: dict[str, Any]) -> None:
     print(f"NeoML: {timed('neoml part', lambda: _neoml_part(args, data))}", flush=True)
     ran = [r["name"] for r in data["runtimes"] if r["available"] and r["environment"] == "main"]
     data["error_growth"] = timed("error growth",
-                                 lambda: plots.growth_points(ran, seed=args.seed))
-    found = timed("mutation self-test",
-                  lambda: run_catalogue(max_examples=args.examples, seed=args.seed))
-    data["mutations"] = [m.as_dict() for m in found]
-    data["conformance"] = timed("conformance grid", lambda: run_conformance(
-        max_examples=args.examples, seed=args.seed, jobs=args.jobs))
+                                 lambda: phases.error_growth(ran, seed=args.seed))
+    data["mutations"] = timed("mutation self-test", lambda: phases.mutation_self_test(
+        examples=args.examples, seed=args.seed))
+    data["conformance"] = timed("conformance grid", lambda: phases.conformance_grid(
+        examples=args.examples, seed=args.seed, jobs=args.jobs))
     # third-party converters are slow (exports, saves): a few examples per configuration
     data["third_party"] = timed("third-party converters", lambda: run_third_party(
         max_examples=min(args.examples, 5), seed=args.seed))

@@ -439,3 +439,10 @@ def test_framework_logs_stay_off_the_console(tmp_path: Path, capfd) -> None:
     assert "1 passed" not in out and "2 checks: 2 passed, 0 failed" in out
     assert report(tmp_path / "d", "--debug") == 0
     assert "framework logs:" not in capfd.readouterr().out
+
+
+def test_error_growth_with_its_bar_measures_what_the_plain_call_does() -> None:
+    from equivalence.report import phases, plots
+
+    names = ["torch", "onnxruntime"]
+    assert phases.error_growth(names, seed=3) == plots.growth_points(names, seed=3)

@@ -1,0 +1,69 @@
+"""The report's phases after the matrix, each with a progress bar that counts its own units.
+
+Each runs the same work, in the same processes, as the function it wraps
+(:func:`~equivalence.mutations.run_catalogue`,
+:func:`~equivalence.report.plots.growth_points`,
+:func:`~equivalence.conformance.run_conformance`), so the results file is the
+same; only the console learns how far along it is: bugs injected, runtimes
+measured, grid rows judged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .matrix import progress_bar
+
+
+def mutation_self_test(*, examples: int, seed: int) -> list[dict[str, Any]]:
+    from ..mutations import CATALOGUE, run_mutation
+
+    found = []
+    with progress_bar(len(CATALOGUE), "bugs") as start:
+        tick = start("mutation self-test")
+        for mutation in CATALOGUE:
+            found.append(run_mutation(mutation, max_examples=examples, seed=seed).as_dict())
+            tick()
+    return found
+
+
+def error_growth(runtimes: list[str], *, seed: int) -> list[dict[str, Any]]:
+    from .plots import growth_points
+
+    points: list[dict[str, Any]] = []
+    with progress_bar(len(runtimes), "runtimes") as start:
+        tick = start("error growth")
+        for name in runtimes:  # each runtime draws from its own seeded generator
+            points += growth_points([name], seed=seed)
+            tick()
+    return points
+
+
+def conformance_grid(*, examples: int, seed: int, jobs: int,
+                     runtimes: list[str] | None = None) -> list[dict[str, Any]]:
+    """As ``run_conformance(runtimes, jobs=jobs)``: each row in its own fresh spawned process."""
+    import multiprocessing
+
+    from .. import conformance
+
+    rows = [row for row in conformance.rows_for(runtimes)
+            if row.load().unavailable_reason() is None]
+    tasks = [(n, (row.name, None, examples, seed, conformance.SHRINK_RUNS))
+             for n, row in enumerate(rows)]
+    parts: dict[int, list[dict[str, Any]]] = {}
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(max(1, min(jobs, len(rows))), maxtasksperchild=1) as pool, \
+            progress_bar(len(rows), "rows") as start:
+        tick = start("conformance grid")
+        for n, cells in pool.imap_unordered(_row, tasks, chunksize=1):
+            parts[n] = cells
+            tick()
+    return [cell for n in sorted(parts) for cell in parts[n]]
+
+
+def _row(task: tuple[int, tuple[Any, ...]]) -> tuple[int, list[dict[str, Any]]]:
+    """One grid row in a worker (module level: spawned processes import it by name)."""
+    from .. import conformance
+
+    index, args = task
+    return index, conformance._row_cells(*args)
