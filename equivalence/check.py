@@ -18,23 +18,26 @@ import copy
 import math
 import threading
 import traceback
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import harness, reference, table
 from .capabilities import Capabilities
+from .check_draws import Draws, cases, parse
 from .compare import Comparison, TensorDiff, Tolerance
 from .compare import judge as within_tolerance
 from .convert import from_canonical, to_canonical
-from .diagnose import diagnose, rerun
-from .errors import ConversionError, UnknownFormatError, brief, describe
+from .diagnose import Converted, diagnose
+from .errors import ConversionError, UnknownFormatError, WeightValueError, brief, describe
 from .explore import explore
 from .formats import get as get_format
+from .framework_objects import NATIVE_KINDS, as_given, to_numpy
 from .harness import Outcome
 from .io_types import LSTMResult
+from .native_names import in_target_terms
 from .spec import MAX_ELEMENTS
-from .strategies import Case, joint_capabilities, lstm_cases
+from .strategies import Case, joint_capabilities
 
 CHECKABLE = tuple(table.FORMAT_RUNTIMES)
 DEFAULT_TIME_LIMIT = 60.0  # seconds per call of the user's function: generous, but finite
@@ -163,10 +166,12 @@ def limited(fn: Callable[[Any], Any], time_limit: float | None) -> Callable[[Any
     return call
 
 
-def judge(fn: Callable[[Any], Any], source: Side, target: Side, case: Case) -> Outcome:
+def judge(fn: Callable[[Any], Any], source: Side, target: Side, case: Case,
+          given: str = "framework") -> Outcome:
     """Run one example through the user's ``fn``; every problem is a failed Outcome.
 
-    ``fn`` is expected to be wrapped by :func:`limited` (SystemExit, time limit).
+    ``fn`` is expected to be wrapped by :func:`limited` (SystemExit, time limit);
+    it is given the source's weights as ``given`` says (see :func:`as_given`).
     """
     native = from_canonical(
         case.weights, source.format, **harness.writer_options(source.format, source.options())
@@ -175,7 +180,7 @@ def judge(fn: Callable[[Any], Any], source: Side, target: Side, case: Case) -> O
     tolerance = Tolerance.for_case(case.spec.dtype, case.inputs.steps)
     label = f"{source.format} -> {target.format}"
     try:
-        moved = fn(copy.deepcopy(native))
+        moved = fn(as_given(copy.deepcopy(native), source.format, given))
     except _FunctionFailed as exc:
         return _problem(label, case, tolerance, str(exc))
     except Exception as exc:  # the user's code failing is a result, not a crash
@@ -185,6 +190,7 @@ def judge(fn: Callable[[Any], Any], source: Side, target: Side, case: Case) -> O
         # runtime might otherwise cast silently (or choke on without saying which).
         to_canonical(moved, target.format, **harness.reader_options(
             target.format, case.spec, target.options()))
+        moved = _numpy_nest(moved)  # tensors, tf Variables, jax arrays: what the runtime reads
         actual = target.run(case, moved)
     except Exception as exc:  # what fn returned is foreign: any failure reading it is its own
         reason = f"the target rejected the converted weights: {_short(exc)}"
@@ -206,8 +212,9 @@ class _Judge:
     timeout keeps the check bounded and reports the case that really timed out.
     """
 
-    def __init__(self, fn: Callable[[Any], Any], sides: tuple[Side, Side]) -> None:
-        self.fn, self.sides = fn, sides
+    def __init__(self, fn: Callable[[Any], Any], sides: tuple[Side, Side],
+                 given: str = "framework") -> None:
+        self.fn, self.sides, self.given = fn, sides, given
         self.timed_out: Outcome | None = None
         self.stopped: BaseException | None = None  # a SystemExit or KeyboardInterrupt
 
@@ -234,7 +241,7 @@ class _Judge:
                 hung.append(case)
                 raise
 
-        outcome = judge(watched, *self.sides, case)
+        outcome = judge(watched, *self.sides, case, self.given)
         if hung:
             self.timed_out = outcome
         return outcome
@@ -247,6 +254,14 @@ class _Stopped(BaseException):
 def _problem(label: str, case: Case, tolerance: Tolerance, reason: str) -> Outcome:
     diff = TensorDiff("output", float("inf"), (), 1, 1, problem=reason)
     return Outcome(label, case, Comparison((diff,), tolerance))
+
+
+def _numpy_nest(native: Any) -> Any:
+    """What ``fn`` returned with framework arrays as numpy; bounded, typed errors."""
+    unbounded = _unbounded(native)
+    if unbounded:
+        raise WeightValueError(f"the converted weights {unbounded}")
+    return to_numpy(native)
 
 
 def _short(exc: BaseException) -> str:
@@ -267,38 +282,48 @@ def check_conversion(
     max_examples: int = 50,
     seed: int = 0,
     time_limit: float | None = DEFAULT_TIME_LIMIT,
+    layers: int | Iterable[int] = 1,
+    directions: int | Iterable[int] = 1,
+    input_size: int | Iterable[int] | None = None,
+    units: int | Iterable[int] | None = None,
+    projection: bool | int | None = None,
+    dtypes: str | Iterable[str] = ("float32",),
+    native: str = "framework",
+    **features: bool,
 ) -> CheckResult:
     """Check ``fn`` (native ``source`` weights -> native ``target`` weights) on random LSTMs.
 
-    Uses the single-layer native contract of each format (see the README).
+    ``fn`` receives and returns each format's native stack layout (README, "Stacks
+    and directions"). By default it receives what the source framework gives a
+    user: torch an OrderedDict of tensors (``state_dict()``), keras the list of
+    ``get_weights()``, tf1 the checkpoint reader's dict of numpy arrays, onnx
+    numpy arrays (``numpy_helper``), flax the params tree of jax arrays;
+    ``native="numpy"`` gives plain numpy. It may return framework objects too
+    (tensors, requires_grad ones included, tf Variables, jax arrays).
+
+    The draws: ``layers`` and ``directions`` (an int or a sequence of allowed
+    values; 1 and 1 by default), ``input_size`` and ``units`` (an int, to pin your
+    model's sizes, or a range), ``projection`` (None: drawn where both sides have
+    it; False; True; or the size), ``dtypes``, and the features of
+    :class:`~equivalence.capabilities.Capabilities` to turn off
+    (``initial_state=False``, ``lengths=False``, ``peepholes=False``, ...).
     ``time_limit``: seconds one call of ``fn`` may take (None: no limit, and ``fn``
-    runs in the calling thread). Returns a :class:`CheckResult`; raises
-    ConversionError only for a bad call.
+    runs in the calling thread). Returns a :class:`CheckResult`, whose diagnosis
+    names layers, directions and arrays as the target names them; raises
+    ConversionError only for a bad call, naming the argument.
     """
     if not callable(fn):
         raise ConversionError(f"fn: {brief(fn)} is not callable")
-    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
-        raise ConversionError(f"max_examples: {brief(max_examples)}, expected an int >= 1")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConversionError(f"seed: {brief(seed)}, expected an int")
-    _check_time_limit(time_limit)
+    _check_run_options(max_examples, seed, time_limit, native)
     sides = choose_side(source), choose_side(target)
+    draws = _draws(sides, layers=layers, directions=directions, input_size=input_size,
+                   units=units, projection=projection, dtypes=dtypes, features=features)
     result = CheckResult(
         source, target, runtimes={"source": sides[0].label, "target": sides[1].label}
     )
-    caps = joint_capabilities([sides[0].capabilities, sides[1].capabilities])
     guarded = limited(fn, time_limit)
-    judged = _Judge(guarded, sides)
-    try:
-        found = explore(
-            lstm_cases(capabilities=caps, dtypes=("float32",), single_cell=True),
-            judged,
-            max_examples=max_examples,
-            seed_value=seed,
-        )
-    except _Stopped:
-        assert judged.stopped is not None
-        raise judged.stopped from None
+    judged = _Judge(guarded, sides, native)
+    found = _explore(draws, judged, max_examples, seed)
     result.examples = found.examples
     result.max_abs_diff = max(found.max_abs_diff.values())
     result.ok = found.passed
@@ -308,22 +333,54 @@ def check_conversion(
         result.counterexample = found.failure
         if judged.timed_out is None:  # a hung fn is not called again to be diagnosed
             case = found.failure.case  # fn runs again on it: its weights are diagnosed too
-            result.diagnosis = _diagnosis(guarded, case, found.failure.actual, sides)
+            result.diagnosis = _diagnosis(guarded, case, found.failure.actual, sides, native)
     return result
 
 
+def _check_run_options(max_examples: object, seed: object, time_limit: object,
+                       native: object) -> None:
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+        raise ConversionError(f"max_examples: {brief(max_examples)}, expected an int >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConversionError(f"seed: {brief(seed)}, expected an int")
+    _check_time_limit(time_limit)
+    if not isinstance(native, str) or native not in NATIVE_KINDS:
+        raise ConversionError(f"native={brief(native)}: pass 'framework' (the source "
+                              "framework's own objects) or 'numpy'")
+
+
+def _draws(sides: tuple[Side, Side], **keywords: Any) -> Draws:
+    """The check's keywords parsed against what both sides can run."""
+    caps = joint_capabilities([side.capabilities for side in sides])
+    pair = f"{sides[0].format} -> {sides[1].format}"
+    return parse(caps, pair, **keywords)
+
+
+def _explore(draws: Draws, judged: Callable[[Case], Outcome], max_examples: int,
+             seed: int) -> Any:
+    """``explore`` over the draws; a SystemExit or KeyboardInterrupt from ``fn`` re-raised."""
+    try:
+        return explore(cases(draws), judged, max_examples=max_examples, seed_value=seed)
+    except _Stopped:
+        stopped = getattr(judged, "stopped", None)
+        assert stopped is not None
+        raise stopped from None
+
+
 def _diagnosis(fn: Callable[[Any], Any], case: Case, actual: LSTMResult | None,
-               sides: tuple[Side, Side]) -> str | None:
+               sides: tuple[Side, Side], given: str = "framework") -> str | None:
     """The diagnosis of the failing ``case``; never raises: ``fn``'s weights are foreign
     objects (meta tensors, lists that contain themselves) that the diagnosis also reads."""
-    source, target = sides
+    target = sides[1]
     try:
-        converted = rerun(fn, case, source=source.format, target=target.format,
-                          source_options=source.options(), target_options=target.options())
+        converted = _rerun(fn, case, sides, given)
         unbounded = _unbounded(converted.native) if converted is not None else ""
         if unbounded:  # the diagnosis reads every value: only of what fits the caps
             return f"not diagnosed: the converted weights {unbounded}"
-        return diagnose(case, actual, converted)
+        if converted is not None:
+            converted = replace(converted, native=to_numpy(converted.native))
+        found = diagnose(case, actual, converted)
+        return in_target_terms(found, case.spec, target.format) if found else found
     except _FunctionFailed as exc:
         return f"not diagnosed: the conversion function failed when run again ({exc})"
     except Exception as exc:
@@ -358,6 +415,22 @@ def _unbounded(native: Any) -> str:
     return ""
 
 
+def _rerun(fn: Callable[[Any], Any], case: Case, sides: tuple[Side, Side],
+           given: str) -> Converted | None:
+    """``fn`` run again on ``case``'s source weights, given as when judged (None if it raises)."""
+    source, target = sides
+    native = from_canonical(case.weights, source.format,
+                            **harness.writer_options(source.format, source.options()))
+    try:
+        moved = fn(as_given(native, source.format, given))
+    except _FunctionFailed:
+        raise
+    except Exception:  # its failure was reported when it was judged
+        return None
+    return Converted(moved, target.format,
+                     harness.reader_options(target.format, case.spec, target.options()))
+
+
 def _check_time_limit(time_limit: object) -> None:
     if time_limit is None:
         return
@@ -373,24 +446,14 @@ def _check_time_limit(time_limit: object) -> None:
 
 
 def assert_conversion(
-    fn: Callable[[Any], Any],
-    *,
-    source: str,
-    target: str,
-    max_examples: int = 50,
-    seed: int = 0,
-    time_limit: float | None = DEFAULT_TIME_LIMIT,
+    fn: Callable[[Any], Any], *, source: str, target: str, **options: Any
 ) -> CheckResult:
-    """``check_conversion`` for use in pytest: raises AssertionError with the readable result."""
+    """``check_conversion`` for use in pytest: raises AssertionError with the readable result.
+
+    Takes the same keyword arguments as :func:`check_conversion`.
+    """
     __tracebackhide__ = True
-    result = check_conversion(
-        fn,
-        source=source,
-        target=target,
-        max_examples=max_examples,
-        seed=seed,
-        time_limit=time_limit,
-    )
+    result = check_conversion(fn, source=source, target=target, **options)
     if not result.ok:
         raise AssertionError(str(result))
     return result
