@@ -42,7 +42,9 @@ __all__ = [
     "UnsupportedFeatureError",
     "WeightValueError",
     "assert_conversion",
+    "assert_implementation",
     "check_conversion",
+    "check_implementation",
     "convert",
     "from_canonical",
     "random_weights",
@@ -60,5 +62,19 @@ def check_conversion(*args: Any, **kwargs: Any) -> Any:
 def assert_conversion(*args: Any, **kwargs: Any) -> Any:
     """See :func:`equivalence.check.assert_conversion`."""
     from .check import assert_conversion as impl
+
+    return impl(*args, **kwargs)
+
+
+def check_implementation(*args: Any, **kwargs: Any) -> Any:
+    """See :func:`equivalence.implementation.check_implementation` (needs Hypothesis)."""
+    from .implementation import check_implementation as impl
+
+    return impl(*args, **kwargs)
+
+
+def assert_implementation(*args: Any, **kwargs: Any) -> Any:
+    """See :func:`equivalence.implementation.assert_implementation`."""
+    from .implementation import assert_implementation as impl
 
     return impl(*args, **kwargs)
