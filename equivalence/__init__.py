@@ -52,29 +52,27 @@ __all__ = [
 ]
 
 
-def check_conversion(*args: Any, **kwargs: Any) -> Any:
-    """See :func:`equivalence.check.check_conversion` (imported lazily: it needs Hypothesis)."""
-    from .check import check_conversion as impl
-
-    return impl(*args, **kwargs)
-
-
-def assert_conversion(*args: Any, **kwargs: Any) -> Any:
-    """See :func:`equivalence.check.assert_conversion`."""
-    from .check import assert_conversion as impl
-
-    return impl(*args, **kwargs)
+# The checking API needs Hypothesis (and check.py imports no framework at module level),
+# so it is imported on first use: ``equivalence.check_conversion`` is then the real
+# function, with its own signature and docstring for help() and inspect.
+_LAZY = {
+    "check_conversion": "check",
+    "assert_conversion": "check",
+    "check_implementation": "implementation",
+    "assert_implementation": "implementation",
+}
 
 
-def check_implementation(*args: Any, **kwargs: Any) -> Any:
-    """See :func:`equivalence.implementation.check_implementation` (needs Hypothesis)."""
-    from .implementation import check_implementation as impl
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'equivalence' has no attribute {name!r}")
+    from importlib import import_module
 
-    return impl(*args, **kwargs)
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this hook
+    return value
 
 
-def assert_implementation(*args: Any, **kwargs: Any) -> Any:
-    """See :func:`equivalence.implementation.assert_implementation`."""
-    from .implementation import assert_implementation as impl
-
-    return impl(*args, **kwargs)
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

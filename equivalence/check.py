@@ -15,6 +15,7 @@ stop, not results: they end the check at once and propagate to the caller.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import threading
 import traceback
@@ -122,6 +123,41 @@ class CheckResult:
         if self.diagnosis:
             lines.append(f"diagnosis: {self.diagnosis}")
         return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain data (str, int, float, bool, None, lists, dicts) for JSON.
+
+        A non-finite difference (a NaN or inf output) is None, since strict JSON has
+        no NaN; ``message`` is the text ``str(result)`` prints.
+        """
+        return {
+            "source": self.source, "target": self.target, "ok": bool(self.ok),
+            "examples": int(self.examples), "max_abs_diff": _finite(self.max_abs_diff),
+            "runtimes": {str(k): str(v) for k, v in self.runtimes.items()},
+            "diagnosis": self.diagnosis,
+            "counterexample": _outcome_dict(self.counterexample),
+            "message": str(self),
+        }
+
+    def to_json(self, **dumps: Any) -> str:
+        """``to_dict()`` as strict JSON (``allow_nan=False``); keywords go to ``json.dumps``."""
+        return json.dumps(self.to_dict(), allow_nan=False, **dumps)
+
+
+def _finite(value: float) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _outcome_dict(outcome: Outcome | None) -> dict[str, Any] | None:
+    if outcome is None:
+        return None
+    diffs = [{"tensor": d.name, "max_abs_diff": _finite(d.max_abs_diff),
+              "where": [int(i) for i in d.where], "mismatched": int(d.mismatched),
+              "total": int(d.total), "problem": d.problem}
+             for d in outcome.comparison.diffs]
+    return {"label": outcome.label, "case": outcome.case.describe(), "diffs": diffs,
+            "tolerance": str(outcome.comparison.tolerance), "blame": outcome.blame}
 
 
 class _FunctionFailed(Exception):
