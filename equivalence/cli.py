@@ -121,9 +121,9 @@ def _run_parts(args: argparse.Namespace, data: dict[str, Any]) -> None:
     from .report import phases
     from .third_party import run_third_party
 
-    def timed(label: str, work: Callable[[], Any]) -> Any:
+    def timed(label: str, work: Callable[[], Any], spin: bool = False) -> Any:
         start = time.perf_counter()
-        value = work()
+        value = phases.waiting(label, work) if spin else work()  # spin: no units to count
         print(f"{label}: {time.perf_counter() - start:.0f}s", flush=True)
         return value
 
@@ -137,7 +137,7 @@ def _run_parts(args: argparse.Namespace, data: dict[str, Any]) -> None:
         examples=args.examples, seed=args.seed, jobs=args.jobs))
     # third-party converters are slow (exports, saves): a few examples per configuration
     data["third_party"] = timed("third-party converters", lambda: run_third_party(
-        max_examples=min(args.examples, 5), seed=args.seed))
+        max_examples=min(args.examples, 5), seed=args.seed), spin=True)
 
 
 def main(argv: list[str] | None = None) -> int:

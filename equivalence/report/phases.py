@@ -10,9 +10,12 @@ measured, grid rows judged.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .matrix import progress_bar
+
+T = TypeVar("T")
 
 
 def mutation_self_test(*, examples: int, seed: int) -> list[dict[str, Any]]:
@@ -67,3 +70,16 @@ def _row(task: tuple[int, tuple[Any, ...]]) -> tuple[int, list[dict[str, Any]]]:
 
     index, args = task
     return index, conformance._row_cells(*args)
+
+
+def waiting(label: str, work: Callable[[], T]) -> T:
+    """``work()`` under a spinner and the time it has taken: for a phase that cannot count
+    its units from here (a side environment's run, converters in parallel)."""
+    try:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    except ImportError:
+        return work()
+    with Progress(SpinnerColumn(), TextColumn(f"{label:<32}"), TimeElapsedColumn(),
+                  transient=True) as bar:
+        bar.add_task(label, total=None)
+        return work()
