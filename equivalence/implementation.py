@@ -52,6 +52,15 @@ from .io_types import LSTMResult
 from .native_names import in_target_terms
 from .strategies import Case
 
+# What fn is told is its weights and inputs: what the weights do not carry (a layer's
+# configuration) is not drawn, as fn could not know it; peepholes and projection are arrays.
+WEIGHTS_ALONE: dict[str, Any] = {
+    "recurrent_activations": frozenset({"sigmoid"}), "reverse": False, "cell_clip": False,
+    "projection_clip": False, "gate_clip": False, "input_forget": False, "forget_bias": False,
+    "time_major": False,
+}
+CARRIED_BY_NONE = "clips, reverse, coupled gates or other activation"
+
 
 class ImplementationResult(CheckResult):
     """What ``check_implementation`` found (``source`` is the format, ``target`` the function)."""
@@ -145,17 +154,21 @@ def check_implementation(
     None, ``lengths`` ``(B,)`` or None. Return ``(output, h, c)`` or an
     ``LSTMResult``: ``output`` ``(B, T, D*O)`` (zero past each length), ``h``
     and ``c`` the final states ``(L, D, B, ...)``. Same keywords as
-    :func:`~equivalence.check.check_conversion` (the features the format can
-    represent are drawn); judged against the float64 reference under the one
-    tolerance policy. Raises ConversionError only for a bad call.
+    :func:`~equivalence.check.check_conversion`. What the weights alone do not
+    say is not drawn: the recurrent activation is the sigmoid, and there are no
+    clips, reverse-only or coupled-gate LSTMs (peepholes and projections, which
+    are arrays, are drawn where the format has them). Judged against the float64
+    reference under the one tolerance policy. Raises ConversionError only for a
+    bad call.
     """
     if not callable(fn):
         raise ConversionError(f"fn: {brief(fn)} is not callable")
     if not isinstance(format, str) or format not in FORMATS:
         raise UnknownFormatError(f"format: {brief(format)}, expected one of {sorted(FORMATS)}")
     _check_run_options(max_examples, seed, time_limit, native)
-    caps = dataclasses.replace(get_format(format).capabilities(), time_major=False)
-    draws = parse(caps, f"the {format} layout", layers=layers, directions=directions,
+    caps = dataclasses.replace(get_format(format).capabilities(), **WEIGHTS_ALONE)
+    draws = parse(caps, f"the {format} weights alone (they carry no {CARRIED_BY_NONE})",
+                  layers=layers, directions=directions,
                   input_size=input_size, units=units, projection=projection, dtypes=dtypes,
                   features=features)
     name = getattr(fn, "__name__", type(fn).__name__)
