@@ -41,6 +41,9 @@ from .spec import MAX_ELEMENTS
 from .strategies import Case, joint_capabilities
 
 CHECKABLE = tuple(table.FORMAT_RUNTIMES)
+# Called with each check's Exploration (check_conversion's, check_implementation's) when
+# it ends: the pytest plugin's results file and JUnit properties (equivalence.pytest_plugin).
+OBSERVERS: list[Callable[[Any], None]] = []
 DEFAULT_TIME_LIMIT = 60.0  # seconds per call of the user's function: generous, but finite
 
 
@@ -396,11 +399,14 @@ def _explore(draws: Draws, judged: Callable[[Case], Outcome], max_examples: int,
              seed: int) -> Any:
     """``explore`` over the draws; a SystemExit or KeyboardInterrupt from ``fn`` re-raised."""
     try:
-        return explore(cases(draws), judged, max_examples=max_examples, seed_value=seed)
+        found = explore(cases(draws), judged, max_examples=max_examples, seed_value=seed)
     except _Stopped:
         stopped = getattr(judged, "stopped", None)
         assert stopped is not None
         raise stopped from None
+    for observe in OBSERVERS:
+        observe(found)
+    return found
 
 
 def _diagnosis(fn: Callable[[Any], Any], case: Case, actual: LSTMResult | None,
