@@ -30,6 +30,7 @@ class Capabilities:
     forget_bias: bool = False
     input_forget: bool = False
     recurrent_activations: frozenset[str] = frozenset({"sigmoid"})
+    activations: frozenset[str] = frozenset({"tanh"})
     initial_state: bool = True
     lengths: bool = True
     time_major: bool = False
@@ -51,6 +52,7 @@ class Capabilities:
             (spec.input_forget and not self.input_forget, "input_forget"),
             (spec.recurrent_activation not in self.recurrent_activations,
              f"recurrent_activation={spec.recurrent_activation}"),
+            (spec.activation not in self.activations, f"activation={spec.activation}"),
             (spec.dtype not in self.dtypes, f"dtype={spec.dtype}"),
         ]
         for failed, reason in checks:
@@ -94,5 +96,6 @@ def joint_capabilities(capabilities: Iterable[Capabilities]) -> Capabilities:
         max_layers=min(layer_limits) if layer_limits else None,
         **joint,
         recurrent_activations=frozenset.intersection(*(c.recurrent_activations for c in caps)),
+        activations=frozenset.intersection(*(c.activations for c in caps)),
         dtypes=frozenset.intersection(*(c.dtypes for c in caps)),
     )

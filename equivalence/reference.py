@@ -14,7 +14,7 @@ from .canonical import CellWeights, LSTMWeights
 from .capabilities import Capabilities
 from .errors import ShapeError
 from .io_types import LSTMResult
-from .spec import DTYPES, RECURRENT_ACTIVATIONS, LSTMSpec
+from .spec import ACTIVATIONS, DTYPES, RECURRENT_ACTIVATIONS, LSTMSpec
 
 # The reference implements every feature (strategies draw from this for reference-only tests).
 CAPABILITIES = Capabilities(
@@ -27,6 +27,7 @@ CAPABILITIES = Capabilities(
     reverse=True,
     input_forget=True,
     recurrent_activations=frozenset(RECURRENT_ACTIVATIONS),
+    activations=frozenset(ACTIVATIONS),
     time_major=True,
     dtypes=frozenset(DTYPES),
 )
@@ -53,11 +54,34 @@ RECURRENT_ACTIVATION = {
 }
 
 
+def elu(x: np.ndarray) -> np.ndarray:
+    """Keras ``elu`` and ONNX ``Elu`` at their default alpha 1: x, or exp(x) - 1 below 0."""
+    return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    """log(1 + exp(x)), overflow-free."""
+    return np.logaddexp(0.0, x)
+
+
+# The cell/output activation: applied to the candidate g and to c before the output gate.
+ACTIVATION = {
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "linear": lambda x: x,
+    "sigmoid": sigmoid,
+    "softsign": lambda x: x / (1.0 + np.abs(x)),
+    "softplus": softplus,
+    "elu": elu,
+}
+
+
 def lstm_cell_step(
     cell: CellWeights, spec: LSTMSpec, x: np.ndarray, h: np.ndarray, c: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """One time step for a batch: returns the new (h, c)."""
     gate = RECURRENT_ACTIVATION[spec.recurrent_activation]
+    act = ACTIVATION[spec.activation]
     z = x @ cell.w_input.T + cell.b_input + h @ cell.w_recurrent.T + cell.b_recurrent
     zi, zf, zg, zo = np.split(z, 4, axis=-1)
     zf = zf + spec.forget_bias  # TF1 adds forget_bias at run time
@@ -67,12 +91,12 @@ def lstm_cell_step(
     zi, zf, zg = (_gate_clip(z_, spec) for z_ in (zi, zf, zg))
     input_gate = gate(zi)
     forget_gate = 1.0 - input_gate if spec.input_forget else gate(zf)  # ONNX input_forget
-    c_new = forget_gate * c + input_gate * np.tanh(zg)
+    c_new = forget_gate * c + input_gate * act(zg)
     if spec.cell_clip is not None:
         c_new = np.clip(c_new, -spec.cell_clip, spec.cell_clip)
     if cell.peephole is not None:
         zo = zo + cell.peephole[2] * c_new  # the output peephole sees the new cell state
-    h_new = gate(_gate_clip(zo, spec)) * np.tanh(c_new)
+    h_new = gate(_gate_clip(zo, spec)) * act(c_new)
     if cell.projection is not None:
         h_new = h_new @ cell.projection.T
         if spec.projection_clip is not None:

@@ -21,6 +21,9 @@ import numpy as np
 from .errors import SpecError, brief, describe
 
 RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid_tf_keras", "hard_sigmoid_keras3")
+# The cell/output activation (Keras ``activation=``, TF1 ``LSTMCell(activation=)``, ONNX
+# ``activations`` g = h): applied to the candidate and to the cell state before the output gate.
+ACTIVATIONS = ("tanh", "relu", "linear", "sigmoid", "softsign", "softplus", "elu")
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 # Caps on what a spec (and so any array checked against one) may describe, checked before
 # anything is allocated or looped over: far beyond LSTMs people ship (a 4096-unit layer
@@ -77,6 +80,7 @@ class LSTMSpec:
     dtype: str = "float32"
     reverse: bool = False
     input_forget: bool = False
+    activation: str = "tanh"
 
     def __post_init__(self) -> None:
         for name in ("input_size", "units", "layers"):
@@ -97,6 +101,7 @@ class LSTMSpec:
                             "(a bidirectional LSTM already runs both ways)")
         self._set("forget_bias", finite_number("forget_bias", self.forget_bias))
         _one_of("recurrent_activation", self.recurrent_activation, RECURRENT_ACTIVATIONS)
+        _one_of("activation", self.activation, ACTIVATIONS)
         _one_of("dtype", self.dtype, DTYPES)
         self._check_size()
 
@@ -155,6 +160,8 @@ class LSTMSpec:
             found.append("forget_bias")
         if self.recurrent_activation != "sigmoid":
             found.append(f"recurrent_activation={self.recurrent_activation}")
+        if self.activation != "tanh":
+            found.append(f"activation={self.activation}")
         return tuple(found)
 
     def replace(self, **changes: Any) -> LSTMSpec:

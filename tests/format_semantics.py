@@ -15,6 +15,18 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
+# Keras ``activation=`` / ONNX g = h, written from the frameworks' documented definitions.
+CELL_ACTIVATIONS = {
+    "tanh": np.tanh,
+    "relu": lambda z: np.maximum(z, 0.0),
+    "linear": lambda z: z,
+    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
+    "softsign": lambda z: z / (1.0 + np.abs(z)),
+    "softplus": lambda z: np.log1p(np.exp(z)),
+    "elu": lambda z: np.where(z > 0, z, np.exp(np.minimum(z, 0.0)) - 1.0),
+}
+
+
 def _scan(step, x, state):
     outputs = []
     for t in range(x.shape[1]):
@@ -30,12 +42,13 @@ def _zeros(batch, size):
 def keras(native, x, spec):
     kernel, recurrent, bias = (np.asarray(a, np.float64) for a in native)
     units = recurrent.shape[0]
+    act = CELL_ACTIVATIONS[getattr(spec, "activation", "tanh")]  # Keras LSTM(activation=)
 
     def step(xt, state):
         h, c = state
         i, f, g, o = np.split(xt @ kernel + h @ recurrent + bias, 4, axis=-1)
-        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
-        h = sigmoid(o) * np.tanh(c)
+        c = sigmoid(f) * c + sigmoid(i) * act(g)
+        h = sigmoid(o) * act(c)
         return h, (h, c)
 
     out, (h, c) = _scan(step, x, (_zeros(len(x), units), _zeros(len(x), units)))

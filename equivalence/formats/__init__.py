@@ -40,6 +40,9 @@ class Format:
         activations = {"sigmoid"} | {
             f.split("=", 1)[1] for f in held if f.startswith("recurrent_activation=")
         }
+        cell_activations = {"tanh"} | {
+            f.split("=", 1)[1] for f in held if f.startswith("activation=")
+        }
         return Capabilities(
             bidirectional="bidirectional" in held,
             reverse="reverse" in held,
@@ -50,6 +53,7 @@ class Format:
             cell_clip="cell_clip" in held,
             gate_clip="gate_clip" in held,
             recurrent_activations=frozenset(activations),
+            activations=frozenset(cell_activations),
             time_major=True,
             dtypes=frozenset({"float16", "float32", "float64"}),
         )

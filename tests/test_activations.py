@@ -1,0 +1,77 @@
+"""The cell/output activation (Keras ``activation=``, ONNX g = h): the reference computes
+it, and every format and runtime that cannot hold it refuses it by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import equivalence as eq
+from equivalence import reference
+from equivalence.canonical import LSTMWeights, random_weights
+from equivalence.capabilities import Capabilities, joint_capabilities
+from equivalence.errors import SpecError, UnsupportedFeatureError
+from equivalence.formats import FORMATS, keras
+
+from .format_semantics import CELL_ACTIVATIONS
+from .format_semantics import keras as keras_semantics
+
+pytestmark = pytest.mark.cpu
+
+
+@pytest.mark.parametrize("activation", sorted(CELL_ACTIVATIONS))
+def test_reference_applies_the_activation_to_candidate_and_cell(activation: str) -> None:
+    spec = eq.LSTMSpec(3, 4, dtype="float64", activation=activation)
+    weights = random_weights(spec, np.random.default_rng(0), scale=1.0)
+    x = np.random.default_rng(1).normal(size=(2, 5, 3))
+    # Keras's documented equations on the keras native layout, run independently.
+    native = keras.from_canonical(LSTMWeights(spec.replace(activation="tanh"), weights.cells))
+    out, _h, c = keras_semantics(native, x, spec)
+    got = reference.lstm(weights, x)
+    np.testing.assert_allclose(got.outputs, out, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got.c[0, 0], c, rtol=1e-12, atol=1e-12)
+
+
+def test_relu_differs_from_tanh() -> None:
+    """The field changes the numbers (a reference ignoring it would pass the test above
+    only for tanh)."""
+    spec = eq.LSTMSpec(3, 4, dtype="float64", activation="relu")
+    weights = random_weights(spec, np.random.default_rng(0), scale=1.0)
+    x = np.random.default_rng(1).normal(size=(2, 5, 3)) * 3
+    tanh = LSTMWeights(spec.replace(activation="tanh"), weights.cells)
+    diff = np.abs(reference.lstm(weights, x).outputs - reference.lstm(tanh, x).outputs).max()
+    assert diff > 1e-2
+
+
+def test_unknown_activation_is_refused_by_name() -> None:
+    with pytest.raises(SpecError, match="activation: 'swish', expected one of"):
+        eq.LSTMSpec(3, 4, activation="swish")
+
+
+def test_spec_round_trips_and_old_dicts_default_to_tanh() -> None:
+    spec = eq.LSTMSpec(3, 4, activation="relu")
+    assert eq.LSTMSpec.from_dict(spec.to_dict()) == spec
+    old = {k: v for k, v in spec.to_dict().items() if k != "activation"}
+    assert eq.LSTMSpec.from_dict(old).activation == "tanh"
+    assert "activation=relu" in spec.features()
+    assert not any(f.startswith("activation") for f in spec.replace(activation="tanh").features())
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_formats_without_the_activation_refuse_it_by_name(name: str) -> None:
+    fmt = FORMATS[name]
+    if "activation=relu" in fmt.supported:
+        pytest.skip(f"{name} holds activation=relu")
+    spec = eq.LSTMSpec(3, 4, activation="relu")
+    weights = random_weights(spec, np.random.default_rng(0))
+    with pytest.raises(UnsupportedFeatureError, match="cannot represent activation=relu"):
+        fmt.from_canonical(weights)
+    assert "relu" not in fmt.capabilities().activations
+
+
+def test_capabilities_refuse_and_join_activations() -> None:
+    spec = eq.LSTMSpec(3, 4, activation="relu")
+    assert Capabilities().refusal(spec) == "activation=relu"
+    assert reference.CAPABILITIES.refusal(spec) is None
+    both = joint_capabilities([reference.CAPABILITIES, Capabilities()])
+    assert both.activations == frozenset({"tanh"})
