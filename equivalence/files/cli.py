@@ -34,7 +34,9 @@ from ._base import (
     checkpoint_prefix,
     describe_spec,
     parent_folders,
+    publish,
     refuse_output,
+    temporary_name,
 )
 from ._base import select as select_lstm
 from .registry import FROM_CHOICES, TO_CHOICES, WriteJob, read
@@ -100,9 +102,15 @@ def add_arguments(subparsers: Any) -> None:
     conv.add_argument("-o", "--output", type=Path, required=True,
                       help="; ".join(registry.FAMILY[n].output_help for n in TO_CHOICES))
     conv.add_argument("--layer", help="which LSTM (a name from `equivalence inspect`)")
+    conv.add_argument("--all", dest="every_lstm", action="store_true",
+                      help="convert every LSTM of the input, one output per LSTM named "
+                           "from -o: -o out/m.pt writes out/m_<name>.pt (all or nothing)")
     conv.add_argument("--verify", action="store_true",
                       help="run both files' networks as the files define them on random "
                            "inputs and compare")
+    conv.add_argument("--keep-failed", action="store_true",
+                      help="--verify: publish the output even when verification fails "
+                           "(default: a failing verify leaves nothing)")
     conv.add_argument("--force", action="store_true", help="replace an existing output")
     conv.add_argument("--forget-bias", type=finite_float, default=DEFAULT_FORGET_BIAS,
                       help="TF1 input: the forget_bias its cells were built with (default 1.0)")
@@ -285,6 +293,10 @@ def _check_verifiable(args: argparse.Namespace, found: FoundLSTM, weights: Any,
 
 
 def _convert(args: argparse.Namespace) -> int:
+    if getattr(args, "every_lstm", False):
+        from .convert_all import convert_all  # imports this module
+
+        return convert_all(args)
     source = None if args.source == "auto" else args.source
     options = {"run_torchscript": getattr(args, "run_torchscript", False)}
     _torch_first(args)
@@ -311,34 +323,85 @@ def _convert(args: argparse.Namespace) -> int:
     job = WriteJob(found=found, replace=args.force, stored=stored,
                    forget_bias=args.out_forget_bias, seed=args.seed, options=options)
     assert row.writer is not None  # --to offers only families with a writer
+    verifying = args.verify and args.target != "neoml"
+    # Verified outputs are written under a temporary name and published only once verify
+    # passes (or fails with --keep-failed): no exit-2 path and no unwanted exit 1 leaves
+    # anything behind, and --force replaces nothing before the verdict.
+    destination = temporary_name(args.output) if verifying else args.output
     try:
-        with parent_folders(args.output):
-            lines = registry.function(row.writer)(args.output, weights, job)
+        with parent_folders(args.output):  # folders made here go when anything fails
+            try:
+                return _write_and_verify(args, found, weights, job, destination, stored_notes)
+            finally:
+                for staged in _staged_files(args.output, destination):
+                    staged.unlink(missing_ok=True)
+    except _VerifyFailed:
+        print(f"verify: FAILED: {args.output} was kept (--keep-failed)" if args.keep_failed
+              else f"verify: FAILED: nothing written (pass --keep-failed to keep {args.output})")
+        return 1
+
+
+def _write_and_verify(args: argparse.Namespace, found: FoundLSTM, weights: Any, job: WriteJob,
+                      destination: Path, stored_notes: list[str]) -> int:
+    row = registry.family(args.target)
+    lines = _write(args, row, destination, weights, job)
+    print("\n".join(lines).replace(str(destination), str(args.output)))
+    if destination == args.output:
+        if args.verify:
+            print("verify: NeoML runs in its own environment; the command above checks this "
+                  "file")
+        return 0
+    ok = _verify(args, found, job.options, stored_notes, destination)
+    if ok or args.keep_failed:
+        _publish_staged(args, destination)
+    if not ok:
+        raise _VerifyFailed
+    return 0
+
+
+class _VerifyFailed(Exception):
+    """verify found a difference (exit 1; the folders made for the output are removed)."""
+
+
+def _write(args: argparse.Namespace, row: Any, destination: Path, weights: Any,
+           job: WriteJob) -> list[str]:
+    try:
+        return registry.function(row.writer)(destination, weights, job)
     except FileFormatError:
         raise
     except ConversionError as exc:
         raise FileFormatError(args.output, f"cannot write {args.target}: {exc}") from exc
     except OSError as exc:  # permissions, a full disk: the temporary file is already gone
         raise FileFormatError(args.output, f"cannot be written ({exc})") from exc
-    print("\n".join(lines))
-    if not args.verify:
-        return 0
-    if args.target == "neoml":
-        print("verify: NeoML runs in its own environment; the command above checks this file")
-        return 0
-    return _verify(args, found, options, stored_notes)
+
+
+def _staged_files(output: Path, destination: Path) -> list[Path]:
+    """Every file written for ``destination`` (a checkpoint's .index and shards too)."""
+    if destination == output:
+        return []
+    tag = destination.name[: len(destination.name) - len(output.name)]
+    return sorted(output.parent.glob(glob.escape(tag) + "*"))
+
+
+def _publish_staged(args: argparse.Namespace, destination: Path) -> None:
+    tag = destination.name[: len(destination.name) - len(args.output.name)]
+    for staged in _staged_files(args.output, destination):
+        publish(staged, args.output.parent / staged.name[len(tag):], args.force)
 
 
 def _verify(args: argparse.Namespace, found: FoundLSTM, options: dict[str, Any],
-            stored_notes: list[str]) -> int:
+            stored_notes: list[str], written_path: Path) -> bool:
     from .verify import verify
 
-    written = read(args.output, args.target, args.out_forget_bias, debug=args.debug)
+    def say(text: str) -> None:
+        print(text.replace(str(written_path), str(args.output)), flush=True)
+
+    written = read(written_path, args.target, args.out_forget_bias, debug=args.debug)
     ok = verify(found, select_lstm(written, None, args.output), examples=args.examples,
-                seed=args.seed, out=lambda text: print(text, flush=True), options=options)
+                seed=args.seed, out=say, options=options)
     for note in stored_notes:  # the reason a dropped input fails verification, said again
         print(note)
-    return 0 if ok else 1
+    return ok
 
 
 def _summary(spec: Any) -> str:

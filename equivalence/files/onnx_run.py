@@ -156,13 +156,15 @@ def runner(found: FoundLSTM, spec: LSTMSpec, options: dict[str, Any]) -> Any:
                               f"({str(exc).strip().splitlines()[0][:200]})") from exc
     layout = found.definition.layout
     x_name = found.definition.chain[0].input[0]
+    quiet = onnxruntime.RunOptions()
+    quiet.log_severity_level = 4  # a failed run is raised and said once, not logged in red too
 
     def run(inputs: LSTMInputs) -> LSTMResult:
         x = inputs.x if layout == 1 else inputs.x.transpose(1, 0, 2)
         feeds = {x_name: np.ascontiguousarray(x)}
         for name, (role, layer) in fed.items():
             feeds[name] = _feed(role, layer, spec, inputs, layout)
-        results = session.run(outputs, feeds)
+        results = session.run(outputs, feeds, quiet)
         return _result(results, spec, inputs, layout)
 
     stored = found.stored
