@@ -98,6 +98,8 @@ def _observe(found: Any) -> None:
     """Called by the checking API as each check ends: its row, and its verdict for JUnit."""
     if not _CURRENT or found.worst is None:  # outside a test's call, or nothing judged
         return
+    if not _CURRENT[-1].config.stash.get(RECORD_CHECKS, True):
+        return
     from .report import results
 
     item = _CURRENT[-1]
@@ -127,6 +129,9 @@ def verdict(found: Any) -> str:
 
 
 _ROWS_KEY = pytest.StashKey[list]()
+# A suite sets config.stash[RECORD_CHECKS] = False (in pytest_configure) to keep its checks
+# out of the results file, leaving only the examples its tests record themselves.
+RECORD_CHECKS = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl(hookwrapper=True)
