@@ -282,6 +282,38 @@ def save_plain_lstm(path):
     return save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), path)
 
 
+def elementwise_cell(path, activation="Tanh"):
+    """One LSTM step spelled in MatMul/Split/Sigmoid/Tanh/Mul/Add, as "ifless" exports do."""
+    w, = arrays(8, (I + H, 4 * H))
+    ops = [("Concat", ["x", "h"], ["xh"]), ("MatMul", ["xh", "W"], ["z"]),
+           ("Split", ["z"], ["i", "f", "g", "o"]), ("Sigmoid", ["i"], ["si"]),
+           ("Sigmoid", ["f"], ["sf"]), ("Sigmoid", ["o"], ["so"]), (activation, ["g"], ["tg"]),
+           ("Mul", ["sf", "c"], ["fc"]), ("Mul", ["si", "tg"], ["ig"]),
+           ("Add", ["fc", "ig"], ["c1"]), (activation, ["c1"], ["tc"]),
+           ("Mul", ["so", "tc"], ["h1"])]
+    attributes = {"Concat": {"axis": 1}, "Split": {"axis": 1, "num_outputs": 4}}
+    nodes = [helper.make_node(op, i, o, **attributes.get(op, {})) for op, i, o in ops]
+    value = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, d])
+             for n, d in (("x", I), ("h", H), ("c", H))]
+    graph = helper.make_graph(nodes, "cell", value,
+                              [helper.make_tensor_value_info("h1", TensorProto.FLOAT, [1, H])],
+                              initializer=[numpy_helper.from_array(w, "W")])
+    return save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+
+
+def test_an_lstm_built_from_elementwise_ops_is_said_by_name(tmp_path, capsys):
+    path = elementwise_cell(tmp_path / "ifless.onnx")
+    feeds = dict(zip("xhc", arrays(9, (1, I), (1, H), (1, H)), strict=True))
+    assert ort_run(path, feeds)[0].shape == (1, H)  # a real graph onnxruntime runs
+    code, _, err = run_cli(capsys, "inspect", path)
+    assert code == 2 and one_error_line(err, path), err
+    assert "looks like an LSTM built from elementwise ops" in err and "not an LSTM node" in err
+    # Without tanh it is no LSTM cell at all: the plain answer stays.
+    other = elementwise_cell(tmp_path / "relu.onnx", activation="Relu")
+    code, _, err = run_cli(capsys, "inspect", other)
+    assert code == 2 and "no LSTM found" in err and "elementwise" not in err
+
+
 def test_weights_fed_by_a_graph_input_are_refused(tmp_path, capsys):
     (r,) = arrays(5, (1, 4 * H, H))
     graph = helper.make_graph(

