@@ -14,12 +14,13 @@ stop, not results: they end the check at once and propagate to the caller.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -362,7 +363,7 @@ def check_conversion(
     )
     guarded = limited(fn, time_limit)
     judged = _Judge(guarded, sides, native)
-    found = _explore(draws, judged, max_examples, seed)
+    found = _explore(draws, judged, max_examples, seed, (source, target))
     result.examples = found.examples
     result.max_abs_diff = max(found.max_abs_diff.values())
     result.ok = found.passed
@@ -396,10 +397,11 @@ def _draws(sides: tuple[Side, Side], **keywords: Any) -> Draws:
 
 
 def _explore(draws: Draws, judged: Callable[[Case], Outcome], max_examples: int,
-             seed: int) -> Any:
+             seed: int, formats: tuple[str, ...] = ()) -> Any:
     """``explore`` over the draws; a SystemExit or KeyboardInterrupt from ``fn`` re-raised."""
     try:
-        found = explore(cases(draws), judged, max_examples=max_examples, seed_value=seed)
+        with _one_torch_thread(formats, draws):
+            found = explore(cases(draws), judged, max_examples=max_examples, seed_value=seed)
     except _Stopped:
         stopped = getattr(judged, "stopped", None)
         assert stopped is not None
@@ -407,6 +409,32 @@ def _explore(draws: Draws, judged: Callable[[Case], Outcome], max_examples: int,
     for observe in OBSERVERS:
         observe(found)
     return found
+
+
+SMALL_UNITS = 64  # up to this, one torch thread is faster than several (see below)
+
+
+@contextlib.contextmanager
+def _one_torch_thread(formats: tuple[str, ...], draws: Draws) -> Iterator[None]:
+    """Torch on one intra-op thread while a check of small LSTMs runs, then as it was.
+
+    A step of a small LSTM is microseconds of work, less than torch's thread pool
+    costs per op; with TensorFlow's threads and other processes on few cores the
+    pool spins. On 2 busy cores a warm 100-example stacked bidirectional torch ->
+    keras check took 9-13 s with torch's default threads, 4-7 s with one
+    (python -m equivalence.bench_check).
+    """
+    if "torch" not in formats or max(draws.units) > SMALL_UNITS:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _diagnosis(fn: Callable[[Any], Any], case: Case, actual: LSTMResult | None,

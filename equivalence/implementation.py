@@ -176,7 +176,7 @@ def check_implementation(
                                   runtimes={"source": "float64 reference",
                                             "target": f"{name!s:.60}"})
     judged = _ImplementationJudge(limited(lambda args: fn(*args), time_limit), format, native)
-    found = _explore(draws, judged, max_examples, seed)
+    found = _explore(draws, judged, max_examples, seed, (format,))
     result.examples = found.examples
     result.max_abs_diff = max(found.max_abs_diff.values())
     result.ok = found.passed
