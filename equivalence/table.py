@@ -14,6 +14,7 @@ row here (README, "Adding a runtime").
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .capabilities import Capabilities
 from .errors import UnknownFormatError
+from .spec import ACTIVATIONS
 
 if TYPE_CHECKING:
     from .runtimes.base import Runtime
@@ -67,8 +69,11 @@ def _row(name: str, runtime: str, fmt: str, caps: Capabilities, **fields: Any) -
     return Entry(name, f"equivalence.runtimes.{runtime}", fmt, caps, options, **fields)
 
 
+# Keras LSTM(activation=...) takes every cell activation the spec names (Keras's own names).
+_CELL_ACTIVATIONS = frozenset(ACTIVATIONS)
 _KERAS3 = Capabilities(
     recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_keras3"}),
+    activations=_CELL_ACTIVATIONS,
     time_major=False,  # Keras 3 recurrent layers have no time-major path
     dtypes=_ALL_FLOATS,
 )
@@ -76,6 +81,7 @@ _KERAS3 = Capabilities(
 # float64 is not claimed (both backends' LSTMs were checked in float16/bfloat16/float32).
 _KERAS3_OTHER_BACKENDS = Capabilities(
     recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_keras3"}),
+    activations=_CELL_ACTIVATIONS,
     time_major=False,
     dtypes=frozenset({"float16", "bfloat16", "float32"}),
 )
@@ -87,6 +93,7 @@ _TFLITE = Capabilities(
 )
 _TF_KERAS = Capabilities(
     recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_tf_keras"}),
+    activations=_CELL_ACTIVATIONS,
     time_major=True,  # LSTM(time_major=True), RNN(time_major=True); mask given as (T, B)
     dtypes=_ALL_FLOATS,
 )
@@ -192,7 +199,9 @@ RUNTIMES: tuple[Entry, ...] = (
     # through jax's unpacking code. Not a production kernel, so not worth 18 more pairs.
     _row("jax_rnn_ref", "jax_rnn:JaxRnnReferenceRuntime", "jax_rnn", _JAX_RNN_REF,
          in_pairs=False),
-    _row("keras_gpu", "keras:KerasGpuRuntime", "keras", _KERAS3, device="gpu",
+    # tanh only: the row exists to check TensorFlow's cuDNN path, which other activations leave.
+    _row("keras_gpu", "keras:KerasGpuRuntime", "keras",
+         dataclasses.replace(_KERAS3, activations=frozenset({"tanh"})), device="gpu",
          cpu_twin="keras"),
     _row("tf_cudnn_rnn", "tf_cudnn:TfCudnnRnnRuntime", "cudnn_params", _TF_CUDNN_RNN,
          device="gpu", cpu_twin="torch"),

@@ -7,14 +7,18 @@ import numpy as np
 import pytest
 
 import equivalence as eq
-from equivalence import reference
+from equivalence import harness, reference, table
 from equivalence.canonical import LSTMWeights, random_weights
 from equivalence.capabilities import Capabilities, joint_capabilities
+from equivalence.case import Case
+from equivalence.compare import judge
 from equivalence.errors import SpecError, UnsupportedFeatureError
 from equivalence.formats import FORMATS, keras
+from equivalence.io_types import LSTMInputs
 
 from .format_semantics import CELL_ACTIVATIONS
 from .format_semantics import keras as keras_semantics
+from .runtime_support import require
 
 pytestmark = pytest.mark.cpu
 
@@ -75,3 +79,36 @@ def test_capabilities_refuse_and_join_activations() -> None:
     assert reference.CAPABILITIES.refusal(spec) is None
     both = joint_capabilities([reference.CAPABILITIES, Capabilities()])
     assert both.activations == frozenset({"tanh"})
+
+
+def _case(activation: str, dtype: str = "float32", directions: int = 1) -> Case:
+    spec = eq.LSTMSpec(3, 4, directions=directions, dtype=dtype, activation=activation)
+    rng = np.random.default_rng(2)
+    weights = random_weights(spec, rng, scale=1.0).astype(dtype)
+    x = rng.normal(size=(2, 5, 3)).astype(dtype)
+    return Case(spec, weights, LSTMInputs(x))
+
+
+@pytest.mark.parametrize("runtime", ["keras", "keras_cell", "tf_keras"])
+@pytest.mark.parametrize("activation", ["relu", "linear", "elu", "softsign"])
+def test_keras_builds_the_activation_really(runtime: str, activation: str) -> None:
+    """Keras 3 LSTM(activation=...) really run, judged against the reference under the policy;
+    the same weights with tanh must fail (the activation is really applied)."""
+    entry = table.entry(runtime)
+    require(entry)
+    case = _case(activation, directions=2)
+    outcome = harness.check_against_reference(entry, case)
+    assert outcome.ok, outcome.message()
+    tanh = case.spec.replace(activation="tanh")
+    wrong = Case(tanh, LSTMWeights(tanh, case.weights.cells), case.inputs)
+    actual = harness.run(entry, wrong, harness.native_weights(entry, wrong))
+    assert not judge(harness.reference_result(case), actual,
+                             harness.tolerance(case, entry), harness.sensitivity(case)).ok
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime", "tf1"])
+def test_runtimes_without_it_refuse_by_name(runtime: str) -> None:
+    entry = table.entry(runtime)
+    case = _case("relu")
+    with pytest.raises(UnsupportedFeatureError, match=f"{runtime} cannot represent activation=re"):
+        entry.load().check_supported(case.spec, case.inputs)

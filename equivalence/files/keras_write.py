@@ -40,6 +40,7 @@ def model_code(weights: LSTMWeights, flavour: str) -> str:
     """The Python that builds the written network (printed, so users can rebuild it)."""
     spec = weights.spec
     act = "" if spec.recurrent_activation == "sigmoid" else ', recurrent_activation="hard_sigmoid"'
+    act += "" if spec.activation == "tanh" else f', activation="{spec.activation}"'
     module = "keras" if flavour != "tf_keras_h5" else "tf_keras"
     lines = [f"{module}.Sequential([{module}.Input((None, {spec.input_size})),"]
     for _ in range(spec.layers):
@@ -111,6 +112,7 @@ def _sequential(module: Any, first: Any, spec: Any, native: list[np.ndarray],
     layers: list[Any] = [first]
     for name in _layer_names(spec):
         lstm = module.layers.LSTM(spec.units, return_sequences=True, recurrent_activation=act,
+                                  activation=spec.activation,
                                   dtype=spec.dtype, name=name if spec.directions == 1 else None)
         if spec.directions == 2:
             lstm = module.layers.Bidirectional(lstm, name=name, dtype=spec.dtype)

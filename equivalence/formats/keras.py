@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..canonical import CellWeights, LSTMWeights
-from ..spec import LSTMSpec
+from ..spec import ACTIVATIONS, LSTMSpec
 from . import _common as c
 
 NAME = "keras"
@@ -25,6 +25,8 @@ SUPPORTED = frozenset(
         "recurrent_activation=hard_sigmoid_tf_keras",
         "recurrent_activation=hard_sigmoid_keras3",
     }
+    # LSTM(activation=...): the spec travels beside the arrays, as the gate activation does.
+    | {f"activation={name}" for name in ACTIVATIONS}
 )
 PER_LSTM = 3
 

@@ -238,7 +238,7 @@ class KerasLSTM:
             return layers.RNN(self._cell(), **self._rnn_options())
         return layers.LSTM(
             spec.units,
-            activation="tanh",
+            activation=spec.activation,  # the spec's names are Keras's own
             recurrent_activation=self.activation,
             **self._rnn_options(),
             **ZERO_INIT,
@@ -247,7 +247,7 @@ class KerasLSTM:
     def _cell(self) -> Any:
         return self.keras.layers.LSTMCell(
             self.spec.units,
-            activation="tanh",
+            activation=self.spec.activation,
             recurrent_activation=self.activation,
             dtype=self.spec.dtype,
             **ZERO_INIT,

@@ -70,7 +70,7 @@ def _input(keras: Any, spec: LSTMSpec, name: str, batch: int | None) -> Any:
 def _recurrent_layer(keras: Any, spec: LSTMSpec) -> Any:
     layer = keras.layers.LSTM(
         spec.units,
-        activation="tanh",
+        activation=spec.activation,  # the spec's names are Keras's own
         recurrent_activation=ACTIVATIONS[spec.recurrent_activation],
         return_sequences=True,
         return_state=True,
