@@ -244,3 +244,21 @@ def test_features_turned_off_are_not_drawn() -> None:
 
     drawn()
     assert len(seen) >= 4  # the narrowed draws still vary layers, directions and projection
+
+
+def test_torch_threads_are_as_they_were_after_a_check() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    inside = []
+
+    def converter(state_dict):
+        inside.append(torch.get_num_threads())
+        return to_keras()(state_dict)
+
+    assert check_conversion(converter, source="torch", target="keras", max_examples=3).ok
+    assert inside and set(inside) == {1}  # small LSTMs: one thread (see check._one_torch_thread)
+    assert torch.get_num_threads() == before
+    with pytest.raises(AssertionError):
+        eq.assert_conversion(lambda sd: 1 / 0, source="torch", target="keras", max_examples=2)
+    assert torch.get_num_threads() == before
