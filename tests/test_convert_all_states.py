@@ -220,3 +220,36 @@ def test_verify_failing_for_one_publishes_nothing_unless_kept(capsys, tmp_path, 
             "m_Dec_2.onnx", "m_dec.onnx", "m_enc_lstm.onnx"]
     else:
         assert "nothing written" in text and not out.parent.exists()
+
+
+# ---------------------------------------------------------------- a model saved whole
+
+
+class WholeModel(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(2, 3)
+
+
+@pytest.mark.parametrize("model", [torch.nn.LSTM(2, 3), WholeModel()], ids=["nn", "main"])
+def test_a_model_saved_whole_says_save_state_dict(capsys, tmp_path, model, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(WholeModel, "__module__", "__main__")  # as a user's script saves it
+    monkeypatch.setattr(sys.modules["__main__"], "WholeModel", WholeModel, raising=False)
+    torch.save(model, tmp_path / "whole.pt")
+    code, _, err = run_cli(capsys, "inspect", tmp_path / "whole.pt")
+    assert code == 2 and one_error_line(err, tmp_path / "whole.pt")
+    assert "save `model.state_dict()` instead" in err
+
+
+def test_a_hostile_class_gets_no_state_dict_hint(capsys, tmp_path):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    torch.save({"x": Payload()}, tmp_path / "evil.pt", pickle_module=pickle)
+    code, out, err = run_cli(capsys, "inspect", tmp_path / "evil.pt")
+    assert code == 2 and "ran" not in out and "refused" in err and "state_dict" not in err

@@ -124,6 +124,14 @@ def _size(items: Any = ()) -> tuple[Any, ...]:
     return tuple(items)
 
 
+def _whole_module_hint(module: str) -> str:
+    """What to do when the class is a model saved whole (``torch.save(model)``)."""
+    if module.startswith("torch.nn.") or module == "__main__":  # not os.system & co.
+        return ("; a model saved whole with torch.save(model) is not read: save "
+                "`model.state_dict()` instead")
+    return ""
+
+
 class SafeUnpickler(pickle.Unpickler):
     """An unpickler that can only build data: see the module docstring."""
 
@@ -161,7 +169,7 @@ class SafeUnpickler(pickle.Unpickler):
             return self._script_class(qualified)
         raise pickle.UnpicklingError(
             f"the pickle names {qualified}, which a file of tensors has no need for "
-            "(refused: unpickling it could run code)")
+            "(refused: unpickling it could run code)" + _whole_module_hint(module))
 
     def persistent_load(self, pid: Any) -> Storage:
         if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
