@@ -1,9 +1,11 @@
 """``check_conversion``: hammer a user's own converter the way the suite hammers ours.
 
-Hypothesis draws single-cell specs that both formats' runtimes support, builds
-and runs the source framework on native weights, passes a copy of those
-weights to the user's function, runs the target framework on what it returns,
-and compares outputs, h and c. Anything going wrong inside the user's function
+Hypothesis draws specs that both formats' runtimes support, within the
+check's keywords (:mod:`equivalence.check_draws`: layers, directions, sizes,
+features), builds and runs the source framework on native weights, passes a
+copy of those weights to the user's function as the source framework gives
+them (:mod:`equivalence.framework_objects`), runs the target framework on what
+it returns, and compares outputs, h and c. Anything going wrong inside the user's function
 or with what it returns is a failed result with the reason, never a crash: an
 exception (even one whose message cannot be formatted), an object whose
 ``__array__`` or ``__getitem__`` raises, weights the target's reader refuses,
