@@ -7,6 +7,11 @@ random weights and inputs on a few recurring shapes, as Hypothesis draws them;
 The first (building) call is included in the cached figure. "ceiling" is the
 same ratio in the framework alone (``execute`` on native weights made
 beforehand): the speedup a harness with no cost of its own would show.
+
+"ratio" is examples/s through ``Runtime.run`` over examples/s of ``execute``
+alone, on the same prepared examples with built networks: what the contract's
+checks cost. The command exits 1 when a runtime's ratio is under
+``RATIO_FLOOR`` (0.5).
 """
 
 from __future__ import annotations
@@ -72,6 +77,32 @@ def examples_per_second(
     return len(examples) / (time.perf_counter() - start)
 
 
+RATIO_FLOOR = 0.5  # Runtime.run must keep at least half the framework's own examples/s
+
+
+def harness_ratio(entry: table.Entry, count: int, repeats: int = 3) -> dict[str, float]:
+    """Examples/s through ``Runtime.run`` and of ``execute`` alone, on the same examples.
+
+    The examples' native weights are made and the networks built beforehand
+    (one untimed pass), so both loops time only what each example costs once
+    built: the framework's run, plus (for ``Runtime.run``) the contract's checks.
+    The two loops alternate ``repeats`` times; the medians are reported.
+    """
+    runtime = entry.load()
+    examples = cases(entry, count, seed=5)
+    examples_per_second(entry, examples, lambda: runtime)
+    through_run, alone = [], []
+    for _ in range(repeats):
+        alone.append(examples_per_second(entry, examples, lambda: runtime, framework_only=True))
+        through_run.append(examples_per_second(entry, examples, lambda: runtime))
+    run_rate, alone_rate = float(np.median(through_run)), float(np.median(alone))
+    return {
+        "run_examples_per_second": round(run_rate, 1),
+        "framework_examples_per_second": round(alone_rate, 1),
+        "harness_ratio": round(run_rate / alone_rate, 2),
+    }
+
+
 def measure(entry: table.Entry, count: int, naive_count: int) -> dict[str, float]:
     cached = entry.load()
 
@@ -96,7 +127,14 @@ def measure(entry: table.Entry, count: int, naive_count: int) -> dict[str, float
         "naive_examples_per_second": round(slow, 2),
         "speedup": round(fast / slow, 1),
         "framework_only_ceiling": round(fast_alone / slow_alone, 1),
+        **harness_ratio(entry, count),
     }
+
+
+def under_floor(results: dict[str, dict[str, float]]) -> list[str]:
+    """The runtimes whose harness ratio is under :data:`RATIO_FLOOR`, with their figure."""
+    return [f"{name}: harness ratio {row['harness_ratio']} < {RATIO_FLOOR}"
+            for name, row in results.items() if row["harness_ratio"] < RATIO_FLOOR]
 
 
 def suite_wall_times(pytest_args: list[str], jobs: str) -> dict[str, float]:
@@ -134,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--suite", action="store_true",
                         help="time the ci suite: naive (serial, no sharing) vs shared + workers")
+    parser.add_argument("--ratio-only", action="store_true",
+                        help="only the harness ratio (Runtime.run vs execute alone)")
     parser.add_argument("--jobs", default="auto", help="pytest-xdist workers for --suite")
     parser.add_argument("pytest_args", nargs="*", help="with --suite: tests to run (default all)")
     args = parser.parse_args(argv)
@@ -151,17 +191,34 @@ def main(argv: list[str] | None = None) -> int:
         if reason:
             print(f"skip {entry.name}: {reason}", file=sys.stderr)
             continue
-        results[entry.name] = measure(entry, args.examples, args.naive_examples)
+        results[entry.name] = (harness_ratio(entry, args.examples) if args.ratio_only
+                               else measure(entry, args.examples, args.naive_examples))
     if args.json:
         print(json.dumps(results, indent=2))
-        return 0
-    print(f"{'runtime':<16}{'examples/s':>12}{'naive ex/s':>12}{'speedup':>9}{'ceiling':>9}")
+    else:
+        print_table(results)
+    failures = under_floor(results)
+    for failure in failures:
+        print(f"too slow: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def print_table(results: dict[str, dict[str, float]]) -> None:
+    if all("speedup" not in row for row in results.values()):
+        print(f"{'runtime':<16}{'run ex/s':>11}{'alone ex/s':>12}{'ratio':>7}")
+        for name, row in results.items():
+            print(f"{name:<16}{row['run_examples_per_second']:>11}"
+                  f"{row['framework_examples_per_second']:>12}{row['harness_ratio']:>7}")
+        return
+    print(f"{'runtime':<16}{'examples/s':>12}{'naive ex/s':>12}{'speedup':>9}{'ceiling':>9}"
+          f"{'run ex/s':>11}{'alone ex/s':>12}{'ratio':>7}")
     for name, row in results.items():
         print(
             f"{name:<16}{row['examples_per_second']:>12}{row['naive_examples_per_second']:>12}"
             f"{row['speedup']:>8}x{row['framework_only_ceiling']:>8}x"
+            f"{row['run_examples_per_second']:>11}{row['framework_examples_per_second']:>12}"
+            f"{row['harness_ratio']:>7}"
         )
-    return 0
 
 
 if __name__ == "__main__":

@@ -40,29 +40,47 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 
 def _feed(digest: Any, value: Any) -> None:
-    if isinstance(value, np.ndarray) or type(value).__module__ == "numpy":
-        array = np.ascontiguousarray(value)
-        if array.dtype.hasobject:  # no stable bytes; the run itself names such arrays
-            raise Unhashable("object array")
-        digest.update(f"a{array.dtype.str}{array.shape}".encode())
-        digest.update(array.view(np.uint8).tobytes() if array.size else b"")
-    elif isinstance(value, Mapping):
+    # exact built-in containers first: most of a key is lists and dicts of arrays, and an
+    # exact type test is much cheaper than the abstract-class checks further down
+    kind = type(value)
+    if kind is np.ndarray or kind.__module__ == "numpy":
+        _feed_array(digest, value)
+    elif kind is list or kind is tuple:
+        _feed_sequence(digest, value)
+    elif kind is dict or isinstance(value, Mapping):
         digest.update(f"m{len(value)}".encode())
         for key in sorted(value, key=repr):
             _feed(digest, key)
             _feed(digest, value[key])
+    elif isinstance(value, np.ndarray):
+        _feed_array(digest, value)
     elif isinstance(value, (list, tuple)):
-        digest.update(f"l{type(value).__name__}{len(value)}".encode())
-        for item in value:
-            _feed(digest, item)
+        _feed_sequence(digest, value)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        digest.update(type(value).__name__.encode())
-        for name in _field_names(type(value)):
+        digest.update(kind.__name__.encode())
+        for name in _field_names(kind):
             _feed(digest, getattr(value, name))
     elif value is None or isinstance(value, (bool, int, float, str, bytes)):
-        digest.update(f"s{type(value).__name__}{value!r}".encode())
+        digest.update(f"s{kind.__name__}{value!r}".encode())
     else:
-        raise Unhashable(type(value).__name__)
+        raise Unhashable(kind.__name__)
+
+
+def _feed_array(digest: Any, value: Any) -> None:
+    # a contiguous array is hashed in place (its buffer), others through one contiguous copy
+    array = value if type(value) is np.ndarray and value.flags.c_contiguous else (
+        np.ascontiguousarray(value))
+    if array.dtype.hasobject:  # no stable bytes; the run itself names such arrays
+        raise Unhashable("object array")
+    digest.update(f"a{array.dtype.str}{array.shape}".encode())
+    if array.size:
+        digest.update(array.reshape(-1).view(np.uint8).data)
+
+
+def _feed_sequence(digest: Any, value: list[Any] | tuple[Any, ...]) -> None:
+    digest.update(f"l{type(value).__name__}{len(value)}".encode())
+    for item in value:
+        _feed(digest, item)
 
 
 def fingerprint(*parts: Any) -> bytes:

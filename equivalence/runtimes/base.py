@@ -28,6 +28,7 @@ from ..capabilities import Capabilities
 from ..errors import ShapeError, UnsupportedFeatureError
 from ..formats import get as get_format
 from ..io_types import LSTMInputs, LSTMResult
+from ..memo import Memo
 from ..options import checked_run_options, reader_options
 from ..spec import LSTMSpec
 
@@ -38,6 +39,8 @@ __all__ = ["Capabilities", "Runtime", "split_states", "with_initial_states", "ze
 
 # Fields the weights must agree with the spec on (the rest are run-time options).
 _SHAPE_FIELDS = ("input_size", "units", "layers", "directions", "projection_size", "peepholes")
+# Weights that passed the reader, by content: a key is a few dozen bytes, so this stays small.
+CHECKED_WEIGHTS = Memo()
 
 
 class Runtime(abc.ABC):
@@ -116,7 +119,17 @@ class Runtime(abc.ABC):
             raise UnsupportedFeatureError(self.name, refusal)
 
     def check_weights(self, spec: LSTMSpec, native: Any, options: Mapping[str, Any]) -> None:
-        """Read ``native`` with the format's reader; its shape must be the spec's."""
+        """Read ``native`` with the format's reader; its shape must be the spec's.
+
+        A pass is remembered by content (format, spec, options and every array's
+        bytes, :mod:`equivalence.memo`), so weights run again are not read again;
+        a failure is not remembered, and content with no hash is always read.
+        """
+        # the spec (a frozen value) keys the memo by itself: only options and weights are hashed
+        CHECKED_WEIGHTS.get(f"{self.format} {spec!r}", (dict(options), native),
+                            lambda: self._read_weights(spec, native, options))
+
+    def _read_weights(self, spec: LSTMSpec, native: Any, options: Mapping[str, Any]) -> None:
         read = get_format(self.format).to_canonical(
             native, **reader_options(self.format, spec, options)
         )
