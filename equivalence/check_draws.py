@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from .capabilities import Capabilities
 from .case import Case
-from .errors import ConversionError, brief
+from .errors import ConversionError, brief, describe
 from .spec import DTYPES, MAX_LAYERS, LSTMSpec
 from .strategies import INPUT_SIZES, UNITS, lstm_inputs, lstm_specs, lstm_weights
 
@@ -48,13 +48,21 @@ def _choices(name: str, value: object, low: int, high: int, hint: str) -> tuple[
     smallest."""
     values = [value] if isinstance(value, int) and not isinstance(value, bool) else None
     if values is None and isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
-        values = list(itertools.islice(value, _MAX_CHOICES + 1))
+        values = _read(name, value, _MAX_CHOICES + 1)
     odd = values is None or not values or len(values) > _MAX_CHOICES or any(
         isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high for v in values)
     if odd:
         raise ConversionError(f"{name}={brief(value)}: pass an int in [{low}, {high}] or a "
                               f"sequence of at most {_MAX_CHOICES} of them, e.g. {hint}")
     return tuple(sorted(set(values)))  # type: ignore[arg-type]
+
+
+def _read(name: str, values: Iterable[Any], most: int) -> list[Any]:
+    """At most ``most`` items of the caller's iterable; its own failure named, as ours."""
+    try:
+        return list(itertools.islice(values, most))
+    except Exception as exc:  # an iterable whose __iter__ or __next__ raises
+        raise ConversionError(f"{name}: iterating it raised {describe(exc)}") from exc
 
 
 def parse(caps: Capabilities, pair: str, *, layers: object = 1, directions: object = 1,
@@ -108,7 +116,7 @@ def _dtypes(value: object, caps: Capabilities, pair: str) -> tuple[str, ...]:
     if not isinstance(value, Iterable):
         raise ConversionError(f"dtypes={brief(value)}: pass some of {DTYPES}, e.g. "
                               "dtypes=['float32']")
-    chosen = tuple(itertools.islice(value, len(DTYPES) + 1))
+    chosen = tuple(_read("dtypes", value, len(DTYPES) + 1))
     if not chosen or any(not isinstance(d, str) or d not in DTYPES for d in chosen):
         raise ConversionError(f"dtypes={brief(chosen)}: pass some of {DTYPES}, e.g. "
                               "dtypes=['float32']")

@@ -201,6 +201,11 @@ def test_pinned_sizes_and_narrowed_features_are_what_fn_sees() -> None:
                for shapes in seen)
 
 
+class BadIterable:
+    def __iter__(self):
+        raise RuntimeError("no")
+
+
 @pytest.mark.parametrize("options, text", [
     ({"layers": 0}, "layers=0: pass an int in [1, "),
     ({"layers": "2"}, "layers='2'"),
@@ -216,6 +221,9 @@ def test_pinned_sizes_and_narrowed_features_are_what_fn_sees() -> None:
     ({"peepholes": True}, "peepholes=True: torch -> keras cannot run peepholes"),
     ({"native": "torch"}, "native='torch'"),
     ({"units": 10**6, "layers": 9000}, "the largest network they allow is refused"),
+    ({"units": range(1, 10**12)}, "a sequence of at most 64"),
+    ({"layers": BadIterable()}, "layers: iterating it raised RuntimeError"),
+    ({"dtypes": BadIterable()}, "dtypes: iterating it raised RuntimeError"),
 ])
 def test_bad_draw_keywords_raise_naming_the_argument(options: dict, text: str) -> None:
     options = {"source": "torch", "target": "keras", **options}
