@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import numpy_pickle
 from ._base import FileFormatError
 from .limits import MAX_ARRAY_BYTES, check_declared, read_member
 
@@ -167,6 +168,9 @@ class SafeUnpickler(pickle.Unpickler):
                 return _build_list
         if self.script_objects and (module == "__torch__" or module.startswith("__torch__.")):
             return self._script_class(qualified)
+        numpy_stand_in = numpy_pickle.find(module, name, self.source, self.file_bytes)
+        if numpy_stand_in is not None:  # numpy's own array reconstruction, as data
+            return numpy_stand_in
         raise pickle.UnpicklingError(
             f"the pickle names {qualified}, which a file of tensors has no need for "
             "(refused: unpickling it could run code)" + _whole_module_hint(module))
@@ -292,6 +296,8 @@ def load_legacy(path: Path) -> Any:
             return _load(unpickler, source)
 
         magic = next_pickle()
+        if isinstance(magic, Mapping) and handle.read(1) == b"":
+            return magic  # one plain pickle of arrays (pickle.dump of a dict), not torch.save
         if magic != LEGACY_MAGIC:
             raise FileFormatError(path, "a pickle, but not a torch.save file (no torch magic "
                                         "number)")
