@@ -166,3 +166,20 @@ def test_numpy_weights_on_request() -> None:
     check_implementation(lambda sd, inputs: kinds.update(type(v).__module__ for v in sd.values()),
                          format="torch", max_examples=2, native="numpy")
     assert kinds == {"numpy"}
+
+
+class RaisingArray:
+    def __array__(self, *args, **kwargs):
+        raise RuntimeError("no values")
+
+
+@pytest.mark.parametrize("answer, text", [
+    ((RaisingArray(),) * 3, "cannot be judged"),
+    ((np.broadcast_to(np.float32(0), (2**20, 2**20)),) * 3, "more than"),
+    (LSTMResult(*[object()] * 3), "cannot be judged"),
+])
+def test_hostile_results_are_failed_results_in_bounded_time(answer, text: str) -> None:
+    started = time.monotonic()
+    result = check_implementation(lambda sd, inputs: answer, format="torch", max_examples=3)
+    assert not result.ok and text in str(result), str(result)
+    assert time.monotonic() - started < 10
