@@ -248,8 +248,8 @@ def _stackable(lower: KerasLayer, upper: KerasLayer) -> bool:
         return False
     if not (lower.return_sequences and lower.concat):
         return False
-    same = (lower.format, lower.directions, lower.recurrent_activation) == (
-        upper.format, upper.directions, upper.recurrent_activation)
+    same = (lower.format, lower.directions, lower.recurrent_activation, lower.activation) == (
+        upper.format, upper.directions, upper.recurrent_activation, upper.activation)
     units = lower.cells[-1][0]["recurrent_kernel"].shape[0]
     upper_in = upper.cells[0][0]["kernel"].shape[0]
     return same and units == upper.cells[0][0]["recurrent_kernel"].shape[0] and (
@@ -285,6 +285,8 @@ def _entry(chain: list[KerasLayer], path: Path, kind: str, runner: str | None) -
     options: dict[str, Any] = {"directions": first.directions}
     if first.format == "keras":
         options["recurrent_activation"] = first.recurrent_activation
+        if first.activation != "tanh":
+            options["activation"] = first.activation
     notes = [n for layer in chain for n in layer.notes]
     if first.format == "keras" and first.recurrent_activation != "sigmoid":
         formula = {"hard_sigmoid_tf_keras": "clip(0.2x+0.5, 0, 1), tf_keras",

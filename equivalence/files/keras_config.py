@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import brief
+from ..spec import ACTIVATIONS
 from ._base import FileFormatError
 
 LSTM_CLASSES = {"LSTM": "keras", "CuDNNLSTM": "cudnn"}
@@ -35,6 +37,7 @@ class KerasLayer:
     directions: int
     cells: list[list[dict[str, np.ndarray]]]  # [spec layer][direction] -> part -> array
     recurrent_activation: str = "sigmoid"
+    activation: str = "tanh"  # the cell/output activation, LSTM(activation=)
     return_sequences: bool = True
     concat: bool = True
     inbound: str | None = None
@@ -64,6 +67,16 @@ def _activation(value: Any, major: int) -> str | None:
     if name == "hard_sigmoid":
         return "hard_sigmoid_keras3" if major >= 3 else "hard_sigmoid_tf_keras"
     return None
+
+
+def _cell_activation(value: Any) -> str | None:
+    """The spec's activation for a config value (a name or a serialized object), or None."""
+    if isinstance(value, dict):  # Keras 3: {"class_name": "function", "config": "relu", ...}
+        inner = value.get("config")
+        value = inner if isinstance(inner, str) else value.get("class_name")
+    if not isinstance(value, str):
+        return None
+    return value.lower() if value.lower() in ACTIVATIONS else None
 
 
 def _model_layers(config: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
@@ -151,12 +164,15 @@ def _describe(cfg: dict[str, Any], major: int) -> KerasLayer | None:
     label = cls if cls in LSTM_CLASSES else f"RNN({cell_names})"
     layer = KerasLayer(name, label, fmt, 1, [])
     layer.return_sequences = bool(conf.get("return_sequences", False))
-    activations = set()
+    activations, cell_activations = set(), set()
     for cell in cell_configs:
         c = cell.get("config", {})
         if fmt == "keras":
-            if str(c.get("activation", "tanh")).lower() != "tanh":
-                layer.problem = f"activation {c.get('activation')!r} (only tanh LSTMs convert)"
+            cell_act = _cell_activation(c.get("activation", "tanh"))
+            if cell_act is None:
+                layer.problem = (f"activation {brief(c.get('activation'))} "
+                                 f"(the spec knows {', '.join(ACTIVATIONS)})")
+            cell_activations.add(cell_act)
             act = _activation(c.get("recurrent_activation", "sigmoid"), major)
             if act is None:
                 layer.problem = (f"recurrent_activation {c.get('recurrent_activation')!r} "
@@ -167,6 +183,9 @@ def _describe(cfg: dict[str, Any], major: int) -> KerasLayer | None:
     if len(activations) > 1:
         layer.problem = "cells with different recurrent activations"
     layer.recurrent_activation = next(iter(activations), "sigmoid") or "sigmoid"
+    if len(cell_activations) > 1:
+        layer.problem = "cells with different activations"
+    layer.activation = next(iter(cell_activations), "tanh") or "tanh"
     if conf.get("go_backwards"):
         layer.problem = "go_backwards=True on a single direction (a reversed LSTM)"
     if len({c.get("config", {}).get("units") for c in cell_configs}) > 1:

@@ -67,11 +67,13 @@ def read_groups(native: Any, directions: int, bias_factor: int) -> tuple[LSTMSpe
 
 
 def to_canonical(
-    native: Any, *, directions: int = 1, recurrent_activation: str = "sigmoid"
+    native: Any, *, directions: int = 1, recurrent_activation: str = "sigmoid",
+    activation: str = "tanh",
 ) -> LSTMWeights:
-    """Keras weights -> canonical. ``directions=2`` reads a Bidirectional layout."""
+    """Keras weights -> canonical. ``directions=2`` reads a Bidirectional layout;
+    ``activation`` is the layer's ``activation=`` (the arrays do not carry it)."""
     spec, groups = read_groups(native, directions, bias_factor=1)
-    spec = spec.replace(recurrent_activation=recurrent_activation)
+    spec = spec.replace(recurrent_activation=recurrent_activation, activation=activation)
     cells = [
         CellWeights(
             w_input=kernel.T.copy(),
