@@ -55,7 +55,8 @@ from .strategies import Case
 # What fn is told is its weights and inputs: what the weights do not carry (a layer's
 # configuration) is not drawn, as fn could not know it; peepholes and projection are arrays.
 WEIGHTS_ALONE: dict[str, Any] = {
-    "recurrent_activations": frozenset({"sigmoid"}), "reverse": False, "cell_clip": False,
+    "recurrent_activations": frozenset({"sigmoid"}), "activations": frozenset({"tanh"}),
+    "reverse": False, "cell_clip": False,
     "projection_clip": False, "gate_clip": False, "input_forget": False, "forget_bias": False,
     "time_major": False,
 }
@@ -155,7 +156,7 @@ def check_implementation(
     ``LSTMResult``: ``output`` ``(B, T, D*O)`` (zero past each length), ``h``
     and ``c`` the final states ``(L, D, B, ...)``. Same keywords as
     :func:`~equivalence.check.check_conversion`. What the weights alone do not
-    say is not drawn: the recurrent activation is the sigmoid, and there are no
+    say is not drawn: the activations are the sigmoid and tanh, and there are no
     clips, reverse-only or coupled-gate LSTMs (peepholes and projections, which
     are arrays, are drawn where the format has them). Judged against the float64
     reference under the one tolerance policy. Raises ConversionError only for a
