@@ -1,7 +1,11 @@
 """Hypothesis strategies: LSTM specs, weights, inputs and whole cases.
 
 Named like ``hypothesis.extra.numpy``: plural nouns, keyword-only bounds with
-``min_*``/``max_*`` names, arguments checked up front. Shapes are drawn from
+``max_*`` names, arguments checked when the strategy is made (a ConversionError, a
+ValueError, naming the argument and what to pass), not at the first draw. The public
+four are :func:`lstm_specs`, :func:`lstm_weights`, :func:`lstm_inputs` and
+:func:`lstm_cases`; each returns a strategy for :meth:`hypothesis.strategies.DataObject.draw`
+or ``@given``. Shapes are drawn from
 small sets on purpose: every distinct shape costs a framework a build and a
 trace, and small sizes (1 included) are where layout bugs show.
 """
@@ -17,7 +21,7 @@ from hypothesis import strategies as st
 from .canonical import LSTMWeights, random_weights
 from .capabilities import Capabilities, joint_capabilities  # noqa: F401 (re-exported)
 from .case import Case
-from .errors import ConversionError, brief
+from .errors import ConversionError, SpecError, brief
 from .io_types import LSTMInputs
 from .spec import DTYPES, MAX_LAYERS, RECURRENT_ACTIVATIONS, LSTMSpec, finite_number
 
@@ -54,24 +58,49 @@ def _check_choices(capabilities: object, dtypes: object) -> tuple[str, ...] | No
     return chosen
 
 
-@st.composite
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConversionError(f"{name}={brief(value)}: pass True or False")
+
+
 def lstm_specs(
-    draw: st.DrawFn,
     *,
     capabilities: Capabilities = DEFAULT_CAPABILITIES,
     max_layers: int = 2,
     dtypes: Iterable[str] | None = None,
     single_cell: bool = False,
+) -> st.SearchStrategy[LSTMSpec]:
+    """:class:`LSTMSpec` s that every runtime behind ``capabilities`` can run.
+
+    ``capabilities`` (default: float32, sigmoid, no optional feature) bounds the
+    features drawn; ``max_layers`` (default 2, at most ``MAX_LAYERS``) the stack
+    depth; ``dtypes`` (default None: float32) the precisions allowed, some of
+    ``DTYPES``; ``single_cell`` (default False) fixes one layer, one direction.
+    Sizes come from ``INPUT_SIZES`` and ``UNITS``.
+    """
+    _check_bound("max_layers", max_layers, 1, MAX_LAYERS)
+    chosen = _check_choices(capabilities, dtypes)
+    _check_flag("single_cell", single_cell)
+    return _specs(capabilities=capabilities, max_layers=max_layers, dtypes=chosen,
+                  single_cell=single_cell)
+
+
+@st.composite
+def _specs(
+    draw: st.DrawFn,
+    *,
+    capabilities: Capabilities,
+    max_layers: int,
+    dtypes: tuple[str, ...] | None,
+    single_cell: bool,
 ) -> LSTMSpec:
-    """Specs that ``capabilities`` can run; ``single_cell`` fixes one layer, one direction.
+    """What :func:`lstm_specs` draws (its arguments already checked).
 
     Every choice is drawn whatever the capabilities, then masked by them: runtimes
     with different capabilities then see the same shapes for the same draws, so
     the networks built (and the runs shared, :mod:`equivalence.memo`) for one
     check serve the others.
     """
-    _check_bound("max_layers", max_layers, 1, MAX_LAYERS)
-    dtypes = _check_choices(capabilities, dtypes)
     caps = capabilities
     limit = min(max_layers, caps.max_layers or max_layers)
     layers = min(draw(st.integers(1, max_layers)), limit)
@@ -134,35 +163,57 @@ def _allowed(drawn: str, allowed: Iterable[str], fallback: str) -> str:
     return fallback if fallback in allowed or not allowed else allowed[0]
 
 
-@st.composite
-def lstm_weights(draw: st.DrawFn, spec: LSTMSpec, *, max_scale: float = 1.0) -> LSTMWeights:
+def lstm_weights(spec: LSTMSpec, *, max_scale: float = 1.0) -> st.SearchStrategy[LSTMWeights]:
     """Canonical weights for ``spec``, rounded to ``spec.dtype`` so every side sees the same values.
 
-    Values come from a drawn seed (fast, and shrinks towards seed 0) with a
-    drawn scale, so both near-linear and saturating gates are exercised.
+    Values come from a drawn seed (fast, and shrinks towards seed 0) with a drawn
+    scale of 0.1, 0.5 or ``max_scale`` (default 1.0, a positive finite number), so
+    both near-linear and saturating gates are exercised.
     """
-    max_scale = finite_number("max_scale", max_scale)
+    _check_spec(spec)
+    scale = finite_number("max_scale", max_scale)
+    if not scale > 0:
+        raise ConversionError(f"max_scale={brief(max_scale)}: pass a positive number, e.g. 1.0")
+    return _weights(spec, max_scale=scale)
+
+
+def _check_spec(spec: object) -> None:
+    if not isinstance(spec, LSTMSpec):
+        raise SpecError(f"spec: got {type(spec).__name__}, expected LSTMSpec (draw one "
+                              "from lstm_specs())")
+
+
+@st.composite
+def _weights(draw: st.DrawFn, spec: LSTMSpec, *, max_scale: float) -> LSTMWeights:
     seed = draw(st.integers(0, 2**32 - 1))
     scale = draw(st.sampled_from((0.1, 0.5, max_scale)))
     weights = random_weights(spec, np.random.default_rng(seed), scale=scale)
     return weights.astype(spec.dtype)
 
 
-@st.composite
 def lstm_inputs(
-    draw: st.DrawFn,
     spec: LSTMSpec,
     *,
     capabilities: Capabilities = DEFAULT_CAPABILITIES,
     max_batch: int = 3,
     max_steps: int = 9,
-) -> LSTMInputs:
-    """Inputs for ``spec``: data, and where supported initial states, lengths, time-major."""
-    if not isinstance(spec, LSTMSpec):
-        raise ConversionError(f"spec: got {type(spec).__name__}, expected LSTMSpec")
+) -> st.SearchStrategy[LSTMInputs]:
+    """:class:`LSTMInputs` for ``spec``: batch-first data, and where ``capabilities``
+    allow, initial states, sequence lengths and time-major layout (each drawn on or off).
+
+    ``max_batch`` (default 3) and ``max_steps`` (default 9) are ints >= 1 bounding the
+    sizes drawn from ``BATCHES`` and ``STEPS`` (1 when none fits).
+    """
+    _check_spec(spec)
     _check_choices(capabilities, None)
     _check_bound("max_batch", max_batch, 1)
     _check_bound("max_steps", max_steps, 1)
+    return _inputs(spec, capabilities=capabilities, max_batch=max_batch, max_steps=max_steps)
+
+
+@st.composite
+def _inputs(draw: st.DrawFn, spec: LSTMSpec, *, capabilities: Capabilities, max_batch: int,
+            max_steps: int) -> LSTMInputs:
     batch = draw(st.sampled_from([b for b in BATCHES if b <= max_batch] or [1]))
     steps = draw(st.sampled_from([t for t in STEPS if t <= max_steps] or [1]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -184,20 +235,32 @@ def lstm_inputs(
     return LSTMInputs(x, h0, c0, lengths, time_major)
 
 
-@st.composite
 def lstm_cases(
-    draw: st.DrawFn,
     *,
     capabilities: Capabilities = DEFAULT_CAPABILITIES,
     max_layers: int = 2,
     dtypes: Iterable[str] | None = None,
     single_cell: bool = False,
-) -> Case:
-    """A whole example that every runtime behind ``capabilities`` can run."""
-    spec = draw(
-        lstm_specs(
-            capabilities=capabilities, max_layers=max_layers, dtypes=dtypes, single_cell=single_cell
-        )
-    )
-    weights = draw(lstm_weights(spec))
-    return Case(spec, weights, draw(lstm_inputs(spec, capabilities=capabilities)))
+    max_scale: float = 1.0,
+    max_batch: int = 3,
+    max_steps: int = 9,
+) -> st.SearchStrategy[Case]:
+    """Whole examples (:class:`Case`: spec, weights, inputs) that every runtime behind
+    ``capabilities`` can run; the arguments and defaults are those of :func:`lstm_specs`,
+    :func:`lstm_weights` and :func:`lstm_inputs`, checked here."""
+    specs = lstm_specs(capabilities=capabilities, max_layers=max_layers, dtypes=dtypes,
+                       single_cell=single_cell)
+    lstm_weights(LSTMSpec(1, 1), max_scale=max_scale)  # the arguments' checks, now
+    lstm_inputs(LSTMSpec(1, 1), capabilities=capabilities, max_batch=max_batch,
+                max_steps=max_steps)
+    return _cases(specs, capabilities, float(max_scale), max_batch, max_steps)
+
+
+@st.composite
+def _cases(draw: st.DrawFn, specs: st.SearchStrategy[LSTMSpec], capabilities: Capabilities,
+           max_scale: float, max_batch: int, max_steps: int) -> Case:
+    spec = draw(specs)
+    weights = draw(lstm_weights(spec, max_scale=max_scale))
+    inputs = draw(lstm_inputs(spec, capabilities=capabilities, max_batch=max_batch,
+                              max_steps=max_steps))
+    return Case(spec, weights, inputs)

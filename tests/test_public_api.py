@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import equivalence
+from equivalence import ConversionError
 
 pytestmark = pytest.mark.cpu
 
@@ -70,3 +71,43 @@ def test_non_finite_difference_is_null_in_json() -> None:
 
     result = CheckResult("torch", "keras", ok=False, examples=1, max_abs_diff=float("nan"))
     assert json.loads(result.to_json())["max_abs_diff"] is None
+
+
+@pytest.mark.parametrize("make, named", [
+    (lambda s: s.lstm_specs(max_layers=0), "max_layers"),
+    (lambda s: s.lstm_specs(dtypes="float32"), "dtypes"),
+    (lambda s: s.lstm_specs(single_cell="yes"), "single_cell"),
+    (lambda s: s.lstm_weights("spec"), "spec"),
+    (lambda s: s.lstm_weights(equivalence.LSTMSpec(1, 1), max_scale=0), "max_scale"),
+    (lambda s: s.lstm_inputs(equivalence.LSTMSpec(1, 1), max_steps=0), "max_steps"),
+    (lambda s: s.lstm_cases(max_batch=1.5), "max_batch"),
+    (lambda s: s.lstm_cases(capabilities="all"), "capabilities"),
+])
+def test_strategy_arguments_are_checked_when_made(make, named) -> None:
+    from equivalence import strategies
+
+    with pytest.raises(ConversionError, match=named):  # not at the first draw
+        make(strategies)
+
+
+def test_strategies_are_documented_and_draw_what_they_say() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from equivalence import strategies
+    from equivalence.capabilities import Capabilities
+
+    for name in ("lstm_specs", "lstm_weights", "lstm_inputs", "lstm_cases"):
+        doc = getattr(strategies, name).__doc__
+        assert doc and "default" in doc, name
+    caps = Capabilities(initial_state=True, lengths=True, bidirectional=True)
+
+    @settings(max_examples=20, deadline=None, database=None)
+    @given(st.data())
+    def drawn(data) -> None:
+        case = data.draw(strategies.lstm_cases(capabilities=caps, max_layers=3, max_batch=2,
+                                               max_steps=3))
+        assert 1 <= case.spec.layers <= 3 and case.inputs.x.shape[0] <= 2
+        assert case.inputs.steps <= 3 and case.spec.dtype == "float32"
+
+    drawn()
