@@ -128,7 +128,7 @@ def verdict(found: Any) -> str:
     return text + (f"; error: {found.error}" if found.error else "")
 
 
-_ROWS_KEY = pytest.StashKey[list]()
+_ROWS_KEY = pytest.StashKey[list[dict[str, Any]]]()
 # A suite sets config.stash[RECORD_CHECKS] = False (in pytest_configure) to keep its checks
 # out of the results file, leaving only the examples its tests record themselves.
 RECORD_CHECKS = pytest.StashKey[bool]()
@@ -153,7 +153,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = made.get_result()
     if report.when != "call":
         return
-    rows = list(item.stash.get(_ROWS_KEY, []))
+    stored: list[dict[str, Any]] = item.stash.get(_ROWS_KEY, [])
+    rows = list(stored)
     outcomes = getattr(item, "equivalence_outcomes", None)  # examples a test recorded itself
     if outcomes:
         from .report.from_pytest import row_for
@@ -163,7 +164,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    _ROWS.extend(value for name, value in report.user_properties if name == ROW)
+    _ROWS.extend(value for name, value in report.user_properties  # type: ignore[misc]
+                 if name == ROW)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -101,13 +101,14 @@ def convert_file(input: str | os.PathLike[str], output: str | os.PathLike[str], 
             raise ConversionError(f"{option[2:]}: {brief(value)}, expected a str")
     argv += ["--to", to] + (["--from", source] if source else [])
     argv += ["--layer", layer] if layer is not None else []
-    for option, value, default in (
+    flags: tuple[tuple[str, Any, Any], ...] = (
         ("--verify", verify, False), ("--keep-failed", keep_failed, False),
         ("--force", force, False), ("--all", every_lstm, False),
         (cli.DROP_FLAG, drop_stored_inputs, False), (cli.TRUST_FLAG, run_torchscript, False),
         ("--forget-bias", forget_bias, 1.0), ("--out-forget-bias", out_forget_bias, 1.0),
         ("--examples", examples, 3), ("--seed", seed, 0),
-    ):
+    )
+    for option, value, default in flags:
         _flag(argv, option, value, default)
     args = _parser().parse_args(argv)
     log = io.StringIO()
