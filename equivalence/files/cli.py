@@ -39,6 +39,7 @@ from ._base import (
     temporary_name,
 )
 from ._base import select as select_lstm
+from .limits import MAX_NAME_CHARS, capped
 from .registry import FROM_CHOICES, TO_CHOICES, WriteJob, read
 from .torchscript import TRUST_FLAG
 
@@ -134,7 +135,7 @@ def _error(command: str, exc: BaseException, debug: bool) -> int:
         traceback.print_exception(exc)
     text = str(exc) if isinstance(exc, ConversionError) else (
         f"unexpected error: {type(exc).__name__}: {exc}")
-    print(f"equivalence {command}: error: {text.splitlines()[0] if text else text}",
+    print(f"equivalence {command}: error: {capped(text.splitlines()[0] if text else text)}",
           file=sys.stderr)
     return 2
 
@@ -157,7 +158,8 @@ def _row(found: FoundLSTM) -> tuple[dict[str, str], str | None]:
     except ConversionError as exc:
         facts = dict.fromkeys(COLUMNS[2:8], "?")
         problem = str(exc)
-    return {"name": found.name, "format": found.format, **facts, "biases": found.biases}, problem
+    return {"name": capped(found.name, MAX_NAME_CHARS), "format": found.format, **facts,
+            "biases": found.biases}, problem
 
 
 def table(rows: list[dict[str, str]]) -> str:
@@ -170,8 +172,9 @@ def table(rows: list[dict[str, str]]) -> str:
 
 def listing(found: FoundLSTM) -> dict[str, Any]:
     """One LSTM as inspect --json lists it."""
-    item: dict[str, Any] = {"name": found.name, "format": found.format, "kind": found.kind,
-                            "biases": found.biases, "notes": list(found.notes)}
+    item: dict[str, Any] = {"name": capped(found.name, MAX_NAME_CHARS), "format": found.format,
+                            "kind": found.kind, "biases": found.biases,
+                            "notes": [capped(note) for note in found.notes]}
     try:
         spec = found.spec
         item.update(layers=spec.layers, directions=spec.directions, input_size=spec.input_size,
@@ -179,9 +182,9 @@ def listing(found: FoundLSTM) -> dict[str, Any]:
                     dtype=spec.dtype, features=list(spec.features()), problem=None)
     except ConversionError as exc:
         item.update(layers=None, directions=None, input_size=None, units=None,
-                    projection_size=None, dtype=None, features=[], problem=str(exc))
+                    projection_size=None, dtype=None, features=[], problem=capped(str(exc)))
     item["stored_inputs"] = found.stored.names() if found.stored is not None else []
-    item["parts"] = [part.name for part in found.parts]
+    item["parts"] = [capped(part.name, MAX_NAME_CHARS) for part in found.parts]
     return item
 
 
@@ -208,13 +211,14 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"{args.file}: {len(found)} LSTM(s)")
     print(table(rows))
     for item in found:
-        print(f"\n{item.name}: {item.kind}")
+        print(f"\n{capped(item.name, MAX_NAME_CHARS)}: {item.kind}")
         for note in item.notes:
-            print(f"  note: {note}")
+            print(f"  note: {capped(note)}")
         if item.parts:
-            print(f"  layers, each selectable with --layer: {[p.name for p in item.parts]}")
+            print("  layers, each selectable with --layer: "
+                  f"{capped(str([p.name for p in item.parts]))}")
     for problem in problems:
-        print(f"equivalence inspect: error: {problem}", file=sys.stderr)
+        print(f"equivalence inspect: error: {capped(problem)}", file=sys.stderr)
     return 2 if problems else 0
 
 

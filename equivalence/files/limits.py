@@ -38,6 +38,29 @@ MAX_HDF5_OBJECTS = 200_000
 MAX_LAYERS = 10_000  # layer indices in key names (weight_ih_l{k}) beyond this are refused
 
 
+MAX_NAME_CHARS = 200  # a name echoed in a message or a listing, at most (then "...")
+
+
+def shown(name: object, limit: int = MAX_NAME_CHARS) -> str:
+    """``repr(name)`` capped at ``limit`` characters: names come from strangers' files, and a
+    200k-character node name must not become 200 KB of terminal output."""
+    text = repr(name) if isinstance(name, str) else str(name)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text):,} characters)"
+
+
+MAX_MESSAGE_CHARS = 2000  # one echoed line (an error, a note) at most
+
+
+def capped(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters with the full length said: every name and message
+    the CLI echoes passes through here, so a file's names cannot flood the output."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text):,} characters)"
+
+
 def file_size(path: str | os.PathLike[str]) -> int:
     """The size of ``path`` (a folder: the sum of its files, for checkpoint shards)."""
     path = Path(path)
@@ -89,6 +112,14 @@ def open_zip(path: Path, what: str) -> zipfile.ZipFile:
         archive.close()
         raise FileFormatError(path, f"{what}: {len(infos):,} zip members, over the "
                                     f"{MAX_ZIP_MEMBERS:,} cap")
+    names = [info.filename for info in infos]
+    if len(set(names)) != len(names):
+        archive.close()
+        seen: set[str] = set()
+        twin = next(n for n in names if n in seen or seen.add(n))
+        # zipfile reads the last of two members named alike, torch's reader the first
+        raise FileFormatError(path, f"{what}: two zip members named {shown(twin)}; refusing "
+                                    "to guess which one is meant")
     return archive
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ._base import FileFormatError
-from .limits import MAX_ARRAY_BYTES, check_declared
+from .limits import MAX_ARRAY_BYTES, check_declared, shown
 
 MAX_SCOPE_DEPTH = 16  # real models nest If/Loop 2-3 deep; protobuf stops near 33
 MAX_NODES = 1_000_000
@@ -150,6 +150,7 @@ def scopes(graph: Any, path: Path) -> Iterator[Scope]:
     nodes = 0
     while stack:
         scope = stack.pop(0)
+        _refuse_duplicates(scope, path)
         yield scope
         for index, node in enumerate(scope.graph.node):
             nodes += 1
@@ -165,6 +166,19 @@ def scopes(graph: Any, path: Path) -> Iterator[Scope]:
                                                     f"{MAX_SCOPE_DEPTH} deep")
                     stack.append(Scope(body, f"{scope.path}{label(node, index)}/"
                                              f"{attribute.name}/", scope, scope.depth + 1))
+
+
+def _refuse_duplicates(scope: Scope, path: Path) -> None:
+    """Two initializers or two node outputs of one name: which one a runtime takes is the
+    runtime's choice, not the file's, so reading either could be silently wrong."""
+    for what, names in (("initializers", [t.name for t in scope.graph.initializer]),
+                        ("node outputs", [o for n in scope.graph.node for o in n.output if o])):
+        if len(set(names)) != len(names):
+            seen: set[str] = set()
+            twin = next(n for n in names if n in seen or seen.add(n))
+            raise FileFormatError(path, f"two {what} named {shown(twin)} in graph "
+                                        f"{shown(scope.path) or 'main'}; refusing to guess "
+                                        "which one is meant")
 
 
 # ---------------------------------------------------------------- folding

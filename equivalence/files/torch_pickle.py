@@ -27,7 +27,7 @@ import numpy as np
 
 from . import numpy_pickle
 from ._base import FileFormatError
-from .limits import MAX_ARRAY_BYTES, check_declared, read_member
+from .limits import MAX_ARRAY_BYTES, check_declared, read_member, shown
 
 STORAGE_DTYPES = {
     "FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2",
@@ -267,6 +267,10 @@ def load_archive(archive: Any, path: Path, member: str, script_objects: bool = F
     if not matches:
         raise FileFormatError(path, f"a torch archive without {member}")
     root = matches[0].split("/", 1)[0]
+    roots = {n.split("/", 1)[0] for n in names}
+    if len(roots) != 1:  # torch.load refuses these too
+        raise FileFormatError(path, f"a torch archive with {len(roots)} root folders "
+                                    f"({shown(sorted(roots)[:3])}), expected one")
     file_bytes = path.stat().st_size
     known: dict[str, Storage] = {}
     tree = unpickle(read_member(archive, matches[0], path), str(path), known, file_bytes,
@@ -328,6 +332,7 @@ def load_legacy(path: Path) -> Any:
 
 
 MAX_VISITS = 1_000_000
+MAX_KEY_CHARS = 10_000  # a dotted key (module path and parameter name), far past real ones
 
 
 def flatten(tree: Any, source: str) -> dict[str, LazyTensor]:
@@ -348,6 +353,10 @@ def flatten(tree: Any, source: str) -> dict[str, LazyTensor]:
                                           f"{MAX_VISITS:,} entries")
         if depth > 100:
             continue
+        if len(prefix) > MAX_KEY_CHARS:  # else each deeper key copies a longer string
+            raise FileFormatError(source, f"a key of {len(prefix):,} characters "
+                                          f"({shown(prefix[:60])}...), over the "
+                                          f"{MAX_KEY_CHARS:,}-character cap")
         if isinstance(item, ScriptObject):
             item = item.attributes()
         if isinstance(item, LazyTensor):

@@ -34,6 +34,7 @@ from .torch import found_in
 from .torch_pickle import LazyTensor, ScriptObject, flatten, load_archive
 
 LSTM_CLASSES = ("LSTM", "LSTMCell")
+MAX_CODE_BYTES = 2**20  # one code member of a TorchScript archive
 # A class constant in TorchScript's code: "  batch_first : Final[bool] = True".
 FINAL = re.compile(r"^  (\w+) : Final\[\w+\] = (True|False|-?[\d.]+(?:e-?\d+)?|\"\w*\")\s*$")
 TRUST_FLAG = "--run-torchscript"
@@ -90,7 +91,8 @@ def final_constants(archive: Any, path: Path, qualified: str) -> dict[str, Any]:
         "/")]
     if not members:
         return {}
-    text = read_member(archive, members[0], path, 16 * 2**20).decode("utf-8", "replace")
+    # Read before parsing, and capped: an LSTM class's code is a few KB, not many MB.
+    text = read_member(archive, members[0], path, MAX_CODE_BYTES).decode("utf-8", "replace")
     constants: dict[str, Any] = {}
     inside = False
     for line in text.splitlines():
