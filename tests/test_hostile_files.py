@@ -356,8 +356,11 @@ def crafted_torch(seeds, folder: Path) -> list[tuple[Path, str]]:
     expanded["weight_ih_l0"] = torch.zeros(1, 1).expand(2_000_000, 2_000_000)
     torch.save(expanded, folder / "expanded.pt")
     cases.append((folder / "expanded.pt", "declared shape"))
-    torch.save(torch.nn.LSTM(I, H), folder / "module.pt")
-    cases.append((folder / "module.pt", "refused"))
+    # A whole module (torch.save(model)) is read as inert records (tests/test_field_modules.py);
+    # one that creates its class by a call, which would run the class's code, is refused.
+    (folder / "module.pt").write_bytes(
+        b"\x80\x02ctorch.nn.modules.rnn\nLSTM\nq\x00K\x03K\x04\x86R.")
+    cases.append((folder / "module.pt", "calls torch.nn.modules.rnn.LSTM(...)"))
     evil = rewrite_zip(seeds["zip.pt"], folder / "evil.pt", lambda n, d: (
         n, pickle.dumps(Exploit(marker), protocol=2) if n.endswith("data.pkl") else d))
     cases.append((evil, "system"))

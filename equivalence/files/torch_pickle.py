@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import numpy_pickle
+from . import module_pickle, numpy_pickle
 from ._base import FileFormatError
 from .limits import MAX_ARRAY_BYTES, check_declared, read_member, shown
 
@@ -142,6 +142,8 @@ class SafeUnpickler(pickle.Unpickler):
         self.source, self._storage, self.file_bytes = source, storage, file_bytes
         self.script_objects = script_objects
         self.classes: dict[str, type] = {}
+        self.module_records = not script_objects  # TorchScript's names are its own
+        self.records: dict[str, type] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         qualified = f"{module}.{name}"
@@ -171,7 +173,10 @@ class SafeUnpickler(pickle.Unpickler):
         numpy_stand_in = numpy_pickle.find(module, name, self.source, self.file_bytes)
         if numpy_stand_in is not None:  # numpy's own array reconstruction, as data
             return numpy_stand_in
-        raise pickle.UnpicklingError(
+        refused = module_pickle.refusal(module, name)
+        if refused is None and self.module_records:  # torch.save(model): inert records
+            return module_pickle.stand_in(module, name, self.records)
+        raise pickle.UnpicklingError(refused or
             f"the pickle names {qualified}, which a file of tensors has no need for "
             "(refused: unpickling it could run code)" + _whole_module_hint(module))
 
@@ -357,7 +362,7 @@ def flatten(tree: Any, source: str) -> dict[str, LazyTensor]:
             raise FileFormatError(source, f"a key of {len(prefix):,} characters "
                                           f"({shown(prefix[:60])}...), over the "
                                           f"{MAX_KEY_CHARS:,}-character cap")
-        if isinstance(item, ScriptObject):
+        if isinstance(item, (ScriptObject, module_pickle.ModuleRecord)):
             item = item.attributes()
         if isinstance(item, LazyTensor):
             out[prefix[:-1]] = item
