@@ -65,3 +65,74 @@ def test_convert_to_torch_refuses_relu_by_name(model_h5, tmp_path, capsys):
     assert "torch cannot represent activation=relu" in err
     assert one_error_line(err, out)
     assert not out.exists() and not leftovers(tmp_path)
+
+
+def test_convert_to_onnx_carries_relu_and_onnxruntime_agrees(model_h5, own_layers, tmp_path,
+                                                             capsys):
+    """The converted file's LSTM node says Relu; onnxruntime running it agrees with the
+    package's own Keras layer and with the reference to 1e-5."""
+    import onnx
+    import onnxruntime as ort
+
+    out = tmp_path / "lstm_7.onnx"
+    code, _out, err = run_cli(capsys, "convert", model_h5, "--layer", "lstm_7", "--to", "onnx",
+                              "-o", out)
+    assert code == 0, err
+    node = next(n for n in onnx.load(str(out)).graph.node if n.op_type == "LSTM")
+    names = next(a for a in node.attribute if a.name == "activations").strings
+    assert [s.decode() for s in names] == ["Sigmoid", "Relu", "Relu"]
+    x = np.random.default_rng(0).normal(size=(3, 6, 32)).astype("float32")
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(["output"], {"input": x})[0]
+    own = np.asarray(own_layers["lstm_7"](x), dtype=np.float64)
+    weights = {f.name: f for f in read(model_h5)}["lstm_7"].canonical()
+    assert np.abs(got - own).max() < 1e-5
+    assert np.abs(got - reference.lstm(weights, x).outputs).max() < 1e-5
+    assert {f.spec.activation for f in read(out)} == {"relu"}
+
+
+@pytest.mark.parametrize(("activations", "alpha", "beta", "expected"), [
+    (["Sigmoid", "Relu", "Relu"], None, None, "activation=relu"),
+    (["Sigmoid", "Affine", "Affine"], [1.0, 1.0], [0.0, 0.0], "activation=linear"),
+    # alpha and beta are consumed in order: HardSigmoid's, then each Elu's alpha
+    (["HardSigmoid", "Elu", "Elu"], [1 / 6, 1.0, 1.0], [0.5], "activation=elu"),
+])
+@pytest.mark.parametrize("target", ["keras", "onnx"])
+def test_onnx_activations_are_read_and_verified_against_onnxruntime(
+        tmp_path, capsys, activations, alpha, beta, expected, target):
+    """onnxruntime runs the source file as it is; the converted file must agree with it."""
+    from tests.test_field_files import attribute_model
+
+    extra = {k: v for k, v in (("activation_alpha", alpha), ("activation_beta", beta)) if v}
+    path = attribute_model(tmp_path / "in.onnx", activations=activations, **extra)
+    out = tmp_path / ("out.keras" if target == "keras" else "out.onnx")
+    code, text, err = run_cli(capsys, "convert", path, "--to", target, "-o", out, "--verify",
+                              "--examples", "2")
+    assert code == 0 and "verify: PASSED" in text, text + err
+    assert {f.spec.activation for f in read(path)} == {expected.split("=")[1]}
+
+
+@pytest.mark.parametrize(("activations", "extra", "named"), [
+    (["Sigmoid", "Relu", "Tanh"], {}, "g=Relu, h=Tanh"),
+    (["Sigmoid", "LeakyRelu", "LeakyRelu"], {"activation_alpha": [0.1, 0.1]},
+     "g=LeakyRelu(alpha=0.1)"),
+    (["Sigmoid", "Elu", "Elu"], {"activation_alpha": [0.5, 0.5]}, "g=Elu(alpha=0.5)"),
+    (["Relu", "Tanh", "Tanh"], {}, "gate activation Relu"),
+])
+def test_onnx_activations_the_spec_lacks_are_refused_by_name(tmp_path, capsys, activations,
+                                                             extra, named):
+    from tests.test_field_files import attribute_model
+
+    path = attribute_model(tmp_path / "in.onnx", activations=activations, **extra)
+    out = tmp_path / "out.onnx"
+    code, _text, err = run_cli(capsys, "convert", path, "--to", "onnx", "-o", out)
+    assert code == 2 and named in err, err
+    assert not out.exists() and not leftovers(tmp_path)
+
+
+def test_relu_to_torch_from_onnx_is_refused_by_name(tmp_path, capsys):
+    from tests.test_field_files import attribute_model
+
+    path = attribute_model(tmp_path / "in.onnx", activations=["Sigmoid", "Relu", "Relu"])
+    code, _text, err = run_cli(capsys, "convert", path, "--to", "torch", "-o", tmp_path / "o.pt")
+    assert code == 2 and "torch cannot represent activation=relu" in err, err

@@ -399,7 +399,7 @@ def test_reverse_and_input_forget_reach_onnx_and_other_targets_refuse_them_by_na
 @pytest.mark.parametrize(("attrs", "problem"), [
     ({"activations": ["HardSigmoid", "Tanh", "Tanh"], "activation_alpha": [0.3],
       "activation_beta": [0.5]}, "HardSigmoid(alpha=0.3"),
-    ({"activations": ["Sigmoid", "Relu", "Tanh"]}, "g and h must be Tanh"),
+    ({"activations": ["Sigmoid", "Relu", "Tanh"]}, "g=Relu, h=Tanh (the spec holds one"),
 ])
 def test_attributes_no_target_holds_are_refused_by_name(tmp_path, capsys, attrs, problem):
     path = attribute_model(tmp_path / "a.onnx", **attrs)

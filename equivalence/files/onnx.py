@@ -35,6 +35,7 @@ import numpy as np
 from ..canonical import LSTMWeights
 from ..formats import get as get_format
 from ..runtimes.onnxruntime import IR_VERSION, OPSET  # one choice for files and runtime
+from . import onnx_activations
 from ._base import FileFormatError, FoundLSTM, StoredInputs, atomic_output
 from .onnx_graph import Folder, NotConstant, Scope, base_folder, label, opset_version, scopes
 
@@ -153,7 +154,9 @@ def _compatible(lower: Any, upper: Any) -> bool:
 def _entry(chain: list[Any], names: list[str], scope: Scope, folder: Folder, model: Any,
            path: Path) -> FoundLSTM:
     attrs = attributes(chain[0])
-    activation, problem = _activation(attrs)
+    directions = 2 if attrs.get("direction", b"forward") == b"bidirectional" else 1
+    changes, problem = onnx_activations.read(attrs, directions)
+    activation = changes.get("recurrent_activation", "sigmoid")
     problem = problem or _attribute_problem(attrs)
     nodes, notes = [], []
     for node, name in zip(chain, names, strict=True):
@@ -176,6 +179,8 @@ def _entry(chain: list[Any], names: list[str], scope: Scope, folder: Folder, mod
     if activation != "sigmoid":
         notes.append(f"HardSigmoid recurrent activation (alpha={HARD_SIGMOIDS[activation]:.4g}, "
                      f"beta=0.5): {activation}")
+    if "activation" in changes:
+        notes.append(f"cell activation {changes['activation']} (activations g and h)")
     if scope.path:
         notes.append(f"inside the subgraph {scope.path.rstrip('/')}")
     d = 2 if attrs.get("direction", b"forward") == b"bidirectional" else 1
@@ -186,7 +191,7 @@ def _entry(chain: list[Any], names: list[str], scope: Scope, folder: Folder, mod
         source=str(path), kind=f"ONNX model, {len(chain)} LSTM node(s), D={d}",
         read_options={"clip": clip, **semantics}, run_options={"clip": clip, **semantics},
         biases="two (B = [Wb, Rb], 8H)", notes=tuple(notes), problem=problem,
-        spec_changes={} if activation == "sigmoid" else {"recurrent_activation": activation},
+        spec_changes=changes,
         stored=stored, runner="onnx", definition=definition)
 
 
@@ -215,38 +220,6 @@ def _node_weights(node: Any, name: str, scope: Scope, folder: Folder
     if "B" not in weights:  # absent B means zeros (ONNX spec)
         weights["B"] = np.zeros((w.shape[0], 2 * w.shape[1]), w.dtype)
     return weights, None
-
-
-def _activation(attrs: dict[str, Any]) -> tuple[str, str | None]:
-    """(the spec's recurrent_activation, a problem) from activations and their alpha/beta."""
-    names = [a.decode() if isinstance(a, bytes) else str(a) for a in attrs.get("activations", [])]
-    if not names:
-        return "sigmoid", None
-    alphas, betas = list(attrs.get("activation_alpha", [])), list(attrs.get("activation_beta", []))
-    d = 2 if attrs.get("direction", b"forward") == b"bidirectional" else 1
-    if len(names) != 3 * d:
-        return "sigmoid", f"{len(names)} activations for {d} direction(s), expected {3 * d}"
-    found = set()
-    for k in range(d):
-        f, g, h = (n.lower() for n in names[3 * k: 3 * k + 3])
-        if g != "tanh" or h != "tanh":
-            return "sigmoid", f"activations {names} (g and h must be Tanh)"
-        if f == "sigmoid":
-            found.add("sigmoid")
-        elif f == "hardsigmoid":  # onnxruntime gives each HardSigmoid the next alpha and beta
-            alpha = alphas.pop(0) if alphas else 0.2
-            beta = betas.pop(0) if betas else 0.5
-            match = [n for n, a in HARD_SIGMOIDS.items()
-                     if abs(alpha - a) < 1e-6 and abs(beta - 0.5) < 1e-6]
-            if not match:
-                return "sigmoid", (f"HardSigmoid(alpha={alpha}, beta={beta}) is no hard sigmoid "
-                                   "the spec knows (tf_keras 0.2/0.5, Keras 3 1/6/0.5)")
-            found.add(match[0])
-        else:
-            return "sigmoid", f"activations {names} (f must be Sigmoid or HardSigmoid)"
-    if len(found) > 1:
-        return "sigmoid", f"the directions use different gate activations {sorted(found)}"
-    return found.pop(), None
 
 
 def _spec_attributes(attrs: dict[str, Any]) -> dict[str, bool]:
@@ -340,18 +313,17 @@ def _node_attributes(spec: Any) -> dict[str, Any]:
         attributes["input_forget"] = 1
     if spec.gate_clip is not None:
         attributes["clip"] = float(spec.gate_clip)
-    if spec.recurrent_activation in HARD_SIGMOIDS:
-        attributes["activations"] = ["HardSigmoid", "Tanh", "Tanh"] * d
-        attributes["activation_alpha"] = [HARD_SIGMOIDS[spec.recurrent_activation]] * d
-        attributes["activation_beta"] = [0.5] * d
+    attributes.update(onnx_activations.write(spec))
     return attributes
 
 
 def _without_activation(weights: LSTMWeights) -> LSTMWeights:
-    """The weights with a sigmoid spec: the activation travels as node attributes instead."""
-    if weights.spec.recurrent_activation not in HARD_SIGMOIDS:
+    """The weights with ONNX's default activations: the spec's travel as node attributes."""
+    spec = weights.spec
+    if spec.recurrent_activation == "sigmoid" and spec.activation == "tanh":
         return weights
-    return LSTMWeights(weights.spec.replace(recurrent_activation="sigmoid"), weights.cells)
+    return LSTMWeights(spec.replace(recurrent_activation="sigmoid", activation="tanh"),
+                       weights.cells)
 
 
 def check_writable(weights: LSTMWeights) -> None:
