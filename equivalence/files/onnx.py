@@ -64,6 +64,12 @@ def load_model(path: Path) -> Any:
     try:
         return onnx.load(str(path), load_external_data=False)
     except (DecodeError, OSError, ValueError, RuntimeError, TypeError) as exc:
+        from .coreml import coreml_facts
+
+        coreml = coreml_facts(path)
+        if coreml is not None:
+            raise FileFormatError(path, f"{coreml}, not ONNX: CoreML models are not read"
+                                  ) from exc
         raise FileFormatError(path, f"corrupted or truncated ONNX file ({exc})") from exc
 
 
@@ -71,6 +77,11 @@ def read_onnx(path: Path) -> list[FoundLSTM]:
     model = load_model(path)
     graph = model.graph
     if not graph.node and not graph.initializer:
+        from .coreml import coreml_facts
+
+        coreml = coreml_facts(path)  # also a protobuf whose field 1 is a varint: name it
+        if coreml is not None:
+            raise FileFormatError(path, f"{coreml}, not ONNX: CoreML models are not read")
         raise FileFormatError(path, "not an ONNX model (empty graph: wrong or damaged file?)")
     folder = Folder(path, base_folder(path), opset_version(model))
     found = []

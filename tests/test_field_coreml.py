@@ -1,0 +1,73 @@
+"""CoreML ``.mlmodel`` files are named as CoreML models, never as damaged ONNX: kraken's real
+``blla.mlmodel`` and small CoreML messages built here from protobuf wire bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("onnx", reason="the ONNX reader is the one that meets these files")
+
+from equivalence.files.coreml import WireError, top_fields
+from tests.field_packages import package_file
+from tests.file_helpers import leftovers, one_error_line, run_cli
+
+pytestmark = pytest.mark.cpu
+
+
+def key(number: int, wire: int) -> bytes:
+    return varint((number << 3) | wire)
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def message(*fields: tuple[int, bytes | int]) -> bytes:
+    out = b""
+    for number, value in fields:
+        if isinstance(value, int):
+            out += key(number, 0) + varint(value)
+        else:
+            out += key(number, 2) + varint(len(value)) + value
+    return out
+
+
+def test_kraken_mlmodel_is_named_a_coreml_model(tmp_path, capsys):
+    path = package_file("kraken==7.1.1", "kraken/blla.mlmodel")
+    code, _, err = run_cli(capsys, "inspect", path)
+    assert code == 2 and one_error_line(err, path), err
+    assert "a CoreML model (specification version" in err and "neuralNetwork" in err
+    assert "damaged" not in err and "corrupted" not in err
+    output = tmp_path / "o.pt"
+    code, _, err = run_cli(capsys, "convert", path, "--to", "torch", "-o", output)
+    assert code == 2 and "CoreML model" in err and not output.exists()
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(("fields", "kind"), [
+    (((1, 4), (2, b""), (500, message((1, b"")))), "neuralNetwork"),
+    (((1, 7), (202, b"")), "pipeline"),
+])
+def test_small_coreml_messages_are_named(tmp_path, capsys, fields, kind):
+    path = tmp_path / "m.mlmodel"
+    path.write_bytes(message(*fields))
+    code, _, err = run_cli(capsys, "inspect", path)
+    assert code == 2 and f"a CoreML model (specification version {fields[0][1]}, {kind})" in err
+
+
+def test_damaged_bytes_are_not_called_coreml(tmp_path, capsys):
+    path = tmp_path / "cut.mlmodel"
+    path.write_bytes(message((1, 4), (500, b"x" * 40))[:-10])  # field 500 runs past the end
+    code, _, err = run_cli(capsys, "inspect", path)
+    assert code == 2 and "CoreML" not in err, err
+
+
+@pytest.mark.parametrize("data", [b"\x08" + b"\xff" * 11, b"\x00\x01", b"\x0b", b"\x12\x05ab"])
+def test_the_wire_reader_refuses_malformed_bytes(data):
+    with pytest.raises(WireError):
+        top_fields(data)
