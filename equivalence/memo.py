@@ -28,6 +28,7 @@ import numpy as np
 
 T = TypeVar("T")
 MAX_ENTRIES = 4096  # results are small (a few KB); this bounds memory at tens of MB
+MAX_COPIED = 1 << 22  # elements a key may copy from a non-contiguous array (16 MB of float32)
 
 
 class Unhashable(Exception):
@@ -48,8 +49,14 @@ def _feed(digest: Any, value: Any) -> None:
     elif kind is list or kind is tuple:
         _feed_sequence(digest, value)
     elif kind is dict or isinstance(value, Mapping):
+        keys = sorted(value, key=repr)
+        if all(type(key) is str for key in keys):  # names in one update: a list repr is unambiguous
+            digest.update(f"n{keys!r}".encode())
+            for key in keys:
+                _feed(digest, value[key])
+            return
         digest.update(f"m{len(value)}".encode())
-        for key in sorted(value, key=repr):
+        for key in keys:
             _feed(digest, key)
             _feed(digest, value[key])
     elif isinstance(value, np.ndarray):
@@ -68,13 +75,18 @@ def _feed(digest: Any, value: Any) -> None:
 
 def _feed_array(digest: Any, value: Any) -> None:
     # a contiguous array is hashed in place (its buffer), others through one contiguous copy
-    array = value if type(value) is np.ndarray and value.flags.c_contiguous else (
-        np.ascontiguousarray(value))
+    contiguous = type(value) is np.ndarray and value.flags.c_contiguous
+    if not contiguous and np.size(value) > MAX_COPIED:  # a broadcast view may stand for terabytes
+        raise Unhashable("large non-contiguous array")
+    array = value if contiguous else np.ascontiguousarray(value)
     if array.dtype.hasobject:  # no stable bytes; the run itself names such arrays
         raise Unhashable("object array")
     digest.update(f"a{array.dtype.str}{array.shape}".encode())
     if array.size:
-        digest.update(array.reshape(-1).view(np.uint8).data)
+        try:
+            digest.update(array)  # a C-contiguous buffer: its bytes, without a copy
+        except (BufferError, TypeError, ValueError):  # a dtype the buffer protocol lacks
+            digest.update(array.reshape(-1).view(np.uint8).data)
 
 
 def _feed_sequence(digest: Any, value: list[Any] | tuple[Any, ...]) -> None:
