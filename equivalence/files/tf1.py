@@ -42,6 +42,7 @@ from ._base import (
     remove_stale_temporaries,
 )
 from .limits import check_declared
+from .tf1_index import check_index
 
 OBJECT_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _STACK_SEGMENT = re.compile(r"cell_\d+$")
@@ -63,6 +64,7 @@ def _load(prefix: Path, path: Path) -> dict[str, np.ndarray]:
 
     data_bytes = sum(p.stat().st_size for p in prefix.parent.glob(
         glob.escape(prefix.name) + ".data-*") if p.is_file())
+    check_index(Path(f"{prefix}.index"), path)  # TensorFlow aborts on negative sizes
     try:
         reader = tf.train.load_checkpoint(os.fspath(prefix))
         shapes = reader.get_variable_to_shape_map()
