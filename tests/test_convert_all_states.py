@@ -222,25 +222,7 @@ def test_verify_failing_for_one_publishes_nothing_unless_kept(capsys, tmp_path, 
         assert "nothing written" in text and not out.parent.exists()
 
 
-# ---------------------------------------------------------------- a model saved whole
-
-
-class WholeModel(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lstm = torch.nn.LSTM(2, 3)
-
-
-@pytest.mark.parametrize("model", [torch.nn.LSTM(2, 3), WholeModel()], ids=["nn", "main"])
-def test_a_model_saved_whole_says_save_state_dict(capsys, tmp_path, model, monkeypatch):
-    import sys
-
-    monkeypatch.setattr(WholeModel, "__module__", "__main__")  # as a user's script saves it
-    monkeypatch.setattr(sys.modules["__main__"], "WholeModel", WholeModel, raising=False)
-    torch.save(model, tmp_path / "whole.pt")
-    code, _, err = run_cli(capsys, "inspect", tmp_path / "whole.pt")
-    assert code == 2 and one_error_line(err, tmp_path / "whole.pt")
-    assert "save `model.state_dict()` instead" in err
+# ---------------------------------------------------------------- a refused pickle
 
 
 def test_a_hostile_class_gets_no_state_dict_hint(capsys, tmp_path):
@@ -253,3 +235,101 @@ def test_a_hostile_class_gets_no_state_dict_hint(capsys, tmp_path):
     torch.save({"x": Payload()}, tmp_path / "evil.pt", pickle_module=pickle)
     code, out, err = run_cli(capsys, "inspect", tmp_path / "evil.pt")
     assert code == 2 and "ran" not in out and "refused" in err and "state_dict" not in err
+
+
+# ---------------------------------------------------------------- --with-states
+
+
+def _random_states(spec, batch, rng):
+    shape = (spec.layers, spec.directions, batch, spec.units)
+    return (rng.uniform(-1, 1, shape).astype(np.float32),
+            rng.uniform(-1, 1, shape).astype(np.float32))
+
+
+def _judge_against_reference(weights, x, h0, c0, lengths, got):
+    """``got`` against the float64 reference, under compare.py's policy."""
+    from equivalence import reference
+    from equivalence.compare import Tolerance, judge, rounding_sensitivity
+    from equivalence.io_types import LSTMInputs, LSTMResult
+
+    exact = reference.lstm(weights, x, h0=h0, c0=c0, lengths=lengths)
+    inputs = LSTMInputs(x, h0, c0, lengths)
+    tolerance = Tolerance.for_case("float32", x.shape[1])
+    comparison = judge(exact, LSTMResult(*got), tolerance,
+                       lambda: rounding_sensitivity(weights, inputs, "float32"))
+    return comparison
+
+
+@pytest.fixture
+def stacked_bidirectional(tmp_path):
+    torch.manual_seed(3)
+    path = tmp_path / "bi.pt"
+    torch.save(torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True,
+                             batch_first=True).state_dict(), path)
+    from equivalence.files import read
+
+    return path, read(path)[0].canonical()
+
+
+def test_onnx_with_states_takes_h0_c0_lengths_in_onnxruntime(capsys, tmp_path,
+                                                             stacked_bidirectional):
+    import onnxruntime as ort
+
+    source, weights = stacked_bidirectional
+    out = tmp_path / "dec.onnx"
+    code, text, err = run_cli(capsys, "convert", source, "--to", "onnx", "-o", out,
+                              "--with-states", "--verify")
+    assert code == 0, err
+    assert "fed input, h0, c0, sequence_lens" in text and "(initial states, lengths)" in text
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input", "h0", "c0", "sequence_lens"]
+    rng = np.random.default_rng(5)
+    spec = weights.spec
+    x = rng.normal(size=(3, 9, 3)).astype(np.float32)
+    h0, c0 = _random_states(spec, 3, rng)
+    lengths = np.array([9, 4, 1])
+    rows = (spec.layers * spec.directions, 3, spec.units)
+    output, h, c = session.run(["output", "h_n", "c_n"], {
+        "input": x, "h0": h0.reshape(rows), "c0": c0.reshape(rows),
+        "sequence_lens": lengths.astype(np.int32)})
+    states = (spec.layers, spec.directions, 3, spec.units)
+    comparison = _judge_against_reference(weights, x, h0, c0, lengths,
+                                          (output, h.reshape(states), c.reshape(states)))
+    assert comparison.ok, comparison
+    zero = _judge_against_reference(weights, x, None, None, lengths,
+                                    (output, h.reshape(states), c.reshape(states)))
+    assert not zero.ok  # the states fed really changed the result
+
+
+def test_verify_catches_h0_and_c0_swapped_in_the_graph(capsys, tmp_path, stacked_bidirectional):
+    """A graph whose Slice feeds c0 into initial_h (and h0 into initial_c) computes another
+    function; verify runs the whole model, so it must fail."""
+    import onnx
+
+    from equivalence.files import read
+    from equivalence.files.verify import verify
+
+    source, _ = stacked_bidirectional
+    out = tmp_path / "dec.onnx"
+    assert run_cli(capsys, "convert", source, "--to", "onnx", "-o", out, "--with-states")[0] == 0
+    model = onnx.load(str(out))
+    for node in model.graph.node:
+        if node.op_type == "Slice":
+            node.input[0] = {"h0": "c0", "c0": "h0"}[node.input[0]]
+    swapped = tmp_path / "swapped.onnx"
+    onnx.save(model, str(swapped))
+    lines: list[str] = []
+    assert verify(read(source)[0], read(swapped)[0], examples=2, out=lines.append) is False
+    assert any("FAILED" in line for line in lines)
+    assert verify(read(source)[0], read(out)[0], examples=2, out=lines.append) is True
+
+
+def test_with_states_refused_where_the_output_has_no_inputs(capsys, tmp_path,
+                                                            stacked_bidirectional):
+    source, _ = stacked_bidirectional
+    for output in ("w.pt", "w.weights.h5", "ckpt"):
+        target = {"w.pt": "torch", "w.weights.h5": "keras", "ckpt": "tf1"}[output]
+        code, _, err = run_cli(capsys, "convert", source, "--to", target, "-o",
+                               tmp_path / output, "--with-states")
+        assert code == 2 and "--with-states" in err, (output, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bi.pt"]

@@ -120,6 +120,9 @@ def add_arguments(subparsers: Any) -> None:
     conv.add_argument("--examples", type=positive_int, default=3,
                       help="--verify input batches (3)")
     conv.add_argument("--seed", type=int, default=0, help="--verify random seed")
+    conv.add_argument("--with-states", action="store_true",
+                      help="onnx: the written model also takes h0, c0 and sequence_lens as "
+                           "inputs and returns h and c (to port a decoder)")
     conv.add_argument(DROP_FLAG, dest="drop_stored", action="store_true",
                       help="write the network without the initial states / sequence lengths "
                            "the input stores, when the target cannot hold them")
@@ -248,6 +251,16 @@ def _input_files(path: Path) -> list[Path]:
     return [path, Path(f"{prefix}.index"), *shards]
 
 
+def refuse_with_states(args: argparse.Namespace) -> None:
+    """--with-states only where the written model takes the states as inputs."""
+    if not getattr(args, "with_states", False):
+        return
+    if args.target == "onnx":
+        return
+    raise FileFormatError(args.output, "--with-states: only an ONNX model takes states as "
+                                       "inputs here")
+
+
 def _torch_first(args: argparse.Namespace) -> None:
     """Import torch before TensorFlow when both will load (avoids a known crash at import)."""
     if registry.uses_torch(args.input, args.target):
@@ -307,6 +320,7 @@ def _convert(args: argparse.Namespace) -> int:
     row = registry.family(args.target)
     if row.check_output is not None:
         registry.function(row.check_output)(args.output)
+    refuse_with_states(args)
     found = select_lstm(read(args.input, source, args.forget_bias, debug=args.debug),
                         args.layer, args.input)
     weights = found.canonical()
@@ -325,7 +339,8 @@ def _convert(args: argparse.Namespace) -> int:
     for note in stored_notes:
         print(note)
     job = WriteJob(found=found, replace=args.force, stored=stored,
-                   forget_bias=args.out_forget_bias, seed=args.seed, options=options)
+                   forget_bias=args.out_forget_bias, seed=args.seed, options=options,
+                   with_states=getattr(args, "with_states", False))
     assert row.writer is not None  # --to offers only families with a writer
     verifying = args.verify and args.target != "neoml"
     # Verified outputs are written under a temporary name and published only once verify

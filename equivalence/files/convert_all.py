@@ -96,6 +96,7 @@ def convert_all(args: argparse.Namespace) -> int:
                               "them")
     options = {"run_torchscript": getattr(args, "run_torchscript", False)}
     cli._torch_first(args)
+    cli.refuse_with_states(args)
     found = read(args.input, None if args.source == "auto" else args.source, args.forget_bias,
                  debug=args.debug)
     if not found:
@@ -167,7 +168,8 @@ def _write_one(plan: _Plan, row: Any, verifying: bool, options: dict[str, Any]) 
     for note in [*found.notes, *plan.stored_notes]:
         print(f"  note: {note}" if not note.startswith("note:") else note)
     job = WriteJob(found=found, replace=args.force, stored=plan.stored,
-                   forget_bias=args.out_forget_bias, seed=args.seed, options=options)
+                   forget_bias=args.out_forget_bias, seed=args.seed, options=options,
+                   with_states=getattr(args, "with_states", False))
     plan.staged = temporary_name(args.output)
     lines = _write(args, row, plan.staged, plan.weights, job)
     print("\n".join(lines).replace(str(plan.staged), str(args.output)))

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..canonical import LSTMWeights
+from ..errors import ConversionError
 from ..formats import get as get_format
 from ..runtimes.onnxruntime import IR_VERSION, OPSET  # one choice for files and runtime
 from . import onnx_activations
@@ -342,10 +343,19 @@ def check_writable(weights: LSTMWeights) -> None:
     get_format("onnx").from_canonical(_without_activation(weights))
 
 
-def build_model(weights: LSTMWeights, stored: StoredInputs | None = None) -> Any:
+def build_model(weights: LSTMWeights, stored: StoredInputs | None = None,
+                with_states: bool = False) -> Any:
     """The ONNX model described in the module docstring, weights (and ``stored``) as
-    initializers. Stored inputs fix the batch size, so the input's batch is that number."""
+    initializers. Stored inputs fix the batch size, so the input's batch is that number.
+    ``with_states``: h0, c0 and sequence_lens are inputs too (:mod:`.onnx_states`)."""
     from onnx import helper, numpy_helper
+
+    from . import onnx_states
+
+    if with_states and stored is not None:
+        raise ConversionError(f"--with-states: the input stores {', '.join(stored.names())}, "
+                              "which would become inputs; pass --drop-stored-inputs to write "
+                              "the network without them")
 
     spec = weights.spec
     native = get_format("onnx").from_canonical(_without_activation(weights))
@@ -373,6 +383,11 @@ def build_model(weights: LSTMWeights, stored: StoredInputs | None = None) -> Any
         if "P" in layer:
             inits.append(numpy_helper.from_array(np.ascontiguousarray(layer["P"]), f"P_{k}"))
             optional[3] = f"P_{k}"
+        if with_states:
+            optional[:3] = ["sequence_lens", f"initial_h_{k}", f"initial_c_{k}"]
+            slices, slice_inits = onnx_states.layer_states(k, d)
+            nodes += slices
+            inits += slice_inits
         while optional and not optional[-1]:
             optional.pop()
         nodes.append(helper.make_node("LSTM", names + optional,
@@ -387,9 +402,13 @@ def build_model(weights: LSTMWeights, stored: StoredInputs | None = None) -> Any
     nodes.append(helper.make_node("Transpose", [f"X_{top}"], ["output"], perm=[1, 0, 2]))
     nodes.append(helper.make_node("Concat", [f"Y_h_{k}" for k in range(top)], ["h_n"], axis=0))
     nodes.append(helper.make_node("Concat", [f"Y_c_{k}" for k in range(top)], ["c_n"], axis=0))
+    inputs = [helper.make_tensor_value_info("input", elem, [batch, "time", spec.input_size])]
+    if with_states:
+        state_infos, state_inits = onnx_states.graph_inputs(spec, elem)
+        inputs += state_infos
+        inits += state_inits
     graph = helper.make_graph(
-        nodes, "converted_lstm",
-        [helper.make_tensor_value_info("input", elem, [batch, "time", spec.input_size])],
+        nodes, "converted_lstm", inputs,
         [helper.make_tensor_value_info("output", elem, [batch, "time", d * h]),
          helper.make_tensor_value_info("h_n", elem, [spec.layers * d, batch, h]),
          helper.make_tensor_value_info("c_n", elem, [spec.layers * d, batch, h])],
@@ -403,7 +422,8 @@ def build_model(weights: LSTMWeights, stored: StoredInputs | None = None) -> Any
 def write_onnx(path: Path, weights: LSTMWeights, job: Any) -> list[str]:
     import onnx
 
-    model = build_model(weights, job.stored)
+    with_states = getattr(job, "with_states", False)
+    model = build_model(weights, job.stored, with_states)
     onnx.checker.check_model(model)
     with atomic_output(path, job.replace) as temporary:
         onnx.save(model, str(temporary))

@@ -143,8 +143,11 @@ def runner(found: FoundLSTM, spec: LSTMSpec, options: dict[str, Any]) -> Any:
     """A verify side running ``found``'s nodes in onnxruntime (see the module docstring)."""
     import onnxruntime
 
+    from .onnx_states import has_signature, signature_side
     from .verify import Side, SideAbilities
 
+    if has_signature(found.definition.model) and not found.definition.scope.path:
+        return signature_side(found, spec)  # --with-states: the whole model, h0/c0 in
     model, outputs, fed = _model(found)
     session_options = onnxruntime.SessionOptions()
     session_options.log_severity_level = 3

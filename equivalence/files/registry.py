@@ -76,6 +76,7 @@ class WriteJob:
     forget_bias: float = 1.0  # TF1 output cells' forget_bias
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)  # runner options (run_torchscript)
+    with_states: bool = False  # --with-states: initial states (and lengths) are inputs
 
 
 def _safetensors(path: Path, head: bytes) -> bool:
