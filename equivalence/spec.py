@@ -64,6 +64,8 @@ class LSTMSpec:
     one direction run from each sequence's last valid step back to its first
     (ONNX ``direction="reverse"``; outputs stay in original time order);
     ``input_forget`` couples the gates, f = 1 - i (ONNX ``input_forget=1``).
+    ``activation`` is the cell/output activation (tanh by default), applied to the
+    candidate and to c before the output gate (Keras ``activation=``, ONNX g = h).
     """
 
     input_size: int
