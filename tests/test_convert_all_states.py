@@ -53,6 +53,15 @@ def test_names_are_safe_capped_and_distinct(tmp_path):
     assert all(p.parent == tmp_path for p in paths)
 
 
+def test_checkpoint_names_that_would_meet_are_told_apart(tmp_path):
+    """A TF1 prefix drops a trailing .index: LSTMs 'a' and 'a.index' would share one."""
+    from equivalence.files import cli
+
+    paths = output_names(tmp_path / "ckpt", ["a", "a.index"],
+                         lambda path: cli._output_files("tf1", path))
+    assert [p.name for p in paths] == ["ckpt_a", "ckpt_a.index_2"]
+
+
 def test_all_to_onnx_runs_each_in_onnxruntime(capsys, tmp_path, several):
     import onnxruntime as ort
 

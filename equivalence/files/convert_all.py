@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import glob
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,21 +56,27 @@ def _split_ending(output: Path) -> tuple[str, str]:
     return output.stem, output.suffix
 
 
-def output_names(output: Path, names: list[str]) -> list[Path]:
-    """One path per LSTM name, beside ``output``: ``<stem>_<safe name><ending>``, distinct
-    even on a case-insensitive file system."""
+def output_names(output: Path, names: list[str],
+                 files: Callable[[Path], list[Path]] = lambda path: [path]) -> list[Path]:
+    """One path per LSTM name, beside ``output``: ``<stem>_<safe name><ending>``, whose
+    ``files`` (a checkpoint's .index for a prefix) are distinct even on a case-insensitive
+    file system (``a`` and ``a.index`` would both be checkpoint ``a``)."""
     stem, ending = _split_ending(output)
     used: set[str] = set()
     paths = []
     for name in names:
         base = safe_name(name)
         candidate, count = base, 1
-        while candidate.lower() in used:
+        while True:
+            path = output.with_name(f"{stem}_{candidate}{ending}" if stem else
+                                    f"{candidate}{ending}")
+            keys = {str(f).lower() for f in files(path)}
+            if not keys & used:
+                break
             count += 1
             candidate = f"{base}_{count}"
-        used.add(candidate.lower())
-        paths.append(output.with_name(f"{stem}_{candidate}{ending}" if stem else
-                                      f"{candidate}{ending}"))
+        used |= keys
+        paths.append(path)
     return paths
 
 
@@ -101,9 +108,9 @@ def convert_all(args: argparse.Namespace) -> int:
                  debug=args.debug)
     if not found:
         raise FileFormatError(args.input, "no LSTM found in this file")
-    plans = [_plan(args, item, path, options)
-             for item, path in zip(found, output_names(args.output, [f.name for f in found]),
-                                   strict=True)]
+    paths = output_names(args.output, [f.name for f in found],
+                         lambda path: cli._output_files(args.target, path))
+    plans = [_plan(args, item, path, options) for item, path in zip(found, paths, strict=True)]
     return _write_all(args, plans, options)
 
 

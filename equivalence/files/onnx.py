@@ -21,7 +21,8 @@ input_forget refuses it by name.
 Writing: input ``input`` (batch, time, I); one LSTM node per layer with its
 weights (and carried stored inputs) as initializers; outputs ``output``
 (batch, time, D*H), ``h_n`` and ``c_n`` (L*D, batch, H), the layout of a
-batch-first ``nn.LSTM``.
+batch-first ``nn.LSTM``. ``--with-states`` adds inputs ``h0``, ``c0`` and
+``sequence_lens`` (:mod:`~equivalence.files.onnx_states`).
 """
 
 from __future__ import annotations
