@@ -421,8 +421,8 @@ def test_existing_output_needs_force_and_input_is_never_an_output(torch_file, tm
     code, _, err = run_cli(capsys, "convert", path, "--to", "torch", "-o", path, "--force")
     assert code == 2 and "is the input file" in err and digest(path) == before
     code, _, err = run_cli(capsys, "convert", path, "--to", "torch",
-                           "-o", tmp_path / "missing" / "x.pt")
-    assert code == 2 and "does not exist" in err
+                           "-o", path / "under-a-file" / "x.pt")  # a missing folder is made
+    assert code == 2 and "is not a folder" in err
     assert leftovers(tmp_path) == [] and leftovers(path.parent) == []
 
 
