@@ -292,3 +292,44 @@ def _torch_seed(folder: Path) -> Path:
     path = folder / "seed.pt"
     torch.save(torch.nn.LSTM(I, H).state_dict(), path)
     return path
+
+
+# ---------------------------------------------------------------- Keras cycles
+
+
+def _keras_with_inbound(folder: Path, name: str, rewire: dict[str, str]) -> Path:
+    """A functional .keras file whose config says layer -> the layer now feeding it."""
+    import json
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    inputs = keras.Input((None, I))
+    x = keras.layers.Dropout(0.1, name="d1")(inputs)
+    x = keras.layers.Dropout(0.1, name="d2")(x)
+    x = keras.layers.LSTM(H, return_sequences=True, name="a")(x)
+    x = keras.layers.LSTM(H, return_sequences=True, name="b")(x)
+    seed = folder / f"seed-{name}.keras"
+    keras.Model(inputs, x).save(seed)
+
+    def edit(items):
+        out = []
+        for member, data in items:
+            if member == "config.json":
+                config = json.loads(data)
+                for layer in config["config"]["layers"]:
+                    if layer["name"] in rewire:
+                        history = layer["inbound_nodes"][0]["args"][0]["config"]
+                        history["keras_history"][0] = rewire[layer["name"]]
+                data = json.dumps(config).encode()
+            out.append((member, data))
+        return out
+
+    return rewrite_zip(seed, folder / name, edit)
+
+
+def test_keras_layers_feeding_themselves_or_each_other(tmp_path, capsys):
+    for name, rewire in (("self.keras", {"b": "b"}), ("pair.keras", {"a": "b"}),
+                         ("dropouts.keras", {"d1": "d2"})):
+        refused(capsys, _keras_with_inbound(tmp_path, name, rewire), tmp_path, phrase="cycle")

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConversionError
 from ._base import FileFormatError, FoundLSTM
 from .keras_config import KerasLayer, arrange, config_layers, major_version, text
-from .limits import MAX_JSON_BYTES, H5Guard, file_size, load_json, open_zip, read_member
+from .limits import MAX_JSON_BYTES, H5Guard, file_size, load_json, open_zip, read_member, shown
 
 PARTS = ("kernel", "recurrent_kernel", "bias")
 
@@ -256,8 +257,26 @@ def _stackable(lower: KerasLayer, upper: KerasLayer) -> bool:
         upper_in == lower.directions * units)
 
 
+def _refuse_cycles(layers: list[KerasLayer]) -> None:
+    """An LSTM fed by its own output, directly or through others, is no model Keras could
+    build; refused before any chain is walked (walking it would never end)."""
+    inbound = {layer.name: layer.inbound for layer in layers}
+    acyclic: set[str] = set()
+    for start in inbound:
+        path: set[str] = set()
+        name: str | None = start
+        while name is not None and name in inbound and name not in acyclic:
+            if name in path:
+                raise ConversionError(f"layer {shown(name)} is fed by its own output (a "
+                                      "cycle): not a model Keras could build")
+            path.add(name)
+            name = inbound[name]
+        acyclic.update(path)
+
+
 def _stacks(layers: list[KerasLayer]) -> list[list[KerasLayer]]:
     """Group layers into maximal chains; a layer feeding two LSTMs starts no stack."""
+    _refuse_cycles(layers)
     successors: dict[str, list[KerasLayer]] = {}
     for layer in layers:
         if layer.inbound is not None:

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import brief
+from ..errors import ConversionError, brief
 from ..spec import ACTIVATIONS
 from ._base import FileFormatError
+from .limits import shown
 
 LSTM_CLASSES = {"LSTM": "keras", "CuDNNLSTM": "cudnn"}
 # Layers that are the identity at inference, so LSTMs around them still form one stack.
@@ -121,7 +122,12 @@ def _inbound(cfg: dict[str, Any], passes: dict[str, str | None]) -> str | None:
     if len(histories) != 1 or histories[0][2] != 0:
         return None  # several inputs (e.g. initial states from elsewhere) or a state output
     name: str | None = histories[0][0]
+    seen: set[str] = set()
     while name is not None and name in passes:
+        if name in seen:  # pass-through layers feeding each other: a cycle, never a model
+            raise ConversionError(f"layers feed each other in a cycle (through "
+                                  f"{shown(name)}): not a model Keras could build")
+        seen.add(name)
         name = passes[name]
     return name
 
