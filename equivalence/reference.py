@@ -8,6 +8,8 @@ runtime normalizes to (see :mod:`equivalence.io_types`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .canonical import CellWeights, LSTMWeights
@@ -47,7 +49,7 @@ def hard_sigmoid_keras3(x: np.ndarray) -> np.ndarray:
     return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
 
 
-RECURRENT_ACTIVATION = {
+RECURRENT_ACTIVATION: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sigmoid": sigmoid,
     "hard_sigmoid_tf_keras": hard_sigmoid_tf_keras,
     "hard_sigmoid_keras3": hard_sigmoid_keras3,
@@ -65,7 +67,7 @@ def softplus(x: np.ndarray) -> np.ndarray:
 
 
 # The cell/output activation: applied to the candidate g and to c before the output gate.
-ACTIVATION = {
+ACTIVATION: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "tanh": np.tanh,
     "relu": lambda x: np.maximum(x, 0.0),
     "linear": lambda x: x,

@@ -41,6 +41,16 @@ MAX_LAYERS = 10_000  # layer indices in key names (weight_ih_l{k}) beyond this a
 MAX_NAME_CHARS = 200  # a name echoed in a message or a listing, at most (then "...")
 
 
+def first_repeat(names: list[str]) -> str:
+    """The first name that occurs a second time in ``names`` (which holds a repeat)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    raise ValueError("no name repeats")
+
+
 def shown(name: object, limit: int = MAX_NAME_CHARS) -> str:
     """``repr(name)`` capped at ``limit`` characters: names come from strangers' files, and a
     200k-character node name must not become 200 KB of terminal output."""
@@ -115,8 +125,7 @@ def open_zip(path: Path, what: str) -> zipfile.ZipFile:
     names = [info.filename for info in infos]
     if len(set(names)) != len(names):
         archive.close()
-        seen: set[str] = set()
-        twin = next(n for n in names if n in seen or seen.add(n))
+        twin = first_repeat(names)
         # zipfile reads the last of two members named alike, torch's reader the first
         raise FileFormatError(path, f"{what}: two zip members named {shown(twin)}; refusing "
                                     "to guess which one is meant")
@@ -288,10 +297,26 @@ def read_dataset(dataset: Any, path: Path) -> np.ndarray:
                                     f"({type(exc).__name__}: {exc})") from exc
     if dtype.kind not in "fiub":
         raise FileFormatError(path, f"HDF5 dataset {name!r} holds {dtype} values, not numbers")
+    _refuse_unavailable_filters(dataset, path)
     stored = int(dataset.id.get_storage_size())
     compressed = bool(dataset.compression) or dataset.chunks is not None
     check_declared(path, f"HDF5 dataset {name!r}", shape, dtype.itemsize, stored, compressed)
     return np.asarray(dataset[()])
+
+
+def _refuse_unavailable_filters(dataset: Any, path: Path) -> None:
+    """HDF5 skips an unavailable filter marked optional and hands back the stored bytes as
+    values: silently wrong weights. Every filter in the pipeline must be available here."""
+    from h5py import h5z
+
+    plist = dataset.id.get_create_plist()
+    for index in range(plist.get_nfilters()):
+        code, _flags, _values, label = plist.get_filter(index)
+        if not h5z.filter_avail(code):
+            name = label.decode("ascii", "replace") if isinstance(label, bytes) else label
+            raise FileFormatError(path, f"HDF5 dataset {shown(dataset.name)} is stored through "
+                                        f"filter {code} ({shown(name)}), which is not "
+                                        "available here; refusing to read its bytes as values")
 
 
 # ---------------------------------------------------------------- .npz case files

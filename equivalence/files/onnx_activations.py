@@ -89,7 +89,9 @@ def _match(called: tuple[str, float | None, float | None], table: dict[str, tupl
 
 
 def _near(found: float | None, wanted: float | None) -> bool:
-    return (found is None) == (wanted is None) and (found is None or abs(found - wanted) < 1e-6)
+    if found is None or wanted is None:
+        return found is None and wanted is None
+    return abs(found - wanted) < 1e-6
 
 
 def _show(called: tuple[str, float | None, float | None]) -> str:

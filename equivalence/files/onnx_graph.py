@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ._base import FileFormatError
-from .limits import MAX_ARRAY_BYTES, check_declared, shown
+from .limits import MAX_ARRAY_BYTES, check_declared, first_repeat, shown
 
 MAX_SCOPE_DEPTH = 16  # real models nest If/Loop 2-3 deep; protobuf stops near 33
 MAX_NODES = 1_000_000
@@ -174,8 +174,7 @@ def _refuse_duplicates(scope: Scope, path: Path) -> None:
     for what, names in (("initializers", [t.name for t in scope.graph.initializer]),
                         ("node outputs", [o for n in scope.graph.node for o in n.output if o])):
         if len(set(names)) != len(names):
-            seen: set[str] = set()
-            twin = next(n for n in names if n in seen or seen.add(n))
+            twin = first_repeat(names)
             raise FileFormatError(path, f"two {what} named {shown(twin)} in graph "
                                         f"{shown(scope.path) or 'main'}; refusing to guess "
                                         "which one is meant")
