@@ -333,3 +333,30 @@ def test_keras_layers_feeding_themselves_or_each_other(tmp_path, capsys):
     for name, rewire in (("self.keras", {"b": "b"}), ("pair.keras", {"a": "b"}),
                          ("dropouts.keras", {"d1": "d2"})):
         refused(capsys, _keras_with_inbound(tmp_path, name, rewire), tmp_path, phrase="cycle")
+
+
+# ---------------------------------------------------------------- HDF5 filters unavailable
+
+
+def test_hdf5_dataset_through_an_unavailable_filter(tmp_path, capsys):
+    """HDF5 skips an unavailable optional filter and returns the stored bytes as values."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import h5py
+    import keras
+
+    seed = tmp_path / "seed.h5"
+    keras.Sequential([keras.Input((None, I)), keras.layers.LSTM(H)]).save(seed)
+    with h5py.File(seed, "a") as handle:
+        names: list[str] = []
+        handle.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset)
+                          and "recurrent" in n else None)
+        data, (parent, key) = handle[names[0]][()], names[0].rsplit("/", 1)
+        del handle[parent][key]
+        handle[parent].create_dataset(key, data=data, compression="lzf", chunks=data.shape)
+    raw = seed.read_bytes()
+    assert raw.count(b"\x00\x7d") == 1  # lzf's filter id 32000, once: the pipeline message
+    case = tmp_path / "nofilter.h5"
+    case.write_bytes(raw.replace(b"\x00\x7d", b"\x7b\x7d"))  # filter 32123: registered nowhere
+    refused(capsys, case, tmp_path, phrase="not available here")
