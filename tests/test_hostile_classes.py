@@ -360,3 +360,17 @@ def test_hdf5_dataset_through_an_unavailable_filter(tmp_path, capsys):
     case = tmp_path / "nofilter.h5"
     case.write_bytes(raw.replace(b"\x00\x7d", b"\x7b\x7d"))  # filter 32123: registered nowhere
     refused(capsys, case, tmp_path, phrase="not available here")
+
+
+def test_thousands_of_lstms_and_none_chosen(tmp_path, capsys):
+    parts = (("weight_ih_l0", (4 * H, I)), ("weight_hh_l0", (4 * H, H)))
+    state = {f"m{k}.{n}": torch.zeros(s) for k in range(3000) for n, s in parts}
+    seed = tmp_path / "many.pt"
+    torch.save(state, seed)
+    before = digest(seed)
+    start = time.perf_counter()
+    code, out, err = run_cli(capsys, "convert", seed, "--to", "torch", "-o", tmp_path / "o.pt")
+    assert code == 2 and "3000 LSTMs" in err, err[:500]
+    assert time.perf_counter() - start < SECONDS and len(out + err) <= MAX_OUTPUT
+    assert digest(seed) == before and not (tmp_path / "o.pt").exists()
+    assert leftovers(tmp_path) == []
