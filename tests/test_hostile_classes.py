@@ -374,3 +374,6 @@ def test_thousands_of_lstms_and_none_chosen(tmp_path, capsys):
     assert time.perf_counter() - start < SECONDS and len(out + err) <= MAX_OUTPUT
     assert digest(seed) == before and not (tmp_path / "o.pt").exists()
     assert leftovers(tmp_path) == []
+    assert "choose one with --layer NAME" in err and "and 2,990 more" in err
+    code, out, err = run_cli(capsys, "inspect", seed)  # a listing, bounded: the table's first 100
+    assert code == 0 and len(out + err) <= MAX_OUTPUT and "and 2,900 more" in out

@@ -143,14 +143,15 @@ def select(
                               "FoundLSTM (what files.read returns)")
     if layer is not None and not isinstance(layer, str):
         raise ConversionError(f"layer: got {type(layer).__name__}, expected a str or None")
+    from .limits import listed, shown  # limits imports this module
+
     if not found:
         raise FileFormatError(path, "no LSTM found in this file")
     if layer is None:
         if len(found) > 1:
-            names = ", ".join(repr(f.name) for f in found)
-            raise FileFormatError(
-                path, f"{len(found)} LSTMs found ({names}); choose one with --layer NAME"
-            )
+            names = listed([f.name for f in found])
+            raise FileFormatError(path, f"{len(found)} LSTMs found ({names}); choose one "
+                                        "with --layer NAME (or convert them all with --all)")
         return found[0]
     for candidate in found:
         if candidate.name == layer:
@@ -160,7 +161,7 @@ def select(
             if part.name == layer:
                 return part
     known = [f.name for f in found] + [p.name for f in found for p in f.parts]
-    raise FileFormatError(path, f"no LSTM named {layer!r}; found {known}")
+    raise FileFormatError(path, f"no LSTM named {shown(layer)}; found {listed(known)}")
 
 
 # ---------------------------------------------------------------- checkpoints

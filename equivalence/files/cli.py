@@ -46,6 +46,7 @@ from .torchscript import TRUST_FLAG
 COLUMNS = ("name", "format", "layers", "directions", "I", "H", "projection", "peepholes",
            "biases")
 DROP_FLAG = "--drop-stored-inputs"
+MAX_LISTED = 100  # LSTMs in inspect's table: a file may hold thousands
 
 
 def finite_float(text: str) -> float:
@@ -212,8 +213,10 @@ def _inspect(args: argparse.Namespace) -> int:
         if problem:
             problems.append(problem)
     print(f"{args.file}: {len(found)} LSTM(s)")
-    print(table(rows))
-    for item in found:
+    print(table(rows[:MAX_LISTED]))
+    if len(found) > MAX_LISTED:  # bounded output; --json lists every one
+        print(f"... and {len(found) - MAX_LISTED:,} more (--json lists them all)")
+    for item in found[:MAX_LISTED]:
         print(f"\n{capped(item.name, MAX_NAME_CHARS)}: {item.kind}")
         for note in item.notes:
             print(f"  note: {capped(note)}")

@@ -63,6 +63,14 @@ def shown(name: object, limit: int = MAX_NAME_CHARS) -> str:
 MAX_MESSAGE_CHARS = 2000  # one echoed line (an error, a note) at most
 
 
+def listed(names: list[str], at_most: int = 10) -> str:
+    """The first ``at_most`` names, each :func:`shown`, and how many more: a file may hold
+    thousands of LSTMs, and the hint after the list must stay on screen."""
+    text = ", ".join(shown(name) for name in names[:at_most])
+    more = len(names) - at_most
+    return text + (f" and {more:,} more" if more > 0 else "")
+
+
 def capped(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """``text`` cut to ``limit`` characters with the full length said: every name and message
     the CLI echoes passes through here, so a file's names cannot flood the output."""
