@@ -103,6 +103,8 @@ _TF1 = Capabilities(
     peepholes=True,
     cell_clip=True,
     forget_bias=True,  # a spec's run-time forget_bias is folded into the native bias
+    # LSTMCell(activation=...): on the candidate j and on c before the output gate, as Keras.
+    activations=_CELL_ACTIVATIONS,
     time_major=True,
     dtypes=frozenset({"float32", "float64"}),
 )

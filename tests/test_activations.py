@@ -89,11 +89,12 @@ def _case(activation: str, dtype: str = "float32", directions: int = 1) -> Case:
     return Case(spec, weights, LSTMInputs(x))
 
 
-@pytest.mark.parametrize("runtime", ["keras", "keras_cell", "tf_keras"])
+@pytest.mark.parametrize("runtime", ["keras", "keras_cell", "tf_keras", "tf1"])
 @pytest.mark.parametrize("activation", ["relu", "linear", "elu", "softsign"])
-def test_keras_builds_the_activation_really(runtime: str, activation: str) -> None:
-    """Keras 3 LSTM(activation=...) really run, judged against the reference under the policy;
-    the same weights with tanh must fail (the activation is really applied)."""
+def test_runtimes_build_the_activation_really(runtime: str, activation: str) -> None:
+    """Keras 3 LSTM(activation=...) and tf.compat.v1 LSTMCell(activation=...) really run,
+    judged against the reference under the policy; the same weights with tanh must fail
+    (the activation is really applied)."""
     entry = table.entry(runtime)
     require(entry)
     case = _case(activation, directions=2)
@@ -106,9 +107,21 @@ def test_keras_builds_the_activation_really(runtime: str, activation: str) -> No
                              harness.tolerance(case, entry), harness.sensitivity(case)).ok
 
 
-@pytest.mark.parametrize("runtime", ["torch", "onnxruntime", "tf1"])
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_runtimes_without_it_refuse_by_name(runtime: str) -> None:
     entry = table.entry(runtime)
     case = _case("relu")
     with pytest.raises(UnsupportedFeatureError, match=f"{runtime} cannot represent activation=re"):
         entry.load().check_supported(case.spec, case.inputs)
+
+
+def test_tf1_format_carries_the_activation_beside_the_variables() -> None:
+    """The variables do not hold it: the reader takes it as the spec's option, and without it
+    reads tanh (so a relu checkpoint is only read as relu when told)."""
+    spec = eq.LSTMSpec(3, 4, layers=2, dtype="float64", activation="relu")
+    weights = random_weights(spec, np.random.default_rng(0))
+    native = FORMATS["tf1"].from_canonical(weights)
+    options = eq.options.reader_options("tf1", spec, {})
+    assert options["activation"] == "relu"
+    assert FORMATS["tf1"].to_canonical(native, **options).spec == spec
+    assert FORMATS["tf1"].to_canonical(native).spec.activation == "tanh"

@@ -249,7 +249,9 @@ def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float,
             *[f"  {n} {tuple(variables[n].shape)}" for n in sorted(variables)],
             f"cells: LSTMCell({spec.units}, forget_bias={forget_bias}"
             + (", use_peepholes=True" if spec.peepholes else "")
-            + (f", num_proj={spec.projection_size}" if spec.projection_size else "") + ")"
+            + (f", num_proj={spec.projection_size}" if spec.projection_size else "")
+            # Not in the variables: a cell built without it would run tanh.
+            + (f", activation={spec.activation!r}" if spec.activation != "tanh" else "") + ")"
             + (f" x {spec.layers} in MultiRNNCell" if spec.layers > 1 and spec.directions == 1
                else "")
             + (" in bidirectional_dynamic_rnn" if spec.directions == 2 else "")

@@ -11,6 +11,8 @@ The kernel stacks the input rows over the recurrent rows; gate columns are
 i j f o (j is the cell candidate), so f and g swap against canonical. TF1
 adds ``forget_bias`` (default 1.0) to the forget gate at run time: reading
 folds it into the bias, writing subtracts it again. State order is (c, h).
+``LSTMCell(activation=...)`` (applied to the candidate j and to c before the
+output gate) is not in the variables: it travels beside them, as ``cell_clip`` does.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from typing import Any
 import numpy as np
 
 from ..canonical import CellWeights, LSTMWeights
-from ..spec import LSTMSpec, finite_number
+from ..spec import ACTIVATIONS, LSTMSpec, finite_number
 from . import _common as c
 
 NAME = "tf1"
 SUPPORTED = frozenset(
     {"stacked layers", "bidirectional", "projection", "projection_clip", "peepholes", "cell_clip"}
+    | {f"activation={name}" for name in ACTIVATIONS}
 )
 GATE_ORDER = (0, 2, 1, 3)  # TF1 column block k is canonical block GATE_ORDER[k]: i j f o
 PEEPHOLE_PARTS = ("w_i_diag", "w_f_diag", "w_o_diag")  # canonical peephole rows i, f, o
@@ -158,7 +161,7 @@ def _group(variables: Mapping[str, Any]) -> _Variables:
 
 
 def _infer_spec(
-    found: _Variables, cell_clip: float | None, proj_clip: float | None
+    found: _Variables, cell_clip: float | None, proj_clip: float | None, activation: str
 ) -> LSTMSpec:
     names = list(found.given.values())
     if (
@@ -216,6 +219,7 @@ def _infer_spec(
         peepholes=any(p in g for g in found.grouped.values() for p in PEEPHOLE_PARTS),
         cell_clip=cell_clip,
         projection_clip=proj_clip,
+        activation=activation,
     )
 
 
@@ -225,14 +229,18 @@ def to_canonical(
     forget_bias: float = DEFAULT_FORGET_BIAS,
     cell_clip: float | None = None,
     proj_clip: float | None = None,
+    activation: str = "tanh",
 ) -> LSTMWeights:
-    """TF1 list or variable dict -> canonical, with ``forget_bias`` folded into the bias."""
+    """TF1 list or variable dict -> canonical, with ``forget_bias`` folded into the bias.
+
+    ``activation`` is the cells' ``LSTMCell(activation=)`` (the variables do not carry it)."""
     forget_bias = finite_number("forget_bias", forget_bias)
+    run_time = (cell_clip, proj_clip, activation)
     if isinstance(native, Mapping):
-        return _variables_to_canonical(dict(native), forget_bias, cell_clip, proj_clip)
+        return _variables_to_canonical(dict(native), forget_bias, *run_time)
     variables = _list_to_variables(list(c.expect_sequence(native, f"{NAME} weights")))
     try:
-        return _variables_to_canonical(variables, forget_bias, cell_clip, proj_clip)
+        return _variables_to_canonical(variables, forget_bias, *run_time)
     except c.ConversionError as error:  # say which list position each name came from
         positions = ", ".join(f"weights[{n}] = {name}" for n, name in enumerate(variables))
         error.args = (f"{error.args[0]} (list form, {len(variables)} arrays read as "
@@ -241,10 +249,11 @@ def to_canonical(
 
 
 def _variables_to_canonical(
-    variables: dict[str, Any], forget_bias: float, cell_clip: float | None, proj_clip: float | None
+    variables: dict[str, Any], forget_bias: float, cell_clip: float | None,
+    proj_clip: float | None, activation: str,
 ) -> LSTMWeights:
     found = _group(variables)
-    spec = _infer_spec(found, cell_clip, proj_clip)
+    spec = _infer_spec(found, cell_clip, proj_clip, activation)
     named = [
         (found.label(layer, direction, part), array)
         for (layer, direction), parts in found.grouped.items()

@@ -203,6 +203,9 @@ def _new_cell(rnn_cell: Any, key: _GraphKey) -> Any:
         num_proj=spec.projection_size,
         proj_clip=spec.projection_clip,
         forget_bias=key.forget_bias,
+        # None keeps TF1's own tf.tanh; any other name goes through Keras's activations.get,
+        # which LSTMCell applies to the candidate j and to c before the output gate.
+        activation=None if spec.activation == "tanh" else spec.activation,
         dtype=spec.dtype,
     )
 
