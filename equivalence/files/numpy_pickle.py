@@ -73,6 +73,8 @@ def reconstruct_factory(source: str, file_bytes: int) -> Any:
                 raise pickle.UnpicklingError("a numpy array state that is not (version, "
                                              "shape, dtype, is_fortran, data)")
             _version, shape, dtype, fortran, data = state
+            if isinstance(data, str):  # a Python 2 pickle read with encoding="latin1"
+                data = data.encode("latin1")
             if not isinstance(dtype, NumpyDtype) or not isinstance(data, bytes):
                 raise pickle.UnpicklingError("a numpy array without a numeric dtype and raw "
                                              "bytes (object arrays are not read)")

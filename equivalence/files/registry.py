@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import ConversionError, brief
 from ._base import FileFormatError, FoundLSTM, StoredInputs, checkpoint_prefix, file_path
+from .madmom import looks_like_madmom
 from .neoml_archive import looks_like_network
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -119,11 +120,14 @@ KINDS: tuple[FileKind, ...] = (
     FileKind("npz", "neoml", "equivalence.files.neoml:read_case", "an equivalence case file",
              precheck="equivalence.files.limits:check_npz",
              zip_members=lambda names: any(n.endswith(".npy") for n in names)),
+    FileKind("madmom", "madmom", "equivalence.files.madmom:read_madmom",
+             "a madmom network pickle",
+             sniff=looks_like_madmom),
     FileKind("neoml_net", "neoml", "equivalence.files.neoml:read_network_file",
              "a NeoML network file", sniff=lambda path, head: looks_like_network(head)),
 )
 # Content tests run in this order: safetensors' 8-byte header before the pickle guess.
-SNIFF_ORDER = ("keras_h5", "safetensors", "neoml_net", "torch", "onnx")
+SNIFF_ORDER = ("keras_h5", "safetensors", "neoml_net", "madmom", "torch", "onnx")
 
 FAMILIES: tuple[FileFamily, ...] = (
     FileFamily("keras", ("keras_h5", "keras_zip"),
@@ -144,6 +148,7 @@ FAMILIES: tuple[FileFamily, ...] = (
     FileFamily("mlx", ("safetensors",), formats=("mlx",),
                writer="equivalence.files.mlx:write_mlx", output_help="mlx: .safetensors",
                check_output="equivalence.files.mlx:check_output"),
+    FileFamily("madmom", ("madmom",)),  # read only: madmom.ml.nn LSTMLayers
     FileFamily("neoml", ("npz", "neoml_net"), writer="equivalence.files.verify:write_neoml_case",
                output_help="neoml: .npz",
                check_output="equivalence.files.verify:check_neoml_output"),
