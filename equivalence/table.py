@@ -115,6 +115,9 @@ _ONNXRUNTIME = Capabilities(
     # direction="reverse" and input_forget=1: attributes of the node it builds from the spec.
     reverse=True,
     input_forget=True,
+    # activations g = h (Relu, Affine, Sigmoid, Softsign, Softplus, Elu): each run against the
+    # reference (tests/test_activations.py, the conformance grid's "activation" cells).
+    activations=_CELL_ACTIVATIONS,
     # ONNX LSTM is time-major natively (ORT refuses layout=1): both paths are that one.
     time_major=True,
     # float16 runs as float16 tensors around a float32 kernel (ORT inserts the Casts);

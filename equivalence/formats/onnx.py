@@ -5,8 +5,9 @@ Native form: one dict per LSTM node, ``W`` (D, 4H, I), ``R`` (D, 4H, H),
 stack is a list of such dicts (one node per layer; a single layer may be given
 as the dict itself). Gate order i o f c in rows; peepholes i o f. The node's
 ``clip`` attribute is the spec's ``gate_clip``; ``direction="reverse"`` its
-``reverse`` and ``input_forget`` its ``input_forget`` (attributes, which the
-reader takes as options and a file writer sets from the spec). ``B`` is required here (write
+``reverse``, ``input_forget`` its ``input_forget`` and ``activations`` (g = h) its
+``activation`` (attributes, which the reader takes as options and a graph or file
+writer sets from the spec). ``B`` is required here (write
 zeros for a node without one) so a dropped key is never mistaken for zeros.
 """
 
@@ -18,12 +19,13 @@ from typing import Any
 import numpy as np
 
 from ..canonical import CellWeights, LSTMWeights
-from ..spec import LSTMSpec
+from ..spec import ACTIVATIONS, LSTMSpec
 from . import _common as c
 
 NAME = "onnx"
 SUPPORTED = frozenset(
-    {"stacked layers", "bidirectional", "reverse", "peepholes", "gate_clip", "input_forget"})
+    {"stacked layers", "bidirectional", "reverse", "peepholes", "gate_clip", "input_forget"}
+    | {f"activation={name}" for name in ACTIVATIONS})
 GATE_ORDER = (0, 3, 1, 2)  # ONNX block k is canonical block GATE_ORDER[k]: i o f c
 PEEPHOLE_ORDER = (0, 2, 1)  # ONNX P is i o f; canonical rows are i f o
 
@@ -72,15 +74,17 @@ def _node_shapes(spec: LSTMSpec, layer: int) -> dict[str, tuple[int, ...]]:
 
 
 def to_canonical(
-    native: Any, *, clip: float | None = None, reverse: bool = False, input_forget: bool = False
+    native: Any, *, clip: float | None = None, reverse: bool = False, input_forget: bool = False,
+    activation: str = "tanh",
 ) -> LSTMWeights:
     """ONNX node weights -> canonical; the options are the nodes' attributes.
 
     ``clip`` is the clip attribute, ``reverse`` means ``direction="reverse"``
-    (D must be 1), ``input_forget`` means ``input_forget=1``.
+    (D must be 1), ``input_forget`` means ``input_forget=1``, ``activation`` the cell
+    activation g = h of ``activations``.
     """
     nodes = _nodes(native)
-    spec = _infer_spec(nodes, clip, reverse, input_forget)
+    spec = _infer_spec(nodes, clip, reverse, input_forget).replace(activation=activation)
     arrays = []
     for layer, node in enumerate(nodes):
         shapes = _node_shapes(spec, layer)

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..files import onnx_activations
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
 from .base import Runtime, zero_padding
@@ -30,7 +31,6 @@ Feeds = Mapping[str, np.ndarray]
 Compiled = Callable[[Feeds], list[np.ndarray]]
 
 # ONNX HardSigmoid is max(0, min(1, alpha*x + beta)): the spec's hard sigmoids are two of them.
-HARD_SIGMOIDS = {"hard_sigmoid_tf_keras": (0.2, 0.5), "hard_sigmoid_keras3": (1.0 / 6.0, 0.5)}
 _STATE_INPUTS = ("X", "initial_h_0", "initial_c_0")  # the inputs layout=1 makes batch-first
 
 
@@ -90,8 +90,8 @@ def probe_model(
 ) -> bytes:
     """Serialized ``build_model`` graph for ``spec``, with ONNX attributes the spec lacks.
 
-    ``spec.recurrent_activation`` becomes the ``activations`` attribute (ONNX
-    ``HardSigmoid`` for the hard sigmoids). ``direction`` replaces the
+    ``spec.recurrent_activation`` and ``spec.activation`` become the ``activations``
+    attribute (ONNX ``HardSigmoid`` for the hard sigmoids). ``direction`` replaces the
     unidirectional nodes' ``"forward"``; ``layout=1`` makes X, the initial
     states and the outputs batch-first (one layer only: the graph's flattening
     between layers is time-major).
@@ -121,12 +121,8 @@ def _set_attributes(
                               "layout": layout}
     if direction is not None and spec.directions == 1:
         values["direction"] = direction
-    if spec.recurrent_activation in HARD_SIGMOIDS:
-        alpha, beta = HARD_SIGMOIDS[spec.recurrent_activation]
-        values["activations"] = ["HardSigmoid", "Tanh", "Tanh"] * spec.directions
-        # Consumed in order by the activations that take them (the ONNX spec): one per f.
-        values["activation_alpha"] = [alpha] * spec.directions
-        values["activation_beta"] = [beta] * spec.directions
+    # f (HardSigmoid for the hard sigmoids), g = h the cell activation, alpha/beta in order.
+    values.update(onnx_activations.write(spec))
     kept = [a for a in node.attribute if a.name not in values]
     del node.attribute[:]
     node.attribute.extend(kept + [helper.make_attribute(k, v) for k, v in values.items()])

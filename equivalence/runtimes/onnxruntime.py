@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ..files import onnx_activations
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
 from .base import Runtime
@@ -141,6 +142,8 @@ def _lstm_node(spec: LSTMSpec, layer: int, x: str, has_state: bool, has_lengths:
     }
     if spec.gate_clip is not None:
         attributes["clip"] = float(spec.gate_clip)
+    # The cell activation (g = h) and any gate activation, as a file writer sets them.
+    attributes.update(onnx_activations.write(spec))
     outputs = [f"Y_{layer}", f"Y_h_{layer}", f"Y_c_{layer}"]
     return helper.make_node("LSTM", names, outputs, name=f"lstm_{layer}", **attributes)
 
