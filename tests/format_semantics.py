@@ -265,6 +265,46 @@ def cudnn_params(native, x, spec):
     return torch(flat_state_dict(np.asarray(native, np.float64), spec, False), x, spec)
 
 
+def madmom(layer, x, activation="tanh"):
+    """madmom ``LSTMLayer.activate`` (madmom/ml/nn/layers.py), batched; row vectors, ``x @ W``.
+
+    ``layer``: ``input_gate``, ``forget_gate``, ``cell``, ``output_gate``, each a dict of
+    ``weights`` (I, H), ``bias`` (H,), ``recurrent_weights`` (H, H) and the gates'
+    ``peephole_weights`` (H,) or None. ``Gate.activate``: sigmoid(x W + b + state * p + h R),
+    given the previous state for i and f and the new one for o; ``Cell``: the activation
+    (tanh) without peepholes; ``state = cell * ig + state * fg``; ``out = act(state) * og``.
+    """
+    act = CELL_ACTIVATIONS[activation]
+
+    def gate(name, xt, prev, state, fn=sigmoid):
+        g = {k: None if v is None else np.asarray(v, np.float64) for k, v in layer[name].items()}
+        out = xt @ g["weights"] + g["bias"]
+        if g.get("peephole_weights") is not None:
+            out = out + state * g["peephole_weights"]
+        return fn(out + prev @ g["recurrent_weights"])
+
+    def step(xt, carried):
+        prev, state = carried
+        ig = gate("input_gate", xt, prev, state)
+        fg = gate("forget_gate", xt, prev, state)
+        cell = gate("cell", xt, prev, None, act)
+        state = cell * ig + state * fg
+        og = gate("output_gate", xt, prev, state)
+        out = act(state) * og
+        return out, (out, state)
+
+    units = np.asarray(layer["cell"]["bias"]).size
+    out, (h, c) = _scan(step, x, (_zeros(len(x), units), _zeros(len(x), units)))
+    return out, h, c
+
+
+def madmom_bidirectional(fwd, bwd, x, activation="tanh"):
+    """``BidirectionalLayer.activate``: bwd on the reversed frames, ``hstack((fwd, bwd[::-1]))``."""
+    forward = madmom(fwd, x, activation)[0]
+    backward = madmom(bwd, x[:, ::-1], activation)[0][:, ::-1]
+    return np.concatenate([forward, backward], axis=-1)
+
+
 def jax_rnn(native, x, spec):
     return torch(flat_state_dict(np.asarray(native, np.float64), spec, True), x, spec)
 

@@ -152,7 +152,7 @@ def _found(path: Path, index: int, layer: Any) -> FoundLSTM | None:
 
 def _gates(path: Path, name: str, lstm: Any) -> dict[str, dict[str, np.ndarray | None]]:
     if _class(lstm) != "LSTMLayer":
-        raise FileFormatError(path, f"{shown(name)}: a {shown(_class(lstm) or 'non-record')} "
+        raise FileFormatError(path, f"{name}: a {shown(_class(lstm) or 'non-record')} "
                                     "where an LSTMLayer was expected")
     state = _state(lstm)
     out: dict[str, dict[str, np.ndarray | None]] = {}
@@ -160,7 +160,7 @@ def _gates(path: Path, name: str, lstm: Any) -> dict[str, dict[str, np.ndarray |
         record = state.get(gate)
         expected = "Cell" if gate == "cell" else "Gate"
         if _class(record) != expected:
-            raise FileFormatError(path, f"{shown(name)}.{gate}: expected a madmom {expected}, "
+            raise FileFormatError(path, f"{name}.{gate}: expected a madmom {expected}, "
                                         f"found {shown(_class(record) or type(record).__name__)}")
         fields = _state(record)
         out[gate] = {key: _array(path, f"{name}.{gate}.{key}", fields.get(key))
@@ -206,12 +206,12 @@ def _onnx_node(path: Path, name: str, arrays: list[dict[str, dict[str, Any]]]
     """One ONNX-layout node (W, R, B, maybe P) from the directions' gates, shapes checked."""
     first = arrays[0]["cell"]["weights"]
     if first is None or first.ndim != 2:
-        raise FileFormatError(path, f"{shown(name)}.cell.weights: shape "
+        raise FileFormatError(path, f"{name}.cell.weights: shape "
                                     f"{None if first is None else first.shape}, expected (I, H)")
     inputs, units = first.shape
     for d, gates in enumerate(arrays):
         if "nonzero" in gates:
-            raise FileFormatError(path, f"{shown(name)}: a non-zero "
+            raise FileFormatError(path, f"{name}: a non-zero "
                                         f"{' and '.join(gates['nonzero'])} (initial state), "
                                         "which the conversion does not carry")
         _check_shapes(path, f"{name}[{d}]", gates, inputs, units)
@@ -238,13 +238,13 @@ def _check_shapes(path: Path, name: str, gates: dict[str, dict[str, Any]], input
             if value is None and key == "peephole_weights":
                 continue
             if gate == "cell" and key == "peephole_weights":
-                raise FileFormatError(path, f"{shown(name)}.cell.peephole_weights: madmom's "
+                raise FileFormatError(path, f"{name}.cell.peephole_weights: madmom's "
                                             "Cell has none (it is never given the state)")
             found = None if value is None else value.shape
             if found != shape and not (key == "bias" and value is not None
                                        and value.size == units and value.ndim <= 2):
-                raise FileFormatError(path, f"{shown(name)}.{gate}.{key}: shape {found}, "
+                raise FileFormatError(path, f"{name}.{gate}.{key}: shape {found}, "
                                             f"expected {shape}")
             if not np.issubdtype(value.dtype, np.floating):
-                raise FileFormatError(path, f"{shown(name)}.{gate}.{key}: dtype {value.dtype}, "
+                raise FileFormatError(path, f"{name}.{gate}.{key}: dtype {value.dtype}, "
                                             "expected floating point")
