@@ -9,7 +9,7 @@ pytest.importorskip("onnx", reason="the ONNX reader is the one that meets these 
 
 from equivalence.files.coreml import WireError, top_fields
 from tests.field_packages import package_file
-from tests.file_helpers import leftovers, one_error_line, run_cli
+from tests.file_helpers import run_cli
 
 pytestmark = pytest.mark.cpu
 
@@ -37,16 +37,33 @@ def message(*fields: tuple[int, bytes | int]) -> bytes:
     return out
 
 
-def test_kraken_mlmodel_is_named_a_coreml_model(tmp_path, capsys):
-    path = package_file("kraken==7.1.1", "kraken/blla.mlmodel")
-    code, _, err = run_cli(capsys, "inspect", path)
-    assert code == 2 and one_error_line(err, path), err
-    assert "a CoreML model (specification version" in err and "neuralNetwork" in err
-    assert "damaged" not in err and "corrupted" not in err
-    output = tmp_path / "o.pt"
-    code, _, err = run_cli(capsys, "convert", path, "--to", "torch", "-o", output)
-    assert code == 2 and "CoreML model" in err and not output.exists()
-    assert leftovers(tmp_path) == []
+KRAKEN = ("kraken==7.1.1", "kraken/blla.mlmodel")
+# kraken's four biDirectionalLSTM layers: name -> (inputVectorSize, outputVectorSize)
+KRAKEN_LSTMS = {"L_10": (256, 32), "L_11_transposed": (64, 32), "L_14_transposed": (32, 32),
+                "L_15": (64, 32)}
+
+
+def test_kraken_mlmodel_lists_four_bidirectional_lstms(capsys):
+    path = package_file(*KRAKEN)
+    code, out, err = run_cli(capsys, "inspect", path)
+    assert code == 0, err
+    assert "4 LSTM(s)" in out and "damaged" not in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:2] in
+            ("L_", )}
+    for name, (size_in, units) in KRAKEN_LSTMS.items():
+        layers, directions, i, h = rows[name][2:6]
+        assert (layers, directions, i, h) == ("1", "2", str(size_in), str(units)), rows[name]
+    assert "biDirectionalLSTM layer ('Gn_9' -> 'L_10')" in out
+    assert "cellClipThreshold 50000 not carried" in out
+
+
+def test_kraken_lstm_converts_to_torch_and_verifies(tmp_path, capsys):
+    path = package_file(*KRAKEN)
+    output = tmp_path / "l14.pt"
+    code, out, err = run_cli(capsys, "convert", path, "--to", "torch", "--layer",
+                             "L_14_transposed", "-o", output, "--verify")
+    assert code == 0, err
+    assert "verify: PASSED" in out and output.exists()
 
 
 @pytest.mark.parametrize(("fields", "kind"), [

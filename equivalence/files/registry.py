@@ -93,6 +93,12 @@ def _onnx(path: Path, head: bytes) -> bool:
     return path.suffix == ".onnx" or head[:1] == b"\x08"  # ModelProto field 1, ir_version
 
 
+def _coreml(path: Path) -> bool:
+    from .coreml import coreml_facts  # top-level protobuf fields only, bounded
+
+    return coreml_facts(path) is not None
+
+
 def _archive_root_has(names: Sequence[str], member: str) -> bool:
     return any(n.endswith(member) and n.count("/") <= 1 for n in names)
 
@@ -117,6 +123,8 @@ KINDS: tuple[FileKind, ...] = (
              "a safetensors file", uses_torch=True, sniff=_safetensors),
     FileKind("onnx", "onnx", "equivalence.files.onnx:read_onnx", "an ONNX model", sniff=_onnx,
              runner="equivalence.files.onnx_run:runner"),
+    FileKind("coreml", "coreml", "equivalence.files.coreml:read_coreml", "a CoreML model",
+             sniff=lambda path, head: head[:1] == b"\x08" and _coreml(path)),
     FileKind("npz", "neoml", "equivalence.files.neoml:read_case", "an equivalence case file",
              precheck="equivalence.files.limits:check_npz",
              zip_members=lambda names: any(n.endswith(".npy") for n in names)),
@@ -127,7 +135,7 @@ KINDS: tuple[FileKind, ...] = (
              "a NeoML network file", sniff=lambda path, head: looks_like_network(head)),
 )
 # Content tests run in this order: safetensors' 8-byte header before the pickle guess.
-SNIFF_ORDER = ("keras_h5", "safetensors", "neoml_net", "madmom", "torch", "onnx")
+SNIFF_ORDER = ("keras_h5", "safetensors", "neoml_net", "madmom", "torch", "coreml", "onnx")
 
 FAMILIES: tuple[FileFamily, ...] = (
     FileFamily("keras", ("keras_h5", "keras_zip"),
@@ -145,6 +153,7 @@ FAMILIES: tuple[FileFamily, ...] = (
                check_weights="equivalence.files.onnx:check_writable",
                output_help="onnx: .onnx", runs_itself=True,
                holds_stored=frozenset({"initial_h", "initial_c", "sequence_lens"})),
+    FileFamily("coreml", ("coreml",)),  # read only: nothing here writes or runs CoreML
     FileFamily("mlx", ("safetensors",), formats=("mlx",),
                writer="equivalence.files.mlx:write_mlx", output_help="mlx: .safetensors",
                check_output="equivalence.files.mlx:check_output"),
