@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 
 pytest.importorskip("onnx", reason="the ONNX reader is the one that meets these files")
 
-from equivalence.files.coreml import WireError, top_fields
+from equivalence.files.coreml import WireError, read_coreml, top_fields
 from tests.field_packages import package_file
 from tests.file_helpers import run_cli
 
@@ -88,3 +94,68 @@ def test_damaged_bytes_are_not_called_coreml(tmp_path, capsys):
 def test_the_wire_reader_refuses_malformed_bytes(data):
     with pytest.raises(WireError):
         top_fields(data)
+
+
+# ---------------------------------------------------------------- against coremltools' own parser
+
+# Run by an interpreter that has coremltools (it ships CoreML's proto modules): every LSTM
+# layer's weight arrays as parsed by protobuf itself, saved as .npz.
+DUMP = """
+import sys, numpy as np
+from coremltools.proto import Model_pb2
+model = Model_pb2.Model()
+model.ParseFromString(open(sys.argv[1], "rb").read())
+out = {}
+for layer in model.neuralNetwork.layers:
+    kind = layer.WhichOneof("layer")
+    if kind not in ("uniDirectionalLSTM", "biDirectionalLSTM"):
+        continue
+    params = getattr(layer, kind)
+    sets = params.weightParams if kind == "biDirectionalLSTM" else [params.weightParams]
+    for d, weights in enumerate(sets):
+        for field, value in weights.ListFields():
+            out[f"{layer.name}/{d}/{field.name}"] = np.array(value.floatValue, np.float32)
+np.savez(sys.argv[2], **out)
+"""
+# Our ONNX-layout blocks (i o f c) and the CoreML fields each one comes from.
+BLOCKS = {"W": ("inputGateWeightMatrix", "outputGateWeightMatrix", "forgetGateWeightMatrix",
+                "blockInputWeightMatrix"),
+          "R": ("inputGateRecursionMatrix", "outputGateRecursionMatrix",
+                "forgetGateRecursionMatrix", "blockInputRecursionMatrix"),
+          "B": ("inputGateBiasVector", "outputGateBiasVector", "forgetGateBiasVector",
+                "blockInputBiasVector")}
+
+
+def coremltools_python() -> str:
+    """An interpreter with coremltools: this one, or $COREMLTOOLS_PYTHON; else skip."""
+    if importlib.util.find_spec("coremltools") is not None:
+        return sys.executable
+    other = os.environ.get("COREMLTOOLS_PYTHON")
+    if other:
+        return other
+    pytest.skip("coremltools is not installed here (set COREMLTOOLS_PYTHON to an interpreter "
+                "that has it, e.g. a venv made with `pip install coremltools`)")
+
+
+def test_kraken_weights_equal_coremltools_parse(tmp_path):
+    path = package_file(*KRAKEN)
+    dumped = tmp_path / "coremltools.npz"
+    done = subprocess.run([coremltools_python(), "-c", DUMP, str(path), str(dumped)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs = dict(np.load(dumped))
+    found = {f.name: f for f in read_coreml(path)}
+    assert set(found) == set(KRAKEN_LSTMS)
+    compared = 0
+    for name, lstm in found.items():
+        units = KRAKEN_LSTMS[name][1]
+        for d in range(2):
+            for key, fields in BLOCKS.items():
+                ours = lstm.native[key][d]
+                for k, field in enumerate(fields):
+                    block = ours[k * units:(k + 1) * units]
+                    assert np.array_equal(block.ravel(), theirs[f"{name}/{d}/{field}"]), \
+                        (name, d, field)
+                    compared += 1
+            assert not lstm.native["B"][d][4 * units:].any()  # no recurrent bias in CoreML
+    assert compared == 4 * 2 * 12 and len(theirs) == compared
