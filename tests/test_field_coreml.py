@@ -7,6 +7,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ pytest.importorskip("onnx", reason="the ONNX reader is the one that meets these 
 
 from equivalence.files.coreml import WireError, read_coreml, top_fields
 from tests.field_packages import package_file
-from tests.file_helpers import run_cli
+from tests.file_helpers import leftovers, run_cli
 
 pytestmark = pytest.mark.cpu
 
@@ -83,11 +84,12 @@ def test_small_coreml_messages_are_named(tmp_path, capsys, fields, kind):
     assert code == 2 and f"a CoreML model (specification version {fields[0][1]}, {kind})" in err
 
 
-def test_damaged_bytes_are_not_called_coreml(tmp_path, capsys):
+def test_damaged_mlmodel_is_named_a_damaged_coreml_file_not_onnx(tmp_path, capsys):
     path = tmp_path / "cut.mlmodel"
     path.write_bytes(message((1, 4), (500, b"x" * 40))[:-10])  # field 500 runs past the end
     code, _, err = run_cli(capsys, "inspect", path)
-    assert code == 2 and "CoreML" not in err, err
+    assert code == 2 and "not a well-formed CoreML model (truncated or damaged" in err, err
+    assert "ONNX" not in err and "specification version" not in err
 
 
 @pytest.mark.parametrize("data", [b"\x08" + b"\xff" * 11, b"\x00\x01", b"\x0b", b"\x12\x05ab"])
@@ -159,3 +161,154 @@ def test_kraken_weights_equal_coremltools_parse(tmp_path):
                     compared += 1
             assert not lstm.native["B"][d][4 * units:].any()  # no recurrent bias in CoreML
     assert compared == 4 * 2 * 12 and len(theirs) == compared
+
+
+# ---------------------------------------------------------------- small files built here
+
+GATE_FIELDS = {"i": (1, 20, 40, 60), "f": (2, 21, 41, 61), "z": (3, 22, 42, None),
+               "o": (4, 23, 43, 62)}
+ACTIVATION_FIELDS = {"sigmoid": 40, "tanh": 30, "ReLU": 10, "linear": 5}
+
+
+def floats(values: np.ndarray) -> bytes:
+    return message((1, np.asarray(values, "<f4").tobytes()))
+
+
+def weight_set(weights: dict[str, np.ndarray]) -> bytes:
+    """LSTMWeightParams from {"W_i": (H, I), "R_i": (H, H), "b_i": (H,), "p_i": (H,) ...}."""
+    parts = []
+    for gate, numbers in GATE_FIELDS.items():
+        for prefix, number in zip("WRbp", numbers, strict=True):
+            if f"{prefix}_{gate}" in weights and number is not None:
+                parts.append((number, floats(weights[f"{prefix}_{gate}"])))
+    return message(*parts)
+
+
+def random_weights(rng: np.random.Generator, size_in: int, units: int) -> dict[str, np.ndarray]:
+    out = {}
+    for gate in "ifzo":
+        out[f"W_{gate}"] = rng.normal(0, 0.5, (units, size_in)).astype(np.float32)
+        out[f"R_{gate}"] = rng.normal(0, 0.5, (units, units)).astype(np.float32)
+        out[f"b_{gate}"] = rng.normal(0, 0.5, units).astype(np.float32)
+        if gate != "z":
+            out[f"p_{gate}"] = rng.normal(0, 0.5, units).astype(np.float32)
+    return out
+
+
+def lstm_model(layer: bytes, name: str = "lstm", kind: int = 420) -> bytes:
+    network = message((1, message((1, name.encode()), (2, b"x"), (3, b"y"), (kind, layer))))
+    return message((1, 4), (2, b""), (500, network))
+
+
+def uni_layer(size_in: int, units: int, weights: bytes,
+              activations: tuple[str, ...] = ("sigmoid", "tanh", "tanh"),
+              **flags: int) -> bytes:
+    numbers = {"sequenceOutput": 10, "hasBiasVectors": 20, "forgetBias": 30,
+               "hasPeepholeVectors": 40, "coupledInputAndForgetGate": 50}
+    params = message(*[(numbers[k], v) for k, v in flags.items()])
+    acts = [(10, message((ACTIVATION_FIELDS[a], b""))) for a in activations]
+    return message((1, size_in), (2, units), *acts, (15, params), (20, weights))
+
+
+def coreml_equations(w: dict[str, np.ndarray], x: np.ndarray, forget_bias: bool
+                     ) -> np.ndarray:
+    """CoreML's LSTM as NeuralNetwork.proto's LSTMParams comment writes it, with
+    [f, g, h] = [sigmoid, tanh, tanh], peepholes, and forgetBias (1 added to b_f); the
+    [-50, 50] clip is written too. x is (T, I); returns y (T, H)."""
+    w = {k: v.astype(np.float64) for k, v in w.items()}
+    units = w["b_i"].shape[0]
+
+    def f(v: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-v))
+
+    def clip(v: np.ndarray) -> np.ndarray:
+        return np.clip(v, -50.0, 50.0)
+
+    b_f = w["b_f"] + (1.0 if forget_bias else 0.0)
+    y, c = np.zeros(units), np.zeros(units)
+    out = []
+    for x_t in x.astype(np.float64):
+        i = f(clip(w["W_i"] @ x_t + w["R_i"] @ y + w["p_i"] * c + w["b_i"]))
+        f_t = f(clip(w["W_f"] @ x_t + w["R_f"] @ y + w["p_f"] * c + b_f))
+        z = np.tanh(clip(w["W_z"] @ x_t + w["R_z"] @ y + w["b_z"]))
+        c = c * f_t + i * z
+        o = f(clip(w["W_o"] @ x_t + w["R_o"] @ y + w["p_o"] * c + w["b_o"]))
+        y = np.tanh(c) * o
+        out.append(y)
+    return np.stack(out)
+
+
+def test_read_weights_compute_coremls_documented_equations(tmp_path):
+    from equivalence import reference
+
+    rng = np.random.default_rng(7)
+    weights = random_weights(rng, 3, 4)
+    path = tmp_path / "peep.mlmodel"
+    path.write_bytes(lstm_model(uni_layer(3, 4, weight_set(weights), sequenceOutput=1,
+                                          hasBiasVectors=1, forgetBias=1,
+                                          hasPeepholeVectors=1)))
+    (found,) = read_coreml(path)
+    canonical = found.canonical()
+    assert canonical.spec.peepholes and canonical.spec.directions == 1
+    x = rng.normal(size=(1, 6, 3))
+    ours = reference.lstm(canonical, x).outputs[0]
+    np.testing.assert_allclose(ours, coreml_equations(weights, x[0], True), atol=1e-12)
+
+
+def test_a_swapped_gate_is_caught_by_the_equations(tmp_path):
+    """The check above can fail: input and forget gate weights swapped in the file."""
+    from equivalence import reference
+
+    rng = np.random.default_rng(8)
+    weights = random_weights(rng, 3, 4)
+    swapped = {**weights, "W_i": weights["W_f"], "W_f": weights["W_i"]}
+    path = tmp_path / "swapped.mlmodel"
+    path.write_bytes(lstm_model(uni_layer(3, 4, weight_set(swapped), hasBiasVectors=1,
+                                          hasPeepholeVectors=1)))
+    x = rng.normal(size=(1, 6, 3))
+    ours = reference.lstm(read_coreml(path)[0].canonical(), x).outputs[0]
+    assert np.abs(ours - coreml_equations(weights, x[0], False)).max() > 1e-3
+
+
+def test_other_activations_are_refused_by_name(tmp_path, capsys):
+    rng = np.random.default_rng(9)
+    path = tmp_path / "relu.mlmodel"
+    path.write_bytes(lstm_model(uni_layer(3, 4, weight_set(random_weights(rng, 3, 4)),
+                                          ("sigmoid", "ReLU", "ReLU"), hasBiasVectors=1)))
+    code, out, err = run_cli(capsys, "inspect", path)  # listed, with why it is not read
+    assert "lstm" in out and "activations ['sigmoid', 'ReLU', 'ReLU']" in err, out + err
+    output = tmp_path / "o.pt"
+    code, _, err = run_cli(capsys, "convert", path, "--to", "torch", "-o", output)
+    assert code == 2 and "activations ['sigmoid', 'ReLU', 'ReLU']" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["relu.mlmodel"]
+
+
+def hostile_files() -> dict[str, bytes]:
+    rng = np.random.default_rng(10)
+    good = lstm_model(uni_layer(3, 4, weight_set(random_weights(rng, 3, 4)), hasBiasVectors=1))
+    huge = uni_layer(10**9, 10**9, weight_set(random_weights(rng, 3, 4)), hasBiasVectors=1)
+    short = random_weights(rng, 3, 4)
+    short["W_o"] = short["W_o"][:, :2]
+    return {
+        "truncated": good[: len(good) - 7],
+        "declared size beyond the bytes": lstm_model(huge),
+        "a matrix one column short": lstm_model(uni_layer(3, 4, weight_set(short),
+                                                          hasBiasVectors=1)),
+        "a layer field past its message": lstm_model(b"\x0a\xff\x01"),
+        "no LSTM layer": message((1, 4), (500, message((1, message((1, b"conv")))))),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(hostile_files()))
+def test_hostile_coreml_files_exit_2_bounded_and_nothing_written(tmp_path, capsys, case):
+    path = tmp_path / "m.mlmodel"
+    data = hostile_files()[case]
+    path.write_bytes(data)
+    started = time.monotonic()
+    for argv in (("inspect", path), ("convert", path, "--to", "onnx", "-o", tmp_path / "o.onnx")):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 2, (case, out, err)
+        assert len(out) + len(err) < 20_000 and "Traceback" not in err
+    assert time.monotonic() - started < 10
+    assert path.read_bytes() == data and leftovers(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlmodel"]

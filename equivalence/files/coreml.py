@@ -261,9 +261,9 @@ class _Unreadable(Exception):
 def read_coreml(path: Path) -> list[FoundLSTM]:
     """Every uniDirectionalLSTM and biDirectionalLSTM layer of a CoreML neural network."""
     facts = coreml_facts(path)
-    if facts is None:
-        raise FileFormatError(path, "not a CoreML model (no specificationVersion and model "
-                                    "type among its top-level protobuf fields)")
+    if facts is None:  # a file named .mlmodel whose top level does not parse
+        raise FileFormatError(path, f"named {path.suffix} but not a well-formed CoreML model "
+                                    f"({_top_problem(path)})")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise FileFormatError(path, f"{facts}: {size:,} bytes, over the {MAX_FILE_BYTES:,}-"
@@ -288,6 +288,14 @@ def read_coreml(path: Path) -> list[FoundLSTM]:
         raise FileFormatError(path, f"{facts}: two LSTM layers named "
                                     f"{shown(first_repeat(names))}")
     return found
+
+
+def _top_problem(path: Path) -> str:
+    try:
+        top_fields(path.read_bytes())
+    except WireError as exc:
+        return f"truncated or damaged: {exc}"
+    return "no specificationVersion and model type among its top-level protobuf fields"
 
 
 def _layer(reader: _Reader, layer: Message, facts: str) -> FoundLSTM:

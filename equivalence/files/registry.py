@@ -124,7 +124,8 @@ KINDS: tuple[FileKind, ...] = (
     FileKind("onnx", "onnx", "equivalence.files.onnx:read_onnx", "an ONNX model", sniff=_onnx,
              runner="equivalence.files.onnx_run:runner"),
     FileKind("coreml", "coreml", "equivalence.files.coreml:read_coreml", "a CoreML model",
-             sniff=lambda path, head: head[:1] == b"\x08" and _coreml(path)),
+             sniff=lambda path, head: head[:1] == b"\x08" and (path.suffix == ".mlmodel"
+                                                                or _coreml(path))),
     FileKind("npz", "neoml", "equivalence.files.neoml:read_case", "an equivalence case file",
              precheck="equivalence.files.limits:check_npz",
              zip_members=lambda names: any(n.endswith(".npy") for n in names)),
