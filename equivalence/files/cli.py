@@ -373,7 +373,7 @@ def _write_and_verify(args: argparse.Namespace, found: FoundLSTM, weights: Any, 
             print("verify: NeoML runs in its own environment; the command above checks this "
                   "file")
         return 0
-    ok = _verify(args, found, job.options, stored_notes, destination)
+    ok = verify_written(args, found, job.options, stored_notes, destination)
     if ok or args.keep_failed:
         _publish_staged(args, destination)
     if not ok:
@@ -411,8 +411,10 @@ def _publish_staged(args: argparse.Namespace, destination: Path) -> None:
         publish(staged, args.output.parent / staged.name[len(tag):], args.force)
 
 
-def _verify(args: argparse.Namespace, found: FoundLSTM, options: dict[str, Any],
-            stored_notes: list[str], written_path: Path) -> bool:
+def verify_written(args: argparse.Namespace, found: FoundLSTM, options: dict[str, Any],
+                   stored_notes: list[str], written_path: Path) -> bool:
+    """``--verify`` of the file at ``written_path`` (staged) against ``found``, its messages
+    naming the output it will be published as (``convert`` and ``convert --all``)."""
     from .verify import verify
 
     def say(text: str) -> None:

@@ -33,7 +33,6 @@ from ._base import (
     parent_folders,
     publish,
     refuse_output,
-    select,
     temporary_name,
 )
 from .registry import WriteJob, read
@@ -182,7 +181,7 @@ def _write_one(plan: _Plan, row: Any, verifying: bool, options: dict[str, Any]) 
     print("\n".join(lines).replace(str(plan.staged), str(args.output)))
     if not verifying:
         return True
-    return _verify(args, found, options, plan.stored_notes, plan.staged)
+    return cli.verify_written(args, found, options, plan.stored_notes, plan.staged)
 
 
 def _write(args: argparse.Namespace, row: Any, destination: Path, weights: Any,
@@ -196,21 +195,6 @@ def _write(args: argparse.Namespace, row: Any, destination: Path, weights: Any,
         raise FileFormatError(args.output, f"cannot write {args.target}: {exc}") from exc
     except OSError as exc:  # permissions, a full disk
         raise FileFormatError(args.output, f"cannot be written ({exc})") from exc
-
-
-def _verify(args: argparse.Namespace, found: FoundLSTM, options: dict[str, Any],
-            stored_notes: list[str], staged: Path) -> bool:
-    from .verify import verify
-
-    def say(text: str) -> None:
-        print(text.replace(str(staged), str(args.output)), flush=True)
-
-    written = read(staged, args.target, args.out_forget_bias, debug=args.debug)
-    ok = verify(found, select(written, None, args.output), examples=args.examples,
-                seed=args.seed, out=say, options=options)
-    for note in stored_notes:  # the reason a dropped input fails verification, said again
-        print(note)
-    return bool(ok)
 
 
 def _staged_files(output: Path, staged: Path) -> list[Path]:
