@@ -214,3 +214,12 @@ def test_damaged_madmom_layers_are_refused_naming_the_field(tmp_path, capsys, fa
     code, _out, err = run_cli(capsys, "inspect", path)
     assert code == 2 and one_error_line(err, path), err
     assert "layers.0[0].forget_gate.recurrent_weights: shape (2, 3), expected (2, 2)" in err
+
+
+def test_a_layer_list_repeated_past_the_cap_is_refused_before_any_layer_is_read(
+        tmp_path, capsys, fake_madmom):
+    layer = random_layer(fake_madmom, np.random.default_rng(5), 2, 2)
+    path = network_file(tmp_path, fake_madmom, [layer] * 10_001)  # one layer, memo references
+    assert path.stat().st_size < 100_000
+    code, _out, err = run_cli(capsys, "inspect", path)
+    assert code == 2 and one_error_line(err, path) and "10,001 layers" in err, err

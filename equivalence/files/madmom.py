@@ -43,11 +43,11 @@ import numpy as np
 
 from . import module_pickle, numpy_pickle
 from ._base import FileFormatError, FoundLSTM
-from .limits import shown
+from .limits import MAX_ARRAY_BYTES, MAX_LAYERS, shown
 
 GATES = ("input_gate", "output_gate", "forget_gate", "cell")  # ONNX's i o f c
 PEEPHOLES = ("input_gate", "output_gate", "forget_gate")  # ONNX's P order i o f
-MAX_FILE_BYTES = 1 << 30
+MAX_FILE_BYTES = MAX_ARRAY_BYTES  # the whole pickle is read at once
 MADMOM_ACTIVATIONS = {"tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu", "linear": "linear",
                       "elu": "elu", "softplus": "softplus"}
 
@@ -127,6 +127,9 @@ def read_madmom(path: Path) -> list[FoundLSTM]:
     layers = _state(tree).get("layers")
     if not isinstance(layers, list):
         raise FileFormatError(path, "a madmom NeuralNetwork without a 'layers' list")
+    if len(layers) > MAX_LAYERS:  # a few bytes of memo references can repeat one layer
+        raise FileFormatError(path, f"a madmom network of {len(layers):,} layers, over the "
+                                    f"{MAX_LAYERS:,} cap")
     found = [_found(path, k, layer) for k, layer in enumerate(layers)]
     return [f for f in found if f is not None]
 
