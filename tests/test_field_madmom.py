@@ -223,3 +223,13 @@ def test_a_layer_list_repeated_past_the_cap_is_refused_before_any_layer_is_read(
     assert path.stat().st_size < 100_000
     code, _out, err = run_cli(capsys, "inspect", path)
     assert code == 2 and one_error_line(err, path) and "10,001 layers" in err, err
+
+
+def test_real_bidirectional_peepholes_reach_tf1_and_verify(tmp_path, capsys):
+    pytest.importorskip("tensorflow", reason="the TF1 writer's check runs TensorFlow")
+    path = package_file(PACKAGE, BEATS_BIDIRECTIONAL)
+    output = tmp_path / "blstm"
+    code, out, err = run_cli(capsys, "convert", path, "--layer", "layers.1", "--to", "tf1",
+                             "-o", output, "--verify", "--examples", "1")
+    assert code == 0 and "verify: PASSED" in out and "use_peepholes=True" in out, out + err
+    assert "bidirectional_rnn/bw/lstm_cell/w_o_diag (25,)" in out, out
