@@ -312,3 +312,52 @@ def test_hostile_coreml_files_exit_2_bounded_and_nothing_written(tmp_path, capsy
     assert time.monotonic() - started < 10
     assert path.read_bytes() == data and leftovers(tmp_path) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlmodel"]
+
+
+@pytest.mark.parametrize(("model_type", "kind"), [(403, "neuralNetworkClassifier"),
+                                                  (303, "neuralNetworkRegressor")])
+def test_classifier_and_regressor_networks_are_read(tmp_path, model_type, kind):
+    rng = np.random.default_rng(11)
+    layer = uni_layer(3, 4, weight_set(random_weights(rng, 3, 4)), hasBiasVectors=1)
+    network = message((1, message((1, b"lstm"), (420, layer))))
+    path = tmp_path / "m.mlmodel"
+    path.write_bytes(message((1, 4), (model_type, network)))
+    (found,) = read_coreml(path)
+    assert kind in found.kind and found.canonical().spec.units == 4
+
+
+def test_float16_weights_are_read_as_their_values(tmp_path):
+    rng = np.random.default_rng(12)
+    weights = random_weights(rng, 3, 4)
+    parts = []
+    for gate, numbers in GATE_FIELDS.items():
+        for prefix, number in zip("WRb", numbers[:3], strict=True):
+            half = weights[f"{prefix}_{gate}"].astype("<f2")
+            weights[f"{prefix}_{gate}"] = half.astype(np.float32)
+            parts.append((number, message((2, half.tobytes()))))
+    path = tmp_path / "half.mlmodel"
+    path.write_bytes(lstm_model(uni_layer(3, 4, message(*parts), hasBiasVectors=1)))
+    (found,) = read_coreml(path)
+    units = 4
+    assert np.array_equal(found.native["W"][0][2 * units:3 * units], weights["W_f"])
+
+
+def more_hostile_files() -> dict[str, bytes]:
+    rng = np.random.default_rng(13)
+    one = weight_set(random_weights(rng, 3, 4))
+    acts = [(10, message((ACTIVATION_FIELDS[a], b""))) for a in ("sigmoid", "tanh", "tanh")]
+    bi_one_set = message((1, 3), (2, 4), *acts, *[(11, a) for _, a in acts],
+                         (15, message((20, 1))), (20, one))
+    layer = uni_layer(3, 4, one, hasBiasVectors=1)
+    two_types = message((1, message((1, b"lstm"), (420, layer), (100, b""))))
+    return {"a biDirectionalLSTM with one weightParams": lstm_model(bi_one_set, kind=430),
+            "a layer with two layer types": message((1, 4), (500, two_types)),
+            "two model types": message((1, 4), (500, message()), (403, message()))}
+
+
+@pytest.mark.parametrize("case", sorted(more_hostile_files()))
+def test_ambiguous_coreml_files_are_refused(tmp_path, capsys, case):
+    path = tmp_path / "m.mlmodel"
+    path.write_bytes(more_hostile_files()[case])
+    code, out, err = run_cli(capsys, "inspect", path)
+    assert code == 2 and "CoreML" in err and "Traceback" not in err, (case, out, err)

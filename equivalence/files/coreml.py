@@ -233,11 +233,13 @@ class _Reader:
             raise _Unreadable(f"{what} is stored as {names[stored[0]]} (custom or quantized "
                               "bytes), which is not read")
         half = self.one(message, 2, 2, f"{what} float16Value")
-        if half is not None and half.end > half.begin:
-            return self._array(half, shape, 2, "<f2", f"{what} float16Value")
         if any(item.wire == 5 for item in message.get(1, [])):
             raise _Unreadable(f"{what} floatValue is stored unpacked, which is not read")
         packed = self.one(message, 1, 2, f"{what} floatValue")
+        if half is not None and half.end > half.begin:
+            if packed is not None and packed.end > packed.begin:
+                raise self.fail(what, "holds both floatValue and float16Value")
+            return self._array(half, shape, 2, "<f2", f"{what} float16Value")
         if packed is None:
             packed = Field(1, 2, 0, 0, 0)
         return self._array(packed, shape, 4, "<f4", f"{what} floatValue")
@@ -272,6 +274,9 @@ def read_coreml(path: Path) -> list[FoundLSTM]:
     try:
         model = parse(reader.data, 0, len(reader.data))
         network = [n for n in NETWORKS if n in model]
+        if len([n for n in model if n in MODEL_TYPES]) > 1:
+            raise FileFormatError(path, f"{facts}: more than one model type (a oneof: "
+                                        "protobuf would keep the last); refusing to guess")
         if not network:
             raise FileFormatError(path, f"{facts}: only neural networks are read (not "
                                         "pipelines or other model types)")
@@ -302,7 +307,9 @@ def _layer(reader: _Reader, layer: Message, facts: str) -> FoundLSTM:
     names = reader.strings(layer, 1, "layer name")
     name = names[-1] if names else ""
     kinds = [n for n in LSTM_LAYERS if n in layer]
-    if len(kinds) > 1 or len(names) > 1:
+    # The layer type is a oneof (field numbers from 100): protobuf keeps the last one set,
+    # so a layer holding two is refused rather than guessed.
+    if len({n for n in layer if n >= 100}) > 1 or len(names) > 1:
         raise reader.fail(f"layer {shown(name)}", "holds more than one layer type or name")
     inputs, outputs = reader.strings(layer, 2, "layer input"), reader.strings(layer, 3, "output")
     kind = LSTM_LAYERS[kinds[0]]
