@@ -233,3 +233,10 @@ def test_real_bidirectional_peepholes_reach_tf1_and_verify(tmp_path, capsys):
                              "-o", output, "--verify", "--examples", "1")
     assert code == 0 and "verify: PASSED" in out and "use_peepholes=True" in out, out + err
     assert "bidirectional_rnn/bw/lstm_cell/w_o_diag (25,)" in out, out
+
+
+def test_a_real_madmom_network_without_lstms_says_what_it_holds(capsys):
+    path = package_file(PACKAGE, "madmom/models/onsets/2013/onsets_brnn_1.pkl")
+    code, _out, err = run_cli(capsys, "inspect", path)
+    assert code == 2 and one_error_line(err, path), err
+    assert "no LSTMLayer (its layers: 'BidirectionalLayer of RecurrentLayer" in err, err

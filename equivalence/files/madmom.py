@@ -130,8 +130,19 @@ def read_madmom(path: Path) -> list[FoundLSTM]:
     if len(layers) > MAX_LAYERS:  # a few bytes of memo references can repeat one layer
         raise FileFormatError(path, f"a madmom network of {len(layers):,} layers, over the "
                                     f"{MAX_LAYERS:,} cap")
-    found = [_found(path, k, layer) for k, layer in enumerate(layers)]
-    return [f for f in found if f is not None]
+    found = [f for f in (_found(path, k, layer) for k, layer in enumerate(layers)) if f]
+    if not found:  # name what the network holds (GRUs, plain RNNs, CNNs), not "no LSTM"
+        kinds = sorted({_layer_kind(layer) for layer in layers})
+        raise FileFormatError(path, f"a madmom network with no LSTMLayer (its layers: "
+                                    f"{shown(', '.join(kinds[:10]) or 'none')})")
+    return found
+
+
+def _layer_kind(layer: Any) -> str:
+    kind = _class(layer) or type(layer).__name__
+    if kind == "BidirectionalLayer":
+        return f"BidirectionalLayer of {_class(_state(layer).get('fwd_layer')) or '?'}"
+    return kind
 
 
 def _found(path: Path, index: int, layer: Any) -> FoundLSTM | None:
