@@ -173,11 +173,13 @@ def test_real_beats_model_inspects_converts_and_refuses_by_name(tmp_path, capsys
     code, out, err = run_cli(capsys, "convert", path, "--layer", "layers.0", "--to", "onnx",
                              "-o", output, "--verify", "--examples", "1")
     assert code == 0 and "verify: PASSED" in out and "peepholes" in out, out + err
-    refused = tmp_path / "beats.pt"
-    code, out, err = run_cli(capsys, "convert", path, "--layer", "layers.0", "--to", "torch",
-                             "-o", refused)
-    assert code == 2 and "torch cannot represent peepholes" in err, err
-    assert not refused.exists() and leftovers(tmp_path) == []
+    for target, name in (("torch", "beats.pt"), ("keras", "beats.keras"),
+                         ("mlx", "beats.safetensors"), ("neoml", "beats.npz")):
+        refused = tmp_path / name
+        code, out, err = run_cli(capsys, "convert", path, "--layer", "layers.0", "--to",
+                                 target, "-o", refused)
+        assert code == 2 and f"{target} cannot represent peepholes" in err, err
+        assert not refused.exists() and leftovers(tmp_path) == []
 
 
 class RunsSystem:
