@@ -47,6 +47,7 @@ from .compare import compare
 from .convert import from_canonical
 from .formats import get as get_format
 from .io_types import LSTMResult
+from .spec import ACTIVATIONS as CELL_ACTIVATIONS
 from .strategies import lstm_cases
 from .table import BY_NAME, MAIN, Entry, entries, entry
 
@@ -116,6 +117,16 @@ ACTIVATIONS = Feature(
     lambda case: case.spec.recurrent_activation != "sigmoid",
     holds=_holds_activation,
 )
+
+
+def _cell_activation(name: str) -> Feature:
+    """The cell activation ``name`` (ONNX g = h), one column each: engines differ by function."""
+    return Feature(f"activation {name}", {"activations": frozenset({name})},
+                   lambda case: case.spec.activation == name,
+                   holds=_format_holds(f"activation={name}"))
+
+
+CELL_ACTIVATION_FEATURES = tuple(_cell_activation(a) for a in CELL_ACTIVATIONS if a != "tanh")
 LENGTHS = Feature("sequence lengths", {"lengths": True},
                   lambda case: case.inputs.lengths is not None)
 INITIAL_STATES = Feature("initial states", {"initial_state": True},
@@ -133,12 +144,13 @@ NO_INITIAL_STATE = Feature("no initial-state input", onnx={"omit_state": True})
 # Through the runtime contract, where the runtime's format can hold the feature.
 CONTRACT_FEATURES = (
     FORWARD, BIDIRECTIONAL, STACKED, GATE_CLIP, CELL_CLIP, PROJECTION, PROJECTION_CLIP,
-    PEEPHOLES, ACTIVATIONS, LENGTHS, INITIAL_STATES, TIME_MAJOR, FLOAT16, FLOAT64, BFLOAT16,
+    PEEPHOLES, ACTIVATIONS, *CELL_ACTIVATION_FEATURES, LENGTHS, INITIAL_STATES, TIME_MAJOR,
+    FLOAT16, FLOAT64, BFLOAT16,
 )
 # At the ONNX level (LSTM-14 has no bfloat16; its graph is time-major unless layout=1).
 ONNX_FEATURES = (
-    FORWARD, REVERSE, BIDIRECTIONAL, STACKED, GATE_CLIP, ACTIVATIONS, INPUT_FORGET, PEEPHOLES,
-    LAYOUT, LENGTHS, INITIAL_STATES, NO_INITIAL_STATE, FLOAT16, FLOAT64,
+    FORWARD, REVERSE, BIDIRECTIONAL, STACKED, GATE_CLIP, ACTIVATIONS, *CELL_ACTIVATION_FEATURES,
+    INPUT_FORGET, PEEPHOLES, LAYOUT, LENGTHS, INITIAL_STATES, NO_INITIAL_STATE, FLOAT16, FLOAT64,
 )
 FEATURES = tuple({f.name: f for f in ONNX_FEATURES + CONTRACT_FEATURES}.values())  # column order
 
@@ -207,6 +219,19 @@ KNOWN.update({
                                  fixed_in="5.1"),
     ("opencv", "activations"): Known(REFUSED, "OpenCV: the importer fails on activations"),
 })
+# The cell activation (g = h), found by the grid (seed 0, 10 examples a cell, 2026-12-02).
+_ONNX_NAMES = {"relu": "Relu", "linear": "Affine", "sigmoid": "Sigmoid", "softsign": "Softsign",
+               "softplus": "Softplus", "elu": "Elu"}
+for _name, _onnx in _ONNX_NAMES.items():
+    KNOWN[("tract", f"activation {_name}")] = Known(
+        WRONG, "tract 0.23.9 ignores the activations attribute (runs Tanh)")
+    if _name != "sigmoid":  # OpenCV 5.1 runs a one-layer forward Sigmoid node right
+        KNOWN[("opencv", f"activation {_name}")] = Known(
+            REFUSED, f"OpenCV: a model with {_onnx} cell activations cannot be loaded")
+    if _name not in ("relu", "sigmoid"):  # OpenVINO's LSTMSequence runs Relu and Sigmoid
+        for _row in ("openvino", "openvino_default"):
+            KNOWN[(_row, f"activation {_name}")] = Known(
+                REFUSED, f"OpenVINO: ConvertLSTMSequenceToTensorIterator fails on {_onnx}")
 for _row in ("openvino", "openvino_default"):
     KNOWN.update({
         (_row, "peepholes"): Known(

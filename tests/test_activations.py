@@ -89,8 +89,11 @@ def _case(activation: str, dtype: str = "float32", directions: int = 1) -> Case:
     return Case(spec, weights, LSTMInputs(x))
 
 
-@pytest.mark.parametrize("runtime", ["keras", "keras_cell", "tf_keras", "tf1", "onnxruntime"])
-@pytest.mark.parametrize("activation", ["relu", "linear", "elu", "softsign"])
+@pytest.mark.parametrize(("runtime", "activation"), [
+    *((r, a) for r in ("keras", "keras_cell", "tf_keras", "tf1", "onnxruntime")
+      for a in ("relu", "linear", "elu", "softsign")),
+    ("openvino", "relu"), ("openvino", "sigmoid"),
+])
 def test_runtimes_build_the_activation_really(runtime: str, activation: str) -> None:
     """Keras 3 LSTM(activation=...) and tf.compat.v1 LSTMCell(activation=...) really run,
     judged against the reference under the policy; the same weights with tanh must fail
@@ -107,7 +110,7 @@ def test_runtimes_build_the_activation_really(runtime: str, activation: str) -> 
                              harness.tolerance(case, entry), harness.sensitivity(case)).ok
 
 
-@pytest.mark.parametrize("runtime", ["torch", "openvino", "tract", "opencv"])
+@pytest.mark.parametrize("runtime", ["torch", "openvino_default", "tract", "opencv"])
 def test_runtimes_without_it_refuse_by_name(runtime: str) -> None:
     entry = table.entry(runtime)
     case = _case("relu")

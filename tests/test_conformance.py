@@ -77,8 +77,11 @@ def test_onnxruntime_matches_or_refuses(grid: list[dict[str, Any]]) -> None:
     refused = {c["feature"] for c in cells if c["verdict"] == cf.REFUSED}
     assert refused == {"layout=1", "float64"}
     # ORT implements the ONNX-only attributes the other engines get wrong
-    for feature in ("reverse", "input_forget", "activations", "gate_clip"):
+    cell_activations = tuple(f.name for f in cf.CELL_ACTIVATION_FEATURES)
+    for feature in ("reverse", "input_forget", "activations", "gate_clip", *cell_activations):
         assert _cell(cells, "onnxruntime", feature)["verdict"] == cf.MATCH
+    # tract runs Tanh whatever the activations say: the grid finds it, not the table
+    assert {_cell(grid, "tract", f)["verdict"] for f in cell_activations} == {cf.WRONG}
 
 
 def test_known_findings_reproduce_and_nothing_else_is_off(grid: list[dict[str, Any]]) -> None:
