@@ -23,6 +23,7 @@ float32/float16 values are refused by name.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,9 +94,11 @@ def top_fields(data: bytes) -> list[tuple[int, int, int]]:
 
 def coreml_facts(path: Path) -> str | None:
     """'CoreML model (specification version N, neuralNetwork)' when ``path`` is one, else None."""
-    try:
-        fields = top_fields(path.read_bytes())
-    except (OSError, WireError):
+    try:  # mapped, not read: every ONNX file is asked this too, and may be large
+        with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0,
+                                                   access=mmap.ACCESS_READ) as view:
+            fields = top_fields(view)  # type: ignore[arg-type]  # indexes like bytes
+    except (OSError, ValueError):  # WireError is a ValueError; so is mapping an empty file
         return None
     numbers = {number for number, _, _ in fields}
     kinds = [MODEL_TYPES[n] for n in sorted(numbers) if n in MODEL_TYPES]
@@ -315,7 +318,8 @@ def _layer(reader: _Reader, layer: Message, facts: str) -> FoundLSTM:
     kind = LSTM_LAYERS[kinds[0]]
     params = reader.sub(layer, kinds[0], kind)
     what = f"layer {shown(name)} ({kind})"
-    notes: list[str] = []
+    notes = ["weights in the ONNX node layout (gates i o f c; onnxruntime runs them for "
+             "--verify)"]
     try:
         native, options, changes = _lstm(reader, params, kinds[0] == 430, what, notes)
         problem = None
