@@ -361,3 +361,13 @@ def test_ambiguous_coreml_files_are_refused(tmp_path, capsys, case):
     path.write_bytes(more_hostile_files()[case])
     code, out, err = run_cli(capsys, "inspect", path)
     assert code == 2 and "CoreML" in err and "Traceback" not in err, (case, out, err)
+
+
+def test_too_many_tiny_fields_are_refused_in_bounded_time(tmp_path, capsys):
+    layer = message((1, b"\x50\x01" * 3))  # a layer of three isUpdatable fields
+    path = tmp_path / "many.mlmodel"
+    path.write_bytes(message((1, 4), (500, layer * 200_000)))
+    started = time.monotonic()
+    code, _, err = run_cli(capsys, "inspect", path)
+    assert code == 2 and "protobuf fields walked" in err, err
+    assert time.monotonic() - started < 10

@@ -26,9 +26,8 @@ from __future__ import annotations
 import mmap
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -110,7 +109,10 @@ def coreml_facts(path: Path) -> str | None:
 
 # ---------------------------------------------------------------- reading LSTM layers
 
-MAX_MESSAGE_FIELDS = 1_000_000  # fields of one message walked, at most
+MAX_MESSAGE_FIELDS = 500_000  # fields of one message walked, at most
+# Fields walked in one file, at most: kraken's holds a few thousand (each weight array is
+# one packed field); millions of tiny fields are a file built to make the walk slow.
+MAX_WALKED_FIELDS = 500_000
 MAX_FILE_BYTES = 4 * MAX_ARRAY_BYTES  # an .mlmodel holds its weights inline
 NETWORKS = {500: "neuralNetwork", 403: "neuralNetworkClassifier", 303: "neuralNetworkRegressor"}
 LSTM_LAYERS = {420: "uniDirectionalLSTM", 430: "biDirectionalLSTM"}
@@ -130,8 +132,7 @@ DEFAULT_CELL_CLIP = 50.0  # LSTMParams.cellClipThreshold 0 means this
 INERT_CELL_CLIP = 10_000.0
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     """One field of a message: a varint's value, or where a length-delimited or fixed
     field's bytes lie (``begin``..``end`` in the file)."""
 
@@ -186,6 +187,14 @@ class _Reader:
 
     def __init__(self, path: Path, data: bytes) -> None:
         self.path, self.data = path, data
+        self.walked = 0
+
+    def parse(self, begin: int, end: int) -> Message:
+        message = parse(self.data, begin, end)
+        self.walked += sum(len(items) for items in message.values())
+        if self.walked > MAX_WALKED_FIELDS:
+            raise WireError(f"more than {MAX_WALKED_FIELDS:,} protobuf fields walked")
+        return message
 
     def fail(self, what: str, problem: str) -> FileFormatError:
         return FileFormatError(self.path, f"CoreML {what}: {problem}")
@@ -201,13 +210,13 @@ class _Reader:
 
     def sub(self, message: Message, number: int, what: str) -> Message:
         item = self.one(message, number, 2, what)
-        return {} if item is None else parse(self.data, item.begin, item.end)
+        return {} if item is None else self.parse(item.begin, item.end)
 
     def subs(self, message: Message, number: int, what: str) -> list[Message]:
         items = message.get(number, [])
         if any(item.wire != 2 for item in items):
             raise self.fail(what, "not a message (wire type is not 2)")
-        return [parse(self.data, item.begin, item.end) for item in items]
+        return [self.parse(item.begin, item.end) for item in items]
 
     def uint(self, message: Message, number: int, what: str) -> int:
         item = self.one(message, number, 0, what)
@@ -275,7 +284,7 @@ def read_coreml(path: Path) -> list[FoundLSTM]:
                                     "byte cap")
     reader = _Reader(path, path.read_bytes())
     try:
-        model = parse(reader.data, 0, len(reader.data))
+        model = reader.parse(0, len(reader.data))
         network = [n for n in NETWORKS if n in model]
         if len([n for n in model if n in MODEL_TYPES]) > 1:
             raise FileFormatError(path, f"{facts}: more than one model type (a oneof: "
