@@ -371,3 +371,27 @@ def test_too_many_tiny_fields_are_refused_in_bounded_time(tmp_path, capsys):
     code, _, err = run_cli(capsys, "inspect", path)
     assert code == 2 and "protobuf fields walked" in err, err
     assert time.monotonic() - started < 10
+
+
+def test_bidirectional_layer_follows_coremls_documented_output_order(tmp_path):
+    """BiDirectionalLSTMLayerParams: output t is [yf_t, yb_(T+1-t)], yb_k the backward LSTM's
+    output after x_T ... x_(T+1-k); so the second half is the backward run, reversed back."""
+    from equivalence import reference
+
+    rng = np.random.default_rng(14)
+    forward, backward = random_weights(rng, 3, 4), random_weights(rng, 3, 4)
+    for weights in (forward, backward):
+        for gate in "ifo":
+            weights[f"p_{gate}"] = np.zeros(4, np.float32)  # no peepholes in this layer
+    acts = [(10, message((ACTIVATION_FIELDS[a], b""))) for a in ("sigmoid", "tanh", "tanh")]
+    layer = message((1, 3), (2, 4), *acts, *[(11, a) for _, a in acts],
+                    (15, message((10, 1), (20, 1))), (20, weight_set(forward)),
+                    (20, weight_set(backward)))
+    path = tmp_path / "bi.mlmodel"
+    path.write_bytes(lstm_model(layer, kind=430))
+    (found,) = read_coreml(path)
+    x = rng.normal(size=(1, 5, 3))
+    ours = reference.lstm(found.canonical(), x).outputs[0]
+    np.testing.assert_allclose(ours[:, :4], coreml_equations(forward, x[0], False), atol=1e-12)
+    np.testing.assert_allclose(ours[:, 4:], coreml_equations(backward, x[0][::-1], False)[::-1],
+                               atol=1e-12)
