@@ -128,3 +128,16 @@ def test_tf1_format_carries_the_activation_beside_the_variables() -> None:
     assert options["activation"] == "relu"
     assert FORMATS["tf1"].to_canonical(native, **options).spec == spec
     assert FORMATS["tf1"].to_canonical(native).spec.activation == "tanh"
+
+
+def test_a_tf1_checkpoint_refuses_the_activation_by_name(tmp_path) -> None:
+    """A checkpoint holds the variables only: written with relu it would be read back as
+    tanh, so the writer refuses before anything is written."""
+    from equivalence.files.tf1 import write_checkpoint
+
+    spec = eq.LSTMSpec(3, 4, activation="relu")
+    weights = random_weights(spec, np.random.default_rng(0))
+    with pytest.raises(UnsupportedFeatureError, match="TF checkpoint cannot represent "
+                                                      "activation=relu"):
+        write_checkpoint(tmp_path / "out", weights, 1.0)
+    assert list(tmp_path.iterdir()) == []

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..canonical import LSTMWeights
+from ..errors import UnsupportedFeatureError
 from ..formats import tf1 as tf1_format
 from ._base import (
     FileFormatError,
@@ -216,6 +217,11 @@ def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float,
     """Write a TF1-named checkpoint for cells built with ``forget_bias``; return lines to print."""
     import tensorflow as tf
 
+    if weights.spec.activation != "tanh":  # before anything is written
+        raise UnsupportedFeatureError(
+            "a TF checkpoint", f"activation={weights.spec.activation}",
+            "it holds the variables only, and LSTMCell(activation=) is not one of them: "
+            "read back, it would run tanh")
     prefix = output_prefix(path)
     variables = tf1_format.from_canonical(weights, forget_bias=forget_bias, layout="variables")
     assert isinstance(variables, dict)  # layout="variables" gives the name -> array dict
@@ -249,9 +255,7 @@ def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float,
             *[f"  {n} {tuple(variables[n].shape)}" for n in sorted(variables)],
             f"cells: LSTMCell({spec.units}, forget_bias={forget_bias}"
             + (", use_peepholes=True" if spec.peepholes else "")
-            + (f", num_proj={spec.projection_size}" if spec.projection_size else "")
-            # Not in the variables: a cell built without it would run tanh.
-            + (f", activation={spec.activation!r}" if spec.activation != "tanh" else "") + ")"
+            + (f", num_proj={spec.projection_size}" if spec.projection_size else "") + ")"
             + (f" x {spec.layers} in MultiRNNCell" if spec.layers > 1 and spec.directions == 1
                else "")
             + (" in bidirectional_dynamic_rnn" if spec.directions == 2 else "")
