@@ -66,6 +66,7 @@ def tf1(native, x, spec, forget_bias=1.0):
             zip(counts[len(native)], (np.asarray(a, np.float64) for a in native), strict=True)
         )
     units = parts["bias"].shape[0] // 4
+    act = CELL_ACTIVATIONS[spec.activation]  # LSTMCell(activation=): on j and on c
     proj = parts.get("projection/kernel")
     out_size = units if proj is None else proj.shape[1]
 
@@ -76,12 +77,12 @@ def tf1(native, x, spec, forget_bias=1.0):
         )
         if "w_f_diag" in parts:
             f, i = f + parts["w_f_diag"] * c, i + parts["w_i_diag"] * c
-        c = sigmoid(f + forget_bias) * c + sigmoid(i) * np.tanh(j)
+        c = sigmoid(f + forget_bias) * c + sigmoid(i) * act(j)
         if spec.cell_clip is not None:
             c = np.clip(c, -spec.cell_clip, spec.cell_clip)
         if "w_o_diag" in parts:
             o = o + parts["w_o_diag"] * c
-        m = sigmoid(o) * np.tanh(c)
+        m = sigmoid(o) * act(c)
         if proj is not None:
             m = m @ proj
             if spec.projection_clip is not None:
@@ -123,6 +124,7 @@ def onnx(native, x, spec):
     w, r, b = (np.asarray(native[k], np.float64)[0] for k in ("W", "R", "B"))
     p = np.asarray(native["P"], np.float64)[0] if "P" in native else None
     units = w.shape[0] // 4
+    act = CELL_ACTIVATIONS[spec.activation]  # the node's activations g = h (f stays Sigmoid)
     clip = (
         (lambda z: np.clip(z, -spec.gate_clip, spec.gate_clip)) if spec.gate_clip else (lambda z: z)
     )
@@ -135,10 +137,10 @@ def onnx(native, x, spec):
             i, f = i + pi * c, f + pf * c
         input_gate = sigmoid(clip(i))
         forget_gate = 1.0 - input_gate if spec.input_forget else sigmoid(clip(f))
-        c = forget_gate * c + input_gate * np.tanh(clip(g))
+        c = forget_gate * c + input_gate * act(clip(g))
         if p is not None:
             o = o + po * c
-        h = sigmoid(clip(o)) * np.tanh(c)
+        h = sigmoid(clip(o)) * act(c)
         return h, (h, c)
 
     xs = x[:, ::-1] if spec.reverse else x
