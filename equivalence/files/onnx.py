@@ -70,7 +70,7 @@ def load_model(path: Path) -> Any:
 
         coreml = coreml_facts(path)
         if coreml is not None:
-            raise FileFormatError(path, f"{coreml}, not ONNX: CoreML models are not read"
+            raise FileFormatError(path, f"{coreml}, not ONNX: read it as --from coreml"
                                   ) from exc
         raise FileFormatError(path, f"corrupted or truncated ONNX file ({exc})") from exc
 
@@ -83,7 +83,7 @@ def read_onnx(path: Path) -> list[FoundLSTM]:
 
         coreml = coreml_facts(path)  # also a protobuf whose field 1 is a varint: name it
         if coreml is not None:
-            raise FileFormatError(path, f"{coreml}, not ONNX: CoreML models are not read")
+            raise FileFormatError(path, f"{coreml}, not ONNX: read it as --from coreml")
         raise FileFormatError(path, "not an ONNX model (empty graph: wrong or damaged file?)")
     folder = Folder(path, base_folder(path), opset_version(model))
     found = []
