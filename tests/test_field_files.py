@@ -260,7 +260,7 @@ def test_exit_2_after_writing_leaves_nothing(tmp_path, capsys, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("reading the written file broke")
 
-    monkeypatch.setattr(cli, "_verify", broken)
+    monkeypatch.setattr(cli, "verify_written", broken)
     output = tmp_path / "out" / "o.pt"
     code, _, err = run_cli(capsys, "convert", path, "--to", "torch", "-o", output, "--verify")
     assert code == 2 and "reading the written file broke" in err
