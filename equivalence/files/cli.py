@@ -366,7 +366,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _write_and_verify(args: argparse.Namespace, found: FoundLSTM, weights: Any, job: WriteJob,
                       destination: Path, stored_notes: list[str]) -> int:
     row = registry.family(args.target)
-    lines = _write(args, row, destination, weights, job)
+    lines = write_staged(args, row, destination, weights, job)
     print("\n".join(lines).replace(str(destination), str(args.output)))
     if destination == args.output:
         if args.verify:
@@ -385,8 +385,10 @@ class _VerifyFailed(Exception):
     """verify found a difference (exit 1; the folders made for the output are removed)."""
 
 
-def _write(args: argparse.Namespace, row: Any, destination: Path, weights: Any,
-           job: WriteJob) -> list[str]:
+def write_staged(args: argparse.Namespace, row: Any, destination: Path, weights: Any,
+                 job: WriteJob) -> list[str]:
+    """The family's writer into ``destination``; its failures name ``args.output``
+    (``convert`` and ``convert --all``)."""
     try:
         return registry.function(row.writer)(destination, weights, job)
     except FileFormatError:

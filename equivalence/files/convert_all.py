@@ -177,24 +177,11 @@ def _write_one(plan: _Plan, row: Any, verifying: bool, options: dict[str, Any]) 
                    forget_bias=args.out_forget_bias, seed=args.seed, options=options,
                    with_states=getattr(args, "with_states", False))
     plan.staged = temporary_name(args.output)
-    lines = _write(args, row, plan.staged, plan.weights, job)
+    lines = cli.write_staged(args, row, plan.staged, plan.weights, job)
     print("\n".join(lines).replace(str(plan.staged), str(args.output)))
     if not verifying:
         return True
     return cli.verify_written(args, found, options, plan.stored_notes, plan.staged)
-
-
-def _write(args: argparse.Namespace, row: Any, destination: Path, weights: Any,
-           job: WriteJob) -> list[str]:
-    """The family's writer into ``destination``; its failures name ``args.output``."""
-    try:
-        return registry.function(row.writer)(destination, weights, job)
-    except FileFormatError:
-        raise
-    except ConversionError as exc:
-        raise FileFormatError(args.output, f"cannot write {args.target}: {exc}") from exc
-    except OSError as exc:  # permissions, a full disk
-        raise FileFormatError(args.output, f"cannot be written ({exc})") from exc
 
 
 def _staged_files(output: Path, staged: Path) -> list[Path]:
