@@ -1,0 +1,1 @@
+"""``equivalence compare``: sides built from deployed artefacts, the probes, the verdict."""
