@@ -104,7 +104,25 @@ class Side:
     weights: LSTMWeights | None = None
     dtype: str = "float32"
     notes: list[str] = field(default_factory=list)
+    reader_notes: tuple[str, ...] = ()  # the notes that came from reading the file
     tolerance_scale: float = 1.0
+    stored: Feed | None = None  # inputs the file stores (its x unused), part of its function
+
+    def as_run(self, feed: Feed) -> Feed:
+        """``feed`` with the inputs the file stores in place of the fed ones: what the
+        file's network actually computes on (for the float64 reference)."""
+        if self.stored is None:
+            return feed
+        stored = self.stored
+        h0 = stored.h0 if stored.h0 is not None else feed.h0
+        c0 = stored.c0 if stored.c0 is not None else feed.c0
+        if (h0 is None) != (c0 is None):  # one stored, the other zeros (ONNX's default)
+            h0 = h0 if h0 is not None else np.zeros_like(c0)
+            c0 = c0 if c0 is not None else np.zeros_like(h0)
+        lengths = feed.lengths
+        if stored.lengths is not None:
+            lengths = np.minimum(stored.lengths, feed.steps)
+        return Feed(feed.x, h0, c0, lengths)
 
     def describe(self) -> dict[str, Any]:
         """What was found in the file, for ``--json``'s ``a`` and ``b``."""
