@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     from .files.cli import add_arguments as add_file_commands
 
     add_file_commands(sub)
+    from .artefacts.command import add_arguments as add_compare_command
+
+    add_compare_command(sub)
     rep = sub.add_parser("report", help="the equivalence matrix, plots and results file")
     rep.add_argument("--examples", type=int, default=None, help="examples per check (25)")
     rep.add_argument(

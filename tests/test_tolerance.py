@@ -56,10 +56,10 @@ def test_faithful_conversion_of_a_trained_network_verifies(textgenrnn, tmp_path,
     code, out_text, err = run_cli(capsys, "convert", textgenrnn, "--to", "torch", "-o", out,
                                   "--verify")
     assert code == 0, out_text + err
-    assert "verify: PASSED (3 random input batches)" in out_text
-    steps40 = next(line for line in out_text.splitlines() if "steps=40" in line)
-    # the long example is over the static floor and within the measured allowance
-    assert "float32 rounding sensitivity" in steps40 and f"c {SENSITIVITY}" in steps40, steps40
+    assert "verify: PASSED (9 of 9 probes matched" in out_text, out_text
+    # the long sequences (up to 40 steps), where textgenrnn amplifies rounding, match too
+    longer = next(line for line in out_text.splitlines() if "longer time" in line)
+    assert "time 7-40): match" in longer, longer
 
 
 def _mutated(converted, tmp_path, gate: str, factor: float = 1.02):
@@ -80,8 +80,8 @@ def test_two_percent_change_of_one_gate_in_layer_two_fails(textgenrnn, tmp_path,
     source = files.read(textgenrnn)[0]
     lines: list[str] = []
     assert not verify(source, _mutated(converted, tmp_path, gate), examples=1, out=lines.append)
-    assert lines[-1] == "verify: FAILED (1 random input batches)", lines
-    assert any("OVER TOLERANCE" in line for line in lines), lines
+    assert lines[-1].startswith("verify: FAILED ("), lines
+    assert any("exported shape" in line and "silently wrong" in line for line in lines), lines
 
 
 def _trained_case(path, batch: int = 4, steps: int = 40) -> Case:

@@ -20,7 +20,6 @@ inputs), so a failure says which side is off.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import reference
-from ..compare import Comparison, Tolerance, compare, rounding_sensitivity
 from ..errors import ConversionError
 from ..io_types import LSTMInputs, LSTMResult
 from ..spec import LSTMSpec
-from ..weight_diagnosis import explain
 from ._base import FileFormatError, FoundLSTM, StoredInputs
 
 
@@ -158,100 +154,35 @@ def _run_tiny(side: Side, spec: LSTMSpec, batch: int) -> None:
                               ) from exc
 
 
-def _plan(examples: int, stored: StoredInputs | None, batch: int | None = None
-          ) -> list[tuple[int, int, bool, bool]]:
-    """(batch, steps, initial states, lengths) per example: short and long, plain and padded.
-    Stored inputs (or a graph that runs one batch size only) fix the batch, and the steps
-    must cover stored lengths."""
-    base = [(2, 5, False, False), (3, 17, True, False), (4, 40, True, True)]
-    plan = [base[k % len(base)] for k in range(examples)]
-    if stored is not None:
-        batch = stored.batch
-    if batch is None:
-        return plan
-    longest = int(stored.lengths.max()) if stored is not None and stored.lengths is not None \
-        and stored.lengths.size else 0
-    return [(batch, max(steps, longest), states, lengths) for _, steps, states, lengths in plan]
-
-
-def _line(comparison: Comparison) -> str:
-    return ", ".join(f"{d.name} {d.max_abs_diff:.3g}" for d in comparison.diffs)
-
-
-def _reference(weights: Any, inputs: LSTMInputs, stored: StoredInputs | None) -> LSTMResult:
-    """The float64 reference of the source as its file defines it (stored inputs included)."""
-    h0, c0, lengths = inputs.h0, inputs.c0, inputs.lengths
-    if stored is not None:
-        h0 = stored.h0 if stored.h0 is not None else h0
-        c0 = stored.c0 if stored.c0 is not None else c0
-        lengths = stored.lengths if stored.lengths is not None else lengths
-    if (h0 is None) != (c0 is None):  # one stored, the other zeros (ONNX's default)
-        h0 = h0 if h0 is not None else np.zeros_like(c0)
-        c0 = c0 if c0 is not None else np.zeros_like(h0)
-    if lengths is not None:
-        lengths = np.minimum(np.asarray(lengths), inputs.steps)
-    return reference.lstm(weights, inputs.x, h0=h0, c0=c0, lengths=lengths)
-
-
 def verify(source: FoundLSTM, target: FoundLSTM, *, examples: int = 3, seed: int = 0,
            out: Callable[[str], None] | None = None,
            options: dict[str, Any] | None = None) -> bool:
-    """Run both files' networks on random inputs; print diffs; True when within tolerance."""
+    """``equivalence compare`` of the two files' networks (the one code path that judges
+    both commands): every probe with ``examples`` random input batches; print each probe's
+    verdict and the diagnosis; True when no probe gave other numbers."""
+    from ..artefacts.command import EQUIVALENT, compare_sides
+    from ..artefacts.file_side import found_side
+
     if examples < 1:
         raise ConversionError(f"--examples: {examples}, expected at least 1")
     say = out or (lambda text: print(text, file=sys.stderr, flush=True))
-    source_weights, target_weights = source.canonical(), target.canonical()
-    spec = source_weights.spec
-    a = side_for(source, spec, options)
-    b = side_for(target, target_weights.spec, options)
+    a, b = found_side(source, options or {}), found_side(target, options or {})
     say(f"verify: source = {a.label}")
     say(f"verify: target = {b.label}")
-    fixed = a.stored or b.stored
-    if a.stored is not None:
-        say(f"verify: the source stores {', '.join(a.stored.names())}: both networks run "
-            f"with batch {a.stored.batch}; the target must compute the same")
-    only = None if fixed is not None else smoke_test(a, spec)
-    if only is not None:
-        say(f"verify: the source's graph runs batch {only} only (it fails on batch 2, e.g. a "
-            f"Squeeze of the batch axis): both networks run with batch {only}")
-    say(f"verify: {examples} random input batches through both networks (the first one "
-        "also builds them)")
-    rng, ok = np.random.default_rng(seed), True
-    for number, (batch, steps, states, lengths) in enumerate(_plan(examples, fixed, only), 1):
-        states = states and a.capabilities.initial_state and b.capabilities.initial_state and \
-            not _stores(a, b, "h0")
-        lengths = lengths and a.capabilities.lengths and b.capabilities.lengths and \
-            not _stores(a, b, "lengths")
-        inputs = make_inputs(spec, rng, batch, steps, states, lengths)
-        start = time.perf_counter()
-        expected, actual = a.run(inputs), b.run(inputs)
-        exact = _reference(source_weights, inputs, a.stored)
-        # the one policy (equivalence.compare), the source's rounding sensitivity always shown
-        sensitivity = rounding_sensitivity(source_weights, inputs, spec.dtype,
-                                           lambda w, i: _reference(w, i, a.stored), exact)
-        tolerance = Tolerance.for_case(spec.dtype, steps, max(
-            a.tolerance_scale, b.tolerance_scale)).with_sensitivity(sensitivity)
-        comparison = compare(expected, actual, tolerance)
-        to_ref = [compare(exact, r, tolerance).max_abs_diff for r in (expected, actual)]
-        flags = ", ".join(f for f, on in (("initial states", states), ("lengths", lengths)) if on)
-        flags = f" ({flags})" if flags else ""
-        say(f"[{number}/{examples}] batch={batch} steps={steps}{flags}: "
-            f"max abs diff {_line(comparison)}; allowed {tolerance}, decided by: "
-            f"{comparison.decided_by()}; "
-            f"vs float64 reference: source {to_ref[0]:.3g}, target {to_ref[1]:.3g} "
-            f"[{time.perf_counter() - start:.1f}s] {'ok' if comparison.ok else 'OVER TOLERANCE'}")
-        if not comparison.ok:
-            say(comparison.describe())
-        ok = ok and comparison.ok
-    if not ok:  # the two files' weights, compared in the canonical frame, name the mistakes
-        named = explain(source_weights, target_weights).message()
-        say(f"verify: diagnosis: {named or 'both files hold the same weights (within rounding)'}")
-    say(f"verify: {'PASSED' if ok else 'FAILED'} ({examples} random input batches)")
+    for name, side in (("source", a), ("target", b)):
+        for note in side.notes[len(side.reader_notes):]:
+            say(f"verify: the {name} {note}")
+    say(f"verify: the probes of `equivalence compare`, {examples} random input batches each "
+        "(the first also builds the networks)")
+    outcome = compare_sides(a, b, examples=examples, seed=seed,
+                            say=lambda line: say(f"verify: {line.strip()}"))
+    if outcome.diagnosis:
+        say(f"verify: diagnosis: {outcome.diagnosis}")
+    ok = outcome.verdict == EQUIVALENT
+    matched = sum(r.verdict == "match" for r in outcome.results)
+    say(f"verify: {'PASSED' if ok else 'FAILED'} ({matched} of {len(outcome.results)} probes "
+        f"matched, {examples} random input batches each)")
     return ok
-
-
-def _stores(a: Side, b: Side, what: str) -> bool:
-    return any(s.stored is not None and getattr(s.stored, what) is not None for s in (a, b))
 
 
 # ---------------------------------------------------------------- the NeoML hand-off
