@@ -225,6 +225,7 @@ def _compare(args: argparse.Namespace) -> Outcome:
                   run_torchscript=args.run_torchscript)
     b = open_side(args.b, layer=args.layer_b, mapping=parse_map(args.map_b),
                   run_torchscript=args.run_torchscript)
+    check_shapes(a, b)  # before anything is said: exit 2 is one line
     for name, side in (("A", a), ("B", b)):
         say(f"compare: {name} = {side.label}")
         for note in side.notes:
