@@ -146,9 +146,10 @@ def _line(result: ProbeResult) -> str:
     text = f"  {probe.name} ({shapes}): {result.verdict}"
     if result.verdict == REFUSED:
         return f"{text}: {result.reason}"
-    text += f", max abs diff {result.max_abs_diff:.3g} over {result.examples} examples"
+    # the difference ends at ';' (what follows are counts and tolerances)
+    text += f", max abs diff {result.max_abs_diff:.3g}; {result.examples} examples"
     if result.tolerance:
-        text += f" (allowed {result.tolerance})"
+        text += f", allowed {result.tolerance}"
     if result.failure is not None:
         case = result.failure.minimal_case(probe)
         worst = case.pop("worst")

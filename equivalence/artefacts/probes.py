@@ -133,7 +133,9 @@ def plan(a: Side, b: Side) -> Plan:
         skipped.append(("streaming", "bidirectional: the reverse direction starts from the "
                                      "sequence's end, so a stream cannot be cut into chunks"))
     elif {"h0", "c0"} <= b.takes and {"h", "c"} <= b.returns & a.returns:
-        probes.append(Probe("streaming", (batch,), (steps,), states=True, chunks=CHUNKS))
+        # the first chunk gets drawn states where A takes them too, else both start at zero
+        probes.append(Probe("streaming", (batch,), (steps,), states={"h0", "c0"} <= both_take,
+                            chunks=CHUNKS))
     else:
         skipped.append(("streaming", "needs B to take h0, c0 and both to return h, c"))
     if "lengths" in both_take:
