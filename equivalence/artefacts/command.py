@@ -155,6 +155,9 @@ def _line(result: ProbeResult) -> str:
         worst = case.pop("worst")
         text += (f"; minimal case {case}: {worst['tensor']} off by "
                  f"{worst['max_abs_diff']:.3g} at {tuple(worst['at'])}")
+    if result.reference:
+        text += (f"; y vs the float64 reference of A's weights: A {result.reference['A']:.3g}, "
+                 f"B {result.reference['B']:.3g}")
     return text
 
 

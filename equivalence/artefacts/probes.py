@@ -92,12 +92,14 @@ class ProbeResult:
     reason: str = ""  # a refusal's reason, which side refused
     failure: Example | None = None
     worst: Example | None = None
+    reference: dict[str, float] | None = None  # A's and B's distance from float64, failing
+
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.probe.name, "verdict": self.verdict, "examples": self.examples,
                 "max_abs_diff": _finite(self.max_abs_diff), "tolerance": self.tolerance,
                 "minimal_case": self.failure.minimal_case(self.probe) if self.failure else None,
-                "reason": self.reason or None}
+                "reason": self.reason or None, "vs_float64_reference": self.reference}
 
 
 @dataclass
@@ -203,9 +205,26 @@ def run_probe(probe: Probe, a: Side, b: Side, *, examples: int, seed: int,
     except _Mismatch:
         result.verdict, result.failure = WRONG, failures[-1]
         result.max_abs_diff = max(result.max_abs_diff, failures[0].comparison.max_abs_diff)
+        result.reference = reference_distances(a, failures[-1])
     except _Refusal:
         result.verdict = REFUSED
     return result
+
+
+def reference_distances(a: Side, example: Example) -> dict[str, float] | None:
+    """How far each side is from the float64 reference of A's weights on the example (which
+    side is off); None where A's weights are not read or the example streamed."""
+    if a.weights is None:
+        return None
+    from ..reference import lstm
+
+    weights = a.weights
+    inputs = contract_inputs(a.as_run(example.feed), weights.spec)
+    exact = lstm(weights, inputs.x, h0=inputs.h0, c0=inputs.c0, lengths=inputs.lengths)
+    y = np.asarray(exact.outputs, np.float64)
+    if y.shape != example.a.y.shape or y.shape != example.b.y.shape:
+        return None
+    return {"A": float(np.abs(example.a.y - y).max()), "B": float(np.abs(example.b.y - y).max())}
 
 
 def _count(result: ProbeResult, example: Example) -> None:
