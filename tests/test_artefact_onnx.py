@@ -1,0 +1,339 @@
+"""The whole-ONNX-model compare side, on real exports: torch.onnx.export of a 2-layer
+bidirectional ``nn.LSTM`` (batch-first and time-major, dynamic axes and fixed shapes,
+states in and out, unnamed outputs) and our own ``--with-states`` file, each run in
+onnxruntime and judged against the torch module itself; tampered exports must fail."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import helper, numpy_helper
+
+from equivalence.artefacts.onnx_model import name_role, onnx_side
+from equivalence.artefacts.side import Feed, Refused
+from equivalence.convert import to_canonical
+from equivalence.errors import ConversionError
+
+pytestmark = pytest.mark.cpu
+TOL = 1e-5
+I, H, ROWS = 3, 4, 4  # input size, units, layers * directions  # noqa: E741
+
+
+class WithStates(torch.nn.Module):
+    """What users export for a decoder step: states in, output and states out."""
+
+    def __init__(self, lstm: torch.nn.LSTM) -> None:
+        super().__init__()
+        self.lstm = lstm
+
+    def forward(self, x, h0, c0):
+        y, (h, c) = self.lstm(x, (h0, c0))
+        return y, h, c
+
+
+class Summed(torch.nn.Module):
+    """Two inputs added before the LSTM: neither name nor dataflow says which is x."""
+
+    def __init__(self, lstm: torch.nn.LSTM) -> None:
+        super().__init__()
+        self.lstm = lstm
+
+    def forward(self, a, b):
+        return self.lstm(a + b)[0]
+
+
+class Two(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        # another hidden size: the reader stacks LSTM nodes of equal attributes
+        self.enc, self.dec = torch.nn.LSTM(I, H), torch.nn.LSTM(H, H + 1)
+
+    def forward(self, x):
+        return self.dec(self.enc(x)[0])[0]
+
+
+def lstm(batch_first: bool, seed: int = 0) -> torch.nn.LSTM:
+    torch.manual_seed(seed)
+    return torch.nn.LSTM(I, H, num_layers=2, bidirectional=True,
+                         batch_first=batch_first).eval()
+
+
+def export(module: torch.nn.Module, path: Path, batch_first: bool, *, dynamic: bool,
+           inputs=("x", "h0", "c0"), outputs=("output", "hn", "cn"), b=2, t=5, **kw) -> Path:
+    x = torch.randn(b, t, I) if batch_first else torch.randn(t, b, I)
+    states = (torch.randn(ROWS, b, H), torch.randn(ROWS, b, H))
+    args = (x, torch.randn_like(x)) if inputs == ("a", "b") else (x, *states)[:len(inputs)]
+    axes = None
+    if dynamic:
+        seq = {0: "batch", 1: "time"} if batch_first else {0: "time", 1: "batch"}
+        axes = {n: seq if n in ("x", "output") else {1: "batch"} for n in inputs + outputs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), dynamo=False, input_names=list(inputs),
+                          output_names=list(outputs) or None, dynamic_axes=axes, **kw)
+    return path
+
+
+def feed(b: int, t: int, states: bool = True, seed: int = 1) -> Feed:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((b, t, I)).astype(np.float32)
+    if not states:
+        return Feed(x)
+    h0, c0 = (rng.standard_normal((ROWS, b, H)).astype(np.float32) for _ in range(2))
+    return Feed(x, h0, c0)
+
+
+def torch_run(module: torch.nn.LSTM, f: Feed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The module's own y (B, T, D*H), h, c for ``f`` (zeros states where none fed)."""
+    x = torch.from_numpy(f.x if module.batch_first else f.x.transpose(1, 0, 2).copy())
+    states = None if f.h0 is None else (torch.from_numpy(f.h0), torch.from_numpy(f.c0))
+    with torch.no_grad():
+        y, (h, c) = module(x, states)
+    y = y.numpy() if module.batch_first else y.numpy().transpose(1, 0, 2)
+    return y, h.numpy(), c.numpy()
+
+
+def diff(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.abs(a - b).max())
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> dict[str, tuple[Path, torch.nn.LSTM]]:
+    folder = tmp_path_factory.mktemp("onnx_exports")
+    bf, tm = lstm(True), lstm(False, seed=1)
+    files = {
+        "bf_dynamic": (export(WithStates(bf), folder / "bf_dyn.onnx", True, dynamic=True), bf),
+        "bf_fixed": (export(WithStates(bf), folder / "bf_fix.onnx", True, dynamic=False), bf),
+        "tm_dynamic": (export(WithStates(tm), folder / "tm_dyn.onnx", False, dynamic=True), tm),
+        "tm_fixed": (export(WithStates(tm), folder / "tm_fix.onnx", False, dynamic=False), tm),
+        # the plain module, no names given: input "input", outputs named by numbers
+        "plain": (export(bf, folder / "plain.onnx", True, dynamic=False, inputs=("input",),
+                         outputs=()), bf),
+        # h and c named the wrong way round: the user's code reads "hn" as h
+        "swapped": (export(WithStates(bf), folder / "swapped.onnx", True, dynamic=True,
+                           outputs=("output", "cn", "hn")), bf),
+        "summed": (export(Summed(bf), folder / "summed.onnx", True, dynamic=False,
+                          inputs=("a", "b"), outputs=("output",)), bf),
+    }
+    return files
+
+
+def check_equal(side, module, f: Feed) -> None:
+    got = side.run(f)
+    y, h, c = torch_run(module, f)
+    assert diff(got.y, y) < TOL and diff(got.h, h) < TOL and diff(got.c, c) < TOL
+
+
+@pytest.mark.parametrize("which", ["bf_dynamic", "tm_dynamic"])
+def test_dynamic_export_matches_torch_at_other_shapes(made, which):
+    path, module = made[which]
+    side = onnx_side(path)
+    assert side.names == {"x": "x", "h0": "h0", "c0": "c0", "y": "output", "h": "hn",
+                          "c": "cn"}
+    assert side.takes == {"h0", "c0"} and side.returns == {"y", "h", "c"}
+    assert side.fixed_batch is None and side.fixed_steps is None
+    assert ("batch-first" if module.batch_first else "time-major") in side.label
+    assert side.weights is not None and side.weights.spec.layers == 2
+    assert (side.shape.input_size, side.shape.output_width, side.shape.state_rows,
+            side.shape.units) == (I, 2 * H, ROWS, H)
+    for b, t in ((3, 7), (1, 1), (2, 5)):
+        check_equal(side, module, feed(b, t))
+    y, _, _ = torch_run(module, feed(3, 4, states=False))
+    assert diff(side.run(feed(3, 4, states=False)).y, y) < TOL  # zeros states when none fed
+
+
+@pytest.mark.parametrize("which", ["bf_fixed", "tm_fixed"])
+def test_fixed_export_fixes_its_shape_and_refuses_others(made, which):
+    path, module = made[which]
+    side = onnx_side(path)
+    assert (side.fixed_batch, side.fixed_steps) == (2, 5)
+    check_equal(side, module, feed(2, 5))
+    with pytest.raises(Refused, match=r"(?i)invalid dimensions|shape"):
+        side.run(feed(2, 6))
+    with pytest.raises(Refused) as refused:
+        side.run(feed(3, 5))
+    assert len(str(refused.value)) <= 200
+
+
+def test_unnamed_outputs_get_their_roles_from_the_dataflow(made):
+    path, module = made["plain"]
+    side = onnx_side(path)
+    model = onnx.load(str(path))
+    outs = [o.name for o in model.graph.output]
+    assert all(o.isdigit() for o in outs)  # TorchScript names them by number
+    assert side.names == {"x": "input", "y": outs[0], "h": outs[1], "c": outs[2]}
+    assert side.takes == frozenset()  # its initial states are zeros made from x's shape
+    check_equal(side, module, feed(2, 5, states=False))
+    with pytest.raises(Refused, match="takes no h0"):
+        side.run(feed(2, 5))
+
+
+def test_swapped_output_names_read_by_name_with_a_note(made):
+    path, module = made["swapped"]
+    side = onnx_side(path)
+    assert side.names["h"] == "hn" and side.names["c"] == "cn"
+    f = feed(3, 6)
+    got = side.run(f)
+    y, h, c = torch_run(module, f)
+    assert diff(got.y, y) < TOL
+    assert diff(got.h, c) < TOL and diff(got.c, h) < TOL  # what the user's code would read
+    assert diff(got.h, h) > 1e-3
+    notes = " ".join(side.notes)
+    assert "'hn' is read as h by its name; the dataflow says c" in notes
+    assert "'cn' is read as c by its name; the dataflow says h" in notes
+
+
+def test_undecidable_input_roles_name_the_inputs_and_map(made):
+    path, _ = made["summed"]
+    with pytest.raises(ConversionError, match="--map") as error:
+        onnx_side(path)
+    assert "'a'" in str(error.value) and "'b'" in str(error.value)
+    with pytest.raises(ConversionError, match="'b' reaches the LSTM's x, already 'a'"):
+        onnx_side(path, mapping={"x": "a"})  # b still has no role it could play
+
+
+def test_map_overrides_the_roles_read(made):
+    path, module = made["bf_dynamic"]
+    side = onnx_side(path, mapping={"h0": "c0", "c0": "h0"})
+    assert side.names["h0"] == "c0" and side.names["c0"] == "h0"
+    f = feed(2, 4)
+    got = side.run(f)
+    y, h, _ = torch_run(module, Feed(f.x, f.c0, f.h0))
+    assert diff(got.y, y) < TOL and diff(got.h, h) < TOL
+    with pytest.raises(ConversionError, match="no graph input of that name"):
+        onnx_side(path, mapping={"x": "nope"})
+
+
+def test_our_own_with_states_file(tmp_path):
+    from equivalence.files.onnx import build_model
+
+    module = lstm(True, seed=2)
+    weights = to_canonical({k: v.numpy() for k, v in module.state_dict().items()}, "torch")
+    path = tmp_path / "ours.onnx"
+    onnx.save(build_model(weights, with_states=True), str(path))
+    side = onnx_side(path)
+    assert side.names == {"x": "input", "h0": "h0", "c0": "c0", "lengths": "sequence_lens",
+                          "y": "output", "h": "h_n", "c": "c_n"}
+    assert side.takes == {"h0", "c0", "lengths"}
+    check_equal(side, module, feed(3, 6))
+    f = feed(3, 6)
+    lengths = np.array([6, 3, 1])
+    got = side.run(Feed(f.x, f.h0, f.c0, lengths))
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        torch.from_numpy(f.x), torch.from_numpy(lengths), batch_first=True,
+        enforce_sorted=False)
+    with torch.no_grad():
+        out, (h, c) = module(packed, (torch.from_numpy(f.h0), torch.from_numpy(f.c0)))
+    y = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=6)[0]
+    assert diff(got.y, y.numpy()) < TOL and diff(got.h, h.numpy()) < TOL
+    assert diff(got.c, c.numpy()) < TOL
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_square_fixed_shapes_layout_read_by_content(tmp_path, batch_first):
+    """Batch = time = rows = 4: no shape tells the axes apart; the values do."""
+    module = lstm(batch_first, seed=4)
+    path = export(WithStates(module), tmp_path / "square.onnx", batch_first, dynamic=False,
+                  b=4, t=4)
+    side = onnx_side(path)
+    assert ("batch-first" if batch_first else "time-major") in side.label
+    check_equal(side, module, feed(4, 4))
+
+
+def test_several_stacks_are_listed_and_layer_picks_one(tmp_path):
+    path = export(Two(), tmp_path / "two.onnx", False, dynamic=False, inputs=("x",),
+                  outputs=("output",))
+    with pytest.raises(ConversionError, match="2 LSTM stacks found") as error:
+        onnx_side(path)
+    names = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "LSTM"]
+    assert all(n in str(error.value) for n in names)
+    side = onnx_side(path, layer=names[0])
+    assert side.weights.spec.input_size == I and side.names["x"] == "x"
+    assert "'output' is read as y by its name; the dataflow comes from no slot" in \
+        " ".join(side.notes)  # the graph's output is the other stack's
+    assert onnx_side(path, layer=names[1]).weights.spec.units == H + 1
+
+
+def _retarget_weights(path: Path, out: Path, change) -> Path:
+    model = onnx.load(str(path))
+    first = next(n for n in model.graph.node if n.op_type == "LSTM")
+    change(model, first)
+    onnx.save(model, str(out))
+    return out
+
+
+def test_weights_the_reader_cannot_fold_still_run(made, tmp_path):
+    path, module = made["bf_dynamic"]
+
+    def through_max(model, node):  # W = Max(W, W): same values, an op the folder refuses
+        w = node.input[1]
+        model.graph.node.insert(0, helper.make_node("Max", [w, w], ["w_max"]))
+        node.input[1] = "w_max"
+
+    side = onnx_side(_retarget_weights(path, tmp_path / "max.onnx", through_max))
+    assert side.weights is None and any("weights not read" in n for n in side.notes)
+    assert side.shape.state_rows == ROWS and side.shape.output_width == 2 * H
+    check_equal(side, module, feed(2, 3))
+
+
+def test_external_data_inside_the_folder_runs_outside_is_refused(made, tmp_path):
+    path, module = made["bf_dynamic"]
+    model = onnx.load(str(path))
+    inside = tmp_path / "inside" / "m.onnx"
+    inside.parent.mkdir()
+    onnx.save(model, str(inside), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.data", size_threshold=0)
+    check_equal(onnx_side(inside), module, feed(2, 3))
+
+    def outside(model, node):
+        tensor = next(t for t in model.graph.initializer if t.name == node.input[1])
+        array = numpy_helper.to_array(tensor)
+        tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "location", "../secret.bin"
+
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 4096)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    bad = _retarget_weights(path, folder / "bad.onnx", outside)
+    with pytest.raises(ConversionError, match="external data"):
+        onnx_side(bad)
+
+
+def test_dynamo_export_matches_torch(tmp_path):
+    """The default exporter: Transpose to time-major, one LSTM node per layer."""
+    import logging
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    module = lstm(True, seed=3)
+    args = (torch.randn(2, 5, I), torch.randn(ROWS, 2, H), torch.randn(ROWS, 2, H))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(WithStates(module), args, dynamo=True, verbose=False,
+                                    input_names=["x", "h0", "c0"],
+                                    output_names=["output", "hn", "cn"])
+    path = tmp_path / "dynamo.onnx"
+    onnx.save(program.model_proto, str(path))
+    side = onnx_side(path)
+    assert side.names["h"] == "hn" and (side.fixed_batch, side.fixed_steps) == (2, 5)
+    check_equal(side, module, feed(2, 5))
+
+
+@pytest.mark.parametrize(("name", "table", "role"), [
+    ("h_n", "out", "h"), ("Y_c", "out", "c"), ("state_h", "out", "h"), ("output", "out", "y"),
+    ("initial_h", "in", "h0"), ("c_0", "in", "c0"), ("seq_lens", "in", "lengths"),
+    ("input", "in", "x"), ("hiddenState", "out", "h"), ("334", "out", None),
+    ("/l/LSTM_output_1", "out", None), ("hc", "out", None),
+])
+def test_name_roles(name, table, role):
+    from equivalence.artefacts.onnx_model import IN_NAMES, OUT_NAMES
+
+    assert name_role(name, IN_NAMES if table == "in" else OUT_NAMES) == role
