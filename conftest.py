@@ -37,7 +37,7 @@ def pytest_addoption(parser) -> None:
 # 5-25 s each) run first, so that pytest-xdist's workers do not end on one long test while
 # the other idles.
 SLOW_FIRST = ("test_third_party.py", "test_conformance.py", "test_runtime_workers.py",
-              "test_report.py", "test_readme.py")
+              "test_report.py", "test_readme.py", "test_findings.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

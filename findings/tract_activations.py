@@ -1,0 +1,175 @@
+"""tract ignores the ONNX LSTM ``activations`` attribute: it always runs Sigmoid, Tanh, Tanh.
+
+Runtime: tract 0.23.9 (PyPI ``tract``), x86_64 Linux.
+Grid cells: tract / activations (a HardSigmoid gate) and tract / activation relu, linear,
+sigmoid, softsign, softplus, elu (the cell activation g = h).
+Upstream: https://github.com/sonos/tract/issues/2751 (open): "ONNX GRU/LSTM/RNN:
+activations, clip and input_forget are silently ignored" (the importer never reads
+``activations``, ``activation_alpha`` or ``activation_beta``).
+
+One LSTM node per activation triple (and one without the attribute, the control) against
+the ONNX spec equations in float64. Exits 1 while any triple reproduces, 0 once all
+match, 2 when tract is missing or refuses.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+try:
+    import onnx
+    import tract
+    from onnx import helper, numpy_helper
+except ImportError as exc:
+    print(f"not installed: {exc}")
+    sys.exit(2)
+
+CELLS = [("tract", "activations"), ("tract", "activation relu"),
+         ("tract", "activation linear"), ("tract", "activation sigmoid"),
+         ("tract", "activation softsign"), ("tract", "activation softplus"),
+         ("tract", "activation elu")]
+TOLERANCE = 1e-4  # a float32 engine against the float64 reference; the bugs are ~0.1 to 2
+IN, H, T, B = 2, 3, 3, 2  # input size, hidden size, time steps, batch
+STATE_SCALE = 1.0  # initial states N(0, 1)
+
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def lstm(x, w, r, b, h, c, *, p=None, clip=None, input_forget=False, reverse=False,
+         lens=None, f=sigmoid, g=np.tanh, hh=np.tanh):
+    """ONNX LSTM, one direction, layout 0, float64: Y (T, 1, B, H), Y_h and Y_c (1, B, H)."""
+    x, w, r, b, h, c = (np.asarray(a, np.float64) for a in (x, w[0], r[0], b[0], h[0], c[0]))
+    steps, size = x.shape[0], h.shape[-1]
+    pi, po, pf = np.split(np.zeros(3 * size) if p is None else np.asarray(p, np.float64)[0], 3)
+    lens = np.full(x.shape[1], steps) if lens is None else np.asarray(lens)
+    cut = (lambda z: z) if clip is None else (lambda z: np.clip(z, -clip, clip))
+    y = np.zeros((steps, 1, *h.shape))
+    for t in (reversed(range(steps)) if reverse else range(steps)):
+        zi, zo, zf, zc = np.split(x[t] @ w.T + h @ r.T + b[:4 * size] + b[4 * size:], 4, -1)
+        i = f(cut(zi + pi * c))
+        forget = 1 - i if input_forget else f(cut(zf + pf * c))
+        c_new = forget * c + i * g(cut(zc))
+        h_new = f(cut(zo + po * c_new)) * hh(c_new)
+        live = (t < lens)[:, None]  # sequence_lens: padded steps keep the state, Y is 0
+        h, c = np.where(live, h_new, h), np.where(live, c_new, c)
+        y[t, 0] = np.where(live, h_new, 0)
+    return y, h[None], c[None]
+
+
+def make_model(weights: dict, *, lens: bool = False, peepholes: bool = False,
+               dynamic: bool = False, dtype=np.float32, **attributes) -> bytes:
+    """One LSTM node: X, [sequence_lens L], h0, c0 in; W, R, B[, P] initializers.
+
+    ``dynamic``: time and batch are symbolic dimensions (as exported models have them).
+    """
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    t, b = ("time", "batch") if dynamic else (T, B)
+    inputs = [helper.make_tensor_value_info("X", elem, [t, b, IN])]
+    if lens:
+        inputs.append(helper.make_tensor_value_info("L", onnx.TensorProto.INT32, [b]))
+    inputs += [helper.make_tensor_value_info(n, elem, [1, b, H]) for n in ("h0", "c0")]
+    outputs = [helper.make_tensor_value_info("Y", elem, [t, 1, b, H])]
+    outputs += [helper.make_tensor_value_info(n, elem, [1, b, H]) for n in ("Y_h", "Y_c")]
+    names = ["X", "W", "R", "B", "L" if lens else "", "h0", "c0", "P" if peepholes else ""]
+    while not names[-1]:
+        names.pop()
+    node = helper.make_node("LSTM", names, ["Y", "Y_h", "Y_c"], hidden_size=H, **attributes)
+    initializers = [numpy_helper.from_array(v.astype(dtype), k) for k, v in weights.items()
+                    if k != "P" or peepholes]
+    graph = helper.make_graph([node], "lstm", inputs, outputs, initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def draw() -> tuple[dict, dict]:
+    """Weights and inputs, N(0, 1) float32: large enough that a wrong equation shows."""
+    rng = np.random.default_rng(0)
+    shapes = {"W": (1, 4 * H, IN), "R": (1, 4 * H, H), "B": (1, 8 * H), "P": (1, 3 * H)}
+    weights = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    shapes = {"X": (T, B, IN), "h0": (1, B, H), "c0": (1, B, H)}
+    feeds = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    feeds["h0"], feeds["c0"] = feeds["h0"] * STATE_SCALE, feeds["c0"] * STATE_SCALE
+    return weights, feeds | {"L": np.array([1, T][:B], np.int32)}
+
+
+def max_abs_diff(expected, actual) -> float:
+    if len(actual) != len(expected) or any(
+            np.shape(a) != e.shape for e, a in zip(expected, actual, strict=True)):
+        print(f"  shapes {[np.shape(a) for a in actual]}, expected {[e.shape for e in expected]}")
+        return float("inf")
+    return max(float(np.max(np.abs(e - a))) for e, a in zip(expected, actual, strict=True))
+
+
+def run_tract(model: bytes, feeds: dict) -> list:
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "lstm.onnx")
+        with open(path, "wb") as file:
+            file.write(model)
+        loaded = tract.onnx().load(path)  # tract reads ONNX from a path only
+    names = [loaded.input_name(k) for k in range(loaded.input_count())]
+    runnable = loaded.into_model().into_runnable()
+    return [out.to_numpy() for out in runnable.run([feeds[n] for n in names])]
+
+
+RUNS = {f"tract {tract.version()}": run_tract}
+
+def _triple(f: str, g: str, alpha: list | None = None, beta: list | None = None) -> dict:
+    """The node attributes for gate activation ``f`` and cell activation ``g`` (= h)."""
+    attributes: dict = {"activations": [f, g, g]}
+    attributes |= {"activation_alpha": alpha} if alpha else {}
+    return attributes | ({"activation_beta": beta} if beta else {})
+
+
+def _cell(g) -> dict:
+    return {"g": g, "hh": g}
+
+
+CASES = {  # grid column -> (graph attributes, the reference's semantics)
+    "control": ({}, {}),
+    "activations": (_triple("HardSigmoid", "Tanh", [0.2], [0.5]),
+                    {"f": lambda z: np.clip(0.2 * z + 0.5, 0, 1)}),
+    "activation relu": (_triple("Sigmoid", "Relu"), _cell(lambda z: np.maximum(z, 0))),
+    "activation linear": (_triple("Sigmoid", "Affine", [1.0, 1.0], [0.0, 0.0]),
+                          _cell(lambda z: z)),
+    "activation sigmoid": (_triple("Sigmoid", "Sigmoid"), _cell(sigmoid)),
+    "activation softsign": (_triple("Sigmoid", "Softsign"), _cell(lambda z: z / (1 + abs(z)))),
+    "activation softplus": (_triple("Sigmoid", "Softplus"), _cell(lambda z: np.log1p(np.exp(z)))),
+    "activation elu": (_triple("Sigmoid", "Elu", [1.0, 1.0]),
+                       _cell(lambda z: np.where(z > 0, z, np.expm1(z)))),
+}
+
+
+def main() -> int:
+    """Each case in each run; the control (no attribute) must match for the finding to count."""
+    weights, feeds = draw()
+    reproduced = False
+    for label, run in RUNS.items():
+        for name, (attributes, semantics) in CASES.items():
+            model = make_model(weights, **attributes)
+            try:
+                actual = run(model, feeds)
+            except Exception as exc:  # a refusal is not this finding
+                print(f"{label} refused {name}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+                return 2
+            expected = lstm(feeds["X"], weights["W"], weights["R"], weights["B"], feeds["h0"],
+                            feeds["c0"], p=weights["P"] if attributes.get("peepholes") else None,
+                            lens=feeds["L"] if attributes.get("lens") else None, **semantics)
+            diff = max_abs_diff(expected, actual)
+            print(f"{label}: {name}: max abs diff {diff:.3g} (tolerance {TOLERANCE:g})")
+            if name == "control" and diff > TOLERANCE:
+                print("the control is off too: not this finding")
+                return 2
+            reproduced |= name != "control" and diff > TOLERANCE
+    print("REPRODUCED" if reproduced else "FIXED: update conformance.KNOWN and findings/README.md")
+    return 1 if reproduced else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
