@@ -122,8 +122,9 @@ def add_arguments(subparsers: Any) -> None:
                       help="--verify input batches (3)")
     conv.add_argument("--seed", type=int, default=0, help="--verify random seed")
     conv.add_argument("--with-states", action="store_true",
-                      help="onnx: the written model also takes h0, c0 and sequence_lens as "
-                           "inputs and returns h and c (to port a decoder)")
+                      help="onnx, .keras: the written model also takes h0, c0 and the "
+                           "lengths (onnx: sequence_lens, .keras: a mask) as inputs and "
+                           "returns h and c (to port a decoder)")
     conv.add_argument(DROP_FLAG, dest="drop_stored", action="store_true",
                       help="write the network without the initial states / sequence lengths "
                            "the input stores, when the target cannot hold them")
@@ -258,10 +259,11 @@ def refuse_with_states(args: argparse.Namespace) -> None:
     """--with-states only where the written model takes the states as inputs."""
     if not getattr(args, "with_states", False):
         return
-    if args.target == "onnx":
+    if args.target == "onnx" or (args.target == "keras"
+                                 and str(args.output).endswith(".keras")):
         return
-    raise FileFormatError(args.output, "--with-states: only an ONNX model takes states as "
-                                       "inputs here")
+    raise FileFormatError(args.output, "--with-states: only an ONNX or a .keras model takes "
+                                       "states as inputs here")
 
 
 def _torch_first(args: argparse.Namespace) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import ConversionError
 from ._base import FileFormatError, FoundLSTM
 from .keras_config import KerasLayer, arrange, config_layers, major_version, text
+from .keras_states import has_signature, mark
 from .limits import MAX_JSON_BYTES, H5Guard, file_size, load_json, open_zip, read_member, shown
 
 PARTS = ("kernel", "recurrent_kernel", "bias")
@@ -51,13 +52,16 @@ def read_keras_zip(path: Path) -> list[FoundLSTM]:
         with h5py.File(io.BytesIO(data), "r") as weights:
             guard = H5Guard(weights, path, len(data))
             layers = config_layers(config, 3,
-                                    lambda name: _k3_layer_cells(weights, name, guard))
+                                    lambda name: _k3_layer_cells(weights, name, guard),
+                                    x_only=has_signature(config))
     except FileFormatError:
         raise
     except (OSError, KeyError, TypeError, AttributeError, ValueError) as exc:
         raise FileFormatError(path, f"unreadable .keras content ({type(exc).__name__}: {exc})"
                               ) from exc
-    return _found(layers, path, "Keras 3 .keras model", "keras_zip")
+    found = _found(layers, path, "Keras 3 .keras model", "keras_zip")
+    mark(found, config)  # a --with-states model runs whole in verify
+    return found
 
 
 def read_keras_h5(path: Path) -> list[FoundLSTM]:

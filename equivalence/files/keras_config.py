@@ -87,7 +87,10 @@ def _model_layers(config: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
     return list(layers), config.get("class_name") == "Sequential"
 
 
-def config_layers(config: dict[str, Any], major: int, cells_of: Callable) -> list[KerasLayer]:
+def config_layers(config: dict[str, Any], major: int, cells_of: Callable,
+                  x_only: bool = False) -> list[KerasLayer]:
+    """The LSTM-holding layers of a model config; ``x_only``: a layer's inbound is the layer
+    making its x alone (a --with-states model, whose states come from its own inputs)."""
     layer_configs, sequential = _model_layers(config)
     found, previous = [], None
     passes: dict[str, str | None] = {}  # functional pass-through layers -> the layer they pass on
@@ -95,7 +98,7 @@ def config_layers(config: dict[str, Any], major: int, cells_of: Callable) -> lis
         cls, name = cfg.get("class_name"), cfg.get("config", {}).get("name", cfg.get("name"))
         if cls == "InputLayer":
             continue
-        inbound = previous if sequential else _inbound(cfg, passes)
+        inbound = previous if sequential else _inbound(cfg, passes, x_only)
         layer = _describe(cfg, major)
         if layer is not None:
             layer.inbound, layer.config, layer.major = inbound, cfg, major
@@ -113,12 +116,17 @@ def config_layers(config: dict[str, Any], major: int, cells_of: Callable) -> lis
     return found
 
 
-def _inbound(cfg: dict[str, Any], passes: dict[str, str | None]) -> str | None:
-    """The layer feeding a functional layer (through pass-through layers), if it is one tensor."""
+def _inbound(cfg: dict[str, Any], passes: dict[str, str | None], x_only: bool = False
+             ) -> str | None:
+    """The layer feeding a functional layer (through pass-through layers), if it is one tensor
+    (``x_only``: the tensor of its first positional argument)."""
     nodes = cfg.get("inbound_nodes") or []
     if len(nodes) != 1:
         return None
-    histories = _histories(nodes[0])
+    node = nodes[0]
+    if x_only and isinstance(node, dict) and isinstance(node.get("args"), list):
+        node = node["args"][:1]
+    histories = _histories(node)
     if len(histories) != 1 or histories[0][2] != 0:
         return None  # several inputs (e.g. initial states from elsewhere) or a state output
     name: str | None = histories[0][0]

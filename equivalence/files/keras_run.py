@@ -139,20 +139,15 @@ def runner(found: FoundLSTM, spec: LSTMSpec, options: dict[str, Any]) -> Any:
         # tf_keras's Bidirectional asks whether an initial state is a Keras tensor, and a
         # numpy array is an error there ("Expected a symbolic tensor instance"): feed tensors.
         as_state = tf.convert_to_tensor
+    if major >= 3 and "model" in found.definition[0]:
+        from .keras_states import signature_side
+
+        return signature_side(found, spec)  # --with-states: the whole model, h0/c0 in
     built = []
     for layer in found.definition:
-        try:
-            keras_layer = build_layer(layers_module, layer["config"], spec.dtype)
-            time_major = bool(layer["config"].get("config", {}).get("time_major", False))
-            probe = np.zeros((1, 1, _input_width(layer)), spec.dtype)
-            keras_layer(probe.transpose(1, 0, 2) if time_major else probe)
-            keras_layer.set_weights(_arrays(layer))
-        except ConversionError:
-            raise
-        except Exception as exc:
-            raise ConversionError(f"the file's layer {layer['name']!r} cannot be rebuilt from "
-                                  f"its config ({type(exc).__name__}: {exc})") from exc
-        built.append((keras_layer, time_major, len(layer["cells"])))
+        time_major = bool(layer["config"].get("config", {}).get("time_major", False))
+        built.append((rebuild(layers_module, layer, spec.dtype), time_major,
+                      len(layer["cells"])))
 
     def run(inputs: LSTMInputs) -> LSTMResult:
         return _run(built, spec, inputs, as_state)
@@ -162,6 +157,23 @@ def runner(found: FoundLSTM, spec: LSTMSpec, options: dict[str, Any]) -> Any:
              f"config in {flavour}")
     return Side(label, run, SideAbilities(initial_state=True, lengths=True),
                 name="keras" if major >= 3 else "tf_keras")
+
+
+def rebuild(layers_module: Any, layer: dict[str, Any], dtype: str) -> Any:
+    """The file's layer (``found.definition``'s entry) rebuilt from its config, built on a
+    probe and given the file's arrays."""
+    try:
+        keras_layer = build_layer(layers_module, layer["config"], dtype)
+        time_major = bool(layer["config"].get("config", {}).get("time_major", False))
+        probe = np.zeros((1, 1, _input_width(layer)), dtype)
+        keras_layer(probe.transpose(1, 0, 2) if time_major else probe)
+        keras_layer.set_weights(_arrays(layer))
+    except ConversionError:
+        raise
+    except Exception as exc:
+        raise ConversionError(f"the file's layer {layer['name']!r} cannot be rebuilt from "
+                              f"its config ({type(exc).__name__}: {exc})") from exc
+    return keras_layer
 
 
 def _input_width(layer: dict[str, Any]) -> int:

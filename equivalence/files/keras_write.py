@@ -1,6 +1,7 @@
 """Writing Keras files: ``.keras`` (a Keras 3 model: input (batch, time, I) -> the top
 layer's output sequence), ``.weights.h5`` (the same model's weights), ``.h5`` (the same
-network as a tf_keras HDF5 model). Reading is :mod:`equivalence.files.keras`.
+network as a tf_keras HDF5 model). ``--with-states``: a ``.keras`` functional model taking
+and returning the states (:mod:`.keras_states`). Reading is :mod:`equivalence.files.keras`.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def model_code(weights: LSTMWeights, flavour: str) -> str:
 def write_keras(path: Path, weights: LSTMWeights, job: Any) -> list[str]:
     """Write ``weights`` as ``path``'s ending asks; return lines to print."""
     flavour = keras_output_kind(path)
+    if getattr(job, "with_states", False):
+        _check_states_flavour(path, flavour)
     spec = weights.spec
     wanted = "hard_sigmoid_tf_keras" if flavour == "tf_keras_h5" else "hard_sigmoid_keras3"
     if spec.recurrent_activation not in ("sigmoid", wanted):
@@ -67,6 +70,8 @@ def write_keras(path: Path, weights: LSTMWeights, job: Any) -> list[str]:
     with atomic_output(path, job.replace) as temporary:
         if flavour == "tf_keras_h5":
             _save_tf_keras(spec, native, temporary)
+        elif getattr(job, "with_states", False):
+            build_states_model(spec, native).save(temporary)
         else:
             model = build_keras3(spec, native)
             if flavour == "keras":
@@ -76,7 +81,11 @@ def write_keras(path: Path, weights: LSTMWeights, job: Any) -> list[str]:
     what = {"keras": "Keras 3 model", "weights": "Keras 3 weights",
             "tf_keras_h5": "tf_keras HDF5 model"}[flavour]
     lines = [f"wrote {path} ({what})"]
-    if flavour == "keras":
+    if getattr(job, "with_states", False):
+        from .keras_states import usage
+
+        lines.append(usage(path, spec))
+    elif flavour == "keras":
         lines.append(f'model = keras.models.load_model("{path}")  '
                      f"# (batch, time, {spec.input_size}) -> (batch, time, "
                      f"{spec.directions * spec.units})")
@@ -92,6 +101,20 @@ def build_keras3(spec: Any, native: list[np.ndarray]) -> Any:
     keras = import_keras3()
     return _sequential(keras, keras.Input((None, spec.input_size), dtype=spec.dtype), spec,
                        native, "hard_sigmoid_keras3")
+
+
+def build_states_model(spec: Any, native: list[np.ndarray]) -> Any:
+    """The ``--with-states`` functional model (:mod:`.keras_states`), weights set."""
+    from .keras_states import build_model
+
+    return build_model(spec, native, _layer_names(spec),
+                       spec.recurrent_activation == "hard_sigmoid_keras3")
+
+
+def _check_states_flavour(path: Path, flavour: str) -> None:
+    if flavour != "keras":
+        raise FileFormatError(path, "--with-states: only a .keras model takes states as "
+                                    f"inputs, not a {path.suffix} file")
 
 
 def _save_tf_keras(spec: Any, native: list[np.ndarray], path: Path) -> None:
