@@ -115,6 +115,7 @@ def new_results(
         "runtimes": runtimes,
         "pairs": pairs,
         "third_party": [],
+        "quantized": [],
         "mutations": [],
     }
 
@@ -177,6 +178,7 @@ def merge(runs: list[dict[str, Any]], *, seed: int) -> dict[str, Any]:
             merged["runtimes"] += [{**r, "run": name} for r in run["runtimes"]]
         merged["pairs"] += [{"run": name, **p} for p in run["pairs"]]
         merged["third_party"] += run.get("third_party", [])
+        merged["quantized"] += run.get("quantized", [])
         merged["mutations"] += run.get("mutations", [])
     return merged
 

@@ -408,6 +408,12 @@ def conformance(ctx: Context) -> list[Block]:
     return blocks
 
 
+def quantized(ctx: Context) -> list[Block]:
+    from .quantized_part import section
+
+    return section(ctx.data)
+
+
 def versions(ctx: Context) -> list[Block]:
     """One column per environment; every package any of them recorded."""
     runs = ctx.runs() or [{"name": "this run", "versions": ctx.data["versions"]}]
@@ -437,7 +443,7 @@ def error_growth(ctx: Context) -> list[Block]:
 
 SECTIONS: tuple[Callable[[Context], list[Block]], ...] = (
     lead, verdict, matrix, failures, runtimes, every_check, version_matrix, conformance,
-    third_party, mutations, versions, error_growth,
+    third_party, quantized, mutations, versions, error_growth,
 )
 
 
