@@ -30,6 +30,13 @@ def mutation_self_test(*, examples: int, seed: int) -> list[dict[str, Any]]:
     return found
 
 
+def quantized(*, examples: int, seed: int) -> list[dict[str, Any]]:
+    """The ``quantized`` rows: every quantization path on every shape (about 25 s an example)."""
+    from ..quantized import run_all
+
+    return [r.to_dict() for r in waiting("quantized LSTMs", lambda: run_all(examples, seed))]
+
+
 def error_growth(runtimes: list[str], *, seed: int) -> list[dict[str, Any]]:
     from .plots import growth_points
 
