@@ -337,3 +337,33 @@ def test_name_roles(name, table, role):
     from equivalence.artefacts.onnx_model import IN_NAMES, OUT_NAMES
 
     assert name_role(name, IN_NAMES if table == "in" else OUT_NAMES) == role
+
+
+def test_dynamo_export_of_one_tensor_as_h0_and_c0_drops_h0(tmp_path):
+    """Example inputs (x, s, s): the dynamo exporter feeds c0 to both initial_h and
+    initial_c and leaves h0 unread; the side says so, and its run shows it."""
+    import logging
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    torch.manual_seed(5)
+    module = torch.nn.LSTM(I, H, batch_first=True).eval()
+    state = torch.randn(1, 2, H)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(WithStates(module), (torch.randn(2, 5, I), state, state),
+                                    dynamo=True, verbose=False, input_names=["x", "h0", "c0"],
+                                    output_names=["output", "hn", "cn"])
+    path = tmp_path / "shared.onnx"
+    onnx.save(program.model_proto, str(path))
+    side = onnx_side(path)
+    assert side.takes == {"h0", "c0"}
+    assert any("'h0' is read as h0 by its name; the dataflow reaches no slot" in n
+               for n in side.notes)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 5, I)).astype(np.float32)
+    h0, c0 = (rng.standard_normal((1, 2, H)).astype(np.float32) for _ in range(2))
+    got = side.run(Feed(x, h0, c0))
+    y, _, _ = torch_run(module, Feed(x, h0, c0))
+    assert diff(got.y, y) > 1e-3  # the export computes another function
+    y, _, _ = torch_run(module, Feed(x, c0, c0))
+    assert diff(got.y, y) < TOL  # ... the one with h0 = c0
