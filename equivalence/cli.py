@@ -135,6 +135,9 @@ def _run_parts(args: argparse.Namespace, data: dict[str, Any]) -> None:
         examples=args.examples, seed=args.seed))
     data["conformance"] = timed("conformance grid", lambda: phases.conformance_grid(
         examples=args.examples, seed=args.seed, jobs=args.jobs))
+    # quantized LSTMs: each example converts and runs every path (about 25 s): a few
+    data["quantized"] = timed("quantized LSTMs", lambda: phases.quantized(
+        examples=min(args.examples, 3), seed=args.seed))
     # third-party converters are slow (exports, saves): a few examples per configuration
     data["third_party"] = timed("third-party converters", lambda: run_third_party(
         max_examples=min(args.examples, 5), seed=args.seed), spin=True)
