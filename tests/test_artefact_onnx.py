@@ -367,3 +367,54 @@ def test_dynamo_export_of_one_tensor_as_h0_and_c0_drops_h0(tmp_path):
     assert diff(got.y, y) > 1e-3  # the export computes another function
     y, _, _ = torch_run(module, Feed(x, c0, c0))
     assert diff(got.y, y) < TOL  # ... the one with h0 = c0
+
+
+def keras_style(path: Path, module: torch.nn.LSTM) -> Path:
+    """What tf2onnx writes for a Keras LSTM(return_sequences, return_state) fed its states:
+    inputs input_1 (B, T, I), input_2 / input_3 (B, H); outputs lstm (B, T, H), lstm_1 and
+    lstm_2 (B, H), layer names that say no role."""
+    from equivalence.convert import from_canonical
+
+    native = from_canonical(to_canonical({k: v.numpy() for k, v in module.state_dict().items()},
+                                         "torch"), "onnx")
+    inits = [numpy_helper.from_array(np.ascontiguousarray(native[k]), k) for k in "WRB"]
+    inits += [numpy_helper.from_array(np.array([a], np.int64), f"axis{a}") for a in (0, 1)]
+    nodes = [helper.make_node("Transpose", ["input_1"], ["X"], perm=[1, 0, 2]),
+             helper.make_node("Unsqueeze", ["input_2", "axis0"], ["h_init"]),
+             helper.make_node("Unsqueeze", ["input_3", "axis0"], ["c_init"]),
+             helper.make_node("LSTM", ["X", "W", "R", "B", "", "h_init", "c_init"],
+                              ["Y", "Y_h", "Y_c"], hidden_size=H),
+             helper.make_node("Squeeze", ["Y", "axis1"], ["Y_tbh"]),
+             helper.make_node("Transpose", ["Y_tbh"], ["lstm"], perm=[1, 0, 2]),
+             helper.make_node("Squeeze", ["Y_h", "axis0"], ["lstm_1"]),
+             helper.make_node("Squeeze", ["Y_c", "axis0"], ["lstm_2"])]
+    f32 = onnx.TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes, "keras_style",
+        [helper.make_tensor_value_info("input_1", f32, ["n", "t", I]),
+         helper.make_tensor_value_info("input_2", f32, ["n", H]),
+         helper.make_tensor_value_info("input_3", f32, ["n", H])],
+        [helper.make_tensor_value_info("lstm", f32, ["n", "t", H]),
+         helper.make_tensor_value_info("lstm_1", f32, ["n", H]),
+         helper.make_tensor_value_info("lstm_2", f32, ["n", H])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_keras_style_names_and_batch_major_states(tmp_path):
+    """Numbered generic names (input_2) yield to the dataflow; (B, H) states in and out."""
+    torch.manual_seed(6)
+    module = torch.nn.LSTM(I, H, batch_first=True).eval()
+    side = onnx_side(keras_style(tmp_path / "keras.onnx", module))
+    assert side.names == {"x": "input_1", "h0": "input_2", "c0": "input_3", "y": "lstm",
+                          "h": "lstm_1", "c": "lstm_2"}
+    assert not any("by its name" in n for n in side.notes)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 6, I)).astype(np.float32)
+    h0, c0 = (rng.standard_normal((1, 3, H)).astype(np.float32) for _ in range(2))
+    got = side.run(Feed(x, h0, c0))
+    y, h, c = torch_run(module, Feed(x, h0, c0))
+    assert got.h.shape == (1, 3, H)
+    assert diff(got.y, y) < TOL and diff(got.h, h) < TOL and diff(got.c, c) < TOL

@@ -178,19 +178,23 @@ def _port(info: Any) -> Port:
 
 def name_role(name: str, table: dict[str, set[str]]) -> str | None:
     """The role ``name`` says (``h_n`` -> h, ``initial_c`` -> c0), or None."""
+    return name_claim(name, table)[0]
+
+
+def name_claim(name: str, table: dict[str, set[str]]) -> tuple[str | None, bool]:
+    """(the role ``name`` says, whether the whole name says it): ``hn`` and ``initial_h``
+    are strong; a word inside a longer name (``input_2``, ``lstm_output``) is weak."""
     if GENERATED.match(name):
-        return None
+        return None, False
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
     tokens = [t for t in re.split(r"[^a-z0-9]+", spaced) if t]
-    words = ["".join(tokens)] if tokens else []
-    words += tokens + ["".join(pair) for pair in itertools.pairwise(tokens)]
-    for word in words[:1]:  # the whole name, separators dropped, decides first
-        for role, spellings in table.items():
-            if word in spellings:
-                return role
-    roles = {role for word in words[1:] for role, spellings in table.items()
-             if word in spellings}
-    return roles.pop() if len(roles) == 1 else None
+    whole = "".join(tokens)
+    for role, spellings in table.items():
+        if whole in spellings:
+            return role, True
+    words = tokens + ["".join(pair) for pair in itertools.pairwise(tokens)]
+    roles = {role for word in words for role, spellings in table.items() if word in spellings}
+    return (roles.pop(), False) if len(roles) == 1 else (None, False)
 
 
 def _trace(model: Any, chain: list[Any], inputs: list[Port], outputs: list[Port]) -> None:
@@ -271,15 +275,7 @@ def _assign(ports: list[Port], roles: tuple[str, ...], mapping: dict[str, str], 
     for port in ports:
         if port.name in chosen.values():
             continue
-        port.by_name = name_role(port.name, table)
-        role = port.by_name or (next(iter(port.by_flow)) if len(port.by_flow) == 1 else None)
-        if port.by_name and port.by_flow and port.by_name not in port.by_flow:
-            notes.append(f"{what} {shown(port.name)} is read as {port.by_name} by its name; "
-                         f"the dataflow says {'/'.join(sorted(port.by_flow))}")
-        elif port.by_name and traced and not port.by_flow:
-            notes.append(f"{what} {shown(port.name)} is read as {port.by_name} by its name; "
-                         f"the dataflow {'reaches' if what == 'input' else 'comes from'} "
-                         "no slot of this LSTM stack")
+        role = _claim(port, table, traced, notes, what)
         if role is None or role in chosen:
             loose.append(port)
         else:
@@ -289,6 +285,26 @@ def _assign(ports: list[Port], roles: tuple[str, ...], mapping: dict[str, str], 
     loose = [p for p in loose if p.name not in chosen.values()]
     _leftovers(loose, ports, roles, chosen, traced, notes, what, path)
     return chosen
+
+
+def _claim(port: Port, table: dict[str, set[str]], traced: bool, notes: list[str],
+           what: str) -> str | None:
+    """The role ``port`` claims: a strong name over the dataflow (it is what the user's code
+    reads; the disagreement is noted), the dataflow over a weak name (``input_2``)."""
+    role, strong = name_claim(port.name, table)
+    port.by_name = role
+    flow = next(iter(port.by_flow)) if len(port.by_flow) == 1 else None
+    if role and port.by_flow and role not in port.by_flow:
+        if not strong and flow:
+            port.by_name = None
+            return flow
+        notes.append(f"{what} {shown(port.name)} is read as {role} by its name; the dataflow "
+                     f"says {'/'.join(sorted(port.by_flow))}")
+    elif role and traced and not port.by_flow:
+        notes.append(f"{what} {shown(port.name)} is read as {role} by its name; the dataflow "
+                     f"{'reaches' if what == 'input' else 'comes from'} no slot of this LSTM "
+                     "stack")
+    return role or flow
 
 
 def _one(role: str, claimants: list[Port], chosen: dict[str, str], ports: list[Port],
