@@ -301,3 +301,48 @@ def _swap_inputs(content: bytes, first: int, second: int) -> bytes:
     data = bytearray(content)
     data[a:b], data[c:d] = content[c:d], content[a:b]
     return bytes(data)
+
+
+def test_roles_by_names_then_shapes_then_position():
+    from equivalence.artefacts.savedmodel import Port, assign_inputs, assign_outputs
+
+    def names(roles: dict) -> dict:
+        return {role: port.name for role, port in roles.items()}
+
+    # tf_keras names outputs by layer: lstm, lstm_1, lstm_2 is Keras's [y, h, c]
+    keras2 = [Port("lstm_2", (2, 4)), Port("lstm", (2, 5, 4)), Port("lstm_1", (2, 4))]
+    assert names(assign_outputs(keras2, {})) == {"y": "lstm", "h": "lstm_1", "c": "lstm_2"}
+    # names beat positions: state_c first and state_h second are still c and h
+    named = [Port("y", (None, None, 4)), Port("state_c_0", (None, 4)), Port("state_h_1", (None, 4))]
+    assert names(assign_outputs(named, {})) == {"y": "y", "h": "state_h_1", "c": "state_c_0"}
+    # inputs: the int vector is lengths, the (B, T, I) one x, the states by name
+    ins = [Port("c0", (None, 4)), Port("seq_lengths", (None,), "int32"),
+           Port("x", (None, None, 3)), Port("h0", (None, 4))]
+    assert names(assign_inputs(ins, {})) == {"x": "x", "h0": "h0", "c0": "c0",
+                                            "lengths": "seq_lengths"}
+    # must fail: two (B, H) inputs with no telling names or positions
+    with pytest.raises(ConversionError, match="--map-a/--map-b"):
+        assign_inputs([Port("a", (None, 5, 3)), Port("s", (None, 4)), Port("t", (None, 4))], {})
+    mapped = assign_inputs([Port("a", (None, 5, 3)), Port("s", (None, 4)), Port("t", (None, 4))],
+                           {"h0": "t", "c0": "s"})
+    assert names(mapped) == {"x": "a", "h0": "t", "c0": "s"}
+
+
+def test_a_flatbuffer_without_a_signature_runs_by_its_tensors(keras_model, exported, tmp_path):
+    # older converters wrote no SignatureDef: roles from tensor names, shapes and output index
+    flatbuffers = pytest.importorskip("flatbuffers")
+    from equivalence.artefacts.litert import _schema
+
+    model = _schema().ModelT.InitFromPackedBuf(bytearray(exported["litert"].read_bytes()), 0)
+    model.signatureDefs = None
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path = tmp_path / "unsigned.tflite"
+    path.write_bytes(bytes(builder.Output()))
+    side = litert_side(path)
+    assert "signature" not in side.label and side.names["x"] == "serving_default_seq:0"
+    feed = _feed()
+    got, (y, h, c) = side.run(feed), _expected(keras_model, feed)
+    assert max(_diff(got.y, y), _diff(got.h[0], h), _diff(got.c[0], c)) < CLOSE
+    with pytest.raises(Refused, match="axis 1"):
+        side.run(_feed(steps=7))

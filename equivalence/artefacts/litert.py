@@ -97,7 +97,7 @@ def _ports(interpreter: Any, key: str | None) -> tuple[list[Port], list[Port]]:
 
 def _port(name: str, detail: dict[str, Any]) -> Port:
     shape = tuple(None if int(d) < 0 else int(d) for d in detail["shape_signature"])
-    return Port(name, shape, bool(np.issubdtype(detail["dtype"], np.floating)))
+    return Port(name, shape, np.dtype(detail["dtype"]).name)
 
 
 def _check_fixed(fed: dict[str, np.ndarray], ports: list[Port]) -> None:

@@ -41,7 +41,11 @@ class Port:
 
     name: str
     shape: tuple[int | None, ...]
-    floating: bool = True
+    dtype: str = "float32"  # numpy's name for the dtype the graph takes or returns
+
+    @property
+    def floating(self) -> bool:
+        return bool(np.issubdtype(np.dtype(self.dtype), np.floating))
 
     def describe(self) -> str:
         dims = ", ".join("?" if d is None else str(d) for d in self.shape)
@@ -91,7 +95,7 @@ def _signature(loaded: Any, name: str | None, path: Path) -> tuple[str, Any]:
 
 def _port(name: str, spec: Any) -> Port:
     shape = tuple(None if d is None else int(d) for d in spec.shape.as_list())
-    return Port(name, shape, bool(spec.dtype.is_floating))
+    return Port(name, shape, np.dtype(spec.dtype.as_numpy_dtype).name)
 
 
 # --- roles ---------------------------------------------------------------------------
@@ -108,8 +112,9 @@ def _named(port: Port, names: frozenset[str]) -> bool:
 
 
 def _position(port: Port) -> int:
-    """The trailing index of a name (``output_2`` -> 2, ``lstm`` -> 0)."""
-    found = re.search(r"(\d+)(:\d+)?$", port.name)
+    """The trailing index of a name: ``output_2`` -> 2, ``lstm`` -> 0, and a tensor's output
+    index first (``StatefulPartitionedCall_1:2`` -> 2, a flatbuffer without a signature)."""
+    found = re.search(r":(\d+)$", port.name) or re.search(r"(\d+)$", port.name)
     return int(found.group(1)) if found else 0
 
 
@@ -243,18 +248,17 @@ def ported_side(path: str, kind: str, label: str, inputs: Sequence[Port],
     return Side(path=path, kind=kind, label=label, run=run,
                 takes=frozenset(r for r in ins if r != "x"), returns=frozenset(outs),
                 shape=shape, names=names, fixed_batch=x.shape[0], fixed_steps=x.shape[1],
-                notes=notes)
+                dtype=x.dtype, notes=notes)
 
 
 def _fed(feed: Feed, ins: dict[str, Port]) -> dict[str, np.ndarray]:
-    fed = {ins["x"].name: feed.x.astype(np.float32)}
+    fed = {ins["x"].name: feed.x.astype(ins["x"].dtype)}
     for role in ("h0", "c0"):
         if role in ins:
             fed[ins[role].name] = _state_in(getattr(feed, role), ins[role], feed.batch, role)
     if "lengths" in ins:
         lengths = feed.lengths if feed.lengths is not None else np.full(feed.batch, feed.steps)
-        fed[ins["lengths"].name] = np.asarray(lengths).astype(
-            np.float32 if ins["lengths"].floating else np.int32)
+        fed[ins["lengths"].name] = np.asarray(lengths).astype(ins["lengths"].dtype)
     return fed
 
 
@@ -265,13 +269,13 @@ def _state_in(value: np.ndarray | None, port: Port, batch: int, role: str) -> np
         if width is None:
             raise Refused(f"{role} {port.describe()}: not fed and its width is dynamic")
         rows = () if len(port.shape) == 2 else (port.shape[0] or 1,)
-        return np.zeros((*rows, batch, width), np.float32)
+        return np.zeros((*rows, batch, width), port.dtype)
     if len(port.shape) == 2:
         if value.shape[0] != 1:
             raise Refused(f"{role} {port.describe()} takes one state row (B, H); the feed "
                           f"has {value.shape[0]} rows")
-        return value[0].astype(np.float32)
-    return value.astype(np.float32)
+        return value[0].astype(port.dtype)
+    return value.astype(port.dtype)
 
 
 def _returned(returned: dict[str, np.ndarray], outs: dict[str, Port], feed: Feed) -> Returned:
