@@ -26,6 +26,7 @@ from equivalence.compare import ATOL  # noqa: E402
 from equivalence.convert import to_canonical  # noqa: E402
 from equivalence.errors import ConversionError  # noqa: E402
 from equivalence.files._base import FileFormatError  # noqa: E402
+from equivalence.formats._common import permute_gates  # noqa: E402
 
 pytestmark = pytest.mark.cpu
 TOLERANCE = 1e-5  # float32 against float32: the same arithmetic, another summation order
@@ -198,6 +199,98 @@ def test_static_time_major_ir_fixes_shapes_and_refuses_others(irs):
     _assert_same_weights(side.weights, _torch_weights(module), atol=1e-7)
     with pytest.raises(Refused, match="3"):
         side.run(_feed(side, batch=3))
+
+
+# --- an IR built with openvino.opset: states as LSTMSequence holds them, lengths ---------
+
+
+def _opset_ir(path: Path, module, weights_folded: bool, batch: int = -1, steps: int = -1
+              ) -> Path:
+    """One LSTMSequence holding ``module``'s weights (gates f i c o), fed x (B, T, I),
+    h0/c0 (B, 1, H) and seq_len; W is ``W * 1`` where ``weights_folded`` is False."""
+    import openvino.opset8 as ops
+
+    state = {k: v.detach().numpy() for k, v in module.lstm.state_dict().items()}
+    fico = (1, 0, 2, 3)
+    w, r = (permute_gates(state[k], fico)[None] for k in ("weight_ih_l0", "weight_hh_l0"))
+    b = permute_gates(state["bias_ih_l0"] + state["bias_hh_l0"], fico)[None]
+    x = ops.parameter([batch, steps, 3], ov.Type.f32, name="x")
+    h0, c0 = (ops.parameter([batch, 1, 5], ov.Type.f32, name=n) for n in ("h0", "c0"))
+    lengths = ops.parameter([batch], ov.Type.i32, name="seq_len")
+    w_node = ops.constant(w) if weights_folded else ops.multiply(
+        ops.constant(w), ops.constant(np.ones((), np.float32)))
+    lstm = ops.lstm_sequence(x, h0, c0, lengths, w_node, ops.constant(r), ops.constant(b),
+                             5, "forward")
+    y = ops.squeeze(lstm.output(0), ops.constant(np.array([1], np.int64)))
+    model = ov.Model([y.output(0), lstm.output(1), lstm.output(2)], [x, h0, c0, lengths])
+    ov.save_model(model, path, compress_to_fp16=False)
+    return path
+
+
+@pytest.mark.parametrize("static", [True, False], ids=["static", "dynamic"])
+def test_opset_ir_with_batch_major_states_and_lengths(irs, tmp_path, static):
+    module = irs["single"][1]
+    shape = {"batch": 3, "steps": 6} if static else {}
+    side = openvino_side(_opset_ir(tmp_path / "opset.xml", module, True, **shape))
+    assert side.takes == {"h0", "c0", "lengths"} and side.names["lengths"] == "seq_len"
+    assert any("batch-major" in note for note in side.notes)
+    _assert_same_weights(side.weights, _torch_weights(module), atol=1e-7)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 6, 3)).astype(np.float32)
+    h0, c0 = (rng.standard_normal((1, 3, 5)).astype(np.float32) for _ in range(2))
+    with torch.no_grad():
+        y, (h, c) = module.lstm(torch.from_numpy(x), (torch.from_numpy(h0),
+                                                      torch.from_numpy(c0)))
+    full = side.run(Feed(x, h0, c0))
+    assert _max_diff(full, (y.numpy(), h.numpy(), c.numpy())) < TOLERANCE
+    cut = side.run(Feed(x, h0, c0, np.array([6, 2, 6])))
+    if not static:
+        # OpenVINO's CPU plugin runs every sequence to its end on dynamic shapes (it keeps
+        # the sequence op whole there, openvino PR #10710): the lengths fed change nothing.
+        # The side runs what the runtime runs, so compare's lengths probe reports it.
+        assert any("ignores sequence lengths" in note for note in side.notes)
+        np.testing.assert_array_equal(cut.h, full.h)
+        return
+    # Row 1 stops after 2 steps: its h is its state after step 2, its y zero past it.
+    with torch.no_grad():
+        _, (h2, _) = module.lstm(torch.from_numpy(x[1:2, :2]), (torch.from_numpy(h0[:, 1:2]),
+                                                                 torch.from_numpy(c0[:, 1:2])))
+    np.testing.assert_allclose(cut.h[:, 1], h2.numpy()[:, 0], atol=TOLERANCE)
+    assert not cut.y[1, 2:].any() and np.abs(cut.h[:, 1] - full.h[:, 1]).max() > 1e-3
+
+
+def test_weights_past_a_node_not_followed_are_none_with_a_note_and_it_still_runs(
+        irs, tmp_path):
+    module = irs["single"][1]
+    side = openvino_side(_opset_ir(tmp_path / "mul.xml", module, weights_folded=False))
+    assert side.weights is None
+    assert any("weights not read" in note and "Multiply" in note for note in side.notes)
+    assert side.shape.units == 5 and side.shape.state_rows == 1
+    x = np.random.default_rng(4).standard_normal((2, 4, 3)).astype(np.float32)
+    with torch.no_grad():
+        y, (h, c) = module.lstm(torch.from_numpy(x))
+    assert _max_diff(side.run(Feed(x)), (y.numpy(), h.numpy(), c.numpy())) < TOLERANCE
+
+
+def test_one_lstm_cell_has_its_weights_read_and_is_refused_as_a_side(irs, tmp_path):
+    import openvino.opset8 as ops
+
+    from equivalence.artefacts.openvino_xml import read_weights
+
+    module = irs["single"][1]
+    state = {k: v.detach().numpy() for k, v in module.lstm.state_dict().items()}
+    w, r = (permute_gates(state[k], (1, 0, 2, 3)) for k in ("weight_ih_l0", "weight_hh_l0"))
+    b = permute_gates(state["bias_ih_l0"] + state["bias_hh_l0"], (1, 0, 2, 3))
+    x, h, c = (ops.parameter([2, n], ov.Type.f32, name=k) for k, n in (("x", 3), ("h", 5),
+                                                                          ("c", 5)))
+    cell = ops.lstm_cell(x, h, c, ops.constant(w), ops.constant(r), ops.constant(b), 5)
+    path = tmp_path / "cell.xml"
+    ov.save_model(ov.Model([cell.output(0), cell.output(1)], [x, h, c]), path,
+                  compress_to_fp16=False)
+    read = read_weights(read_xml(path)[1], path.with_suffix(".bin"))
+    _assert_same_weights(read.weights, _torch_weights(module), atol=1e-7)
+    with pytest.raises(ConversionError, match=r"LSTMCell.*single time step"):
+        openvino_side(path)
 
 
 # --- mapping ---------------------------------------------------------------------------

@@ -25,7 +25,15 @@ import numpy as np
 
 from ..errors import ConversionError
 from ..files._base import FileFormatError
-from .openvino_xml import Graph, ReadWeights, lstm_outputs_reached, read_weights, read_xml, x_axes
+from .openvino_xml import (
+    Graph,
+    ReadWeights,
+    input_axes,
+    lstm_outputs_reached,
+    output_axes,
+    read_weights,
+    read_xml,
+)
 from .side import Feed, Refused, Returned, Shape, Side
 
 # Names (lowercased) that say a role; a port matching two roles is read as unnamed.
@@ -71,9 +79,7 @@ def openvino_side(path: Path, *, mapping: dict[str, str] | None = None) -> Side:
         raise FileFormatError(path, f"no {bin_path.name} beside it (ov.save_model writes "
                               "the .xml and its .bin together)")
     read = read_weights(graph, bin_path)  # before OpenVINO: our checks name the layer
-    if not read.lstms:
-        raise ConversionError(f"{path}: no LSTMSequence or LSTMCell layer in the IR: "
-                              "nothing to compare as an LSTM")
+    _refuse_cell(path, read)
     model = _read_model(path, text, bin_path)
     inputs = [_port(k, p) for k, p in enumerate(model.inputs)]
     outputs = [_port(k, p) for k, p in enumerate(model.outputs)]
@@ -83,10 +89,12 @@ def openvino_side(path: Path, *, mapping: dict[str, str] | None = None) -> Side:
     roles_out = _assign(outputs, _OUTPUT_NAMES, mapping, shape, outputs=True, where=path)
     notes = list(read.notes)
     time_major = _time_major(graph, read, bin_path, roles_in["x"], notes)
+    batch_major = _batch_major_states(graph, read, bin_path, roles_in, roles_out, notes)
     notes += _state_notes(graph, roles_out)
     x = roles_in["x"]
     batch_axis, time_axis = (1, 0) if time_major else (0, 1)
-    runner = _Runner(model, inputs, roles_in, roles_out, shape, time_major)
+    notes += _lengths_note(roles_in, _static(x, batch_axis), _static(x, time_axis))
+    runner = _Runner(model, inputs, roles_in, roles_out, shape, time_major, batch_major)
     return Side(
         path=str(path), kind="OpenVINO IR", label=f"OpenVINO {_version()} CPU, f32 precision",
         run=runner.run, takes=frozenset(r for r in roles_in if r != "x"),
@@ -95,6 +103,16 @@ def openvino_side(path: Path, *, mapping: dict[str, str] | None = None) -> Side:
         fixed_batch=_static(x, batch_axis) or _state_batch(roles_in),
         fixed_steps=_static(x, time_axis), weights=read.weights, dtype=_dtype(read),
         notes=notes, reader_notes=tuple(read.notes))
+
+
+def _refuse_cell(path: Path, read: ReadWeights) -> None:
+    if not read.lstms:
+        raise ConversionError(f"{path}: no LSTMSequence or LSTMCell layer in the IR: "
+                              "nothing to compare as an LSTM")
+    if read.lstms[0].type == "LSTMCell":
+        raise ConversionError(f"{path}: one LSTMCell layer {read.lstms[0].name!r}, a single "
+                              "time step on (B, I) inputs: compare runs whole sequences "
+                              "(an LSTMSequence IR)")
 
 
 def _dtype(read: ReadWeights) -> str:
@@ -214,8 +232,9 @@ def _fits(port: _Port, role: str, shape: Shape) -> bool:
     if len(port.dims) != 3:
         return False
     last = {"x": shape.input_size, "y": shape.output_width}.get(role, shape.units)
-    first_ok = role in ("x", "y") or port.dims[0] in (None, shape.state_rows) or (
-        shape.state_rows is None)
+    # States are (L*D, B, H), or (B, D, H) as LSTMSequence holds them.
+    first_ok = role in ("x", "y") or shape.state_rows is None or any(
+        d in (None, shape.state_rows) for d in port.dims[:2])
     return first_ok and (last is None or port.dims[-1] in (None, last))
 
 
@@ -232,7 +251,7 @@ def _time_major(graph: Graph, read: ReadWeights, bin_path: Path, x: _Port,
     first = read.lstms[0]
     if first.type != "LSTMSequence":
         return False
-    traced = x_axes(graph, first, bin_path)
+    traced = input_axes(graph, first, 0, bin_path)
     if traced is None or traced[0] != x.node:
         notes.append("x could not be traced to the LSTM through Transposes: taken as "
                      "(batch, time, features)")
@@ -241,6 +260,34 @@ def _time_major(graph: Graph, read: ReadWeights, bin_path: Path, x: _Port,
         notes.append("x is time-major in the IR (T, B, I): fed transposed, y read back")
         return True
     return False
+
+
+def _batch_major_states(graph: Graph, read: ReadWeights, bin_path: Path,
+                        roles_in: dict[str, _Port], roles_out: dict[str, _Port],
+                        notes: list[str]) -> frozenset[str]:
+    """The state roles the IR holds as LSTMSequence does, (B, D, H), rather than (L*D, B, H):
+    a state Parameter or Result wired to the one LSTM through Transposes that keep the batch
+    first (an IR built with openvino.opset; exporters transpose to the framework's layout)."""
+    first = read.lstms[0]
+    if len(read.lstms) != 1 or first.type != "LSTMSequence":
+        return frozenset()
+    found = set()
+    for role, index in (("h0", 1), ("c0", 2)):
+        port = roles_in.get(role)
+        traced = None if port is None else input_axes(graph, first, index, bin_path)
+        if traced is not None and traced[0] == port.node and traced[1][:2] == (0, 1):
+            found.add(role)
+    results = {layer.name: layer for layer in graph.of_type("Result")}
+    for role in ("h", "c"):
+        port = roles_out.get(role)
+        traced = None if port is None or port.node not in results else output_axes(
+            graph, results[port.node], bin_path)
+        if traced is not None and traced[0] in (1, 2) and traced[1][:2] == (0, 1):
+            found.add(role)
+    if found:
+        notes.append(f"{', '.join(sorted(found))} batch-major in the IR (B, D, H), as "
+                     "LSTMSequence holds states: fed and read back transposed")
+    return frozenset(found)
 
 
 def _state_notes(graph: Graph, roles: dict[str, _Port]) -> list[str]:
@@ -256,6 +303,14 @@ def _state_notes(graph: Graph, roles: dict[str, _Port]) -> list[str]:
             notes.append(f"output {port.label!r}, taken as {role}, is computed from the "
                          f"LSTMSequence's {'Co' if other == 2 else 'Ho'} output")
     return notes
+
+
+def _lengths_note(roles: dict[str, _Port], batch: int | None, steps: int | None) -> list[str]:
+    if "lengths" not in roles or None not in (batch, steps):
+        return []
+    return ["OpenVINO's CPU plugin ignores sequence lengths where the batch or time "
+            "dimension is dynamic (it keeps the sequence op whole there, openvino PR #10710; "
+            "measured on 2026.4.1): every sequence runs to its end"]
 
 
 def _static(port: _Port, axis: int) -> int | None:
@@ -278,8 +333,10 @@ class _Runner:
     """Compiles the model once (at first use) and feeds it in the IR's own layout."""
 
     def __init__(self, model: Any, inputs: list[_Port], roles_in: dict[str, _Port],
-                 roles_out: dict[str, _Port], shape: Shape, time_major: bool) -> None:
+                 roles_out: dict[str, _Port], shape: Shape, time_major: bool,
+                 batch_major: frozenset[str]) -> None:
         self.model, self.inputs, self.shape, self.time_major = model, inputs, shape, time_major
+        self.batch_major = batch_major  # state roles the IR holds as (B, D, H)
         self.roles_in, self.roles_out = roles_in, roles_out
         self.request: Any = None
 
@@ -291,7 +348,8 @@ class _Runner:
             values = [np.array(result[port]) for port in request.model_outputs]
         except Exception as exc:  # the runtime rejected this feed: a refusal, with its reason
             raise Refused(f"OpenVINO: {_first_line(exc)}") from exc
-        got = {role: values[port.index] for role, port in self.roles_out.items()}
+        got = {role: self._swap(role, values[port.index])
+               for role, port in self.roles_out.items()}
         y = got["y"]
         if self.time_major and y.ndim == 3:
             y = y.transpose(1, 0, 2)
@@ -302,13 +360,17 @@ class _Runner:
         fed = {self.roles_in["x"].index: x}
         for role, value in (("h0", feed.h0), ("c0", feed.c0)):
             if role in self.roles_in:
-                fed[self.roles_in[role].index] = value if value is not None else self._zeros(
-                    feed.batch, role)
+                value = value if value is not None else self._zeros(feed.batch, role)
+                fed[self.roles_in[role].index] = self._swap(role, value)
         if "lengths" in self.roles_in:
             lengths = feed.lengths if feed.lengths is not None else np.full(
                 feed.batch, feed.steps)
             fed[self.roles_in["lengths"].index] = lengths
         return {k: np.ascontiguousarray(v, dtype=self.inputs[k].dtype) for k, v in fed.items()}
+
+    def _swap(self, role: str, value: np.ndarray) -> np.ndarray:
+        """(rows, B, H) <-> (B, rows, H) for a state the IR holds batch-major."""
+        return value.transpose(1, 0, 2) if role in self.batch_major and value.ndim == 3 else value
 
     def _zeros(self, batch: int, role: str) -> np.ndarray:
         # A probe without initial states: the IR takes them, so it gets zeros (torch's default).

@@ -344,12 +344,13 @@ def _activation(lstm: Layer) -> str:
 # --- tracing ---------------------------------------------------------------------------
 
 
-def x_axes(graph: Graph, lstm: Layer, bin_path: Path) -> tuple[str, tuple[int, ...]] | None:
-    """The Parameter feeding the LSTM's X input and which of its axes become the LSTM's
-    (batch, time, feature) axes, followed through Transpose and Convert; None where the
-    path holds anything else."""
+def trace_axes(graph: Graph, layer: Layer, index: int,
+               bin_path: Path) -> tuple[Layer, int, tuple[int, ...]] | None:
+    """Input ``index`` of ``layer`` followed back through Transpose and Convert to the
+    first other layer: that layer, its output index, and which of its axes become the
+    input's three axes (None where a Transpose's order is not a constant 3-D one)."""
     axes = (0, 1, 2)
-    found = graph.source(lstm, 0)
+    found = graph.source(layer, index)
     while found is not None and found[0].type in ("Transpose", "Convert"):
         node = found[0]
         if node.type == "Transpose":
@@ -357,13 +358,31 @@ def x_axes(graph: Graph, lstm: Layer, bin_path: Path) -> tuple[str, tuple[int, .
             if order is None or order[0].type != "Const":
                 return None
             perm = read_const(graph, order[0], bin_path, bin_path.stat().st_size, _INTEGERS)
-            if perm is None or sorted(perm.tolist()) != [0, 1, 2]:
+            if perm is None or sorted(perm.reshape(-1).tolist()) != [0, 1, 2]:
                 return None
-            axes = tuple(int(perm[k]) for k in axes)
+            axes = tuple(int(perm.reshape(-1)[k]) for k in axes)
         found = graph.source(node, 0)
-    if found is None or found[0].type != "Parameter":
+    return None if found is None else (found[0], found[1], axes)
+
+
+def input_axes(graph: Graph, lstm: Layer, index: int,
+               bin_path: Path) -> tuple[str, tuple[int, ...]] | None:
+    """The Parameter feeding input ``index`` of the LSTM (0 X, 1 H0, 2 C0) and which of
+    its axes become the LSTM's (batch, time or direction, feature) axes; None where the
+    path holds anything but Transposes and Converts."""
+    traced = trace_axes(graph, lstm, index, bin_path)
+    if traced is None or traced[0].type != "Parameter":
         return None
-    return found[0].name, axes
+    return traced[0].name, traced[2]
+
+
+def output_axes(graph: Graph, result: Layer, bin_path: Path) -> tuple[int, tuple[int, ...]] | None:
+    """The LSTMSequence output (1 Ho, 2 Co) a Result shows through Transposes and Converts
+    alone, and which of its (batch, direction, feature) axes become the Result's."""
+    traced = trace_axes(graph, result, 0, bin_path)
+    if traced is None or traced[0].type != "LSTMSequence":
+        return None
+    return traced[1], traced[2]
 
 
 def lstm_outputs_reached(graph: Graph, result: Layer) -> set[int]:
