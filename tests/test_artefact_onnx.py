@@ -418,3 +418,45 @@ def test_keras_style_names_and_batch_major_states(tmp_path):
     y, h, c = torch_run(module, Feed(x, h0, c0))
     assert got.h.shape == (1, 3, H)
     assert diff(got.y, y) < TOL and diff(got.h, h) < TOL and diff(got.c, c) < TOL
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_lstm_inside_a_subgraph_runs_by_names_and_position(tmp_path, batch_first):
+    """An LSTM in an If branch: its values are no graph outputs, so the roles come from
+    names and the layouts from shapes and dim names (said in a note)."""
+    from equivalence.convert import from_canonical
+
+    torch.manual_seed(7)
+    module = torch.nn.LSTM(I, H, batch_first=batch_first).eval()
+    native = from_canonical(to_canonical({k: v.numpy() for k, v in module.state_dict().items()},
+                                         "torch"), "onnx")
+    f32 = onnx.TensorProto.FLOAT
+    perm = [1, 0, 2] if batch_first else [0, 1, 2]  # time-major: X and y are as they are
+    then = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["X"], perm=perm),
+         helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y", "Y_h", "Y_c"], hidden_size=H),
+         helper.make_node("Squeeze", ["Y", "axis1"], ["Y_tbh"]),
+         helper.make_node("Transpose", ["Y_tbh"], ["y_then"], perm=perm)],
+        "then", [], [helper.make_tensor_value_info("y_then", f32, None)],
+        initializer=[numpy_helper.from_array(np.ascontiguousarray(native[k]), k)
+                     for k in "WRB"] + [numpy_helper.from_array(np.array([1], np.int64),
+                                                                "axis1")])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["y_else"])], "else", [],
+                              [helper.make_tensor_value_info("y_else", f32, None)])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["go"], ["output"], then_branch=then, else_branch=other)],
+        "wrapped", [helper.make_tensor_value_info(
+            "x", f32, ["n", "t", I] if batch_first else ["time", "n", I])],
+        [helper.make_tensor_value_info("output", f32, None)],
+        initializer=[numpy_helper.from_array(np.array(True), "go")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "wrapped.onnx"
+    onnx.save(model, str(path))
+    side = onnx_side(path)
+    assert side.names == {"x": "x", "y": "output"} and side.returns == {"y"}
+    assert any("subgraph" in n for n in side.notes)
+    assert ("batch-first" if batch_first else "time-major") in side.label
+    f = feed(2, 5, states=False)
+    y, _, _ = torch_run(module, f)
+    assert diff(side.run(f).y, y) < TOL

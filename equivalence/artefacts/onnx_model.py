@@ -64,6 +64,7 @@ class Port:
     elem: int
     by_name: str | None = None
     by_flow: set[str] = field(default_factory=set)
+    params: list[str] = field(default_factory=list)  # the symbolic dims' names
 
 
 def onnx_side(path: Path, *, mapping: dict[str, str] | None = None,
@@ -170,7 +171,8 @@ def _port(info: Any) -> Port:
     tensor = info.type.tensor_type
     dims = ([d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
             if tensor.HasField("shape") else None)
-    return Port(info.name, dims, int(tensor.elem_type))
+    params = ([d.dim_param for d in tensor.shape.dim] if tensor.HasField("shape") else [])
+    return Port(info.name, dims, int(tensor.elem_type), params=params)
 
 
 # ---------------------------------------------------------------- roles
@@ -325,8 +327,9 @@ def _leftovers(loose: list[Port], ports: list[Port], roles: tuple[str, ...],
     not be traced; an input must be fed, so one left over is refused; an output is left."""
     free = [r for r in roles if r not in chosen]
     for port in loose:
-        if not traced and free and not port.by_flow:
-            role = free.pop(0)
+        role = next((r for r in free if _fits(port, r)), None)
+        if not traced and role is not None and not port.by_flow:
+            free.remove(role)
             chosen[role] = port.name
             notes.append(f"{what} {shown(port.name)} read as {role} by its position")
         elif what == "input":
@@ -339,6 +342,14 @@ def _leftovers(loose: list[Port], ports: list[Port], roles: tuple[str, ...],
         else:
             notes.append(f"output {shown(port.name)} not compared (no role: "
                          f"{'/'.join(sorted(port.by_flow)) or 'not an LSTM output'})")
+
+
+INTEGER_TYPES = {2, 3, 4, 5, 6, 7, 12, 13}  # onnx.TensorProto's (u)int8...(u)int64
+
+
+def _fits(port: Port, role: str) -> bool:
+    """Whether ``port``'s element type can play ``role`` (lengths integer, others not)."""
+    return (role == "lengths") == (port.elem in INTEGER_TYPES)
 
 
 def _ambiguous(problem: str, example: dict[str, str], ports: list[Port], what: str,
@@ -447,7 +458,7 @@ class _Probe:
         states = {"h0", "c0"} & set(self.taken)
         kinds = ("rbh", "brh") + (("bh",) if self.rows in (1, None) else ())
         best, failures = None, []
-        for x_kind in ("bt", "tb"):
+        for x_kind in self._x_order():
             for state_kind in kinds if states else ("rbh",):
                 tried = self._try(x_kind, state_kind, failures)
                 if tried is not None and (best is None or tried[0] > best[0]):
@@ -462,6 +473,14 @@ class _Probe:
         if not self.traced:
             notes.append("the LSTM sits in a subgraph: layouts read from shapes only")
         return layout
+
+    def _x_order(self) -> tuple[str, str]:
+        """Batch-first first, unless x's first axis is named as time (``seq``, ``time``):
+        where the stack's X cannot be read back, the first hypothesis that runs is kept."""
+        params = self.ports[self.taken["x"]].params
+        first = params[0].lower() if params else ""
+        timed = re.fullmatch(r"time\w*|seq\w*|steps?|t|len|length|num_steps", first)
+        return ("tb", "bt") if timed else ("bt", "tb")
 
     def _dims(self, x_kind: str, state_kind: str) -> tuple[int, int] | None:
         """(B, T) for a hypothesis: the static dims it implies, else distinct small ones;
