@@ -9,15 +9,19 @@ every external tensor already read through the reader's checked
 model's folder is refused), so onnxruntime opens no path the file names.
 
 Roles (``x``, ``h0``, ``c0``, ``lengths`` in; ``y``, ``h``, ``c`` out), in order:
-``--map``; the tensor's name (what the user's code reads: it wins over the
-dataflow, with a note where they disagree); the dataflow (the LSTM input slot a
-graph input reaches, the LSTM output slot a graph output comes from); position,
-only where the dataflow cannot be traced (an LSTM inside a subgraph).
+``--map``; the tensor's whole name (``hn``, ``initial_h``: what the user's code
+reads, so it wins over the dataflow, with a note where they disagree); the
+dataflow (the LSTM input slot a graph input reaches, past value-free ops such as
+Shape; the LSTM output slot a graph output comes from), which beats a generic
+word inside a name (``input_2``); position, only where the dataflow cannot be
+traced (an LSTM inside a subgraph). Every input must get a role (it must be
+fed); an output without one is left out, with a note.
 
-Layouts: one probe run of a copy of the model that also returns the stack's
-own X, initial_h, Y, Y_h and Y_c decides, by content, whether the graph's x and
-y are batch-first or time-major and how its states are laid out; by shape
-where the content is not a rearrangement (a layer before the LSTM).
+Layouts: a run of a copy of the model that also returns the stack's own X,
+initial_h, Y, Y_h and Y_c, once per hypothesis (x batch-first or time-major,
+states (rows, B, H) or (B, rows, H)), decides by content; by shape where the
+content is not a rearrangement (a layer before the LSTM). The declared static
+dims of x, and the batch of the state inputs, are the shape the graph fixes.
 """
 
 from __future__ import annotations
@@ -471,7 +475,7 @@ class _Probe:
             notes.append("the graph's x is not a rearrangement of the LSTM's X: its "
                          f"layout ({layout.x}) was read from the shapes")
         if not self.traced:
-            notes.append("the LSTM sits in a subgraph: layouts read from shapes only")
+            notes.append("the LSTM sits in a subgraph: layouts read from shapes and dim names only")
         return layout
 
     def _x_order(self) -> tuple[str, str]:
