@@ -71,7 +71,8 @@ def export(module: torch.nn.Module, path: Path, batch_first: bool, *, dynamic: b
     axes = None
     if dynamic:
         seq = {0: "batch", 1: "time"} if batch_first else {0: "time", 1: "batch"}
-        axes = {n: seq if n in ("x", "output") else {1: "batch"} for n in inputs + outputs}
+        axes = {n: seq if n in ("x", "input", "output") else {1: "batch"}
+                for n in inputs + outputs}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), dynamo=False, input_names=list(inputs),
@@ -460,3 +461,33 @@ def test_lstm_inside_a_subgraph_runs_by_names_and_position(tmp_path, batch_first
     f = feed(2, 5, states=False)
     y, _, _ = torch_run(module, f)
     assert diff(side.run(f).y, y) < TOL
+
+
+def test_a_batch_baked_in_despite_dynamic_axes_is_found_and_fixed(tmp_path):
+    """TorchScript, dynamic_axes but no input_names (the input is then named "input" and
+    the axes declared dynamic, yet the trace never saw them so): nn.LSTM's zero initial
+    states become Expand(a constant of the export batch), and onnxruntime runs only that
+    batch (here 4). Given input_names, the same export runs any batch."""
+    module = lstm(True, seed=8)
+    path = tmp_path / "baked.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.randn(4, 5, I),), str(path), dynamo=False,
+                          dynamic_axes={"input": {0: "batch", 1: "time"}})
+    model = onnx.load(str(path))
+    assert [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim][:2] == \
+        ["batch", "time"]
+    side = onnx_side(path)
+    assert side.fixed_batch == 4 and side.fixed_steps is None
+    assert any("declares a dynamic batch but runs batch 4 only" in n for n in side.notes)
+    f = feed(4, 7, states=False)
+    y, h, c = torch_run(module, f)
+    got = side.run(f)
+    assert diff(got.y, y) < TOL and diff(got.h, h) < TOL and diff(got.c, c) < TOL
+    with pytest.raises(Refused, match=r"Expand|initial_h"):
+        side.run(feed(2, 7, states=False))
+    named = export(module, tmp_path / "named.onnx", True, dynamic=True, inputs=("input",),
+                   outputs=(), b=4)
+    side = onnx_side(named)
+    assert side.fixed_batch is None
+    check_equal(side, module, feed(2, 7, states=False))

@@ -383,6 +383,8 @@ class Layout:
     units: int | None = None
     width: int | None = None
     input_size: int | None = None
+    batch: int = 2  # the batch the probe ran at
+    only_batch: int | None = None  # the one batch a graph declared dynamic runs at
 
 
 def to_graph(kind: str, array: np.ndarray) -> np.ndarray:
@@ -445,6 +447,7 @@ class _Probe:
         self.directions = spec.directions if spec else None
         self.extra = self._extra_outputs() if traced else {}
         self.fed = {i.name for i in model.graph.input}
+        self.hint: int | None = None  # the batch to try where no dim fixes it
         self.session = _session(_instrumented(model, self.extra) if traced else model, path)
 
     def _extra_outputs(self) -> dict[str, str]:
@@ -459,24 +462,52 @@ class _Probe:
         return {k: v for k, v in extra.items() if v}
 
     def decide(self, notes: list[str]) -> Layout:
-        states = {"h0", "c0"} & set(self.taken)
-        kinds = ("rbh", "brh") + (("bh",) if self.rows in (1, None) else ())
+        # A batch the graph declares dynamic may still be baked in (TorchScript's zero
+        # initial states are Expand(constant (D, export batch, H))): try others too.
+        hints = [None, 1, 3, 4, 8, 16, 32, 64]
+        if self.found.stored is not None:
+            hints.insert(0, self.found.stored.batch)
         best, failures = None, []
-        for x_kind in self._x_order():
-            for state_kind in kinds if states else ("rbh",):
-                tried = self._try(x_kind, state_kind, failures)
-                if tried is not None and (best is None or tried[0] > best[0]):
-                    best = tried
+        for hint in hints:
+            self.hint = hint
+            best = self._best(failures)
+            if best is not None:
+                break
         if best is None:
             raise ConversionError(f"{self.path}: onnxruntime cannot run the model on any "
                                   f"layout tried ({failures[0] if failures else 'no feed'})")
         score, layout = best
+        self._only_batch(layout, notes)
         if score[0] == 0 and self.traced:
             notes.append("the graph's x is not a rearrangement of the LSTM's X: its "
                          f"layout ({layout.x}) was read from the shapes")
         if not self.traced:
             notes.append("the LSTM sits in a subgraph: layouts read from shapes and dim names only")
         return layout
+
+    def _best(self, failures: list[str]) -> tuple[tuple[int, int], Layout] | None:
+        """The best-scoring hypothesis that runs at the current batch hint."""
+        states = {"h0", "c0"} & set(self.taken)
+        kinds = ("rbh", "brh") + (("bh",) if self.rows in (1, None) else ())
+        best = None
+        for x_kind in self._x_order():
+            for state_kind in kinds if states else ("rbh",):
+                tried = self._try(x_kind, state_kind, failures)
+                if tried is not None and (best is None or tried[0] > best[0]):
+                    best = tried
+        return best
+
+    def _only_batch(self, layout: Layout, notes: list[str]) -> None:
+        """Where no dim fixes the batch, whether the graph runs another one than the probe's
+        (else that batch is the one it takes, as a fixed one)."""
+        if _fixed(self.taken, self.ports, layout)[0] is not None:
+            return
+        failures: list[str] = []
+        self.hint = layout.batch + 1
+        if self._try(layout.x, layout.states, failures) is None:
+            layout.only_batch = layout.batch
+            notes.append(f"the graph declares a dynamic batch but runs batch {layout.batch} "
+                         f"only (batch {layout.batch + 1}: {failures[0] if failures else '?'})")
 
     def _x_order(self) -> tuple[str, str]:
         """Batch-first first, unless x's first axis is named as time (``seq``, ``time``):
@@ -500,7 +531,7 @@ class _Probe:
                     batches.add(dims[axis])
         if len(batches) > 1:
             return None
-        b = batches.pop() if batches else 2
+        b = batches.pop() if batches else (self.hint or 2)
         return b, steps if steps is not None else (3 if b != 3 else 4)
 
     def _try(self, x_kind: str, state_kind: str, failures: list[str]
@@ -546,14 +577,17 @@ class _Probe:
 
     def _score(self, x_kind: str, state_kind: str, feed: dict[str, np.ndarray],
                values: dict[str, np.ndarray], b: int, t: int
-               ) -> tuple[tuple[int, int], Layout]:
+               ) -> tuple[tuple[int, int], Layout] | None:
         """(content matches, shape matches) of the stack's X (and initial_h) with the feed,
-        and the output layouts read from the same run."""
+        and the output layouts read from the same run; None where the stack's X has
+        another batch and time than the hypothesis fed."""
         score = [0, 0]
         x_node = self._node_x(values)
         expected = feed["x"] if self.node_layout == 1 else feed["x"].transpose(1, 0, 2)
         if x_node is not None:
-            score[1] += x_node.shape == expected.shape
+            if x_node.shape[:2] != expected.shape[:2]:
+                return None  # it ran, but read the batch as time: not this layout
+            score[1] += 1
             score[0] += x_node.shape == expected.shape and np.array_equal(x_node, expected)
         if "initial_h" in self.extra and "h0" in feed and self.directions:
             got = values[self.extra["initial_h"]]
@@ -563,7 +597,7 @@ class _Probe:
             score[0] += got.shape == want.shape and np.array_equal(got, want)
         elif x_node is None:  # nothing to judge by: the hypothesis that ran
             score[1] += 1
-        layout = Layout(x=x_kind, states=state_kind, input_size=self.input_size)
+        layout = Layout(x=x_kind, states=state_kind, input_size=self.input_size, batch=b)
         self._outputs(layout, values, b, t)
         return (score[0] * 2, score[1]), layout
 
@@ -745,7 +779,7 @@ def _fixed(taken: dict[str, str], ports: dict[str, Port], layout: Layout
         axis = 0 if role == "lengths" or layout.states in ("brh", "bh") else 1
         if batch is None and state and len(state) > axis:
             batch = state[axis]
-    return batch or None, steps or None
+    return batch or layout.only_batch or None, steps or None
 
 
 def _stored(found: FoundLSTM, taken: dict[str, str]) -> Feed | None:
