@@ -12,7 +12,6 @@ user exports to port an encoder or a decoder step. Two configurations:
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -58,11 +57,9 @@ class TorchOnnxProbed(Exporter):
                     "output": {0: "batch", 1: "time"}, "h_n": {1: "batch"},
                     "c_n": {1: "batch"}}
         path = folder / "model.onnx"
-        buffer = io.BytesIO()
-        torch.onnx.export(module, example, buffer, dynamo=False,
+        torch.onnx.export(module, example, str(path), dynamo=False,
                           input_names=["input", "h0", "c0"],
                           output_names=["output", "h_n", "c_n"], dynamic_axes=axes)
-        path.write_bytes(buffer.getvalue())
         return path
 
 
