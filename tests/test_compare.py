@@ -208,3 +208,18 @@ def test_map_syntax_is_checked():
     for text, match in (("x", "role=name"), ("q=input", "role 'q'")):
         with pytest.raises(ConversionError, match=match):
             parse_map(text)
+
+
+def test_without_b_weights_the_outputs_say_where_b_departs(unidirectional):
+    """B's weights unread (as a SavedModel's may be): the localization from outputs speaks."""
+    import copy
+
+    broken = copy.deepcopy(unidirectional)
+    with torch.no_grad():  # one gate of layer 2 moved: the forget block of weight_hh_l1
+        broken.weight_hh_l1[5:10] *= 1.5
+    side = _torch_side(broken)
+    side.weights = None
+    outcome = compare_sides(_torch_side(unidirectional), side, examples=3, say=lambda _: None)
+    assert outcome.verdict == "not equivalent"
+    assert "outputs:" in outcome.diagnosis and "weights:" not in outcome.diagnosis
+    assert "layer 1" in outcome.diagnosis, outcome.diagnosis
