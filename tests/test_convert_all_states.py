@@ -316,8 +316,8 @@ def test_verify_catches_h0_and_c0_swapped_in_the_graph(capsys, tmp_path, stacked
     function; verify runs the whole model, so it must fail."""
     import onnx
 
+    from equivalence.artefacts.verify import verify
     from equivalence.files import read
-    from equivalence.files.verify import verify
 
     source, _ = stacked_bidirectional
     out = tmp_path / "dec.onnx"

@@ -8,13 +8,20 @@ by name, a fixed-shape export claimed dynamic), which the judge must report.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import onnx
 import pytest
 
 from equivalence.third_party.base import Configuration
-from equivalence.third_party.exporter import (AS_CLAIMED, KNOWN, SURPRISE, UNEXPECTED,
-                                              ExpectedProbe, judge_exporter)
+from equivalence.third_party.exporter import (
+    AS_CLAIMED,
+    KNOWN,
+    SURPRISE,
+    UNEXPECTED,
+    ExpectedProbe,
+    judge_exporter,
+)
 from equivalence.third_party.torch_onnx_probed import TorchOnnxProbed
 
 pytestmark = pytest.mark.cpu
@@ -65,7 +72,7 @@ def test_expected_failures_are_known_and_a_fix_is_a_surprise_pass():
     config = TorchOnnxProbed.configurations[1]  # fixed shapes
 
     class Claimed(TorchOnnxProbed):
-        expected = {(config.name, "longer time"): ExpectedProbe(
+        expected: ClassVar[dict] = {(config.name, "longer time"): ExpectedProbe(
             "refused", "fixed time length", "https://example.invalid/issue"),
             (config.name, "exported shape"): ExpectedProbe(
             "silently wrong", "a bug that was fixed", "https://example.invalid/fixed")}

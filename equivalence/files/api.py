@@ -22,7 +22,10 @@ from typing import Any, NoReturn
 
 from ..errors import ConversionError, brief
 from . import cli, registry
-from . import verify as _verify_module  # before files.verify is bound to the function below
+
+# The runners' module is imported before the package binds the name ``verify`` to the
+# function below: imported later, the module would rebind ``equivalence.files.verify``.
+from . import verify as _runners  # noqa: F401
 from ._base import FileFormatError, file_path, select
 
 
@@ -146,6 +149,8 @@ def verify(source: str | os.PathLike[str], target: str | os.PathLike[str], *,
     a = select(registry.read(source, source_format, forget_bias), layer, source)
     b = select(registry.read(target, target_format, target_forget_bias), target_layer, target)
     lines: list[str] = []
-    ok = _verify_module.verify(a, b, examples=examples, seed=seed, out=lines.append,
-                               options={"run_torchscript": run_torchscript})
+    from ..artefacts.verify import verify as verify_files
+
+    ok = verify_files(a, b, examples=examples, seed=seed, out=lines.append,
+                      options={"run_torchscript": run_torchscript})
     return Verification(bool(ok), "\n".join(lines))

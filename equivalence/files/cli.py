@@ -419,7 +419,7 @@ def verify_written(args: argparse.Namespace, found: FoundLSTM, options: dict[str
                    stored_notes: list[str], written_path: Path) -> bool:
     """``--verify`` of the file at ``written_path`` (staged) against ``found``, its messages
     naming the output it will be published as (``convert`` and ``convert --all``)."""
-    from .verify import verify
+    from ..artefacts.verify import verify
 
     def say(text: str) -> None:
         print(text.replace(str(written_path), str(args.output)), flush=True)

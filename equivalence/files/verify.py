@@ -1,4 +1,4 @@
-"""``convert --verify``: run both files' networks as the files define them, and compare.
+"""The runners of ``convert --verify`` and ``compare``: each file's network as the file defines it.
 
 A side is the network one file defines. Where the file's kind has a runner in
 the registry, that runner runs it the way the file itself would: an ONNX
@@ -19,7 +19,6 @@ inputs), so a failure says which side is off.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,37 +151,6 @@ def _run_tiny(side: Side, spec: LSTMSpec, batch: int) -> None:
         raise ConversionError(f"{side.label} does not run ({type(exc).__name__}: "
                               f"{str(exc).strip().splitlines()[0][:200] if str(exc) else ''})"
                               ) from exc
-
-
-def verify(source: FoundLSTM, target: FoundLSTM, *, examples: int = 3, seed: int = 0,
-           out: Callable[[str], None] | None = None,
-           options: dict[str, Any] | None = None) -> bool:
-    """``equivalence compare`` of the two files' networks (the one code path that judges
-    both commands): every probe with ``examples`` random input batches; print each probe's
-    verdict and the diagnosis; True when no probe gave other numbers."""
-    from ..artefacts.command import EQUIVALENT, compare_sides
-    from ..artefacts.file_side import found_side
-
-    if examples < 1:
-        raise ConversionError(f"--examples: {examples}, expected at least 1")
-    say = out or (lambda text: print(text, file=sys.stderr, flush=True))
-    a, b = found_side(source, options or {}), found_side(target, options or {})
-    say(f"verify: source = {a.label}")
-    say(f"verify: target = {b.label}")
-    for name, side in (("source", a), ("target", b)):
-        for note in side.notes[len(side.reader_notes):]:
-            say(f"verify: the {name} {note}")
-    say(f"verify: the probes of `equivalence compare`, {examples} random input batches each "
-        "(the first also builds the networks)")
-    outcome = compare_sides(a, b, examples=examples, seed=seed,
-                            say=lambda line: say(f"verify: {line.strip()}"))
-    if outcome.diagnosis:
-        say(f"verify: diagnosis: {outcome.diagnosis}")
-    ok = outcome.verdict == EQUIVALENT
-    matched = sum(r.verdict == "match" for r in outcome.results)
-    say(f"verify: {'PASSED' if ok else 'FAILED'} ({matched} of {len(outcome.results)} probes "
-        f"matched, {examples} random input batches each)")
-    return ok
 
 
 # ---------------------------------------------------------------- the NeoML hand-off
