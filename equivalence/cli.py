@@ -25,6 +25,8 @@ EXAMPLES = """examples:
   equivalence inspect model.h5                      list the LSTMs in a file
   equivalence convert model.pt --to keras -o lstm.weights.h5 --verify
   equivalence convert ckpt/model.ckpt --to torch -o lstm.pt --layer rnn/multi_rnn_cell
+  equivalence compare lstm.pt lstm.onnx             is the export the same function?
+  equivalence compare model.keras saved_model/ --json
   equivalence report                                the whole matrix into reports/
   equivalence report --only 'torch->keras' 'keras->onnxruntime'
 """
