@@ -229,3 +229,24 @@ def test_a_trained_network_with_one_gate_two_percent_off_fails(tmp_path, capsys)
     code, document = compare(capsys, source, tmp_path / "off.pt")
     assert code == 1 and verdicts(document)["exported shape"] == "silently wrong"
     assert "layer 1" in document["diagnosis"], document["diagnosis"]
+
+
+def test_a_savedmodel_that_writes_files_is_refused_before_it_runs(tmp_path, capsys):
+    import tensorflow as tf
+
+    leaked = tmp_path / "leaked.txt"
+
+    class Leaky(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, None, 3), tf.float32)])
+        def serve(self, x):
+            tf.io.write_file(str(leaked), tf.strings.as_string(tf.reduce_sum(x)))
+            return {"output_0": x}
+
+    module = Leaky()
+    tf.saved_model.save(module, str(tmp_path / "leaky"), signatures={"serving_default":
+                                                                      module.serve})
+    source = tmp_path / "lstm.pt"
+    torch.save(torch.nn.LSTM(3, 3, batch_first=True).state_dict(), source)
+    code, document = compare(capsys, source, tmp_path / "leaky")
+    assert code == 2 and "WriteFile" in document["error"], document
+    assert not leaked.exists()

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..canonical import LSTMWeights
 from ..errors import ConversionError
+from .savedmodel_screen import screen
 from .side import INPUT_ROLES, OUTPUT_ROLES, Feed, Refused, Returned, Shape, Side
 
 _H_NAMES = frozenset({"h", "h0", "hx", "hn", "hidden", "hy"})
@@ -61,6 +62,7 @@ def savedmodel_side(
     path = Path(path)
     if not (path / "saved_model.pb").is_file():
         raise ConversionError(f"{path}: not a SavedModel directory (no saved_model.pb)")
+    screen(path)  # no graph that reads or writes files or calls Python is loaded
     with tf.device("/CPU:0"):
         loaded = tf.saved_model.load(str(path))
     key, function = _signature(loaded, signature, path)
