@@ -223,3 +223,24 @@ def test_without_b_weights_the_outputs_say_where_b_departs(unidirectional):
     assert outcome.verdict == "not equivalent"
     assert "outputs:" in outcome.diagnosis and "weights:" not in outcome.diagnosis
     assert "layer 1" in outcome.diagnosis, outcome.diagnosis
+
+
+JUNK = {"model.onnx": b"\x08\x07" + bytes(range(256)) * 8,
+        "model.tflite": b"xxxxTFL3" + bytes(range(255, -1, -1)) * 8,
+        "model.xml": b'<?xml version="1.0"?><net><layers><layer',
+        "saved/saved_model.pb": bytes(range(256)) * 2}
+
+
+@pytest.mark.parametrize("name", sorted(JUNK))
+def test_a_hostile_artefact_is_one_line_and_exit_2(stacked, tmp_path, capsys, name):
+    import time
+
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(JUNK[name])
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    start = time.perf_counter()
+    code, out, err = run_compare(capsys, stacked[0], path.parent if "saved" in name else path)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert time.perf_counter() - start < 60 and len(err) < 2500
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
