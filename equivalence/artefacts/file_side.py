@@ -71,7 +71,7 @@ def found_side(found: FoundLSTM, options: dict[str, Any]) -> Side:
                      f"the batch axis): both networks run with batch {only}")
     return Side(path=found.source, kind=found.kind, label=runner.label, run=run,
                 takes=frozenset(takes), returns=frozenset({"y", "h", "c"}), shape=shape,
-                names={"x": found.name}, fixed_batch=only, weights=weights,
+                layer=found.name, fixed_batch=only, weights=weights,
                 dtype=spec.dtype, notes=notes, reader_notes=tuple(found.notes),
                 tolerance_scale=runner.tolerance_scale, stored=_stored_feed(stored, rows))
 

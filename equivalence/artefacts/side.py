@@ -99,6 +99,7 @@ class Side:
     returns: frozenset[str]  # of "y", "h", "c"
     shape: Shape
     names: dict[str, str] = field(default_factory=dict)  # role -> name in the file
+    layer: str = ""  # the LSTM's name in the file, where it has one
     fixed_batch: int | None = None
     fixed_steps: int | None = None
     weights: LSTMWeights | None = None
@@ -128,6 +129,7 @@ class Side:
         """What was found in the file, for ``--json``'s ``a`` and ``b``."""
         return {
             "path": self.path, "kind": self.kind, "runs_as": self.label,
+            "layer": self.layer or None,
             "inputs": {r: self.names.get(r, r) for r in INPUT_ROLES if r == "x" or r in self.takes},
             "outputs": {r: self.names.get(r, r) for r in OUTPUT_ROLES if r in self.returns},
             "fixed": {"batch": self.fixed_batch, "steps": self.fixed_steps},
