@@ -7,6 +7,9 @@ openvino_default).
 Grid cells: none. The conformance grid feeds the weights as graph inputs and matches
 there; this path (constant weights, symbolic time and batch) is outside it. The same
 node with fixed dimensions, or with W/R/B as graph inputs, matches.
+Exporter: ``openvino.convert_model`` of a torch ``nn.LSTM`` packed by lengths, shapes
+left dynamic, writes such an IR (LSTMSequence, constant weights, dynamic X): its
+``lengths`` probe is this finding (EXPECTED_PROBES).
 Upstream: not reported upstream (searched openvinotoolkit/openvino issues for LSTM
 sequence_lens, 2026-12-02). Issue ready to file:
 
@@ -46,6 +49,9 @@ except ImportError as exc:
     sys.exit(2)
 
 CELLS: list = []  # not a grid cell (see the docstring)
+# (exporter, configuration, probe) of the exporters' ExpectedProbe this script stands for
+EXPECTED_PROBES = [("openvino.convert_model (torch)", "lengths (packed), dynamic shapes",
+                    "lengths")]
 TOLERANCE = 1e-4  # a float32 engine against the float64 reference; the bugs are ~0.1 to 2
 IN, H, T, B = 2, 3, 3, 2  # input size, hidden size, time steps, batch
 STATE_SCALE = 1.0  # initial states N(0, 1)

@@ -5,9 +5,11 @@ silently wrong cell of :data:`equivalence.conformance.KNOWN` still expected with
 versions installed here, and every third-party :class:`KnownFailure`, is declared by
 exactly one script: its top-level ``CELLS`` (``(runtime, feature)`` pairs) or
 ``KNOWN_FAILURES`` (``(converter, signature)`` pairs), read with :mod:`ast` without
-running it. Every script runs as a subprocess of this interpreter and must exit 1 (the
-bug reproduces); 0 means it was fixed upstream, so ``KNOWN`` (its ``fixed_in``) or the
-KnownFailure and ``findings/README.md`` must change.
+running it; so is every exporter's ExpectedProbe that is not by design
+(``EXPECTED_PROBES``: ``(exporter, configuration, probe)``). Every script runs as a
+subprocess of this interpreter and must exit 1 (the bug reproduces); 0 means it was
+fixed upstream, so ``KNOWN`` (its ``fixed_in``) or the KnownFailure and
+``findings/README.md`` must change.
 """
 
 from __future__ import annotations
@@ -97,6 +99,28 @@ def test_every_known_wrong_cell_has_exactly_one_script() -> None:
 def test_every_third_party_known_failure_has_exactly_one_script() -> None:
     problems = coverage({s.name: declared(s, "KNOWN_FAILURES") for s in SCRIPTS},
                         known_failures())
+    assert not problems, "\n".join(problems)
+
+
+def expected_probes() -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
+    """(exporter, configuration, probe) of every exporter's ExpectedProbe that is not by
+    design: (those of exporters that run here, those of exporters that do not)."""
+    from equivalence.third_party.exporter import EXPORTERS, load_exporter
+
+    here, absent = set(), set()
+    for path in EXPORTERS:
+        exporter = load_exporter(path)
+        keys = {(exporter.name, config, probe)
+                for (config, probe), known in exporter.expected.items() if not known.by_design}
+        (absent if exporter.unavailable_reason() else here).update(keys)
+    return here, absent
+
+
+def test_every_exporter_expected_failure_has_exactly_one_script() -> None:
+    expected, absent = expected_probes()
+    assert expected | absent, "no exporter declares an ExpectedProbe: nothing is checked"
+    problems = coverage({s.name: declared(s, "EXPECTED_PROBES") for s in SCRIPTS}, expected,
+                        out_of_scope=absent)
     assert not problems, "\n".join(problems)
 
 

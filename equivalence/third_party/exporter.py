@@ -181,6 +181,10 @@ def fixed_shape_refusals(configuration: str, why: str) -> dict[tuple[str, str], 
 # The exporters, one module each ("module:Class"); adding one is a module and a row here.
 EXPORTERS: tuple[str, ...] = (
     "equivalence.third_party.torch_onnx_probed:TorchOnnxProbed",
+    "equivalence.third_party.onnx_rewriters:OnnxSlim",
+    "equivalence.third_party.onnx_rewriters:OnnxSim",
+    "equivalence.third_party.onnx_rewriters:OnnxOptimizer",
+    "equivalence.third_party.openvino_convert:OpenVinoConvert",
 )
 
 
