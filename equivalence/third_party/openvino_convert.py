@@ -10,6 +10,8 @@ Configurations:
 * ``dynamic shapes``: ``input=`` every batch and time dimension ``-1``, weights saved
   f32 (``compress_to_fp16=False``);
 * ``static shapes``: ``input=`` the example's shapes: other shapes must be refused;
+* ``no initial states, dynamic shapes``: ``forward(x)`` only, the zero states made
+  inside the traced graph from x's dynamic batch;
 * ``save_model defaults (fp16 weights)``: no ``input=`` (shapes from the example,
   left dynamic) and ``ov.save_model``'s default compression of the weights to f16,
   judged at float16's tolerance (the IR computes in f32 on f16-rounded weights);
@@ -37,6 +39,7 @@ from .torch_module import EXPORT_SHAPE, feeds, lstm_module, tensors
 DYNAMIC, STATIC, DEFAULTS = "dynamic shapes", "static shapes", "save_model defaults (fp16 weights)"
 LENGTHS = "lengths (packed), dynamic shapes"
 LENGTHS_STATIC = "lengths (packed), static shapes"
+STATELESS = "no initial states, dynamic shapes"
 _CLAIMS = claims(lengths=False)  # nn.LSTM takes lengths only through packing
 _FIXED_WHY = "input= fixed every shape: batch 2 and 4 steps"
 LENGTHS_IGNORED = ExpectedProbe(
@@ -56,6 +59,7 @@ class OpenVinoConvert(Exporter):
     configurations: ClassVar[tuple[Configuration, ...]] = (
         Configuration(DYNAMIC, _CLAIMS, options=(("shapes", "dynamic"),)),
         Configuration(STATIC, _CLAIMS, options=(("shapes", "static"),)),
+        Configuration(STATELESS, _CLAIMS, options=(("shapes", "dynamic"), ("states", False))),
         Configuration(DEFAULTS, _CLAIMS, options=(("fp16", True),)),
         Configuration(LENGTHS, claims(), options=(("lengths", True),)),
         Configuration(LENGTHS_STATIC, claims(), options=(("lengths", True),
@@ -70,7 +74,8 @@ class OpenVinoConvert(Exporter):
     def export(self, config: Configuration, case: Case, native: Any, folder: Path) -> Path:
         import openvino
 
-        example = example_feeds(case, lengths=bool(config.option("lengths")))
+        example = example_feeds(case, lengths=bool(config.option("lengths")),
+                                states=config.option("states", True))
         module = lstm_module(case.spec, native, example[0])
         fed = example[1]
         options: dict[str, Any] = {}
@@ -91,14 +96,15 @@ def _batch_time(name: str) -> tuple[int, ...]:
     return {"x": (0, 1), "h0": (1,), "c0": (1,), "lengths": (0,)}[name]
 
 
-def example_feeds(case: Case, *, lengths: bool) -> tuple[LSTMInputs, dict[str, np.ndarray]]:
-    """Zero inputs at :data:`EXPORT_SHAPE` with initial states (and lengths), as the
-    module's wrapper takes them, and the same as named tensors."""
+def example_feeds(case: Case, *, lengths: bool, states: bool = True
+                  ) -> tuple[LSTMInputs, dict[str, np.ndarray]]:
+    """Zero inputs at :data:`EXPORT_SHAPE` with initial states (``states``) and lengths,
+    as the module's wrapper takes them, and the same as named tensors."""
     batch, steps = EXPORT_SHAPE
     spec = case.spec
     rows = (spec.layers, spec.directions, batch)
-    inputs = LSTMInputs(np.zeros((batch, steps, spec.input_size), np.float32),
-                        np.zeros((*rows, spec.output_size), np.float32),
-                        np.zeros((*rows, spec.units), np.float32),
+    h0, c0 = (np.zeros((*rows, size), np.float32) if states else None
+              for size in (spec.output_size, spec.units))
+    inputs = LSTMInputs(np.zeros((batch, steps, spec.input_size), np.float32), h0, c0,
                         np.array([steps] + [steps - 1] * (batch - 1)) if lengths else None)
     return inputs, feeds(spec, inputs)
