@@ -244,3 +244,14 @@ def test_a_hostile_artefact_is_one_line_and_exit_2(stacked, tmp_path, capsys, na
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert time.perf_counter() - start < 60 and len(err) < 2500
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_a_reverse_lstm_is_not_streamed(unidirectional):
+    from equivalence.artefacts.probes import plan
+    from equivalence.canonical import LSTMWeights
+
+    side = _torch_side(unidirectional)
+    side.weights = LSTMWeights(side.weights.spec.replace(reverse=True), side.weights.cells)
+    chosen = plan(side, _torch_side(unidirectional))
+    assert "streaming" not in [p.name for p in chosen.probes]
+    assert any(name == "streaming" and "reverse" in why for name, why in chosen.skipped)

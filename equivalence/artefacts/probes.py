@@ -134,6 +134,9 @@ def plan(a: Side, b: Side) -> Plan:
     if directions(a, b) == 2:  # the reverse direction reads the future: no stream to cut
         skipped.append(("streaming", "bidirectional: the reverse direction starts from the "
                                      "sequence's end, so a stream cannot be cut into chunks"))
+    elif any(s.weights is not None and s.weights.spec.reverse for s in (a, b)):
+        skipped.append(("streaming", "a reverse LSTM starts from the sequence's end, so a "
+                                     "stream cannot be cut into chunks"))
     elif {"h0", "c0"} <= b.takes and {"h", "c"} <= b.returns & a.returns:
         # the first chunk gets drawn states where A takes them too, else both start at zero
         probes.append(Probe("streaming", (batch,), (steps,), states={"h0", "c0"} <= both_take,
