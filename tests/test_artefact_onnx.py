@@ -14,7 +14,8 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
-from equivalence.artefacts.onnx_model import name_role, onnx_side
+from equivalence.artefacts.onnx_model import onnx_side
+from equivalence.artefacts.onnx_roles import name_role
 from equivalence.artefacts.side import Feed, Refused
 from equivalence.convert import to_canonical
 from equivalence.errors import ConversionError
@@ -335,7 +336,7 @@ def test_dynamo_export_matches_torch(tmp_path):
     ("/l/LSTM_output_1", "out", None), ("hc", "out", None),
 ])
 def test_name_roles(name, table, role):
-    from equivalence.artefacts.onnx_model import IN_NAMES, OUT_NAMES
+    from equivalence.artefacts.onnx_roles import IN_NAMES, OUT_NAMES
 
     assert name_role(name, IN_NAMES if table == "in" else OUT_NAMES) == role
 
