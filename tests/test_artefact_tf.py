@@ -304,7 +304,7 @@ def _swap_inputs(content: bytes, first: int, second: int) -> bytes:
 
 
 def test_roles_by_names_then_shapes_then_position():
-    from equivalence.artefacts.savedmodel import Port, assign_inputs, assign_outputs
+    from equivalence.artefacts.ports import Port, assign_inputs, assign_outputs
 
     def names(roles: dict) -> dict:
         return {role: port.name for role, port in roles.items()}

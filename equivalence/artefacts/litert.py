@@ -2,7 +2,7 @@
 
 Owns reading a ``.tflite`` file as a :class:`~.side.Side`: its signature (or,
 in a flatbuffer without one, its input and output tensors) mapped to roles
-the way :mod:`.savedmodel` maps a SavedModel's, and the weights of its fused
+by :mod:`.ports`, the way a SavedModel's are, and the weights of its fused
 ``UNIDIRECTIONAL_SEQUENCE_LSTM`` / ``BIDIRECTIONAL_SEQUENCE_LSTM`` ops read
 from the flatbuffer's constant buffers (the schema module ai-edge-litert
 ships), so the diagnosis can work in weight space.
@@ -25,7 +25,7 @@ import numpy as np
 
 from ..canonical import LSTMWeights
 from ..errors import ConversionError
-from .savedmodel import Port, checked_weights, ported_side
+from .ports import Port, checked_weights, ported_side
 from .side import Refused, Side
 
 _FLOAT32 = 0  # TensorType.FLOAT32
