@@ -143,6 +143,9 @@ def _run_parts(args: argparse.Namespace, data: dict[str, Any]) -> None:
     # third-party converters are slow (exports, saves): a few examples per configuration
     data["third_party"] = timed("third-party converters", lambda: run_third_party(
         max_examples=min(args.examples, 5), seed=args.seed), spin=True)
+    # exporters: each case exports, saves and probes an artefact: two cases per configuration
+    data["exporters"] = timed("exporters", lambda: phases.exporters(
+        cases=min(args.examples, 2), seed=args.seed))
 
 
 def main(argv: list[str] | None = None) -> int:

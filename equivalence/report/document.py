@@ -56,7 +56,8 @@ class Paragraph:
 
 @dataclass(frozen=True)
 class Cell:
-    """A table cell: its text, and a verdict that colours it ("pass", "fail" or "")."""
+    """A table cell: its text, and a verdict that colours it ("pass", "fail", "known",
+    "surprise" or "")."""
 
     spans: Text
     verdict: str = ""

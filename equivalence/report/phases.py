@@ -37,6 +37,15 @@ def quantized(*, examples: int, seed: int) -> list[dict[str, Any]]:
     return [r.to_dict() for r in waiting("quantized LSTMs", lambda: run_all(examples, seed))]
 
 
+def exporters(*, cases: int, seed: int, probe_examples: int = 2) -> list[dict[str, Any]]:
+    """The ``exporters`` entries: every registered exporter configuration under every probe
+    (exports and saves: a spinner, as it cannot count its units from here)."""
+    from ..third_party.exporter import run_exporters
+
+    return waiting("exporters", lambda: run_exporters(
+        cases=cases, probe_examples=probe_examples, seed=seed))
+
+
 def error_growth(runtimes: list[str], *, seed: int) -> list[dict[str, Any]]:
     from .plots import growth_points
 

@@ -9,6 +9,8 @@ Schema (every key always present):
   tolerance: {atol, rtol}, passed, worst_case, features, error}]``; a runtime checked
   against the float64 reference is a pair whose target is ``"reference"``.
 * ``third_party`` and ``mutations``: lists (filled by later checks; may be empty).
+* ``exporters``: ``[ExporterRun.to_dict()]`` (:mod:`equivalence.third_party.exporter`):
+  one per exporter configuration, its probes' verdicts and statuses (may be empty).
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ def new_results(
         "pairs": pairs,
         "third_party": [],
         "quantized": [],
+        "exporters": [],
         "mutations": [],
     }
 
@@ -179,6 +182,7 @@ def merge(runs: list[dict[str, Any]], *, seed: int) -> dict[str, Any]:
         merged["pairs"] += [{"run": name, **p} for p in run["pairs"]]
         merged["third_party"] += run.get("third_party", [])
         merged["quantized"] += run.get("quantized", [])
+        merged["exporters"] += run.get("exporters", [])
         merged["mutations"] += run.get("mutations", [])
     return merged
 

@@ -3,7 +3,7 @@
 Order: the lead paragraph and heatmap, the matrix, failures (each with its
 minimal case and replay command, linked from its matrix cell and its row in
 "Every check"), runtimes, every check, the version matrix (only when a check
-ran in more than one environment), third-party converters, the mutation
+ran in more than one environment), third-party converters, exporters, the mutation
 self-test, versions per environment, error growth. :data:`SECTIONS` is the
 one list to extend.
 """
@@ -408,6 +408,12 @@ def conformance(ctx: Context) -> list[Block]:
     return blocks
 
 
+def exporters(ctx: Context) -> list[Block]:
+    from .exporters_part import section
+
+    return section(ctx.data)
+
+
 def quantized(ctx: Context) -> list[Block]:
     from .quantized_part import section
 
@@ -443,7 +449,7 @@ def error_growth(ctx: Context) -> list[Block]:
 
 SECTIONS: tuple[Callable[[Context], list[Block]], ...] = (
     lead, verdict, matrix, failures, runtimes, every_check, version_matrix, conformance,
-    third_party, quantized, mutations, versions, error_growth,
+    third_party, exporters, quantized, mutations, versions, error_growth,
 )
 
 
