@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -175,7 +175,8 @@ def _fused_weights(content: bytes) -> tuple[LSTMWeights | None, str]:
         return None, "fused LSTM ops of both kinds: their stack order is not read"
     try:
         slots, directions, kind = _directions(fused)
-        native, spec_changes = [], {}
+        native: list[np.ndarray] = []
+        spec_changes: dict[str, Any] = {}
         for op, is_bi, offset in slots:
             native += _keras_arrays(model, graph, op, offset, is_bi)
             spec_changes = _op_spec(schema, op, is_bi, spec_changes)
@@ -271,6 +272,16 @@ def _op_spec(schema: Any, op: Any, is_bi: bool, seen: dict[str, Any]) -> dict[st
     if seen and seen != found:
         raise _Unread("weights not taken: the fused ops differ in activation or cell clip")
     return found
+
+
+@overload
+def _constant(model: Any, graph: Any, op: Any, slot: int,
+              optional: Literal[False] = False) -> np.ndarray: ...
+
+
+@overload
+def _constant(model: Any, graph: Any, op: Any, slot: int,
+              optional: bool) -> np.ndarray | None: ...
 
 
 def _constant(model: Any, graph: Any, op: Any, slot: int, optional: bool = False

@@ -91,11 +91,12 @@ class _Probe:
                                   f"{x_dims}, expected 3 (batch, time, features)")
         # what x is fed with: the graph's feature axis (a layer before the LSTM may change
         # it), else the weights'
-        self.input_size = (x_dims[2] if x_dims and x_dims[2] else None) or (
+        input_size = (x_dims[2] if x_dims and x_dims[2] else None) or (
             spec.input_size if spec else None)
-        if self.input_size is None:
+        if input_size is None:
             raise ConversionError(f"{path}: the input size is unknown (weights unread, "
                                   f"{shown(taken['x'])} declares no feature axis)")
+        self.input_size: int = input_size
         self.rows = spec.layers * spec.directions if spec else None
         self.units = spec.units if spec else None
         self.state_width = spec.output_size if spec else None
@@ -122,7 +123,8 @@ class _Probe:
         hints = [None, 1, 3, 4, 8, 16, 32, 64]
         if self.found.stored is not None:
             hints.insert(0, self.found.stored.batch)
-        best, failures = None, []
+        best: tuple[tuple[int, int], Layout] | None = None
+        failures: list[str] = []
         for hint in hints:
             self.hint = hint
             best = self._best(failures)
@@ -177,13 +179,14 @@ class _Probe:
         None where two static dims disagree about the batch."""
         x_dims = self.ports[self.taken["x"]].dims or [None, None, None]
         batch, steps = (x_dims[0], x_dims[1]) if x_kind == "bt" else (x_dims[1], x_dims[0])
-        batches = {batch} - {None}
+        batches = {batch} if batch is not None else set()
         for role in ("h0", "c0", "lengths"):
             if role in self.taken:
                 dims = self.ports[self.taken[role]].dims
                 axis = 0 if role == "lengths" or state_kind in ("brh", "bh") else 1
-                if dims and len(dims) > axis and dims[axis] is not None:
-                    batches.add(dims[axis])
+                declared = dims[axis] if dims and len(dims) > axis else None
+                if declared is not None:
+                    batches.add(declared)
         if len(batches) > 1:
             return None
         b = batches.pop() if batches else (self.hint or 2)

@@ -170,11 +170,11 @@ def assign_roles(ports: list[Port], roles: tuple[str, ...], mapping: dict[str, s
     for port in ports:
         if port.name in chosen.values():
             continue
-        role = _claim(port, table, traced, notes, what)
-        if role is None or role in chosen:
+        claimed = _claim(port, table, traced, notes, what)
+        if claimed is None or claimed in chosen:
             loose.append(port)
         else:
-            claims.setdefault(role, []).append(port)
+            claims.setdefault(claimed, []).append(port)
     for role, claimants in claims.items():
         chosen[role] = _one(role, claimants, chosen, ports, what, path)
     loose = [p for p in loose if p.name not in chosen.values()]

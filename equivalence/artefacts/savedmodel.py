@@ -63,7 +63,7 @@ def _signature(loaded: Any, name: str | None, path: Path) -> tuple[str, Any]:
         name = next((n for n in ("serving_default", "serve") if n in signatures), None)
         if name is None and len(signatures) == 1:
             name = next(iter(signatures))
-    if name not in signatures:
+    if name is None or name not in signatures:  # None: no serving one, and not only one
         raise ConversionError(f"{path}: signature {name!r} not found; it has "
                               f"{sorted(signatures) or 'none'}")
     return name, signatures[name]
