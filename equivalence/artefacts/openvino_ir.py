@@ -275,14 +275,15 @@ def _batch_major_states(graph: Graph, read: ReadWeights, bin_path: Path,
     for role, index in (("h0", 1), ("c0", 2)):
         port = roles_in.get(role)
         traced = None if port is None else input_axes(graph, first, index, bin_path)
-        if traced is not None and traced[0] == port.node and traced[1][:2] == (0, 1):
+        if port is not None and traced is not None and traced[0] == port.node \
+                and traced[1][:2] == (0, 1):
             found.add(role)
     results = {layer.name: layer for layer in graph.of_type("Result")}
     for role in ("h", "c"):
         port = roles_out.get(role)
-        traced = None if port is None or port.node not in results else output_axes(
+        read_back = None if port is None or port.node not in results else output_axes(
             graph, results[port.node], bin_path)
-        if traced is not None and traced[0] in (1, 2) and traced[1][:2] == (0, 1):
+        if read_back is not None and read_back[0] in (1, 2) and read_back[1][:2] == (0, 1):
             found.add(role)
     if found:
         notes.append(f"{', '.join(sorted(found))} batch-major in the IR (B, D, H), as "

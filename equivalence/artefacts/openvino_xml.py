@@ -37,8 +37,9 @@ from ..spec import ACTIVATIONS, LSTMSpec
 
 MAX_XML_BYTES = 64 << 20  # IR graphs of LSTM models are kilobytes; weights live in the .bin
 GATE_ORDER = (1, 0, 2, 3)  # OpenVINO block k is canonical block GATE_ORDER[k]: f i c o
-_FLOATS = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16), "f64": np.dtype(np.float64)}
-_INTEGERS = {"i64": np.dtype(np.int64), "i32": np.dtype(np.int32)}
+_FLOATS: dict[str, np.dtype] = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16),
+                                "f64": np.dtype(np.float64)}
+_INTEGERS: dict[str, np.dtype] = {"i64": np.dtype(np.int64), "i32": np.dtype(np.int32)}
 # Nodes a weight may pass through on its way to the LSTM without changing its values.
 _PASS_THROUGH = ("Convert", "Reshape", "Squeeze", "Unsqueeze")
 _CELL_TYPES = ("LSTMSequence", "LSTMCell")
@@ -271,7 +272,7 @@ def read_weights(graph: Graph, bin_path: Path) -> ReadWeights:
         problem = next((r for r in read if isinstance(r, str)), None)
         if problem is not None:
             return ReadWeights(found, None, [f"weights not read: {problem}"])
-        layers.append(read)
+        layers.append([r for r in read if isinstance(r, Weight)])  # all of them, by now
     try:
         weights, notes = _canonical(found, layers)
     except ConversionError as exc:
@@ -349,7 +350,7 @@ def trace_axes(graph: Graph, layer: Layer, index: int,
     """Input ``index`` of ``layer`` followed back through Transpose and Convert to the
     first other layer: that layer, its output index, and which of its axes become the
     input's three axes (None where a Transpose's order is not a constant 3-D one)."""
-    axes = (0, 1, 2)
+    axes: tuple[int, ...] = (0, 1, 2)
     found = graph.source(layer, index)
     while found is not None and found[0].type in ("Transpose", "Convert"):
         node = found[0]

@@ -93,7 +93,8 @@ def build_model(spec: LSTMSpec, native: list[np.ndarray], names: list[str],
     states = [keras.Input((spec.units,), dtype=spec.dtype, name=name)
               for name in state_names(spec, "0")]
     per_layer = 2 * spec.directions
-    sequence, returned = x, []
+    sequence: Any = x
+    returned: list[Any] = []  # every layer's final states (Keras tensors), in order
     for k, name in enumerate(names):
         layer = _layer(keras, spec, name, hard_sigmoid)
         results = layer(sequence, mask=mask,

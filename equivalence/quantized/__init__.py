@@ -32,9 +32,12 @@ def _paths() -> list[tuple[str, Callable[[LSTMSpec, int, int], QuantizedResult]]
         (f"{onnxruntime_dynamic.PATH}, reduce_range",
          lambda s, e, seed: onnxruntime_dynamic.run(s, e, seed, reduce_range=True)),
     ]
+
+    def litert_path(mode: str) -> Callable[[LSTMSpec, int, int], QuantizedResult]:
+        return lambda s, e, seed: litert.run(s, mode, e, seed)  # this mode, not the loop's last
+
     for mode in litert.MODES:
-        paths.append((f"litert {mode}",
-                      lambda s, e, seed, mode=mode: litert.run(s, mode, e, seed)))
+        paths.append((f"litert {mode}", litert_path(mode)))
     paths.append((openvino_nncf.PATH, openvino_nncf.run))
     return paths
 
