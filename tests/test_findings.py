@@ -9,7 +9,10 @@ running it; so is every exporter's ExpectedProbe that is not by design
 (``EXPECTED_PROBES``: ``(exporter, configuration, probe)``). Every script runs as a
 subprocess of this interpreter and must exit 1 (the bug reproduces); 0 means it was
 fixed upstream, so ``KNOWN`` (its ``fixed_in``) or the KnownFailure and
-``findings/README.md`` must change.
+``findings/README.md`` must change. A quantization finding declares
+``QUANTIZED_PATHS`` (``(path, verdict)`` of its "Quantized LSTMs" row): the path must
+be one :mod:`equivalence.quantized` runs, the verdict a finding; every script declares
+something.
 """
 
 from __future__ import annotations
@@ -122,6 +125,45 @@ def test_every_exporter_expected_failure_has_exactly_one_script() -> None:
     problems = coverage({s.name: declared(s, "EXPECTED_PROBES") for s in SCRIPTS}, expected,
                         out_of_scope=absent)
     assert not problems, "\n".join(problems)
+
+
+DECLARATIONS = ("CELLS", "KNOWN_FAILURES", "EXPECTED_PROBES", "QUANTIZED_PATHS")
+
+
+def quantized_problems(declarations: Mapping[str, Iterable[Key]]) -> list[str]:
+    """Problems with ``QUANTIZED_PATHS`` (``(path, verdict)`` of a "Quantized LSTMs" row):
+    a path no quantization path of :mod:`equivalence.quantized` names (its rows carry the
+    path's name, or it followed by a form such as "(WHILE loop form)"), or a verdict that is
+    not a finding (silently wrong, or did not convert or run)."""
+    from equivalence.quantized import FAILED, WRONG, _paths
+
+    names = [name for name, _ in _paths()]
+    problems = []
+    for script, keys in declarations.items():
+        for path, verdict in keys:
+            if not any(path == n or path.startswith(f"{n} (") for n in names):
+                problems.append(f"{script}: quantized path {path!r} is none of {names}")
+            if verdict not in (WRONG, FAILED):
+                problems.append(f"{script}: {path!r} verdict {verdict!r} is not a finding")
+    return problems
+
+
+def test_every_script_stands_for_something_and_its_quantized_paths_exist() -> None:
+    empty = [s.name for s in SCRIPTS if not any(declared(s, name) for name in DECLARATIONS)]
+    assert not empty, f"declare {' or '.join(DECLARATIONS)} in {empty}"
+    quantized = {s.name: declared(s, "QUANTIZED_PATHS") for s in SCRIPTS}
+    assert any(quantized.values()), "no script declares a quantized path: nothing is checked"
+    problems = quantized_problems(quantized)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_quantized_check_fails_for_a_stale_path_or_a_match() -> None:
+    problems = quantized_problems({"a.py": [("onnxruntime nothing", "silently wrong"),
+                                            ("litert int8 (WHILE loop form)",
+                                             "matches its quantization")]})
+    assert len(problems) == 2, problems
+    assert "quantized path 'onnxruntime nothing' is none of" in problems[0]
+    assert "verdict 'matches its quantization' is not a finding" in problems[1]
 
 
 def test_the_coverage_check_fails_for_a_cell_no_script_declares() -> None:
