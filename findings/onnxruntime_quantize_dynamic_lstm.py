@@ -175,7 +175,21 @@ def run(model: onnx.ModelProto, x: np.ndarray, precise: bool = False) -> np.ndar
     return session.run(None, {"X": x.astype(np.float32)})[0].astype(np.float64)
 
 
+def vnni() -> bool:
+    """Whether this x86 CPU has VNNI (ORT then uses a kernel without the int16 pair sums)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = info.read()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def main() -> int:
+    if vnni():
+        # the finding is the AVX2 kernel's: on a VNNI CPU there is nothing to reproduce
+        print("not installed: this CPU has VNNI; the saturating AVX2 u8 x s8 kernel is not used")
+        return 2
     rng = np.random.default_rng(0)
     scale = 1.5 / np.sqrt(IN + H)
     shapes = {"W": (1, 4 * H, IN), "R": (1, 4 * H, H), "B": (1, 8 * H)}
