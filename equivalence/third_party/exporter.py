@@ -33,6 +33,7 @@ from .base import Configuration, Converter, error_text, quiet
 ORDER = {"match": 0, "refused": 1, "silently wrong": 2}
 KNOWN, UNEXPECTED, SURPRISE, AS_CLAIMED = "known", "unexpected", "surprise pass", "as claimed"
 BY_DESIGN = "by design"
+NOT_RUN = "not run"
 SHAPE_PROBES = ("time 1", "shorter time", "longer time", "batch 1", "larger batch")
 
 
@@ -60,6 +61,16 @@ class Exporter(Converter):
         ``folder``; return the path ``equivalence compare`` opens (a file or a folder)."""
         raise NotImplementedError
 
+    def open_artefact(self, path: Path) -> Any:
+        """The compare side of an exported artefact (a format compare opens, by default)."""
+        from ..artefacts.command import open_side
+
+        return open_side(path)
+
+    def take_notes(self) -> list[str]:
+        """What the exporter said about its last exports (a peer check's verdict), cleared."""
+        return []
+
 
 @dataclass
 class ProbeSummary:
@@ -75,6 +86,8 @@ class ProbeSummary:
 
     @property
     def status(self) -> str:
+        if self.cases == 0:  # every export failed: nothing was judged, no pass of any kind
+            return NOT_RUN
         if self.expected is None:
             return AS_CLAIMED if self.verdict == "match" else UNEXPECTED
         if self.verdict == "match":
@@ -111,12 +124,13 @@ class ExporterRun:
     probes: dict[str, ProbeSummary] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # exports or opens that failed
     unavailable: str = ""
+    notes: list[str] = field(default_factory=list)  # the exporter's own checks, beside ours
 
     def to_dict(self) -> dict[str, Any]:
         return {"exporter": self.exporter, "version": self.version,
                 "configuration": self.configuration, "cases": self.cases,
                 "unavailable": self.unavailable or None, "errors": self.errors[:5],
-                "probes": [p.to_dict() for p in self.probes.values()]}
+                "notes": self.notes, "probes": [p.to_dict() for p in self.probes.values()]}
 
 
 def draw_cases(exporter: Exporter, config: Configuration, count: int, seed: int) -> list[Case]:
@@ -143,6 +157,7 @@ def judge_exporter(exporter: Exporter, config: Configuration, *, cases: int = 3,
         return run
     for case in draw_cases(exporter, config, cases, seed):
         _judge_case(exporter, config, case, run, probe_examples, seed)
+        run.notes.extend(exporter.take_notes())
     for (configuration, probe), expected in exporter.expected.items():
         if configuration == config.name:
             run.probes.setdefault(probe, ProbeSummary(probe)).expected = expected
@@ -151,7 +166,7 @@ def judge_exporter(exporter: Exporter, config: Configuration, *, cases: int = 3,
 
 def _judge_case(exporter: Exporter, config: Configuration, case: Case, run: ExporterRun,
                 probe_examples: int, seed: int) -> None:
-    from ..artefacts.command import compare_sides, open_side
+    from ..artefacts.command import compare_sides
     from ..artefacts.runtime_side import runtime_side
     from ..harness import native_weights
 
@@ -161,8 +176,8 @@ def _judge_case(exporter: Exporter, config: Configuration, case: Case, run: Expo
             with quiet():
                 path = exporter.export(config, case, native_weights(source, case), Path(folder))
                 outcome = compare_sides(runtime_side(source.name, case.weights),
-                                        open_side(path), examples=probe_examples, seed=seed,
-                                        say=lambda _line: None)
+                                        exporter.open_artefact(path), examples=probe_examples,
+                                        seed=seed, say=lambda _line: None)
         except Exception as exc:  # an export that fails, or an artefact nothing runs
             run.errors.append(error_text(exc))
             return
@@ -185,6 +200,9 @@ EXPORTERS: tuple[str, ...] = (
     "equivalence.third_party.onnx_rewriters:OnnxSim",
     "equivalence.third_party.onnx_rewriters:OnnxOptimizer",
     "equivalence.third_party.openvino_convert:OpenVinoConvert",
+    "equivalence.third_party.onnx2tf_convert:Onnx2Tf",
+    "equivalence.third_party.litert_torch_convert:LiteRtTorch",
+    "equivalence.third_party.iree_onnx:IreeOnnx",
 )
 
 
