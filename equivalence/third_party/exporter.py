@@ -203,6 +203,8 @@ EXPORTERS: tuple[str, ...] = (
     "equivalence.third_party.onnx2tf_convert:Onnx2Tf",
     "equivalence.third_party.litert_torch_convert:LiteRtTorch",
     "equivalence.third_party.iree_onnx:IreeOnnx",
+    "equivalence.third_party.keras_export:KerasExport",
+    "equivalence.third_party.openvino_from_keras:OpenVinoFromKeras",
 )
 
 

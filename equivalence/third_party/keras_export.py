@@ -1,0 +1,218 @@
+"""Keras 3 ``model.export`` of an LSTM model, in every format it writes, probed as deployed.
+
+The model is functional: ``Input((T or None, I))`` into the keras runtime's own
+layers for the case's spec (``LSTM(return_sequences=True, return_state=True)``,
+``Bidirectional`` with concat for two directions, one layer per spec layer,
+each returning its states), holding the case's native weights. Keras returns
+per-layer, per-direction states as separate (B, H) tensors; the model carries
+them as users who deploy a stateful encoder do, and so compare can read them:
+
+* one row (1 layer, 1 direction): inputs ``x``, ``h0``, ``c0`` (B, H) and
+  outputs ``y``, ``h``, ``c`` (B, H), exactly the layer's own signature;
+* more rows: ``h0``/``c0`` (rows, B, H) sliced per row inside the model, and
+  the final states stacked to (rows, B, H), rows layer by layer, forward first.
+
+Configurations, one per format Keras 3 writes on the TensorFlow backend
+(``"torch"`` needs the torch backend):
+
+* ``tf_saved_model``, ``onnx`` (tf2onnx's ``from_function``), ``openvino``
+  (``ov.convert_model`` of the traced function, then ``ov.serialize``: f32
+  weights), ``litert`` (TF's converter): the model's own signature, batch and
+  time dynamic;
+* ``litert, fixed shapes``: ``input_signature`` fixing batch 2 and 4 steps,
+  where the converter fuses the LSTM into ``UNIDIRECTIONAL_SEQUENCE_LSTM``.
+
+Keras's export guard for recurrent layers (keras#23058: a ``ValueError`` for an
+RNN with a dynamic time axis, because the TorchScript ONNX export "silently"
+fixed the time length) sits in the torch backend's ONNX branch only; this
+process runs the TensorFlow backend, where it never fires.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..case import Case
+from ..errors import ConversionError
+from ..spec import LSTMSpec
+from .base import Configuration, claims
+from .exporter import BY_DESIGN, ExpectedProbe, Exporter, fixed_shape_refusals
+from .torch_module import EXPORT_SHAPE
+
+SAVED_MODEL, ONNX, OPENVINO = "tf_saved_model", "onnx (tf2onnx)", "openvino"
+LITERT, LITERT_FIXED = "litert, fixed batch", "litert, fixed shapes"
+_CLAIMS = claims(lengths=False)  # the model takes no mask input
+_FIXED_WHY = "input_signature fixed batch 2 and 4 steps"
+_BATCH_WHY = "input_signature fixed batch 2 (a dynamic batch needs Flex ops)"
+
+
+class KerasExport(Exporter):
+    name = "keras model.export"
+    packages = ("keras", "tensorflow|tensorflow-cpu", "tf2onnx", "openvino", "ai-edge-litert")
+    imports = ("keras", "tensorflow")
+    source = "keras"
+    target = "keras"
+    configurations: ClassVar[tuple[Configuration, ...]] = (
+        Configuration(SAVED_MODEL, _CLAIMS, options=(("format", "tf_saved_model"),)),
+        Configuration(ONNX, _CLAIMS, options=(("format", "onnx"),)),
+        Configuration(OPENVINO, _CLAIMS, options=(("format", "openvino"),)),
+        Configuration(LITERT, _CLAIMS, options=(("format", "litert"), ("batch", True))),
+        Configuration(LITERT_FIXED, _CLAIMS, options=(("format", "litert"), ("fixed", True))),
+    )
+    expected: ClassVar[dict[tuple[str, str], ExpectedProbe]] = {
+        **fixed_shape_refusals(LITERT_FIXED, _FIXED_WHY),
+        **{(LITERT, probe): ExpectedProbe("refused", _BATCH_WHY, BY_DESIGN)
+           for probe in ("batch 1", "larger batch")},
+    }
+    not_claimed = ("litert with a dynamic batch: TF's converter keeps the LSTM's while loop "
+                   "with Flex TensorList ops (FlexTensorListReserve/SetItem/Stack), which "
+                   "the ai-edge-litert interpreter refuses without the Flex delegate")
+    _FILES: ClassVar[dict[str, str]] = {"tf_saved_model": "saved_model", "onnx": "model.onnx",
+                                        "openvino": "model.xml", "litert": "model.tflite"}
+
+    def unavailable_reason(self) -> str | None:
+        reason = super().unavailable_reason()
+        if reason is None:
+            from ..runtimes.keras import import_keras3
+
+            backend = import_keras3().backend.backend()
+            if backend != "tensorflow":
+                return f"Keras 3 backend is {backend!r}; these exports need 'tensorflow'"
+        return reason
+
+    def export(self, config: Configuration, case: Case, native: Any, folder: Path) -> Path:
+        fmt = config.option("format")
+        model = keras_model(case.spec, native)
+        path = folder / self._FILES[fmt]
+        # Always a signature: Keras's default one takes every input's axis 0 as the batch
+        # and leaves it dynamic, so stacked (rows, B, H) states would lose their rows.
+        batch = EXPORT_SHAPE[0] if config.option("fixed") or config.option("batch") else None
+        steps = EXPORT_SHAPE[1] if config.option("fixed") else None
+        call_once(model)  # Keras's ONNX export refuses a model never called
+        model.export(str(path), format=fmt, verbose=False,
+                     input_signature=signature(model, batch=batch, steps=steps))
+        return path
+
+    def open_artefact(self, path: Path) -> Any:
+        """OpenVINO IRs of a Keras LSTM hold a TensorIterator/Loop, not the LSTMSequence
+        compare's IR reader needs: run those through their ports (f32 hint) instead."""
+        if path.suffix == ".xml":
+            return openvino_ported_side(path)
+        try:
+            return super().open_artefact(path)
+        except ConversionError as exc:
+            if "LSTM stacks found" not in str(exc):
+                raise
+            # tf2onnx writes one LSTM node per Keras layer, with Squeeze/Transpose between:
+            # compare's ONNX reader sees separate stacks; the whole graph still runs
+            return onnxruntime_ported_side(path)
+
+
+def keras_model(spec: LSTMSpec, native: Any, *, batch: int | None = None,
+                steps: int | None = None) -> Any:
+    """The functional model (x, h0, c0) -> (y, h, c) on the keras runtime's layers."""
+    from ..runtimes._keras_common import Feeding, native_arrays
+    from ..runtimes.keras import import_keras3
+    from ..table import entry
+
+    keras = import_keras3()
+    runtime: Any = entry("keras").load()
+    network = runtime.build(spec, Feeding(has_state=True, has_mask=False))
+    network.load(native_arrays(native, spec))
+    rows = spec.layers * spec.directions
+    state = (batch, spec.units) if rows == 1 else (rows, batch, spec.units)
+    x = keras.Input(batch_shape=(batch, steps, spec.input_size), name="x", dtype=spec.dtype)
+    h0, c0 = (keras.Input(batch_shape=state, name=n, dtype=spec.dtype) for n in ("h0", "c0"))
+    per_row = [h0, c0] if rows == 1 else [t for k in range(rows) for t in (h0[k], c0[k])]
+    y, *finals = network.forward(x, *per_row)
+    if rows == 1:
+        h, c = finals
+    else:
+        h, c = keras.ops.stack(finals[0::2], axis=0), keras.ops.stack(finals[1::2], axis=0)
+    return keras.Model({"x": x, "h0": h0, "c0": c0}, {"y": y, "h": h, "c": c})
+
+
+def call_once(model: Any) -> None:
+    """Run the model on zeros (batch 2, 4 steps): Keras's ONNX export needs it called."""
+    import numpy as np
+
+    batch, steps = EXPORT_SHAPE
+    zeros = {}
+    for tensor in model.inputs:
+        shape = [batch if d is None else d for d in tensor.shape]
+        if tensor.name == "x":
+            shape[1] = steps
+        zeros[tensor.name] = np.zeros(shape, np.float32)
+    model(zeros)
+
+
+def signature(model: Any, *, batch: int | None, steps: int | None) -> list[Any]:
+    """The model's input specs with batch ``batch`` and time ``steps`` (None: dynamic)."""
+    import tensorflow as tf
+
+    specs = {}
+    for tensor in model.inputs:
+        shape = list(tensor.shape)
+        if tensor.name == "x":
+            shape[:2] = [batch, steps]
+        else:
+            shape[-2] = batch  # (B, H) or (rows, B, H)
+        specs[tensor.name] = tf.TensorSpec(shape, tensor.dtype, name=tensor.name)
+    return [specs]
+
+
+def openvino_ported_side(path: Path) -> Any:
+    """An OpenVINO IR run through its named inputs and outputs in the CPU plugin at f32."""
+    import numpy as np
+
+    from ..artefacts.ports import Port, ported_side
+    from ..runtimes.openvino import _core
+
+    core = _core()
+    model = core.read_model(str(path))
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+    def port(node: Any) -> Port:
+        shape = node.get_partial_shape()
+        dims = tuple(None if d.is_dynamic else d.get_length() for d in shape)
+        return Port(node.get_any_name(), dims, "float32")
+
+    inputs = [port(p) for p in model.inputs]
+    outputs = [port(p) for p in model.outputs]
+
+    def invoke(fed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        returned = compiled.create_infer_request().infer(fed)
+        return {key.get_any_name(): np.asarray(value) for key, value in returned.items()}
+
+    import openvino
+
+    return ported_side(str(path), "OpenVINO IR (Keras export)",
+                       f"OpenVINO {openvino.__version__} CPU, f32 precision", inputs, outputs,
+                       invoke, {})
+
+
+def onnxruntime_ported_side(path: Path) -> Any:
+    """A whole ONNX model run through its named inputs and outputs in ONNX Runtime (CPU)."""
+    import numpy as np
+    import onnxruntime
+
+    from ..artefacts.ports import Port, ported_side
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(str(path), options,
+                                           providers=["CPUExecutionProvider"])
+
+    def port(node: Any) -> Port:
+        return Port(node.name, tuple(d if isinstance(d, int) else None for d in node.shape))
+
+    outputs = [port(p) for p in session.get_outputs()]
+
+    def invoke(fed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        returned = session.run([p.name for p in outputs], fed)
+        return dict(zip([p.name for p in outputs], returned, strict=True))
+
+    return ported_side(str(path), "ONNX model (Keras export)",
+                       f"onnxruntime {onnxruntime.__version__} CPU",
+                       [port(p) for p in session.get_inputs()], outputs, invoke, {})

@@ -1,0 +1,68 @@
+"""``openvino.convert_model`` of a Keras 3 LSTM model, saved as an f32 IR and probed.
+
+The model is :func:`~.keras_export.keras_model`'s (x, h0, c0) -> (y, h, c) on the
+keras runtime's layers with the case's weights. ``convert_model`` takes the Keras
+model object itself (OpenVINO's TensorFlow frontend traces it), ``input=`` the
+shapes to keep; ``ov.save_model(..., compress_to_fp16=False)`` writes f32 weights.
+The IR holds the Keras while loop (a Loop/TensorIterator, no LSTMSequence), so it
+is run through its ports (:func:`~.keras_export.openvino_ported_side`).
+
+* ``dynamic shapes``: batch and time left dynamic (the Keras inputs' ``None``);
+* ``static shapes``: ``input=`` fixing batch 2 and 4 steps: others must be refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..case import Case
+from .base import Configuration, claims
+from .exporter import Exporter, fixed_shape_refusals
+from .keras_export import keras_model, openvino_ported_side
+from .torch_module import EXPORT_SHAPE
+
+DYNAMIC, STATIC = "dynamic shapes", "static shapes"
+_CLAIMS = claims(lengths=False)  # the model takes no mask input
+
+
+class OpenVinoFromKeras(Exporter):
+    name = "openvino.convert_model (keras)"
+    packages = ("openvino", "keras", "tensorflow|tensorflow-cpu")
+    imports = ("openvino", "keras", "tensorflow")
+    source = "keras"
+    target = "openvino"
+    configurations: ClassVar[tuple[Configuration, ...]] = (
+        Configuration(DYNAMIC, _CLAIMS, options=(("static", False),)),
+        Configuration(STATIC, _CLAIMS, options=(("static", True),)),
+    )
+    expected = fixed_shape_refusals(STATIC, "input= fixed batch 2 and 4 steps")
+
+    def export(self, config: Configuration, case: Case, native: Any, folder: Path) -> Path:
+        import openvino
+
+        model = keras_model(case.spec, native)
+        options: dict[str, Any] = {}
+        if config.option("static"):
+            options["input"] = static_inputs(model)
+        converted = openvino.convert_model(model, **options)
+        path = folder / "model.xml"
+        openvino.save_model(converted, str(path), compress_to_fp16=False)
+        return path
+
+    def open_artefact(self, path: Path) -> Any:
+        return openvino_ported_side(path)
+
+
+def static_inputs(model: Any) -> dict[str, list[int]]:
+    """Every input's shape with batch and time at :data:`EXPORT_SHAPE` (by input name)."""
+    batch, steps = EXPORT_SHAPE
+    shapes = {}
+    for tensor in model.inputs:
+        shape = list(tensor.shape)
+        if tensor.name == "x":
+            shape[:2] = [batch, steps]
+        else:
+            shape[-2] = batch  # (B, H) or (rows, B, H)
+        shapes[tensor.name] = shape
+    return shapes
