@@ -1,8 +1,9 @@
 """Keras 3 ``model.export`` (SavedModel, ONNX, OpenVINO, LiteRT) and OpenVINO's
 ``convert_model`` of a Keras model: real exports, really run, judged through compare's probes.
 
-The must-fail case is an ONNX export whose h and c outputs are swapped by name, which
-the judge must call unexpected and silently wrong.
+The drawn cases are the smallest (one layer, one direction); one test draws two
+Bidirectional layers. The must-fail case is an ONNX export whose h and c outputs are
+swapped by name, which the judge must call unexpected and silently wrong.
 """
 
 from __future__ import annotations
@@ -39,10 +40,28 @@ def test_every_configuration_is_as_claimed_or_known(cls, config):
     assert UNEXPECTED not in statuses.values(), statuses
     assert set(statuses.values()) <= {AS_CLAIMED, KNOWN}, statuses
     assert {"exported shape", "initial states"} <= set(statuses)
+    assert ("lengths" in statuses) == bool(config.option("lengths")), statuses
     for (configuration, probe), expected in exporter.expected.items():
         if configuration == config.name:
             assert run.probes[probe].verdict == expected.verdict, (probe, run.probes[probe])
     assert run.version.startswith(cls.packages[0] + " ")
+
+
+class _Stacked(KerasExport):
+    """Only 2-layer Bidirectional cases: stacked (rows, B, H) states, one LSTM node per layer."""
+
+    def cases(self, config):
+        return super().cases(config).filter(
+            lambda case: case.spec.layers == 2 and case.spec.directions == 2)
+
+
+def test_two_bidirectional_layers_with_lengths_through_onnx_are_as_claimed():
+    exporter = _Stacked()
+    config = next(c for c in exporter.configurations if c.name == f"{ONNX}, lengths (mask)")
+    run = judge_exporter(exporter, config, cases=1, probe_examples=2)
+    assert run.cases == 1 and not run.errors, run.errors
+    statuses = {p.name: p.status for p in run.probes.values()}
+    assert set(statuses.values()) == {AS_CLAIMED} and "lengths" in statuses, statuses
 
 
 def test_fixed_shapes_are_claimed_refusals():

@@ -13,14 +13,26 @@ them as users who deploy a stateful encoder do, and so compare can read them:
   the final states stacked to (rows, B, H), rows layer by layer, forward first.
 
 Configurations, one per format Keras 3 writes on the TensorFlow backend
-(``"torch"`` needs the torch backend):
+(``"torch"`` needs the torch backend), each with an explicit ``input_signature``
+(Keras's default one takes every input's axis 0 as a dynamic batch, which would
+lose stacked states' rows) and the model called once first (Keras's ONNX export
+refuses a model never called):
 
 * ``tf_saved_model``, ``onnx`` (tf2onnx's ``from_function``), ``openvino``
   (``ov.convert_model`` of the traced function, then ``ov.serialize``: f32
-  weights), ``litert`` (TF's converter): the model's own signature, batch and
-  time dynamic;
-* ``litert, fixed shapes``: ``input_signature`` fixing batch 2 and 4 steps,
-  where the converter fuses the LSTM into ``UNIDIRECTIONAL_SEQUENCE_LSTM``.
+  weights): batch and time dynamic;
+* ``litert, fixed batch``: batch 2, time dynamic; the converter fuses the LSTM
+  into ``UNIDIRECTIONAL_SEQUENCE_LSTM``. A dynamic batch is not claimed: TF's
+  converter then keeps the while loop with Flex TensorList ops, which the
+  interpreter refuses (tensorflow#58668);
+* ``litert, fixed shapes``: batch 2 and 4 steps;
+* each but the last again with ``lengths`` (B,) int32, made the layers' mask inside
+  the model (and y zeroed past each length, the contract's padding).
+
+Artefacts compare's readers do not take as one LSTM are run through their named
+ports instead: OpenVINO IRs of a Keras LSTM hold its Loop (no LSTMSequence); tf2onnx
+writes one LSTM node per Keras layer (2 layers: two "stacks") and leaves a masked
+LSTM as a Loop of elementwise ops.
 
 Keras's export guard for recurrent layers (keras#23058: a ``ValueError`` for an
 RNN with a dynamic time axis, because the TorchScript ONNX export "silently"
@@ -35,6 +47,7 @@ from typing import Any, ClassVar
 
 from ..case import Case
 from ..errors import ConversionError
+from ..files._base import FileFormatError
 from ..spec import LSTMSpec
 from .base import Configuration, claims
 from .exporter import BY_DESIGN, ExpectedProbe, Exporter, fixed_shape_refusals
@@ -42,7 +55,12 @@ from .torch_module import EXPORT_SHAPE
 
 SAVED_MODEL, ONNX, OPENVINO = "tf_saved_model", "onnx (tf2onnx)", "openvino"
 LITERT, LITERT_FIXED = "litert, fixed batch", "litert, fixed shapes"
-_CLAIMS = claims(lengths=False)  # the model takes no mask input
+_CLAIMS = claims(lengths=False)  # the model takes no lengths input
+LENGTHS = ("lengths", True)
+# What compare's ONNX reader says of tf2onnx's graphs it cannot read as one LSTM stack
+# (the whole graph still runs): one LSTM node per Keras layer, Squeeze/Transpose between
+# (2 layers); a masked LSTM left as its Loop of elementwise ops (no LSTM node at all).
+_ONNX_UNREAD = ("LSTM stacks found", "not an LSTM node")
 _FIXED_WHY = "input_signature fixed batch 2 and 4 steps"
 _BATCH_WHY = "input_signature fixed batch 2 (a dynamic batch needs Flex ops)"
 
@@ -59,15 +77,22 @@ class KerasExport(Exporter):
         Configuration(OPENVINO, _CLAIMS, options=(("format", "openvino"),)),
         Configuration(LITERT, _CLAIMS, options=(("format", "litert"), ("batch", True))),
         Configuration(LITERT_FIXED, _CLAIMS, options=(("format", "litert"), ("fixed", True))),
+        *(Configuration(f"{name}, lengths (mask)", claims(), options=(*options, LENGTHS))
+          for name, options in ((SAVED_MODEL, (("format", "tf_saved_model"),)),
+                                (ONNX, (("format", "onnx"),)),
+                                (OPENVINO, (("format", "openvino"),)),
+                                (LITERT, (("format", "litert"), ("batch", True)))))
     )
     expected: ClassVar[dict[tuple[str, str], ExpectedProbe]] = {
         **fixed_shape_refusals(LITERT_FIXED, _FIXED_WHY),
-        **{(LITERT, probe): ExpectedProbe("refused", _BATCH_WHY, BY_DESIGN)
+        **{(config, probe): ExpectedProbe("refused", _BATCH_WHY, BY_DESIGN)
+           for config in (LITERT, f"{LITERT}, lengths (mask)")
            for probe in ("batch 1", "larger batch")},
     }
     not_claimed = ("litert with a dynamic batch: TF's converter keeps the LSTM's while loop "
                    "with Flex TensorList ops (FlexTensorListReserve/SetItem/Stack), which "
-                   "the ai-edge-litert interpreter refuses without the Flex delegate")
+                   "the ai-edge-litert interpreter refuses without the Flex delegate "
+                   "(tensorflow#58668)")
     _FILES: ClassVar[dict[str, str]] = {"tf_saved_model": "saved_model", "onnx": "model.onnx",
                                         "openvino": "model.xml", "litert": "model.tflite"}
 
@@ -83,7 +108,7 @@ class KerasExport(Exporter):
 
     def export(self, config: Configuration, case: Case, native: Any, folder: Path) -> Path:
         fmt = config.option("format")
-        model = keras_model(case.spec, native)
+        model = keras_model(case.spec, native, lengths=bool(config.option("lengths")))
         path = folder / self._FILES[fmt]
         # Always a signature: Keras's default one takes every input's axis 0 as the batch
         # and leaves it dynamic, so stacked (rows, B, H) states would lose their rows.
@@ -101,36 +126,59 @@ class KerasExport(Exporter):
             return openvino_ported_side(path)
         try:
             return super().open_artefact(path)
-        except ConversionError as exc:
-            if "LSTM stacks found" not in str(exc):
+        except (ConversionError, FileFormatError) as exc:
+            if not any(text in str(exc) for text in _ONNX_UNREAD):
                 raise
-            # tf2onnx writes one LSTM node per Keras layer, with Squeeze/Transpose between:
-            # compare's ONNX reader sees separate stacks; the whole graph still runs
             return onnxruntime_ported_side(path)
 
 
-def keras_model(spec: LSTMSpec, native: Any, *, batch: int | None = None,
-                steps: int | None = None) -> Any:
-    """The functional model (x, h0, c0) -> (y, h, c) on the keras runtime's layers."""
+def keras_model(spec: LSTMSpec, native: Any, *, lengths: bool = False) -> Any:
+    """The functional model (x, [lengths], h0, c0) -> (y, h, c) on the keras runtime's
+    layers; ``lengths`` (B,) int32 becomes the layers' mask, and y is zero past each
+    sequence's length (the contract's padding: a forward LSTM repeats its last output)."""
     from ..runtimes._keras_common import Feeding, native_arrays
     from ..runtimes.keras import import_keras3
     from ..table import entry
 
     keras = import_keras3()
     runtime: Any = entry("keras").load()
-    network = runtime.build(spec, Feeding(has_state=True, has_mask=False))
+    network = runtime.build(spec, Feeding(has_state=True, has_mask=lengths))
     network.load(native_arrays(native, spec))
     rows = spec.layers * spec.directions
-    state = (batch, spec.units) if rows == 1 else (rows, batch, spec.units)
-    x = keras.Input(batch_shape=(batch, steps, spec.input_size), name="x", dtype=spec.dtype)
+    state = (None, spec.units) if rows == 1 else (rows, None, spec.units)
+    x = keras.Input(batch_shape=(None, None, spec.input_size), name="x", dtype=spec.dtype)
     h0, c0 = (keras.Input(batch_shape=state, name=n, dtype=spec.dtype) for n in ("h0", "c0"))
+    inputs = {"x": x, "h0": h0, "c0": c0}
     per_row = [h0, c0] if rows == 1 else [t for k in range(rows) for t in (h0[k], c0[k])]
-    y, *finals = network.forward(x, *per_row)
+    mask = []
+    if lengths:
+        inputs["lengths"] = keras.Input(batch_shape=(None,), name="lengths", dtype="int32")
+        mask = [_length_mask()(x, inputs["lengths"])]
+    y, *finals = network.forward(x, *mask, *per_row)
+    if lengths:
+        y = keras.ops.where(mask[0][:, :, None], y, keras.ops.zeros_like(y))
     if rows == 1:
         h, c = finals
     else:
         h, c = keras.ops.stack(finals[0::2], axis=0), keras.ops.stack(finals[1::2], axis=0)
-    return keras.Model({"x": x, "h0": h0, "c0": c0}, {"y": y, "h": h, "c": c})
+    return keras.Model(inputs, {"y": y, "h": h, "c": c})
+
+
+def _length_mask() -> Any:
+    """A layer: (x (B, T, I), lengths (B,)) -> the (B, T) mask of valid steps."""
+    from ..runtimes.keras import import_keras3
+
+    keras = import_keras3()
+
+    class LengthMask(keras.layers.Layer):
+        def call(self, x: Any, lengths: Any) -> Any:
+            steps = keras.ops.arange(keras.ops.shape(x)[1], dtype="int32")
+            return steps[None, :] < lengths[:, None]
+
+        def compute_output_shape(self, x_shape: Any, lengths_shape: Any) -> Any:
+            return (x_shape[0], x_shape[1])
+
+    return LengthMask(dtype="int32")
 
 
 def call_once(model: Any) -> None:
@@ -143,7 +191,8 @@ def call_once(model: Any) -> None:
         shape = [batch if d is None else d for d in tensor.shape]
         if tensor.name == "x":
             shape[1] = steps
-        zeros[tensor.name] = np.zeros(shape, np.float32)
+        dtype = np.int32 if tensor.name == "lengths" else np.float32
+        zeros[tensor.name] = np.full(shape, steps if tensor.name == "lengths" else 0, dtype)
     model(zeros)
 
 
@@ -156,6 +205,8 @@ def signature(model: Any, *, batch: int | None, steps: int | None) -> list[Any]:
         shape = list(tensor.shape)
         if tensor.name == "x":
             shape[:2] = [batch, steps]
+        elif tensor.name == "lengths":
+            shape = [batch]
         else:
             shape[-2] = batch  # (B, H) or (rows, B, H)
         specs[tensor.name] = tf.TensorSpec(shape, tensor.dtype, name=tensor.name)
@@ -205,7 +256,9 @@ def onnxruntime_ported_side(path: Path) -> Any:
                                            providers=["CPUExecutionProvider"])
 
     def port(node: Any) -> Port:
-        return Port(node.name, tuple(d if isinstance(d, int) else None for d in node.shape))
+        dtype = {"float": "float32", "double": "float64"}.get(node.type[7:-1], node.type[7:-1])
+        return Port(node.name, tuple(d if isinstance(d, int) else None for d in node.shape),
+                    dtype)  # node.type: "tensor(float)", "tensor(int32)"
 
     outputs = [port(p) for p in session.get_outputs()]
 

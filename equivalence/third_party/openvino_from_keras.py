@@ -8,7 +8,8 @@ The IR holds the Keras while loop (a Loop/TensorIterator, no LSTMSequence), so i
 is run through its ports (:func:`~.keras_export.openvino_ported_side`).
 
 * ``dynamic shapes``: batch and time left dynamic (the Keras inputs' ``None``);
-* ``static shapes``: ``input=`` fixing batch 2 and 4 steps: others must be refused.
+* ``static shapes``: ``input=`` fixing batch 2 and 4 steps: others must be refused;
+* ``lengths (mask), dynamic shapes``: a ``lengths`` (B,) int32 input made the mask.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .exporter import Exporter, fixed_shape_refusals
 from .keras_export import keras_model, openvino_ported_side
 from .torch_module import EXPORT_SHAPE
 
-DYNAMIC, STATIC = "dynamic shapes", "static shapes"
+DYNAMIC, STATIC, LENGTHS = "dynamic shapes", "static shapes", "lengths (mask), dynamic shapes"
 _CLAIMS = claims(lengths=False)  # the model takes no mask input
 
 
@@ -35,13 +36,14 @@ class OpenVinoFromKeras(Exporter):
     configurations: ClassVar[tuple[Configuration, ...]] = (
         Configuration(DYNAMIC, _CLAIMS, options=(("static", False),)),
         Configuration(STATIC, _CLAIMS, options=(("static", True),)),
+        Configuration(LENGTHS, claims(), options=(("lengths", True),)),
     )
     expected = fixed_shape_refusals(STATIC, "input= fixed batch 2 and 4 steps")
 
     def export(self, config: Configuration, case: Case, native: Any, folder: Path) -> Path:
         import openvino
 
-        model = keras_model(case.spec, native)
+        model = keras_model(case.spec, native, lengths=bool(config.option("lengths")))
         options: dict[str, Any] = {}
         if config.option("static"):
             options["input"] = static_inputs(model)
@@ -62,6 +64,8 @@ def static_inputs(model: Any) -> dict[str, list[int]]:
         shape = list(tensor.shape)
         if tensor.name == "x":
             shape[:2] = [batch, steps]
+        elif tensor.name == "lengths":
+            shape = [batch]
         else:
             shape[-2] = batch  # (B, H) or (rows, B, H)
         shapes[tensor.name] = shape
