@@ -170,7 +170,7 @@ def _length_mask() -> Any:
 
     keras = import_keras3()
 
-    class LengthMask(keras.layers.Layer):
+    class LengthMask(keras.layers.Layer):  # type: ignore[name-defined]
         def call(self, x: Any, lengths: Any) -> Any:
             steps = keras.ops.arange(keras.ops.shape(x)[1], dtype="int32")
             return steps[None, :] < lengths[:, None]
