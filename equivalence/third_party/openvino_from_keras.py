@@ -1,9 +1,9 @@
 """``openvino.convert_model`` of a Keras 3 LSTM model, saved as an f32 IR and probed.
 
 The model is :func:`~.keras_export.keras_model`'s (x, h0, c0) -> (y, h, c) on the
-keras runtime's layers with the case's weights. ``convert_model`` takes the Keras
-model object itself (OpenVINO's TensorFlow frontend traces it), ``input=`` the
-shapes to keep; ``ov.save_model(..., compress_to_fp16=False)`` writes f32 weights.
+keras runtime's layers with the case's weights. ``convert_model`` takes the model's
+SavedModel (``model.export``), ``input=`` the shapes to keep;
+``ov.save_model(..., compress_to_fp16=False)`` writes f32 weights.
 The IR holds the Keras while loop (a Loop/TensorIterator, no LSTMSequence), so it
 is run through its ports (:func:`~.keras_export.openvino_ported_side`).
 
@@ -47,7 +47,12 @@ class OpenVinoFromKeras(Exporter):
         options: dict[str, Any] = {}
         if config.option("static"):
             options["input"] = static_inputs(model)
-        converted = openvino.convert_model(model, **options)
+        # From the model's SavedModel, not the model object: OpenVINO recognizes a Keras
+        # model by isinstance(tf.keras.Model), which a Keras 3 model failed in a CI worker
+        # whose earlier tests had loaded tf_keras ("Could not find signature of graph").
+        saved = folder / "saved"
+        model.export(str(saved), format="tf_saved_model", verbose=False)
+        converted = openvino.convert_model(str(saved), **options)
         path = folder / "model.xml"
         openvino.save_model(converted, str(path), compress_to_fp16=False)
         return path
