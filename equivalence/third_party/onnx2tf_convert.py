@@ -67,6 +67,12 @@ _CHECKED = re.compile(r"onnx_output_name: (\S+) shape: \S.*?validate_result:\s+(
                       r"Unmatched\s+max_abs_error: \S+|Skipped)")
 
 
+def _stacked_at_batch(case: Case) -> bool:
+    """The known failure's condition: more than one layer, one direction, H = the batch."""
+    spec = case.spec
+    return spec.layers > 1 and spec.directions == 1 and spec.units == EXPORT_SHAPE[0]
+
+
 class Onnx2Tf(Exporter):
     name = "onnx2tf"
     packages = ("onnx2tf", "tensorflow|tensorflow-cpu", "onnx")
@@ -93,8 +99,8 @@ class Onnx2Tf(Exporter):
     def cases(self, config: Configuration) -> Any:
         """The stacked configuration's cases: 2 layers, one direction, hidden = batch 2."""
         drawn = super().cases(config)
-        if not config.option("stacked"):
-            return drawn
+        if not config.option("stacked"):  # the known failure is the stacked configuration's
+            return drawn.filter(lambda case: not _stacked_at_batch(case))
         return drawn.filter(lambda case: (case.spec.layers, case.spec.directions,
                                           case.spec.units, case.spec.projection_size)
                             == (2, 1, EXPORT_SHAPE[0], None))
