@@ -40,8 +40,9 @@ _FIXED_WHY = "input shapes fixed by the rewriter: batch 2 and 4 steps"
 
 
 def _configurations(*, fixed: bool) -> tuple[Configuration, ...]:
-    found = (Configuration(TORCH, _TORCH_CLAIMS, options=(("input", TORCH),)),
-             Configuration(OURS, _OURS_CLAIMS, source="onnxruntime", options=(("input", OURS),)))
+    found: tuple[Configuration, ...] = (
+        Configuration(TORCH, _TORCH_CLAIMS, options=(("input", TORCH),)),
+        Configuration(OURS, _OURS_CLAIMS, source="onnxruntime", options=(("input", OURS),)))
     if fixed:
         found += (Configuration(FIXED, _TORCH_CLAIMS, options=(("input", TORCH),
                                                                ("fixed", True))),)
