@@ -99,11 +99,18 @@ def grid(runs: list[dict[str, Any]]) -> Table:
     rows = []
     for run in runs:
         by_name = {p["name"]: p for p in run.get("probes") or []}
-        row = [cell(row_name(run)), cell(run.get("version") or "-"), cell(str(run["cases"]))]
+        row = [cell(row_name(run)), cell(str(run["cases"]))]
         row += [probe_cell(run, by_name[n]) if n in by_name else cell("-") for n in names]
         rows.append(row)
-    return Table(["exporter: configuration", "version", "cases", *names], rows,
-                 row_headers=True)
+    # the versions are listed under the table (versions()): as a column they made it
+    # wider than a 1400 px screen
+    return Table(["exporter: configuration", "cases", *names], rows, row_headers=True)
+
+
+def versions(runs: list[dict[str, Any]]) -> list[Text]:
+    """One line per exporter: the versions its configurations ran with."""
+    found = dict.fromkeys((r["exporter"], r.get("version") or "-") for r in runs)
+    return [(Strong(name), f": {version}") for name, version in found]
 
 
 def _detail(run: dict[str, Any], probe: dict[str, Any]) -> list[Heading | Paragraph | CodeBlock]:
@@ -185,7 +192,8 @@ def section(data: dict[str, Any]) -> list[Block]:
             f"Probes: {tally}.")),
     ]
     if ran:
-        blocks.append(grid(ran))
+        blocks += [grid(ran), Heading(3, "Versions", "exporters-versions"),
+                   BulletList(versions(ran))]
         blocks += details(ran)
     if unavailable(runs):
         blocks += [Heading(3, "Not available here", "exporters-unavailable"),
