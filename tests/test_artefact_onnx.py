@@ -9,16 +9,17 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-import torch
-from onnx import helper, numpy_helper
 
-from equivalence.artefacts.onnx_model import onnx_side
-from equivalence.artefacts.onnx_roles import name_role
-from equivalence.artefacts.side import Feed, Refused
-from equivalence.convert import to_canonical
-from equivalence.errors import ConversionError
+onnx = pytest.importorskip("onnx")  # the NeoML environment collects this module too
+torch = pytest.importorskip("torch")  # the NeoML environment collects this module too
+from onnx import helper, numpy_helper  # noqa: E402
+
+from equivalence.artefacts.onnx_model import onnx_side  # noqa: E402
+from equivalence.artefacts.onnx_roles import name_role  # noqa: E402
+from equivalence.artefacts.side import Feed, Refused  # noqa: E402
+from equivalence.convert import to_canonical  # noqa: E402
+from equivalence.errors import ConversionError  # noqa: E402
 
 pytestmark = pytest.mark.cpu
 TOL = 1e-5

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from equivalence.artefacts import command
-from equivalence.artefacts.command import compare_sides
-from equivalence.artefacts.probes import MATCH, REFUSED, WRONG
-from equivalence.artefacts.side import Feed, Refused, Returned, Shape, Side, parse_map
-from equivalence.convert import to_canonical
-from equivalence.errors import ConversionError
+torch = pytest.importorskip("torch")  # the NeoML environment collects this module too
+
+from equivalence.artefacts import command  # noqa: E402
+from equivalence.artefacts.command import compare_sides  # noqa: E402
+from equivalence.artefacts.probes import MATCH, REFUSED, WRONG  # noqa: E402
+from equivalence.artefacts.side import Feed, Refused, Returned, Shape, Side, parse_map  # noqa: E402
+from equivalence.convert import to_canonical  # noqa: E402
+from equivalence.errors import ConversionError  # noqa: E402
 
 pytestmark = pytest.mark.cpu
 

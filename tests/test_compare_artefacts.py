@@ -15,12 +15,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-import torch
-from onnx import numpy_helper
 
-from equivalence.artefacts import command
+onnx = pytest.importorskip("onnx")  # the NeoML environment collects this module too
+torch = pytest.importorskip("torch")  # the NeoML environment collects this module too
+from onnx import numpy_helper  # noqa: E402
+
+from equivalence.artefacts import command  # noqa: E402
 
 pytestmark = [pytest.mark.cpu, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
