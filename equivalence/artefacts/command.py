@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import ConversionError
 from .diagnosis import diagnose
 from .probes import MATCH, REFUSED, WRONG, ProbeResult, plan, run_probe
-from .side import Shape, Side, parse_map
+from .side import Side, parse_map
 
 EQUIVALENT, NOT_EQUIVALENT = "equivalent", "not equivalent"
 DEFAULT_EXAMPLES = 10
@@ -114,7 +114,6 @@ def check_shapes(a: Side, b: Side) -> None:
             raise ConversionError(
                 f"the two files hold LSTMs of different shapes: A has {sa.layers} layer(s) x "
                 f"{sa.directions} direction(s), B {sb.layers} x {sb.directions}")
-    _ = Shape  # the shapes compared are Side.shape's fields
 
 
 def compare_sides(a: Side, b: Side, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
