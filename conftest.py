@@ -3,7 +3,7 @@
 Profiles live in :mod:`equivalence.profiles`; choose one with
 ``HYPOTHESIS_PROFILE`` (default ``dev``). What any user's suite gets (the
 ``--equivalence-results FILE`` results file, the runtimes header, JUnit
-properties) is the installed plugin, :mod:`equivalence.pytest_plugin`.
+properties) is the installed plugin, :mod:`equivalence.report.pytest_plugin`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest
 from hypothesis import settings
 
-from equivalence import profiles, pytest_plugin
+from equivalence import profiles
+from equivalence.report import pytest_plugin
 
 profiles.register()
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")

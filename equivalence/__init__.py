@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .canonical import CellWeights, LSTMWeights, random_weights
-from .convert import convert, from_canonical, to_canonical
-from .errors import (
+from equivalence.canonical import CellWeights, LSTMWeights, random_weights
+from equivalence.convert import convert, from_canonical, to_canonical
+from equivalence.errors import (
     ConversionError,
     MissingKeyError,
     ShapeError,
@@ -20,9 +20,9 @@ from .errors import (
     UnsupportedFeatureError,
     WeightValueError,
 )
-from .formats import FORMATS
-from .io_types import LSTMInputs, LSTMResult
-from .spec import LSTMSpec
+from equivalence.formats import FORMATS
+from equivalence.io_types import LSTMInputs, LSTMResult
+from equivalence.spec import LSTMSpec
 
 __version__ = "0.1.0"
 
@@ -56,10 +56,10 @@ __all__ = [
 # so it is imported on first use: ``equivalence.check_conversion`` is then the real
 # function, with its own signature and docstring for help() and inspect.
 _LAZY = {
-    "check_conversion": "check",
-    "assert_conversion": "check",
-    "check_implementation": "implementation",
-    "assert_implementation": "implementation",
+    "check_conversion": "harness.check",
+    "assert_conversion": "harness.check",
+    "check_implementation": "harness.implementation",
+    "assert_implementation": "harness.implementation",
 }
 
 

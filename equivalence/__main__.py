@@ -1,5 +1,5 @@
 """``python -m equivalence`` is the ``equivalence`` command."""
 
-from .cli import main
+from equivalence.cli.main import main
 
 raise SystemExit(main())

@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .errors import ConversionError, ShapeError, SpecError, WeightValueError
-from .spec import DTYPES, LSTMSpec, all_finite, dtype_name, finite_number
+from equivalence.errors import ConversionError, ShapeError, SpecError, WeightValueError
+from equivalence.spec import DTYPES, LSTMSpec, all_finite, dtype_name, finite_number
 
 GATES = ("i", "f", "g", "o")
 

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .io_types import LSTMInputs
-from .spec import LSTMSpec
+from equivalence.io_types import LSTMInputs
+from equivalence.spec import LSTMSpec
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .canonical import LSTMWeights
-from .io_types import LSTMInputs
-from .spec import LSTMSpec
+from equivalence.canonical import LSTMWeights
+from equivalence.io_types import LSTMInputs
+from equivalence.spec import LSTMSpec
 
 
 @dataclass(frozen=True)

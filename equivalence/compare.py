@@ -57,10 +57,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .io_types import LSTMInputs, LSTMResult
+from equivalence.io_types import LSTMInputs, LSTMResult
 
 if TYPE_CHECKING:
-    from .canonical import LSTMWeights
+    from equivalence.canonical import LSTMWeights
 
 ATOL = {"float64": 1e-10, "float32": 1e-5, "float16": 5e-3, "bfloat16": 4e-2}
 RTOL = {"float64": 1e-10, "float32": 1e-5, "float16": 2e-3, "bfloat16": 2e-2}
@@ -282,6 +282,6 @@ def _moved_inputs(inputs: LSTMInputs, unit: float, rng: np.random.Generator) -> 
 
 
 def _reference(weights: LSTMWeights, inputs: LSTMInputs) -> LSTMResult:
-    from . import reference
+    from equivalence import reference
 
     return reference.lstm(weights, inputs.x, h0=inputs.h0, c0=inputs.c0, lengths=inputs.lengths)

@@ -6,9 +6,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from .canonical import LSTMWeights
-from .errors import ConversionError
-from .formats import get
+from equivalence.canonical import LSTMWeights
+from equivalence.errors import ConversionError
+from equivalence.formats import get
 
 
 def _accepted(fn: Callable[..., Any]) -> set[str]:

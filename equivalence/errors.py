@@ -7,6 +7,7 @@ was expected, because "shapes do not match" alone leaves a user guessing.
 
 from __future__ import annotations
 
+import os
 import reprlib
 
 
@@ -50,6 +51,14 @@ class UnsupportedFeatureError(ConversionError):
 
 class SpecError(ConversionError):
     """An LSTMSpec with inconsistent or out-of-range fields."""
+
+
+class FileFormatError(ConversionError):
+    """A file that cannot be read or written as asked; the message names the file."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: {problem}")
 
 
 def describe(exc: BaseException) -> str:

@@ -11,7 +11,7 @@ without the cache; values are made read-only so that no caller can change a
 result another check will read.
 
 ``EQUIVALENCE_NO_CACHE=1`` turns sharing off (the naive baseline of
-``python -m equivalence.bench --suite``).
+``python -m equivalence.harness.bench --suite``).
 """
 
 from __future__ import annotations

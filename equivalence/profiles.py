@@ -5,7 +5,7 @@
   every one judged as drawn: no ``target`` phase, which would spend the second
   half mutating the worst example of the first, so the mix of dtypes and shapes
   a check judges is the one its draws give (tests/test_draws.py holds float32 to
-  a third of them), as in the report (equivalence.explore).
+  a third of them), as in the report (equivalence.harness.explore).
 * ``nightly``: 300 examples, random, example database on (failures are kept
   and replayed first), and the ``target`` phase hunting the worst error.
 """

@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .canonical import CellWeights, LSTMWeights
-from .capabilities import Capabilities
-from .errors import ShapeError
-from .io_types import LSTMResult
-from .spec import ACTIVATIONS, DTYPES, RECURRENT_ACTIVATIONS, LSTMSpec
+from equivalence.canonical import CellWeights, LSTMWeights
+from equivalence.capabilities import Capabilities
+from equivalence.errors import ShapeError
+from equivalence.io_types import LSTMResult
+from equivalence.spec import ACTIVATIONS, DTYPES, RECURRENT_ACTIVATIONS, LSTMSpec
 
 # The reference implements every feature (strategies draw from this for reference-only tests).
 CAPABILITIES = Capabilities(

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SpecError, brief, describe
+from equivalence.errors import SpecError, brief, describe
 
 RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid_tf_keras", "hard_sigmoid_keras3")
 # The cell/output activation (Keras ``activation=``, TF1 ``LSTMCell(activation=)``, ONNX

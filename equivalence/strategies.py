@@ -18,12 +18,19 @@ from collections.abc import Iterable
 import numpy as np
 from hypothesis import strategies as st
 
-from .canonical import LSTMWeights, random_weights
-from .capabilities import Capabilities, joint_capabilities  # noqa: F401 (re-exported)
-from .case import Case
-from .errors import ConversionError, SpecError, brief
-from .io_types import LSTMInputs
-from .spec import ACTIVATIONS, DTYPES, MAX_LAYERS, RECURRENT_ACTIVATIONS, LSTMSpec, finite_number
+from equivalence.canonical import LSTMWeights, random_weights
+from equivalence.capabilities import Capabilities, joint_capabilities  # noqa: F401 (re-exported)
+from equivalence.case import Case
+from equivalence.errors import ConversionError, SpecError, brief
+from equivalence.io_types import LSTMInputs
+from equivalence.spec import (
+    ACTIVATIONS,
+    DTYPES,
+    MAX_LAYERS,
+    RECURRENT_ACTIVATIONS,
+    LSTMSpec,
+    finite_number,
+)
 
 INPUT_SIZES = (1, 2, 3, 5)
 UNITS = (1, 2, 4, 6)

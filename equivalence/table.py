@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .capabilities import Capabilities
-from .errors import UnknownFormatError
-from .spec import ACTIVATIONS
+from equivalence.capabilities import Capabilities
+from equivalence.errors import UnknownFormatError
+from equivalence.spec import ACTIVATIONS
 
 if TYPE_CHECKING:
-    from .runtimes.base import Runtime
+    from equivalence.runtimes.base import Runtime
 
 MAIN, NEOML = "main", "neoml"
 ENVIRONMENTS = (MAIN, NEOML)

@@ -4,7 +4,7 @@ Converter: nobuco 0.17.0 (with torch 2.14.1, torchvision 0.29.1, tensorflow-cpu 
 keras 2.15.0: the project's side environment, ``tox -e thirdparty``; not in the main
 venv, so this script exits 2 there).
 Third-party known failure: nobuco / "AssertionError"
-(equivalence/third_party/nobuco_to_keras.py, the sequence lengths configuration).
+(equivalence/converters/nobuco_to_keras.py, the sequence lengths configuration).
 Upstream: not reported upstream (searched for nobuco PackedSequence / LSTM,
 2026-12-02). Issue ready to file (AlexanderLutsenko/nobuco):
 

@@ -3,7 +3,7 @@
 Converter: onnx2torch 1.5.15 (with torch 2.14.1, torchvision 0.29.1, onnx 1.17.0: the
 project's side environment, ``tox -e thirdparty``; not in the main venv).
 Third-party known failure: onnx2torch / "NotImplementedError"
-(equivalence/third_party/onnx2torch_convert.py, all three configurations).
+(equivalence/converters/onnx2torch_convert.py, all three configurations).
 Upstream: https://github.com/ENOT-AutoDL/onnx2torch/issues/136 (open: "Can we increase
 the function of rnn structures such as lstm"); a converter is proposed in
 https://github.com/ENOT-AutoDL/onnx2torch/pull/256 (open).

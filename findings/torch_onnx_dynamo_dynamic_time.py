@@ -3,7 +3,7 @@
 Converter: torch 2.13.0+cpu ``torch.onnx.export(..., dynamo=True, dynamic_shapes=...)``
 (onnxscript 0.7.2, onnx 1.23.2), the ONNX model run in onnxruntime 1.32.0 (CPU).
 Third-party known failure: torch.onnx.export / "Got invalid dimensions"
-(equivalence/third_party/torch_onnx_export.py, the dynamic batch and time configuration).
+(equivalence/converters/torch_onnx_export.py, the dynamic batch and time configuration).
 
 The same call twice, in one process, on a one-layer batch-first nn.LSTM(2, 3) exported at
 B=2, T=4 with batch and time marked dynamic: the first ONNX model declares x as

@@ -3,7 +3,7 @@
 Converter: torch 2.13.0+cpu ``torch.onnx.export(..., dynamo=True)`` (onnxscript 0.7.2,
 onnx 1.23.2); a model it exports would run in onnxruntime 1.32.0 (CPU).
 Third-party known failure: torch.onnx.export / "TorchExportError"
-(equivalence/third_party/torch_onnx_export.py, the sequence lengths configuration).
+(equivalence/converters/torch_onnx_export.py, the sequence lengths configuration).
 
 A batch-first nn.LSTM(2, 3) between pack_padded_sequence and pad_packed_sequence: the
 dynamo exporter raises TorchExportError (step 1/3, torch.export), so sequence lengths

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from equivalence.files import cli
+from equivalence.cli import files as cli
 
 
 def run_cli(capsys, *argv: object) -> tuple[int, str, str]:

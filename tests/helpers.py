@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from equivalence import formats, harness
+from equivalence import formats
 from equivalence.capabilities import Capabilities
+from equivalence.harness import judge as harness
 from equivalence.spec import LSTMSpec
 
 

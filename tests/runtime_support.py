@@ -8,7 +8,7 @@ import os
 import pytest
 
 from equivalence import table
-from equivalence.harness import Outcome
+from equivalence.harness.judge import Outcome
 from equivalence.runtimes.base import Runtime
 
 ALLOW_MISSING = os.environ.get("EQUIVALENCE_ALLOW_MISSING") == "1"

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 
 import equivalence as eq
-from equivalence import harness, reference, table
+from equivalence import reference, table
 from equivalence.canonical import LSTMWeights, random_weights
 from equivalence.capabilities import Capabilities, joint_capabilities
 from equivalence.case import Case
 from equivalence.compare import judge
 from equivalence.errors import SpecError, UnsupportedFeatureError
 from equivalence.formats import FORMATS, keras
+from equivalence.harness import judge as harness
 from equivalence.io_types import LSTMInputs
 
 from .format_semantics import CELL_ACTIVATIONS
@@ -133,7 +134,7 @@ def test_tf1_format_carries_the_activation_beside_the_variables() -> None:
 def test_a_tf1_checkpoint_refuses_the_activation_by_name(tmp_path) -> None:
     """A checkpoint holds the variables only: written with relu it would be read back as
     tanh, so the writer refuses before anything is written."""
-    from equivalence.files.tf1 import write_checkpoint
+    from equivalence.files.tf1.checkpoint import write_checkpoint
 
     spec = eq.LSTMSpec(3, 4, activation="relu")
     weights = random_weights(spec, np.random.default_rng(0))

@@ -214,7 +214,7 @@ def test_map_overrides_the_roles_read(made):
 
 
 def test_our_own_with_states_file(tmp_path):
-    from equivalence.files.onnx import build_model
+    from equivalence.files.onnx.model import build_model
 
     module = lstm(True, seed=2)
     weights = to_canonical({k: v.numpy() for k, v in module.state_dict().items()}, "torch")

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from equivalence import bench, table
+from equivalence import table
+from equivalence.harness import bench
 
 from .runtime_support import require
 

@@ -236,7 +236,7 @@ def test_features_turned_off_are_not_drawn() -> None:
     from hypothesis import given, settings
 
     from equivalence.capabilities import Capabilities
-    from equivalence.check_draws import cases, parse
+    from equivalence.harness.draws import cases, parse
 
     draws = parse(Capabilities(projection=True), "torch -> torch", layers=[1, 3],
                   directions=[1, 2], units=range(2, 5),

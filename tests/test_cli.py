@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from equivalence.files.cli import ALIASES, family_name
+from equivalence.cli.files import ALIASES, family_name
 from equivalence.files.registry import TO_CHOICES
 from tests.file_helpers import run_cli
 

@@ -53,7 +53,7 @@ def _swap_gates(state: dict, key: str, units: int) -> dict:
 
 
 def test_a_faithful_conversion_is_equivalent_on_every_probe(stacked, tmp_path, capsys):
-    from equivalence.files import cli
+    from equivalence.cli import files as cli
 
     path, _ = stacked
     keras_file = tmp_path / "m.keras"

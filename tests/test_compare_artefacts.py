@@ -211,7 +211,7 @@ def test_an_openvino_ir_from_ov_save_model_matches(exported, capsys):
 
 
 def test_a_trained_network_with_one_gate_two_percent_off_fails(tmp_path, capsys):
-    from equivalence.files import cli
+    from equivalence.cli import files as cli
     from tests.field_packages import package_file
 
     source = package_file("textgenrnn==2.0.0", "textgenrnn/textgenrnn_weights.hdf5")

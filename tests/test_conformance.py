@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from equivalence import conformance as cf
-from equivalence import harness, table
+from equivalence import table
 from equivalence.canonical import random_weights
 from equivalence.capabilities import Capabilities
 from equivalence.case import Case
 from equivalence.compare import compare
+from equivalence.harness import conformance as cf
+from equivalence.harness import judge as harness
 from equivalence.io_types import LSTMInputs
 from equivalence.report import conformance_plot
 from equivalence.spec import LSTMSpec

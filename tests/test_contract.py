@@ -14,11 +14,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from equivalence import harness, table
+from equivalence import table
 from equivalence.canonical import random_weights
 from equivalence.case import Case
 from equivalence.compare import Tolerance, compare
 from equivalence.errors import ConversionError, ShapeError, UnsupportedFeatureError
+from equivalence.harness import judge as harness
 from equivalence.io_types import LSTMInputs
 from equivalence.runtimes.base import Runtime
 from equivalence.spec import LSTMSpec

@@ -18,8 +18,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="real-file tests need the main environment")
 
-from equivalence.files import convert_all  # noqa: E402 (after the torch guard)
-from equivalence.files.convert_all import NAME_LIMIT, output_names, safe_name  # noqa: E402
+from equivalence.cli import convert_all  # noqa: E402 (after the torch guard)
+from equivalence.cli.convert_all import NAME_LIMIT, output_names, safe_name  # noqa: E402
 from tests.file_helpers import leftovers, one_error_line, run_cli  # noqa: E402
 
 pytestmark = [pytest.mark.cpu,
@@ -55,10 +55,10 @@ def test_names_are_safe_capped_and_distinct(tmp_path):
 
 def test_checkpoint_names_that_would_meet_are_told_apart(tmp_path):
     """A TF1 prefix drops a trailing .index: LSTMs 'a' and 'a.index' would share one."""
-    from equivalence.files import cli
+    from equivalence.cli.convert_steps import output_files
 
     paths = output_names(tmp_path / "ckpt", ["a", "a.index"],
-                         lambda path: cli._output_files("tf1", path))
+                         lambda path: output_files("tf1", path))
     assert [p.name for p in paths] == ["ckpt_a", "ckpt_a.index_2"]
 
 
@@ -198,7 +198,7 @@ def _writer_with_a_bug_for(victim_units: int):
     input and forget gate rows of the first cell (a converter bug --verify must catch)."""
     from dataclasses import replace
 
-    from equivalence.files.onnx import write_onnx
+    from equivalence.files.onnx.model import write_onnx
 
     def swap(_layer, _direction, cell):
         h = victim_units

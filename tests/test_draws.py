@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from equivalence import table
 from equivalence.compare import Comparison, Tolerance
-from equivalence.explore import explore
-from equivalence.harness import Outcome
+from equivalence.harness.explore import explore
+from equivalence.harness.judge import Outcome
 from equivalence.profiles import EXAMPLES, register
 from equivalence.report.matrix import cases as report_cases
 from equivalence.report.matrix import checks

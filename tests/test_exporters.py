@@ -13,8 +13,8 @@ from typing import ClassVar
 import onnx
 import pytest
 
-from equivalence.third_party.base import Configuration
-from equivalence.third_party.exporter import (
+from equivalence.converters.base import Configuration
+from equivalence.converters.exporter import (
     AS_CLAIMED,
     KNOWN,
     SURPRISE,
@@ -22,7 +22,7 @@ from equivalence.third_party.exporter import (
     ExpectedProbe,
     judge_exporter,
 )
-from equivalence.third_party.torch_onnx_probed import TorchOnnxProbed
+from equivalence.converters.torch_onnx_probed import TorchOnnxProbed
 
 pytestmark = pytest.mark.cpu
 

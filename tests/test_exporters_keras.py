@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from equivalence.third_party.exporter import (
+from equivalence.converters.exporter import (
     AS_CLAIMED,
     EXPORTERS,
     KNOWN,
@@ -21,8 +21,8 @@ from equivalence.third_party.exporter import (
     judge_exporter,
     load_exporter,
 )
-from equivalence.third_party.keras_export import LITERT_FIXED, ONNX, KerasExport
-from equivalence.third_party.openvino_from_keras import OpenVinoFromKeras
+from equivalence.converters.keras_export import LITERT_FIXED, ONNX, KerasExport
+from equivalence.converters.openvino_from_keras import OpenVinoFromKeras
 
 pytestmark = pytest.mark.cpu
 

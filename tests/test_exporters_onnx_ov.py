@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import pytest
 
-from equivalence.third_party.exporter import (
+from equivalence.converters.exporter import (
     AS_CLAIMED,
     EXPORTERS,
     KNOWN,
@@ -24,8 +24,8 @@ from equivalence.third_party.exporter import (
     judge_exporter,
     load_exporter,
 )
-from equivalence.third_party.onnx_rewriters import FIXED, OURS, OnnxOptimizer, OnnxSim, OnnxSlim
-from equivalence.third_party.openvino_convert import (
+from equivalence.converters.onnx_rewriters import FIXED, OURS, OnnxOptimizer, OnnxSim, OnnxSlim
+from equivalence.converters.openvino_convert import (
     LENGTHS,
     LENGTHS_IGNORED,
     LENGTHS_STATIC,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from equivalence.third_party.exporter import (
+from equivalence.converters.exporter import (
     AS_CLAIMED,
     EXPORTERS,
     KNOWN,
@@ -25,13 +25,13 @@ from equivalence.third_party.exporter import (
     judge_exporter,
     load_exporter,
 )
-from equivalence.third_party.iree_onnx import IreeOnnx, vmfb_side
-from equivalence.third_party.litert_torch_convert import (
+from equivalence.converters.iree_onnx import IreeOnnx, vmfb_side
+from equivalence.converters.litert_torch_convert import (
     DYNAMIC_TIME_ISSUE,
     LiteRtTorch,
     convert_dynamic_time,
 )
-from equivalence.third_party.onnx2tf_convert import Onnx2Tf, cotof_note
+from equivalence.converters.onnx2tf_convert import Onnx2Tf, cotof_note
 
 pytestmark = pytest.mark.cpu
 
@@ -109,7 +109,7 @@ def test_litert_torch_dynamic_time_still_fails_as_reported(tmp_path):
     exporter = LiteRtTorch()
     if exporter.unavailable_reason():
         pytest.skip(exporter.unavailable_reason())
-    from equivalence.harness import native_weights
+    from equivalence.harness.judge import native_weights
 
     config = exporter.configurations[0]
     case = draw_cases(exporter, config, 1, 0)[0]

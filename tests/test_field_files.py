@@ -253,7 +253,7 @@ def test_batchless_madmom_graph_verifies_with_the_one_batch_it_runs(tmp_path, ca
 def test_exit_2_after_writing_leaves_nothing(tmp_path, capsys, monkeypatch):
     """A verify that breaks after the write (here: the written file cannot be read back) exits 2
     and publishes nothing: the output stays absent, an existing one (--force) unreplaced."""
-    from equivalence.files import cli
+    from equivalence.cli import files as cli
 
     path = save_plain_lstm(tmp_path / "in.onnx")
 

@@ -294,7 +294,7 @@ def test_torch_into_keras_weights_h5_tf_keras_h5_and_safetensors(torch_file, tmp
 def test_scenario4_keras_bidirectional_into_neoml_case_file(tmp_path, capsys):
     import keras
 
-    from equivalence import exchange
+    from equivalence.harness import exchange
 
     tokens = keras.Input((None,), dtype="int32")
     dense = keras.layers.Dense(6, activation="tanh")(keras.layers.Embedding(30, 8)(tokens))

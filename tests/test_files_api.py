@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from equivalence import ConversionError, files
-from equivalence.files import cli
+from equivalence.cli import files as cli
 
 pytestmark = pytest.mark.cpu
 torch = pytest.importorskip("torch")

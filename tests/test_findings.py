@@ -1,7 +1,7 @@
 """The standalone reproducers in ``findings/``: each still reproduces, each finding has one.
 
 Owns the link between ``findings/*.py`` and the expectations they stand for. Every
-silently wrong cell of :data:`equivalence.conformance.KNOWN` still expected with the
+silently wrong cell of :data:`equivalence.harness.conformance.KNOWN` still expected with the
 versions installed here, and every third-party :class:`KnownFailure`, is declared by
 exactly one script: its top-level ``CELLS`` (``(runtime, feature)`` pairs) or
 ``KNOWN_FAILURES`` (``(converter, signature)`` pairs), read with :mod:`ast` without
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from equivalence import conformance
+from equivalence.converters import CONVERTERS
+from equivalence.harness import conformance
 from equivalence.table import BY_NAME
-from equivalence.third_party import CONVERTERS
 
 pytestmark = pytest.mark.cpu
 
@@ -108,7 +108,7 @@ def test_every_third_party_known_failure_has_exactly_one_script() -> None:
 def expected_probes() -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
     """(exporter, configuration, probe) of every exporter's ExpectedProbe that is not by
     design: (those of exporters that run here, those of exporters that do not)."""
-    from equivalence.third_party.exporter import EXPORTERS, load_exporter
+    from equivalence.converters.exporter import EXPORTERS, load_exporter
 
     here, absent = set(), set()
     for path in EXPORTERS:

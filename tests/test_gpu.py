@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from equivalence import harness, table
+from equivalence import table
+from equivalence.harness import judge as harness
 from equivalence.strategies import joint_capabilities, lstm_cases
 
 from .runtime_support import record, replay_command

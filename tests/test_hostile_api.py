@@ -28,8 +28,8 @@ import pytest
 
 import equivalence as eq
 from equivalence import check_conversion, files, strategies
-from equivalence.check import CheckResult
 from equivalence.files._base import FileFormatError, atomic_output, temporary_name
+from equivalence.harness.check import CheckResult
 
 try:  # imported here, not inside a timed call
     import torch

@@ -78,7 +78,7 @@ def test_onnx_duplicate_initializers_refused_by_name(tmp_path, capsys):
     import onnx
 
     from equivalence.canonical import random_weights
-    from equivalence.files.onnx import build_model
+    from equivalence.files.onnx.model import build_model
     from equivalence.spec import LSTMSpec
 
     model = build_model(random_weights(LSTMSpec(I, H), np.random.default_rng(0)))
@@ -188,7 +188,7 @@ def test_long_names_are_capped_when_echoed(tmp_path, capsys):
     import onnx
 
     from equivalence.canonical import random_weights
-    from equivalence.files.onnx import build_model
+    from equivalence.files.onnx.model import build_model
     from equivalence.spec import LSTMSpec
 
     model = build_model(random_weights(LSTMSpec(I, H), np.random.default_rng(0)))
@@ -245,7 +245,7 @@ def _negative_edits(index: Path) -> list[bytes]:
     """The seed's entries rewritten with one negative dimension, size or slice each."""
     from tensorflow.core.protobuf import tensor_bundle_pb2
 
-    from equivalence.files.tf1_index import _table_entries
+    from equivalence.files.tf1.index import _table_entries
 
     entries = list(_table_entries(index.read_bytes(), index))
     cases = []
@@ -276,7 +276,7 @@ def test_tf1_negative_dimensions_and_slices_refused_before_tensorflow(tmp_path, 
                            seed_dir / "ckpt")
     assert code == 0, err
     # the rebuilt table itself is faithful: the seed's entries, re-laid, still read
-    from equivalence.files.tf1_index import _table_entries
+    from equivalence.files.tf1.index import _table_entries
     index = seed_dir / "ckpt.index"
     assert list(_table_entries(_table(list(_table_entries(index.read_bytes(), index))),
                                index)) == list(_table_entries(index.read_bytes(), index))

@@ -32,7 +32,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="real-file tests need the main environment")
 
-from equivalence.files import FileFormatError, cli, read  # noqa: E402
+from equivalence.cli import files as cli  # noqa: E402
+from equivalence.files import FileFormatError, read  # noqa: E402
 from equivalence.files._base import atomic_output, temporary_name  # noqa: E402
 from tests.file_helpers import leftovers, one_error_line, run_cli  # noqa: E402
 
@@ -58,7 +59,7 @@ def seeds(tmp_path_factory) -> dict[str, Path]:
     from safetensors.torch import save_file
 
     from equivalence.canonical import random_weights
-    from equivalence.files.onnx import build_model
+    from equivalence.files.onnx.model import build_model
     from equivalence.spec import LSTMSpec
 
     folder = tmp_path_factory.mktemp("seeds")
@@ -543,7 +544,7 @@ def test_racing_writers_exactly_one_wins(tmp_path):
 
 
 def test_output_appearing_during_a_run_is_not_replaced(seeds, tmp_path, capsys, monkeypatch):
-    from equivalence.files import torch as torch_files
+    from equivalence.files.torch import state_dict as torch_files
 
     output = tmp_path / "out.pt"
     original = torch_files.write_torch

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings
 
-from equivalence.mutations import CATALOGUE, COMPOUND_BUGS, Mutation, run_mutation
+from equivalence.mutations.self_test import CATALOGUE, COMPOUND_BUGS, Mutation, run_mutation
 
 pytestmark = pytest.mark.cpu
 EXAMPLES = settings.default.max_examples

@@ -3,7 +3,7 @@
 In the NeoML environment (``-m neoml``):
 
 * NeoML against the float64 reference (Hypothesis, as for every runtime);
-* every main-environment runtime's cases (``python -m equivalence.exchange export``)
+* every main-environment runtime's cases (``python -m equivalence.harness.exchange export``)
   converted to NeoML and run for real;
 * NeoML's own cases: the network NeoML stores (``Dnn.store``) is the one that
   computed the recorded outputs, and the reader here decodes its weights exactly.
@@ -27,12 +27,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from equivalence import exchange, files, harness, table
-from equivalence.cli import main
+from equivalence import files, table
+from equivalence.cli.main import main
 from equivalence.convert import convert
 from equivalence.files import FileFormatError
-from equivalence.files.neoml import read_network_file
+from equivalence.files.neoml.network import read_network_file
 from equivalence.formats import neoml as neoml_format
+from equivalence.harness import exchange
+from equivalence.harness import judge as harness
 from equivalence.strategies import lstm_cases
 
 from .runtime_support import record, replay_command, require
@@ -72,8 +74,8 @@ def test_exchanged_case_runs_the_same_in_neoml(path: Path | None) -> None:
     if path is None:
         if REQUIRE:
             pytest.fail("EQUIVALENCE_REQUIRE_EXCHANGE=1 but EQUIVALENCE_EXCHANGE_DIR is unset")
-        pytest.skip("no case files: run `python -m equivalence.exchange export --out DIR` in "
-                    "the main environment and set EQUIVALENCE_EXCHANGE_DIR=DIR")
+        pytest.skip("no case files: run `python -m equivalence.harness.exchange export --out DIR` "
+                    "in the main environment and set EQUIVALENCE_EXCHANGE_DIR=DIR")
     require(NEOML)
     outcome = exchange.judge(path, "neoml")
     assert outcome.ok, f"{path.name}:\n{outcome.message()}"

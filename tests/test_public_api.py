@@ -67,7 +67,7 @@ def test_result_round_trips_through_strict_json(fn, ok) -> None:
 
 
 def test_non_finite_difference_is_null_in_json() -> None:
-    from equivalence.check import CheckResult
+    from equivalence.harness.check import CheckResult
 
     result = CheckResult("torch", "keras", ok=False, examples=1, max_abs_diff=float("nan"))
     assert json.loads(result.to_json())["max_abs_diff"] is None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from equivalence import pytest_plugin
+from equivalence.report import pytest_plugin
 
 pytestmark = pytest.mark.cpu
 
@@ -78,7 +78,7 @@ def test_failure_shows_the_verdict_not_the_harness_frames(user_run: dict) -> Non
     failure = out[out.index("test_gates_swapped"):]
     assert "AssertionError: torch -> torch: NOT equivalent" in failure
     assert "diagnosis:" in failure
-    for harness in ("equivalence/check.py", "def assert_conversion", "check_conversion(fn"):
+    for harness in ("equivalence/harness/check.py", "def assert_conversion", "check_conversion(fn"):
         assert harness not in failure
 
 

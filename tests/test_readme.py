@@ -126,3 +126,21 @@ def test_printed_differences_reads_every_figure_and_no_tolerance() -> None:
               "atol=2.24e-05\nmax abs diff, Keras 3 vs tf_keras: 0.0\n"
               "h layer 0: max abs diff 0.3\nmax abs diff, ONNX output, h_n, c_n: 1 2e-3 4\n")
     assert printed_differences(output) == [1e-07, 0.0, 2.5e-08, 0.0, 0.3, 1.0, 2e-3, 4.0]
+
+
+def test_the_layout_lists_every_module() -> None:
+    """Every module of the package, and every folder, has its line in the README's Layout."""
+    block = README.split("\n## Layout\n", 1)[1].split("```", 2)[1]
+    listed, folder = set(), ""
+    for line in block.splitlines():
+        if line.startswith("equivalence/"):
+            folder = line.split()[0]
+            listed.add(folder)
+        elif line.startswith("  ") and line.split():
+            listed.add(folder + line.split()[0])
+    package = ROOT / "equivalence"
+    modules = {f"{p.parent.relative_to(ROOT).as_posix()}/" + ("" if p.name == "__init__.py"
+                                                               else p.name)
+               for p in package.rglob("*.py")}
+    assert modules - listed == set(), "modules missing from the README's Layout"
+    assert listed - modules == set(), "the README's Layout names modules that do not exist"

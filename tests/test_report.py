@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from equivalence import harness, table
+from equivalence import table
 from equivalence.capabilities import joint_capabilities
-from equivalence.cli import main
-from equivalence.explore import explore
+from equivalence.cli.main import main
+from equivalence.harness import judge as harness
+from equivalence.harness.explore import explore
 from equivalence.report import render, results
 from equivalence.report.cells import cell_text
 from equivalence.report.sections import failure_anchor

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from equivalence.converters.exporter import run_exporters
 from equivalence.report import render, results, summary
 from equivalence.report.exporters_part import STATUS_CLASS, section
-from equivalence.third_party.exporter import run_exporters
 
 pytestmark = pytest.mark.cpu
 

@@ -15,10 +15,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from equivalence import conformance as cf
 from equivalence import table
 from equivalence.canonical import random_weights
 from equivalence.convert import from_canonical
+from equivalence.harness import conformance as cf
 from equivalence.io_types import LSTMInputs
 from equivalence.reference import lstm as reference_lstm
 from equivalence.spec import LSTMSpec

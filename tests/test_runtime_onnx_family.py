@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from equivalence import harness, table
+from equivalence import table
 from equivalence.canonical import random_weights
 from equivalence.case import Case
+from equivalence.harness import judge as harness
 from equivalence.io_types import LSTMInputs
 from equivalence.runtimes import _onnx_family
 from equivalence.runtimes.openvino import OpenVinoRuntime

@@ -24,12 +24,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 
-from equivalence import conformance as cf
-from equivalence import harness, table
+from equivalence import table
 from equivalence.canonical import random_weights
 from equivalence.case import Case
 from equivalence.compare import compare
 from equivalence.errors import ShapeError
+from equivalence.harness import conformance as cf
+from equivalence.harness import judge as harness
 from equivalence.io_types import LSTMInputs
 from equivalence.runtimes._keras_common import Feeding
 from equivalence.runtimes._worker import Worker, WorkerCrashed, WorkerError, WorkerTimeout

@@ -21,11 +21,11 @@ from hypothesis import strategies as st
 
 from equivalence import from_canonical
 from equivalence import third_party as tp
-from equivalence.explore import case_features
-from equivalence.third_party import base, runner
-from equivalence.third_party.cudnn_h5 import CuDNNH5
-from equivalence.third_party.nobuco_to_keras import Nobuco
-from equivalence.third_party.torch_onnx_export import TorchOnnxExport
+from equivalence.converters import base, runner
+from equivalence.converters.cudnn_h5 import CuDNNH5
+from equivalence.converters.nobuco_to_keras import Nobuco
+from equivalence.converters.torch_onnx_export import TorchOnnxExport
+from equivalence.harness.explore import case_features
 
 # Not module-wide: the side-environment converters' runs carry `sideenv` instead of `cpu`, so
 # the README's `pytest -m cpu` needs no side environment and `.ci/run` runs `-m sideenv` after

@@ -20,7 +20,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="real-file tests need the main environment")
 
-from equivalence import files, harness, table  # noqa: E402
+from equivalence import files, table  # noqa: E402
 from equivalence.artefacts.verify import verify  # noqa: E402
 from equivalence.case import Case  # noqa: E402
 from equivalence.compare import (  # noqa: E402
@@ -31,7 +31,8 @@ from equivalence.compare import (  # noqa: E402
     judge,
     rounding_sensitivity,
 )
-from equivalence.files.verify import make_inputs  # noqa: E402
+from equivalence.files.runners import make_inputs  # noqa: E402
+from equivalence.harness import judge as harness  # noqa: E402
 from equivalence.io_types import LSTMResult  # noqa: E402
 from equivalence.spec import LSTMSpec  # noqa: E402
 from tests.field_packages import package_file  # noqa: E402

@@ -7,10 +7,11 @@ import copy
 import numpy as np
 import pytest
 
-from equivalence import harness, table
+from equivalence import table
 from equivalence.canonical import random_weights
 from equivalence.case import Case
 from equivalence.errors import ConversionError
+from equivalence.harness import judge as harness
 from equivalence.io_types import LSTMInputs
 from equivalence.spec import LSTMSpec
 

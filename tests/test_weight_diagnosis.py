@@ -21,13 +21,13 @@ from equivalence.canonical import GATES, CellWeights, LSTMWeights, expected_shap
 from equivalence.case import Case
 from equivalence.compare import Tolerance
 from equivalence.convert import from_canonical, to_canonical
-from equivalence.diagnose import Converted, diagnose
+from equivalence.diagnosis.explain import Converted, diagnose
+from equivalence.diagnosis.from_outputs import localize
+from equivalence.diagnosis.from_weights import Finding, explain
 from equivalence.errors import UnsupportedFeatureError
 from equivalence.io_types import LSTMInputs, LSTMResult
-from equivalence.localize import localize
 from equivalence.reference import lstm
 from equivalence.spec import LSTMSpec
-from equivalence.weight_diagnosis import Finding, explain
 from tests.helpers import read_options
 
 pytestmark = pytest.mark.cpu

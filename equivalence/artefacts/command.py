@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConversionError
-from .diagnosis import diagnose
-from .probes import MATCH, REFUSED, WRONG, ProbeResult, plan, run_probe
-from .side import Side, parse_map
+from equivalence.artefacts.diagnosis import diagnose
+from equivalence.artefacts.probes import MATCH, REFUSED, WRONG, ProbeResult, plan, run_probe
+from equivalence.artefacts.side import Side, parse_map
+from equivalence.errors import ConversionError
 
 EQUIVALENT, NOT_EQUIVALENT = "equivalent", "not equivalent"
 DEFAULT_EXAMPLES = 10
@@ -61,30 +61,30 @@ def open_side(path: Path, *, layer: str | None = None, mapping: dict[str, str] |
         if not (path / "saved_model.pb").is_file():
             raise ConversionError(f"{path}: a folder without saved_model.pb (compare reads "
                                   "a TF SavedModel folder, or a file)")
-        from .savedmodel import savedmodel_side
+        from equivalence.artefacts.savedmodel import savedmodel_side
 
         return savedmodel_side(path, mapping=mapping)
     head = _head(path)
     if path.suffix == ".tflite" or head[4:8] == b"TFL3":
-        from .litert import litert_side
+        from equivalence.artefacts.litert import litert_side
 
         return litert_side(path, mapping=mapping)
     if path.suffix == ".xml":
-        from .openvino_ir import openvino_side
+        from equivalence.artefacts.openvino_ir import openvino_side
 
         return openvino_side(path, mapping=mapping)
-    from ..files.registry import detect_kind
+    from equivalence.files.registry import detect_kind
 
     kind = detect_kind(path)
     if kind == "onnx":
-        from .onnx_model import onnx_side
+        from equivalence.artefacts.onnx_model import onnx_side
 
         return onnx_side(path, mapping=mapping, layer=layer)
     if kind == "torchscript" and not run_torchscript:
         raise ConversionError(f"{path}: a TorchScript archive; compare runs it with "
                               "torch.jit.load, which executes the archive's code: pass "
                               "--run-torchscript to allow it")
-    from .file_side import file_side
+    from equivalence.artefacts.file_side import file_side
 
     return file_side(path, layer=layer, run_torchscript=run_torchscript)
 
@@ -196,7 +196,7 @@ def add_arguments(subparsers: Any) -> None:
 
 def compare_command(args: argparse.Namespace) -> int:
     """The subcommand: 0 equivalent, 1 not, 2 cannot compare (one line on stderr)."""
-    from ..report.console import framework_logs_to_file
+    from equivalence.runtimes.framework_logs import framework_logs_to_file
 
     log = None
     try:

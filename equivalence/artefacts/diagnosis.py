@@ -1,7 +1,7 @@
 """What ``equivalence compare`` says is wrong, from weights where both are read, else outputs.
 
 * Both sides' weights read: the weight-space diagnosis every check uses
-  (:func:`equivalence.weight_diagnosis.explain`) names the mistakes.
+  (:func:`equivalence.diagnosis.from_weights.explain`) names the mistakes.
 * From the probes' pattern: right at the exported shape but wrong at other
   time lengths (the length fixed at export), wrong only when streaming (the
   states handed back are not the states taken), wrong only with initial
@@ -9,17 +9,17 @@
 * From the failing example's outputs: B's h and c swapped; B run as if fed
   no initial state; and, where A's weights are known, where B first departs
   from the float64 reference and which gate change mimics it
-  (:func:`equivalence.localize.localize`).
+  (:func:`equivalence.diagnosis.from_outputs.localize`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..case import Case
-from ..io_types import LSTMResult
-from .probes import WRONG, Example, ProbeResult, contract_inputs
-from .side import Feed, Refused, Returned, Side
+from equivalence.artefacts.probes import WRONG, Example, ProbeResult, contract_inputs
+from equivalence.artefacts.side import Feed, Refused, Returned, Side
+from equivalence.case import Case
+from equivalence.io_types import LSTMResult
 
 TIME_PROBES = ("time 1", "shorter time", "longer time")
 
@@ -34,7 +34,7 @@ def diagnose(a: Side, b: Side, results: list[ProbeResult]) -> str:
     if example is not None:
         notes += _outputs(a, b, example)
     if a.weights is not None and b.weights is not None:
-        from ..weight_diagnosis import explain
+        from equivalence.diagnosis.from_weights import explain
 
         named = explain(a.weights, b.weights).message()
         notes.append(f"weights: {named}" if named else
@@ -97,8 +97,8 @@ def _ignores_states(a: Side, example: Example) -> bool:
 
 def _localized(a: Side, example: Example) -> str:
     """``localize`` on A's weights with B's results (roles B lacks filled from A's)."""
-    from ..compare import Tolerance
-    from ..localize import localize
+    from equivalence.compare import Tolerance
+    from equivalence.diagnosis.from_outputs import localize
 
     weights = a.weights
     assert weights is not None

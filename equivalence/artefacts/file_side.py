@@ -1,6 +1,6 @@
 """A compare side for any file ``inspect`` reads, run the way ``convert --verify`` runs it.
 
-The verify runners (:func:`equivalence.files.verify.side_for`) already run each
+The verify runners (:func:`equivalence.files.runners.side_for`) already run each
 file kind as the file defines itself: an ONNX file's LSTM nodes, a Keras
 file's layers rebuilt from its config, a TorchScript archive's module (only
 with ``--run-torchscript``), weights-only files in their format's runtime.
@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from ..files._base import FoundLSTM
-from ..files._base import select as select_lstm
-from ..io_types import LSTMInputs
-from .side import Feed, Refused, Returned, Shape, Side
+from equivalence.artefacts.side import Feed, Refused, Returned, Shape, Side
+from equivalence.files._base import FoundLSTM
+from equivalence.files._base import select as select_lstm
+from equivalence.io_types import LSTMInputs
 
 
 def file_side(path: Path, *, layer: str | None = None, run_torchscript: bool = False) -> Side:
     """The LSTM ``layer`` names in ``path`` (or the only one), ready to run."""
-    from ..files.registry import read
+    from equivalence.files.registry import read
 
     found = select_lstm(read(path), layer, path)
     return found_side(found, {"run_torchscript": run_torchscript})
@@ -31,7 +31,7 @@ def file_side(path: Path, *, layer: str | None = None, run_torchscript: bool = F
 
 def found_side(found: FoundLSTM, options: dict[str, Any]) -> Side:
     """A Side running ``found`` through its verify runner (its weights known)."""
-    from ..files.verify import side_for, smoke_test
+    from equivalence.files.runners import side_for, smoke_test
 
     weights = found.canonical()
     spec = weights.spec

@@ -23,10 +23,10 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
-from ..canonical import LSTMWeights
-from ..errors import ConversionError
-from .ports import Port, checked_weights, ported_side
-from .side import Refused, Side
+from equivalence.artefacts.ports import Port, checked_weights, ported_side
+from equivalence.artefacts.side import Refused, Side
+from equivalence.canonical import LSTMWeights
+from equivalence.errors import ConversionError
 
 _FLOAT32 = 0  # TensorType.FLOAT32
 # The fused ops' input slots (TFLite's lstm_shared.h): gates i f g o for weights and biases.
@@ -182,7 +182,7 @@ def _fused_weights(content: bytes) -> tuple[LSTMWeights | None, str]:
             spec_changes = _op_spec(schema, op, is_bi, spec_changes)
     except _Unread as exc:
         return None, str(exc)
-    from ..convert import to_canonical
+    from equivalence.convert import to_canonical
 
     try:
         weights = to_canonical(native, "keras", directions=directions,

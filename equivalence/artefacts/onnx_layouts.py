@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConversionError
-from ..files._base import FoundLSTM
-from ..files.limits import shown
-from .onnx_roles import Port
-from .onnx_runtime import as_elem, first_line, open_session, run_options
+from equivalence.artefacts.onnx_roles import Port
+from equivalence.artefacts.onnx_runtime import as_elem, first_line, open_session, run_options
+from equivalence.errors import ConversionError
+from equivalence.files._base import FoundLSTM
+from equivalence.files.limits import shown
 
 
 @dataclass

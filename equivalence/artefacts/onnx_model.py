@@ -5,7 +5,7 @@ graph, run in onnxruntime, through the file's own graph inputs and outputs.
 The file is read by the project's reader (:func:`equivalence.files.registry.read`)
 for the LSTM stack, its weights and the graph; the model onnxruntime gets has
 every external tensor already read through the reader's checked
-:func:`~equivalence.files.onnx_graph.tensor_array` (a reference out of the
+:func:`~equivalence.files.onnx.graph.tensor_array` (a reference out of the
 model's folder is refused), so onnxruntime opens no path the file names.
 
 The roles (which port is x, h0, ... y, h, c) are :mod:`.onnx_roles`'s; the
@@ -21,20 +21,40 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConversionError
-from ..files._base import FoundLSTM, select
-from ..files.limits import listed, shown
-from .onnx_layouts import Layout, fixed_dims, from_graph, probe_layout, to_graph
-from .onnx_roles import Port, assign_roles, graph_ports, trace
-from .onnx_runtime import as_elem, dtype_name, first_line, open_session, run_options
-from .side import INPUT_ROLES, OUTPUT_ROLES, Feed, Refused, Returned, Shape, Side
+from equivalence.artefacts.onnx_layouts import (
+    Layout,
+    fixed_dims,
+    from_graph,
+    probe_layout,
+    to_graph,
+)
+from equivalence.artefacts.onnx_roles import Port, assign_roles, graph_ports, trace
+from equivalence.artefacts.onnx_runtime import (
+    as_elem,
+    dtype_name,
+    first_line,
+    open_session,
+    run_options,
+)
+from equivalence.artefacts.side import (
+    INPUT_ROLES,
+    OUTPUT_ROLES,
+    Feed,
+    Refused,
+    Returned,
+    Shape,
+    Side,
+)
+from equivalence.errors import ConversionError
+from equivalence.files._base import FoundLSTM, select
+from equivalence.files.limits import listed, shown
 
 
 def onnx_side(path: Path, *, mapping: dict[str, str] | None = None,
               layer: str | None = None) -> Side:
     """The whole model in ``path`` as a compare side (the modules named above); ``mapping`` (role ->
     name, from --map) overrides the roles read, ``layer`` picks the LSTM stack."""
-    from ..files.registry import read
+    from equivalence.files.registry import read
 
     path = Path(path)
     found = _stack(read(path, "onnx"), layer, path)
@@ -90,7 +110,7 @@ def _inlined(model: Any, path: Path) -> Any:
     the reader's model is left as it is)."""
     from onnx import TensorProto, numpy_helper
 
-    from ..files.onnx_graph import base_folder, tensor_array
+    from equivalence.files.onnx.graph import base_folder, tensor_array
 
     tensors = list(_tensors(model.graph))
     if not any(t.data_location == TensorProto.EXTERNAL for t in tensors):

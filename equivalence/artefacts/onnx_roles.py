@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConversionError
-from ..files.limits import listed, shown
-from .side import INPUT_ROLES, OUTPUT_ROLES
+from equivalence.artefacts.side import INPUT_ROLES, OUTPUT_ROLES
+from equivalence.errors import ConversionError
+from equivalence.files.limits import listed, shown
 
 IN_SLOTS = {0: "x", 4: "lengths", 5: "h0", 6: "c0"}
 OUT_SLOTS = {0: "y", 1: "h", 2: "c"}

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConversionError
+from equivalence.errors import ConversionError
 
 
 def open_session(model: Any, path: Path) -> Any:

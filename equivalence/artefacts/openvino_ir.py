@@ -23,9 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConversionError
-from ..files._base import FileFormatError
-from .openvino_xml import (
+from equivalence.artefacts.openvino_xml import (
     Graph,
     ReadWeights,
     input_axes,
@@ -34,7 +32,9 @@ from .openvino_xml import (
     read_weights,
     read_xml,
 )
-from .side import Feed, Refused, Returned, Shape, Side
+from equivalence.artefacts.side import Feed, Refused, Returned, Shape, Side
+from equivalence.errors import ConversionError
+from equivalence.files._base import FileFormatError
 
 # Names (lowercased) that say a role; a port matching two roles is read as unnamed.
 _INPUT_NAMES = {
@@ -125,7 +125,7 @@ def _dtype(read: ReadWeights) -> str:
 def _read_model(path: Path, text: bytes, bin_path: Path) -> Any:  # -> openvino.Model
     import openvino
 
-    from ..runtimes.openvino import _core
+    from equivalence.runtimes.openvino import _core
 
     weights = np.fromfile(bin_path, np.uint8)
     try:
@@ -383,7 +383,7 @@ class _Runner:
 
     def _request(self) -> Any:
         if self.request is None:
-            from ..runtimes.openvino import _core
+            from equivalence.runtimes.openvino import _core
 
             # One thread: these graphs are tiny and the machines run several jobs at once.
             config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..canonical import CellWeights, LSTMWeights
-from ..errors import ConversionError
-from ..files._base import FileFormatError
-from ..formats import _common as c
-from ..spec import ACTIVATIONS, LSTMSpec
+from equivalence.canonical import CellWeights, LSTMWeights
+from equivalence.errors import ConversionError
+from equivalence.files._base import FileFormatError
+from equivalence.formats import _common as c
+from equivalence.spec import ACTIVATIONS, LSTMSpec
 
 MAX_XML_BYTES = 64 << 20  # IR graphs of LSTM models are kilobytes; weights live in the .bin
 GATE_ORDER = (1, 0, 2, 3)  # OpenVINO block k is canonical block GATE_ORDER[k]: f i c o

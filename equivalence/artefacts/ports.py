@@ -17,9 +17,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..canonical import LSTMWeights
-from ..errors import ConversionError
-from .side import INPUT_ROLES, OUTPUT_ROLES, Feed, Refused, Returned, Shape, Side
+from equivalence.artefacts.side import (
+    INPUT_ROLES,
+    OUTPUT_ROLES,
+    Feed,
+    Refused,
+    Returned,
+    Shape,
+    Side,
+)
+from equivalence.canonical import LSTMWeights
+from equivalence.errors import ConversionError
 
 _H_NAMES = frozenset({"h", "h0", "hx", "hn", "hidden", "hy"})
 _C_NAMES = frozenset({"c", "c0", "cx", "cn", "cell", "cy"})
@@ -259,7 +267,7 @@ def checked_weights(side: Side, found: tuple[LSTMWeights | None, str]) -> tuple[
     weights, why = found
     if weights is None:
         return None, f"weights not read ({why}); the diagnosis works from outputs"
-    from ..reference import lstm
+    from equivalence.reference import lstm
 
     spec = weights.spec
     if side.shape.input_size not in (None, spec.input_size):

@@ -35,9 +35,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from ..compare import Comparison, Tolerance, judge, rounding_sensitivity
-from ..io_types import LSTMInputs, LSTMResult
-from .side import Feed, Refused, Returned, Side
+from equivalence.artefacts.side import Feed, Refused, Returned, Side
+from equivalence.compare import Comparison, Tolerance, judge, rounding_sensitivity
+from equivalence.io_types import LSTMInputs, LSTMResult
 
 MATCH, REFUSED, WRONG = "match", "refused", "silently wrong"
 DEFAULT_BATCH, DEFAULT_STEPS, CHUNKS = 2, 6, 3
@@ -219,7 +219,7 @@ def reference_distances(a: Side, example: Example) -> dict[str, float] | None:
     side is off); None where A's weights are not read or the example streamed."""
     if a.weights is None:
         return None
-    from ..reference import lstm
+    from equivalence.reference import lstm
 
     weights = a.weights
     inputs = contract_inputs(a.as_run(example.feed), weights.spec)

@@ -1,6 +1,6 @@
 """A compare side for canonical weights run by a table row's runtime (the harness's own run).
 
-The exporters' judge (:mod:`equivalence.third_party.exporter`) compares what an
+The exporters' judge (the converters package's ``exporter`` module) compares what an
 exporter wrote against the network it was given: that network is the source
 row's runtime (``torch``, ``keras``...) running the case's weights, exactly as
 the matrix runs it.
@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..canonical import LSTMWeights
-from ..errors import ConversionError
-from .side import Feed, Refused, Returned, Shape, Side
+from equivalence.artefacts.side import Feed, Refused, Returned, Shape, Side
+from equivalence.canonical import LSTMWeights
+from equivalence.errors import ConversionError
 
 
 def runtime_side(row_name: str, weights: LSTMWeights) -> Side:
     """The table row ``row_name`` running ``weights`` (refused by name where it cannot)."""
-    from ..convert import from_canonical
-    from ..io_types import LSTMInputs
-    from ..options import writer_options
-    from ..table import entry
+    from equivalence.convert import from_canonical
+    from equivalence.formats.options import writer_options
+    from equivalence.io_types import LSTMInputs
+    from equivalence.table import entry
 
     row = entry(row_name)
     runtime = row.load()

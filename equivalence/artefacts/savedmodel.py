@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from ..canonical import LSTMWeights
-from ..errors import ConversionError
-from .ports import Port, checked_weights, first_line, ported_side
-from .savedmodel_screen import screen
-from .side import Side
+from equivalence.artefacts.ports import Port, checked_weights, first_line, ported_side
+from equivalence.artefacts.savedmodel_screen import screen
+from equivalence.artefacts.side import Side
+from equivalence.canonical import LSTMWeights
+from equivalence.errors import ConversionError
 
 
 def savedmodel_side(
@@ -91,7 +91,7 @@ def _variable_weights(loaded: Any) -> tuple[LSTMWeights | None, str]:
     native = [np.asarray(g[k].numpy()) for g in cells for k in ("kernel", "recurrent_kernel",
                                                                 "bias")]
     directions = 2 if any("backward" in p for p in groups) else 1
-    from ..convert import to_canonical
+    from equivalence.convert import to_canonical
 
     try:
         weights = to_canonical(native, "keras", directions=directions)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConversionError
+from equivalence.errors import ConversionError
 
 MAX_GRAPH_BYTES = 512 * 2**20
 WORLD_OPS = frozenset({

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..canonical import LSTMWeights
-from ..errors import ConversionError
+from equivalence.canonical import LSTMWeights
+from equivalence.errors import ConversionError
 
 INPUT_ROLES = ("x", "h0", "c0", "lengths")
 OUTPUT_ROLES = ("y", "h", "c")

@@ -2,7 +2,7 @@
 
 The one code path that judges both commands: both files' networks become
 compare sides (:func:`~.file_side.found_side`, through the verify runners of
-:mod:`equivalence.files.verify`) and :func:`~.command.compare_sides` runs every
+:mod:`equivalence.files.runners`) and :func:`~.command.compare_sides` runs every
 probe; the lines say ``verify:`` and end in ``PASSED`` or ``FAILED``.
 """
 
@@ -12,10 +12,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ConversionError
-from ..files._base import FoundLSTM
-from .command import EQUIVALENT, compare_sides
-from .file_side import found_side
+from equivalence.artefacts.command import EQUIVALENT, compare_sides
+from equivalence.artefacts.file_side import found_side
+from equivalence.errors import ConversionError
+from equivalence.files._base import FoundLSTM
 
 
 def verify(source: FoundLSTM, target: FoundLSTM, *, examples: int = 3, seed: int = 0,

@@ -4,8 +4,8 @@
 :class:`FoundLSTM`; ``select`` picks one. Which formats exist, how each is
 recognized, read, written and run is one registry, :mod:`equivalence.files.registry`.
 The ``equivalence inspect`` and ``equivalence convert`` commands live in
-:mod:`equivalence.files.cli`; ``convert_file`` and ``verify`` are the same from Python
-(:mod:`equivalence.files.api`). Each module imports its framework lazily.
+:mod:`equivalence.cli.files`; ``convert_file`` and ``verify`` are the same from Python
+(:mod:`equivalence.cli.files_api`). Each module imports its framework lazily.
 
 * keras: reads Keras 3 ``.keras``/``.weights.h5`` and legacy Keras HDF5 models or weights
   (``CuDNNLSTM`` too); writes ``.keras``, ``.weights.h5`` or a tf_keras ``.h5`` model.
@@ -23,13 +23,30 @@ executed, no reference out of it is followed, declared sizes are checked first.
 
 from __future__ import annotations
 
-from ._base import FileFormatError, FoundLSTM, StoredInputs, select
+from typing import Any
 
-# ``verify`` here is the function (the module stays equivalence.files.verify in
-# sys.modules: ``from equivalence.files.verify import ...`` still reaches it).
-from .api import FileConversion, Verification, convert_file, verify
-from .registry import FAMILIES, KINDS, detect_kind, read
+from equivalence.files._base import FileFormatError, FoundLSTM, StoredInputs, select
+from equivalence.files.registry import FAMILIES, KINDS, detect_kind, read
 
 __all__ = ["FAMILIES", "KINDS", "FileConversion", "FileFormatError", "FoundLSTM",
            "StoredInputs", "Verification", "convert_file", "detect_kind", "read", "select",
            "verify"]
+
+# ``convert_file`` and ``verify`` are the ``convert`` command's own code called from Python;
+# that code sits above the readers (it judges through ``equivalence.artefacts``), so the
+# names are bound on first use rather than imported here, which would make a circle.
+_FROM_THE_COMMAND = ("FileConversion", "Verification", "convert_file", "verify")
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _FROM_THE_COMMAND:
+        raise AttributeError(f"module 'equivalence.files' has no attribute {name!r}")
+    from equivalence.cli import files_api
+
+    value = getattr(files_api, name)
+    globals()[name] = value  # later look-ups skip this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_FROM_THE_COMMAND))

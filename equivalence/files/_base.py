@@ -27,18 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from ..canonical import LSTMWeights
-from ..convert import to_canonical
-from ..errors import ConversionError
-from ..spec import LSTMSpec
-
-
-class FileFormatError(ConversionError):
-    """A file that cannot be read or written as asked; the message names the file."""
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{path}: {problem}")
+from equivalence.canonical import LSTMWeights
+from equivalence.convert import to_canonical
+from equivalence.errors import ConversionError, FileFormatError
+from equivalence.files.limits import listed, shown
+from equivalence.spec import LSTMSpec
 
 
 @dataclass(frozen=True)
@@ -143,8 +136,6 @@ def select(
                               "FoundLSTM (what files.read returns)")
     if layer is not None and not isinstance(layer, str):
         raise ConversionError(f"layer: got {type(layer).__name__}, expected a str or None")
-    from .limits import listed, shown  # limits imports this module
-
     if not found:
         raise FileFormatError(path, "no LSTM found in this file")
     if layer is None:

@@ -31,8 +31,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._base import FileFormatError, FoundLSTM
-from .limits import MAX_ARRAY_BYTES, check_declared, first_repeat, listed, shown
+from equivalence.files._base import FileFormatError, FoundLSTM
+from equivalence.files.limits import MAX_ARRAY_BYTES, check_declared, first_repeat, listed, shown
 
 MAX_TOP_FIELDS = 10_000
 MODEL_TYPES = {200: "pipelineClassifier", 201: "pipelineRegressor", 202: "pipeline",

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import FileFormatError
+from equivalence.errors import FileFormatError
 
 # One array, and everything a reader materializes from one file: far beyond any LSTM people
 # ship (a 4096-unit layer is 0.5 GB in float32), far below what hurts a laptop.

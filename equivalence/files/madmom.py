@@ -41,9 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from . import module_pickle, numpy_pickle
-from ._base import FileFormatError, FoundLSTM
-from .limits import MAX_ARRAY_BYTES, MAX_LAYERS, shown
+from equivalence.files._base import FileFormatError, FoundLSTM
+from equivalence.files.limits import MAX_ARRAY_BYTES, MAX_LAYERS, shown
+from equivalence.files.torch import module_pickle, numpy_pickle
 
 GATES = ("input_gate", "output_gate", "forget_gate", "cell")  # ONNX's i o f c
 PEEPHOLES = ("input_gate", "output_gate", "forget_gate")  # ONNX's P order i o f

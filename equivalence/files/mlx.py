@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from ..canonical import LSTMWeights
-from ..formats import get as get_format
-from ._base import FileFormatError, FoundLSTM, atomic_output
-from .limits import MAX_LAYERS
+from equivalence.canonical import LSTMWeights
+from equivalence.files._base import FileFormatError, FoundLSTM, atomic_output
+from equivalence.files.limits import MAX_LAYERS
+from equivalence.formats import get as get_format
 
 _KEY = re.compile(r"^(?P<prefix>.*?)(?:layers\.(?P<layer>\d{1,9})\.)?"
                   r"(?:(?P<direction>forward|backward)\.)?(?P<key>Wx|Wh|bias)$")

@@ -11,7 +11,7 @@ first use, so naming a format loads no framework.
 Readers take ``(path, **options)`` and accept whichever of :data:`READ_OPTIONS`
 their signature names. Writers take ``(path, weights, job)`` (:class:`WriteJob`)
 and return the lines to print. Runners take ``(found, spec, options)`` and
-return a :class:`~equivalence.files.verify.Side`.
+return a :class:`~equivalence.files.runners.Side`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConversionError, brief
-from ._base import FileFormatError, FoundLSTM, StoredInputs, checkpoint_prefix, file_path
-from .madmom import looks_like_madmom
-from .neoml_archive import looks_like_network
+from equivalence.errors import ConversionError, brief
+from equivalence.files._base import (
+    FileFormatError,
+    FoundLSTM,
+    StoredInputs,
+    checkpoint_prefix,
+    file_path,
+)
+from equivalence.files.madmom import looks_like_madmom
+from equivalence.files.neoml.archive import looks_like_network
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -94,7 +100,7 @@ def _onnx(path: Path, head: bytes) -> bool:
 
 
 def _coreml(path: Path) -> bool:
-    from .coreml import coreml_facts  # top-level protobuf fields only, bounded
+    from equivalence.files.coreml import coreml_facts  # top-level protobuf fields only, bounded
 
     return coreml_facts(path) is not None
 
@@ -104,35 +110,36 @@ def _archive_root_has(names: Sequence[str], member: str) -> bool:
 
 
 KINDS: tuple[FileKind, ...] = (
-    FileKind("tf1", "tf1", "equivalence.files.tf1:read_checkpoint", "a TF checkpoint"),
-    FileKind("keras_h5", "keras", "equivalence.files.keras:read_keras_h5", "a Keras HDF5 file",
+    FileKind("tf1", "tf1", "equivalence.files.tf1.checkpoint:read_checkpoint", "a TF checkpoint"),
+    FileKind("keras_h5", "keras", "equivalence.files.keras.read:read_keras_h5", "a Keras HDF5 file",
              sniff=lambda path, head: head.startswith(HDF5_MAGIC),
-             runner="equivalence.files.keras_run:runner"),
-    FileKind("keras_zip", "keras", "equivalence.files.keras:read_keras_zip",
-             "a Keras 3 .keras archive", runner="equivalence.files.keras_run:runner",
+             runner="equivalence.files.keras.states:runner"),
+    FileKind("keras_zip", "keras", "equivalence.files.keras.read:read_keras_zip",
+             "a Keras 3 .keras archive", runner="equivalence.files.keras.states:runner",
              zip_members=lambda names: "config.json" in names and "model.weights.h5" in names),
-    FileKind("torchscript", "torch", "equivalence.files.torchscript:read_torchscript",
+    FileKind("torchscript", "torch", "equivalence.files.torch.torchscript:read_torchscript",
              "a TorchScript archive", uses_torch=True,
-             runner="equivalence.files.torchscript:runner",
+             runner="equivalence.files.torch.torchscript:runner",
              zip_members=lambda names: _archive_root_has(names, "/data.pkl")
              and any("/code/" in n for n in names)),
-    FileKind("torch", "torch", "equivalence.files.torch:read_torch", "a torch.save file",
+    FileKind("torch", "torch", "equivalence.files.torch.state_dict:read_torch", "a torch.save file",
              uses_torch=True, sniff=_legacy_torch,
              zip_members=lambda names: _archive_root_has(names, "/data.pkl")),
-    FileKind("safetensors", "torch", "equivalence.files.torch:read_safetensors",
+    FileKind("safetensors", "torch", "equivalence.files.torch.state_dict:read_safetensors",
              "a safetensors file", uses_torch=True, sniff=_safetensors),
-    FileKind("onnx", "onnx", "equivalence.files.onnx:read_onnx", "an ONNX model", sniff=_onnx,
-             runner="equivalence.files.onnx_run:runner"),
+    FileKind("onnx", "onnx", "equivalence.files.onnx.model:read_onnx", "an ONNX model", sniff=_onnx,
+             runner="equivalence.files.onnx.run:runner"),
     FileKind("coreml", "coreml", "equivalence.files.coreml:read_coreml", "a CoreML model",
              sniff=lambda path, head: head[:1] == b"\x08" and (path.suffix == ".mlmodel"
                                                                 or _coreml(path))),
-    FileKind("npz", "neoml", "equivalence.files.neoml:read_case", "an equivalence case file",
+    FileKind("npz", "neoml", "equivalence.files.neoml.case_file:read_case",
+             "an equivalence case file",
              precheck="equivalence.files.limits:check_npz",
              zip_members=lambda names: any(n.endswith(".npy") for n in names)),
     FileKind("madmom", "madmom", "equivalence.files.madmom:read_madmom",
              "a madmom network pickle",
              sniff=looks_like_madmom),
-    FileKind("neoml_net", "neoml", "equivalence.files.neoml:read_network_file",
+    FileKind("neoml_net", "neoml", "equivalence.files.neoml.network:read_network_file",
              "a NeoML network file", sniff=lambda path, head: looks_like_network(head)),
 )
 # Content tests run in this order: safetensors' 8-byte header before the pickle guess.
@@ -140,18 +147,18 @@ SNIFF_ORDER = ("keras_h5", "safetensors", "neoml_net", "madmom", "torch", "corem
 
 FAMILIES: tuple[FileFamily, ...] = (
     FileFamily("keras", ("keras_h5", "keras_zip"),
-               writer="equivalence.files.keras_write:write_keras",
+               writer="equivalence.files.keras.write:write_keras",
                output_help="keras: .keras, .weights.h5 or .h5 (tf_keras)",
-               check_output="equivalence.files.keras_write:keras_output_kind", runs_itself=True),
+               check_output="equivalence.files.keras.write:keras_output_kind", runs_itself=True),
     FileFamily("cudnn", ("keras_h5", "keras_zip"), formats=("cudnn",)),
-    FileFamily("tf1", ("tf1",), writer="equivalence.files.tf1:write_job",
+    FileFamily("tf1", ("tf1",), writer="equivalence.files.tf1.checkpoint:write_job",
                output_help="tf1: a checkpoint prefix",
-               output_files="equivalence.files.tf1:output_files_for"),
+               output_files="equivalence.files.tf1.checkpoint:output_files_for"),
     FileFamily("torch", ("torch", "torchscript", "safetensors"), formats=("torch",),
-               writer="equivalence.files.torch:write_torch",
+               writer="equivalence.files.torch.state_dict:write_torch",
                output_help="torch: .pt or .safetensors", uses_torch=True),
-    FileFamily("onnx", ("onnx",), writer="equivalence.files.onnx:write_onnx",
-               check_weights="equivalence.files.onnx:check_writable",
+    FileFamily("onnx", ("onnx",), writer="equivalence.files.onnx.model:write_onnx",
+               check_weights="equivalence.files.onnx.model:check_writable",
                output_help="onnx: .onnx", runs_itself=True,
                holds_stored=frozenset({"initial_h", "initial_c", "sequence_lens"})),
     FileFamily("coreml", ("coreml",)),  # read only: nothing here writes or runs CoreML
@@ -159,9 +166,9 @@ FAMILIES: tuple[FileFamily, ...] = (
                writer="equivalence.files.mlx:write_mlx", output_help="mlx: .safetensors",
                check_output="equivalence.files.mlx:check_output"),
     FileFamily("madmom", ("madmom",)),  # read only: madmom.ml.nn LSTMLayers
-    FileFamily("neoml", ("npz", "neoml_net"), writer="equivalence.files.verify:write_neoml_case",
+    FileFamily("neoml", ("npz", "neoml_net"), writer="equivalence.files.runners:write_neoml_case",
                output_help="neoml: .npz",
-               check_output="equivalence.files.verify:check_neoml_output"),
+               check_output="equivalence.files.runners:check_neoml_output"),
 )
 
 KIND = {row.name: row for row in KINDS}
@@ -230,7 +237,7 @@ def _detect_kind(path: Path) -> str:
 
 
 def _zip_kind(path: Path) -> str:
-    from .limits import open_zip
+    from equivalence.files.limits import open_zip
 
     with open_zip(path, "zip archive") as archive:
         names = archive.namelist()
@@ -292,7 +299,7 @@ def refuse_unwritable(target: str, weights: Any) -> None:
     if row.check_weights is not None:
         function(row.check_weights)(weights)
         return
-    from ..formats import get as get_format
+    from equivalence.formats import get as get_format
 
     get_format(target).from_canonical(weights)
 

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..canonical import LSTMWeights
-from ..capabilities import Capabilities
-from ..errors import ConversionError, UnknownFormatError, brief, describe
-from . import cudnn, flat, flax, keras, mlx, neoml, onnx, tf1, torch
+from equivalence.canonical import LSTMWeights
+from equivalence.capabilities import Capabilities
+from equivalence.errors import ConversionError, UnknownFormatError, brief, describe
+from equivalence.formats import cudnn, flat, flax, keras, mlx, neoml, onnx, tf1, torch
 
 
 @dataclass(frozen=True)

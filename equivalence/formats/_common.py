@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..canonical import CellWeights, LSTMWeights
-from ..errors import (
+from equivalence.canonical import CellWeights, LSTMWeights
+from equivalence.errors import (
     ConversionError,
     MissingKeyError,
     ShapeError,
@@ -25,7 +25,7 @@ from ..errors import (
     WeightValueError,
     describe,
 )
-from ..spec import DTYPES, MAX_ELEMENTS, LSTMSpec, all_finite, dtype_name
+from equivalence.spec import DTYPES, MAX_ELEMENTS, LSTMSpec, all_finite, dtype_name
 
 # Narrow float types no LSTM runs in (ml_dtypes / torch float8, float6, float4): widened
 # to float32, which holds every one of their values exactly.

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..canonical import CellWeights, LSTMWeights
-from . import _common as c
-from .keras import read_groups
+from equivalence.canonical import CellWeights, LSTMWeights
+from equivalence.formats import _common as c
+from equivalence.formats.keras import read_groups
 
 NAME = "cudnn"
 SUPPORTED = frozenset({"stacked layers", "bidirectional"})

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..canonical import CellWeights, LSTMWeights
-from ..spec import ACTIVATIONS, LSTMSpec
-from . import _common as c
+from equivalence.canonical import CellWeights, LSTMWeights
+from equivalence.formats import _common as c
+from equivalence.spec import ACTIVATIONS, LSTMSpec
 
 NAME = "onnx"
 SUPPORTED = frozenset(

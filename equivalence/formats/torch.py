@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..canonical import CellWeights, LSTMWeights, expected_shapes
-from ..errors import brief
-from ..spec import MAX_LAYERS, LSTMSpec
-from . import _common as c
+from equivalence.canonical import CellWeights, LSTMWeights, expected_shapes
+from equivalence.errors import brief
+from equivalence.formats import _common as c
+from equivalence.spec import MAX_LAYERS, LSTMSpec
 
 NAME = "torch"
 SUPPORTED = frozenset({"stacked layers", "bidirectional", "projection"})

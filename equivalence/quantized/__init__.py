@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import describe
-from ..spec import LSTMSpec
-from .oracle import MATCHES, WRONG
-from .result import FAILED, NOT_RUN, QuantizedResult, failed
+from equivalence.errors import describe
+from equivalence.quantized.oracle import MATCHES, WRONG
+from equivalence.quantized.result import FAILED, NOT_RUN, QuantizedResult, failed
+from equivalence.spec import LSTMSpec
 
 __all__ = ["FAILED", "MATCHES", "NOT_RUN", "SHAPES", "WRONG", "QuantizedResult", "run_all"]
 
@@ -24,7 +24,7 @@ SHAPES = (LSTMSpec(3, 4), LSTMSpec(5, 6, layers=2), LSTMSpec(16, 16))
 
 
 def _paths() -> list[tuple[str, Callable[[LSTMSpec, int, int], QuantizedResult]]]:
-    from . import litert, onnxruntime_dynamic, openvino_nncf, torch_dynamic
+    from equivalence.quantized import litert, onnxruntime_dynamic, openvino_nncf, torch_dynamic
 
     paths: list[tuple[str, Callable[[LSTMSpec, int, int], QuantizedResult]]] = [
         (torch_dynamic.PATH, torch_dynamic.run),
@@ -45,7 +45,7 @@ def _paths() -> list[tuple[str, Callable[[LSTMSpec, int, int], QuantizedResult]]
 def run_all(examples: int, seed: int, shapes: tuple[LSTMSpec, ...] = SHAPES
             ) -> list[QuantizedResult]:
     """Every path on every shape (``examples`` random LSTMs each), plus the loop-form probes."""
-    from . import litert
+    from equivalence.quantized import litert
 
     results = []
     for name, run in _paths():

@@ -30,12 +30,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..canonical import LSTMWeights
-from ..convert import from_canonical
-from ..spec import LSTMSpec
-from .litert_weights import activation_steps, dequantized_weights
-from .oracle import LITERT_DYNAMIC, Allowance, Judged, Scheme, judge
-from .result import (
+from equivalence.canonical import LSTMWeights
+from equivalence.convert import from_canonical
+from equivalence.quantized.litert_weights import activation_steps, dequantized_weights
+from equivalence.quantized.oracle import LITERT_DYNAMIC, Allowance, Judged, Scheme, judge
+from equivalence.quantized.result import (
     BATCH,
     FAILED,
     STEPS,
@@ -45,6 +44,7 @@ from .result import (
     failed,
     summarize,
 )
+from equivalence.spec import LSTMSpec
 
 MODES = ("dynamic", "int8", "int16x8")
 _CALIBRATION_BATCHES = 16
@@ -58,7 +58,7 @@ INT16_TABLE_ERROR = 2.0 ** -12
 
 def keras_model(weights: LSTMWeights, unroll: bool):
     """A Keras 3 stack of LSTMs holding ``weights``: x (BATCH, STEPS, I) -> top sequence."""
-    from ..runtimes.keras import import_keras3
+    from equivalence.runtimes.keras import import_keras3
 
     keras = import_keras3()
     spec = weights.spec

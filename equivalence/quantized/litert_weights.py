@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..canonical import LSTMWeights
-from ..errors import ConversionError
+from equivalence.canonical import LSTMWeights
+from equivalence.errors import ConversionError
 
 _INTEGER_TYPES = {9: np.int8, 7: np.int16, 2: np.int32, 4: np.int64, 3: np.uint8}
 
@@ -33,7 +33,7 @@ class QuantizedConstant:
 
 
 def _schema():
-    from ..runtimes.tflite import _schema as schema
+    from equivalence.runtimes.tflite import _schema as schema
 
     return schema()
 

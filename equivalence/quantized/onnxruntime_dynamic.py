@@ -31,11 +31,18 @@ import tempfile
 
 import numpy as np
 
-from ..convert import from_canonical, to_canonical
-from ..errors import ConversionError
-from ..spec import LSTMSpec
-from .oracle import ORT_DYNAMIC, Judged, judge
-from .result import BATCH, STEPS, QuantizedResult, example_inputs, example_weights, summarize
+from equivalence.convert import from_canonical, to_canonical
+from equivalence.errors import ConversionError
+from equivalence.quantized.oracle import ORT_DYNAMIC, Judged, judge
+from equivalence.quantized.result import (
+    BATCH,
+    STEPS,
+    QuantizedResult,
+    example_inputs,
+    example_weights,
+    summarize,
+)
+from equivalence.spec import LSTMSpec
 
 PATH = "onnxruntime quantize_dynamic int8"
 
@@ -46,7 +53,7 @@ def quantized_model(weights, reduce_range: bool = False) -> bytes:
     from onnx import numpy_helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from ..runtimes.onnxruntime import build_model, layer_weights
+    from equivalence.runtimes.onnxruntime import build_model, layer_weights
 
     spec = weights.spec.replace(dtype="float32")  # ORT's LSTM kernel is float32 only
     model = build_model(spec, has_state=False, has_lengths=False)

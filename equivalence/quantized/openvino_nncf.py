@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 
-from ..spec import LSTMSpec
-from .result import NOT_RUN, QuantizedResult, failed
+from equivalence.quantized.result import NOT_RUN, QuantizedResult, failed
+from equivalence.spec import LSTMSpec
 
 PATH = "openvino + nncf"
 

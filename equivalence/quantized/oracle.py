@@ -49,10 +49,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..canonical import CellWeights, LSTMWeights
-from ..errors import SpecError
-from ..reference import lstm as float_reference
-from ..reference import lstm_cell_step, sigmoid
+from equivalence.canonical import CellWeights, LSTMWeights
+from equivalence.errors import SpecError
+from equivalence.reference import lstm as float_reference
+from equivalence.reference import lstm_cell_step, sigmoid
 
 MATCHES = "matches its quantization"
 WRONG = "silently wrong"

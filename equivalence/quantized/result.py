@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ..canonical import LSTMWeights, random_weights
-from ..spec import LSTMSpec
-from .oracle import MATCHES, WRONG, Judged
+from equivalence.canonical import LSTMWeights, random_weights
+from equivalence.quantized.oracle import MATCHES, WRONG, Judged
+from equivalence.spec import LSTMSpec
 
 # Every path runs the same example shape: short enough that the worst-case bound stays
 # meaningful (it grows with each step through the recurrent matmul).

@@ -19,11 +19,18 @@ import warnings
 
 import numpy as np
 
-from ..canonical import CellWeights, LSTMWeights
-from ..convert import from_canonical
-from ..spec import LSTMSpec
-from .oracle import TORCH_DYNAMIC, Judged, judge
-from .result import BATCH, STEPS, QuantizedResult, example_inputs, example_weights, summarize
+from equivalence.canonical import CellWeights, LSTMWeights
+from equivalence.convert import from_canonical
+from equivalence.quantized.oracle import TORCH_DYNAMIC, Judged, judge
+from equivalence.quantized.result import (
+    BATCH,
+    STEPS,
+    QuantizedResult,
+    example_inputs,
+    example_weights,
+    summarize,
+)
+from equivalence.spec import LSTMSpec
 
 PATH = "torch quantize_dynamic qint8"
 

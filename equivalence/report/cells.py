@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..spec import DTYPES
+from equivalence.spec import DTYPES
 
 PASS, FAIL = "pass", "FAIL"
 SHORT = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64"}

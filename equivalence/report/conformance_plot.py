@@ -1,6 +1,6 @@
 """The conformance grid drawn: a runtime x feature PNG and the same grid as Markdown.
 
-Reads the cells of :func:`equivalence.conformance.run_conformance` (plain
+Reads the cells of :func:`equivalence.harness.conformance.run_conformance` (plain
 dicts, as stored under ``conformance`` in the results JSON). A feature a
 runtime cannot meet (its format cannot hold it) is an empty cell, not a verdict.
 """

@@ -1,8 +1,8 @@
 """The report's "Exporters" section, from the results JSON's ``exporters`` list.
 
-Each entry is one :meth:`equivalence.third_party.exporter.ExporterRun.to_dict`:
+Each entry is one :meth:`equivalence.converters.exporter.ExporterRun.to_dict`:
 an exporter configuration, its version, and per probe the worst verdict over
-its cases with a status (:data:`~equivalence.third_party.exporter.AS_CLAIMED`,
+its cases with a status (:data:`~equivalence.converters.exporter.AS_CLAIMED`,
 ``known``, ``unexpected``, ``surprise pass``). The section is one grid
 (configurations x probes, each cell the verdict coloured by its status), the
 probes that are not as claimed with their minimal cases, the exporters that
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .document import (
+from equivalence.report.document import (
     Block,
     BulletList,
     Cell,

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..explore import Exploration
-from ..harness import Outcome
-from . import matrix, results
+from equivalence.harness.explore import Exploration
+from equivalence.harness.judge import Outcome
+from equivalence.report import results
 
 
 def _exploration(outcomes: list[Outcome]) -> Exploration:
@@ -34,7 +34,7 @@ def write_results(rows: list[dict[str, Any]], path: str, *, profile: str,
         seed=0,
         examples=max((r["examples"] for r in rows), default=0),
         environment=f"pytest ({profile})",
-        runtimes=matrix.runtime_rows(),
+        runtimes=results.runtime_rows(),
         pairs=sorted(rows, key=lambda r: (r["source"], r["target"])),
     )
     data["environments"][0]["status"] = (

@@ -18,35 +18,13 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from .. import harness, table
-from ..explore import explore
-from ..strategies import Case, joint_capabilities, lstm_cases
-from . import results
+from equivalence import table
+from equivalence.harness import judge as harness
+from equivalence.harness.explore import explore
+from equivalence.report import results
+from equivalence.strategies import Case, joint_capabilities, lstm_cases
 
 Tick = Callable[[], None]
-
-
-def runtime_rows(environment: str = table.MAIN) -> list[dict[str, Any]]:
-    """Availability of every runtime in the table, as seen from this environment."""
-    rows = []
-    for entry in table.RUNTIMES:
-        runtime = entry.load()
-        if entry.environment != environment:
-            reason = f"runs in the {entry.environment} environment"
-        else:
-            reason = runtime.unavailable_reason() or ""
-        version = runtime.version() if not reason else ""
-        rows.append(
-            {
-                "name": entry.name,
-                "version": version,
-                "device": entry.device,
-                "environment": entry.environment,
-                "available": not reason,
-                "reason": reason,
-            }
-        )
-    return rows
 
 
 def checks(only: list[str] | None = None, environment: str = table.MAIN) -> list[tuple[str, str]]:
@@ -138,7 +116,7 @@ def run_main(
     *, examples: int, seed: int, only: list[str] | None, jobs: int = 1
 ) -> list[dict[str, Any]]:
     """Every runnable check of this environment, with a progress bar; ``jobs`` processes."""
-    available = {r["name"] for r in runtime_rows() if r["available"]}
+    available = {r["name"] for r in results.runtime_rows() if r["available"]}
     todo = checks(only)
     runnable = [(s, t) for s, t in todo if s in available and t in available | {"reference"}]
     if jobs > 1 and len(runnable) > 1:
@@ -205,13 +183,13 @@ def run_neoml(python: Path, *, examples: int, seed: int) -> dict[str, Any]:
     """Both directions through case files: every runtime here -> NeoML (judged in ``python``,
     the NeoML environment), and NeoML -> every runtime here (NeoML's own cases and stored
     networks, judged here). Returns the NeoML part's results with NeoML's row added."""
-    from ..exchange import export, pair_runtimes
-    from .neoml_part import exchanged_rows
+    from equivalence.harness.exchange import export, pair_runtimes
+    from equivalence.report.neoml_part import exchanged_rows
 
     with tempfile.TemporaryDirectory() as folder:
         cases, neoml_cases = Path(folder) / "cases", Path(folder) / "neoml-cases"
         out = Path(folder) / "neoml.json"
-        available = {r["name"] for r in runtime_rows() if r["available"]}
+        available = {r["name"] for r in results.runtime_rows() if r["available"]}
         sources = tuple(name for name in pair_runtimes() if name in available)
         export(cases, sources=sources, examples=examples, seed=seed)
         command = [

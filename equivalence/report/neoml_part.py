@@ -4,7 +4,7 @@
 (run with that environment's Python): NeoML against the float64 reference,
 every exchanged case (each main-environment runtime's outputs) converted to
 NeoML and run here, and, with ``--export``, NeoML's own cases for the main
-environment to run (:func:`equivalence.exchange.export_neoml`). The NeoML row
+environment to run (:func:`equivalence.harness.exchange.export_neoml`). The NeoML row
 (NeoML -> every runtime) is judged back in the main environment by
 :func:`exchanged_rows` over those files, so both directions use the same code.
 """
@@ -17,10 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import exchange, harness, table
-from ..explore import Exploration, explore
-from ..strategies import lstm_cases
-from . import matrix, results
+from equivalence import table
+from equivalence.harness import exchange
+from equivalence.harness import judge as harness
+from equivalence.harness.explore import Exploration, explore
+from equivalence.report import results
+from equivalence.strategies import lstm_cases
 
 FEATURE = "exchanged case files"
 
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += exchanged_rows(sorted(args.cases.glob("*.npz")), ["neoml"], table.NEOML)
     if args.export:
         exchange.export_neoml(args.export, examples=args.examples, seed=args.seed)
-    runtimes = [r for r in matrix.runtime_rows(table.NEOML) if r["name"] == "neoml"]
+    runtimes = [r for r in results.runtime_rows(table.NEOML) if r["name"] == "neoml"]
     data = results.new_results(
         seed=args.seed,
         examples=args.examples,

@@ -1,9 +1,9 @@
 """The report's phases after the matrix, each with a progress bar that counts its own units.
 
 Each runs the same work, in the same processes, as the function it wraps
-(:func:`~equivalence.mutations.run_catalogue`,
+(:func:`~equivalence.mutations.self_test.run_catalogue`,
 :func:`~equivalence.report.plots.growth_points`,
-:func:`~equivalence.conformance.run_conformance`), so the results file is the
+:func:`~equivalence.harness.conformance.run_conformance`), so the results file is the
 same; only the console learns how far along it is: bugs injected, runtimes
 measured, grid rows judged.
 """
@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .matrix import progress_bar
+from equivalence.report.matrix import progress_bar
 
 T = TypeVar("T")
 
 
 def mutation_self_test(*, examples: int, seed: int) -> list[dict[str, Any]]:
-    from ..mutations import CATALOGUE, run_mutation
+    from equivalence.mutations.self_test import CATALOGUE, run_mutation
 
     found = []
     with progress_bar(len(CATALOGUE), "bugs") as start:
@@ -32,7 +32,7 @@ def mutation_self_test(*, examples: int, seed: int) -> list[dict[str, Any]]:
 
 def quantized(*, examples: int, seed: int) -> list[dict[str, Any]]:
     """The ``quantized`` rows: every quantization path on every shape (about 25 s an example)."""
-    from ..quantized import run_all
+    from equivalence.quantized import run_all
 
     return [r.to_dict() for r in waiting("quantized LSTMs", lambda: run_all(examples, seed))]
 
@@ -40,14 +40,14 @@ def quantized(*, examples: int, seed: int) -> list[dict[str, Any]]:
 def exporters(*, cases: int, seed: int, probe_examples: int = 2) -> list[dict[str, Any]]:
     """The ``exporters`` entries: every registered exporter configuration under every probe
     (exports and saves: a spinner, as it cannot count its units from here)."""
-    from ..third_party.exporter import run_exporters
+    from equivalence.converters.exporter import run_exporters
 
     return waiting("exporters", lambda: run_exporters(
         cases=cases, probe_examples=probe_examples, seed=seed))
 
 
 def error_growth(runtimes: list[str], *, seed: int) -> list[dict[str, Any]]:
-    from .plots import growth_points
+    from equivalence.report.plots import growth_points
 
     points: list[dict[str, Any]] = []
     with progress_bar(len(runtimes), "runtimes") as start:
@@ -63,7 +63,7 @@ def conformance_grid(*, examples: int, seed: int, jobs: int,
     """As ``run_conformance(runtimes, jobs=jobs)``: each row in its own fresh spawned process."""
     import multiprocessing
 
-    from .. import conformance
+    from equivalence.harness import conformance
 
     rows = [row for row in conformance.rows_for(runtimes)
             if row.load().unavailable_reason() is None]
@@ -82,7 +82,7 @@ def conformance_grid(*, examples: int, seed: int, jobs: int,
 
 def _row(task: tuple[int, tuple[Any, ...]]) -> tuple[int, list[dict[str, Any]]]:
     """One grid row in a worker (module level: spawned processes import it by name)."""
-    from .. import conformance
+    from equivalence.harness import conformance
 
     index, args = task
     return index, conformance._row_cells(*args)

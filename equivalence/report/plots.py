@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .cells import grid, headline, judged_text
+from equivalence.report.cells import grid, headline, judged_text
 
 
 def _pyplot():
@@ -26,7 +26,7 @@ def tolerance_ratio(row: dict[str, Any]) -> float:
     The floor is the smallest allowance a check has (it grows with T, and where the
     rounding sensitivity is larger, so a pass may exceed it): a passed cell is drawn at
     most at 1, a failed one above 1, and the colour never contradicts the verdict."""
-    from ..compare import ATOL
+    from equivalence.compare import ATOL
 
     by_dtype = {d: v for d, v in (row.get("max_abs_diff_by_dtype") or {}).items() if d in ATOL}
     if row.get("error"):
@@ -137,7 +137,7 @@ def _curves(points: list[dict[str, Any]], dtype: str) -> dict[str, dict[int, flo
 def _growth_panel(ax: Any, dtype: str, curves: dict[str, dict[int, float]]) -> None:
     import numpy as np
 
-    from ..compare import Tolerance
+    from equivalence.compare import Tolerance
 
     steps = sorted({t for c in curves.values() for t in c})
     median = {t: float(np.median([c[t] for c in curves.values() if t in c])) for t in steps}
@@ -168,11 +168,12 @@ def growth_points(
     """Measure error growth: I=4, H=8, B=4, one spec, every T, float32 and float64."""
     import numpy as np
 
-    from .. import harness, table
-    from ..canonical import random_weights
-    from ..io_types import LSTMInputs
-    from ..spec import LSTMSpec
-    from ..strategies import Case
+    from equivalence import table
+    from equivalence.canonical import random_weights
+    from equivalence.harness import judge as harness
+    from equivalence.io_types import LSTMInputs
+    from equivalence.spec import LSTMSpec
+    from equivalence.strategies import Case
 
     points = []
     for name in runtime_names:

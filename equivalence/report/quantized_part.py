@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .document import Block, Cell, Code, Heading, Paragraph, Strong, Table, cell
+from equivalence.report.document import Block, Cell, Code, Heading, Paragraph, Strong, Table, cell
 
 _VERDICT_CLASS = {"matches its quantization": "pass", "silently wrong": "fail"}
 

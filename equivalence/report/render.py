@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import sections, to_html, to_markdown
-from .cells import FAIL, PASS, cell_text, grid, headline
+from equivalence.report import sections, to_html, to_markdown
+from equivalence.report.cells import FAIL, PASS, cell_text, grid, headline
 
 __all__ = ["FAIL", "PASS", "cell_text", "grid", "headline", "html_page", "markdown"]
 

@@ -9,7 +9,7 @@ Schema (every key always present):
   tolerance: {atol, rtol}, passed, worst_case, features, error}]``; a runtime checked
   against the float64 reference is a pair whose target is ``"reference"``.
 * ``third_party`` and ``mutations``: lists (filled by later checks; may be empty).
-* ``exporters``: ``[ExporterRun.to_dict()]`` (:mod:`equivalence.third_party.exporter`):
+* ``exporters``: ``[ExporterRun.to_dict()]`` (:mod:`equivalence.converters.exporter`):
   one per exporter configuration, its probes' verdicts and statuses (may be empty).
 """
 
@@ -23,8 +23,9 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConversionError
-from ..explore import Exploration
+from equivalence import table
+from equivalence.errors import ConversionError
+from equivalence.harness.explore import Exploration
 
 # The distributions whose versions a results file records: the harness's own, then every
 # package a runtime row names (equivalence.table), so a new row needs no edit here.
@@ -32,7 +33,7 @@ HARNESS_PACKAGES = ("numpy", "hypothesis", "tensorflow-cpu")
 
 
 def frameworks() -> tuple[str, ...]:
-    from ..table import packages
+    from equivalence.table import packages
 
     return tuple(dict.fromkeys((*HARNESS_PACKAGES, *packages())))
 
@@ -189,3 +190,26 @@ def merge(runs: list[dict[str, Any]], *, seed: int) -> dict[str, Any]:
 
 def dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def runtime_rows(environment: str = table.MAIN) -> list[dict[str, Any]]:
+    """Availability of every runtime in the table, as seen from this environment."""
+    rows = []
+    for entry in table.RUNTIMES:
+        runtime = entry.load()
+        if entry.environment != environment:
+            reason = f"runs in the {entry.environment} environment"
+        else:
+            reason = runtime.unavailable_reason() or ""
+        version = runtime.version() if not reason else ""
+        rows.append(
+            {
+                "name": entry.name,
+                "version": version,
+                "device": entry.device,
+                "environment": entry.environment,
+                "available": not reason,
+                "reason": reason,
+            }
+        )
+    return rows

@@ -14,10 +14,10 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
-from ..compare import TENSORS
-from . import summary
-from .cells import FAIL, PASS, cell_text, grid
-from .document import (
+from equivalence.compare import TENSORS
+from equivalence.report import summary
+from equivalence.report.cells import FAIL, PASS, cell_text, grid
+from equivalence.report.document import (
     Block,
     BulletList,
     Cell,
@@ -73,10 +73,11 @@ def pair_replay(data: dict[str, Any], row: dict[str, Any]) -> str:
     if source == "neoml" and target == "reference":
         command = f"{NEOML_PYTHON} -m pytest -m neoml tests/test_neoml.py -k reference"
     elif source == "neoml":
-        command = (f"{NEOML_PYTHON} -m equivalence.exchange export-neoml --out cases {size} && "
-                   f"python -m equivalence.exchange judge --cases cases --targets {target}")
+        command = (f"{NEOML_PYTHON} -m equivalence.harness.exchange export-neoml --out cases "
+                   f"{size} && "
+                   f"python -m equivalence.harness.exchange judge --cases cases --targets {target}")
     elif target == "neoml":
-        command = (f"python -m equivalence.exchange export --out cases --sources {source} "
+        command = (f"python -m equivalence.harness.exchange export --out cases --sources {source} "
                    f"{size} && EQUIVALENCE_EXCHANGE_DIR=cases {NEOML_PYTHON} -m pytest -m "
                    f"neoml tests/test_neoml.py")
     else:
@@ -320,7 +321,7 @@ def _third_party_entry(ctx: Context, e: dict[str, Any]) -> list[Block]:
                      cell(c.get("diagnosis") or "-"),
                      cell(c.get("expected_failure_reason") or "-")])
         if failing:
-            replay = (f"python -m equivalence.third_party --only {shlex.quote(e['converter'])} "
+            replay = (f"python -m equivalence.converters --only {shlex.quote(e['converter'])} "
                       f"--seed {ctx.data.get('seed', 0)}")
             details += [Heading(4, f"{c['name']}: minimal failing case", anchor),
                         CodeBlock(str(failing), f"{anchor}-case", "Minimal case"),
@@ -354,7 +355,7 @@ def mutations(ctx: Context) -> list[Block]:
     return [
         Heading(2, "Mutation self-test"),
         Paragraph(("Known conversion bugs injected into the project's own converters and "
-                   "adapters (", Code("equivalence/mutations.py"),
+                   "adapters (", Code("equivalence/mutations/self_test.py"),
                    f"): {caught} of {len(rows)} caught.")),
         Table(["bug", "caught", "examples", "seconds", "diagnosis given"], table),
         *details,
@@ -363,7 +364,7 @@ def mutations(ctx: Context) -> list[Block]:
 
 def conformance(ctx: Context) -> list[Block]:
     """Runtime x feature: match, refused by name, or silently wrong (its own failure class)."""
-    from .conformance_plot import MATCH, WRONG, axes
+    from equivalence.report.conformance_plot import MATCH, WRONG, axes
 
     cells = ctx.data.get("conformance") or []
     if not cells:
@@ -409,13 +410,13 @@ def conformance(ctx: Context) -> list[Block]:
 
 
 def exporters(ctx: Context) -> list[Block]:
-    from .exporters_part import section
+    from equivalence.report.exporters_part import section
 
     return section(ctx.data)
 
 
 def quantized(ctx: Context) -> list[Block]:
-    from .quantized_part import section
+    from equivalence.report.quantized_part import section
 
     return section(ctx.data)
 

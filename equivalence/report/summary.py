@@ -14,8 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .conformance_plot import MATCH, WRONG
-from .exporters_part import AS_CLAIMED, KNOWN, NOT_RUN, SURPRISE, UNEXPECTED, status
+from equivalence.report.conformance_plot import MATCH, WRONG
+from equivalence.report.exporters_part import (
+    AS_CLAIMED,
+    KNOWN,
+    NOT_RUN,
+    SURPRISE,
+    UNEXPECTED,
+    status,
+)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from html import escape
 
-from .document import (
+from equivalence.report.document import (
     Block,
     BulletList,
     Cell,

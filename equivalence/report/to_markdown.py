@@ -6,7 +6,7 @@ blocks that other parts of the report link to.
 
 from __future__ import annotations
 
-from .document import (
+from equivalence.report.document import (
     Block,
     BulletList,
     Code,

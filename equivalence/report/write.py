@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import conformance_plot, plots, render, results
+from equivalence.report import conformance_plot, plots, render, results
 
 FILES = ("equivalence.json", "index.md", "index.html", "heatmap.png", "error_growth.png",
          "conformance.png")

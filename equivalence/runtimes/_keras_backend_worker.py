@@ -17,9 +17,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from ..spec import LSTMSpec
-from ._keras_common import Feeding
-from ._keras_model import build_model
+from equivalence.runtimes._keras_common import Feeding
+from equivalence.runtimes._keras_model import build_model
+from equivalence.spec import LSTMSpec
 
 _CACHE_SIZE = 64
 # Per (spec, feeding): the model and the function that runs it on (weights set, inputs).

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..io_types import LSTMInputs, LSTMResult
-from ..spec import LSTMSpec
-from .base import Runtime, zero_padding
+from equivalence.io_types import LSTMInputs, LSTMResult
+from equivalence.runtimes.base import Runtime, zero_padding
+from equivalence.spec import LSTMSpec
 
 if TYPE_CHECKING:
-    from ..table import Entry
+    from equivalence.table import Entry
 
 # Layer styles: how one spec is realised with Keras layers.
 LAYERS = "layers"  # one LSTM (or Bidirectional(LSTM)) layer per spec layer

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..spec import LSTMSpec
-from ._keras_common import ZERO_INIT, Feeding
+from equivalence.runtimes._keras_common import ZERO_INIT, Feeding
+from equivalence.spec import LSTMSpec
 
 # The spec's recurrent activations as Keras 3 names them. Keras 3's "hard_sigmoid" is
 # relu6(x + 3) / 6 on every backend (jax.nn.hard_sigmoid, torch's hardsigmoid, TF's relu6).

@@ -22,10 +22,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..files import onnx_activations
-from ..io_types import LSTMInputs, LSTMResult
-from ..spec import LSTMSpec
-from .base import Runtime, zero_padding
+from equivalence.formats import onnx_activations
+from equivalence.io_types import LSTMInputs, LSTMResult
+from equivalence.runtimes.base import Runtime, zero_padding
+from equivalence.spec import LSTMSpec
 
 Feeds = Mapping[str, np.ndarray]
 Compiled = Callable[[Feeds], list[np.ndarray]]
@@ -96,8 +96,8 @@ def probe_model(
     states and the outputs batch-first (one layer only: the graph's flattening
     between layers is time-major).
     """
-    from ..errors import SpecError
-    from .onnxruntime import build_model
+    from equivalence.errors import SpecError
+    from equivalence.runtimes.onnxruntime import build_model
 
     if layout == 1 and spec.layers > 1:
         raise SpecError(f"layout=1 probe: {spec.layers} layers, expected 1")

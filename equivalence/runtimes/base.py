@@ -24,16 +24,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..capabilities import Capabilities
-from ..errors import ShapeError, UnsupportedFeatureError
-from ..formats import get as get_format
-from ..io_types import LSTMInputs, LSTMResult
-from ..memo import Memo
-from ..options import checked_run_options, reader_options
-from ..spec import LSTMSpec
+from equivalence.capabilities import Capabilities
+from equivalence.errors import ShapeError, UnsupportedFeatureError
+from equivalence.formats import get as get_format
+from equivalence.formats.options import checked_run_options, reader_options
+from equivalence.io_types import LSTMInputs, LSTMResult
+from equivalence.memo import Memo
+from equivalence.spec import LSTMSpec
 
 if TYPE_CHECKING:
-    from ..table import Entry
+    from equivalence.table import Entry
 
 __all__ = ["Capabilities", "Runtime", "split_states", "with_initial_states", "zero_padding"]
 

@@ -32,16 +32,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..errors import UnsupportedFeatureError
-from ..formats import flax as flax_format
-from ..formats._common import layer_grid
-from ..io_types import LSTMInputs, LSTMResult
-from ..spec import LSTMSpec
-from ._jax import x64
-from .base import Runtime, zero_padding
+from equivalence.errors import UnsupportedFeatureError
+from equivalence.formats import flax as flax_format
+from equivalence.formats._common import layer_grid
+from equivalence.io_types import LSTMInputs, LSTMResult
+from equivalence.runtimes._jax import x64
+from equivalence.runtimes.base import Runtime, zero_padding
+from equivalence.spec import LSTMSpec
 
 if TYPE_CHECKING:
-    from ..table import Entry
+    from equivalence.table import Entry
 
 # Recurrent activations flax can use as ``gate_fn`` with a function jax itself
 # ships: Keras 3's hard sigmoid is relu6(x + 3) / 6, which is jax.nn.hard_sigmoid.

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..io_types import LSTMInputs, LSTMResult
-from ..spec import LSTMSpec
-from ._jax import x64
-from .base import Runtime, split_states, zero_padding
+from equivalence.io_types import LSTMInputs, LSTMResult
+from equivalence.runtimes._jax import x64
+from equivalence.runtimes.base import Runtime, split_states, zero_padding
+from equivalence.spec import LSTMSpec
 
 if TYPE_CHECKING:
-    from ..table import Entry
+    from equivalence.table import Entry
 
 
 class JaxRnnRuntime(Runtime):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import ClassVar
 
-from ._keras_common import CELLS, LAYERS, KerasFamilyRuntime, KerasModule
+from equivalence.runtimes._keras_common import CELLS, LAYERS, KerasFamilyRuntime, KerasModule
 
 
 def import_keras3():

@@ -18,11 +18,11 @@ from __future__ import annotations
 import importlib
 from typing import Any, ClassVar
 
-from ..io_types import LSTMInputs, LSTMResult
-from ..spec import LSTMSpec
-from ._keras_common import Feeding, feeds, native_arrays, to_result
-from ._worker import Worker
-from .base import Runtime
+from equivalence.io_types import LSTMInputs, LSTMResult
+from equivalence.runtimes._keras_common import Feeding, feeds, native_arrays, to_result
+from equivalence.runtimes._worker import Worker
+from equivalence.runtimes.base import Runtime
+from equivalence.spec import LSTMSpec
 
 _HANDLER = "equivalence.runtimes._keras_backend_worker"
 # One worker per backend for the whole process (the table keeps one runtime per row,

@@ -28,10 +28,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..formats._common import layer_grid
-from ..io_types import LSTMInputs, LSTMResult
-from ..spec import LSTMSpec
-from .base import Runtime
+from equivalence.formats._common import layer_grid
+from equivalence.io_types import LSTMInputs, LSTMResult
+from equivalence.runtimes.base import Runtime
+from equivalence.spec import LSTMSpec
 
 _ARRAYS = ("Wx", "Wh", "bias")
 

@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..formats._common import layer_grid
-from ..io_types import LSTMInputs, LSTMResult
-from ..spec import LSTMSpec
-from .base import Runtime, with_initial_states
+from equivalence.formats._common import layer_grid
+from equivalence.io_types import LSTMInputs, LSTMResult
+from equivalence.runtimes.base import Runtime, with_initial_states
+from equivalence.spec import LSTMSpec
 
 if TYPE_CHECKING:
-    from ..table import Entry
+    from equivalence.table import Entry
 
 _WEIGHT_NAMES = ("input_weights", "recurrent_weights", "input_free_term", "recurrent_free_term")
 

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..files import onnx_activations
-from ..io_types import LSTMInputs, LSTMResult
-from ..spec import LSTMSpec
-from .base import Runtime
+from equivalence.formats import onnx_activations
+from equivalence.io_types import LSTMInputs, LSTMResult
+from equivalence.runtimes.base import Runtime
+from equivalence.spec import LSTMSpec
 
 if TYPE_CHECKING:
-    from ..table import Entry
+    from equivalence.table import Entry
 
 # LSTM-14 semantics (opset 22 only adds bfloat16 types, which ORT's CPU kernel lacks).
 OPSET = 17

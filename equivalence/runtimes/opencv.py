@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ._onnx_family import Compiled, Feeds, OnnxModelRuntime
+from equivalence.runtimes._onnx_family import Compiled, Feeds, OnnxModelRuntime
 
 
 class OpenCvRuntime(OnnxModelRuntime):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ._onnx_family import Compiled, Feeds, OnnxModelRuntime
+from equivalence.runtimes._onnx_family import Compiled, Feeds, OnnxModelRuntime
 
 
 class OpenVinoRuntime(OnnxModelRuntime):

@@ -34,18 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import (
-    ConversionError,
-    MissingKeyError,
-    ShapeError,
-    UnexpectedKeyError,
-)
-from ..io_types import LSTMInputs, LSTMResult
-from ..spec import LSTMSpec
-from .base import Runtime
+from equivalence.errors import ConversionError, MissingKeyError, ShapeError, UnexpectedKeyError
+from equivalence.io_types import LSTMInputs, LSTMResult
+from equivalence.runtimes.base import Runtime
+from equivalence.spec import LSTMSpec
 
 if TYPE_CHECKING:
-    from ..table import Entry
+    from equivalence.table import Entry
 
 _CELL_MODULES = (
     "tf_keras.api._v1.keras.__internal__.legacy.rnn_cell",

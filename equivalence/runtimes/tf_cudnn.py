@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..io_types import LSTMInputs, LSTMResult
-from ..spec import LSTMSpec
-from .base import Runtime, split_states, zero_padding
+from equivalence.io_types import LSTMInputs, LSTMResult
+from equivalence.runtimes.base import Runtime, split_states, zero_padding
+from equivalence.spec import LSTMSpec
 
 
 class TfCudnnRnnRuntime(Runtime):

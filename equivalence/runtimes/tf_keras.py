@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import ClassVar
 
-from ._keras_common import CELLS, CUDNN, LAYERS, KerasFamilyRuntime, KerasModule
+from equivalence.runtimes._keras_common import CELLS, CUDNN, LAYERS, KerasFamilyRuntime, KerasModule
 
 CUDNN_LSTM_IMPORT = "tf_keras.api._v1.keras.layers"
 

@@ -39,12 +39,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConversionError
-from ..io_types import LSTMInputs, LSTMResult
-from ..spec import LSTMSpec
-from ._keras_common import Feeding, feeds, native_arrays, to_result
-from ._keras_model import build_model, input_names
-from .base import Runtime
+from equivalence.errors import ConversionError
+from equivalence.io_types import LSTMInputs, LSTMResult
+from equivalence.runtimes._keras_common import Feeding, feeds, native_arrays, to_result
+from equivalence.runtimes._keras_model import build_model, input_names
+from equivalence.runtimes.base import Runtime
+from equivalence.spec import LSTMSpec
 
 FUSED_LSTM_OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")
 _MARKER_BASE, _MARKER_STEP = 1024.0, 1.0 / 8192  # float32 is exact on [1024, 2048) in these steps
@@ -98,7 +98,7 @@ class TFLiteRuntime(Runtime):
         reason = super().unavailable_reason()
         if reason is not None:
             return reason
-        from .keras import import_keras3
+        from equivalence.runtimes.keras import import_keras3
 
         keras = import_keras3()
         if str(keras.__version__).split(".")[0] != "3":
@@ -160,7 +160,7 @@ class TFLiteRuntime(Runtime):
         """Convert the spec's Keras model holding ``weights`` (no cache, no weight tracing)."""
         import tensorflow as tf
 
-        from .keras import import_keras3
+        from equivalence.runtimes.keras import import_keras3
 
         keras = import_keras3()
         with tf.device("/CPU:0"):

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..io_types import LSTMInputs, LSTMResult
-from ..spec import LSTMSpec, dtype_name
-from .base import Runtime, split_states
+from equivalence.io_types import LSTMInputs, LSTMResult
+from equivalence.runtimes.base import Runtime, split_states
+from equivalence.spec import LSTMSpec, dtype_name
 
 if TYPE_CHECKING:
-    from ..table import Entry
+    from equivalence.table import Entry
 
 
 

@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ._onnx_family import Compiled, Feeds, OnnxModelRuntime
+from equivalence.runtimes._onnx_family import Compiled, Feeds, OnnxModelRuntime
 
 _DATUM = {"float16": "f16", "float32": "f32", "float64": "f64", "int32": "i32"}
 

@@ -4,7 +4,7 @@ Run in the NeoML environment: ``.venv-neoml/bin/python tests/neoml_files/make.py
 
 * ``bidirectional.npz`` + ``.cnnarch``: a case file and the network NeoML stored
   after computing it (2 layers, 2 directions, initial states), as
-  ``python -m equivalence.exchange export-neoml`` writes them;
+  ``python -m equivalence.harness.exchange export-neoml`` writes them;
 * ``single.ckpt``: one Lstm saved with ``Dnn.store_checkpoint`` (solver state after it);
 * ``tagger.cnnarch``: lookup -> fully connected -> tanh -> forward and reverse Lstm
   joined by ConcatChannels (the porting tutorial's network, SCENARIOS.md 4);
@@ -19,9 +19,11 @@ from pathlib import Path
 import neoml
 import numpy as np
 
-from equivalence import exchange, harness, table
+from equivalence import table
 from equivalence.canonical import random_weights
 from equivalence.case import Case
+from equivalence.harness import exchange
+from equivalence.harness import judge as harness
 from equivalence.io_types import LSTMInputs
 from equivalence.spec import LSTMSpec
 

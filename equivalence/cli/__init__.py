@@ -1,0 +1,1 @@
+"""The ``equivalence`` command line: every subcommand's argument handling."""

@@ -1,0 +1,291 @@
+"""NeoML's own network files, read without NeoML.
+
+A network NeoML saved itself (``Dnn.store``, ``Dnn.store_checkpoint``; usually
+``.cnnarch``) is decoded by :mod:`equivalence.files.neoml.archive` without
+NeoML; :func:`read_network_file` finds its ``Lstm`` layers, checks that each
+one's inner layers are wired as NeoML builds an ``Lstm``, and groups a forward
+and a ``reverse_seq`` layer joined by ``ConcatChannels`` into one bidirectional
+layer, and layers fed one by another into a stack.
+
+Only numpy and equivalence modules are imported at the top, so this module
+loads in either environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from equivalence.files._base import FileFormatError, FoundLSTM
+
+# neoml.Dnn.Lstm's activation names, in TActivationFunction order (AF_Sigmoid is 5).
+ACTIVATIONS = ("linear", "elu", "relu", "leaky_relu", "abs", "sigmoid", "tanh", "hard_tanh",
+               "hard_sigmoid", "power", "hswish", "gelu")
+SIGMOID = ACTIVATIONS.index("sigmoid")
+_SPLIT, _SUM, _MUL = "CCnnSplitChannelsLayer", "FmlCnnEltwiseSumLayer", "FmlCnnEltwiseMulLayer"
+_FC, _TANH, _SIGMOID = "FmlCnnFullyConnectedLayer", "FmlCnnTanhLayer", "FmlCnnSigmoidLayer"
+# What each back link captures, and the Lstm's outputs #0 (h) and #1 (c), as NeoML builds them.
+_CAPTURED = {"CCnnBackLink.main": ("CCnnEltwiseMulLayer.reset", 0),
+             "CCnnBackLink.state": ("CCnnEltwiseSumLayer", 0)}
+_OUTPUTS = [("CCnnEltwiseMulLayer.reset", 0), ("CCnnEltwiseSumLayer", 0)]
+_COMPATIBILITY_OUTPUT = ("CCnnTanhLayer.output", 0)
+
+
+def _lstm_wiring(dropout: bool) -> dict[str, tuple[str, list[tuple[str, int]]]]:
+    """Inner layer name -> (class, inputs) of NeoML's ``Lstm`` (``CLstmLayer::buildLayer``).
+
+    Split outputs are the gate blocks in NeoML's order: 0 main (g), 1 forget, 2 input,
+    3 reset (o).
+    """
+    wiring = {
+        "InputHidden": (_FC, [("InputDropout" if dropout else "CompositeSource.0", 0)]),
+        "RecurHidden": (_FC, [("RecurDropout" if dropout else "CCnnBackLink.main", 0)]),
+        "HiddenLayerSum": (_SUM, [("InputHidden", 0), ("RecurHidden", 0)]),
+        _SPLIT: ("FmlCnnSplitChannelsLayer", [("HiddenLayerSum", 0)]),
+        "CCnnTanhLayer.main": (_TANH, [(_SPLIT, 0)]),
+        "CCnnSigmoidLayer.forget": (_SIGMOID, [(_SPLIT, 1)]),
+        "CCnnSigmoidLayer.input": (_SIGMOID, [(_SPLIT, 2)]),
+        "CCnnSigmoidLayer.reset": (_SIGMOID, [(_SPLIT, 3)]),
+        "CCnnEltwiseMulLayer.input": (_MUL, [("CCnnSigmoidLayer.input", 0),
+                                             ("CCnnTanhLayer.main", 0)]),
+        "CCnnEltwiseMulLayer.forget": (_MUL, [("CCnnSigmoidLayer.forget", 0),
+                                              ("CCnnBackLink.state", 0)]),
+        "CCnnEltwiseSumLayer": (_SUM, [("CCnnEltwiseMulLayer.input", 0),
+                                       ("CCnnEltwiseMulLayer.forget", 0)]),
+        "CCnnTanhLayer.output": (_TANH, [("CCnnEltwiseSumLayer", 0)]),
+        "CCnnEltwiseMulLayer.reset": (_MUL, [("CCnnSigmoidLayer.reset", 0),
+                                             ("CCnnTanhLayer.output", 0)]),
+    }
+    if dropout:
+        wiring["InputDropout"] = ("FmlCnnDropoutLayer", [("CompositeSource.0", 0)])
+        wiring["RecurDropout"] = ("FmlCnnDropoutLayer", [("CCnnBackLink.main", 0)])
+    return wiring
+
+
+class _Unreadable(Exception):
+    """Why one Lstm layer of a network cannot be converted (it is still listed)."""
+
+
+@dataclass
+class _Lstm:
+    """One top-level ``Lstm`` layer: its weights in the ``neoml`` native form, or why not."""
+
+    layer: Any  # neoml_archive.Layer
+    cell: dict[str, np.ndarray] | None
+    problem: str | None
+    notes: list[str]
+
+    @property
+    def name(self) -> str:
+        return str(self.layer.name)
+
+    @property
+    def reverse(self) -> bool:
+        return bool(self.layer.fields["reverse"])
+
+    @property
+    def source(self) -> tuple[str, int] | None:
+        return self.layer.inputs[0] if self.layer.inputs else None
+
+
+@dataclass
+class _Unit:
+    """One LSTM layer of a stack: a forward Lstm, or a forward and a reverse one."""
+
+    lstms: list[_Lstm]
+    source: tuple[str, int] | None
+    output: tuple[str, int] | None  # what the next layer of a stack would read
+
+
+def read_network_file(path: Path) -> list[FoundLSTM]:
+    """The LSTMs of a network NeoML saved itself (``Dnn.store``/``store_checkpoint``)."""
+    from equivalence.files.limits import MAX_ARRAY_BYTES
+    from equivalence.files.neoml.archive import NeoMLArchiveError, read_network
+
+    try:
+        size = path.stat().st_size
+        if size > MAX_ARRAY_BYTES:
+            raise FileFormatError(path, f"{size:,} bytes, over the {MAX_ARRAY_BYTES:,}-byte cap")
+        network = read_network(path.read_bytes())
+    except NeoMLArchiveError as exc:
+        raise FileFormatError(path, f"cannot be read as a NeoML network file: {exc}") from exc
+    except OSError as exc:
+        raise FileFormatError(path, f"cannot be read: {exc.strerror or exc}") from exc
+    kind = f"NeoML network file (Dnn.store, archive version {network.version})"
+    shared = []
+    if network.trailing_bytes:
+        kind = f"NeoML checkpoint (Dnn.store_checkpoint, archive version {network.version})"
+        shared.append(f"{network.trailing_bytes} bytes after the network (the solver's state) "
+                      f"are not read")
+    lstms = [_read_lstm(layer) for layer in network.layers if layer.cls == "FmlCnnLstmLayer"]
+    others = [f"{layer.cls.removeprefix('FmlCnn')} {layer.name!r}" for layer in network.layers
+              if layer.cls not in ("FmlCnnLstmLayer", "FmlCnnSourceLayer", "FmlCnnSinkLayer",
+                                   "FmlCnnConcatChannelsLayer")]
+    if others:
+        shared.append(f"the network's other layers are not converted: {', '.join(others)}")
+    units = _units(lstms, network.layers)
+    return [_found(chain, path, kind, shared) for chain in _chains(units)]
+
+
+def _read_lstm(layer: Any) -> _Lstm:
+    notes = []
+    if len(layer.inputs) > 1:
+        notes.append("initial states fed by " + ", ".join(
+            f"{name!r} ({what})"
+            for (name, _), what in zip(layer.inputs[1:3], ("c0", "h0"), strict=False)))
+    try:
+        _check_lstm(layer)
+        inner = {item.name: item for item in layer.layers}
+        if "InputDropout" in inner:
+            notes.append(f"dropout {inner['InputDropout'].fields['rate']:.3g} (training only; "
+                         f"inference ignores it)")
+        return _Lstm(layer, _cell(inner), None, notes)
+    except _Unreadable as exc:
+        return _Lstm(layer, None, str(exc), notes)
+
+
+def _check_lstm(layer: Any) -> None:
+    """Refuse, by name, an Lstm that does not compute the canonical LSTM."""
+    activation = layer.fields["recurrent_activation"]
+    if activation != SIGMOID:
+        name = ACTIVATIONS[activation] if 0 <= activation < len(ACTIVATIONS) else activation
+        raise _Unreadable(f"recurrent activation {name!r}: only NeoML's default sigmoid has a "
+                          f"canonical form")
+    if layer.fields["repeat_count"] != 1:
+        raise _Unreadable(f"repeat count {layer.fields['repeat_count']}: the layer runs each "
+                          f"sequence more than once")
+    mappings = layer.fields["output_mappings"]
+    if mappings[:1] == [_COMPATIBILITY_OUTPUT]:
+        raise _Unreadable("compatibility mode: output #0 is tanh(c) without the output gate")
+    if mappings != _OUTPUTS:
+        raise _Unreadable(f"outputs mapped to {mappings}, expected {_OUTPUTS}")
+    inner = {item.name: item for item in layer.layers}
+    found = {name: (item.cls, item.inputs) for name, item in inner.items()
+             if name not in _CAPTURED}
+    expected = _lstm_wiring(dropout="InputDropout" in inner)
+    for name in sorted(set(found) | set(expected)):
+        if found.get(name) != expected.get(name):
+            raise _Unreadable(f"inner layer {name!r} is {found.get(name, 'missing')}, NeoML's "
+                              f"Lstm has {expected.get(name, 'no such layer')}")
+    for name, captured in _CAPTURED.items():
+        link = inner.get(name)
+        # the initial state enters through the back link's second input (composite input 1 or 2)
+        state_input = ("CompositeSource.2" if name.endswith("main") else "CompositeSource.1", 0)
+        if link is None or link.cls != "FmlCnnBackLink" or link.inputs not in ([], [state_input]):
+            what = "missing" if link is None else (link.cls, link.inputs)
+            raise _Unreadable(f"back link {name!r} is {what}, NeoML's Lstm has "
+                              f"('FmlCnnBackLink', [{state_input}])")
+        sink = link.layers[0]
+        if sink.cls != "FmlCnnCaptureSink" or sink.inputs != [captured]:
+            raise _Unreadable(f"back link {name!r} captures {sink.inputs}, expected [{captured}]")
+    back_links = [item.name for item in layer.fields["back_links"]]
+    if sorted(back_links) != sorted(_CAPTURED):
+        raise _Unreadable(f"back links {back_links}, expected {sorted(_CAPTURED)}")
+
+
+def _cell(inner: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The two fully connected layers' blobs as ``neoml`` native arrays, sizes checked."""
+    cell: dict[str, np.ndarray] = {}
+    for layer, weights, free in (("InputHidden", "input_weights", "input_free_term"),
+                                 ("RecurHidden", "recurrent_weights", "recurrent_free_term")):
+        fc = inner[layer]
+        units4 = fc.fields["elements"]
+        blobs = list(fc.blobs) + [None, None]
+        if blobs[0] is None:
+            raise _Unreadable(f"{layer} has no weights stored (saved before its weights were "
+                              f"set or the network first ran)")
+        dims = blobs[0].dims
+        rows, columns = int(np.prod(dims[:3])), int(np.prod(dims[3:]))
+        if rows != units4 or units4 % 4 or blobs[0].data.dtype != np.float32:
+            raise _Unreadable(f"{layer} weights: blob dims {dims} "
+                              f"({blobs[0].data.dtype}), expected float32 with {units4} = 4 x "
+                              f"units objects")
+        cell[weights] = blobs[0].data.reshape(rows, columns)
+        if fc.fields["zero_free_term"]:
+            cell[free] = np.zeros(units4, np.float32)
+        elif blobs[1] is None or blobs[1].data.size != units4:
+            found = "none" if blobs[1] is None else f"{blobs[1].data.size} elements"
+            raise _Unreadable(f"{layer} free term: {found}, expected {units4} elements")
+        else:
+            cell[free] = blobs[1].data.reshape(units4).astype(np.float32)
+    units = cell["input_weights"].shape[0] // 4
+    if cell["recurrent_weights"].shape != (4 * units, units):
+        raise _Unreadable(f"RecurHidden weights: {cell['recurrent_weights'].shape}, expected "
+                          f"{(4 * units, units)} for {units} units")
+    counts = inner[_SPLIT].fields["output_counts"]
+    if counts != [units] * 3:
+        raise _Unreadable(f"gate split {counts}, expected {[units] * 3} for {units} units")
+    return cell
+
+
+def _units(lstms: list[_Lstm], layers: Sequence[Any]) -> list[_Unit]:
+    """Lstms reading one input: a forward and a reverse one are one bidirectional layer."""
+    concats = {tuple(layer.inputs): layer.name for layer in layers
+               if layer.cls == "FmlCnnConcatChannelsLayer"}
+    groups: dict[Any, list[_Lstm]] = {}
+    for lstm in lstms:
+        groups.setdefault(lstm.source, []).append(lstm)
+    units = []
+    for source, members in groups.items():
+        forward = [m for m in members if not m.reverse]
+        backward = [m for m in members if m.reverse]
+        if len(forward) == 1 and len(backward) == 1:
+            pair = [forward[0], backward[0]]
+            concat = concats.get(tuple((m.name, 0) for m in pair))
+            units.append(_Unit(pair, source, (concat, 0) if concat else None))
+        else:
+            units += [_Unit([m], source, (m.name, 0)) for m in members]
+    return units
+
+
+def _chains(units: list[_Unit]) -> list[list[_Unit]]:
+    """Stacks: a unit continues the one whose output only it reads, with the same directions."""
+    readers: dict[Any, list[_Unit]] = {}
+    for unit in units:
+        readers.setdefault(unit.source, []).append(unit)
+    following: dict[int, _Unit] = {}
+    for unit in units:
+        after = readers.get(unit.output, []) if unit.output is not None else []
+        if len(after) == 1 and len(after[0].lstms) == len(unit.lstms):
+            following[id(unit)] = after[0]
+    has_previous = {id(unit) for unit in following.values()}
+    chains, seen = [], set()
+    # heads first; a unit left over (a crafted cycle) stands alone
+    for unit in [u for u in units if id(u) not in has_previous] + units:
+        if id(unit) in seen:
+            continue
+        chain = [unit]
+        seen.add(id(unit))
+        while id(chain[-1]) in following and id(following[id(chain[-1])]) not in seen:
+            chain.append(following[id(chain[-1])])
+            seen.add(id(chain[-1]))
+        chains.append(chain)
+    return chains
+
+
+def _found(chain: list[_Unit], path: Path, kind: str, shared: list[str], whole: str = ""
+           ) -> FoundLSTM:
+    """One LSTM (``whole``: the stack a single-layer part belongs to)."""
+    members = [lstm for unit in chain for lstm in unit.lstms]
+    name = "+".join(m.name for m in members)
+    named = len(members) > 1  # say which Lstm of a stack
+    problem = next((f"Lstm {m.name!r}: {m.problem}" if named else m.problem
+                    for m in members if m.problem), None)
+    if problem is None and len(chain[0].lstms) == 1 and members[0].reverse:
+        problem = (f"Lstm {members[0].name!r} runs backwards (reverse_seq) "
+                   + (f"as one direction of {whole!r}: convert that instead" if whole else
+                      "with no forward twin on its input")
+                   + "; a backward-only LSTM has no canonical form")
+    native = None if problem else [[lstm.cell for lstm in unit.lstms] for unit in chain]
+    notes = [f"{m.name}: {note}" for m in members for note in m.notes] + shared
+    source = chain[0].source
+    notes.insert(0, f"reads {source[0]!r} output #{source[1]}" if source else "has no input")
+    parts = tuple(_found([_Unit([m], m.source, None)], path, kind, [], name)
+                  for m in members) if len(members) > 1 else ()
+    return FoundLSTM(name=name, format="neoml", native=native,
+                     source=str(path), kind=kind, biases="two (input + recurrent free terms)",
+                     notes=tuple(notes), parts=parts, problem=problem)

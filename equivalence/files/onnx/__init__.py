@@ -1,0 +1,1 @@
+"""The ONNX file family: LSTM nodes in models from strangers, read, written and run."""

@@ -1,0 +1,1 @@
+"""The TF checkpoint family: the ``.index`` read by hand, then the variables."""

@@ -1,0 +1,549 @@
+"""The conformance grid: per runtime and feature, ``match``, ``refused`` or ``silently wrong``.
+
+For every runtime of the table and every feature it could meet, Hypothesis
+draws cases with that feature forced on (``strategies.lstm_cases`` filtered
+to the feature) and each case gets one of three verdicts:
+
+* ``match``: within the harness tolerance of the float64 reference;
+* ``refused``: a named error (the runtime raised, or our contract refused a
+  feature the row does not claim);
+* ``silently wrong``: it ran and gave other numbers (or other shapes). Its own
+  class, never hidden behind a looser tolerance; Hypothesis shrinks it to a
+  minimal case.
+
+A runtime that can run ONNX graphs (:meth:`run_onnx`) is probed at the ONNX
+level: the feature is set in the graph itself, whatever the table row
+claims, so the grid describes the engine, and ONNX attributes the spec cannot
+express (``direction="reverse"``, ``input_forget``, ``layout=1``, an omitted
+initial state) get their own features, with the float64 reference computing
+the intended semantics. Every other runtime is probed through the runtime
+contract, on the features its weight format can hold.
+
+Known findings (:data:`KNOWN`) are expectations, never inputs: the verdicts
+come from the generated cases, and the test suite fails when one stops
+reproducing. Core: numpy, Hypothesis and the harness at import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+
+from equivalence.canonical import LSTMWeights
+from equivalence.capabilities import Capabilities
+from equivalence.case import Case
+from equivalence.compare import compare
+from equivalence.convert import from_canonical
+from equivalence.formats import get as get_format
+from equivalence.harness import judge as harness
+from equivalence.io_types import LSTMResult
+from equivalence.spec import ACTIVATIONS as CELL_ACTIVATIONS
+from equivalence.strategies import lstm_cases
+from equivalence.table import BY_NAME, MAIN, Entry, entries, entry
+
+MATCH, REFUSED, WRONG = "match", "refused", "silently wrong"
+VERDICTS = (MATCH, REFUSED, WRONG)
+# A silently wrong cell stops shrinking after this many runs (OpenVINO compiles every new spec).
+SHRINK_RUNS = 60
+_BASE = Capabilities(bidirectional=False, initial_state=False, lengths=False, time_major=False)
+_ACTIVATIONS = frozenset({"sigmoid", "hard_sigmoid_tf_keras", "hard_sigmoid_keras3"})
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One column of the grid: how to draw cases that use it, and who can meet it.
+
+    ``extra`` turns capabilities on over the plain forward LSTM; ``present``
+    keeps the drawn cases that really use the feature. ``onnx`` are graph
+    attributes beyond the spec (ONNX-level probes only). ``holds`` says
+    whether a weight format can carry it (None: any format, a run-time input).
+    """
+
+    name: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    present: Callable[[Case], bool] = lambda case: True
+    max_layers: int = 1
+    dtype: str = "float32"
+    onnx: Mapping[str, Any] = field(default_factory=dict)
+    holds: Callable[[frozenset[str]], bool] | None = None
+
+    def cases(self) -> st.SearchStrategy[Case]:
+        caps = replace(_BASE, dtypes=frozenset({self.dtype}), **self.extra)
+        drawn = lstm_cases(capabilities=caps, max_layers=self.max_layers, dtypes=(self.dtype,))
+        return drawn.filter(self.present)
+
+
+def _spec_has(name: str) -> Callable[[Case], bool]:
+    return lambda case: name in case.spec.features()
+
+
+def _format_holds(name: str) -> Callable[[frozenset[str]], bool]:
+    return lambda supported: name in supported
+
+
+def _holds_activation(supported: frozenset[str]) -> bool:
+    return any(f.startswith("recurrent_activation=") for f in supported)
+
+
+def _clip_feature(name: str, **extra: Any) -> Feature:
+    return Feature(name, {name: True, **extra}, _spec_has(name), holds=_format_holds(name))
+
+
+def _structure(name: str, extra: Mapping[str, Any], **fields: Any) -> Feature:
+    return Feature(name, extra, _spec_has(name), holds=_format_holds(name), **fields)
+
+
+FORWARD = Feature("forward")
+BIDIRECTIONAL = _structure("bidirectional", {"bidirectional": True})
+STACKED = _structure("stacked layers", {}, max_layers=2)
+GATE_CLIP = _clip_feature("gate_clip")
+CELL_CLIP = _clip_feature("cell_clip")
+PROJECTION = _structure("projection", {"projection": True})
+PROJECTION_CLIP = _clip_feature("projection_clip", projection=True)
+PEEPHOLES = _structure("peepholes", {"peepholes": True})
+ACTIVATIONS = Feature(
+    "activations",
+    {"recurrent_activations": _ACTIVATIONS},
+    lambda case: case.spec.recurrent_activation != "sigmoid",
+    holds=_holds_activation,
+)
+
+
+def _cell_activation(name: str) -> Feature:
+    """The cell activation ``name`` (ONNX g = h), one column each: engines differ by function."""
+    return Feature(f"activation {name}", {"activations": frozenset({name})},
+                   lambda case: case.spec.activation == name,
+                   holds=_format_holds(f"activation={name}"))
+
+
+CELL_ACTIVATION_FEATURES = tuple(_cell_activation(a) for a in CELL_ACTIVATIONS if a != "tanh")
+LENGTHS = Feature("sequence lengths", {"lengths": True},
+                  lambda case: case.inputs.lengths is not None)
+INITIAL_STATES = Feature("initial states", {"initial_state": True},
+                         lambda case: case.inputs.h0 is not None)
+TIME_MAJOR = Feature("time-major", {"time_major": True}, lambda case: case.inputs.time_major)
+FLOAT16 = Feature("float16", dtype="float16")
+FLOAT64 = Feature("float64", dtype="float64")
+BFLOAT16 = Feature("bfloat16", dtype="bfloat16")
+# ONNX attributes the spec cannot say; the graph always has initial-state inputs except below.
+REVERSE = Feature("reverse", onnx={"direction": "reverse"})
+INPUT_FORGET = Feature("input_forget", onnx={"input_forget": True})
+LAYOUT = Feature("layout=1", onnx={"layout": 1})
+NO_INITIAL_STATE = Feature("no initial-state input", onnx={"omit_state": True})
+
+# Through the runtime contract, where the runtime's format can hold the feature.
+CONTRACT_FEATURES = (
+    FORWARD, BIDIRECTIONAL, STACKED, GATE_CLIP, CELL_CLIP, PROJECTION, PROJECTION_CLIP,
+    PEEPHOLES, ACTIVATIONS, *CELL_ACTIVATION_FEATURES, LENGTHS, INITIAL_STATES, TIME_MAJOR,
+    FLOAT16, FLOAT64, BFLOAT16,
+)
+# At the ONNX level (LSTM-14 has no bfloat16; its graph is time-major unless layout=1).
+ONNX_FEATURES = (
+    FORWARD, REVERSE, BIDIRECTIONAL, STACKED, GATE_CLIP, ACTIVATIONS, *CELL_ACTIVATION_FEATURES,
+    INPUT_FORGET, PEEPHOLES, LAYOUT, LENGTHS, INITIAL_STATES, NO_INITIAL_STATE, FLOAT16, FLOAT64,
+)
+FEATURES = tuple({f.name: f for f in ONNX_FEATURES + CONTRACT_FEATURES}.values())  # column order
+
+
+@dataclass(frozen=True)
+class Known:
+    """A finding the grid is expected to reproduce (upstream behaviour, not ours)."""
+
+    verdict: str
+    reason: str
+    # The first upstream release seen to match instead. From it on the finding is not
+    # expected: the cell must match, so a regression there is a new finding again.
+    fixed_in: str | None = None
+
+
+def known_finding(runtime: str, feature: str) -> Known | None:
+    """The finding expected of ``runtime`` on ``feature`` with the installed version."""
+    known = KNOWN.get((runtime, feature))
+    if known is None or known.fixed_in is None:
+        return known
+    return None if _release(_installed_version(runtime)) >= _release(known.fixed_in) else known
+
+
+@functools.cache
+def _installed_version(runtime: str) -> str:
+    return entry(runtime).load().version()
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``"5.1.0"`` -> (5, 1, 0); the numeric leading fields only (``"4.8.0.76"`` keeps all)."""
+    numbers = []
+    for part in version.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers)
+
+
+KNOWN: dict[tuple[str, str], Known] = {
+    ("tract", "reverse"): Known(WRONG, "tract 0.23.9 computes direction=reverse as forward"),
+    ("tract", "gate_clip"): Known(WRONG, "tract 0.23.9 ignores the LSTM clip attribute"),
+    ("tract", "activations"): Known(WRONG, "tract 0.23.9 ignores the activations attribute"),
+    ("tract", "input_forget"): Known(WRONG, "tract 0.23.9 ignores input_forget"),
+    ("tract", "sequence lengths"): Known(REFUSED, "tract: Non constant seq_len is not supported"),
+    ("tract", "float64"): Known(REFUSED, "tract: LstmEpilogue has no float64"),
+    ("tract", "no initial-state input"): Known(
+        REFUSED, "tract: a one-layer forward LSTM without initial_h fails for batch > 1"),
+    ("onnxruntime", "layout=1"): Known(REFUSED, "ORT: layout=1 is not supported"),
+    ("onnxruntime", "float64"): Known(REFUSED, "ORT: LSTM does not support double yet"),
+}
+KNOWN.update({
+    # Recorded on opencv-python-headless 5.0.0; 5.1.0 matches on reverse, peepholes,
+    # layout=1 and float64 (the grid, 2026-12-02).
+    ("opencv", "reverse"): Known(WRONG, "OpenCV: with direction=reverse, Y_h/Y_c are the state "
+                                "after the first step walked (t = T-1)", fixed_in="5.1"),
+    ("opencv", "gate_clip"): Known(WRONG, "OpenCV ignores the LSTM clip attribute"),
+    ("opencv", "input_forget"): Known(WRONG, "OpenCV ignores input_forget"),
+    ("opencv", "peepholes"): Known(WRONG, "OpenCV reads P as i, f, o (ONNX: i, o, f)",
+                                  fixed_in="5.1"),
+    ("opencv", "sequence lengths"): Known(WRONG, "OpenCV ignores sequence_lens: Y_h/Y_c are "
+                                         "the full-length state"),
+    ("opencv", "float64"): Known(WRONG, "OpenCV computes float64 LSTM graphs wrongly",
+                                fixed_in="5.1"),
+    ("opencv", "layout=1"): Known(REFUSED, "OpenCV: transposeND assertion on layout=1",
+                                 fixed_in="5.1"),
+    ("opencv", "activations"): Known(REFUSED, "OpenCV: the importer fails on activations"),
+})
+# The cell activation (g = h), found by the grid (seed 0, 10 examples a cell, 2026-12-02).
+_ONNX_NAMES = {"relu": "Relu", "linear": "Affine", "sigmoid": "Sigmoid", "softsign": "Softsign",
+               "softplus": "Softplus", "elu": "Elu"}
+for _name, _onnx in _ONNX_NAMES.items():
+    KNOWN[("tract", f"activation {_name}")] = Known(
+        WRONG, "tract 0.23.9 ignores the activations attribute (runs Tanh)")
+    if _name != "sigmoid":  # OpenCV 5.1 runs a one-layer forward Sigmoid node right
+        KNOWN[("opencv", f"activation {_name}")] = Known(
+            REFUSED, f"OpenCV: a model with {_onnx} cell activations cannot be loaded")
+    if _name not in ("relu", "sigmoid"):  # OpenVINO's LSTMSequence runs Relu and Sigmoid
+        for _row in ("openvino", "openvino_default"):
+            KNOWN[(_row, f"activation {_name}")] = Known(
+                REFUSED, f"OpenVINO: ConvertLSTMSequenceToTensorIterator fails on {_onnx}")
+for _row in ("openvino", "openvino_default"):
+    KNOWN.update({
+        (_row, "peepholes"): Known(
+            WRONG, "OpenVINO's ONNX frontend drops the P input and runs without peepholes"),
+        (_row, "input_forget"): Known(WRONG, "OpenVINO ignores input_forget"),
+        (_row, "layout=1"): Known(WRONG, "OpenVINO mishandles layout=1: Y comes back empty "
+                                  "with initial states, (B, D, T, H) without (cf. "
+                                  "openvinotoolkit/openvino#37820)"),
+        (_row, "float64"): Known(WRONG, "OpenVINO's CPU plugin runs float64 graphs in float32"),
+        (_row, "activations"): Known(REFUSED, "OpenVINO: Unsupported activation function"),
+    })
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One case of a feature, plus the ONNX attributes it sets beyond the spec."""
+
+    feature: str
+    case: Case
+    onnx: Mapping[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        attributes = ", ".join(f"{k}={v}" for k, v in sorted(self.onnx.items()))
+        return self.case.describe() + (f" onnx({attributes})" if attributes else "")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one probe did."""
+
+    probe: Probe
+    verdict: str
+    max_abs_diff: float | None
+    detail: str = ""
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def expected_result(probe: Probe) -> LSTMResult:
+    """The float64 reference for the probe's intended semantics.
+
+    The ONNX attributes a probe adds (``direction="reverse"`` on a one-direction
+    node, ``input_forget=1``) are spec fields the reference implements.
+    """
+    case = probe.case
+    spec = case.spec.replace(
+        reverse=probe.onnx.get("direction") == "reverse" and case.spec.directions == 1,
+        input_forget=bool(probe.onnx.get("input_forget")),
+    )
+    return harness.reference_result(Case(spec, LSTMWeights(spec, case.weights.cells), case.inputs))
+
+
+# ----------------------------------------------------------------------------- running
+
+
+OnnxRunner = Callable[[bytes, Mapping[str, np.ndarray]], list[np.ndarray]]
+
+
+def onnx_runner(row: Entry) -> OnnxRunner | None:
+    """The row's ONNX-level entry point, or None when it runs its own format only."""
+    runtime = row.load()
+    if hasattr(runtime, "run_onnx"):
+        return runtime.run_onnx
+    if row.format == "onnx" and runtime.module == "onnxruntime":
+        # The onnxruntime row's class predates run_onnx: probe it through the same provider.
+        if row.name not in _SESSIONS:
+            from equivalence.runtimes._onnx_family import OnnxRuntimeSessions
+
+            _SESSIONS[row.name] = OnnxRuntimeSessions(row)
+        return _SESSIONS[row.name].run_onnx
+    return None
+
+
+_SESSIONS: dict[str, Any] = {}
+
+
+def features_for(row: Entry) -> tuple[Feature, ...]:
+    """The features ``row`` could meet: ONNX-level ones, or those its format can hold."""
+    if onnx_runner(row) is not None:
+        return ONNX_FEATURES
+    supported = get_format(row.format).supported
+    return tuple(f for f in CONTRACT_FEATURES if f.holds is None or f.holds(supported))
+
+
+def run_probe(row: Entry, probe: Probe, runner: OnnxRunner | None) -> LSTMResult:
+    """Run the probe on the row: as an ONNX graph when ``runner``, else through the contract."""
+    case = probe.case
+    if runner is None:
+        return harness.run(row, case, harness.native_weights(row, case))
+    from equivalence.runtimes import _onnx_family as onnx_family
+
+    attributes = dict(probe.onnx)
+    has_state = not attributes.pop("omit_state", False)
+    layout = attributes.get("layout", 0)
+    model = onnx_family.probe_model(case.spec, has_state=has_state,
+                                    has_lengths=case.inputs.lengths is not None, **attributes)
+    plain = LSTMWeights(case.spec.replace(recurrent_activation="sigmoid"), case.weights.cells)
+    native = from_canonical(plain, "onnx")
+    fed = onnx_family.feeds(case.spec, native, case.inputs, has_state=has_state, layout=layout)
+    return onnx_family.result(case.spec, runner(model, fed), case.inputs, layout=layout)
+
+
+def observe(row: Entry, probe: Probe, runner: OnnxRunner | None) -> Observation:
+    """Run one probe and judge it against the reference under the harness tolerance."""
+    try:
+        actual = run_probe(row, probe, runner)
+    except Exception as exc:  # any error raised instead of numbers is a refusal, named here
+        return Observation(probe, REFUSED, None, _error_line(exc))
+    comparison = compare(expected_result(probe), actual, harness.tolerance(probe.case, row))
+    finite = math.isfinite(comparison.max_abs_diff)
+    diff = comparison.max_abs_diff if finite else None
+    if comparison.ok:
+        return Observation(probe, MATCH, diff)
+    return Observation(probe, WRONG, diff, comparison.describe().splitlines()[0])
+
+
+def _error_line(exc: BaseException) -> str:
+    """``Type: first line ... cause`` (tract and OpenVINO put the cause last, then a backtrace)."""
+    text = str(exc).split("Stack backtrace:")[0].split("stack backtrace:")[0]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()] or [""]
+    shown = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+    return f"{type(exc).__name__}: {shown}"[:300]
+
+
+class _SilentlyWrong(Exception):
+    """Raised inside the Hypothesis search so it shrinks a silently wrong probe."""
+
+
+def judge(
+    row: Entry, feature: Feature, *, max_examples: int, seed: int, shrink_runs: int = SHRINK_RUNS
+) -> dict[str, Any]:
+    """One cell of the grid: ``max_examples`` drawn probes, shrunk when silently wrong.
+
+    Shrinking stops after ``shrink_runs`` further runs (every new spec costs
+    OpenVINO a compilation); the smallest failure found by then is reported.
+    """
+    runner = onnx_runner(row)
+    seen: dict[tuple[str, bytes], Observation] = {}
+    raised: list[Observation] = []  # Hypothesis replays its minimal failure last
+
+    # Every setting from Hypothesis's own defaults, not the ambient profile (pytest loads
+    # one, a spawned worker does not): a cell is the same wherever it is judged.
+    @hypothesis_seed(seed)
+    @settings(settings.get_profile("default"), max_examples=max_examples, database=None,
+              deadline=None,
+              phases=(Phase.explicit, Phase.generate, Phase.shrink),
+              suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
+              report_multiple_bugs=False)
+    @given(feature.cases())
+    def search(case: Case) -> None:
+        probe = Probe(feature.name, case, feature.onnx)
+        key = _identity(probe)
+        if key not in seen:
+            if raised and len(seen) >= max_examples + shrink_runs:
+                return  # shrink budget spent: what was not run counts as not failing
+            seen[key] = observe(row, probe, runner)
+        if seen[key].verdict == WRONG:
+            raised.append(seen[key])
+            raise _SilentlyWrong
+
+    with contextlib.suppress(_SilentlyWrong):
+        search()
+    return _cell(row, feature, list(seen.values()), raised[-1] if raised else None)
+
+
+def _identity(probe: Probe) -> tuple[str, bytes]:
+    """What makes two probes the same probe (the description alone omits the values)."""
+    inputs, arrays = probe.case.inputs, [probe.case.inputs.x]
+    arrays += [a for a in (inputs.h0, inputs.c0, inputs.lengths) if a is not None]
+    arrays += [a for _, _, cell in probe.case.weights.iter_cells() for a in cell.arrays().values()]
+    return probe.describe(), b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)
+
+
+def _cell(
+    row: Entry, feature: Feature, observed: list[Observation], minimal: Observation | None
+) -> dict[str, Any]:
+    diffs = [o.max_abs_diff for o in observed if o.max_abs_diff is not None]
+    if any(o.verdict == WRONG and o.max_abs_diff is None for o in observed):
+        diffs = []  # a wrong shape or a NaN has no finite difference: say none
+    refused = [o for o in observed if o.verdict == REFUSED]
+    if minimal is not None:
+        verdict, shown = WRONG, minimal
+    elif refused:
+        verdict, shown = REFUSED, min(refused, key=lambda o: _size(o.probe.case))
+    else:
+        verdict, shown = MATCH, None
+    known = known_finding(row.name, feature.name)
+    return {
+        "runtime": row.name,
+        "feature": feature.name,
+        "verdict": verdict,
+        "max_abs_diff": max(diffs) if diffs else None,
+        "minimal_case": shown.probe.describe() if shown else None,
+        "detail": shown.detail if shown else "",
+        "runs": len(observed),
+        "claimed": _claimed(row, feature, observed),
+        "claimed_off": _claimed_off(row, feature, observed),
+        "known": known.reason if known and known.verdict == verdict else None,
+    }
+
+
+def _size(case: Case) -> tuple[int, ...]:
+    spec = case.spec
+    return (spec.layers, spec.directions, spec.units, spec.input_size,
+            case.inputs.batch, case.inputs.steps)
+
+
+def _is_claimed(row: Entry, probe: Probe) -> bool:
+    """Whether the row's capabilities claim everything the probe uses."""
+    caps, case = row.capabilities, probe.case
+    return caps.refusal(case.spec) is None and caps.input_refusal(case.inputs) is None
+
+
+def _claimed(row: Entry, feature: Feature, observed: list[Observation]) -> bool | None:
+    """Whether the row claims every probe of the cell (None: an ONNX attribute outside the
+    contract). A cell whose probes differ (one activation claimed, another not) is False."""
+    if feature.onnx or not observed:
+        return None
+    return all(_is_claimed(row, o.probe) for o in observed)
+
+
+def _claimed_off(row: Entry, feature: Feature, observed: list[Observation]) -> str | None:
+    """The smallest probe the row claims that did not match (a false claim), or None."""
+    if feature.onnx:
+        return None
+    off = [o for o in observed if o.verdict != MATCH and _is_claimed(row, o.probe)]
+    if not off:
+        return None
+    worst = min(off, key=lambda o: _size(o.probe.case))
+    return f"{worst.probe.describe()}: {worst.verdict}: {worst.detail}"
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+def rows_for(runtimes: Iterable[str | Entry] | None) -> list[Entry]:
+    """Table rows by name (or given rows); None: every CPU row of the main environment."""
+    if runtimes is None:
+        return [e for e in entries(environment=MAIN) if e.load().unavailable_reason() is None]
+    return [r if isinstance(r, Entry) else entry(r) for r in runtimes]
+
+
+def run_conformance(
+    runtimes: Iterable[str | Entry] | None = None,
+    *,
+    features: Iterable[str] | None = None,
+    max_examples: int = 10,
+    seed: int = 0,
+    shrink_runs: int = SHRINK_RUNS,
+    jobs: int | None = None,
+) -> list[dict[str, Any]]:
+    """The grid: one ``{runtime, feature, verdict, max_abs_diff, minimal_case, ...}`` per cell.
+
+    ``features`` restricts the columns by name; a row that cannot run here is
+    left out (the report lists unavailable runtimes elsewhere).
+
+    ``jobs=None`` judges every row in this process. ``jobs=N`` judges each row
+    in a fresh spawned process, N at a time (the report's way): a row's cells
+    then depend on nothing that ran before it (runtimes keep per-process
+    state, such as built networks, that can move a float32 result by its last
+    bit and so a shrink path), so the grid is the same for every N.
+    """
+    wanted = None if features is None else sorted(set(features))
+    rows = [row for row in rows_for(runtimes) if row.load().unavailable_reason() is None]
+    args = (wanted, max_examples, seed, shrink_runs)
+    if jobs is None:
+        parts = [_row_cells(row, *args) for row in rows]
+    else:
+        parts = _in_fresh_processes(rows, args, jobs)
+    return [cell for part in parts for cell in part]
+
+
+def _in_fresh_processes(
+    rows: list[Entry], args: tuple[Any, ...], jobs: int
+) -> list[list[dict[str, Any]]]:
+    """``_row_cells`` of each table row in its own spawned process (frameworks must not fork)."""
+    import multiprocessing
+
+    strangers = [row.name for row in rows if BY_NAME.get(row.name) != row]
+    if strangers:
+        raise ValueError(f"jobs: only table rows can be judged in other processes: {strangers}")
+    context = multiprocessing.get_context("spawn")
+    workers = max(1, min(jobs, len(rows)))
+    # maxtasksperchild=1 with chunksize=1: one row per process, then a new process
+    with context.Pool(workers, maxtasksperchild=1) as pool:
+        tasks = [(row.name, *args) for row in rows]
+        return pool.starmap(_row_cells, tasks, chunksize=1)
+
+
+def _row_cells(
+    row: str | Entry, wanted: list[str] | None, max_examples: int, seed: int, shrink_runs: int
+) -> list[dict[str, Any]]:
+    """One row of the grid (a worker's unit)."""
+    row = row if isinstance(row, Entry) else entry(row)
+    return [judge(row, feature, max_examples=max_examples, seed=seed, shrink_runs=shrink_runs)
+            for feature in features_for(row) if wanted is None or feature.name in wanted]
+
+
+def unexpected(cells: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Cells that break an expectation: a case the row claims that did not match (the
+    table is wrong), a known finding that changed, or an unknown silently wrong cell."""
+    problems = []
+    for cell in cells:
+        where = f"{cell['runtime']} / {cell['feature']}"
+        known = known_finding(cell["runtime"], cell["feature"])
+        if cell.get("claimed_off"):
+            problems.append(f"{where}: claimed by the row, but {cell['claimed_off']}")
+        elif known is not None and known.verdict != cell["verdict"]:
+            problems.append(f"{where}: known {known.verdict} ({known.reason}), "
+                            f"now {cell['verdict']}")
+        elif known is None and cell["verdict"] == WRONG:
+            problems.append(f"{where}: silently wrong: {cell['minimal_case']} "
+                            f"({cell['detail']})")
+    return problems
