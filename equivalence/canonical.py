@@ -1,6 +1,7 @@
 """The canonical weight form every format converts to and from.
 
-One :class:`CellWeights` per layer and direction, gate order i f g o, matrices
+One :class:`CellWeights` per layer and direction, gates in the cell's canonical
+order (LSTM i f g o, GRU r z n: :mod:`equivalence.cells`), matrices
 left-multiplying (``W @ x``, PyTorch's orientation). Input and recurrent biases
 are kept apart so that two-bias formats round-trip exactly; one-bias formats
 read and write their sum.
@@ -22,9 +23,9 @@ GATES = ("i", "f", "g", "o")
 class CellWeights:
     """One layer, one direction.
 
-    ``w_input`` (4H, in), ``w_recurrent`` (4H, O), ``b_input`` (4H),
-    ``b_recurrent`` (4H), ``peephole`` (3, H) rows i, f, o or None,
-    ``projection`` (P, H) or None.
+    With G gates (4 for an LSTM, 3 for a GRU): ``w_input`` (GH, in),
+    ``w_recurrent`` (GH, O), ``b_input`` (GH), ``b_recurrent`` (GH); LSTMs only:
+    ``peephole`` (3, H) rows i, f, o or None, ``projection`` (P, H) or None.
     """
 
     w_input: np.ndarray
@@ -108,11 +109,12 @@ class LSTMWeights:
 def expected_shapes(spec: LSTMSpec, layer: int) -> dict[str, tuple[int, ...]]:
     """Canonical shape of every array of ``layer`` under ``spec``."""
     units, out = spec.units, spec.output_size
+    rows = spec.gate_count * units
     shapes = {
-        "w_input": (4 * units, spec.layer_input_size(layer)),
-        "w_recurrent": (4 * units, out),
-        "b_input": (4 * units,),
-        "b_recurrent": (4 * units,),
+        "w_input": (rows, spec.layer_input_size(layer)),
+        "w_recurrent": (rows, out),
+        "b_input": (rows,),
+        "b_recurrent": (rows,),
     }
     if spec.peepholes:
         shapes["peephole"] = (3, units)

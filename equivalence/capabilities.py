@@ -35,10 +35,16 @@ class Capabilities:
     lengths: bool = True
     time_major: bool = False
     dtypes: frozenset[str] = frozenset({"float32"})
+    cells: frozenset[str] = frozenset({"lstm"})
+    # a GRU with reset_after=False (the reset gate on h before the matmul: Keras
+    # reset_after=False, TF1 GRUCell, ONNX linear_before_reset=0)
+    reset_before: bool = False
 
     def refusal(self, spec: LSTMSpec) -> str | None:
         """Why ``spec`` cannot run here, or None when it can."""
         checks = [
+            (spec.cell not in self.cells, f"cell={spec.cell}"),
+            (not spec.reset_after and not self.reset_before, "reset_after=False"),
             (self.max_layers is not None and spec.layers > self.max_layers,
              f"{spec.layers} layers (max {self.max_layers})"),
             (spec.directions == 2 and not self.bidirectional, "bidirectional"),
@@ -90,6 +96,7 @@ def joint_capabilities(capabilities: Iterable[Capabilities]) -> Capabilities:
         "initial_state",
         "lengths",
         "time_major",
+        "reset_before",
     )
     joint: dict[str, Any] = {flag: all(getattr(c, flag) for c in caps) for flag in flags}
     return Capabilities(
@@ -98,4 +105,5 @@ def joint_capabilities(capabilities: Iterable[Capabilities]) -> Capabilities:
         recurrent_activations=frozenset.intersection(*(c.recurrent_activations for c in caps)),
         activations=frozenset.intersection(*(c.activations for c in caps)),
         dtypes=frozenset.intersection(*(c.dtypes for c in caps)),
+        cells=frozenset.intersection(*(c.cells for c in caps)),
     )

@@ -222,9 +222,19 @@ def diff_tensor(
 
 
 def compare(expected: LSTMResult, actual: LSTMResult, tolerance: Tolerance) -> Comparison:
-    """Compare outputs, h and c of two results under ``tolerance``."""
-    pairs = zip(TENSORS, expected.tensors().values(), actual.tensors().values(), strict=True)
-    return Comparison(tuple(diff_tensor(n, e, a, tolerance) for n, e, a in pairs), tolerance)
+    """Compare the output and every state of two results (h and c for an LSTM, h for a
+    GRU) under ``tolerance``; a state one side lacks is a structural difference."""
+    want, got = expected.tensors(), actual.tensors()
+    diffs = [diff_tensor(n, want[n], got[n], tolerance) if n in got
+             else _absent(n, want[n], "missing") for n in want]
+    diffs += [_absent(n, got[n], "returned, but the expected result has none")
+              for n in got if n not in want]
+    return Comparison(tuple(diffs), tolerance)
+
+
+def _absent(name: str, value: np.ndarray, problem: str) -> TensorDiff:
+    size = int(np.size(value))
+    return TensorDiff(name, math.inf, (), size, size, problem)
 
 
 def judge(expected: LSTMResult, actual: LSTMResult, tolerance: Tolerance,
@@ -251,7 +261,7 @@ def rounding_sensitivity(weights: LSTMWeights, inputs: LSTMInputs, dtype: str,
     base = (exact or run(weights, inputs)).tensors()
     rng = np.random.default_rng(0)
     unit = UNIT_ROUNDOFF[dtype]
-    moved = dict.fromkeys(TENSORS, 0.0)
+    moved = dict.fromkeys(base, 0.0)
     for _ in range(SENSITIVITY_SAMPLES):
         result = run(_moved_weights(weights, unit, rng), _moved_inputs(inputs, unit, rng))
         for name, value in result.tensors().items():

@@ -6,7 +6,8 @@ The contract (shared by the reference and every runtime):
 * ``outputs`` is ``(B, T, D*O)`` with O the output size (projection or units),
   forward direction first; positions past a sequence's length are zero.
 * ``h`` is ``(L, D, B, O)`` and ``c`` is ``(L, D, B, H)``: the state after each
-  sequence's last valid step (for the reverse direction: after step 0).
+  sequence's last valid step (for the reverse direction: after step 0). A GRU
+  has no ``c``: its result holds None there, and ``c0`` is never given.
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ class LSTMResult:
 
     outputs: np.ndarray
     h: np.ndarray
-    c: np.ndarray
+    c: np.ndarray | None = None
+
+    @property
+    def states(self) -> dict[str, np.ndarray]:
+        """The final states the cell has: h and c for an LSTM, h for a GRU."""
+        return {"h": self.h} if self.c is None else {"h": self.h, "c": self.c}
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return {"output": self.outputs, "h": self.h, "c": self.c}
+        return {"output": self.outputs, **self.states}

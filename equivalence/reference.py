@@ -1,19 +1,20 @@
-"""The oracle: a float64 numpy LSTM implementing every feature of every format.
+"""The oracle: a float64 numpy recurrent stack implementing every feature of every format.
 
-Written for clarity, not speed. One time loop (:func:`run_direction`), one
-cell step (:func:`lstm_cell_step`); the stack, directions, padding and state
-bookkeeping live in :func:`lstm`. Its result layout is the contract every
-runtime normalizes to (see :mod:`equivalence.io_types`).
+Written for clarity, not speed. One time loop (:func:`run_direction`) over the
+cell's float64 step (:mod:`equivalence.cells`: LSTM or GRU); the stack,
+directions, padding and state bookkeeping live in :func:`lstm` (also :func:`run`).
+Its result layout is the contract every runtime normalizes to (see
+:mod:`equivalence.io_types`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
+from equivalence import cells
 from equivalence.canonical import CellWeights, LSTMWeights
 from equivalence.capabilities import Capabilities
+from equivalence.cells import activations
 from equivalence.errors import ShapeError
 from equivalence.io_types import LSTMResult
 from equivalence.spec import ACTIVATIONS, DTYPES, RECURRENT_ACTIVATIONS, LSTMSpec
@@ -32,113 +33,54 @@ CAPABILITIES = Capabilities(
     activations=frozenset(ACTIVATIONS),
     time_major=True,
     dtypes=frozenset(DTYPES),
+    cells=frozenset(cells.NAMES),
+    reset_before=True,
 )
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
-
-
-def hard_sigmoid_tf_keras(x: np.ndarray) -> np.ndarray:
-    """tf_keras / Keras 2: clip(0.2 x + 0.5, 0, 1)."""
-    return np.clip(0.2 * x + 0.5, 0.0, 1.0)
-
-
-def hard_sigmoid_keras3(x: np.ndarray) -> np.ndarray:
-    """Keras 3: relu6(x + 3) / 6 = clip(x / 6 + 0.5, 0, 1)."""
-    return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
-
-
-RECURRENT_ACTIVATION: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "sigmoid": sigmoid,
-    "hard_sigmoid_tf_keras": hard_sigmoid_tf_keras,
-    "hard_sigmoid_keras3": hard_sigmoid_keras3,
-}
-
-
-def elu(x: np.ndarray) -> np.ndarray:
-    """Keras ``elu`` and ONNX ``Elu`` at their default alpha 1: x, or exp(x) - 1 below 0."""
-    return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
-
-
-def softplus(x: np.ndarray) -> np.ndarray:
-    """log(1 + exp(x)), overflow-free."""
-    return np.logaddexp(0.0, x)
-
-
-# The cell/output activation: applied to the candidate g and to c before the output gate.
-ACTIVATION: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "tanh": np.tanh,
-    "relu": lambda x: np.maximum(x, 0.0),
-    "linear": lambda x: x,
-    "sigmoid": sigmoid,
-    "softsign": lambda x: x / (1.0 + np.abs(x)),
-    "softplus": softplus,
-    "elu": elu,
-}
+# The activations live with the cells (equivalence.cells.activations); these names stay
+# here because tests and findings use the reference's.
+sigmoid, elu, softplus = activations.sigmoid, activations.elu, activations.softplus
+hard_sigmoid_tf_keras = activations.hard_sigmoid_tf_keras
+hard_sigmoid_keras3 = activations.hard_sigmoid_keras3
+RECURRENT_ACTIVATION = activations.RECURRENT_ACTIVATION
+ACTIVATION = activations.ACTIVATION
 
 
 def lstm_cell_step(
     cell: CellWeights, spec: LSTMSpec, x: np.ndarray, h: np.ndarray, c: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One time step for a batch: returns the new (h, c)."""
-    gate = RECURRENT_ACTIVATION[spec.recurrent_activation]
-    act = ACTIVATION[spec.activation]
-    z = x @ cell.w_input.T + cell.b_input + h @ cell.w_recurrent.T + cell.b_recurrent
-    zi, zf, zg, zo = np.split(z, 4, axis=-1)
-    zf = zf + spec.forget_bias  # TF1 adds forget_bias at run time
-    if cell.peephole is not None:
-        zi = zi + cell.peephole[0] * c
-        zf = zf + cell.peephole[1] * c
-    zi, zf, zg = (_gate_clip(z_, spec) for z_ in (zi, zf, zg))
-    input_gate = gate(zi)
-    forget_gate = 1.0 - input_gate if spec.input_forget else gate(zf)  # ONNX input_forget
-    c_new = forget_gate * c + input_gate * act(zg)
-    if spec.cell_clip is not None:
-        c_new = np.clip(c_new, -spec.cell_clip, spec.cell_clip)
-    if cell.peephole is not None:
-        zo = zo + cell.peephole[2] * c_new  # the output peephole sees the new cell state
-    h_new = gate(_gate_clip(zo, spec)) * act(c_new)
-    if cell.projection is not None:
-        h_new = h_new @ cell.projection.T
-        if spec.projection_clip is not None:
-            h_new = np.clip(h_new, -spec.projection_clip, spec.projection_clip)
+    """One LSTM time step for a batch: returns the new (h, c)."""
+    _, (h_new, c_new) = cells.lstm.step(cell, spec, x, (h, c))
     return h_new, c_new
-
-
-def _gate_clip(z: np.ndarray, spec: LSTMSpec) -> np.ndarray:
-    """ONNX ``clip``: bound a gate pre-activation before its activation."""
-    if spec.gate_clip is None:
-        return z
-    return np.clip(z, -spec.gate_clip, spec.gate_clip)
 
 
 def run_direction(
     cell: CellWeights,
     spec: LSTMSpec,
     x: np.ndarray,
-    h: np.ndarray,
-    c: np.ndarray,
+    states: tuple[np.ndarray, ...],
     lengths: np.ndarray,
     reverse: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """Run one direction over right-padded ``x`` (B, T, in).
 
     Returns outputs (B, T, O) in original time order (zero past each length)
-    and the final (h, c). The reverse direction walks each sequence from its
-    last valid step back to step 0, so padding never enters the state.
+    and the final states (h, c for an LSTM; h for a GRU). The reverse direction
+    walks each sequence from its last valid step back to step 0, so padding
+    never enters the state.
     """
+    step_fn = cells.cell(spec.cell).step
     batch, steps = x.shape[:2]
     rows = np.arange(batch)
-    outputs = np.zeros((batch, steps, h.shape[-1]))
+    outputs = np.zeros((batch, steps, states[0].shape[-1]))
     for step in range(steps):
         active = step < lengths
         t = np.where(active, lengths - 1 - step if reverse else step, 0)
-        h_new, c_new = lstm_cell_step(cell, spec, x[rows, t], h, c)
-        h = np.where(active[:, None], h_new, h)
-        c = np.where(active[:, None], c_new, c)
-        outputs[rows[active], t[active]] = h_new[active]
-    return outputs, h, c
+        out, new = step_fn(cell, spec, x[rows, t], states)
+        states = tuple(np.where(active[:, None], n, s) for n, s in zip(new, states, strict=True))
+        outputs[rows[active], t[active]] = out[active]
+    return outputs, states
 
 
 def lstm(
@@ -162,31 +104,36 @@ def lstm(
         x = x.transpose(1, 0, 2)
     batch, steps = _check_input(spec, x)
     lengths = _check_lengths(lengths, batch, steps)
-    h0 = _initial("h0", h0, (spec.layers, spec.directions, batch, spec.output_size))
-    c0 = _initial("c0", c0, (spec.layers, spec.directions, batch, spec.units))
-    layer_input, final_h, final_c = x, [], []
+    initial = {"h": _initial("h0", h0, (spec.layers, spec.directions, batch, spec.output_size))}
+    if "c" in spec.state_names:
+        initial["c"] = _initial("c0", c0, (spec.layers, spec.directions, batch, spec.units))
+    elif c0 is not None:
+        raise ShapeError("c0", np.shape(c0), "None", f"a {spec.cell} cell has no c")
+    layer_input = x
+    final: dict[str, list[np.ndarray]] = {name: [] for name in initial}
     for layer, per_direction in enumerate(weights.cells):
         outs = []
         for direction, cell in enumerate(per_direction):
-            out, h, c = run_direction(
+            out, states = run_direction(
                 _as_float64(cell),
                 spec,
                 layer_input,
-                h0[layer, direction],
-                c0[layer, direction],
+                tuple(initial[name][layer, direction] for name in initial),
                 lengths,
                 # direction 1 of a pair runs backwards; so does a reverse spec's only one
                 reverse=direction == 1 or spec.reverse,
             )
             outs.append(out)
-            final_h.append(h)
-            final_c.append(c)
+            for name, state in zip(initial, states, strict=True):
+                final[name].append(state)
         layer_input = np.concatenate(outs, axis=-1)
     outputs = layer_input.transpose(1, 0, 2) if time_major else layer_input
     shape = (spec.layers, spec.directions, batch)
-    return LSTMResult(
-        outputs, np.stack(final_h).reshape(*shape, -1), np.stack(final_c).reshape(*shape, -1)
-    )
+    stacked = {name: np.stack(values).reshape(*shape, -1) for name, values in final.items()}
+    return LSTMResult(outputs, stacked["h"], stacked.get("c"))
+
+
+run = lstm  # the name for any cell: ``reference.run(weights, x)`` runs a GRU too
 
 
 def _as_float64(cell: CellWeights) -> CellWeights:

@@ -1,4 +1,4 @@
-"""The LSTM spec: every architectural fact a set of weights does not carry.
+"""The spec: every architectural fact a set of weights does not carry, for any cell type.
 
 A spec plus canonical weights fully determines the function an LSTM computes.
 Fields that are run-time configuration in some frameworks (clips, TF1's
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from equivalence import cells
 from equivalence.errors import SpecError, brief, describe
 
 RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid_tf_keras", "hard_sigmoid_keras3")
@@ -66,6 +67,10 @@ class LSTMSpec:
     ``input_forget`` couples the gates, f = 1 - i (ONNX ``input_forget=1``).
     ``activation`` is the cell/output activation (tanh by default), applied to the
     candidate and to c before the output gate (Keras ``activation=``, ONNX g = h).
+    ``cell`` is the cell type (:mod:`equivalence.cells`: ``"lstm"`` or ``"gru"``); a
+    GRU has no c, so none of the LSTM's own features. ``reset_after`` is the GRU's
+    variant: the reset gate applied after the candidate's recurrent matmul (PyTorch,
+    ONNX ``linear_before_reset=1``) or, when False, to h before it.
     """
 
     input_size: int
@@ -83,6 +88,8 @@ class LSTMSpec:
     reverse: bool = False
     input_forget: bool = False
     activation: str = "tanh"
+    cell: str = "lstm"
+    reset_after: bool = True
 
     def __post_init__(self) -> None:
         for name in ("input_size", "units", "layers"):
@@ -102,10 +109,36 @@ class LSTMSpec:
             raise SpecError("reverse: True with directions=2, expected directions=1 "
                             "(a bidirectional LSTM already runs both ways)")
         self._set("forget_bias", finite_number("forget_bias", self.forget_bias))
+        self._check_cell()
         _one_of("recurrent_activation", self.recurrent_activation, RECURRENT_ACTIVATIONS)
         _one_of("activation", self.activation, ACTIVATIONS)
         _one_of("dtype", self.dtype, DTYPES)
         self._check_size()
+
+    def _check_cell(self) -> None:
+        _one_of("cell", self.cell, cells.NAMES)
+        self._set("reset_after", _flag("reset_after", self.reset_after))
+        if not self.reset_after and self.cell != "gru":
+            raise SpecError(f"reset_after: False, but the {self.cell} cell has no reset gate "
+                            "(expected True, the default)")
+        foreign = set(self.features()) & cells.foreign_features(self.cell)
+        if foreign:
+            raise SpecError(f"{sorted(foreign)[0]}: set, but the {self.cell} cell cannot carry it "
+                            f"(it belongs to {self._owner(sorted(foreign)[0])})")
+
+    @staticmethod
+    def _owner(feature: str) -> str:
+        return " and ".join(c.name for c in cells.CELLS.values() if feature in c.own_features)
+
+    @property
+    def gate_count(self) -> int:
+        """Gates per cell: 4 for an LSTM (i f g o), 3 for a GRU (r z n)."""
+        return cells.cell(self.cell).gate_count
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The cell's states: ("h", "c") for an LSTM, ("h",) for a GRU."""
+        return cells.cell(self.cell).states
 
     def _check_size(self) -> None:
         if self.layers > MAX_LAYERS:
@@ -120,11 +153,11 @@ class LSTMSpec:
 
     def parameter_count(self) -> int:
         """Canonical weights in the whole stack (exact Python ints: nothing overflows)."""
-        units, out, d = self.units, self.output_size, self.directions
-        extra = 8 * units + 4 * units * out + (3 * units if self.peepholes else 0)
+        units, out, d, gates = self.units, self.output_size, self.directions, self.gate_count
+        extra = 2 * gates * units + gates * units * out + (3 * units if self.peepholes else 0)
         extra += out * units if self.projection_size is not None else 0
-        first = 4 * units * self.input_size + extra
-        rest = 4 * units * d * out + extra
+        first = gates * units * self.input_size + extra
+        rest = gates * units * d * out + extra
         return d * (first + (self.layers - 1) * rest)
 
     def _set(self, name: str, value: Any) -> None:
@@ -143,6 +176,10 @@ class LSTMSpec:
     def features(self) -> tuple[str, ...]:
         """Names of the non-default features this spec uses (for refusals and reports)."""
         found = []
+        if self.cell != "lstm":
+            found.append(f"cell={self.cell}")
+        if not self.reset_after:
+            found.append("reset_after=False")
         if self.layers > 1:
             found.append("stacked layers")
         if self.directions == 2:

@@ -12,6 +12,7 @@ trace, and small sizes (1 included) are where layout bugs show.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterable
 
@@ -76,20 +77,30 @@ def lstm_specs(
     max_layers: int = 2,
     dtypes: Iterable[str] | None = None,
     single_cell: bool = False,
+    cell: str = "lstm",
 ) -> st.SearchStrategy[LSTMSpec]:
     """:class:`LSTMSpec` s that every runtime behind ``capabilities`` can run.
 
     ``capabilities`` (default: float32, sigmoid, no optional feature) bounds the
     features drawn; ``max_layers`` (default 2, at most ``MAX_LAYERS``) the stack
     depth; ``dtypes`` (default None: float32) the precisions allowed, some of
-    ``DTYPES``; ``single_cell`` (default False) fixes one layer, one direction.
+    ``DTYPES``; ``single_cell`` (default False) fixes one layer, one direction;
+    ``cell`` (default ``"lstm"``) is the cell type, one of ``capabilities.cells``
+    (a GRU drawn with ``reset_after`` both ways where ``capabilities.reset_before``).
     Sizes come from ``INPUT_SIZES`` and ``UNITS``.
     """
     _check_bound("max_layers", max_layers, 1, MAX_LAYERS)
     chosen = _check_choices(capabilities, dtypes)
     _check_flag("single_cell", single_cell)
+    _check_cell(cell, capabilities)
     return _specs(capabilities=capabilities, max_layers=max_layers, dtypes=chosen,
-                  single_cell=single_cell)
+                  single_cell=single_cell, cell=cell)
+
+
+def _check_cell(cell: object, capabilities: Capabilities) -> None:
+    if not isinstance(cell, str) or cell not in capabilities.cells:
+        raise ConversionError(f"cell={brief(cell)}: pass one of {sorted(capabilities.cells)} "
+                              "(the cells these capabilities run)")
 
 
 @st.composite
@@ -100,6 +111,7 @@ def _specs(
     max_layers: int,
     dtypes: tuple[str, ...] | None,
     single_cell: bool,
+    cell: str = "lstm",
 ) -> LSTMSpec:
     """What :func:`lstm_specs` draws (its arguments already checked).
 
@@ -108,7 +120,7 @@ def _specs(
     the networks built (and the runs shared, :mod:`equivalence.memo`) for one
     check serve the others.
     """
-    caps = capabilities
+    caps = _masked_for(cell, capabilities)
     limit = min(max_layers, caps.max_layers or max_layers)
     layers = min(draw(st.integers(1, max_layers)), limit)
     directions = draw(st.sampled_from((1, 2)))
@@ -128,7 +140,10 @@ def _specs(
     # One wide integer decides the dtype (its value mod 6) and the cell activation (higher
     # bits), so the activation adds no draw and leaves the dtype draws where they were.
     wide = draw(_WIDE)
+    reset_before = cell == "gru" and caps.reset_before and wide // 6 // 96 % 2 == 1
     return LSTMSpec(
+        cell=cell,
+        reset_after=not reset_before,
         input_size=input_size,
         units=units,
         layers=layers,
@@ -146,6 +161,16 @@ def _specs(
         activation=_allowed(_activation_of(wide), caps.activations, "tanh"),
         dtype=_allowed(_dtype_of(wide), set(dtypes or ("float32",)) & caps.dtypes, "float32"),
     )
+
+
+def _masked_for(cell: str, capabilities: Capabilities) -> Capabilities:
+    """``capabilities`` without the features another cell owns (a GRU has no c, so no
+    peepholes, projection, cell clip, forget_bias or coupled gates)."""
+    if cell == "lstm":
+        return capabilities
+    return dataclasses.replace(capabilities, projection=False, projection_clip=False,
+                               peepholes=False, cell_clip=False, forget_bias=False,
+                               input_forget=False)
 
 
 def dtype_draws() -> st.SearchStrategy[str]:
@@ -252,6 +277,8 @@ def _inputs(draw: st.DrawFn, spec: LSTMSpec, *, capabilities: Capabilities, max_
     shape = (spec.layers, spec.directions, batch)
     h0: np.ndarray | None = rng.uniform(-1, 1, (*shape, spec.output_size)).astype(dtype)
     c0: np.ndarray | None = rng.uniform(-1, 1, (*shape, spec.units)).astype(dtype)
+    if "c" not in spec.state_names:
+        c0 = None
     drawn = rng.integers(1, steps + 1, size=batch)
     drawn[rng.integers(batch)] = steps  # frameworks size outputs by the longest sequence
     lengths: np.ndarray | None = drawn
@@ -273,12 +300,13 @@ def lstm_cases(
     max_scale: float = 1.0,
     max_batch: int = 3,
     max_steps: int = 9,
+    cell: str = "lstm",
 ) -> st.SearchStrategy[Case]:
     """Whole examples (:class:`Case`: spec, weights, inputs) that every runtime behind
     ``capabilities`` can run; the arguments and defaults are those of :func:`lstm_specs`,
     :func:`lstm_weights` and :func:`lstm_inputs`, checked here."""
     specs = lstm_specs(capabilities=capabilities, max_layers=max_layers, dtypes=dtypes,
-                       single_cell=single_cell)
+                       single_cell=single_cell, cell=cell)
     lstm_weights(LSTMSpec(1, 1), max_scale=max_scale)  # the arguments' checks, now
     lstm_inputs(LSTMSpec(1, 1), capabilities=capabilities, max_batch=max_batch,
                 max_steps=max_steps)

@@ -257,6 +257,18 @@ def entries(*, environment: str = MAIN, device: str = "cpu") -> list[Entry]:
     return [e for e in RUNTIMES if e.environment == environment and e.device == device]
 
 
+def cell_entries(cell: str, *, environment: str = MAIN, device: str = "cpu") -> list[Entry]:
+    """The rows of :func:`entries` whose runtime runs ``cell`` (``"lstm"``, ``"gru"``)."""
+    return [e for e in entries(environment=environment, device=device)
+            if cell in e.capabilities.cells]
+
+
+def cell_pairs(cell: str, *, environment: str = MAIN) -> list[tuple[Entry, Entry]]:
+    """The pairs of :func:`pairs` where both runtimes run ``cell``."""
+    return [(a, b) for a, b in pairs(environment=environment)
+            if cell in a.capabilities.cells and cell in b.capabilities.cells]
+
+
 def pairs(*, environment: str = MAIN) -> list[tuple[Entry, Entry]]:
     """Every ordered pair of distinct CPU runtimes of one environment."""
     rows = [e for e in entries(environment=environment) if e.in_pairs]

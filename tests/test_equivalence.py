@@ -1,8 +1,9 @@
 """The equivalence suite, generated from the table (equivalence.table.RUNTIMES).
 
-* every CPU runtime of this environment against the float64 reference;
-* every ordered pair of runtimes, native weights moved by the project's
-  converters, outputs, h and c compared.
+* every CPU runtime of this environment against the float64 reference, once per
+  cell type its row runs (LSTM, GRU);
+* every ordered pair of runtimes that share a cell type, native weights moved by
+  the project's converters, the output and every state compared.
 
 A runtime of the main environment that cannot run here fails its tests (set
 EQUIVALENCE_ALLOW_MISSING=1 to skip instead, e.g. in a tox env that installs
@@ -22,9 +23,16 @@ from equivalence.strategies import joint_capabilities, lstm_cases
 from .runtime_support import record, replay_command, require
 
 pytestmark = pytest.mark.cpu
-ENTRIES = table.entries()
-PAIRS = table.pairs()
+CELLS = ("lstm", "gru")
+# LSTM ids stay the runtime's name (replay commands and reports name them so); other
+# cells add theirs.
+ENTRIES = [(e, c) for c in CELLS for e in table.cell_entries(c)]
+PAIRS = [(a, b, c) for c in CELLS for a, b in table.cell_pairs(c)]
 CASE_SEED = 20240611
+
+
+def cell_id(name: str, cell: str) -> str:
+    return name if cell == "lstm" else f"{name}[{cell}]"
 
 
 def shared_draws(test):
@@ -42,16 +50,16 @@ def shared_draws(test):
     return seed(CASE_SEED)(test) if settings.default.derandomize else test
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+@pytest.mark.parametrize("entry, cell", ENTRIES, ids=[cell_id(e.name, c) for e, c in ENTRIES])
 @shared_draws
 @given(data=st.data())
-def test_runtime_matches_reference(entry: table.Entry, data, request) -> None:
+def test_runtime_matches_reference(entry: table.Entry, cell: str, data, request) -> None:
     runtime = require(entry)
     deviation = runtime.known_deviation()
     if deviation:  # must keep failing: found silently wrong, not a tolerance to loosen
         request.applymarker(pytest.mark.xfail(reason=f"silently wrong: {deviation}", strict=True))
     caps = runtime.capabilities
-    case = data.draw(lstm_cases(capabilities=caps, dtypes=caps.dtypes), label="case")
+    case = data.draw(lstm_cases(capabilities=caps, dtypes=caps.dtypes, cell=cell), label="case")
     outcome = harness.check_against_reference(entry, case)
     target(outcome.comparison.max_abs_diff / outcome.comparison.tolerance.atol, label="error/atol")
     record(request, outcome)
@@ -59,13 +67,15 @@ def test_runtime_matches_reference(entry: table.Entry, data, request) -> None:
 
 
 @pytest.mark.parametrize(
-    "source, target_entry", PAIRS, ids=[f"{a.name}->{b.name}" for a, b in PAIRS]
+    "source, target_entry, cell", PAIRS,
+    ids=[cell_id(f"{a.name}->{b.name}", c) for a, b, c in PAIRS],
 )
 @shared_draws
 @given(data=st.data())
-def test_pair_is_equivalent(source: table.Entry, target_entry: table.Entry, data, request) -> None:
+def test_pair_is_equivalent(source: table.Entry, target_entry: table.Entry, cell: str, data,
+                            request) -> None:
     caps = joint_capabilities([require(source).capabilities, require(target_entry).capabilities])
-    case = data.draw(lstm_cases(capabilities=caps, dtypes=caps.dtypes), label="case")
+    case = data.draw(lstm_cases(capabilities=caps, dtypes=caps.dtypes, cell=cell), label="case")
     outcome = harness.check_pair(source, target_entry, case)
     target(outcome.comparison.max_abs_diff / outcome.comparison.tolerance.atol, label="error/atol")
     record(request, outcome)

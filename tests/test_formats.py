@@ -61,6 +61,53 @@ def test_round_trip_is_exact(fmt: str, data) -> None:
     assert_same_weights(weights if two_biases else weights.with_merged_biases(), back)
 
 
+GRU_FORMATS = sorted(f for f in FORMATS if "gru" in FORMATS[f].cells)
+
+
+@pytest.mark.parametrize("fmt", GRU_FORMATS)
+@given(data=st.data())
+def test_gru_round_trip_is_exact(fmt: str, data) -> None:
+    """A GRU through a format and back computes the same function, and the native weights
+    written again from what was read are the same arrays (a one-bias format merges what it
+    can: the reference, not the arrays, is the judge of that step)."""
+    caps = format_capabilities(fmt)
+    spec = data.draw(lstm_specs(capabilities=caps, max_layers=3, dtypes=("float64",),
+                                cell="gru"), label="spec")
+    weights = data.draw(lstm_weights(spec), label="weights")
+    native = eq.from_canonical(weights, fmt)
+    back = eq.to_canonical(native, fmt, **read_options(fmt, spec))
+    assert back.spec == spec
+    x = np.random.default_rng(0).normal(size=(2, 4, spec.input_size))
+    np.testing.assert_allclose(reference.run(back, x).outputs, reference.run(weights, x).outputs,
+                               rtol=0, atol=1e-12)
+    again = eq.from_canonical(back, fmt)
+    assert_same_native(native, again)
+
+
+def assert_same_native(expected, actual, where: str = "native") -> None:
+    __tracebackhide__ = True
+    if isinstance(expected, dict):
+        assert sorted(expected) == sorted(actual), f"{where}: keys {sorted(actual)}"
+        for key in expected:
+            assert_same_native(expected[key], actual[key], f"{where}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert len(expected) == len(actual), f"{where}: {len(actual)} items"
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
+            assert_same_native(e, a, f"{where}[{i}]")
+    else:
+        np.testing.assert_array_equal(np.asarray(actual), np.asarray(expected), err_msg=where)
+
+
+def test_every_format_refuses_a_gru_it_does_not_declare() -> None:
+    """Must fail loudly, never write LSTM-shaped arrays: a GRU into a format without
+    cell=gru is refused by name."""
+    spec = eq.LSTMSpec(input_size=2, units=3, cell="gru")
+    weights = random_weights(spec, np.random.default_rng(0))
+    for fmt in sorted(set(FORMATS) - set(GRU_FORMATS)):
+        with pytest.raises(eq.UnsupportedFeatureError, match="cell=gru"):
+            eq.from_canonical(weights, fmt)
+
+
 @given(data=st.data(), forget_bias=st.sampled_from([0.5, 1.0, -2.0]))
 def test_tf1_forget_bias_folds_and_unfolds(data, forget_bias: float) -> None:
     spec = data.draw(lstm_specs(capabilities=format_capabilities("tf1"), dtypes=("float64",)))

@@ -34,6 +34,12 @@ class Format:
             self, "from_canonical", _typed(self.from_canonical, self.name, "writing")
         )
 
+    @property
+    def cells(self) -> frozenset[str]:
+        """The cell types this format holds: LSTM, and those it declares (``cell=gru``)."""
+        return frozenset({"lstm"} | {f.split("=", 1)[1] for f in self.supported
+                                     if f.startswith("cell=")})
+
     def capabilities(self) -> Capabilities:
         """What this format can hold, in the runtimes' vocabulary (for strategies)."""
         held = self.supported
@@ -56,6 +62,8 @@ class Format:
             activations=frozenset(cell_activations),
             time_major=True,
             dtypes=frozenset({"float16", "float32", "float64"}),
+            cells=self.cells,
+            reset_before="reset_after=False" in held,
         )
 
 

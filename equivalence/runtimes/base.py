@@ -150,12 +150,16 @@ class Runtime(abc.ABC):
 
 
 def with_initial_states(spec: LSTMSpec, inputs: LSTMInputs) -> LSTMInputs:
-    """Both of ``h0`` (L, D, B, O) and ``c0`` (L, D, B, H) when either is given; zeros fill in."""
+    """Both of ``h0`` (L, D, B, O) and ``c0`` (L, D, B, H) when either is given; zeros fill in.
+    A GRU has h0 only: a ``c0`` given for one is a ShapeError."""
     if inputs.h0 is None and inputs.c0 is None:
         return inputs
+    if "c" not in spec.state_names and inputs.c0 is not None:
+        raise ShapeError("c0", np.shape(inputs.c0), "None", f"a {spec.cell} cell has no c")
     lead = (spec.layers, spec.directions, inputs.batch)
-    states = {}
-    for name, size in (("h0", spec.output_size), ("c0", spec.units)):
+    states: dict[str, np.ndarray | None] = {"c0": None}
+    sizes = {"h0": spec.output_size, "c0": spec.units}
+    for name, size in ((f"{s}0", sizes[f"{s}0"]) for s in spec.state_names):
         value = getattr(inputs, name)
         shape = (*lead, size)
         value = np.zeros(shape, inputs.x.dtype) if value is None else np.asarray(value)
