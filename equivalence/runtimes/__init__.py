@@ -1,2 +1,3 @@
-"""Runtimes: one module per framework, each building the real network from native weights and
-running it; the contract every one of them is checked against is :mod:`equivalence.runtimes.base`."""
+"""Runtimes: one module per framework, each building the real network from native weights
+and running it; every one is checked against the contract in :mod:`equivalence.runtimes.base`.
+"""
