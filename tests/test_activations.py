@@ -14,6 +14,7 @@ from equivalence.case import Case
 from equivalence.compare import judge
 from equivalence.errors import SpecError, UnsupportedFeatureError
 from equivalence.formats import FORMATS, keras
+from equivalence.formats.options import reader_options
 from equivalence.harness import judge as harness
 from equivalence.io_types import LSTMInputs
 
@@ -125,7 +126,7 @@ def test_tf1_format_carries_the_activation_beside_the_variables() -> None:
     spec = eq.LSTMSpec(3, 4, layers=2, dtype="float64", activation="relu")
     weights = random_weights(spec, np.random.default_rng(0))
     native = FORMATS["tf1"].from_canonical(weights)
-    options = eq.options.reader_options("tf1", spec, {})
+    options = reader_options("tf1", spec, {})
     assert options["activation"] == "relu"
     assert FORMATS["tf1"].to_canonical(native, **options).spec == spec
     assert FORMATS["tf1"].to_canonical(native).spec.activation == "tanh"

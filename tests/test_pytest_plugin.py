@@ -102,7 +102,8 @@ def test_junit_xml_carries_the_verdicts(user_run: dict) -> None:
 
 
 def test_header_needs_no_framework_import() -> None:
-    script = ("import sys; from equivalence import pytest_plugin as p; p.installed_runtimes(); "
+    script = ("import sys; from equivalence.report import pytest_plugin as p; "
+              "p.installed_runtimes(); "
               "print([m for m in ('torch', 'tensorflow', 'jax') if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, check=True, cwd=Path(__file__).parent)

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from equivalence import converters as tp
 from equivalence import from_canonical
-from equivalence import third_party as tp
 from equivalence.converters import base, runner
 from equivalence.converters.cudnn_h5 import CuDNNH5
 from equivalence.converters.nobuco_to_keras import Nobuco

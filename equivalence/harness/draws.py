@@ -18,6 +18,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from equivalence import cells
 from equivalence.capabilities import Capabilities
 from equivalence.case import Case
 from equivalence.errors import ConversionError, brief, describe
@@ -41,6 +42,8 @@ class Draws:
     units: tuple[int, ...] = UNITS
     projection: bool | int | None = None  # None: where both sides have it
     dtypes: tuple[str, ...] = ("float32",)
+    cell: str = "lstm"
+    reset_after: bool | None = None  # a GRU's variant pinned; None: drawn where both run
 
 
 def _choices(name: str, value: object, low: int, high: int, hint: str) -> tuple[int, ...]:
@@ -67,9 +70,11 @@ def _read(name: str, values: Iterable[Any], most: int) -> list[Any]:
 
 def parse(caps: Capabilities, pair: str, *, layers: object = 1, directions: object = 1,
           input_size: object = None, units: object = None, projection: object = None,
-          dtypes: object = ("float32",), features: dict[str, Any] | None = None) -> Draws:
+          dtypes: object = ("float32",), features: dict[str, Any] | None = None,
+          cell: object = "lstm", reset_after: object = None) -> Draws:
     """The keywords of a check, checked against ``caps`` (what ``pair`` can run)."""
     features = features or {}
+    caps = _cell_capabilities(caps, pair, cell, reset_after)
     for name, value in features.items():
         if name not in FEATURES:
             raise ConversionError(f"{name}: not a keyword of the check; features it takes: "
@@ -93,9 +98,31 @@ def parse(caps: Capabilities, pair: str, *, layers: object = 1, directions: obje
             "units", units, 1, 1 << 20, "units=128 or units=range(1, 9)"),
         projection=_projection(projection, caps, pair),
         dtypes=_dtypes(dtypes, caps, pair),
+        cell=str(cell),
+        reset_after=reset_after if isinstance(reset_after, bool) else None,
     )
     _check_sizes(draws)
     return draws
+
+
+def _cell_capabilities(caps: Capabilities, pair: str, cell: object,
+                       reset_after: object) -> Capabilities:
+    """``caps`` narrowed to the cell asked for: a GRU's variant pinned by ``reset_after``
+    (None: both where both sides hold both)."""
+    if not isinstance(cell, str) or cell not in cells.NAMES:
+        raise ConversionError(f"cell={brief(cell)}: pass one of {list(cells.NAMES)}")
+    if cell not in caps.cells:
+        raise ConversionError(f"cell={cell!r}: {pair} cannot run a {cell.upper()}; it runs "
+                              f"{sorted(caps.cells)}")
+    if reset_after is None:
+        return caps
+    if not isinstance(reset_after, bool) or cell != "gru":
+        raise ConversionError(f"reset_after={brief(reset_after)}: pass True or False, with "
+                              "cell='gru' (the GRU's variant), or leave it out")
+    if reset_after is False and not caps.reset_before:
+        raise ConversionError(f"reset_after=False: {pair} cannot run a GRU with the reset "
+                              "gate before the matmul; pass reset_after=True")
+    return caps
 
 
 def _projection(value: object, caps: Capabilities, pair: str) -> bool | int | None:
@@ -150,7 +177,8 @@ def cases(draw: st.DrawFn, draws: Draws) -> Case:
     """A whole example within ``draws``: the suite's draws, the pinned fields replaced."""
     caps = draws.capabilities
     base = draw(lstm_specs(capabilities=dataclasses.replace(caps, projection=False),
-                           max_layers=1, dtypes=draws.dtypes, single_cell=True))
+                           max_layers=1, dtypes=draws.dtypes, single_cell=True,
+                           cell=draws.cell))
     layers = draw(st.sampled_from(draws.layers))
     directions = draw(st.sampled_from(draws.directions))
     units = draw(st.sampled_from(draws.units))
@@ -163,13 +191,16 @@ def cases(draw: st.DrawFn, draws: Draws) -> Case:
         projection_clip=(draw(st.sampled_from((None, 1.0))) if projection
                          and caps.projection_clip else None),
     )
+    if draws.reset_after is not None:
+        spec = spec.replace(reset_after=draws.reset_after)
     weights = draw(lstm_weights(spec))
     return Case(spec, weights, draw(lstm_inputs(spec, capabilities=caps)))
 
 
 def _drawn_projection(draw: st.DrawFn, draws: Draws, units: int) -> int | None:
     wanted = draws.projection
-    if wanted is False or units < 2 or not draws.capabilities.projection:
+    if wanted is False or units < 2 or not draws.capabilities.projection or (
+            draws.cell != "lstm"):
         return None
     if not isinstance(wanted, bool) and isinstance(wanted, int):
         return wanted
