@@ -34,8 +34,11 @@ EVERY = frozenset({"float16", "bfloat16", "float32", "float64"})
 def ci_checks() -> dict[str, Capabilities]:
     """Every check of tests/test_equivalence.py and the capabilities it draws with."""
     claimed = {f"{e.name}->reference": e.capabilities for e in table.entries()}
-    for a, b in PAIRS:
-        claimed[f"{a.name}->{b.name}"] = joint_capabilities([a.capabilities, b.capabilities])
+    # the LSTM checks; a GRU check draws its dtype from the same wide integer
+    for a, b, cell in PAIRS:
+        if cell == "lstm":
+            claimed[f"{a.name}->{b.name}"] = joint_capabilities([a.capabilities,
+                                                                 b.capabilities])
     return claimed
 
 

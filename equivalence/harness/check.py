@@ -339,6 +339,8 @@ def check_conversion(
     projection: bool | int | None = None,
     dtypes: str | Iterable[str] = ("float32",),
     native: str = "framework",
+    cell: str = "lstm",
+    reset_after: bool | None = None,
     **features: bool,
 ) -> CheckResult:
     """Check ``fn`` (native ``source`` weights -> native ``target`` weights) on random LSTMs.
@@ -357,6 +359,8 @@ def check_conversion(
     it; False; True; or the size), ``dtypes``, and the features of
     :class:`~equivalence.capabilities.Capabilities` to turn off
     (``initial_state=False``, ``lengths=False``, ``peepholes=False``, ...).
+    ``cell``: ``"lstm"`` or ``"gru"`` (both sides must run it); ``reset_after``
+    pins a GRU's variant (None: both, where both sides hold both).
     ``time_limit``: seconds one call of ``fn`` may take (None: no limit, and ``fn``
     runs in the calling thread). Returns a :class:`CheckResult`, whose diagnosis
     names layers, directions and arrays as the target names them; raises
@@ -367,7 +371,8 @@ def check_conversion(
     _check_run_options(max_examples, seed, time_limit, native)
     sides = choose_side(source), choose_side(target)
     draws = _draws(sides, layers=layers, directions=directions, input_size=input_size,
-                   units=units, projection=projection, dtypes=dtypes, features=features)
+                   units=units, projection=projection, dtypes=dtypes, features=features,
+                   cell=cell, reset_after=reset_after)
     result = CheckResult(
         source, target, runtimes={"source": sides[0].label, "target": sides[1].label}
     )

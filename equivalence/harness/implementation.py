@@ -73,15 +73,17 @@ class ImplementationResult(CheckResult):
         return "\n".join([head, *super().__str__().splitlines()[2:]])
 
 
-def _result(output: Any) -> LSTMResult:
-    """``fn``'s answer as numpy ``LSTMResult``; a WeightValueError/ConversionError if it is not."""
+def _result(output: Any, states: tuple[str, ...] = ("h", "c")) -> LSTMResult:
+    """``fn``'s answer as numpy ``LSTMResult``: (output, h, c) for an LSTM, (output, h) for a
+    GRU (``states``); a WeightValueError/ConversionError if it is not."""
     if isinstance(output, LSTMResult):
-        output = (output.outputs, output.h, output.c)
-    if not isinstance(output, (tuple, list)) or len(output) != 3:
-        raise ConversionError(f"returned {brief(output)}, expected (output, h, c) or an "
+        output = (output.outputs, *output.states.values())
+    expected = ", ".join(("output", *states))
+    if not isinstance(output, (tuple, list)) or len(output) != 1 + len(states):
+        raise ConversionError(f"returned {brief(output)}, expected ({expected}) or an "
                               "LSTMResult")
-    arrays = _numpy_nest(list(output))
-    return LSTMResult(*(np.asarray(a, dtype=np.float64) for a in arrays))
+    arrays = [np.asarray(a, dtype=np.float64) for a in _numpy_nest(list(output))]
+    return LSTMResult(*arrays)
 
 
 def judge_implementation(fn: Callable[[Any], Any], fmt: str, case: Case,
@@ -97,7 +99,7 @@ def judge_implementation(fn: Callable[[Any], Any], fmt: str, case: Case,
     except Exception as exc:  # the user's code failing is a result, not a crash
         return _problem(label, case, tolerance, f"the implementation raised {_short(exc)}")
     try:
-        actual = _result(answer)
+        actual = _result(answer, case.spec.state_names)
         comparison = within_tolerance(harness.reference_result(case), actual, tolerance,
                                       harness.sensitivity(case))
     except Exception as exc:  # what fn returned is foreign: any failure reading it is its own
@@ -145,6 +147,8 @@ def check_implementation(
     projection: bool | int | None = None,
     dtypes: str | Iterable[str] = ("float32",),
     native: str = "framework",
+    cell: str = "lstm",
+    reset_after: bool | None = None,
     **features: bool,
 ) -> ImplementationResult:
     """Check ``fn(weights, inputs) -> (output, h, c)``, an LSTM in ``format``'s weight layout.
@@ -155,7 +159,8 @@ def check_implementation(
     None, ``lengths`` ``(B,)`` or None. Return ``(output, h, c)`` or an
     ``LSTMResult``: ``output`` ``(B, T, D*O)`` (zero past each length), ``h``
     and ``c`` the final states ``(L, D, B, ...)``. Same keywords as
-    :func:`~equivalence.harness.check.check_conversion`. What the weights alone do not
+    :func:`~equivalence.harness.check.check_conversion`; with ``cell="gru"``, ``fn``
+    returns ``(output, h)`` and is given no ``c0``. What the weights alone do not
     say is not drawn: the activations are the sigmoid and tanh, and there are no
     clips, reverse-only or coupled-gate LSTMs (peepholes and projections, which
     are arrays, are drawn where the format has them). Judged against the float64
@@ -171,7 +176,10 @@ def check_implementation(
     draws = parse(caps, f"the {format} weights alone (they carry no {CARRIED_BY_NONE})",
                   layers=layers, directions=directions,
                   input_size=input_size, units=units, projection=projection, dtypes=dtypes,
-                  features=features)
+                  features=features, cell=cell,
+                  # the variant is configuration, not weights: pinned (True unless asked)
+                  reset_after=(True if reset_after is None else reset_after)
+                  if cell == "gru" else reset_after)
     name = getattr(fn, "__name__", type(fn).__name__)
     result = ImplementationResult(format, str(name) if isinstance(name, str) else "fn",
                                   runtimes={"source": "float64 reference",
