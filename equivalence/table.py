@@ -108,7 +108,9 @@ _TF1 = Capabilities(
     time_major=True,
     dtypes=frozenset({"float32", "float64"}),
 )
-_TORCH = Capabilities(projection=True, time_major=True, dtypes=_ALL_FLOATS)
+# nn.GRU: reset_after=True only (b_hn inside r * (...)); no reset_before
+_TORCH = Capabilities(projection=True, time_major=True, dtypes=_ALL_FLOATS,
+                      cells=frozenset({"lstm", "gru"}))
 _ONNXRUNTIME = Capabilities(
     peepholes=True,
     gate_clip=True,

@@ -122,20 +122,20 @@ def expect_ndim(array: np.ndarray, field: str, ndim: int, layout: str) -> None:
         raise ShapeError(field, tuple(array.shape), layout, f"expected {ndim} dimensions")
 
 
-def gate_units(array: np.ndarray, field: str, axis: int) -> int:
-    """H from a dimension that must hold 4 gate blocks."""
+def gate_units(array: np.ndarray, field: str, axis: int, gates: int = 4) -> int:
+    """H from a dimension that must hold ``gates`` gate blocks (4 for an LSTM, 3 for a GRU)."""
     if array.ndim <= axis:
-        raise ShapeError(field, tuple(array.shape), f"4*H along axis {axis}",
+        raise ShapeError(field, tuple(array.shape), f"{gates}*H along axis {axis}",
                          f"expected at least {axis + 1} dimension(s)")
     size = array.shape[axis]
-    if size == 0 or size % 4:
+    if size == 0 or size % gates:
         raise ShapeError(
             field,
             tuple(array.shape),
-            f"4*H along axis {axis}",
-            "the gate dimension must be a positive multiple of 4",
+            f"{gates}*H along axis {axis}",
+            f"the gate dimension must be a positive multiple of {gates}",
         )
-    return size // 4
+    return size // gates
 
 
 def expect_mapping(native: Any, field: str) -> Mapping[str, Any]:
@@ -218,6 +218,14 @@ def common_dtype(named: Iterable[tuple[str, np.ndarray]]) -> str:
             f"{odd}: dtype {dtype}, but {others} {majority}; convert them to one dtype first"
         )
     return majority
+
+
+def known_cell(cell: object, fmt: str, supported: Iterable[str]) -> str:
+    """``cell`` checked: a cell type the format declares (``cell=gru`` in ``supported``)."""
+    held = {"lstm"} | {f.split("=", 1)[1] for f in supported if f.startswith("cell=")}
+    if not isinstance(cell, str) or cell not in held:
+        raise UnsupportedFeatureError(fmt, f"cell={str(cell)[:40]}")
+    return cell
 
 
 def refuse_features(spec: LSTMSpec, target: str, supported: Iterable[str]) -> None:

@@ -1,10 +1,14 @@
-"""PyTorch ``nn.LSTM`` state_dict.
+"""PyTorch ``nn.LSTM`` and ``nn.GRU`` state_dicts.
 
 Native form: ``{weight_ih_l{k}[_reverse]: (4H, in), weight_hh_l{k}: (4H, O),
 bias_ih_l{k}: (4H), bias_hh_l{k}: (4H), weight_hr_l{k}: (P, H)}`` as numpy
 arrays or tensors, exactly ``nn.LSTM(...).state_dict()``. Gate order i f g o in
 rows; two biases; same orientation as canonical. ``from_canonical`` returns
 numpy arrays (``torch.from_numpy`` them, or pass to ``load_state_dict`` after).
+
+``nn.GRU`` has the same keys with 3H rows, gates r z n (canonical order) and
+PyTorch's only variant, reset_after=True (b_hn inside r * (...)). The keys do
+not say which cell wrote them, so the reader takes ``cell=``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from equivalence.formats import _common as c
 from equivalence.spec import MAX_LAYERS, LSTMSpec
 
 NAME = "torch"
-SUPPORTED = frozenset({"stacked layers", "bidirectional", "projection"})
+SUPPORTED = frozenset({"stacked layers", "bidirectional", "projection", "cell=gru"})
 _LAYER_KEY = re.compile(r"_l([0-9]{1,9})(?:_reverse)?$")
 
 
@@ -68,7 +72,7 @@ def _layer_count(native: dict[Any, Any]) -> int:
     return count
 
 
-def _infer_spec(native: dict[str, Any]) -> LSTMSpec:
+def _infer_spec(native: dict[str, Any], cell: str) -> LSTMSpec:
     # Count layers from every key, so one missing key is reported as missing, not as extra.
     layers = _layer_count(native)
     if "weight_ih_l0" not in native:
@@ -77,22 +81,25 @@ def _infer_spec(native: dict[str, Any]) -> LSTMSpec:
         )
     directions = 2 if any(key.endswith("_reverse") for key in native) else 1
     first = c.as_weight(native["weight_ih_l0"], "weight_ih_l0")
-    c.expect_ndim(first, "weight_ih_l0", 2, "(4H, I)")
-    units = c.gate_units(first, "weight_ih_l0", axis=0)
+    gates = LSTMSpec(1, 1, cell=cell).gate_count
+    c.expect_ndim(first, "weight_ih_l0", 2, f"({gates}H, I)")
+    units = c.gate_units(first, "weight_ih_l0", axis=0, gates=gates)
     # The recurrent width is the output size: H, or P when there is a projection.
     projection = None
     if "weight_hh_l0" in native:
         recurrent = c.as_weight(native["weight_hh_l0"], "weight_hh_l0")
-        c.expect_ndim(recurrent, "weight_hh_l0", 2, "(4H, H or P)")
-        if "weight_hr_l0" in native or recurrent.shape[1] < units:  # PyTorch needs P < H
-            projection = recurrent.shape[1]
-    return LSTMSpec(first.shape[1], units, layers, directions, projection_size=projection)
+        c.expect_ndim(recurrent, "weight_hh_l0", 2, f"({gates}H, H or P)")
+        if cell == "lstm" and ("weight_hr_l0" in native or recurrent.shape[1] < units):
+            projection = recurrent.shape[1]  # PyTorch needs P < H
+    return LSTMSpec(first.shape[1], units, layers, directions, projection_size=projection,
+                    cell=cell)
 
 
-def to_canonical(native: Any) -> LSTMWeights:
-    """state_dict -> canonical (layers, directions and proj_size read from the keys)."""
+def to_canonical(native: Any, *, cell: str = "lstm") -> LSTMWeights:
+    """state_dict -> canonical (layers, directions and proj_size read from the keys);
+    ``cell="gru"`` reads an ``nn.GRU``'s."""
     native = dict(c.expect_mapping(native, f"{NAME} state_dict"))
-    spec = _infer_spec(native)
+    spec = _infer_spec(native, c.known_cell(cell, NAME, SUPPORTED))
     projection = spec.projection_size is not None
     expected = [
         key_names(k, d, projection) for k in range(spec.layers) for d in range(spec.directions)

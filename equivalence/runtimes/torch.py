@@ -1,7 +1,7 @@
-"""PyTorch ``nn.LSTM`` runtimes: the CPU kernel and the CUDA (cuDNN) kernel.
+"""PyTorch ``nn.LSTM`` / ``nn.GRU`` runtimes: the CPU kernel and the CUDA (cuDNN) kernel.
 
-Owns building an ``nn.LSTM`` for a spec, loading a native ``torch`` state_dict
-into it, running a batch (packed sequences for ``lengths``) and normalizing
+Owns building an ``nn.LSTM`` (an ``nn.GRU`` for a GRU spec), loading a native
+``torch`` state_dict into it, running a batch (packed sequences for ``lengths``) and normalizing
 the result to the contract of :mod:`equivalence.io_types`. Both runtimes share
 one implementation and differ only in the device they run on.
 """
@@ -62,15 +62,17 @@ class _TorchLSTMRuntime(Runtime):
             x = x.transpose(0, 1).contiguous()
         state = _initial_state(torch, spec, inputs, dtype, self.torch_device)
         if inputs.lengths is None:
-            y, (h, c) = module(x, state)
+            y, final = module(x, state)
         else:
-            y, (h, c) = _run_packed(torch, module, x, state, inputs)
+            y, final = _run_packed(torch, module, x, state, inputs)
         if inputs.time_major:
             y = y.transpose(0, 1)
+        # nn.LSTM returns (h, c), nn.GRU h alone
+        h, c = final if spec.cell == "lstm" else (final, None)
         return LSTMResult(
             outputs=_to_numpy(y),
             h=split_states(_to_numpy(h), spec),
-            c=split_states(_to_numpy(c), spec),
+            c=None if c is None else split_states(_to_numpy(c), spec),
         )
 
 
@@ -103,16 +105,12 @@ class TorchCudaRuntime(_TorchLSTMRuntime):
 def _build_module(spec: LSTMSpec, batch_first: bool, device: str) -> Any:
     import torch
 
-    module = torch.nn.LSTM(
-        spec.input_size,
-        spec.units,
-        num_layers=spec.layers,
-        bidirectional=spec.directions == 2,
-        proj_size=spec.projection_size or 0,
-        batch_first=batch_first,
-        dtype=getattr(torch, spec.dtype),
-        device=device,
-    )
+    common = {"num_layers": spec.layers, "bidirectional": spec.directions == 2,
+              "batch_first": batch_first, "dtype": getattr(torch, spec.dtype), "device": device}
+    if spec.cell == "gru":  # reset_after=True: PyTorch's only GRU (the row claims no other)
+        return torch.nn.GRU(spec.input_size, spec.units, **common).eval()
+    module = torch.nn.LSTM(spec.input_size, spec.units, proj_size=spec.projection_size or 0,
+                           **common)
     return module.eval()
 
 
@@ -148,28 +146,32 @@ def _tensor(torch: Any, array: np.ndarray, dtype: Any, device: str) -> Any:
 
 def _initial_state(
     torch: Any, spec: LSTMSpec, inputs: LSTMInputs, dtype: Any, device: str
-) -> tuple[Any, Any] | None:
-    """Contract (L, D, B, X) -> torch (L*D, B, X)."""
+) -> Any:
+    """Contract (L, D, B, X) -> torch (L*D, B, X): (h0, c0) for an LSTM, h0 for a GRU."""
+    lead = spec.layers * spec.directions
+    if spec.cell == "gru":
+        if inputs.h0 is None:
+            return None
+        return _tensor(torch, inputs.h0.reshape(lead, inputs.batch, spec.units), dtype, device)
     if inputs.h0 is None or inputs.c0 is None:
         return None
-    lead = spec.layers * spec.directions
     h0 = inputs.h0.reshape(lead, inputs.batch, spec.output_size)
     c0 = inputs.c0.reshape(lead, inputs.batch, spec.units)
     return _tensor(torch, h0, dtype, device), _tensor(torch, c0, dtype, device)
 
 
 def _run_packed(
-    torch: Any, module: Any, x: Any, state: tuple[Any, Any] | None, inputs: LSTMInputs
-) -> tuple[Any, tuple[Any, Any]]:
+    torch: Any, module: Any, x: Any, state: Any, inputs: LSTMInputs
+) -> tuple[Any, Any]:
     """Run right-padded sequences as a PackedSequence; padded output steps come back zero."""
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     # Lengths stay on the CPU as int64, whatever the device (PyTorch requires it).
     lengths = torch.as_tensor(np.asarray(inputs.lengths, dtype=np.int64))
     packed = pack_padded_sequence(x, lengths, batch_first=module.batch_first, enforce_sorted=False)
-    y, (h, c) = module(packed, state)
+    y, final = module(packed, state)
     y, _ = pad_packed_sequence(y, batch_first=module.batch_first, total_length=inputs.steps)
-    return y, (h, c)
+    return y, final
 
 
 def _to_numpy(tensor: Any) -> np.ndarray:
