@@ -132,9 +132,17 @@ def run_openvino(model: bytes, feeds: dict, hint: str | None) -> list:
 
 _VERSION = openvino.__version__.split("-")[0]
 RUNS = {f"OpenVINO {_VERSION} CPU, f32 hint (row openvino)":
-        lambda m, f: run_openvino(m, f, "f32"),
-        f"OpenVINO {_VERSION} CPU, default precision (row openvino_default)":
-        lambda m, f: run_openvino(m, f, None)}
+        lambda m, f: run_openvino(m, f, "f32")}
+# The plugin's default precision is bf16 on CPUs with AVX512-BF16 or AMX: there even the
+# layout=0 control misses the f32 tolerance (about 4e-3), so the default-precision run is
+# judged only where that default is f32 (the f32 row carries the finding everywhere).
+_DEFAULT = str(openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+if "f32" in _DEFAULT or "float32" in _DEFAULT:
+    RUNS[f"OpenVINO {_VERSION} CPU, default precision (row openvino_default)"] = (
+        lambda m, f: run_openvino(m, f, None))
+else:
+    print(f"OpenVINO {_VERSION} CPU default precision is {_DEFAULT} here: the row "
+          "openvino_default is not judged by this script on this CPU")
 
 CASES = {  # name -> (graph attributes, the reference's semantics)
     "control": ({}, {}),
