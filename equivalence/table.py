@@ -125,6 +125,9 @@ _ONNXRUNTIME = Capabilities(
     # float16 runs as float16 tensors around a float32 kernel (ORT inserts the Casts);
     # float64 has no kernel ("does not support double yet"), bfloat16 none either.
     dtypes=frozenset({"float32", "float16"}),
+    # GRU nodes, both linear_before_reset values (clip, reverse, activations, lengths too)
+    cells=frozenset({"lstm", "gru"}),
+    reset_before=True,
 )
 _FLAX = Capabilities(
     # gate_fn could also run "hard_sigmoid_keras3", but the flax format refuses it.
@@ -140,13 +143,19 @@ _NEOML = Capabilities(
 # Each claims only what its conformance cells match; what they get wrong (tract: reverse,
 # clip, activations; OpenVINO: peepholes, input_forget, layout=1; OpenCV: reverse, clip,
 # peepholes, sequence lengths) is found by the conformance grid, not declared away here.
+# GRU nodes (both linear_before_reset values) run right on all three within what each row
+# claims for LSTM (tests/test_gru_onnx.py); the GRU conformance rows (reverse, clip,
+# activations, lengths on GRU nodes) are not built yet, so nothing more is claimed.
+_GRU_TOO = {"cells": frozenset({"lstm", "gru"}), "reset_before": True}
 _TRACT = Capabilities(
-    peepholes=True, lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"})
+    peepholes=True, lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"}),
+    **_GRU_TOO,
 )
 _OPENVINO = Capabilities(
-    gate_clip=True, time_major=True, dtypes=frozenset({"float32", "float16"})
+    gate_clip=True, time_major=True, dtypes=frozenset({"float32", "float16"}), **_GRU_TOO
 )
-_OPENCV = Capabilities(lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"}))
+_OPENCV = Capabilities(lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"}),
+                       **_GRU_TOO)
 # mlx.nn.LSTM: no masks or sequence lengths, batch-first only. float64 runs but is not
 # claimed: MLX's CPU exp (so sigmoid) is float32-accurate in float64 too, so the LSTM is off
 # by float32-sized errors, 6e-10 on one unit and one step (tests/test_runtime_mlx.py).

@@ -1,4 +1,4 @@
-"""What the runtimes that consume ONNX ``LSTM`` graphs share: graphs, feeds and results.
+"""What the runtimes that consume ONNX ``LSTM`` (and ``GRU``) graphs share: graphs, feeds, results.
 
 Owns the ONNX-level interface of those runtimes: :meth:`OnnxModelRuntime.run_onnx`
 runs serialized model bytes on feeds (the conformance grid uses it to probe
@@ -11,6 +11,9 @@ A subclass only compiles bytes into a callable (:meth:`OnnxModelRuntime.compile`
 compiled models are cached here by the model's bytes (and the feed shapes for
 runtimes that compile per shape), and the weights are graph inputs, so a new
 example's weights only change the feeds.
+
+A GRU spec gets ``GRU`` nodes (``linear_before_reset`` from ``spec.reset_after``),
+``initial_h`` inputs only and ``Y``, ``Y_h`` outputs; its result has no c.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from equivalence.formats import onnx_activations
 from equivalence.io_types import LSTMInputs, LSTMResult
 from equivalence.runtimes.base import Runtime, zero_padding
+from equivalence.runtimes.onnxruntime import initial_state_inputs
 from equivalence.spec import LSTMSpec
 
 Feeds = Mapping[str, np.ndarray]
@@ -97,15 +100,15 @@ def probe_model(
     between layers is time-major).
     """
     from equivalence.errors import SpecError
-    from equivalence.runtimes.onnxruntime import build_model
+    from equivalence.runtimes.onnxruntime import build_model, node_activations
 
     if layout == 1 and spec.layers > 1:
         raise SpecError(f"layout=1 probe: {spec.layers} layers, expected 1")
     model = build_model(spec.replace(recurrent_activation="sigmoid"),
                         has_state=has_state, has_lengths=has_lengths)
     for node in model.graph.node:
-        if node.op_type == "LSTM":
-            _set_attributes(node, spec, direction, input_forget, layout)
+        if node.op_type in ("LSTM", "GRU"):
+            _set_attributes(node, spec, direction, input_forget, layout, node_activations(spec))
     if layout == 1:
         _batch_first_inputs(model)
     _declare_output_shapes(model, spec, layout)
@@ -113,16 +116,19 @@ def probe_model(
 
 
 def _set_attributes(
-    node: Any, spec: LSTMSpec, direction: str | None, input_forget: bool, layout: int
+    node: Any, spec: LSTMSpec, direction: str | None, input_forget: bool, layout: int,
+    activations: dict[str, Any],
 ) -> None:
     from onnx import helper
 
-    values: dict[str, Any] = {"input_forget": int(input_forget or spec.input_forget),
-                              "layout": layout}
+    values: dict[str, Any] = {"layout": layout}
+    if node.op_type == "LSTM":  # a GRU node has no input_forget attribute
+        values["input_forget"] = int(input_forget or spec.input_forget)
     if direction is not None and spec.directions == 1:
         values["direction"] = direction
-    # f (HardSigmoid for the hard sigmoids), g = h the cell activation, alpha/beta in order.
-    values.update(onnx_activations.write(spec))
+    # f (HardSigmoid for the hard sigmoids), g (= h for an LSTM) the cell activation,
+    # alpha/beta in order.
+    values.update(activations)
     kept = [a for a in node.attribute if a.name not in values]
     del node.attribute[:]
     node.attribute.extend(kept + [helper.make_attribute(k, v) for k, v in values.items()])
@@ -143,7 +149,7 @@ def _batch_first_inputs(model: Any) -> None:
 
 
 def _declare_output_shapes(model: Any, spec: LSTMSpec, layout: int) -> None:
-    """Give Y, Y_h and Y_c their ONNX shapes (OpenCV's importer needs them declared)."""
+    """Give Y, Y_h (and Y_c) their ONNX shapes (OpenCV's importer needs them declared)."""
     from onnx import helper
 
     d, h = spec.directions, spec.units
@@ -183,8 +189,10 @@ def feeds(
         shape = (spec.layers, spec.directions, inputs.batch)
         h0 = np.zeros((*shape, spec.units)) if inputs.h0 is None else inputs.h0
         c0 = np.zeros((*shape, spec.units)) if inputs.c0 is None else inputs.c0
+        names = initial_state_inputs(spec)
         for layer in range(spec.layers):
-            for name, state in (("initial_h", h0[layer]), ("initial_c", c0[layer])):
+            states = (("initial_h", h0[layer]), ("initial_c", c0[layer]))[:len(names)]
+            for name, state in states:
                 state = np.swapaxes(state, 0, 1) if layout == 1 else state
                 fed[f"{name}_{layer}"] = np.ascontiguousarray(state, dtype=dtype)
     return fed
@@ -196,7 +204,8 @@ def result(
     """Graph outputs -> contract: Y (T, D, B, H) -> (B, T, D*H), Y_h/Y_c -> (L, D, B, H).
 
     An output of an unexpected shape is passed on unchanged, so the comparison
-    reports the shape instead of this function raising.
+    reports the shape instead of this function raising. A GRU's outputs are Y and
+    the Y_h of each layer; its result has c None.
     """
     batch, steps, directions = inputs.batch, inputs.steps, spec.directions
     top, states = outputs[0], [np.asarray(s) for s in outputs[1:]]
@@ -205,10 +214,15 @@ def result(
     if top.shape[:3] == y_shape:
         top = top if layout == 1 else top.transpose(2, 0, 1, 3)
         top = zero_padding(top.reshape(batch, steps, -1), inputs)
+    gru = spec.cell == "gru"
     if all(s.shape[:2] == state_shape for s in states):
         states = [np.swapaxes(s, 0, 1) if layout == 1 else s for s in states]
+        if gru:
+            return LSTMResult(np.ascontiguousarray(top), np.stack(states), None)
         return LSTMResult(np.ascontiguousarray(top), np.stack(states[0::2]),
                           np.stack(states[1::2]))
+    if gru:
+        return LSTMResult(top, np.asarray(states[0]), None)
     return LSTMResult(top, np.asarray(states[0]), np.asarray(states[1]))
 
 

@@ -1,8 +1,8 @@
-"""ONNX Runtime: an ONNX graph of ``LSTM`` nodes run by the CPU execution provider.
+"""ONNX Runtime: an ONNX graph of ``LSTM`` (or ``GRU``) nodes run by the CPU execution provider.
 
-Owns building the graph for a spec (one ``LSTM`` node per layer, time-major
-``layout=0``), feeding native ``onnx`` weights to it, and normalizing the
-result to the contract of :mod:`equivalence.io_types`.
+Owns building the graph for a spec (one ``LSTM`` node per layer, a ``GRU`` node
+for a GRU spec, time-major ``layout=0``), feeding native ``onnx`` weights to it,
+and normalizing the result to the contract of :mod:`equivalence.io_types`.
 
 The weights are graph inputs, not initializers, and the batch and time
 dimensions are symbolic, so one session serves every example of a spec;
@@ -19,6 +19,9 @@ Facts this module relies on (verified against onnxruntime 1.32, CPU):
 * The LSTM kernel is float32 only: float64 fails at run time ("does not
   support double yet"); float16 graphs run because ORT inserts Casts to
   float32 around the node; bfloat16 has no kernel; ``layout=1`` is refused.
+* The GRU kernel (GRU-14) runs both ``linear_before_reset`` values, ``clip``,
+  ``activations`` and ``sequence_lens`` as the LSTM's; float32 only, the same
+  way (tests/test_gru_onnx.py).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from equivalence.spec import LSTMSpec
 if TYPE_CHECKING:
     from equivalence.table import Entry
 
-# LSTM-14 semantics (opset 22 only adds bfloat16 types, which ORT's CPU kernel lacks).
+# LSTM-14 / GRU-14 semantics (opset 22 only adds bfloat16 types, which ORT's CPU kernel lacks).
 OPSET = 17
 # IR 8 / opset 17 load in every ONNX Runtime from 1.14 on: the version matrix found that
 # ORT 1.17 refuses IR 10 ("max supported IR version: 9"). The LSTM op is LSTM-14 either way.
@@ -45,7 +48,7 @@ _BATCH, _TIME = "batch", "time"
 
 
 class OnnxRuntime(Runtime):
-    """ONNX ``LSTM`` nodes in onnxruntime's CPU execution provider."""
+    """ONNX ``LSTM`` (``GRU``) nodes in onnxruntime's CPU execution provider."""
 
     module: ClassVar[str] = "onnxruntime"
     requires: ClassVar[tuple[str, ...]] = ("onnx",)  # the graph is built with onnx.helper
@@ -84,7 +87,7 @@ def build_model(spec: LSTMSpec, *, has_state: bool, has_lengths: bool) -> Any:
     """The ONNX model for ``spec``: X (time, batch, I) in; per layer W/R/B[/P] as inputs.
 
     Outputs: ``Y`` of the top layer (T, D, B, H), then ``Y_h_{k}``, ``Y_c_{k}``
-    (D, B, H) for every layer k.
+    (D, B, H) for every layer k (``Y_h_{k}`` only for a GRU, which has no c).
     """
     from onnx import TensorProto, helper
 
@@ -98,13 +101,14 @@ def build_model(spec: LSTMSpec, *, has_state: bool, has_lengths: bool) -> Any:
     layer_input = "X"
     for layer in range(spec.layers):
         graph_inputs += _layer_inputs(spec, layer, elem, has_state)
-        nodes.append(_lstm_node(spec, layer, layer_input, has_state, has_lengths))
+        make_node = _gru_node if spec.cell == "gru" else _lstm_node
+        nodes.append(make_node(spec, layer, layer_input, has_state, has_lengths))
         if layer + 1 < spec.layers:
             layer_input = _flatten_directions(layer, nodes, initializers)
     graph_outputs = [helper.make_tensor_value_info(f"Y_{spec.layers - 1}", elem, None)]
     for layer in range(spec.layers):
         graph_outputs += [helper.make_tensor_value_info(f"{name}_{layer}", elem, None)
-                          for name in ("Y_h", "Y_c")]
+                          for name in state_outputs(spec)]
     graph = helper.make_graph(nodes, "equivalence_lstm", graph_inputs, graph_outputs,
                               initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
@@ -117,8 +121,8 @@ def _layer_inputs(spec: LSTMSpec, layer: int, elem: int, has_state: bool) -> lis
 
     shapes: dict[str, tuple[int | str, ...]] = dict(_weight_shapes(spec, layer))
     if has_state:
-        shapes["initial_h"] = (spec.directions, _BATCH, spec.units)
-        shapes["initial_c"] = (spec.directions, _BATCH, spec.units)
+        for name in initial_state_inputs(spec):
+            shapes[name] = (spec.directions, _BATCH, spec.units)
     return [helper.make_tensor_value_info(f"{name}_{layer}", elem, list(shape))
             for name, shape in shapes.items()]
 
@@ -148,6 +152,57 @@ def _lstm_node(spec: LSTMSpec, layer: int, x: str, has_state: bool, has_lengths:
     return helper.make_node("LSTM", names, outputs, name=f"lstm_{layer}", **attributes)
 
 
+def _gru_node(spec: LSTMSpec, layer: int, x: str, has_state: bool, has_lengths: bool) -> Any:
+    """One GRU node: inputs X W R B sequence_lens initial_h; outputs Y, Y_h."""
+    from onnx import helper
+
+    names = [x, f"W_{layer}", f"R_{layer}", f"B_{layer}",
+             "sequence_lens" if has_lengths else "",
+             f"initial_h_{layer}" if has_state else ""]
+    while names[-1] == "":
+        names.pop()
+    attributes: dict[str, Any] = {
+        "hidden_size": spec.units,
+        "direction": _direction(spec),
+        "layout": 0,
+        "linear_before_reset": int(spec.reset_after),
+    }
+    if spec.gate_clip is not None:
+        attributes["clip"] = float(spec.gate_clip)
+    attributes.update(node_activations(spec))
+    outputs = [f"Y_{layer}", f"Y_h_{layer}"]
+    return helper.make_node("GRU", names, outputs, name=f"gru_{layer}", **attributes)
+
+
+def node_activations(spec: LSTMSpec) -> dict[str, Any]:
+    """The ``activations`` attributes of ``spec``'s node: f, g, h per direction for an LSTM
+    (g = h), f, g for a GRU (f on z and r, g on the candidate); none for ONNX's defaults."""
+    if spec.cell != "gru":
+        return onnx_activations.write(spec)
+    if spec.recurrent_activation == "sigmoid" and spec.activation == "tanh":
+        return {}
+    pair = [onnx_activations.GATES[spec.recurrent_activation],
+            onnx_activations.CELLS[spec.activation]] * spec.directions
+    attributes: dict[str, Any] = {"activations": [name for name, _, _ in pair]}
+    alphas = [a for _, a, _ in pair if a is not None]
+    betas = [b for _, _, b in pair if b is not None]
+    if alphas:
+        attributes["activation_alpha"] = alphas
+    if betas:
+        attributes["activation_beta"] = betas
+    return attributes
+
+
+def state_outputs(spec: LSTMSpec) -> tuple[str, ...]:
+    """The per-layer state outputs of a node: Y_h and Y_c (an LSTM), Y_h (a GRU)."""
+    return ("Y_h",) if spec.cell == "gru" else ("Y_h", "Y_c")
+
+
+def initial_state_inputs(spec: LSTMSpec) -> tuple[str, ...]:
+    """The per-layer initial-state inputs: initial_h and initial_c, initial_h for a GRU."""
+    return ("initial_h",) if spec.cell == "gru" else ("initial_h", "initial_c")
+
+
 def _direction(spec: LSTMSpec) -> str:
     if spec.directions == 2:
         return "bidirectional"
@@ -169,11 +224,11 @@ def _flatten_directions(layer: int, nodes: list[Any], initializers: list[Any]) -
 
 
 def _weight_shapes(spec: LSTMSpec, layer: int) -> dict[str, tuple[int, ...]]:
-    units, directions = spec.units, spec.directions
+    units, directions, gates = spec.units, spec.directions, spec.gate_count
     shapes = {
-        "W": (directions, 4 * units, spec.layer_input_size(layer)),
-        "R": (directions, 4 * units, units),
-        "B": (directions, 8 * units),
+        "W": (directions, gates * units, spec.layer_input_size(layer)),
+        "R": (directions, gates * units, units),
+        "B": (directions, 2 * gates * units),
     }
     if spec.peepholes:
         shapes["P"] = (directions, 3 * units)
@@ -196,10 +251,11 @@ def _feeds(
         for name, array in weights.items():
             feeds[f"{name}_{layer}"] = np.ascontiguousarray(array, dtype=dtype)
     if has_state:
-        h0, c0 = np.asarray(inputs.h0), np.asarray(inputs.c0)
+        states = {"initial_h": inputs.h0, "initial_c": inputs.c0}
         for layer in range(spec.layers):
-            feeds[f"initial_h_{layer}"] = np.ascontiguousarray(h0[layer], dtype=dtype)
-            feeds[f"initial_c_{layer}"] = np.ascontiguousarray(c0[layer], dtype=dtype)
+            for name in initial_state_inputs(spec):
+                state = np.asarray(states[name])[layer]
+                feeds[f"{name}_{layer}"] = np.ascontiguousarray(state, dtype=dtype)
     return feeds
 
 
@@ -208,6 +264,8 @@ def _result(spec: LSTMSpec, outputs: list[np.ndarray], inputs: LSTMInputs) -> LS
     top, states = outputs[0], outputs[1:]
     batch, steps = inputs.batch, inputs.steps
     flat = top.transpose(2, 0, 1, 3).reshape(batch, steps, spec.directions * spec.units)
+    if spec.cell == "gru":  # Y_h only: no c
+        return LSTMResult(outputs=np.ascontiguousarray(flat), h=np.stack(states), c=None)
     return LSTMResult(
         outputs=np.ascontiguousarray(flat),
         h=np.stack(states[0::2]),
