@@ -71,11 +71,14 @@ def _row(name: str, runtime: str, fmt: str, caps: Capabilities, **fields: Any) -
 
 # Keras LSTM(activation=...) takes every cell activation the spec names (Keras's own names).
 _CELL_ACTIVATIONS = frozenset(ACTIVATIONS)
+# Keras GRU / GRUCell, reset_after True (Keras's default, 2 biases) and False (one bias).
+_KERAS_GRU = {"cells": frozenset({"lstm", "gru"}), "reset_before": True}
 _KERAS3 = Capabilities(
     recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_keras3"}),
     activations=_CELL_ACTIVATIONS,
     time_major=False,  # Keras 3 recurrent layers have no time-major path
     dtypes=_ALL_FLOATS,
+    **_KERAS_GRU,
 )
 # Keras 3 on JAX and torch, each in its own worker process (the backend is fixed per process):
 # float64 is not claimed (both backends' LSTMs were checked in float16/bfloat16/float32).
@@ -84,6 +87,7 @@ _KERAS3_OTHER_BACKENDS = Capabilities(
     activations=_CELL_ACTIVATIONS,
     time_major=False,
     dtypes=frozenset({"float16", "bfloat16", "float32"}),
+    **_KERAS_GRU,
 )
 # A Keras 3 model through TFLiteConverter into the TFLite interpreter: float32 graphs only.
 _TFLITE = Capabilities(
@@ -96,6 +100,7 @@ _TF_KERAS = Capabilities(
     activations=_CELL_ACTIVATIONS,
     time_major=True,  # LSTM(time_major=True), RNN(time_major=True); mask given as (T, B)
     dtypes=_ALL_FLOATS,
+    **_KERAS_GRU,
 )
 _TF1 = Capabilities(
     projection=True,
@@ -221,7 +226,9 @@ RUNTIMES: tuple[Entry, ...] = (
          in_pairs=False),
     # tanh only: the row exists to check TensorFlow's cuDNN path, which other activations leave.
     _row("keras_gpu", "keras:KerasGpuRuntime", "keras",
-         dataclasses.replace(_KERAS3, activations=frozenset({"tanh"})), device="gpu",
+         # GRU not claimed: no GPU run has checked Keras's cuDNN GRU here yet
+         dataclasses.replace(_KERAS3, activations=frozenset({"tanh"}), cells=frozenset({"lstm"}),
+                             reset_before=False), device="gpu",
          cpu_twin="keras"),
     _row("tf_cudnn_rnn", "tf_cudnn:TfCudnnRnnRuntime", "cudnn_params", _TF_CUDNN_RNN,
          device="gpu", cpu_twin="torch"),

@@ -1,11 +1,12 @@
-"""The LSTM builder shared by the Keras runtimes (Keras 3 and tf_keras).
+"""The LSTM and GRU builder shared by the Keras runtimes (Keras 3 and tf_keras).
 
 Keras 3 (``keras``) and Keras 2 (``tf_keras``) expose the same layer API for
 what this harness needs (``LSTM``, ``LSTMCell``, ``StackedRNNCells``, ``RNN``,
 ``Bidirectional``), so one builder serves both, parametrized by the imported
 module. This module owns:
 
-* how a spec becomes Keras layers (one of the three layer styles below),
+* how a spec becomes Keras layers (one of the three layer styles below; a GRU
+  spec gets ``GRU``/``GRUCell`` with its ``reset_after``, and one state, h),
 * how the flat native weight list is split over those layers,
 * how inputs are fed (initial states, a boolean mask for the lengths, the
   time-major layout),
@@ -45,6 +46,21 @@ ZERO_INIT = {
     "bias_initializer": "zeros",
     "unit_forget_bias": False,
 }
+GRU_ZERO_INIT = {k: v for k, v in ZERO_INIT.items() if k != "unit_forget_bias"}
+
+
+def layer_options(spec: LSTMSpec, recurrent_activation: str) -> dict[str, Any]:
+    """The options a Keras ``LSTM``/``LSTMCell`` (``GRU``/``GRUCell``) of ``spec`` takes."""
+    options: dict[str, Any] = {"activation": spec.activation,  # the spec's names are Keras's
+                               "recurrent_activation": recurrent_activation}
+    if spec.cell == "gru":
+        return {**options, "reset_after": spec.reset_after, **GRU_ZERO_INIT}
+    return {**options, **ZERO_INIT}
+
+
+def layer_class(layers: Any, spec: LSTMSpec, cell: bool = False) -> Any:
+    """``layers.LSTM`` or ``layers.GRU`` (their ``...Cell`` when ``cell``) for the spec's cell."""
+    return getattr(layers, ("GRU" if spec.cell == "gru" else "LSTM") + ("Cell" if cell else ""))
 
 
 def native_arrays(native: Any, spec: LSTMSpec) -> list[np.ndarray]:
@@ -160,13 +176,18 @@ class KerasLSTM:
         """x, [mask], [h, c per layer and direction] -> [outputs, h, c per layer and direction]."""
         x, rest = tensors[0], list(tensors[1:])
         mask = rest.pop(0) if self.feeding.has_mask else None
-        pairs = [rest[n:n + 2] for n in range(0, len(rest), 2)] if self.feeding.has_state else None
+        per_cell = len(self.spec.state_names)  # h, c (LSTM) or h (GRU)
+        pairs = ([rest[n:n + per_cell] for n in range(0, len(rest), per_cell)]
+                 if self.feeding.has_state else None)
         kwargs: dict[str, Any] = {"training": False}
         if mask is not None:
             kwargs["mask"] = mask
         if self.stacked_cells:
             if pairs is not None:
-                kwargs["initial_state"] = pairs[0] if self.spec.layers == 1 else pairs
+                # A GRUCell's state is one tensor, not a list: tf_keras's masked loop refuses
+                # [[h1], [h2]] for a stack of them, so a GRU stack gets [h1, h2].
+                cell_states = [p[0] for p in pairs] if per_cell == 1 else pairs
+                kwargs["initial_state"] = (pairs[0] if self.spec.layers == 1 else cell_states)
             # States come back nested per cell ([h1, c1], [h2, c2], ...); flattened: h1 c1 h2 c2.
             return _flatten(self.weight_layers[0][0](x, **kwargs))
         sequence, per = x, self.spec.directions
@@ -174,7 +195,8 @@ class KerasLSTM:
         for k, (layer, _count) in enumerate(self.weight_layers):
             if pairs is not None:
                 kwargs["initial_state"] = _flatten(pairs[k * per:(k + 1) * per])
-            # LSTM returns [out, h, c]; Bidirectional returns [out, h_fw, c_fw, h_bw, c_bw].
+            # LSTM returns [out, h, c]; Bidirectional returns [out, h_fw, c_fw, h_bw, c_bw]
+            # (a GRU [out, h], [out, h_fw, h_bw]).
             returned = _flatten(layer(sequence, **kwargs))
             sequence, finals = returned[0], finals + returned[1:]
         return [sequence, *finals]
@@ -188,7 +210,7 @@ class KerasLSTM:
         if self.feeding.has_mask:
             signature.append(tf.TensorSpec([None, None], tf.bool))
         if self.feeding.has_state:
-            count = 2 * spec.layers * spec.directions
+            count = len(spec.state_names) * spec.layers * spec.directions
             signature += [tf.TensorSpec([None, spec.units], spec.dtype)] * count
         return signature
 
@@ -236,22 +258,13 @@ class KerasLSTM:
             return self.keras.cudnn_lstm(spec.units, **self._rnn_options(), **ZERO_INIT)
         if self.style == CELLS:
             return layers.RNN(self._cell(), **self._rnn_options())
-        return layers.LSTM(
-            spec.units,
-            activation=spec.activation,  # the spec's names are Keras's own
-            recurrent_activation=self.activation,
-            **self._rnn_options(),
-            **ZERO_INIT,
-        )
+        return layer_class(layers, spec)(
+            spec.units, **layer_options(spec, self.activation), **self._rnn_options())
 
     def _cell(self) -> Any:
-        return self.keras.layers.LSTMCell(
-            self.spec.units,
-            activation=self.spec.activation,
-            recurrent_activation=self.activation,
-            dtype=self.spec.dtype,
-            **ZERO_INIT,
-        )
+        spec = self.spec
+        return layer_class(self.keras.layers, spec, cell=True)(
+            spec.units, **layer_options(spec, self.activation), dtype=spec.dtype)
 
 
 def numpy_dtype(name: str) -> np.dtype:
@@ -264,7 +277,8 @@ def numpy_dtype(name: str) -> np.dtype:
 
 
 def feeds(spec: LSTMSpec, inputs: LSTMInputs, feeding: Feeding) -> list[np.ndarray]:
-    """Layer inputs in :meth:`KerasLSTM.forward`'s order: x, [mask], [h, c per layer, direction].
+    """Layer inputs in :meth:`KerasLSTM.forward`'s order: x, [mask], [h, c per layer, direction]
+    (h only for a GRU).
 
     Time-major layers take x as (T, B, I) and the mask as (T, B).
     """
@@ -276,10 +290,12 @@ def feeds(spec: LSTMSpec, inputs: LSTMInputs, feeding: Feeding) -> list[np.ndarr
     if feeding.has_mask:
         fed.append(np.ascontiguousarray(mask))
     if feeding.has_state:
-        h0, c0 = np.asarray(inputs.h0, dtype), np.asarray(inputs.c0, dtype)
+        states = [np.asarray(inputs.h0, dtype)]
+        if spec.cell != "gru":
+            states.append(np.asarray(inputs.c0, dtype))
         for layer in range(spec.layers):
             for direction in range(spec.directions):
-                fed += [h0[layer, direction], c0[layer, direction]]
+                fed += [state[layer, direction] for state in states]
     return fed
 
 
@@ -288,12 +304,13 @@ def to_result(flat: list[np.ndarray], spec: LSTMSpec, inputs: LSTMInputs) -> LST
     outputs, finals = flat[0], flat[1:]
     if inputs.time_major:
         outputs = np.ascontiguousarray(outputs.transpose(1, 0, 2))
-    expected = 2 * spec.layers * spec.directions
+    per_cell = len(spec.state_names)
+    expected = per_cell * spec.layers * spec.directions
     if len(finals) != expected:
         raise AssertionError(f"Keras returned {len(finals)} states, expected {expected}")
     shape = (spec.layers, spec.directions, inputs.batch, spec.units)
-    h = np.stack(finals[0::2]).reshape(shape)
-    c = np.stack(finals[1::2]).reshape(shape)
+    h = np.stack(finals[0::per_cell]).reshape(shape)
+    c = np.stack(finals[1::2]).reshape(shape) if per_cell == 2 else None
     return LSTMResult(outputs=zero_padding(outputs, inputs), h=h, c=c)
 
 

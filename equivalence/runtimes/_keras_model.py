@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from equivalence.runtimes._keras_common import ZERO_INIT, Feeding
+from equivalence.runtimes._keras_common import Feeding, layer_class, layer_options
 from equivalence.spec import LSTMSpec
 
 # The spec's recurrent activations as Keras 3 names them. Keras 3's "hard_sigmoid" is
@@ -31,7 +31,7 @@ def input_names(spec: LSTMSpec, feeding: Feeding) -> list[str]:
     if feeding.has_state:
         for layer in range(spec.layers):
             for direction in range(spec.directions):
-                names += [f"h_{layer}_{direction}", f"c_{layer}_{direction}"]
+                names += [f"{part}_{layer}_{direction}" for part in spec.state_names]
     return names
 
 
@@ -51,7 +51,7 @@ def build_model(keras: Any, spec: LSTMSpec, feeding: Feeding, batch: int | None 
             kwargs["initial_state"] = [
                 inputs[f"{part}_{layer}_{direction}"]
                 for direction in range(spec.directions)
-                for part in ("h", "c")
+                for part in spec.state_names
             ]
         # LSTM returns [sequence, h, c]; Bidirectional [sequence, h_fw, c_fw, h_bw, c_bw].
         returned = _recurrent_layer(keras, spec)(sequence, **kwargs)
@@ -68,14 +68,12 @@ def _input(keras: Any, spec: LSTMSpec, name: str, batch: int | None) -> Any:
 
 
 def _recurrent_layer(keras: Any, spec: LSTMSpec) -> Any:
-    layer = keras.layers.LSTM(
+    layer = layer_class(keras.layers, spec)(
         spec.units,
-        activation=spec.activation,  # the spec's names are Keras's own
-        recurrent_activation=ACTIVATIONS[spec.recurrent_activation],
+        **layer_options(spec, ACTIVATIONS[spec.recurrent_activation]),
         return_sequences=True,
         return_state=True,
         dtype=spec.dtype,
-        **ZERO_INIT,
     )
     if spec.directions == 2:
         layer = keras.layers.Bidirectional(layer, merge_mode="concat", dtype=spec.dtype)
