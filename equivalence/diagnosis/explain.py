@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from equivalence import reference
-from equivalence.canonical import GATES, CellWeights, LSTMWeights
+from equivalence import cells, reference
+from equivalence.canonical import CellWeights, LSTMWeights
 from equivalence.case import Case
 from equivalence.compare import Tolerance, compare
 from equivalence.convert import from_canonical, to_canonical
@@ -42,7 +42,8 @@ from equivalence.formats.options import reader_options, writer_options
 from equivalence.io_types import LSTMResult
 
 # Gate orders with a name people will recognise (canonical is i f g o).
-KNOWN_ORDERS = {("i", "g", "f", "o"): "TF1's i, j, f, o order",
+KNOWN_ORDERS = {("z", "r", "n"): "ONNX's and Keras's z, r, h order",
+                ("i", "g", "f", "o"): "TF1's i, j, f, o order",
                 ("i", "o", "f", "g"): "ONNX's i, o, f, c order",
                 ("g", "f", "i", "o"): "NeoML's g, f, i, o order"}
 
@@ -152,13 +153,14 @@ def _reproduces(weights: LSTMWeights, case: Case, actual: LSTMResult, tol: Toler
 def _from_outputs(case: Case, actual: LSTMResult, tol: Tolerance, *, weight_bugs: bool) -> str:
     """A known bug that reproduces ``actual``, else where it goes wrong."""
     correct = _run(case.weights, case)
-    for label, transform in _reading_candidates():
+    for label, transform in _reading_candidates(case):
         expected = transform(correct)
         if expected.h.shape == actual.h.shape and compare(expected, actual, tol).ok:
             return label
-    candidates = list(_activation_candidates(case))
+    candidates = [*_activation_candidates(case), *_variant_candidates(case)]
     if weight_bugs:
-        candidates = [*_gate_orders(), *_bias_candidates(), *_layout_candidates(case), *candidates]
+        candidates = [*_gate_orders(case), *_bias_candidates(case), *_layout_candidates(case),
+                      *candidates]
     for label, make in candidates:
         try:
             if compare(make(case), actual, tol).ok:
@@ -177,12 +179,13 @@ def _cells(fn: Callable[[CellWeights], CellWeights]) -> Callable[[Case], LSTMRes
     return lambda case: _run(case.weights.map_cells(lambda _l, _d, cell: fn(cell)), case)
 
 
-def _gate_orders() -> Iterator[Candidate]:
-    for order in itertools.permutations(range(4)):
-        if order == (0, 1, 2, 3):
+def _gate_orders(case: Case) -> Iterator[Candidate]:
+    gates = cells.cell(case.spec.cell).gates
+    for order in itertools.permutations(range(len(gates))):
+        if order == tuple(range(len(gates))):
             continue
-        names = tuple(GATES[k] for k in order)
-        moved = [GATES[position] for position, k in enumerate(order) if k != position]
+        names = tuple(gates[k] for k in order)
+        moved = [gates[position] for position, k in enumerate(order) if k != position]
         label = (f"gate blocks permuted to {', '.join(names)} "
                  f"({', '.join(moved[:-1])} and {moved[-1]} misplaced)")
         if len(moved) == 2:
@@ -197,11 +200,13 @@ def _gate_orders() -> Iterator[Candidate]:
         yield label, _cells(permute)
 
 
-def _bias_candidates() -> Iterator[Candidate]:
+def _bias_candidates(case: Case) -> Iterator[Candidate]:
     yield ("recurrent bias dropped (only the input bias kept)",
            _cells(lambda c: replace(c, b_recurrent=np.zeros_like(c.b_recurrent))))
     yield ("input bias dropped (only the recurrent bias kept)",
            _cells(lambda c: replace(c, b_input=np.zeros_like(c.b_input))))
+    if case.spec.cell != "lstm":
+        return  # forget_bias is the LSTM's
     for offset in (1.0, -1.0):
         def shift(cell: CellWeights, offset=offset) -> CellWeights:
             bias = cell.b_input.astype(np.float64).copy()
@@ -213,11 +218,11 @@ def _bias_candidates() -> Iterator[Candidate]:
         yield f"{offset:+.1f} added to the f block of the bias (forget_bias {why})", _cells(shift)
 
 
-def _reshaped_not_transposed(matrix: np.ndarray, per_gate: bool) -> np.ndarray:
+def _reshaped_not_transposed(matrix: np.ndarray, per_gate: bool, gates: int) -> np.ndarray:
     """What a right-multiplying format holds when someone reshaped where a transpose was due."""
     if not per_gate:
         return np.ascontiguousarray(matrix).reshape(matrix.shape[::-1]).T
-    blocks = [np.ascontiguousarray(b.T).reshape(b.shape) for b in np.split(matrix, 4)]
+    blocks = [np.ascontiguousarray(b.T).reshape(b.shape) for b in np.split(matrix, gates)]
     return np.concatenate(blocks)
 
 
@@ -226,8 +231,10 @@ def _layout_candidates(case: Case) -> Iterator[Candidate]:
                                    "(CuDNNLSTM's flat layout read as Keras's, or back)"),
                             (False, "kernels reshaped instead of transposed")):
         def reshaped(cell: CellWeights, per_gate=per_gate) -> CellWeights:
-            return replace(cell, w_input=_reshaped_not_transposed(cell.w_input, per_gate),
-                           w_recurrent=_reshaped_not_transposed(cell.w_recurrent, per_gate))
+            gates = case.spec.gate_count
+            return replace(cell, w_input=_reshaped_not_transposed(cell.w_input, per_gate, gates),
+                           w_recurrent=_reshaped_not_transposed(cell.w_recurrent, per_gate,
+                                                                gates))
 
         yield label, _cells(reshaped)
     if case.spec.input_size == case.spec.output_size:
@@ -249,6 +256,21 @@ def _activation_candidates(case: Case) -> Iterator[Candidate]:
                    "was meant", _fixed(weights))
 
 
-def _reading_candidates() -> Iterator[tuple[str, Callable[[LSTMResult], LSTMResult]]]:
-    yield "h and c swapped", lambda r: LSTMResult(r.outputs, r.c, r.h)
+def _variant_candidates(case: Case) -> Iterator[Candidate]:
+    """The same weights in the other GRU variant (where the reset gate meets h)."""
+    spec = case.spec
+    if spec.cell == "gru":
+        other = not spec.reset_after
+        words = {False: "reset_after=False (the reset gate before the recurrent matmul: ONNX "
+                        "linear_before_reset=0, Keras reset_after=False)",
+                 True: "reset_after=True (the reset gate after the recurrent matmul: ONNX "
+                       "linear_before_reset=1, PyTorch, Keras's default)"}
+        weights = LSTMWeights(spec.replace(reset_after=other), case.weights.cells)
+        yield (f"{words[other]} where reset_after={spec.reset_after} was meant",
+               _fixed(weights))
+
+
+def _reading_candidates(case: Case) -> Iterator[tuple[str, Callable[[LSTMResult], LSTMResult]]]:
+    if case.spec.cell == "lstm":  # a GRU has no c to swap with
+        yield "h and c swapped", lambda r: LSTMResult(r.outputs, r.c, r.h)
     yield "output sequence reversed in time", lambda r: LSTMResult(r.outputs[:, ::-1], r.h, r.c)

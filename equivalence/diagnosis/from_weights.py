@@ -24,6 +24,7 @@ import numpy as np
 from equivalence.canonical import CellWeights, LSTMWeights
 from equivalence.diagnosis.fits import EPS, coarsest
 from equivalence.diagnosis.notes import (
+    BIAS,
     DISPLAY,
     NETWORK,
     RESIDUAL,
@@ -41,8 +42,10 @@ from equivalence.diagnosis.search import (
     guess_projection,
 )
 
-SHAPE_FIELDS = ("input_size", "units", "layers", "directions", "projection_size", "peepholes")
-BEHAVIOUR_FIELDS = ("recurrent_activation", "cell_clip", "projection_clip", "gate_clip")
+SHAPE_FIELDS = ("cell", "input_size", "units", "layers", "directions", "projection_size",
+                "peepholes")
+BEHAVIOUR_FIELDS = ("recurrent_activation", "cell_clip", "projection_clip", "gate_clip",
+                    "reset_after")
 SAME_CELL = 1e-2  # sorted magnitudes this close (relative) are the same weights
 
 
@@ -107,16 +110,19 @@ def explain(expected: LSTMWeights, actual: LSTMWeights) -> WeightDiagnosis:
     if any(f.rank == NETWORK and f.text.startswith("the converted") for f in findings):
         return WeightDiagnosis(tuple(findings))
     working = working_dtype(expected, actual)
-    sources, moved = match_cells(expected, actual)
+    sources, moved = match_cells(expected, actual, expected.spec.gate_count)
     findings += moved
     names = {key: cell_name(expected, *key) for key in sources}
+    gates = expected.spec.gate_count
     guesses = {(layer, direction): cell_guesses(expected.cell(*sources[(layer, direction)]),
-                                                cell, working)
+                                                cell, working, gates)
                for layer, direction, cell in actual.iter_cells()}
     rounding = network_rounding([g for per_cell in guesses.values() for g in per_cell.values()])
     for key, per_cell in guesses.items():
-        findings += [Finding(n.rank, n.text, n.array, names[key])
-                     for n in cell_notes(per_cell, actual.cell(*key), rounding)]
+        notes = cell_notes(per_cell, actual.cell(*key), rounding)
+        if expected.spec.cell == "gru" and expected.spec.reset_after:
+            notes += candidate_bias_notes(expected.cell(*sources[key]), actual.cell(*key), working)
+        findings += [Finding(n.rank, n.text, n.array, names[key]) for n in notes]
     arrays = tuple(_displayed(expected.cell(0, 0)))
     return WeightDiagnosis(tuple(findings), tuple(names.values()), arrays)
 
@@ -168,14 +174,15 @@ def _displayed(cell: CellWeights) -> list[str]:
     return [DISPLAY[n] for n in names if n == "bias" or n in present]
 
 
-def cell_guesses(expected: CellWeights, actual: CellWeights, working: str) -> dict[str, Guess]:
-    """Where every converted array of one layer and direction came from."""
-    guesses = guess_kernels(expected, actual, working)
+def cell_guesses(expected: CellWeights, actual: CellWeights, working: str, gates: int = 4
+                 ) -> dict[str, Guess]:
+    """Where every converted array of one layer and direction came from (``gates`` blocks)."""
+    guesses = guess_kernels(expected, actual, working, gates=gates)
     kernel_orders = [g.order for g in guesses.values()]
-    guesses["bias"] = guess_bias(expected, actual, working, kernel_orders)
+    guesses["bias"] = guess_bias(expected, actual, working, kernel_orders, gates)
     bias_order = guesses["bias"].order
-    if bias_order not in kernel_orders and guesses["bias"].size > 4:  # the bias may settle it
-        again = guess_kernels(expected, actual, working, (bias_order,))
+    if bias_order not in kernel_orders and guesses["bias"].size > gates:  # the bias may settle it
+        again = guess_kernels(expected, actual, working, (bias_order,), gates)
         if all(again[n].order == bias_order and again[n].unexplained <= guesses[n].unexplained
                for n in again):
             guesses.update(again)
@@ -197,6 +204,28 @@ def cell_notes(guesses: dict[str, Guess], actual: CellWeights, rounding: str | N
     return notes
 
 
+def candidate_bias_notes(expected: CellWeights, actual: CellWeights, working: str
+                         ) -> list[Note]:
+    """A GRU's candidate biases, which reset_after keeps apart: b_hn sits inside r * (...).
+
+    The bias search reads the two biases' sum, which these mistakes leave right.
+    """
+    def n_block(bias: np.ndarray) -> np.ndarray:
+        return np.split(np.asarray(bias, np.float64), 3)[2]
+
+    b_in, b_hn = n_block(expected.b_input), n_block(expected.b_recurrent)
+    got_in, got_hn = n_block(actual.b_input), n_block(actual.b_recurrent)
+    tolerance = 8 * EPS[working] * (np.abs(b_in) + np.abs(b_hn) + 1.0)
+    if np.all(np.abs(got_hn - b_hn) <= tolerance) or not np.all(
+            np.abs(got_in + got_hn - b_in - b_hn) <= tolerance):
+        return []  # right, or wrong in the sum too (the bias search names that)
+    if np.all(np.abs(got_hn) <= tolerance):
+        return [Note(BIAS, "the candidate's recurrent bias b_hn summed into the input bias "
+                           "(under reset_after=True it belongs inside r * (...))")]
+    return [Note(BIAS, "the candidate's input and recurrent biases (b_in, b_hn) split "
+                       "differently; their sum is right")]
+
+
 # --- directions and layers
 
 
@@ -209,11 +238,12 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and float(np.max(np.abs(a - b), initial=0.0)) <= SAME_CELL * scale
 
 
-def _blocks(cell: CellWeights) -> list[np.ndarray]:
-    return [_sorted_magnitudes(b) for m in (cell.w_input, cell.w_recurrent) for b in np.split(m, 4)]
+def _blocks(cell: CellWeights, gates: int) -> list[np.ndarray]:
+    return [_sorted_magnitudes(b) for m in (cell.w_input, cell.w_recurrent)
+            for b in np.split(m, gates)]
 
 
-def cell_distance(actual: CellWeights, expected: CellWeights) -> float:
+def cell_distance(actual: CellWeights, expected: CellWeights, gates: int = 4) -> float:
     """0 for the same cell's weights, 1 for unrelated ones.
 
     Blind to gate orders, layouts and moves between kernels: the share of the
@@ -225,20 +255,20 @@ def cell_distance(actual: CellWeights, expected: CellWeights) -> float:
              for c in (actual, expected)]
     if _close(*whole):
         return 0.0
-    sources = _blocks(expected)
-    blocks = _blocks(actual)
+    sources = _blocks(expected, gates)
+    blocks = _blocks(actual, gates)
     return sum(not any(_close(b, s) for s in sources) for b in blocks) / len(blocks)
 
 
 def match_cells(
-    expected: LSTMWeights, actual: LSTMWeights
+    expected: LSTMWeights, actual: LSTMWeights, gates: int = 4
 ) -> tuple[dict[tuple[int, int], tuple[int, int]], list[Finding]]:
     """Which source cell each converted cell holds (directions or layers swapped)."""
     keys = [(layer, direction) for layer, direction, _ in actual.iter_cells()]
     mapping = {key: key for key in keys}
     for key in keys:
         mine = actual.cell(*key)
-        distance = {k: cell_distance(mine, expected.cell(*k)) for k in keys
+        distance = {k: cell_distance(mine, expected.cell(*k), gates) for k in keys
                     if _same_shapes(mine, expected.cell(*k))}
         other = min(distance, key=distance.__getitem__)
         if distance[key] > 0 and distance[other] < min(0.5, distance[key] / 2):

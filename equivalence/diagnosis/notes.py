@@ -1,6 +1,6 @@
 """The weight search's guesses in words: one note per mistake, named the way users name them.
 
-Blocks are named by the source's gate (i, f, g, o): after "f and g blocks
+Blocks are named by the source's gate (i, f, g, o; a GRU's r, z, n): after "f and g blocks
 swapped", "+1.0 added to the g block" means the g values got the +1.0,
 wherever they ended up. Single elements are named by their place in the
 canonical layout of the converted weights: ``kernel[g, unit 1, input 0]``.
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from equivalence.canonical import GATES
+from equivalence.cells import gru
 from equivalence.diagnosis.fits import EPS, Fix, coarsest
 from equivalence.diagnosis.search import KERNELS, Guess, identity
 
@@ -21,11 +22,16 @@ DISPLAY = {"w_input": "kernel", "w_recurrent": "recurrent kernel", "bias": "bias
            "peephole": "peepholes", "projection": "projection"}
 BLOCK_NAMES = {"w_input": GATES, "w_recurrent": GATES, "bias": GATES,
                "peephole": PEEPHOLE_GATES, "projection": ("",)}
+# A kernel or bias of three blocks is a GRU's (an LSTM's have four; peepholes are named apart).
+GRU_BLOCK_NAMES = {**BLOCK_NAMES, "w_input": gru.GATES, "w_recurrent": gru.GATES,
+                   "bias": gru.GATES}
 FEW = 4  # up to this many unexplained elements are named one by one
 # Gate orders people know (canonical: i, f, g, o); a read-back shows an order or its inverse.
 KNOWN_ORDERS: dict[tuple[int, ...], str] = {
     (0, 2, 1, 3): "TF1's i, j, f, o order", (0, 3, 1, 2): "ONNX's i, o, f, c order",
-    (0, 2, 3, 1): "ONNX's i, o, f, c order", (2, 1, 0, 3): "NeoML's g, f, i, o order"}
+    (0, 2, 3, 1): "ONNX's i, o, f, c order", (2, 1, 0, 3): "NeoML's g, f, i, o order",
+    # GRU (canonical r, z, n): z and r trade places in ONNX's and Keras's z, r, h
+    (1, 0, 2): "ONNX's and Keras's z, r, h order"}
 LAYOUT_TEXT = {
     "blocks": "gate blocks reshaped instead of transposed",
     "blocks_back": "gate blocks reshaped instead of transposed",
@@ -34,6 +40,13 @@ LAYOUT_TEXT = {
     "whole_back": "reshaped instead of transposed",
     "whole_square": "reshaped instead of transposed",  # the same for a square matrix
 }
+
+
+def block_names(name: str, blocks: int) -> tuple[str, ...]:
+    """The names of array ``name``'s ``blocks`` blocks: a GRU's r, z, n where there are 3."""
+    return (GRU_BLOCK_NAMES if blocks == 3 else BLOCK_NAMES)[name]
+
+
 # Ranks order the message: network, moves, layout, order, biases, fixes, rounding, elements.
 NETWORK, MOVED, LAYOUT, ORDER, BIAS, FIXED, ROUNDING, ELEMENTS, RESIDUAL = range(9)
 
@@ -66,7 +79,7 @@ def order_text(order: tuple[int, ...], names: tuple[str, ...] = GATES) -> str:
     if len(moved) == 2:
         return f"{moved[0]} and {moved[1]} blocks swapped"
     text = f"gate blocks permuted to {', '.join(names[k] for k in order)}"
-    known = KNOWN_ORDERS.get(order) if names == GATES else None
+    known = KNOWN_ORDERS.get(order) if names in (GATES, gru.GATES) else None
     return text + (f" ({known} not converted)" if known else "")
 
 
@@ -84,8 +97,9 @@ def kernel_notes(guesses: dict[str, Guess]) -> list[Note]:
                   for n, s in sources.items() if s in KERNELS and s != n]
     for name, guess in guesses.items():
         other = DISPLAY[KERNELS[1 - KERNELS.index(name)]]
-        notes += [Note(MOVED, f"the {GATES[k]} block of the {DISPLAY[name]} holds the "
-                              f"{GATES[j]} block of the {other}")
+        gates = block_names(name, len(guess.order))
+        notes += [Note(MOVED, f"the {gates[k]} block of the {DISPLAY[name]} holds the "
+                              f"{gates[j]} block of the {other}")
                   for k, j in guess.moved_in]
     return notes
 
@@ -96,12 +110,12 @@ def array_notes(name: str, guess: Guess, actual: np.ndarray, rounding: str | Non
     ``rounding`` is the dtype the whole network's rounding is named by, where
     this array's differences allow it (float16 and bfloat16 often both do).
     """
-    display, names = DISPLAY[name], BLOCK_NAMES[name]
+    display, names = DISPLAY[name], block_names(name, len(guess.order))
     notes = [Note(LAYOUT, LAYOUT_TEXT[guess.layout], display)] if guess.layout else []
     if guess.bias_orders:
-        notes += [Note(ORDER, order_text(order), part)
+        notes += [Note(ORDER, order_text(order, names), part)
                   for part, order in zip(("input bias", "recurrent bias"), guess.bias_orders,
-                                         strict=True) if order != identity(4)]
+                                         strict=True) if order != identity(len(names))]
     elif guess.order != identity(len(guess.order)):
         notes.append(Note(ORDER, order_text(guess.order, names), display))
     notes += [Note(BIAS, guess.combo)] if guess.combo else []
@@ -136,7 +150,7 @@ def network_rounding(guesses: list[Guess]) -> str | None:
 
 
 def fix_notes(name: str, guess: Guess) -> list[Note]:
-    names = BLOCK_NAMES[name]
+    names = block_names(name, len(guess.order))
     fixes = {names[guess.order[k]]: f.fix for k, f in enumerate(guess.fits) if f.fix is not None}
     offsets = {g: fix.value for g, fix in fixes.items() if fix.kind == "offset"}
     scales = {g: fix for g, fix in fixes.items() if fix.kind == "scale"}
@@ -170,9 +184,10 @@ def offset_texts(offsets: dict[str, float]) -> list[str]:
                     for g, c in others.items()]
 
 
-def place(name: str, index: tuple[int, ...], rows_per_block: int) -> str:
+def place(name: str, index: tuple[int, ...], rows_per_block: int,
+          names: tuple[str, ...] | None = None) -> str:
     """``kernel[g, unit 1, input 0]``: an element named in the canonical layout."""
-    display, names = DISPLAY[name], BLOCK_NAMES[name]
+    display, names = DISPLAY[name], names or BLOCK_NAMES[name]
     if name == "projection":
         return f"projection[row {index[0]}, unit {index[1]}]"
     if name == "peephole":
@@ -191,15 +206,15 @@ def element_notes(name: str, guess: Guess, actual: np.ndarray) -> list[Note]:
     if not count:
         return []
     difference = actual - guess.fitted().reshape(actual.shape)
-    names = BLOCK_NAMES[name]
+    names = block_names(name, len(guess.order))
     rows = max(1, actual.shape[0] // len(names))
     indices = [tuple(int(i) for i in index) for index in np.argwhere(off)]
     if count <= FEW:
-        return [Note(ELEMENTS, f"{place(name, i, rows)} off by "
+        return [Note(ELEMENTS, f"{place(name, i, rows, names)} off by "
                                f"{number(float(difference[i]), True)}") for i in indices]
     worst = max(indices, key=lambda i: abs(difference[i]))
     blocks = [n for n, part in zip(names, np.split(off, len(names)), strict=True) if part.any()]
     where = f" ({join_words(blocks)} blocks)" if blocks != [""] else ""
     return [Note(RESIDUAL, f"unexplained: {count} of {off.size} elements of the {DISPLAY[name]}"
                            f"{where} differ, up to {abs(float(difference[worst])):.3g} at "
-                           f"{place(name, worst, rows)}")]
+                           f"{place(name, worst, rows, names)}")]

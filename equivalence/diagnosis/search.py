@@ -239,11 +239,12 @@ def guess_kernels(
     actual: CellWeights,
     working: str,
     preferred: tuple[tuple[int, ...], ...] = (),
+    gates: int = 4,
 ) -> dict[str, Guess]:
     """Both kernels: each from either source kernel, or both from the misordered concatenation.
 
     Where a layout leaves the gate order ambiguous, the other kernel's order (or
-    ``preferred``, e.g. the bias's) is taken.
+    ``preferred``, e.g. the bias's) is taken. ``gates``: blocks per kernel (3 for a GRU).
     """
     matrices = {n: _float(expected, n) for n in KERNELS}
     sources = {n: Predicted.of(m) for n, m in matrices.items()}
@@ -252,7 +253,7 @@ def guess_kernels(
     def guess(name: str, preferred: tuple[tuple[int, ...], ...] = preferred) -> Guess:
         usable = {n: s for n, s in sources.items() if matrices[n].shape == matrices[name].shape}
         return guess_array(observed[name], usable, name, matrices[name].shape, working,
-                           preferred=preferred)
+                           count=gates, preferred=preferred)
 
     guesses = {name: guess(name) for name in KERNELS}
     orders = [g.order for g in guesses.values()]
@@ -263,10 +264,10 @@ def guess_kernels(
                 guesses[name] = again
     widths = [m.shape[1] for m in matrices.values()]
     if _total(guesses)[0] and widths[0] != widths[1]:
-        joint = _rotated(matrices, observed, working)
+        joint = _rotated(matrices, observed, working, gates)
         if _total(joint) < _total(guesses):
             guesses = joint
-    return {n: _moves(g, n, observed[n], matrices, working) for n, g in guesses.items()}
+    return {n: _moves(g, n, observed[n], matrices, working, gates) for n, g in guesses.items()}
 
 
 def _total(guesses: dict[str, Guess]) -> tuple[int, float]:
@@ -275,7 +276,7 @@ def _total(guesses: dict[str, Guess]) -> tuple[int, float]:
 
 
 def _rotated(matrices: dict[str, np.ndarray], observed: dict[str, Observed],
-             working: str) -> dict[str, Guess]:
+             working: str, gates: int) -> dict[str, Guess]:
     """Both kernels read from ``[recurrent | input]`` split at the input width."""
     width = matrices["w_input"].shape[1]
     both = np.concatenate([matrices["w_recurrent"], matrices["w_input"]], axis=1)
@@ -283,15 +284,15 @@ def _rotated(matrices: dict[str, np.ndarray], observed: dict[str, Observed],
     guesses = {}
     for name in KERNELS:
         shape = parts[name].shape
-        table, pieces = _table(observed[name], Predicted.of(parts[name]), layouts(shape, 4)[0], 4,
-                               working, offsets=False)
+        table, pieces = _table(observed[name], Predicted.of(parts[name]),
+                               layouts(shape, gates)[0], gates, working, offsets=False)
         order, fits, penalty = best_order(table)
         guesses[name] = Guess("rotated", "", order, fits, tuple(pieces), 0.5 + penalty)
     return guesses
 
 
 def _moves(guess: Guess, own: str, actual: Observed, matrices: dict[str, np.ndarray],
-           working: str) -> Guess:
+           working: str, gates: int) -> Guess:
     """Unexplained blocks found in the other kernel: blocks moved between the kernels."""
     other = matrices[KERNELS[1 - KERNELS.index(own)]]
     if guess.source not in ("", own) or guess.layout or other.shape != matrices[own].shape:
@@ -299,7 +300,7 @@ def _moves(guess: Guess, own: str, actual: Observed, matrices: dict[str, np.ndar
     if not guess.unexplained:
         return guess
     fits, moves = list(guess.fits), list[tuple[int, int]]()
-    candidates = [Predicted.of(b) for b in np.split(other, 4)]
+    candidates = [Predicted.of(b) for b in np.split(other, gates)]
     for k, piece in enumerate(guess.positions):
         if not fits[k].unexplained or len(piece) < 2:  # one number: an element off, not a move
             continue
@@ -315,12 +316,15 @@ def _moves(guess: Guess, own: str, actual: Observed, matrices: dict[str, np.ndar
 
 
 def guess_bias(expected: CellWeights, actual: CellWeights, working: str,
-               preferred: Iterable[tuple[int, ...]]) -> Guess:
-    """The bias sum: which biases went in, in which gate order, with which offsets."""
+               preferred: Iterable[tuple[int, ...]], gates: int = 4) -> Guess:
+    """The bias sum: which biases went in, in which gate order, with which offsets.
+
+    (A GRU with reset_after keeps its candidate's two biases apart, but their sum still
+    shows every order, drop and offset this search names.)"""
     parts = _float(expected, "b_input"), _float(expected, "b_recurrent")
     summed = Observed.of(actual.b_input, actual.b_recurrent)
     correct = Predicted(parts[0] + parts[1], np.abs(parts[0]) + np.abs(parts[1]), FOLD_SCALE)
-    plain = as_is(summed, correct, working, 4)
+    plain = as_is(summed, correct, working, gates)
     if not plain.unexplained:
         return plain
     preferred = tuple(preferred)
@@ -335,32 +339,33 @@ def guess_bias(expected: CellWeights, actual: CellWeights, working: str,
                for s in seen):
             continue  # indistinguishable from a simpler reading (e.g. a zero recurrent bias)
         seen.append(content.values)
-        guess = guess_array(summed, {"bias": content}, "bias", shape, working, offsets=True,
-                            preferred=preferred)
+        guess = guess_array(summed, {"bias": content}, "bias", shape, working, count=gates,
+                            offsets=True, preferred=preferred)
         guesses.append(replace(guess, combo=text, extra=guess.extra + bool(text)))
     best = min(guesses, key=Guess.key)
     if best.unexplained and all(np.any(p != 0) for p in parts):
-        split = _two_orders(parts, summed, working)
+        split = _two_orders(parts, summed, working, gates)
         best = split if not split.unexplained else best  # only a complete story: 576 orders
     return believable(best, plain)
 
 
-def _two_orders(parts: tuple[np.ndarray, np.ndarray], summed: Observed, working: str) -> Guess:
+def _two_orders(parts: tuple[np.ndarray, np.ndarray], summed: Observed, working: str,
+                gates: int) -> Guess:
     """Input and recurrent biases each in its own gate order (e.g. one half of ONNX's B)."""
-    pieces = _rows(4, summed.values.size)
-    blocks = [np.split(p, 4) for p in parts]
+    pieces = _rows(gates, summed.values.size)
+    blocks = [np.split(p, gates) for p in parts]
     def both(a: np.ndarray, b: np.ndarray) -> Predicted:
         return Predicted(a + b, np.abs(a) + np.abs(b), FOLD_SCALE)
 
     table = [[[fit(summed.take(piece), both(a, b), working, offsets=True) for b in blocks[1]]
               for a in blocks[0]] for piece in pieces]
     best = None
-    for first, second in itertools.product(itertools.permutations(range(4)), repeat=2):
+    for first, second in itertools.product(itertools.permutations(range(gates)), repeat=2):
         if first == second:
             continue  # the one-order search covered it
-        fits = tuple(table[k][first[k]][second[k]] for k in range(4))
-        extra = float(first != identity(4)) + float(second != identity(4))
-        guess = Guess("bias", "", identity(4), fits, tuple(pieces), extra,
+        fits = tuple(table[k][first[k]][second[k]] for k in range(gates))
+        extra = float(first != identity(gates)) + float(second != identity(gates))
+        guess = Guess("bias", "", identity(gates), fits, tuple(pieces), extra,
                       bias_orders=(first, second))
         if best is None or guess.key() < best.key():
             best = guess

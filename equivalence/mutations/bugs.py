@@ -145,6 +145,28 @@ def reverse_outputs(result: LSTMResult) -> LSTMResult:
     return LSTMResult(result.outputs[:, ::-1], result.h, result.c)
 
 
+# --- GRU bugs (Keras GRU(reset_after=True) arrays: kernel, recurrent_kernel, bias (2, 3H))
+
+
+def gru_zr_swapped(moved: list, spec: LSTMSpec, original: Any) -> list:
+    """Keras's z, r, h columns kept where the source (PyTorch) has r, z, n rows."""
+    return [permute_gates(np.asarray(a), (1, 0, 2), axis=-1) for a in moved]
+
+
+def gru_recurrent_bias_summed(moved: list, spec: LSTMSpec, original: Any) -> list:
+    """Both biases summed into Keras's input bias row, as for an LSTM: b_hn leaves r * (...)."""
+    def summed(n: int, a: np.ndarray) -> np.ndarray:
+        if n % 3 != 2:
+            return a
+        return np.stack([a[0] + a[1], np.zeros_like(a[1])])
+
+    return [summed(n, np.asarray(a)) for n, a in enumerate(moved)]
+
+
+def gru_zr_swapped_bias_summed(moved: list, spec: LSTMSpec, original: Any) -> list:
+    return gru_zr_swapped(gru_recurrent_bias_summed(moved, spec, original), spec, original)
+
+
 # --- compound bugs: two mistakes at once
 
 

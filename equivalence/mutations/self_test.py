@@ -45,6 +45,7 @@ class Mutation:
     target_spec: Callable[[LSTMSpec], LSTMSpec] | None = None  # the target built wrongly
     needs: Callable[[Case], bool] = lambda case: True
     names: tuple[str, ...] = ()  # every one must appear in the diagnosis
+    cell: str = "lstm"
 
     @property
     def compound(self) -> bool:
@@ -136,6 +137,20 @@ SINGLE_BUGS: tuple[Mutation, ...] = (
              names=("recurrent activation hard_sigmoid_keras3 where sigmoid was meant",)),
 )
 
+GRU_BUGS: tuple[Mutation, ...] = (
+    Mutation("GRU: Keras's z, r, h order kept (PyTorch's r, z, n not converted)", "torch", "keras",
+             bugs.gru_zr_swapped, cell="gru",
+             names=("r and z blocks swapped in kernel, recurrent kernel and bias",)),
+    Mutation("GRU: b_hn summed into the input bias (an LSTM's one-bias habit)", "torch", "keras",
+             bugs.gru_recurrent_bias_summed, cell="gru", needs=_single,
+             names=("the candidate's recurrent bias b_hn summed into the input bias",)),
+    Mutation("GRU: linear_before_reset=0 built where reset_after=True was meant", "torch", "onnx",
+             target_spec=lambda spec: spec.replace(reset_after=False), cell="gru",
+             names=("reset_after=False (the reset gate before the recurrent matmul: ONNX "
+                    "linear_before_reset=0, Keras reset_after=False) where reset_after=True "
+                    "was meant",)),
+)
+
 COMPOUND_BUGS: tuple[Mutation, ...] = (
     Mutation("TF1 -> Keras: i, j, f, o not reordered, forget_bias added at Keras's f slot",
              "tf1", "keras", bugs.tf1_unordered_forget_at_keras_f, needs=_single,
@@ -176,7 +191,14 @@ COMPOUND_BUGS: tuple[Mutation, ...] = (
                     "bias counted twice (the sum kept in both biases)")),
 )
 
-CATALOGUE: tuple[Mutation, ...] = SINGLE_BUGS + COMPOUND_BUGS
+GRU_COMPOUND_BUGS: tuple[Mutation, ...] = (
+    Mutation("GRU: z, r, h kept and b_hn summed into the input bias", "torch", "keras",
+             bugs.gru_zr_swapped_bias_summed, cell="gru", needs=_single,
+             names=("r and z blocks swapped in kernel, recurrent kernel and bias",
+                    "the candidate's recurrent bias b_hn summed into the input bias")),
+)
+
+CATALOGUE: tuple[Mutation, ...] = SINGLE_BUGS + GRU_BUGS + COMPOUND_BUGS + GRU_COMPOUND_BUGS
 
 
 @dataclass(frozen=True)
@@ -231,7 +253,8 @@ def run_mutation(mutation: Mutation, *, max_examples: int = 25, seed: int = 0) -
     source, target = choose_side(mutation.source), choose_side(mutation.target)
     target = _BuggySide(target.format, target.entry, target.why_reference, mutation)
     caps = joint_capabilities([source.capabilities, target.capabilities])
-    cases = lstm_cases(capabilities=caps, dtypes=("float32",)).filter(mutation.needs)
+    cases = lstm_cases(capabilities=caps, dtypes=("float32",), cell=mutation.cell).filter(
+        mutation.needs)
     start = time.perf_counter()
     found = explore(cases, lambda case: judge(_buggy(mutation, source, target, case), source,
                                               target, case),
