@@ -121,6 +121,18 @@ def test_checking_your_own_converter_runs_as_written(tmp_path: Path) -> None:
     assert float(verdict.group(2)) <= FLOAT32_HONEST
 
 
+def test_the_gru_converter_check_runs_as_written(tmp_path: Path) -> None:
+    script = block_after("## Cells: LSTM and GRU", "python")
+    done = run_block([sys.executable, "-c"], script, tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    verdict = re.search(r"keras -> torch: equivalent over (\d+) examples \(max abs diff (\S+)\)",
+                        output)
+    assert verdict, output
+    assert int(verdict.group(1)) == 25
+    assert float(verdict.group(2)) <= FLOAT32_HONEST
+
+
 def test_printed_differences_reads_every_figure_and_no_tolerance() -> None:
     output = ("[1/3] batch=2 steps=5: max abs diff output 1e-07, h 0, c 2.5e-08; allowed "
               "atol=2.24e-05\nmax abs diff, Keras 3 vs tf_keras: 0.0\n"
