@@ -286,3 +286,44 @@ def test_each_onnx_runtime_runs_both_gru_variants(row: str, reset_after: bool) -
     outcome = judge.check_against_reference(entry, _graph_case(spec, seed=8))
     assert outcome.ok, outcome.message("")
     assert outcome.actual.c is None
+
+
+def test_opencv_fact_a_gru_net_without_initial_h_fails_its_second_forward() -> None:
+    """Why the OpenCV runtime always feeds a GRU's initial_h: without it the second forward
+    of the same net raises. When this test fails, OpenCV fixed it: drop
+    ``always_state_cells`` from equivalence/runtimes/opencv.py."""
+    cv2 = pytest.importorskip("cv2")
+    from equivalence.runtimes import _onnx_family as family
+
+    spec = eq.LSTMSpec(IN, H, cell="gru")
+    case = _graph_case(spec, seed=9)
+    inputs = LSTMInputs(case.inputs.x)
+    model = family.probe_model(spec, has_state=False, has_lengths=False)
+    fed = family.feeds(spec, eq.from_canonical(case.weights, "onnx"), inputs, has_state=False)
+    net = cv2.dnn.readNetFromONNX(np.frombuffer(model, dtype=np.uint8))
+    outputs = [o.name for o in __import__("onnx").load_from_string(model).graph.output]
+
+    def forward() -> list:
+        for name, value in fed.items():
+            net.setInput(np.ascontiguousarray(value), name)
+        return list(net.forward(outputs))
+
+    first = family.result(spec, forward(), inputs)
+    assert_matches(reference.run(case.weights, inputs.x), first, "float32")
+    with pytest.raises(cv2.error, match="Initial hidden state blob"):
+        forward()
+
+
+def test_the_opencv_runtime_runs_the_same_gru_twice_without_initial_states() -> None:
+    from equivalence import table
+    from equivalence.harness import judge
+
+    entry = table.entry("opencv")
+    reason = entry.load().unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    spec = eq.LSTMSpec(IN, H, cell="gru")
+    for seed in (10, 11):
+        case = _graph_case(spec, seed)
+        case = Case(spec, case.weights, LSTMInputs(case.inputs.x))
+        assert judge.check_against_reference(entry, case).ok

@@ -41,13 +41,15 @@ class OnnxModelRuntime(Runtime):
     """A runtime that runs the ONNX graph of ``onnxruntime.build_model`` in another engine.
 
     ``always_state``: feed explicit zero initial states when the caller gave
-    none (for an engine that mishandles the ONNX default). ``per_shape``:
+    none (for an engine that mishandles the ONNX default); ``always_state_cells``
+    the same for those cells only. ``per_shape``:
     the engine compiles for concrete input shapes, so the cache key includes
     them.
     """
 
     requires: ClassVar[tuple[str, ...]] = ("onnx",)  # the graph is built with onnx.helper
     always_state: ClassVar[bool] = False
+    always_state_cells: ClassVar[frozenset[str]] = frozenset()
     per_shape: ClassVar[bool] = False
 
     def __init__(self, entry: Any) -> None:
@@ -70,7 +72,8 @@ class OnnxModelRuntime(Runtime):
     def execute(
         self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, options: dict[str, Any]
     ) -> LSTMResult:
-        has_state = self.always_state or inputs.h0 is not None
+        has_state = (self.always_state or spec.cell in self.always_state_cells
+                     or inputs.h0 is not None)
         model = self._model(spec, has_state, inputs.lengths is not None)
         outputs = self.run_onnx(model, feeds(spec, native, inputs, has_state=has_state))
         return result(spec, outputs, inputs)

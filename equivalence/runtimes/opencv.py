@@ -16,6 +16,12 @@ Facts this module relies on (verified against opencv-python-headless 5.0.0):
   after the first step walked (t = T-1); float64 graphs give wrong numbers;
   ``layout=1`` and ``activations`` raise. OpenCV 5.1.0 matches on reverse,
   peepholes, ``layout=1`` and float64 (``conformance.KNOWN``'s ``fixed_in``).
+* A ``GRU`` net without an ``initial_h`` input runs once; its second
+  ``forward`` raises "Initial hidden state blob has incorrect dimensions"
+  (opencv-python-headless 5.1.0; with ``initial_h`` fed it runs every time).
+  GRU graphs therefore always get ``initial_h`` (zeros when the caller gave
+  none, the ONNX default); tests/test_gru_onnx.py checks the fact, so the
+  workaround goes when OpenCV fixes it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class OpenCvRuntime(OnnxModelRuntime):
 
     module: ClassVar[str] = "cv2"
     per_shape: ClassVar[bool] = True  # one net per input shape: no reshape between examples
+    always_state_cells: ClassVar[frozenset[str]] = frozenset({"gru"})  # see the docstring
 
     def compile(self, model: bytes, feeds: Feeds) -> Compiled:
         import cv2
