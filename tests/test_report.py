@@ -77,6 +77,25 @@ def test_malformed_merge_file_is_named_and_nothing_is_written(tmp_path: Path, ca
     assert not (tmp_path / "out").exists()
 
 
+def test_the_gru_checks_make_their_own_matrix(tmp_path: Path) -> None:
+    """GRU checks are named as the test ids are (torch->keras[gru]), run on GRU networks, and
+    fill a "GRU matrix" of their own beside the LSTM's."""
+    from equivalence.report.matrix import checks
+
+    every = checks()
+    assert ("torch", "onnxruntime", "gru") in every and ("torch", "reference", "gru") in every
+    assert not any(c[2] == "gru" and "tflite" in c[:2] for c in every)  # no GRU there yet
+    only = ["--only", "torch->onnxruntime[gru]", "torch->onnxruntime", "--examples", "3"]
+    assert main(["report", *only, "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "equivalence.json").read_text())["pairs"]
+    assert sorted(r["cell"] for r in rows) == ["gru", "lstm"]
+    gru = next(r for r in rows if r["cell"] == "gru")
+    assert "cell=gru" in gru["features"] and gru["max_abs_diff"]["c"] is None
+    page = (tmp_path / "index.md").read_text()
+    lstm_part, gru_part = page.split("## GRU matrix")
+    assert "| **torch** |" in lstm_part.split("## Matrix")[1] and "| **torch** |" in gru_part
+
+
 def test_unknown_pair_is_refused(tmp_path: Path, capsys) -> None:
     assert main(["report", "--only", "torch->caffe", "--out", str(tmp_path / "o")]) == 2
     assert "torch->caffe" in capsys.readouterr().err

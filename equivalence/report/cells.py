@@ -39,11 +39,14 @@ def judged_text(row: dict[str, Any]) -> str:
     return f" [{names}]" if "float32" in judged else f" [{names}; no f32]"
 
 
-def grid(data: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, str], dict]]:
-    """Sources (rows), targets (columns, "reference" first) and the cells."""
-    cells = {(r["source"], r["target"]): r for r in data["pairs"]}
-    sources = list(dict.fromkeys(r["source"] for r in data["pairs"]))
-    named = {r["target"] for r in data["pairs"]} - {"reference"}
+def grid(data: dict[str, Any], cell: str = "lstm"
+         ) -> tuple[list[str], list[str], dict[tuple[str, str], dict]]:
+    """Sources (rows), targets (columns, "reference" first) and the cells of one cell type's
+    matrix (rows written before the cell was recorded are LSTM rows)."""
+    pairs = [r for r in data["pairs"] if r.get("cell", "lstm") == cell]
+    cells = {(r["source"], r["target"]): r for r in pairs}
+    sources = list(dict.fromkeys(r["source"] for r in pairs))
+    named = {r["target"] for r in pairs} - {"reference"}
     # columns in the rows' order, so the diagonal lines up; then targets that never source
     targets = ["reference"] + [s for s in sources if s in named]
     targets += sorted(named - set(targets))

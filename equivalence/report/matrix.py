@@ -1,5 +1,9 @@
 """Run the matrix: every runtime against the reference, every ordered pair through the converters.
 
+One matrix per cell type: the LSTM's, then the GRU's (the rows that run GRUs). A check
+is (source, target, cell); ``--only`` names a GRU check as the test ids do,
+``torch->keras[gru]``.
+
 Rows for runtimes that cannot run here (not installed, no GPU, another
 environment) are kept with the reason. The NeoML environment's part is run
 through its own interpreter when one is given, else read from a results file.
@@ -19,40 +23,53 @@ from typing import Any
 from hypothesis import strategies as st
 
 from equivalence import table
+from equivalence.cells import NAMES
 from equivalence.harness import judge as harness
 from equivalence.harness.explore import explore
 from equivalence.report import results
 from equivalence.strategies import Case, joint_capabilities, lstm_cases
 
 Tick = Callable[[], None]
+Check = tuple[str, str, str]  # source, target ("reference" for the float64 reference), cell
 
 
-def checks(only: list[str] | None = None, environment: str = table.MAIN) -> list[tuple[str, str]]:
-    """(source, target) names to run: runtime vs "reference" rows, then the pairs."""
-    names = [e.name for e in table.entries(environment=environment)]
-    wanted = [(name, "reference") for name in names]
-    wanted += [(a.name, b.name) for a, b in table.pairs(environment=environment)]
+def check_name(check: Check) -> str:
+    """``torch->keras``, ``torch->keras[gru]``: as ``--only`` and the test ids write it."""
+    source, target, cell = check
+    return f"{source}->{target}" + ("" if cell == "lstm" else f"[{cell}]")
+
+
+def checks(only: list[str] | None = None, environment: str = table.MAIN) -> list[Check]:
+    """Checks to run: per cell, runtime vs "reference" rows, then the pairs."""
+    wanted: list[Check] = []
+    for cell in NAMES:
+        names = [e.name for e in table.cell_entries(cell, environment=environment)]
+        wanted += [(name, "reference", cell) for name in names]
+        wanted += [(a.name, b.name, cell) for a, b in table.cell_pairs(cell,
+                                                                      environment=environment)]
     if only:
-        unknown = [p for p in only if tuple(p.split("->")) not in wanted and p not in names]
+        known = {check_name(c) for c in wanted} | {c[0] for c in wanted}
+        unknown = [p for p in only if p not in known]
         if unknown:
             raise table.UnknownFormatError(
                 f"--only: unknown pair(s) {unknown}; write SOURCE->TARGET or a runtime name, "
-                f"e.g. torch->keras or torch->reference"
+                f"e.g. torch->keras, torch->reference or torch->keras[gru]"
             )
-        wanted = [(s, t) for s, t in wanted if f"{s}->{t}" in only or s in only]
+        wanted = [c for c in wanted if check_name(c) in only or c[0] in only]
     return wanted
 
 
-def cases(source: str, target: str) -> st.SearchStrategy[Case]:
+def cases(source: str, target: str, cell: str = "lstm") -> st.SearchStrategy[Case]:
     """What one matrix cell draws: every dtype both sides claim (float32 in at least a third
     of the examples, :func:`equivalence.strategies.dtype_draws`)."""
     rows = [table.entry(source)] + ([] if target == "reference" else [table.entry(target)])
     caps = joint_capabilities([row.load().capabilities for row in rows])
-    return lstm_cases(capabilities=caps, dtypes=caps.dtypes)
+    return lstm_cases(capabilities=caps, dtypes=caps.dtypes, cell=cell)
 
 
 def run_check(
-    source: str, target: str, *, examples: int, seed: int, tick: Tick | None = None
+    source: str, target: str, *, examples: int, seed: int, tick: Tick | None = None,
+    cell: str = "lstm",
 ) -> dict[str, Any]:
     """One matrix cell."""
     src = table.entry(source)
@@ -60,7 +77,7 @@ def run_check(
     if target == "reference":
         known = src.load().known_deviation()
         found = explore(
-            cases(source, target),
+            cases(source, target, cell),
             lambda case: harness.check_against_reference(src, case),
             max_examples=examples,
             seed_value=seed,
@@ -69,13 +86,13 @@ def run_check(
     else:
         tgt = table.entry(target)
         found = explore(
-            cases(source, target),
+            cases(source, target, cell),
             lambda case: harness.check_pair(src, tgt, case),
             max_examples=examples,
             seed_value=seed,
             on_example=tick,
         )
-    return results.pair_row(source, target, src.environment, found, known)
+    return results.pair_row(source, target, src.environment, found, known, cell)
 
 
 @contextlib.contextmanager
@@ -118,40 +135,41 @@ def run_main(
     """Every runnable check of this environment, with a progress bar; ``jobs`` processes."""
     available = {r["name"] for r in results.runtime_rows() if r["available"]}
     todo = checks(only)
-    runnable = [(s, t) for s, t in todo if s in available and t in available | {"reference"}]
+    runnable = [c for c in todo if c[0] in available and c[1] in available | {"reference"}]
     if jobs > 1 and len(runnable) > 1:
         rows = _run_in_workers(runnable, examples=examples, seed=seed, jobs=jobs)
     else:
         rows = []
         with progress_bar(len(runnable) * examples) as start:
-            for source, target in runnable:
-                tick = start(f"{source} -> {target}")
-                rows.append(run_check(source, target, examples=examples, seed=seed, tick=tick))
-    order = {pair: n for n, pair in enumerate(runnable)}
-    return sorted(rows, key=lambda row: order[(row["source"], row["target"])])
+            for source, target, cell in runnable:
+                tick = start(check_name((source, target, cell)).replace("->", " -> "))
+                rows.append(run_check(source, target, examples=examples, seed=seed, tick=tick,
+                                      cell=cell))
+    order = {check: n for n, check in enumerate(runnable)}
+    return sorted(rows, key=lambda row: order[(row["source"], row["target"], row["cell"])])
 
 
-def _sharing_key(check: tuple[str, str]) -> str:
+def _sharing_key(check: Check) -> str:
     """Checks drawing from the same capabilities draw the same cases (derandomized seeds):
     keeping them in one process lets them share runs (equivalence.memo)."""
-    source, target = check
+    source, target, cell = check
     rows = [table.entry(source)] + ([] if target == "reference" else [table.entry(target)])
-    return repr(joint_capabilities([r.capabilities for r in rows]))
+    return cell + repr(joint_capabilities([r.capabilities for r in rows]))
 
 
 def _run_in_workers(
-    runnable: list[tuple[str, str]], *, examples: int, seed: int, jobs: int
+    runnable: list[Check], *, examples: int, seed: int, jobs: int
 ) -> list[dict[str, Any]]:
     """Checks split over ``jobs`` fresh processes (spawned: frameworks must not be forked),
     each group of checks that share cases kept in one process."""
     import concurrent.futures
     import multiprocessing
 
-    groups: dict[str, list[tuple[str, str]]] = {}
+    groups: dict[str, list[Check]] = {}
     for check in runnable:
         groups.setdefault(_sharing_key(check), []).append(check)
     # the same slices every run: a check's last bits may depend on what ran before it
-    slices: list[list[tuple[str, str]]] = [[] for _ in range(jobs)]
+    slices: list[list[Check]] = [[] for _ in range(jobs)]
     for group in sorted(groups.values(), key=len, reverse=True):
         min(slices, key=len).extend(group)  # biggest groups first, to the lightest slice
     context = multiprocessing.get_context("spawn")
@@ -168,14 +186,14 @@ def _run_in_workers(
         return [row for future in futures for row in future.result()]
 
 
-def run_checks(part: list[tuple[str, str]], examples: int, seed: int,
+def run_checks(part: list[Check], examples: int, seed: int,
                finished: Any = None) -> list[dict[str, Any]]:
     """A worker's share of the matrix, in order; ``finished`` hears of each check done."""
     rows = []
-    for source, target in part:
-        rows.append(run_check(source, target, examples=examples, seed=seed))
+    for source, target, cell in part:
+        rows.append(run_check(source, target, examples=examples, seed=seed, cell=cell))
         if finished is not None:
-            finished.put(f"{source} -> {target}")
+            finished.put(check_name((source, target, cell)))
     return rows
 
 

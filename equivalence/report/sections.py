@@ -61,9 +61,17 @@ class Context:
 # ------------------------------------------------------------------ anchors and replays
 
 
+def cell_suffix(row: dict[str, Any]) -> str:
+    """"[gru]" for a GRU check, "" for an LSTM one (as the test ids and ``--only`` write it)."""
+    kind = row.get("cell", "lstm")
+    return "" if kind == "lstm" else f"[{kind}]"
+
+
 def failure_anchor(row: dict[str, Any]) -> str:
     run = f"-{row['run']}" if row.get("run") else ""
-    return f"failure-{slug(row['source'])}-to-{slug(row['target'])}{slug(run) if run else ''}"
+    kind = f"-{row['cell']}" if cell_suffix(row) else ""
+    return (f"failure-{slug(row['source'])}-to-{slug(row['target'])}{kind}"
+            f"{slug(run) if run else ''}")
 
 
 def pair_replay(data: dict[str, Any], row: dict[str, Any]) -> str:
@@ -81,7 +89,8 @@ def pair_replay(data: dict[str, Any], row: dict[str, Any]) -> str:
                    f"{size} && EQUIVALENCE_EXCHANGE_DIR=cases {NEOML_PYTHON} -m pytest -m "
                    f"neoml tests/test_neoml.py")
     else:
-        command = f"equivalence report --only {shlex.quote(f'{source}->{target}')} {size}"
+        check = f"{source}->{target}{cell_suffix(row)}"
+        command = f"equivalence report --only {shlex.quote(check)} {size}"
     if row.get("run"):
         command = f"# in the {row['run']!r} environment (tox -e {row['run']})\n{command}"
     return command
@@ -123,7 +132,22 @@ def verdict(ctx: Context) -> list[Block]:
 
 
 def matrix(ctx: Context) -> list[Block]:
-    sources, targets, cells = grid(ctx.data)
+    return [*_matrix_tables(ctx, "lstm"), *gru_matrix(ctx)]
+
+
+def gru_matrix(ctx: Context) -> list[Block]:
+    """The GRU's matrix: the rows that run GRUs, both reset_after variants where claimed."""
+    if not any(r.get("cell") == "gru" for r in ctx.pairs):
+        return []
+    return [Heading(2, "GRU matrix"),
+            Paragraph(("The same checks on GRU networks (gates r z n, state h; reset_after "
+                       "True and, where both sides hold it, False), for the rows that run "
+                       "GRUs. Cells as above, over outputs and h.",)),
+            *_matrix_tables(ctx, "gru", heading=False)]
+
+
+def _matrix_tables(ctx: Context, kind: str, heading: bool = True) -> list[Block]:
+    sources, targets, cells = grid(ctx.data, kind)
     rows = []
     for source in sources:
         row = [cell(source)]
@@ -138,6 +162,8 @@ def matrix(ctx: Context) -> list[Block]:
                 row.append(cell(Link(text, f"#{failure_anchor(found)}"), verdict="fail"))
         rows.append(row)
     tables = split_table("source \\ target", targets, rows, "Targets")
+    if not heading:
+        return tables
     return [
         Heading(2, "Matrix"),
         *([Image("heatmap.png", "heatmap: max abs diff over tolerance, pass green, fail red")]
@@ -179,7 +205,7 @@ def failures(ctx: Context) -> list[Block]:
         anchor = failure_anchor(row)
         where = f" ({row['run']})" if row.get("run") else ""
         blocks += [
-            Heading(3, f"{row['source']} -> {row['target']}{where}", anchor),
+            Heading(3, f"{row['source']} -> {row['target']}{cell_suffix(row)}{where}", anchor),
             Paragraph((f"{row['examples']} examples in the {row['environment']} environment; "
                        "the minimal failing example:",)),
             *([Paragraph((f"Known silently wrong on this machine: {row['known']}",))]
@@ -246,7 +272,7 @@ def every_check(ctx: Context) -> list[Block]:
                  for t in TENSORS]
         verdict: Cell = (cell(PASS, verdict="pass") if r["passed"] else
                          cell(Link(FAIL, f"#{failure_anchor(r)}"), verdict="fail"))
-        rows.append([cell(r["source"]), cell(r["target"]),
+        rows.append([cell(r["source"]), cell(r["target"] + cell_suffix(r)),
                      *([cell(r.get("run", ""))] if merged else []), cell(str(r["examples"])),
                      *(cell(d) for d in diffs), verdict,
                      cell(", ".join(r.get("features", [])))])

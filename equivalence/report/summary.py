@@ -67,7 +67,8 @@ class Verdict:
 
 def _name(row: dict[str, Any]) -> str:
     where = f" ({row['run']})" if row.get("run") else ""
-    return f"{row['source']}->{row['target']}{where}"
+    cell = "" if row.get("cell", "lstm") == "lstm" else f"[{row['cell']}]"
+    return f"{row['source']}->{row['target']}{cell}{where}"
 
 
 def verdict(data: dict[str, Any]) -> Verdict:
