@@ -117,7 +117,7 @@ def test_scenario1_cudnn_h5_into_keras3_and_torch(cudnn_h5, tmp_path, capsys):
 def test_scenario1_layers_of_the_stack_are_selectable(cudnn_h5, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "inspect", cudnn_h5)
     assert code == 0
-    assert "cu_dnnlstm+cu_dnnlstm_1  cudnn   2" in out and "two (8H" in out
+    assert "cu_dnnlstm+cu_dnnlstm_1  cudnn   LSTM  2" in out and "two (8H" in out
     code, out, err = run_cli(capsys, "convert", cudnn_h5, "--to", "onnx", "--layer",
                              "cu_dnnlstm_1", "-o", tmp_path / "top.onnx", "--verify",
                              "--examples", "1")
@@ -387,10 +387,10 @@ def test_missing_empty_and_ambiguous_inputs(tmp_path, capsys):
     torch.save({"a": torch.nn.LSTM(2, 3).state_dict(), "b": torch.nn.LSTM(3, 3).state_dict(),
                 "gru": torch.nn.GRU(3, 4).state_dict()}, tmp_path / "two.pt")
     code, out, _ = run_cli(capsys, "inspect", tmp_path / "two.pt")
-    assert code == 0 and "2 LSTM(s)" in out and "gru" not in out
+    assert code == 0 and "2 LSTM(s), 1 GRU(s)" in out and "GRU" in out
     code, _, err = run_cli(capsys, "convert", tmp_path / "two.pt", "--to", "keras",
                            "-o", tmp_path / "o.keras")
-    assert code == 2 and "2 LSTMs found ('a', 'b')" in err and "--layer" in err
+    assert code == 2 and "3 LSTMs found ('a', 'b', 'gru')" in err and "--layer" in err
     code, _, err = run_cli(capsys, "convert", tmp_path / "two.pt", "--to", "keras",
                            "--layer", "c", "-o", tmp_path / "o.keras")
     assert code == 2 and "no LSTM named 'c'" in err

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from equivalence.artefacts.side import Feed, Refused, Returned, Shape, Side
+from equivalence.artefacts.side import Feed, Refused, Returned, Shape, Side, returned
 from equivalence.files._base import FoundLSTM
 from equivalence.files._base import select as select_lstm
 from equivalence.io_types import LSTMInputs
@@ -40,8 +40,9 @@ def found_side(found: FoundLSTM, options: dict[str, Any]) -> Side:
     stored = runner.stored
     only = smoke_test(runner, spec)  # the batch its inputs or graph fix (None: any)
     takes = set()
+    gru = spec.cell == "gru"  # one state, h
     if runner.capabilities.initial_state and (stored is None or stored.h0 is None):
-        takes |= {"h0", "c0"}
+        takes |= {"h0"} if gru else {"h0", "c0"}
     if runner.capabilities.lengths and (stored is None or stored.lengths is None):
         takes.add("lengths")
 
@@ -51,14 +52,12 @@ def found_side(found: FoundLSTM, options: dict[str, Any]) -> Side:
                 spec.layers, spec.directions, *value.shape[1:])
 
         inputs = LSTMInputs(feed.x.astype(np.dtype(spec.dtype), copy=False), state(feed.h0),
-                            state(feed.c0), feed.lengths)
+                            None if gru else state(feed.c0), feed.lengths)
         try:
             result = runner.run(inputs)
         except Exception as exc:  # the side's runtime said no: a refusal, with its reason
             raise Refused(f"{type(exc).__name__}: {_first_line(exc)}") from exc
-        return Returned(np.asarray(result.outputs),
-                        np.asarray(result.h).reshape(rows, *result.h.shape[2:]),
-                        np.asarray(result.c).reshape(rows, *result.c.shape[2:]))
+        return returned(result, rows)
 
     shape = Shape(spec.input_size, spec.directions * spec.output_size, rows, spec.units,
                   spec.output_size)
@@ -70,7 +69,8 @@ def found_side(found: FoundLSTM, options: dict[str, Any]) -> Side:
         notes.append(f"graph runs batch {only} only (it fails on batch 2, e.g. a Squeeze of "
                      f"the batch axis): both networks run with batch {only}")
     return Side(path=found.source, kind=found.kind, label=runner.label, run=run,
-                takes=frozenset(takes), returns=frozenset({"y", "h", "c"}), shape=shape,
+                takes=frozenset(takes),
+                returns=frozenset({"y", "h"} if gru else {"y", "h", "c"}), shape=shape,
                 layer=found.name, fixed_batch=only, weights=weights,
                 dtype=spec.dtype, notes=notes, reader_notes=tuple(found.notes),
                 tolerance_scale=runner.tolerance_scale, stored=_stored_feed(stored, rows))

@@ -127,27 +127,39 @@ def plan(a: Side, b: Side) -> Plan:
         probes.append(Probe("batch 1", (1,), (steps,)))
     probes.append(Probe("larger batch", (batch + 1, batch + 3), (steps,)))
     both_take = a.takes & b.takes
-    if {"h0", "c0"} <= both_take:
+    state_in, state_out = state_roles(a, b)
+    if state_in <= both_take:
         probes.append(Probe("initial states", (batch,), (steps,), states=True))
     else:
-        skipped.append(("initial states", _lacking({"h0", "c0"}, a, b, "takes")))
+        skipped.append(("initial states", _lacking(state_in, a, b, "takes")))
     if directions(a, b) == 2:  # the reverse direction reads the future: no stream to cut
         skipped.append(("streaming", "bidirectional: the reverse direction starts from the "
                                      "sequence's end, so a stream cannot be cut into chunks"))
     elif any(s.weights is not None and s.weights.spec.reverse for s in (a, b)):
         skipped.append(("streaming", "a reverse LSTM starts from the sequence's end, so a "
                                      "stream cannot be cut into chunks"))
-    elif {"h0", "c0"} <= b.takes and {"h", "c"} <= b.returns & a.returns:
+    elif state_in <= b.takes and state_out <= b.returns & a.returns:
         # the first chunk gets drawn states where A takes them too, else both start at zero
-        probes.append(Probe("streaming", (batch,), (steps,), states={"h0", "c0"} <= both_take,
+        probes.append(Probe("streaming", (batch,), (steps,), states=state_in <= both_take,
                             chunks=CHUNKS))
     else:
-        skipped.append(("streaming", "needs B to take h0, c0 and both to return h, c"))
+        skipped.append(("streaming", f"needs B to take {', '.join(sorted(state_in))} and both "
+                                     f"to return {', '.join(sorted(state_out))}"))
     if "lengths" in both_take:
         probes.append(Probe("lengths", (batch,), (max(steps, 2),), lengths=True))
     else:
         skipped.append(("lengths", _lacking({"lengths"}, a, b, "takes")))
     return Plan(probes, skipped)
+
+
+def is_gru(a: Side, b: Side) -> bool:
+    """Either side's weights are a GRU's (one state, h)."""
+    return any(s.weights is not None and s.weights.spec.cell == "gru" for s in (a, b))
+
+
+def state_roles(a: Side, b: Side) -> tuple[set[str], set[str]]:
+    """The state inputs and outputs of the network: h0, c0 and h, c; a GRU's h0 and h."""
+    return ({"h0"}, {"h"}) if is_gru(a, b) else ({"h0", "c0"}, {"h", "c"})
 
 
 def directions(a: Side, b: Side) -> int | None:
@@ -252,7 +264,7 @@ def make_feed(a: Side, b: Side, probe: Probe, batch: int, steps: int, seed: int)
         rows, units = shape.state_rows or 1, shape.units or 1
         width = shape.state_width or units
         h0 = rng.uniform(-1, 1, (rows, batch, width)).astype(dtype)
-        c0 = rng.uniform(-1, 1, (rows, batch, units)).astype(dtype)
+        c0 = None if is_gru(a, b) else rng.uniform(-1, 1, (rows, batch, units)).astype(dtype)
     if probe.lengths and total > 1:
         lengths = rng.integers(1, total + 1, size=batch)
         lengths[0] = total  # one full-length sequence keeps the output length at T

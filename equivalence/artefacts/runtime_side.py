@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from equivalence.artefacts.side import Feed, Refused, Returned, Shape, Side
+from equivalence.artefacts.side import Feed, Refused, Returned, Shape, Side, returned
 from equivalence.canonical import LSTMWeights
 from equivalence.errors import ConversionError
 
@@ -36,23 +36,25 @@ def runtime_side(row_name: str, weights: LSTMWeights) -> Side:
         return None if value is None else value.reshape(spec.layers, spec.directions,
                                                         *value.shape[1:])
 
+    gru = spec.cell == "gru"  # one state, h
+
     def run(feed: Feed) -> Returned:
         inputs = LSTMInputs(feed.x.astype(np.dtype(spec.dtype), copy=False), state(feed.h0),
-                            state(feed.c0), feed.lengths)
+                            None if gru else state(feed.c0), feed.lengths)
         try:
             result = runtime.run(spec, native, inputs, **dict(row.format_options))
         except Exception as exc:  # the runtime said no: a refusal, with its reason
             raise Refused(f"{type(exc).__name__}: {str(exc).strip()[:200]}") from exc
-        return Returned(np.asarray(result.outputs), np.asarray(result.h).reshape(rows, *
-                        result.h.shape[2:]), np.asarray(result.c).reshape(rows,
-                                                                          *result.c.shape[2:]))
+        return returned(result, rows)
 
     caps = runtime.capabilities
-    takes = ({"h0", "c0"} if caps.initial_state else set()) | (
+    states = {"h0"} if gru else {"h0", "c0"}
+    takes = (states if caps.initial_state else set()) | (
         {"lengths"} if caps.lengths else set())
     return Side(path=f"({row_name} runtime)", kind=f"{row_name} runtime",
                 label=f"{row_name} running the case's weights", run=run,
-                takes=frozenset(takes), returns=frozenset({"y", "h", "c"}),
+                takes=frozenset(takes),
+                returns=frozenset({"y", "h"} if gru else {"y", "h", "c"}),
                 shape=Shape(spec.input_size, spec.directions * spec.output_size, rows,
                             spec.units, spec.output_size),
                 weights=weights, dtype=spec.dtype, tolerance_scale=row.tolerance_scale)

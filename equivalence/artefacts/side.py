@@ -70,6 +70,15 @@ class Returned:
         return {"y": self.y, "h": self.h, "c": self.c}[role]
 
 
+def returned(result: Any, rows: int) -> Returned:
+    """A contract result (states (L, D, B, *)) in the Feed's layout (rows = L*D); a GRU's
+    has no c."""
+    def rows_first(state: Any) -> np.ndarray | None:
+        return None if state is None else np.asarray(state).reshape(rows, *state.shape[2:])
+
+    return Returned(np.asarray(result.outputs), rows_first(result.h), rows_first(result.c))
+
+
 @dataclass(frozen=True)
 class Shape:
     """The network's shape as the file states it (None: the file does not say)."""

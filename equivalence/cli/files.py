@@ -54,7 +54,7 @@ from equivalence.files.registry import FROM_CHOICES, TO_CHOICES, WriteJob, read
 from equivalence.files.torch.torchscript import TRUST_FLAG
 from equivalence.formats.tf1 import DEFAULT_FORGET_BIAS
 
-COLUMNS = ("name", "format", "layers", "directions", "I", "H", "projection", "peepholes",
+COLUMNS = ("name", "format", "cell", "layers", "directions", "I", "H", "projection", "peepholes",
            "biases")
 MAX_LISTED = 100  # LSTMs in inspect's table: a file may hold thousands
 
@@ -171,7 +171,7 @@ def _row(found: FoundLSTM) -> tuple[dict[str, str], str | None]:
         facts = describe_spec(found.spec)
         problem = None
     except ConversionError as exc:
-        facts = dict.fromkeys(COLUMNS[2:8], "?")
+        facts = dict.fromkeys(COLUMNS[2:9], "?")
         problem = str(exc)
     return {"name": capped(found.name, MAX_NAME_CHARS), "format": found.format, **facts,
             "biases": found.biases}, problem
@@ -185,6 +185,15 @@ def table(rows: list[dict[str, str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _count_line(found: list[FoundLSTM]) -> str:
+    """"3 LSTM(s)"; "2 LSTM(s), 1 GRU(s)" where GRUs were found too."""
+    grus = sum(item.read_options.get("cell") == "gru" for item in found)
+    lstms = f"{len(found) - grus} LSTM(s)"
+    if not grus:
+        return lstms
+    return f"{grus} GRU(s)" if grus == len(found) else f"{lstms}, {grus} GRU(s)"
+
+
 def listing(found: FoundLSTM) -> dict[str, Any]:
     """One LSTM as inspect --json lists it."""
     item: dict[str, Any] = {"name": capped(found.name, MAX_NAME_CHARS), "format": found.format,
@@ -192,11 +201,12 @@ def listing(found: FoundLSTM) -> dict[str, Any]:
                             "notes": [capped(note) for note in found.notes]}
     try:
         spec = found.spec
-        item.update(layers=spec.layers, directions=spec.directions, input_size=spec.input_size,
+        item.update(cell=spec.cell, layers=spec.layers, directions=spec.directions,
+                    input_size=spec.input_size,
                     units=spec.units, projection_size=spec.projection_size,
                     dtype=spec.dtype, features=list(spec.features()), problem=None)
     except ConversionError as exc:
-        item.update(layers=None, directions=None, input_size=None, units=None,
+        item.update(cell=None, layers=None, directions=None, input_size=None, units=None,
                     projection_size=None, dtype=None, features=[], problem=capped(str(exc)))
     item["stored_inputs"] = found.stored.names() if found.stored is not None else []
     item["parts"] = [capped(part.name, MAX_NAME_CHARS) for part in found.parts]
@@ -223,7 +233,7 @@ def _inspect(args: argparse.Namespace) -> int:
         rows.append(row)
         if problem:
             problems.append(problem)
-    print(f"{args.file}: {len(found)} LSTM(s)")
+    print(f"{args.file}: {_count_line(found)}")
     print(table(rows[:MAX_LISTED]))
     if len(found) > MAX_LISTED:  # bounded output; --json lists every one
         print(f"... and {len(found) - MAX_LISTED:,} more (--json lists them all)")

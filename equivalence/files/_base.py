@@ -320,7 +320,10 @@ def atomic_output(path: Path, replace: bool = False) -> Iterator[Path]:
 
 def describe_spec(spec: LSTMSpec) -> dict[str, str]:
     """The facts ``inspect`` prints for one spec."""
+    cell = spec.cell.upper() + ("" if spec.reset_after or spec.cell != "gru"
+                                else " (reset_after=False)")
     return {
+        "cell": cell,
         "layers": str(spec.layers),
         "directions": str(spec.directions),
         "I": str(spec.input_size),
@@ -328,3 +331,12 @@ def describe_spec(spec: LSTMSpec) -> dict[str, str]:
         "projection": str(spec.projection_size) if spec.projection_size else "-",
         "peepholes": "yes" if spec.peepholes else "-",
     }
+
+
+def refuse_cells(weights: Any, writer: str) -> None:
+    """A file writer that builds LSTM layers or nodes only refuses other cells by name."""
+    if weights.spec.cell != "lstm":
+        from equivalence.errors import UnsupportedFeatureError
+
+        raise UnsupportedFeatureError(writer, f"cell={weights.spec.cell}",
+                                      "convert it to torch (.pt), or use the weights API")

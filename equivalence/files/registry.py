@@ -148,6 +148,7 @@ SNIFF_ORDER = ("keras_h5", "safetensors", "neoml_net", "madmom", "torch", "corem
 FAMILIES: tuple[FileFamily, ...] = (
     FileFamily("keras", ("keras_h5", "keras_zip"),
                writer="equivalence.files.keras.write:write_keras",
+               check_weights="equivalence.files.keras.write:check_writable",
                output_help="keras: .keras, .weights.h5 or .h5 (tf_keras)",
                check_output="equivalence.files.keras.write:keras_output_kind", runs_itself=True),
     FileFamily("cudnn", ("keras_h5", "keras_zip"), formats=("cudnn",)),

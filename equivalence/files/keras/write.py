@@ -143,3 +143,13 @@ def _sequential(module: Any, first: Any, spec: Any, native: list[np.ndarray],
     model = module.Sequential(layers, name="converted_lstm")
     model.set_weights([np.asarray(a) for a in native])
     return model
+
+
+def check_writable(weights: LSTMWeights) -> None:
+    """Raise what a Keras file cannot hold: the format's refusals, and any cell but the LSTM
+    (the model written is a stack of LSTM layers)."""
+    from equivalence.files._base import refuse_cells
+    from equivalence.formats import get as get_format
+
+    refuse_cells(weights, "keras files (LSTM layers)")
+    get_format("keras").from_canonical(weights)

@@ -35,7 +35,13 @@ import numpy as np
 
 from equivalence.canonical import LSTMWeights
 from equivalence.errors import ConversionError
-from equivalence.files._base import FileFormatError, FoundLSTM, StoredInputs, atomic_output
+from equivalence.files._base import (
+    FileFormatError,
+    FoundLSTM,
+    StoredInputs,
+    atomic_output,
+    refuse_cells,
+)
 from equivalence.files.onnx.graph import (
     Folder,
     NotConstant,
@@ -348,8 +354,11 @@ def _without_activation(weights: LSTMWeights) -> LSTMWeights:
 
 
 def check_writable(weights: LSTMWeights) -> None:
-    """Raise what an ONNX file cannot hold (the format's refusals, less the hard sigmoids)."""
+    """Raise what an ONNX file cannot hold (the format's refusals, less the hard sigmoids;
+    this writer writes LSTM nodes only, so a GRU is refused by name)."""
+    refuse_cells(weights, "onnx files (LSTM nodes)")
     get_format("onnx").from_canonical(_without_activation(weights))
+
 
 
 def build_model(weights: LSTMWeights, stored: StoredInputs | None = None,

@@ -9,14 +9,16 @@ needed to read. Every tensor in the file (nested dicts such as
 ``bias_hh_...`` or ``weight_hr_...`` is grouped by the prefix before it, so
 ``encoder.lstm.weight_ih_l0`` belongs to the LSTM ``encoder.lstm``. An
 ``nn.LSTMCell``'s keys (``weight_ih`` without ``_l0``) count as a one-layer
-LSTM. Groups whose ``weight_hh`` is not (4H, H) or (4H, P) are GRUs or plain
-RNNs and are skipped; layer numbers must run 0..L-1 (at most
+LSTM. A group whose ``weight_hh`` is (3H, H) is an ``nn.GRU`` (``nn.GRUCell``
+without ``_l0``), read with ``cell="gru"``; other groups (not (4H, H) or (4H, P):
+plain RNNs) are skipped; layer numbers must run 0..L-1 (at most
 :data:`~equivalence.files.limits.MAX_LAYERS`). Only the tensors of found LSTMs
 are materialized. safetensors files are read with ``safetensors.numpy``; MLX's
 LSTM keys in them are found too (:mod:`equivalence.files.mlx`).
 
 Writing: a state_dict for ``nn.LSTM(I, H, num_layers=L, bidirectional=...,
-batch_first=True[, proj_size=P])`` (``batch_first`` changes no weight), via
+batch_first=True[, proj_size=P])`` (``nn.GRU`` for a GRU; ``batch_first`` changes no
+weight), via
 ``torch.save`` or, for a ``.safetensors`` name, ``safetensors``.
 """
 
@@ -110,7 +112,6 @@ def _entry(prefix: str, lazy: dict[str, Any], path: Path, kind: str) -> FoundLST
     if cell:  # nn.LSTMCell: the same arrays as a one-layer nn.LSTM, without the _l0 suffix
         lazy = {f"{k}_l0": v for k, v in lazy.items()
                 if (m := _KEY.match(k)) is not None and not m.group("layer")}
-        notes.append("nn.LSTMCell keys (read as a one-layer LSTM)")
     name = prefix[:-1] if prefix.endswith(".") else (prefix or "lstm")
     problem = _layer_problem(lazy)
     if problem:  # said before anything else looks at (or enumerates) the layers
@@ -120,8 +121,13 @@ def _entry(prefix: str, lazy: dict[str, Any], path: Path, kind: str) -> FoundLST
     if hh is None or len(hh.shape) != 2:
         return None
     units = hr.shape[1] if hr is not None and len(hr.shape) == 2 else hh.shape[1]
-    if hh.shape[0] != 4 * units:
-        return None  # a GRU (3H rows) or an RNN (H rows)
+    gru = hr is None and hh.shape[0] == 3 * units
+    if hh.shape[0] != 4 * units and not gru:
+        return None  # an RNN (H rows)
+    layer = "GRU" if gru else "LSTM"
+    name = "gru" if gru and not prefix else name
+    if cell:
+        notes.append(f"nn.{layer}Cell keys (read as a one-layer {layer})")
     group = {key: _numpy(value) for key, value in lazy.items()}
     biases = "two (bias_ih + bias_hh)"
     if not any(k.startswith("bias_") for k in group):
@@ -132,8 +138,9 @@ def _entry(prefix: str, lazy: dict[str, Any], path: Path, kind: str) -> FoundLST
             zeros = np.zeros(group[key].shape[0], group[key].dtype)
             group[f"bias_ih_{suffix}"], group[f"bias_hh_{suffix}"] = zeros, zeros.copy()
     return FoundLSTM(name=name, format="torch", native=group, source=str(path),
-                     kind=f"{kind}, nn.{'LSTMCell' if cell else 'LSTM'} state_dict",
-                     biases=biases, notes=tuple(notes))
+                     kind=f"{kind}, nn.{layer}{'Cell' if cell else ''} state_dict",
+                     biases=biases, notes=tuple(notes),
+                     read_options={"cell": "gru"} if gru else {})
 
 
 # ---------------------------------------------------------------- writing
@@ -148,7 +155,7 @@ def constructor(weights: LSTMWeights) -> str:
     if spec.projection_size:
         args.append(f"proj_size={spec.projection_size}")
     args.append("batch_first=True")
-    return f"torch.nn.LSTM({', '.join(args)})"
+    return f"torch.nn.{'GRU' if spec.cell == 'gru' else 'LSTM'}({', '.join(args)})"
 
 
 def write_torch(path: Path, weights: LSTMWeights, job: Any) -> list[str]:
