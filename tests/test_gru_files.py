@@ -64,7 +64,6 @@ def test_must_fail_compare_catches_and_names_a_z_r_swap(tmp_path, capsys) -> Non
 
 @pytest.mark.parametrize(("target", "name", "writer"), [
     ("keras", "out.keras", "keras files (LSTM layers)"),
-    ("onnx", "out.onnx", "onnx files (LSTM nodes)"),
     ("tf1", "out.ckpt", "tf1"),
 ])
 def test_writers_without_gru_refuse_it_by_name_and_write_nothing(tmp_path, capsys, target: str,
@@ -73,3 +72,71 @@ def test_writers_without_gru_refuse_it_by_name_and_write_nothing(tmp_path, capsy
     code, _, err = run_cli(capsys, "convert", source, "--to", target, "-o", tmp_path / name)
     assert code == 2 and f"{writer} cannot represent cell=gru" in err, err
     assert not (tmp_path / name).exists() and leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- ONNX files
+
+
+def exported_gru(path, *, layers: int = 2, bidirectional: bool = True):
+    """An nn.GRU exported by torch.onnx (TorchScript exporter): its own GRU nodes."""
+    torch.manual_seed(1)
+    gru = torch.nn.GRU(3, 4, num_layers=layers, bidirectional=bidirectional, batch_first=True)
+    torch.onnx.export(gru, (torch.randn(2, 5, 3),), str(path), input_names=["x"],
+                      output_names=["y", "h"], dynamo=False,
+                      dynamic_axes={"x": {0: "batch", 1: "time"}})
+    return path
+
+
+def onnx_gru_file(path, *, linear_before_reset: int, seed: int = 2):
+    """One GRU node written with onnx.helper, weights as initializers."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(seed)
+    arrays = {"W": rng.normal(size=(1, 12, 3)), "R": rng.normal(size=(1, 12, 4)),
+              "B": rng.normal(size=(1, 24))}
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in arrays.items()]
+    node = helper.make_node("GRU", ["X", "W", "R", "B"], ["Y", "Y_h"], hidden_size=4,
+                            linear_before_reset=linear_before_reset, name="gru")
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["t", "b", 3])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("target", ["torch", "onnx"])
+def test_an_exported_onnx_gru_converts_and_verifies(tmp_path, capsys, target: str) -> None:
+    source = exported_gru(tmp_path / "gru.onnx")
+    code, out, err = run_cli(capsys, "inspect", source)
+    assert code == 0 and "1 GRU(s)" in out and "2 GRU node(s)" in out, out + err
+    assert "linear_before_reset=1" in out
+    name = "out.pt" if target == "torch" else "out.onnx"
+    code, out, err = run_cli(capsys, "convert", source, "--to", target, "-o", tmp_path / name,
+                             "--verify")
+    assert code == 0 and "verify: PASSED" in out, out + err
+
+
+def test_linear_before_reset_0_is_read_as_reset_after_false(tmp_path, capsys) -> None:
+    source = onnx_gru_file(tmp_path / "before.onnx", linear_before_reset=0)
+    code, out, err = run_cli(capsys, "inspect", source)
+    assert code == 0 and "GRU (reset_after=False)" in out, out + err
+    code, out, err = run_cli(capsys, "convert", source, "--to", "onnx", "-o",
+                             tmp_path / "out.onnx", "--verify")
+    assert code == 0 and "verify: PASSED" in out, out + err
+    # PyTorch has the other variant only: refused by name, nothing written
+    code, _, err = run_cli(capsys, "convert", source, "--to", "torch", "-o", tmp_path / "o.pt")
+    assert code == 2 and "torch cannot represent reset_after=False" in err, err
+    assert not (tmp_path / "o.pt").exists() and leftovers(tmp_path) == []
+
+
+def test_must_fail_a_flipped_linear_before_reset_is_not_equivalent(tmp_path, capsys) -> None:
+    from equivalence.cli.main import main
+
+    after = onnx_gru_file(tmp_path / "after.onnx", linear_before_reset=1)
+    before = onnx_gru_file(tmp_path / "before.onnx", linear_before_reset=0)  # same weights
+    code = main(["compare", str(after), str(before), "--examples", "3"])
+    out = capsys.readouterr().out
+    assert code == 1 and "NOT EQUIVALENT" in out, out

@@ -4,6 +4,7 @@ An LSTM node's ``activations`` list holds f, g, h per direction (f the gates, g 
 candidate, h the cell state before the output gate); ``activation_alpha`` and
 ``activation_beta`` are consumed in that order, each by the functions that take one
 (the ONNX operator spec). The spec has one cell activation, so g must equal h.
+A ``GRU`` node's list holds f, g per direction (f on z and r, g on the candidate).
 """
 
 from __future__ import annotations
@@ -28,14 +29,21 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def read(attrs: dict[str, Any], directions: int) -> tuple[dict[str, str], str | None]:
+def per_direction(cell: str) -> int:
+    """Activations per direction: f, g, h for an LSTM node, f, g for a GRU node."""
+    return 2 if cell == "gru" else 3
+
+
+def read(attrs: dict[str, Any], directions: int, cell: str = "lstm"
+         ) -> tuple[dict[str, str], str | None]:
     """(spec changes, a problem) from a node's activations and their alpha/beta."""
     names = [_text(a) for a in attrs.get("activations", [])]
     if not names:
         return {}, None
-    if len(names) != 3 * directions:
+    count = per_direction(cell)
+    if len(names) != count * directions:
         return {}, f"{len(names)} activations for {directions} direction(s), expected " \
-                   f"{3 * directions}"
+                   f"{count * directions}"
     alphas = list(attrs.get("activation_alpha", []))
     betas = list(attrs.get("activation_beta", []))
     called = []
@@ -46,7 +54,8 @@ def read(attrs: dict[str, Any], directions: int) -> tuple[dict[str, str], str | 
         called.append((name, alpha, beta))
     found = set()
     for k in range(directions):
-        f, g, h = called[3 * k: 3 * k + 3]
+        part = called[count * k: count * k + count]
+        f, g, h = part[0], part[1], part[-1]  # a GRU has no h: its g stands in
         gate = _match(f, GATES)
         if gate is None:
             return {}, f"gate activation {_show(f)} (the spec knows Sigmoid, HardSigmoid " \
@@ -68,7 +77,7 @@ def write(spec: Any) -> dict[str, Any]:
     if spec.recurrent_activation == "sigmoid" and spec.activation == "tanh":
         return {}
     triple = [GATES[spec.recurrent_activation], CELLS[spec.activation], CELLS[spec.activation]]
-    triple = triple * spec.directions
+    triple = triple[:per_direction(spec.cell)] * spec.directions
     attributes: dict[str, Any] = {"activations": [name for name, _, _ in triple]}
     alphas = [a for _, a, _ in triple if a is not None]
     betas = [b for _, _, b in triple if b is not None]

@@ -177,20 +177,7 @@ def _gru_node(spec: LSTMSpec, layer: int, x: str, has_state: bool, has_lengths: 
 def node_activations(spec: LSTMSpec) -> dict[str, Any]:
     """The ``activations`` attributes of ``spec``'s node: f, g, h per direction for an LSTM
     (g = h), f, g for a GRU (f on z and r, g on the candidate); none for ONNX's defaults."""
-    if spec.cell != "gru":
-        return onnx_activations.write(spec)
-    if spec.recurrent_activation == "sigmoid" and spec.activation == "tanh":
-        return {}
-    pair = [onnx_activations.GATES[spec.recurrent_activation],
-            onnx_activations.CELLS[spec.activation]] * spec.directions
-    attributes: dict[str, Any] = {"activations": [name for name, _, _ in pair]}
-    alphas = [a for _, a, _ in pair if a is not None]
-    betas = [b for _, _, b in pair if b is not None]
-    if alphas:
-        attributes["activation_alpha"] = alphas
-    if betas:
-        attributes["activation_beta"] = betas
-    return attributes
+    return onnx_activations.write(spec)
 
 
 def state_outputs(spec: LSTMSpec) -> tuple[str, ...]:

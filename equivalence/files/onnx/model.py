@@ -18,6 +18,10 @@ or a ``HardSigmoid`` whose alpha/beta are tf_keras's (0.2, 0.5) or Keras 3's
 (1/6, 0.5), ``layout`` 0 or 1. A target format that cannot hold reverse or
 input_forget refuses it by name.
 
+``GRU`` nodes are read the same way (W, R, B; ``initial_h`` only), stacked on GRU
+nodes only, with ``cell="gru"`` and ``linear_before_reset`` as the spec's
+``reset_after``; their activations are f, g per direction.
+
 Writing: input ``input`` (batch, time, I); one LSTM node per layer with its
 weights (and carried stored inputs) as initializers; outputs ``output``
 (batch, time, D*H), ``h_n`` and ``c_n`` (L*D, batch, H), the layout of a
@@ -40,7 +44,6 @@ from equivalence.files._base import (
     FoundLSTM,
     StoredInputs,
     atomic_output,
-    refuse_cells,
 )
 from equivalence.files.onnx.graph import (
     Folder,
@@ -56,6 +59,7 @@ from equivalence.formats import onnx_activations
 from equivalence.runtimes.onnxruntime import IR_VERSION, OPSET  # one choice for files and runtime
 
 SHAPE_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten", "Dropout"}
+RECURRENT_OPS = ("LSTM", "GRU")  # the nodes read; a stack holds one kind
 HARD_SIGMOIDS = {"hard_sigmoid_tf_keras": 0.2, "hard_sigmoid_keras3": 1 / 6}  # alpha; beta 0.5
 WEIGHT_INPUTS = ((1, "W"), (2, "R"), (3, "B"), (7, "P"))
 STORED_INPUTS = ((4, "sequence_lens"), (5, "initial_h"), (6, "initial_c"))
@@ -103,7 +107,7 @@ def read_onnx(path: Path) -> list[FoundLSTM]:
     found = []
     for scope in scopes(graph, path):
         lstms = [(i, n) for i, n in enumerate(scope.graph.node)
-                 if n.op_type == "LSTM" and n.domain in ("", "ai.onnx")]
+                 if n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx")]
         for chain in _chains([n for _, n in lstms], scope):
             labels = [scope.path + label(n, i) for i, n in lstms if any(n is c for c in chain)]
             found.append(_entry(chain, labels, scope, folder, model, path))
@@ -157,8 +161,9 @@ def _lstm_below(node: Any, producers: dict[str, Any]) -> Any:
         producer = producers.get(name)
         if producer is None or not producer.input:
             return None
-        if producer.op_type == "LSTM":
-            return producer if producer.output and producer.output[0] == name else None
+        if producer.op_type in RECURRENT_OPS:
+            stacked = producer.op_type == node.op_type and producer.output[0] == name
+            return producer if producer.output and stacked else None
         if producer.op_type not in SHAPE_OPS:
             return None
         name = producer.input[0]
@@ -174,15 +179,16 @@ def attributes(node: Any) -> dict[str, Any]:
 def _compatible(lower: Any, upper: Any) -> bool:
     a, b = attributes(lower), attributes(upper)
     keys = ("hidden_size", "direction", "clip", "activations", "activation_alpha",
-            "activation_beta", "layout", "input_forget")
-    return all(a.get(k) == b.get(k) for k in keys)
+            "activation_beta", "layout", "input_forget", "linear_before_reset")
+    return lower.op_type == upper.op_type and all(a.get(k) == b.get(k) for k in keys)
 
 
 def _entry(chain: list[Any], names: list[str], scope: Scope, folder: Folder, model: Any,
            path: Path) -> FoundLSTM:
     attrs = attributes(chain[0])
+    cell = "gru" if chain[0].op_type == "GRU" else "lstm"
     directions = 2 if attrs.get("direction", b"forward") == b"bidirectional" else 1
-    changes, problem = onnx_activations.read(attrs, directions)
+    changes, problem = onnx_activations.read(attrs, directions, cell)
     activation = changes.get("recurrent_activation", "sigmoid")
     problem = problem or _attribute_problem(attrs)
     nodes, notes = [], []
@@ -210,16 +216,32 @@ def _entry(chain: list[Any], names: list[str], scope: Scope, folder: Folder, mod
         notes.append(f"cell activation {changes['activation']} (activations g and h)")
     if scope.path:
         notes.append(f"inside the subgraph {scope.path.rstrip('/')}")
+    gru = _gru_options(attrs) if cell == "gru" else {}
+    if gru:
+        notes.append(_reset_note(gru["reset_after"]))
     d = 2 if attrs.get("direction", b"forward") == b"bidirectional" else 1
     definition = OnnxDefinition(model, scope, chain, folder, int(attrs.get("layout", 0)))
+    options = {"clip": clip, **semantics, **gru}
     return FoundLSTM(
         name="+".join(names), format="onnx",
         native=nodes if len(nodes) > 1 else (nodes[0] if nodes else {}),
-        source=str(path), kind=f"ONNX model, {len(chain)} LSTM node(s), D={d}",
-        read_options={"clip": clip, **semantics}, run_options={"clip": clip, **semantics},
-        biases="two (B = [Wb, Rb], 8H)", notes=tuple(notes), problem=problem,
+        source=str(path), kind=f"ONNX model, {len(chain)} {chain[0].op_type} node(s), D={d}",
+        read_options=options, run_options=dict(options),
+        biases=f"two (B = [Wb, Rb], {6 if gru else 8}H)", notes=tuple(notes), problem=problem,
         spec_changes=changes,
         stored=stored, runner="onnx", definition=definition)
+
+
+def _gru_options(attrs: dict[str, Any]) -> dict[str, Any]:
+    """A GRU node's reader options: the cell, and linear_before_reset as reset_after."""
+    return {"cell": "gru", "reset_after": attrs.get("linear_before_reset", 0) == 1}
+
+
+def _reset_note(reset_after: bool) -> str:
+    if reset_after:
+        return "linear_before_reset=1: the reset gate after the recurrent matmul (reset_after)"
+    return ("linear_before_reset=0 (ONNX's default): the reset gate before the recurrent "
+            "matmul (reset_after=False)")
 
 
 def _node_weights(node: Any, name: str, scope: Scope, folder: Folder
@@ -340,6 +362,8 @@ def _node_attributes(spec: Any) -> dict[str, Any]:
         attributes["input_forget"] = 1
     if spec.gate_clip is not None:
         attributes["clip"] = float(spec.gate_clip)
+    if spec.cell == "gru":
+        attributes["linear_before_reset"] = int(spec.reset_after)
     attributes.update(onnx_activations.write(spec))
     return attributes
 
@@ -354,9 +378,7 @@ def _without_activation(weights: LSTMWeights) -> LSTMWeights:
 
 
 def check_writable(weights: LSTMWeights) -> None:
-    """Raise what an ONNX file cannot hold (the format's refusals, less the hard sigmoids;
-    this writer writes LSTM nodes only, so a GRU is refused by name)."""
-    refuse_cells(weights, "onnx files (LSTM nodes)")
+    """Raise what an ONNX file cannot hold (the format's refusals, less the hard sigmoids)."""
     get_format("onnx").from_canonical(_without_activation(weights))
 
 
@@ -376,6 +398,12 @@ def build_model(weights: LSTMWeights, stored: StoredInputs | None = None,
                               "the network without them")
 
     spec = weights.spec
+    gru = spec.cell == "gru"  # GRU nodes: no initial_c, no P, no Y_c
+    if with_states and gru:
+        from equivalence.errors import UnsupportedFeatureError
+
+        raise UnsupportedFeatureError("onnx files with --with-states", "cell=gru",
+                                      "write it without --with-states")
     native = get_format("onnx").from_canonical(_without_activation(weights))
     layers = native if isinstance(native, list) else [native]
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(spec.dtype))
@@ -389,11 +417,12 @@ def build_model(weights: LSTMWeights, stored: StoredInputs | None = None,
         for key in ("W", "R", "B"):
             inits.append(numpy_helper.from_array(np.ascontiguousarray(layer[key]), f"{key}_{k}"))
             names.append(f"{key}_{k}")
-        optional = ["", "", "", ""]  # sequence_lens, initial_h, initial_c, P
+        optional = ["", "", "", ""][:2 if gru else 4]  # sequence_lens, initial_h[, initial_c, P]
         if stored is not None and stored.lengths is not None:
             optional[0] = "sequence_lens"
         states = (stored.h0, stored.c0) if stored is not None else (None, None)
-        for slot, key, value in ((1, "initial_h", states[0]), (2, "initial_c", states[1])):
+        for slot, key, value in ((1, "initial_h", states[0]), (2, "initial_c", states[1]))[
+                :len(optional) - 1]:
             if value is not None:
                 array = np.ascontiguousarray(value[k].astype(np.dtype(spec.dtype)))
                 inits.append(numpy_helper.from_array(array, f"{key}_{k}"))
@@ -408,9 +437,9 @@ def build_model(weights: LSTMWeights, stored: StoredInputs | None = None,
             inits += slice_inits
         while optional and not optional[-1]:
             optional.pop()
-        nodes.append(helper.make_node("LSTM", names + optional,
-                                      [f"Y_{k}", f"Y_h_{k}", f"Y_c_{k}"], name=f"lstm_{k}",
-                                      **_node_attributes(spec)))
+        node_outputs = [f"Y_{k}", f"Y_h_{k}"] + ([] if gru else [f"Y_c_{k}"])
+        nodes.append(helper.make_node("GRU" if gru else "LSTM", names + optional, node_outputs,
+                                      name=f"{spec.cell}_{k}", **_node_attributes(spec)))
         # Y (T, D, B, H) -> (T, B, D*H): the next layer's X (forward features first).
         nodes.append(helper.make_node("Transpose", [f"Y_{k}"], [f"Y_{k}_tbdh"],
                                       perm=[0, 2, 1, 3]))
@@ -419,7 +448,10 @@ def build_model(weights: LSTMWeights, stored: StoredInputs | None = None,
     batch: Any = stored.batch if stored is not None else "batch"
     nodes.append(helper.make_node("Transpose", [f"X_{top}"], ["output"], perm=[1, 0, 2]))
     nodes.append(helper.make_node("Concat", [f"Y_h_{k}" for k in range(top)], ["h_n"], axis=0))
-    nodes.append(helper.make_node("Concat", [f"Y_c_{k}" for k in range(top)], ["c_n"], axis=0))
+    state_names = ("h_n",) if gru else ("h_n", "c_n")
+    if not gru:
+        nodes.append(helper.make_node("Concat", [f"Y_c_{k}" for k in range(top)], ["c_n"],
+                                      axis=0))
     inputs = [helper.make_tensor_value_info("input", elem, [batch, "time", spec.input_size])]
     if with_states:
         state_infos, state_inits = onnx_states.graph_inputs(spec, elem)
@@ -428,8 +460,8 @@ def build_model(weights: LSTMWeights, stored: StoredInputs | None = None,
     graph = helper.make_graph(
         nodes, "converted_lstm", inputs,
         [helper.make_tensor_value_info("output", elem, [batch, "time", d * h]),
-         helper.make_tensor_value_info("h_n", elem, [spec.layers * d, batch, h]),
-         helper.make_tensor_value_info("c_n", elem, [spec.layers * d, batch, h])],
+         *(helper.make_tensor_value_info(name, elem, [spec.layers * d, batch, h])
+           for name in state_names)],
         initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="equivalence")
@@ -447,9 +479,10 @@ def write_onnx(path: Path, weights: LSTMWeights, job: Any) -> list[str]:
         onnx.save(model, str(temporary))
     spec = weights.spec
     batch = job.stored.batch if job.stored is not None else "batch"
-    lines = [f"wrote {path} (ONNX opset {OPSET}, {spec.layers} LSTM node(s))",
+    states = "h_n" if spec.cell == "gru" else "h_n and c_n"
+    lines = [f"wrote {path} (ONNX opset {OPSET}, {spec.layers} {spec.cell.upper()} node(s))",
              f"inputs: input ({batch}, time, {spec.input_size}); outputs: output ({batch}, "
-             f"time, {spec.directions * spec.units}), h_n and c_n "
+             f"time, {spec.directions * spec.units}), {states} "
              f"({spec.layers * spec.directions}, {batch}, {spec.units})"]
     if job.stored is not None:
         lines.append(f"carried from the input file: {', '.join(job.stored.names())} (stored as "

@@ -1,4 +1,4 @@
-"""Run an ONNX file's LSTM nodes as the file defines them (the ``--verify`` side of a .onnx).
+"""Run an ONNX file's LSTM (or GRU) nodes as the file defines them (``--verify``'s .onnx side).
 
 Not a network rebuilt from extracted weights: the file's own nodes, copied with
 all their attributes, and every tensor they consume as the file computes it.
@@ -95,18 +95,19 @@ def _model(found: FoundLSTM) -> tuple[Any, list[str], dict[str, tuple[str, int]]
         cut.add(node)
     cut.close()
     copies = {}
+    roles = _output_roles(definition.chain[0])
     for k, node in enumerate(definition.chain):
         copy = type(node)()
         copy.CopyFrom(node)
-        while len(copy.output) < 3:
+        while len(copy.output) < len(roles):
             copy.output.append("")
-        for slot, role in ((0, "Y"), (1, "Y_h"), (2, "Y_c")):
+        for slot, role in enumerate(roles):
             if not copy.output[slot]:
                 copy.output[slot] = f"__verify_{role}_{k}"
         copies[id(node)] = copy
     top = copies[id(definition.chain[-1])]
     outputs = [top.output[0]] + [copies[id(n)].output[s] for n in definition.chain
-                                 for s in (1, 2)]
+                                 for s in range(1, len(roles))]
     nodes = [copies.get(id(n), n) for n in cut.nodes]
     order = _topological(nodes, cut.x_name, set(cut.initializers) | set(cut.inputs))
     first = found.native[0] if isinstance(found.native, list) else found.native
@@ -123,6 +124,11 @@ def _model(found: FoundLSTM) -> tuple[Any, list[str], dict[str, tuple[str, int]]
     model = helper.make_model(graph, opset_imports=list(definition.model.opset_import))
     model.ir_version = definition.model.ir_version
     return model, outputs, cut.inputs
+
+
+def _output_roles(node: Any) -> tuple[str, ...]:
+    """The node's outputs: Y, Y_h, Y_c (an LSTM), Y, Y_h (a GRU)."""
+    return ("Y", "Y_h") if node.op_type == "GRU" else ("Y", "Y_h", "Y_c")
 
 
 def _topological(nodes: list[Any], x_name: str, known: set[str]) -> list[Any]:
@@ -173,9 +179,11 @@ def runner(found: FoundLSTM, spec: LSTMSpec, options: dict[str, Any]) -> Any:
     stored = found.stored
     fed_roles = {role for role, _ in fed.values()}
     # The file's function takes an initial state (or lengths) only where it feeds one in.
-    abilities = SideAbilities(initial_state={"initial_h", "initial_c"} <= fed_roles,
+    states = {"initial_h"} if spec.cell == "gru" else {"initial_h", "initial_c"}
+    abilities = SideAbilities(initial_state=states <= fed_roles,
                               lengths="sequence_lens" in fed_roles)
-    label = f"the file's own LSTM node(s) {found.name!r} of {found.source} in onnxruntime"
+    op = found.definition.chain[0].op_type
+    label = f"the file's own {op} node(s) {found.name!r} of {found.source} in onnxruntime"
     return Side(label, run, abilities, stored=stored)
 
 
@@ -202,6 +210,6 @@ def _result(results: list[np.ndarray], spec: LSTMSpec, inputs: LSTMInputs, layou
     states = []
     for array in results[1:]:
         states.append(array.transpose(1, 0, 2) if layout == 1 else array)  # (D, B, H)
-    h = np.stack(states[0::2])
-    c = np.stack(states[1::2])
-    return LSTMResult(outputs, h, c)
+    if spec.cell == "gru":  # Y_h per node, no Y_c
+        return LSTMResult(outputs, np.stack(states), None)
+    return LSTMResult(outputs, np.stack(states[0::2]), np.stack(states[1::2]))
