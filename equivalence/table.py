@@ -71,14 +71,15 @@ def _row(name: str, runtime: str, fmt: str, caps: Capabilities, **fields: Any) -
 
 # Keras LSTM(activation=...) takes every cell activation the spec names (Keras's own names).
 _CELL_ACTIVATIONS = frozenset(ACTIVATIONS)
-# Keras GRU / GRUCell, reset_after True (Keras's default, 2 biases) and False (one bias).
-_KERAS_GRU = {"cells": frozenset({"lstm", "gru"}), "reset_before": True}
+# Rows that run GRUs too: Keras GRU / GRUCell and ONNX GRU nodes, reset_after both ways
+# (Keras reset_after True: 2 biases, False: one; ONNX linear_before_reset 1 and 0).
+_LSTM_AND_GRU = frozenset({"lstm", "gru"})
 _KERAS3 = Capabilities(
     recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_keras3"}),
     activations=_CELL_ACTIVATIONS,
     time_major=False,  # Keras 3 recurrent layers have no time-major path
     dtypes=_ALL_FLOATS,
-    **_KERAS_GRU,
+    cells=_LSTM_AND_GRU, reset_before=True,
 )
 # Keras 3 on JAX and torch, each in its own worker process (the backend is fixed per process):
 # float64 is not claimed (both backends' LSTMs were checked in float16/bfloat16/float32).
@@ -87,7 +88,7 @@ _KERAS3_OTHER_BACKENDS = Capabilities(
     activations=_CELL_ACTIVATIONS,
     time_major=False,
     dtypes=frozenset({"float16", "bfloat16", "float32"}),
-    **_KERAS_GRU,
+    cells=_LSTM_AND_GRU, reset_before=True,
 )
 # A Keras 3 model through TFLiteConverter into the TFLite interpreter: float32 graphs only.
 _TFLITE = Capabilities(
@@ -100,7 +101,7 @@ _TF_KERAS = Capabilities(
     activations=_CELL_ACTIVATIONS,
     time_major=True,  # LSTM(time_major=True), RNN(time_major=True); mask given as (T, B)
     dtypes=_ALL_FLOATS,
-    **_KERAS_GRU,
+    cells=_LSTM_AND_GRU, reset_before=True,
 )
 _TF1 = Capabilities(
     projection=True,
@@ -151,16 +152,16 @@ _NEOML = Capabilities(
 # GRU nodes (both linear_before_reset values) run right on all three within what each row
 # claims for LSTM (tests/test_gru_onnx.py); the GRU conformance rows (reverse, clip,
 # activations, lengths on GRU nodes) are not built yet, so nothing more is claimed.
-_GRU_TOO = {"cells": frozenset({"lstm", "gru"}), "reset_before": True}
 _TRACT = Capabilities(
     peepholes=True, lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"}),
-    **_GRU_TOO,
+    cells=_LSTM_AND_GRU, reset_before=True,
 )
 _OPENVINO = Capabilities(
-    gate_clip=True, time_major=True, dtypes=frozenset({"float32", "float16"}), **_GRU_TOO
+    gate_clip=True, time_major=True, dtypes=frozenset({"float32", "float16"}),
+    cells=_LSTM_AND_GRU, reset_before=True,
 )
 _OPENCV = Capabilities(lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"}),
-                       **_GRU_TOO)
+                       cells=_LSTM_AND_GRU, reset_before=True)
 # mlx.nn.LSTM: no masks or sequence lengths, batch-first only. float64 runs but is not
 # claimed: MLX's CPU exp (so sigmoid) is float32-accurate in float64 too, so the LSTM is off
 # by float32-sized errors, 6e-10 on one unit and one step (tests/test_runtime_mlx.py).

@@ -272,5 +272,6 @@ def _variant_candidates(case: Case) -> Iterator[Candidate]:
 
 def _reading_candidates(case: Case) -> Iterator[tuple[str, Callable[[LSTMResult], LSTMResult]]]:
     if case.spec.cell == "lstm":  # a GRU has no c to swap with
-        yield "h and c swapped", lambda r: LSTMResult(r.outputs, r.c, r.h)
+        yield "h and c swapped", lambda r: LSTMResult(r.outputs, r.c if r.c is not None
+                                                      else r.h, r.h)
     yield "output sequence reversed in time", lambda r: LSTMResult(r.outputs[:, ::-1], r.h, r.c)

@@ -60,16 +60,16 @@ def read(attrs: dict[str, Any], directions: int, cell: str = "lstm"
         if gate is None:
             return {}, f"gate activation {_show(f)} (the spec knows Sigmoid, HardSigmoid " \
                        "0.2/0.5 and 1/6/0.5)"
-        cell = _match(g, CELLS)
-        if cell is None or _match(h, CELLS) != cell:
+        cell_activation = _match(g, CELLS)
+        if cell_activation is None or _match(h, CELLS) != cell_activation:
             return {}, f"cell activations g={_show(g)}, h={_show(h)} (the spec holds one, " \
                        f"g = h, among {', '.join(_show((n, a, b)) for n, a, b in CELLS.values())})"
-        found.add((gate, cell))
+        found.add((gate, cell_activation))
     if len(found) > 1:
         return {}, f"the directions use different activations {sorted(found)}"
-    gate, cell = found.pop()
+    gate, cell_activation = found.pop()
     changes = {"recurrent_activation": gate} if gate != "sigmoid" else {}
-    return changes | ({"activation": cell} if cell != "tanh" else {}), None
+    return changes | ({"activation": cell_activation} if cell_activation != "tanh" else {}), None
 
 
 def write(spec: Any) -> dict[str, Any]:

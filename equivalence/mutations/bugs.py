@@ -138,6 +138,8 @@ def one_weight_off(moved: list, spec: LSTMSpec, original: Any) -> list:
 
 
 def swap_h_c(result: LSTMResult) -> LSTMResult:
+    if result.c is None:  # a GRU: nothing to swap
+        return result
     return LSTMResult(result.outputs, result.c, result.h)
 
 

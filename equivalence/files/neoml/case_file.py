@@ -90,6 +90,10 @@ def save(path: Path, case: CaseFile) -> None:
         )
         if value is not None
     }
+    if case.expected.c is None:  # NeoML's exchange carries LSTM cases (its row has no GRU)
+        from equivalence.errors import ConversionError
+
+        raise ConversionError(f"{path}: a case file holds an LSTM's h and c; this case has no c")
     np.savez(
         path,
         meta=json.dumps(meta),
