@@ -109,28 +109,26 @@ def test_walkthrough_runs_as_written(number: str, tmp_path: Path) -> None:
         assert claim in output, f"walkthrough {number} does not show {claim!r}:\n{output}"
 
 
-def test_checking_your_own_converter_runs_as_written(tmp_path: Path) -> None:
-    script = block_after("## Checking your own converter", "python")
+def _run_converter_block(heading: str, pair: str, examples: int, tmp_path: Path) -> None:
+    """Run the python block after ``heading``; it must print ``pair``'s verdict over
+    ``examples`` examples within the honest float32 bound."""
+    script = block_after(heading, "python")
     done = run_block([sys.executable, "-c"], script, tmp_path)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    verdict = re.search(r"torch -> keras: equivalent over (\d+) examples \(max abs diff (\S+)\)",
-                        output)
+    verdict = re.search(rf"{re.escape(pair)}: equivalent over (\d+) examples "
+                        r"\(max abs diff (\S+)\)", output)
     assert verdict, output
-    assert int(verdict.group(1)) == 50
+    assert int(verdict.group(1)) == examples
     assert float(verdict.group(2)) <= FLOAT32_HONEST
+
+
+def test_checking_your_own_converter_runs_as_written(tmp_path: Path) -> None:
+    _run_converter_block("## Checking your own converter", "torch -> keras", 50, tmp_path)
 
 
 def test_the_gru_converter_check_runs_as_written(tmp_path: Path) -> None:
-    script = block_after("## Cells: LSTM and GRU", "python")
-    done = run_block([sys.executable, "-c"], script, tmp_path)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output
-    verdict = re.search(r"keras -> torch: equivalent over (\d+) examples \(max abs diff (\S+)\)",
-                        output)
-    assert verdict, output
-    assert int(verdict.group(1)) == 25
-    assert float(verdict.group(2)) <= FLOAT32_HONEST
+    _run_converter_block("## Cells: LSTM and GRU", "keras -> torch", 25, tmp_path)
 
 
 def test_printed_differences_reads_every_figure_and_no_tolerance() -> None:

@@ -103,7 +103,8 @@ def probe_model(
     between layers is time-major).
     """
     from equivalence.errors import SpecError
-    from equivalence.runtimes.onnxruntime import build_model, node_activations
+    from equivalence.formats import onnx_activations
+    from equivalence.runtimes.onnxruntime import build_model
 
     if layout == 1 and spec.layers > 1:
         raise SpecError(f"layout=1 probe: {spec.layers} layers, expected 1")
@@ -111,7 +112,8 @@ def probe_model(
                         has_state=has_state, has_lengths=has_lengths)
     for node in model.graph.node:
         if node.op_type in ("LSTM", "GRU"):
-            _set_attributes(node, spec, direction, input_forget, layout, node_activations(spec))
+            _set_attributes(node, spec, direction, input_forget, layout,
+                            onnx_activations.write(spec))
     if layout == 1:
         _batch_first_inputs(model)
     _declare_output_shapes(model, spec, layout)

@@ -101,8 +101,7 @@ def build_model(spec: LSTMSpec, *, has_state: bool, has_lengths: bool) -> Any:
     layer_input = "X"
     for layer in range(spec.layers):
         graph_inputs += _layer_inputs(spec, layer, elem, has_state)
-        make_node = _gru_node if spec.cell == "gru" else _lstm_node
-        nodes.append(make_node(spec, layer, layer_input, has_state, has_lengths))
+        nodes.append(_recurrent_node(spec, layer, layer_input, has_state, has_lengths))
         if layer + 1 < spec.layers:
             layer_input = _flatten_directions(layer, nodes, initializers)
     graph_outputs = [helper.make_tensor_value_info(f"Y_{spec.layers - 1}", elem, None)]
@@ -127,57 +126,34 @@ def _layer_inputs(spec: LSTMSpec, layer: int, elem: int, has_state: bool) -> lis
             for name, shape in shapes.items()]
 
 
-def _lstm_node(spec: LSTMSpec, layer: int, x: str, has_state: bool, has_lengths: bool) -> Any:
-    """One LSTM node; its optional inputs are named positionally ('' = absent)."""
+def _recurrent_node(spec: LSTMSpec, layer: int, x: str, has_state: bool, has_lengths: bool
+                    ) -> Any:
+    """One LSTM node (a GRU node for a GRU spec); optional inputs named positionally
+    ('' = absent). A GRU node has no initial_c, no P and no Y_c."""
     from onnx import helper
 
+    gru = spec.cell == "gru"
     names = [x, f"W_{layer}", f"R_{layer}", f"B_{layer}",
              "sequence_lens" if has_lengths else "",
-             f"initial_h_{layer}" if has_state else "",
-             f"initial_c_{layer}" if has_state else "",
-             f"P_{layer}" if spec.peepholes else ""]
+             f"initial_h_{layer}" if has_state else ""]
+    if not gru:
+        names += [f"initial_c_{layer}" if has_state else "",
+                  f"P_{layer}" if spec.peepholes else ""]
     while names[-1] == "":
         names.pop()
-    attributes: dict[str, Any] = {
-        "hidden_size": spec.units,
-        "direction": _direction(spec),
-        "layout": 0,
-        "input_forget": int(spec.input_forget),
-    }
+    attributes: dict[str, Any] = {"hidden_size": spec.units, "direction": _direction(spec),
+                                  "layout": 0}
+    if gru:
+        attributes["linear_before_reset"] = int(spec.reset_after)
+    else:
+        attributes["input_forget"] = int(spec.input_forget)
     if spec.gate_clip is not None:
         attributes["clip"] = float(spec.gate_clip)
     # The cell activation (g = h) and any gate activation, as a file writer sets them.
     attributes.update(onnx_activations.write(spec))
-    outputs = [f"Y_{layer}", f"Y_h_{layer}", f"Y_c_{layer}"]
-    return helper.make_node("LSTM", names, outputs, name=f"lstm_{layer}", **attributes)
-
-
-def _gru_node(spec: LSTMSpec, layer: int, x: str, has_state: bool, has_lengths: bool) -> Any:
-    """One GRU node: inputs X W R B sequence_lens initial_h; outputs Y, Y_h."""
-    from onnx import helper
-
-    names = [x, f"W_{layer}", f"R_{layer}", f"B_{layer}",
-             "sequence_lens" if has_lengths else "",
-             f"initial_h_{layer}" if has_state else ""]
-    while names[-1] == "":
-        names.pop()
-    attributes: dict[str, Any] = {
-        "hidden_size": spec.units,
-        "direction": _direction(spec),
-        "layout": 0,
-        "linear_before_reset": int(spec.reset_after),
-    }
-    if spec.gate_clip is not None:
-        attributes["clip"] = float(spec.gate_clip)
-    attributes.update(node_activations(spec))
-    outputs = [f"Y_{layer}", f"Y_h_{layer}"]
-    return helper.make_node("GRU", names, outputs, name=f"gru_{layer}", **attributes)
-
-
-def node_activations(spec: LSTMSpec) -> dict[str, Any]:
-    """The ``activations`` attributes of ``spec``'s node: f, g, h per direction for an LSTM
-    (g = h), f, g for a GRU (f on z and r, g on the candidate); none for ONNX's defaults."""
-    return onnx_activations.write(spec)
+    outputs = [f"Y_{layer}", f"Y_h_{layer}"] + ([] if gru else [f"Y_c_{layer}"])
+    return helper.make_node("GRU" if gru else "LSTM", names, outputs,
+                            name=f"{spec.cell}_{layer}", **attributes)
 
 
 def state_outputs(spec: LSTMSpec) -> tuple[str, ...]:
