@@ -58,7 +58,7 @@ def ci_draws(caps: Capabilities) -> Counter:
     return drawn
 
 
-def report_draws(source: str, target: str) -> Counter:
+def report_draws(source: str, target: str, cell: str = "lstm") -> Counter:
     """The dtypes the report's cell for (source, target) judges, through explore itself."""
     drawn: Counter = Counter()
 
@@ -66,7 +66,7 @@ def report_draws(source: str, target: str) -> Counter:
         drawn[case.spec.dtype] += 1
         return Outcome("draw", case, Comparison((), Tolerance(0.0, 0.0)))
 
-    explore(report_cases(source, target), judge, max_examples=EXAMPLES["ci"], seed_value=0)
+    explore(report_cases(source, target, cell), judge, max_examples=EXAMPLES["ci"], seed_value=0)
     return drawn
 
 
@@ -89,13 +89,14 @@ def test_every_ci_check_judges_float32_in_a_third_of_its_examples() -> None:
 
 
 def test_every_report_check_judges_float32_in_a_third_of_its_examples() -> None:
-    seen: dict[Capabilities, Counter] = {}
-    for source, target in checks():
+    seen: dict[tuple[Capabilities, str], Counter] = {}
+    for source, target, cell in checks():
         rows = [table.entry(source)] + ([] if target == "reference" else [table.entry(target)])
         caps = joint_capabilities([r.capabilities for r in rows])
-        if caps not in seen:  # checks with the same capabilities draw the same cases
-            seen[caps] = report_draws(source, target)
-        assert_float32_share(f"{source}->{target}", seen[caps], caps.dtypes)
+        key = (caps, cell)
+        if key not in seen:  # checks with the same capabilities draw the same cases
+            seen[key] = report_draws(source, target, cell)
+        assert_float32_share(f"{source}->{target}[{cell}]", seen[key], caps.dtypes)
 
 
 def test_a_check_short_of_float32_fails() -> None:

@@ -58,8 +58,9 @@ def test_kraken_mlmodel_lists_four_bidirectional_lstms(capsys):
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:2] in
             ("L_", )}
     for name, (size_in, units) in KRAKEN_LSTMS.items():
-        layers, directions, i, h = rows[name][2:6]
-        assert (layers, directions, i, h) == ("1", "2", str(size_in), str(units)), rows[name]
+        cell, layers, directions, i, h = rows[name][2:7]
+        assert (cell, layers, directions, i, h) == ("LSTM", "1", "2", str(size_in),
+                                                    str(units)), rows[name]
     assert "biDirectionalLSTM layer ('Gn_9' -> 'L_10')" in out
     assert "cellClipThreshold 50000 not carried" in out
 
