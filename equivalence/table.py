@@ -90,11 +90,13 @@ _KERAS3_OTHER_BACKENDS = Capabilities(
     dtypes=frozenset({"float16", "bfloat16", "float32"}),
     cells=_LSTM_AND_GRU, reset_before=True,
 )
-# A Keras 3 model through TFLiteConverter into the TFLite interpreter: float32 graphs only.
+# A Keras 3 model through TFLiteConverter into the TFLite interpreter: float32 graphs only
+# (Keras GRU models too, both reset_after variants).
 _TFLITE = Capabilities(
     recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_keras3"}),
     time_major=False,
     dtypes=frozenset({"float32"}),
+    cells=_LSTM_AND_GRU, reset_before=True,
 )
 _TF_KERAS = Capabilities(
     recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_tf_keras"}),

@@ -1,4 +1,4 @@
-"""A Keras 3 LSTM converted by TensorFlow's ``TFLiteConverter`` and run in the TFLite interpreter.
+"""A Keras 3 LSTM or GRU converted by ``TFLiteConverter`` and run in the TFLite interpreter.
 
 Owns converting a spec's Keras model (TensorFlow backend, this process; see
 :mod:`._keras_model`) to a ``.tflite`` flatbuffer, putting the example's
@@ -187,8 +187,10 @@ def _markers(spec: LSTMSpec) -> list[np.ndarray]:
     shapes = []
     for layer in range(spec.layers):
         for _ in range(spec.directions):
-            width = spec.layer_input_size(layer)
-            shapes += [(width, 4 * spec.units), (spec.units, 4 * spec.units), (4 * spec.units,)]
+            width, columns = spec.layer_input_size(layer), spec.gate_count * spec.units
+            # a GRU with reset_after keeps its two biases as a (2, 3H) array
+            bias = (2, columns) if spec.cell == "gru" and spec.reset_after else (columns,)
+            shapes += [(width, columns), (spec.units, columns), bias]
     total = sum(int(np.prod(shape)) for shape in shapes)
     if total > _MARKER_LIMIT:
         raise ConversionError(f"tflite: {total} weights, more than {_MARKER_LIMIT} to trace")
