@@ -466,3 +466,13 @@ def test_error_growth_with_its_bar_measures_what_the_plain_call_does() -> None:
 
     names = ["torch", "onnxruntime"]
     assert phases.error_growth(names, seed=3) == plots.growth_points(names, seed=3)
+
+
+def test_the_key_versions_come_from_the_table() -> None:
+    """A row's packages are listed first without a hand-kept list (tract, opencv included)."""
+    from equivalence.report.sections import HARNESS_PACKAGES, key_versions
+
+    listed = key_versions()
+    assert list(listed[:len(table.packages())]) != [] and set(table.packages()) <= set(listed)
+    assert listed[-len(HARNESS_PACKAGES):] == HARNESS_PACKAGES
+    assert listed.index("tensorflow-cpu") == listed.index("tensorflow") + 1

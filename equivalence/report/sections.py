@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
+from equivalence import table
 from equivalence.compare import TENSORS
 from equivalence.report import summary
 from equivalence.report.cells import FAIL, PASS, cell_text, grid
@@ -37,8 +38,10 @@ from equivalence.report.document import (
     slug,
 )
 
-KEY_VERSIONS = ("tensorflow", "tensorflow-cpu", "tf-keras", "keras", "torch", "onnx",
-                "onnxruntime", "jax", "flax", "mlx", "neoml", "numpy", "hypothesis")
+# The harness's own packages, after the frameworks the table's rows record (key_versions).
+HARNESS_PACKAGES = ("numpy", "hypothesis")
+# Where a row names a framework whose CPU build is installed under another name.
+CPU_BUILDS = {"tensorflow": "tensorflow-cpu"}
 NEOML_PYTHON = ".venv-neoml/bin/python"
 MATRIX_COLUMNS = 8  # targets per matrix table, so it fits a 1400 px screen
 CONFORMANCE_COLUMNS = 10  # features per conformance table (shorter cells)
@@ -447,11 +450,18 @@ def quantized(ctx: Context) -> list[Block]:
     return section(ctx.data)
 
 
+def key_versions() -> tuple[str, ...]:
+    """The packages the versions table lists first: the table's rows' (in table order, a CPU
+    build beside its framework), then the harness's own."""
+    rows = [name for p in table.packages() for name in (p, CPU_BUILDS.get(p)) if name]
+    return tuple(dict.fromkeys([*rows, *HARNESS_PACKAGES]))
+
+
 def versions(ctx: Context) -> list[Block]:
     """One column per environment; every package any of them recorded."""
     runs = ctx.runs() or [{"name": "this run", "versions": ctx.data["versions"]}]
     packages = list(dict.fromkeys(
-        [k for k in KEY_VERSIONS if any(k in e.get("versions", {}) for e in runs)]
+        [k for k in key_versions() if any(k in e.get("versions", {}) for e in runs)]
         + sorted({k for e in runs for k in e.get("versions", {})})))
     rows = [[cell(p), *(cell(e.get("versions", {}).get(p, "-")) for e in runs)]
             for p in packages]
