@@ -473,6 +473,6 @@ def test_the_key_versions_come_from_the_table() -> None:
     from equivalence.report.sections import HARNESS_PACKAGES, key_versions
 
     listed = key_versions()
-    assert list(listed[:len(table.packages())]) != [] and set(table.packages()) <= set(listed)
+    assert set(table.packages()) <= set(listed)
     assert listed[-len(HARNESS_PACKAGES):] == HARNESS_PACKAGES
     assert listed.index("tensorflow-cpu") == listed.index("tensorflow") + 1
