@@ -140,3 +140,80 @@ def test_must_fail_a_flipped_linear_before_reset_is_not_equivalent(tmp_path, cap
     code = main(["compare", str(after), str(before), "--examples", "3"])
     out = capsys.readouterr().out
     assert code == 1 and "NOT EQUIVALENT" in out, out
+
+
+# ----------------------------------------------------------------------------- Keras files
+
+
+def keras_gru_file(path, kind: str):
+    """A saved Keras model: a GRU stack, a Bidirectional GRU(reset_after=False), an RNN over
+    stacked GRUCells (Keras 3, .keras), or a tf_keras GRU(reset_after=False) in .h5."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if kind == "tf_keras_h5":
+        tf_keras = pytest.importorskip("tf_keras")
+        tf_keras.utils.set_random_seed(0)
+        model = tf_keras.Sequential([tf_keras.layers.InputLayer((None, 3)),
+                                     tf_keras.layers.GRU(4, return_sequences=True,
+                                                         reset_after=False)])
+        model.save(str(path))
+        return path
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    biased = {"return_sequences": True, "bias_initializer": "random_normal"}
+    layers = {
+        "stack": [keras.layers.GRU(4, **biased), keras.layers.GRU(4, return_sequences=True)],
+        "bidirectional_before": [keras.layers.Bidirectional(
+            keras.layers.GRU(4, reset_after=False, **biased))],
+        "cells": [keras.layers.RNN(keras.layers.StackedRNNCells(
+            [keras.layers.GRUCell(4), keras.layers.GRUCell(4)]), return_sequences=True)],
+    }[kind]
+    keras.Sequential([keras.Input((None, 3)), *layers]).save(str(path))
+    return path
+
+
+@pytest.mark.parametrize(("kind", "name", "cell"), [
+    ("stack", "m.keras", "GRU   2       1"),
+    ("bidirectional_before", "m.keras", "GRU (reset_after=False)  1       2"),
+    ("cells", "m.keras", "GRU   2       1"),
+    ("tf_keras_h5", "m.h5", "GRU (reset_after=False)  1       1"),
+])
+def test_keras_gru_models_inspect_and_convert_to_onnx_with_verify(tmp_path, capsys, kind: str,
+                                                                  name: str, cell: str) -> None:
+    source = keras_gru_file(tmp_path / name, kind)
+    code, out, err = run_cli(capsys, "inspect", source)
+    assert code == 0 and "1 GRU(s)" in out and cell in out, out + err
+    code, out, err = run_cli(capsys, "convert", source, "--to", "onnx", "-o",
+                             tmp_path / "out.onnx", "--verify")
+    assert code == 0 and "verify: PASSED" in out, out + err
+
+
+def test_a_keras_gru_stack_converts_to_torch_with_verify(tmp_path, capsys) -> None:
+    source = keras_gru_file(tmp_path / "m.keras", "stack")
+    code, out, err = run_cli(capsys, "convert", source, "--to", "torch", "-o",
+                             tmp_path / "out.pt", "--verify")
+    assert code == 0 and "verify: PASSED" in out and "torch.nn.GRU(" in out, out + err
+
+
+def test_must_fail_a_keras_gru_against_its_onnx_with_the_variant_flipped(tmp_path,
+                                                                         capsys) -> None:
+    import onnx
+
+    from equivalence.cli.main import main
+
+    source = keras_gru_file(tmp_path / "m.keras", "stack")
+    code, out, err = run_cli(capsys, "convert", source, "--to", "onnx", "-o",
+                             tmp_path / "right.onnx")
+    assert code == 0, out + err
+    model = onnx.load(str(tmp_path / "right.onnx"))
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if attribute.name == "linear_before_reset":
+                attribute.i = 0
+    onnx.save(model, str(tmp_path / "flipped.onnx"))
+    assert main(["compare", str(source), str(tmp_path / "right.onnx"), "--examples", "3"]) == 0
+    capsys.readouterr()
+    code = main(["compare", str(source), str(tmp_path / "flipped.onnx"), "--examples", "3"])
+    out = capsys.readouterr().out
+    assert code == 1 and "NOT EQUIVALENT" in out, out

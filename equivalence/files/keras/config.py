@@ -2,7 +2,8 @@
 
 Reads the model config (a ``.keras`` archive's ``config.json`` or a legacy HDF5
 file's ``model_config``) into :class:`KerasLayer` records: LSTM and CuDNNLSTM
-layers, Bidirectional around either, RNN over LSTMCell or StackedRNNCells,
+layers (and GRU layers, with their ``reset_after``), Bidirectional around either, RNN
+over LSTMCell or GRUCell or StackedRNNCells of them,
 with each layer's inbound layer (through pass-through layers such as Dropout)
 and what the spec cannot hold, named. The weights themselves are read by
 :mod:`equivalence.files.keras.read`, which owns the file formats.
@@ -22,7 +23,9 @@ from equivalence.files._base import FileFormatError
 from equivalence.files.limits import shown
 from equivalence.spec import ACTIVATIONS
 
-LSTM_CLASSES = {"LSTM": "keras", "CuDNNLSTM": "cudnn"}
+LSTM_CLASSES = {"LSTM": "keras", "CuDNNLSTM": "cudnn", "GRU": "keras"}
+CELL_CLASSES = {"LSTMCell": "lstm", "GRUCell": "gru"}
+GRU_LAYERS = {"GRU", "GRUCell"}  # read with cell="gru" and the config's reset_after
 # Layers that are the identity at inference, so LSTMs around them still form one stack.
 PASS_THROUGH = {"Dropout", "SpatialDropout1D", "GaussianDropout", "GaussianNoise", "AlphaDropout",
                 "ActivityRegularization"}
@@ -46,6 +49,8 @@ class KerasLayer:
     problem: str | None = None
     config: dict[str, Any] | None = None  # the layer's own config, for running it as configured
     major: int = 3  # the Keras that wrote it
+    cell: str = "lstm"  # "gru" for GRU / RNN(GRUCell) layers
+    reset_after: bool = True  # a GRU's GRU(reset_after=...)
 
 
 
@@ -177,6 +182,15 @@ def _describe(cfg: dict[str, Any], major: int) -> KerasLayer | None:
     cell_names = "+".join(c["class_name"] for c in cell_configs)
     label = cls if cls in LSTM_CLASSES else f"RNN({cell_names})"
     layer = KerasLayer(name, label, fmt, 1, [])
+    kinds = {c.get("class_name") in GRU_LAYERS for c in cell_configs}
+    if kinds == {True}:
+        layer.cell = "gru"
+        flags = {bool(c.get("config", {}).get("reset_after", True)) for c in cell_configs}
+        layer.reset_after = flags == {True}
+        if len(flags) > 1:
+            layer.problem = "stacked GRU cells with different reset_after"
+    elif len(kinds) > 1:
+        layer.problem = "a stack mixing LSTM and GRU cells"
     layer.return_sequences = bool(conf.get("return_sequences", False))
     activations, cell_activations = set(), set()
     for cell in cell_configs:
@@ -219,11 +233,11 @@ def _cell_configs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     if cls != "RNN":
         return []
     cell = conf.get("cell", {})
-    if cell.get("class_name") == "LSTMCell":
+    if cell.get("class_name") in CELL_CLASSES:
         return [cell]
     if cell.get("class_name") == "StackedRNNCells":
         cells = cell.get("config", {}).get("cells", [])
-        if cells and all(c.get("class_name") == "LSTMCell" for c in cells):
+        if cells and all(c.get("class_name") in CELL_CLASSES for c in cells):
             return list(cells)
     return []
 
@@ -234,9 +248,10 @@ def arrange(cells: list[dict[str, np.ndarray]], layer: KerasLayer) -> list[list[
         if "kernel" not in cell or "recurrent_kernel" not in cell:
             raise ValueError(f"a cell lacks its kernels (found {sorted(cell)})")
         if "bias" not in cell:
-            factor = 8 if layer.format == "cudnn" else 4
-            cell["bias"] = np.zeros(factor * cell["recurrent_kernel"].shape[0],
-                                    cell["recurrent_kernel"].dtype)
+            units = cell["recurrent_kernel"].shape[0]
+            shape = ((2, 3 * units) if layer.reset_after else (3 * units,)) if (
+                layer.cell == "gru") else ((8 if layer.format == "cudnn" else 4) * units,)
+            cell["bias"] = np.zeros(shape, cell["recurrent_kernel"].dtype)
     d = layer.directions
     if not cells or len(cells) % d:
         raise ValueError(f"{len(cells)} cells for {d} direction(s)")

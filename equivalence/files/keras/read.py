@@ -10,6 +10,10 @@ only with a GPU-less conversion it does silently. Found in a file:
   only (identity at inference), with equal sizes and directions, become one
   multi-layer LSTM (a scenario-1 ``CuDNNLSTM, Dropout, CuDNNLSTM`` converts as
   a whole); each member stays selectable by its own layer name.
+* ``GRU`` layers and ``RNN`` over ``GRUCell`` cells the same way, from the model config
+  (read with ``cell="gru"`` and the config's ``reset_after``; a GRU stacks on GRUs of
+  the same variant only). A weights-only file's GRUs are not found (nothing says
+  which cell made them).
 
 Which Keras wrote the file decides what ``"hard_sigmoid"`` means: tf_keras's
 clip(0.2x+0.5) (``keras_version`` 2.x) or Keras 3's clip(x/6+0.5).
@@ -261,8 +265,11 @@ def _stackable(lower: KerasLayer, upper: KerasLayer) -> bool:
         return False
     if not (lower.return_sequences and lower.concat):
         return False
-    same = (lower.format, lower.directions, lower.recurrent_activation, lower.activation) == (
-        upper.format, upper.directions, upper.recurrent_activation, upper.activation)
+    def kind(layer: KerasLayer) -> tuple:
+        return (layer.format, layer.directions, layer.recurrent_activation, layer.activation,
+                layer.cell, layer.reset_after)
+
+    same = kind(lower) == kind(upper)
     units = lower.cells[-1][0]["recurrent_kernel"].shape[0]
     upper_in = upper.cells[0][0]["kernel"].shape[0]
     return same and units == upper.cells[0][0]["recurrent_kernel"].shape[0] and (
@@ -314,6 +321,8 @@ def _entry(chain: list[KerasLayer], path: Path, kind: str, runner: str | None) -
     native = [cell[part] for layer in chain for spec_layer in layer.cells
               for cell in spec_layer for part in PARTS]
     options: dict[str, Any] = {"directions": first.directions}
+    if first.cell == "gru":
+        options.update(cell="gru", reset_after=first.reset_after)
     if first.format == "keras":
         options["recurrent_activation"] = first.recurrent_activation
         if first.activation != "tanh":
@@ -335,6 +344,8 @@ def _entry(chain: list[KerasLayer], path: Path, kind: str, runner: str | None) -
         biases = "two (8H: input + recurrent)"
     elif any("use_bias=False" in n for n in notes):
         biases = "none (use_bias=False)"
+    elif first.cell == "gru":
+        biases = "two ((2, 3H): input, recurrent)" if first.reset_after else "one (3H)"
     else:
         biases = "one (4H)"
     runs = runner is not None and first.format == "keras" and all(

@@ -3,7 +3,8 @@
 
 Each layer is rebuilt from its own config in the file, by the Keras that wrote
 it (Keras 3, or tf_keras for a Keras 2 file): ``LSTM``, ``RNN(LSTMCell)``,
-``RNN(StackedRNNCells)``, ``Bidirectional`` (with its own ``backward_layer``
+``RNN(StackedRNNCells)``, their GRU twins (with ``reset_after``), ``Bidirectional``
+(with its own ``backward_layer``
 when the file has one), with the file's ``go_backwards``, ``time_major``,
 ``use_bias`` and activations, and the file's arrays set in the layer's order.
 Only these keys are taken from the config; initializers, regularizers and
@@ -56,17 +57,24 @@ def _options(config: dict[str, Any], keys: tuple[str, ...], dtype: str) -> dict[
 
 
 def _cell(layers: Any, config: dict[str, Any], dtype: str) -> Any:
-    if config.get("class_name") != "LSTMCell":
-        raise ConversionError(f"cell {config.get('class_name')!r} is not an LSTMCell")
-    return layers.LSTMCell(**_options(config.get("config", {}), CELL_KEYS, dtype))
+    cls = config.get("class_name")
+    if cls not in ("LSTMCell", "GRUCell"):
+        raise ConversionError(f"cell {cls!r} is not an LSTMCell or a GRUCell")
+    return getattr(layers, cls)(**_options(config.get("config", {}), _keys(cls, CELL_KEYS),
+                                           dtype))
+
+
+def _keys(cls: Any, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The config keys taken: a GRU's reset_after too."""
+    return keys + (("reset_after",) if cls in ("GRU", "GRUCell") else ())
 
 
 def _recurrent(layers: Any, config: dict[str, Any], dtype: str) -> Any:
     """An LSTM or RNN(cells) layer from its config, returning sequences and states."""
     cls, conf = config.get("class_name"), config.get("config", {})
     wide = {"return_sequences": True, "return_state": True}
-    if cls == "LSTM":
-        return layers.LSTM(**_options(conf, LAYER_KEYS, dtype), **wide)
+    if cls in ("LSTM", "GRU"):
+        return getattr(layers, cls)(**_options(conf, _keys(cls, LAYER_KEYS), dtype), **wide)
     if cls == "RNN":
         cell = conf.get("cell", {})
         if cell.get("class_name") == "StackedRNNCells":
@@ -179,23 +187,35 @@ def _input_width(layer: dict[str, Any]) -> int:
 def _run(built: list[tuple[Any, bool, int]], spec: LSTMSpec, inputs: LSTMInputs,
          as_state: Callable[[np.ndarray], Any]) -> LSTMResult:
     mask = inputs.valid_mask() if inputs.lengths is not None else None
+    gru = spec.cell == "gru"  # one state per cell, h
+    per_cell = 1 if gru else 2
     x, first, h_all, c_all = inputs.x, 0, [], []
     for layer, time_major, count in built:
         kwargs: dict[str, Any] = {}
         if mask is not None:
             kwargs["mask"] = mask.T if time_major else mask
-        if inputs.h0 is not None and inputs.c0 is not None:
-            pairs = [[as_state(inputs.h0[k, d]), as_state(inputs.c0[k, d])]
-                     for k in range(first, first + count) for d in range(spec.directions)]
-            # An RNN over stacked cells takes one [h, c] per cell; the others a flat list.
-            kwargs["initial_state"] = pairs if count > 1 else _flat(pairs)
+        if inputs.h0 is not None and (gru or inputs.c0 is not None):
+            kwargs["initial_state"] = _initial_state(inputs, range(first, first + count),
+                                                     spec.directions, gru, as_state)
         feed = x.transpose(1, 0, 2) if time_major else x
         results = [np.asarray(r) for r in _flat(layer(feed, **kwargs))]
         sequence = results[0].transpose(1, 0, 2) if time_major else results[0]
-        h_all += results[1::2]
-        c_all += results[2::2]
+        h_all += results[1::per_cell]
+        c_all += results[2::2] if not gru else []
         x, first = sequence, first + count
     if mask is not None:
         x = x * mask[:, :, None]
     shape = (spec.layers, spec.directions, inputs.batch)
-    return LSTMResult(x, np.stack(h_all).reshape(*shape, -1), np.stack(c_all).reshape(*shape, -1))
+    c = None if gru else np.stack(c_all).reshape(*shape, -1)
+    return LSTMResult(x, np.stack(h_all).reshape(*shape, -1), c)
+
+
+def _initial_state(inputs: LSTMInputs, layers: range, directions: int, gru: bool,
+                   as_state: Callable[[np.ndarray], Any]) -> list[Any]:
+    """An RNN over stacked cells takes one state per cell ([h, c], or a GRU's h); the others
+    a flat list."""
+    per_cell = [[as_state(inputs.h0[k, d])] + ([] if gru else [as_state(inputs.c0[k, d])])
+                for k in layers for d in range(directions)]
+    if len(layers) > 1:
+        return [state[0] for state in per_cell] if gru else per_cell
+    return _flat(per_cell)
