@@ -214,7 +214,8 @@ def _initial_state(inputs: LSTMInputs, layers: range, directions: int, gru: bool
                    as_state: Callable[[np.ndarray], Any]) -> list[Any]:
     """An RNN over stacked cells takes one state per cell ([h, c], or a GRU's h); the others
     a flat list."""
-    per_cell = [[as_state(inputs.h0[k, d])] + ([] if gru else [as_state(inputs.c0[k, d])])
+    states = [inputs.h0] + ([] if gru else [inputs.c0])
+    per_cell = [[as_state(state[k, d]) for state in states if state is not None]
                 for k in layers for d in range(directions)]
     if len(layers) > 1:
         return [state[0] for state in per_cell] if gru else per_cell
