@@ -168,7 +168,8 @@ _OPENCV = Capabilities(lengths=False, time_major=True, dtypes=frozenset({"float3
 # claimed: MLX's CPU exp (so sigmoid) is float32-accurate in float64 too, so the LSTM is off
 # by float32-sized errors, 6e-10 on one unit and one step (tests/test_runtime_mlx.py).
 _MLX = Capabilities(
-    lengths=False, time_major=False, dtypes=frozenset({"float16", "bfloat16", "float32"})
+    lengths=False, time_major=False, dtypes=frozenset({"float16", "bfloat16", "float32"}),
+    cells=_LSTM_AND_GRU,  # nn.GRU: reset_after=True only
 )
 _JAX_RNN_REF = Capabilities(time_major=False, dtypes=frozenset({"float32", "float64"}))
 _CUDNN_LSTM = Capabilities(

@@ -171,3 +171,49 @@ def test_an_mlx_file_that_is_not_one_lstm_is_refused_by_name(
     code, _out, err = run_cli(capsys, "convert", path, "--to", "torch", "-o", tmp_path / "x.pt")
     assert code == 2 and problem in err and one_error_line(err, path), err
     assert not (tmp_path / "x.pt").exists()
+
+
+def _gru_pair(mx, seed: int = 3):
+    """One nn.GRU in MLX and in PyTorch from the same canonical weights, and an input."""
+    import mlx.nn as nn
+
+    torch = pytest.importorskip("torch")
+    spec = LSTMSpec(3, 4, cell="gru")
+    weights = random_weights(spec, np.random.default_rng(seed))
+    gru = nn.GRU(3, 4)
+    native = from_canonical(weights, "mlx")
+    gru.update({k: mx.array(v) for k, v in native.items()})
+    reference = torch.nn.GRU(3, 4, batch_first=True)
+    reference.load_state_dict({k: torch.from_numpy(v)
+                               for k, v in from_canonical(weights, "torch").items()})
+    x = np.random.default_rng(seed + 1).normal(size=(2, 5, 3)).astype(np.float32)
+    return gru, reference, native, x, torch
+
+
+def test_mlx_gru_parameters_are_the_formats(mx) -> None:
+    import mlx.nn as nn
+
+    shapes = {k: tuple(v.shape) for k, v in nn.GRU(3, 4).parameters().items()}
+    assert shapes == {"Wx": (12, 3), "Wh": (12, 4), "b": (12,), "bhn": (4,)}
+
+
+def test_mlx_gru_computes_pytorchs_gru(mx) -> None:
+    """A second framework as the oracle: the same weights in torch.nn.GRU, every step's h
+    returned (with and without an initial state)."""
+    gru, reference, _, x, torch = _gru_pair(mx)
+    h0 = np.random.default_rng(9).normal(size=(2, 4)).astype(np.float32)
+    with torch.no_grad():
+        expected, _ = reference(torch.from_numpy(x))
+        with_state, _ = reference(torch.from_numpy(x), torch.from_numpy(h0)[None])
+    assert np.abs(np.array(gru(mx.array(x))) - expected.numpy()).max() < 1e-5
+    assert np.abs(np.array(gru(mx.array(x), mx.array(h0))) - with_state.numpy()).max() < 1e-5
+
+
+def test_must_fail_b_hn_summed_into_b_is_another_network(mx) -> None:
+    gru, reference, native, x, torch = _gru_pair(mx)
+    gru.update({"b": mx.array(native["b"] + np.concatenate([np.zeros(8), native["bhn"]])
+                              .astype(np.float32)),
+                "bhn": mx.zeros((4,))})
+    with torch.no_grad():
+        expected, _ = reference(torch.from_numpy(x))
+    assert np.abs(np.array(gru(mx.array(x))) - expected.numpy()).max() > 1e-3

@@ -14,6 +14,11 @@ Pitfalls when porting: PyTorch's two biases must be summed (``bias_ih +
 bias_hh``); the kernels are *not* transposed as for Keras; ``__call__(x,
 hidden, cell)`` takes h before c and returns every step's h and c, so the
 final states are the last step's.
+
+``mlx.nn.GRU`` (``cell="gru"``): ``{Wx (3H, I), Wh (3H, H), b (3H), bhn (H)}``, gates
+r z n in rows (canonical order), ``b`` the input biases with the r and z recurrent
+biases summed in, ``bhn`` the candidate's recurrent bias, inside r * (...): MLX's
+only variant, reset_after=True (exact both ways).
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from equivalence.formats import _common as c
 from equivalence.spec import LSTMSpec
 
 NAME = "mlx"
-SUPPORTED = frozenset({"stacked layers", "bidirectional"})
+SUPPORTED = frozenset({"stacked layers", "bidirectional", "cell=gru"})
 KEYS = ("Wx", "Wh")
 OPTIONAL = ("bias",)
+GRU_OPTIONAL = ("b", "bhn")
 
 
 Named = list[tuple[str, np.ndarray]]
@@ -40,34 +46,42 @@ def _read_cell(
     item: Mapping[str, Any], where: str, spec: LSTMSpec, layer: int
 ) -> tuple[CellWeights, Named]:
     """One cell's weights, checked, and its arrays by name (for the one-dtype check)."""
-    c.check_keys(item, KEYS, OPTIONAL, f"{NAME} {where}")
-    units = spec.units
-    expected = {"Wx": (4 * units, spec.layer_input_size(layer)), "Wh": (4 * units, units),
-                "bias": (4 * units,)}
-    read = {key: c.as_weight(item[key], f"{where} {key}") for key in (*KEYS, *OPTIONAL)
+    optional = GRU_OPTIONAL if spec.cell == "gru" else OPTIONAL
+    c.check_keys(item, KEYS, optional, f"{NAME} {where}")
+    units, rows = spec.units, spec.gate_count * spec.units
+    expected = {"Wx": (rows, spec.layer_input_size(layer)), "Wh": (rows, units),
+                "bias": (rows,), "b": (rows,), "bhn": (units,)}
+    read = {key: c.as_weight(item[key], f"{where} {key}") for key in (*KEYS, *optional)
             if key in item}
     for key, array in read.items():
         c.expect_shape(array, f"{where} {key}", expected[key])
-    bias = read["bias"].copy() if "bias" in read else np.zeros(4 * units, read["Wx"].dtype)
+    dtype = read["Wx"].dtype
+    bias = read[optional[0]].copy() if optional[0] in read else np.zeros(rows, dtype)
+    recurrent = np.zeros_like(bias)
+    if spec.cell == "gru" and "bhn" in read:
+        recurrent[2 * units:] = read["bhn"]  # b_hn; the r and z recurrent biases are in b
     cell = CellWeights(w_input=read["Wx"].copy(), w_recurrent=read["Wh"].copy(),
-                       b_input=bias, b_recurrent=np.zeros_like(bias))
+                       b_input=bias, b_recurrent=recurrent)
     return cell, [(f"{where} {key}", array) for key, array in read.items()]
 
 
-def to_canonical(native: Any) -> LSTMWeights:
-    """MLX weights -> canonical."""
+def to_canonical(native: Any, *, cell: str = "lstm") -> LSTMWeights:
+    """MLX weights -> canonical; ``cell="gru"`` reads ``nn.GRU`` parameters."""
+    cell = c.known_cell(cell, NAME, SUPPORTED)
     layers = c.layer_grid(native, f"{NAME} weights")
     first = layers[0][0]
-    c.check_keys(first, KEYS, OPTIONAL, f"{NAME} layer 0")
+    gates = 3 if cell == "gru" else 4
+    c.check_keys(first, KEYS, GRU_OPTIONAL if cell == "gru" else OPTIONAL, f"{NAME} layer 0")
     w = c.as_weight(first["Wx"], "layer 0 Wx")
-    c.expect_ndim(w, "layer 0 Wx", 2, "(4H, I)")
-    spec = LSTMSpec(w.shape[1], c.gate_units(w, "layer 0 Wx", 0), len(layers), len(layers[0]))
+    c.expect_ndim(w, "layer 0 Wx", 2, f"({gates}H, I)")
+    spec = LSTMSpec(w.shape[1], c.gate_units(w, "layer 0 Wx", 0, gates=gates), len(layers),
+                    len(layers[0]), cell=cell)
     cells, named = [], []
     for k, per_direction in enumerate(layers):
         for j, item in enumerate(per_direction):
             where = f"layer {k}" + ("" if spec.directions == 1 else (" forward", " backward")[j])
-            cell, arrays = _read_cell(item, where, spec, k)
-            cells.append(cell)
+            weights, arrays = _read_cell(item, where, spec, k)
+            cells.append(weights)
             named += arrays
     return c.build(spec.replace(dtype=c.common_dtype(named)), cells)
 
@@ -76,9 +90,19 @@ def from_canonical(
     weights: LSTMWeights,
 ) -> dict[str, np.ndarray] | list[list[dict[str, np.ndarray]]]:
     """Canonical -> one dict (single cell) or a list of per-layer direction lists."""
-    return c.write_grid(weights, NAME, SUPPORTED, _write_cell)
+    write = _write_gru_cell if weights.spec.cell == "gru" else _write_cell
+    return c.write_grid(weights, NAME, SUPPORTED, write)
 
 
 def _write_cell(cell: CellWeights) -> dict[str, np.ndarray]:
     return {"Wx": c.copy_out(cell.w_input), "Wh": c.copy_out(cell.w_recurrent),
             "bias": c.copy_out(cell.bias())}
+
+
+def _write_gru_cell(cell: CellWeights) -> dict[str, np.ndarray]:
+    """b: every input bias plus the r and z recurrent ones; bhn: the candidate's own."""
+    units = cell.w_recurrent.shape[1]
+    b = cell.b_input + np.concatenate([cell.b_recurrent[:2 * units],
+                                       np.zeros_like(cell.b_recurrent[2 * units:])])
+    return {"Wx": c.copy_out(cell.w_input), "Wh": c.copy_out(cell.w_recurrent),
+            "b": c.copy_out(b), "bhn": c.copy_out(cell.b_recurrent[2 * units:])}

@@ -20,6 +20,9 @@ CPU wheel):
 * float64 runs at float32 accuracy: the CPU ``exp`` (so ``sigmoid``) is
   float32-accurate on float64 arrays. The table row does not claim float64.
 * Computation is lazy; converting to numpy evaluates it.
+* ``nn.GRU.__call__(x, hidden=None)`` returns every step's h, ``(B, T, H)``; it
+  is PyTorch's GRU (r z n, b_hn inside r * (...)) with the r and z biases summed
+  (tests/test_runtime_mlx.py).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from equivalence.io_types import LSTMInputs, LSTMResult
 from equivalence.runtimes.base import Runtime
 from equivalence.spec import LSTMSpec
 
-_ARRAYS = ("Wx", "Wh", "bias")
+_ARRAYS = {"lstm": ("Wx", "Wh", "bias"), "gru": ("Wx", "Wh", "b", "bhn")}
 
 
 class MlxRuntime(Runtime):
@@ -44,7 +47,7 @@ class MlxRuntime(Runtime):
 
     def __init__(self, entry: Any) -> None:
         super().__init__(entry)
-        self._layers: dict[tuple[int, int], Any] = {}
+        self._layers: dict[tuple[str, int, int], Any] = {}
 
     def version(self) -> str:
         from importlib.metadata import version  # the mlx package itself has no __version__
@@ -59,39 +62,46 @@ class MlxRuntime(Runtime):
         dtype = getattr(mx, spec.dtype)
         grid = layer_grid(native, "mlx weights")
         x = _to_mlx(inputs.x, dtype)
+        gru = spec.cell == "gru"
         final_h, final_c = [], []
         for layer, row in enumerate(grid):
             outputs = []
             for direction, weights in enumerate(row):
-                lstm = self._lstm(spec.layer_input_size(layer), spec.units)
-                lstm.update({name: _to_mlx(weights[name], dtype) for name in _ARRAYS})
-                state = _initial_state(inputs, layer, direction, dtype)
+                module = self._layer(spec.cell, spec.layer_input_size(layer), spec.units)
+                module.update({name: _to_mlx(weights[name], dtype)
+                               for name in _ARRAYS[spec.cell]})
+                state = _initial_state(inputs, layer, direction, dtype, gru)
                 backward = direction == 1
-                h, c = lstm(x[:, ::-1] if backward else x, *state)
+                returned = module(x[:, ::-1] if backward else x, *state)
+                h = returned if gru else returned[0]
                 final_h.append(h[:, -1])
-                final_c.append(c[:, -1])
+                if not gru:
+                    final_c.append(returned[1][:, -1])
                 outputs.append(h[:, ::-1] if backward else h)
             x = mx.concatenate(outputs, axis=-1) if len(outputs) == 2 else outputs[0]
         shape = (spec.layers, spec.directions, inputs.batch, spec.units)
-        return LSTMResult(_to_numpy(x), _to_numpy(mx.stack(final_h)).reshape(shape),
-                          _to_numpy(mx.stack(final_c)).reshape(shape))
+        c = None if gru else _to_numpy(mx.stack(final_c)).reshape(shape)
+        return LSTMResult(_to_numpy(x), _to_numpy(mx.stack(final_h)).reshape(shape), c)
 
-    def _lstm(self, input_size: int, units: int) -> Any:
-        """One layer object per shape: its arrays are replaced before every call."""
-        key = (input_size, units)
+    def _layer(self, cell: str, input_size: int, units: int) -> Any:
+        """One layer object per cell and shape: its arrays are replaced before every call."""
+        key = (cell, input_size, units)
         if key not in self._layers:
             import mlx.nn as nn
 
-            self._layers[key] = nn.LSTM(input_size, units)
+            self._layers[key] = (nn.GRU if cell == "gru" else nn.LSTM)(input_size, units)
         return self._layers[key]
 
 
-def _initial_state(inputs: LSTMInputs, layer: int, direction: int, dtype: Any) -> tuple:
-    """``(hidden, cell)`` for one direction of one layer, or ``()``: MLX's own zero start."""
-    if inputs.h0 is None or inputs.c0 is None:  # the contract gives both or neither
+def _initial_state(inputs: LSTMInputs, layer: int, direction: int, dtype: Any,
+                   gru: bool = False) -> tuple:
+    """``(hidden, cell)`` (a GRU's ``(hidden,)``) for one direction of one layer, or ``()``:
+    MLX's own zero start."""
+    states = (inputs.h0,) if gru else (inputs.h0, inputs.c0)
+    if any(state is None for state in states):  # the contract gives both or neither
         return ()
-    return (_to_mlx(inputs.h0[layer, direction], dtype),
-            _to_mlx(inputs.c0[layer, direction], dtype))
+    return tuple(_to_mlx(state[layer, direction], dtype) for state in states
+                 if state is not None)
 
 
 def _to_mlx(array: Any, dtype: Any) -> Any:
