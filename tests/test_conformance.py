@@ -24,6 +24,7 @@ from equivalence.case import Case
 from equivalence.compare import compare
 from equivalence.harness import conformance as cf
 from equivalence.harness import judge as harness
+from equivalence.harness.known import KNOWN, VERDICTS, known_finding
 from equivalence.io_types import LSTMInputs
 from equivalence.report import conformance_plot
 from equivalence.spec import LSTMSpec
@@ -54,7 +55,7 @@ def _cell(cells: list[dict[str, Any]], runtime: str, feature: str) -> dict[str, 
 def test_cells_are_well_formed_and_json_ready(grid: list[dict[str, Any]]) -> None:
     json.dumps(grid, allow_nan=False)
     for cell in grid:
-        assert cell["verdict"] in cf.VERDICTS, cell
+        assert cell["verdict"] in VERDICTS, cell
         assert cell["runs"] >= 1, cell
         if cell["verdict"] != cf.MATCH:
             assert cell["minimal_case"] and cell["detail"], cell
@@ -89,8 +90,8 @@ def test_known_findings_reproduce_and_nothing_else_is_off(grid: list[dict[str, A
     """The suite fails when a known finding stops reproducing, or a new one appears."""
     assert cf.unexpected(grid) == []
     checked = {(c["runtime"], c["feature"]) for c in grid}
-    for key in cf.KNOWN:
-        known = cf.known_finding(*key)
+    for key in KNOWN:
+        known = known_finding(*key)
         if key in checked and known is not None:
             cell = _cell(grid, *key)
             assert cell["verdict"] == known.verdict and cell["known"] == known.reason, cell

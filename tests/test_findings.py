@@ -1,7 +1,7 @@
 """The standalone reproducers in ``findings/``: each still reproduces, each finding has one.
 
 Owns the link between ``findings/*.py`` and the expectations they stand for. Every
-silently wrong cell of :data:`equivalence.harness.conformance.KNOWN` still expected with the
+silently wrong cell of :data:`equivalence.harness.known.KNOWN` still expected with the
 versions installed here, and every third-party :class:`KnownFailure`, is declared by
 exactly one script: its top-level ``CELLS`` (``(runtime, feature)`` pairs) or
 ``KNOWN_FAILURES`` (``(converter, signature)`` pairs), read with :mod:`ast` without
@@ -27,6 +27,7 @@ import pytest
 
 from equivalence.converters import CONVERTERS
 from equivalence.harness import conformance
+from equivalence.harness.known import KNOWN, known_finding
 from equivalence.table import BY_NAME
 
 pytestmark = pytest.mark.cpu
@@ -76,12 +77,12 @@ def _installed(runtime: str) -> bool:
 def known_wrong_cells() -> tuple[set[Key], set[Key]]:
     """(silently wrong cells expected here, KNOWN cells out of scope: runtime not installed)."""
     expected, absent = set(), set()
-    for (runtime, feature), known in conformance.KNOWN.items():
+    for (runtime, feature), known in KNOWN.items():
         if known.verdict != conformance.WRONG:
             continue
         if not _installed(runtime):
             absent.add((runtime, feature))
-        elif conformance.known_finding(runtime, feature) is not None:
+        elif known_finding(runtime, feature) is not None:
             expected.add((runtime, feature))
     return expected, absent
 
@@ -93,7 +94,7 @@ def known_failures() -> set[Key]:
 
 def test_every_known_wrong_cell_has_exactly_one_script() -> None:
     expected, absent = known_wrong_cells()
-    assert expected, "conformance.KNOWN lists no silently wrong cell for the installed runtimes"
+    assert expected, "known.KNOWN lists no silently wrong cell for the installed runtimes"
     problems = coverage({s.name: declared(s, "CELLS") for s in SCRIPTS}, expected,
                         out_of_scope=absent)
     assert not problems, "\n".join(problems)
@@ -205,6 +206,6 @@ def test_script_still_reproduces(script: Path) -> None:
     if run.returncode == 2 and run.stdout.startswith("not installed:"):
         pytest.skip(f"{script.name}: {run.stdout.strip()}")
     assert run.returncode != 0, (
-        f"{script.name} no longer reproduces (fixed upstream?): update conformance.KNOWN "
+        f"{script.name} no longer reproduces (fixed upstream?): update known.KNOWN "
         f"(fixed_in) or the KnownFailure, and the table in findings/README.md\n{output}")
     assert run.returncode == 1, f"{script.name} exited {run.returncode}, expected 1\n{output}"

@@ -15,7 +15,7 @@ Facts this module relies on (verified against opencv-python-headless 5.0.0):
   ignored; with ``direction="reverse"`` Y is right but Y_h/Y_c are the state
   after the first step walked (t = T-1); float64 graphs give wrong numbers;
   ``layout=1`` and ``activations`` raise. OpenCV 5.1.0 matches on reverse,
-  peepholes, ``layout=1`` and float64 (``conformance.KNOWN``'s ``fixed_in``).
+  peepholes, ``layout=1`` and float64 (``known.KNOWN``'s ``fixed_in``).
 * A ``GRU`` net without an ``initial_h`` input runs once; its second
   ``forward`` raises "Initial hidden state blob has incorrect dimensions"
   (opencv-python-headless 5.1.0; with ``initial_h`` fed it runs every time).
