@@ -20,7 +20,6 @@ import contextlib
 import copy
 import json
 import math
-import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -46,6 +45,13 @@ from equivalence.harness.draws import Draws, cases, parse
 from equivalence.harness.explore import explore
 from equivalence.harness.framework_objects import NATIVE_KINDS, as_given, to_numpy
 from equivalence.harness.judge import Outcome
+from equivalence.harness.time_limit import (
+    DEFAULT_TIME_LIMIT,
+    FunctionFailed,
+    TimedOut,
+    check_time_limit,
+    limited,
+)
 from equivalence.io_types import LSTMResult
 from equivalence.spec import MAX_ELEMENTS
 from equivalence.strategies import Case, joint_capabilities
@@ -55,7 +61,6 @@ CHECKABLE = tuple(table.FORMAT_RUNTIMES)
 # it ends: the pytest plugin's results file and JUnit properties
 # (equivalence.report.pytest_plugin).
 OBSERVERS: list[Callable[[Any], None]] = []
-DEFAULT_TIME_LIMIT = 60.0  # seconds per call of the user's function: generous, but finite
 
 
 @dataclass(frozen=True)
@@ -174,48 +179,6 @@ def _outcome_dict(outcome: Outcome | None) -> dict[str, Any] | None:
             "tolerance": str(outcome.comparison.tolerance), "blame": outcome.blame}
 
 
-class _FunctionFailed(Exception):
-    """The user's function ended in a way that must not end the check (a timeout)."""
-
-
-class _TimedOut(_FunctionFailed):
-    pass
-
-
-def limited(fn: Callable[[Any], Any], time_limit: float | None) -> Callable[[Any], Any]:
-    """``fn`` that gives up after ``time_limit`` seconds.
-
-    With a limit, ``fn`` runs in a daemon thread: a hung call is abandoned (it
-    cannot be killed), and the check goes on. Whatever ``fn`` raises, SystemExit
-    and KeyboardInterrupt included, is raised again in the calling thread.
-    """
-
-    def call(native: Any) -> Any:
-        if time_limit is None:
-            return fn(native)
-        box: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                box["value"] = fn(native)
-            except BaseException as exc:  # handed to the calling thread below
-                box["error"] = exc
-
-        worker = threading.Thread(target=work, name="check_conversion fn", daemon=True)
-        worker.start()
-        worker.join(time_limit)
-        if worker.is_alive():
-            raise _TimedOut(
-                f"the conversion function timed out: no result within {time_limit:g} s "
-                "(abandoned; it may still be running in a background thread)"
-            )
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
-
-    return call
-
-
 def judge(fn: Callable[[Any], Any], source: Side, target: Side, case: Case,
           given: str = "framework") -> Outcome:
     """Run one example through the user's ``fn``; every problem is a failed Outcome.
@@ -231,7 +194,7 @@ def judge(fn: Callable[[Any], Any], source: Side, target: Side, case: Case,
     label = f"{source.format} -> {target.format}"
     try:
         moved = fn(as_given(copy.deepcopy(native), source.format, given))
-    except _FunctionFailed as exc:
+    except FunctionFailed as exc:
         return _problem(label, case, tolerance, str(exc))
     except Exception as exc:  # the user's code failing is a result, not a crash
         return _problem(label, case, tolerance, f"the conversion function raised {_short(exc)}")
@@ -287,7 +250,7 @@ class _Judge:
         def watched(native: Any) -> Any:
             try:
                 return self.fn(native)
-            except _TimedOut:
+            except TimedOut:
                 hung.append(case)
                 raise
 
@@ -398,7 +361,7 @@ def _check_run_options(max_examples: object, seed: object, time_limit: object,
         raise ConversionError(f"max_examples: {brief(max_examples)}, expected an int >= 1")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConversionError(f"seed: {brief(seed)}, expected an int")
-    _check_time_limit(time_limit)
+    check_time_limit(time_limit)
     if not isinstance(native, str) or native not in NATIVE_KINDS:
         raise ConversionError(f"native={brief(native)}: pass 'framework' (the source "
                               "framework's own objects) or 'numpy'")
@@ -466,7 +429,7 @@ def _diagnosis(fn: Callable[[Any], Any], case: Case, actual: LSTMResult | None,
             converted = replace(converted, native=to_numpy(converted.native))
         found = diagnose(case, actual, converted)
         return in_target_terms(found, case.spec, target.format) if found else found
-    except _FunctionFailed as exc:
+    except FunctionFailed as exc:
         return f"not diagnosed: the conversion function failed when run again ({exc})"
     except Exception as exc:
         return f"not diagnosed: reading the converted weights raised {_short(exc)}"
@@ -508,26 +471,12 @@ def _rerun(fn: Callable[[Any], Any], case: Case, sides: tuple[Side, Side],
                             **harness.writer_options(source.format, source.options()))
     try:
         moved = fn(as_given(native, source.format, given))
-    except _FunctionFailed:
+    except FunctionFailed:
         raise
     except Exception:  # its failure was reported when it was judged
         return None
     return Converted(moved, target.format,
                      harness.reader_options(target.format, case.spec, target.options()))
-
-
-def _check_time_limit(time_limit: object) -> None:
-    if time_limit is None:
-        return
-    number = (
-        float(time_limit)
-        if isinstance(time_limit, (int, float)) and not isinstance(time_limit, bool)
-        else math.nan
-    )
-    if not 0 < number < math.inf:
-        raise ConversionError(
-            f"time_limit: {brief(time_limit)}, expected a positive number of seconds or None"
-        )
 
 
 def assert_conversion(

@@ -33,22 +33,19 @@ from equivalence.formats import FORMATS
 from equivalence.formats import get as get_format
 from equivalence.harness import judge as harness
 from equivalence.harness.check import (
-    DEFAULT_TIME_LIMIT,
     CheckResult,
     Side,
     _check_run_options,
     _explore,
-    _FunctionFailed,
     _Judge,
     _numpy_nest,
     _problem,
     _short,
-    _TimedOut,
-    limited,
 )
 from equivalence.harness.draws import parse
 from equivalence.harness.framework_objects import as_given
 from equivalence.harness.judge import Outcome
+from equivalence.harness.time_limit import DEFAULT_TIME_LIMIT, FunctionFailed, TimedOut, limited
 from equivalence.io_types import LSTMResult
 from equivalence.strategies import Case
 
@@ -94,7 +91,7 @@ def judge_implementation(fn: Callable[[Any], Any], fmt: str, case: Case,
     label = f"{fmt} implementation vs float64 reference"
     try:
         answer = fn((as_given(native, fmt, given), copy.deepcopy(case.inputs)))
-    except _FunctionFailed as exc:
+    except FunctionFailed as exc:
         return _problem(label, case, tolerance, str(exc).replace("conversion", "implementation"))
     except Exception as exc:  # the user's code failing is a result, not a crash
         return _problem(label, case, tolerance, f"the implementation raised {_short(exc)}")
@@ -123,7 +120,7 @@ class _ImplementationJudge(_Judge):
         def watched(args: Any) -> Any:
             try:
                 return self.fn(args)
-            except _TimedOut:
+            except TimedOut:
                 hung.append(case)
                 raise
 
