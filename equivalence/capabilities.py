@@ -1,80 +1,138 @@
-"""What a runtime (or a format) can build and run, as data.
+"""What a runtime (or a format) can build and run, as a set of feature names.
 
-A table row declares its runtime's :class:`Capabilities`; the runtime contract
-refuses from it, strategies draw from it, and a pair draws from the
-:func:`joint_capabilities` of its two sides. Core: numpy only.
+The vocabulary is written once: the spec features each cell type can carry
+(:mod:`equivalence.cells`, the names :meth:`LSTMSpec.features` gives), the
+input features (:data:`INPUT_FEATURES`), and valued names ``cell=``, ``dtype=``,
+``activation=``, ``recurrent_activation=``. A table row's :class:`Capabilities`
+is a set of those names (plus a layer limit): a spec or input is refused for
+the first name it needs that the set lacks, and a pair draws from the
+intersection of its two sides (:func:`joint_capabilities`). A format's
+``SUPPORTED`` strings are names of the same vocabulary. Core: numpy only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from equivalence import cells
+from equivalence.errors import SpecError
 from equivalence.io_types import LSTMInputs
-from equivalence.spec import LSTMSpec
+from equivalence.spec import ACTIVATIONS, DTYPES, RECURRENT_ACTIVATIONS, LSTMSpec
+
+# What the inputs of a run may need beyond the spec (these are also the refusals' words).
+INITIAL_STATE, LENGTHS, TIME_MAJOR = "initial state", "sequence lengths", "time-major input"
+INPUT_FEATURES = (INITIAL_STATE, LENGTHS, TIME_MAJOR)
+# Valued names ("dtype=float16"): every spec needs one of each kind.
+VALUES = {
+    "cell": cells.NAMES,
+    "recurrent_activation": tuple(RECURRENT_ACTIVATIONS),
+    "activation": tuple(ACTIVATIONS),
+    "dtype": tuple(DTYPES),
+}
+VOCABULARY = frozenset(
+    {name for c in cells.CELLS.values() for name in c.features}
+    | set(INPUT_FEATURES)
+    | {f"{kind}={value}" for kind, values in VALUES.items() for value in values}
+)
+# What every runtime is assumed to take unless its row says it lacks it.
+_ASSUMED = ("stacked layers", "bidirectional", INITIAL_STATE, LENGTHS)
+_DEFAULT_VALUES = {"cell": ("lstm",), "recurrent_activation": ("sigmoid",),
+                   "activation": ("tanh",), "dtype": ("float32",)}
+
+
+def _valued(values: Mapping[str, Iterable[str]]) -> set[str]:
+    return {f"{kind}={value}" for kind, chosen in values.items() for value in chosen}
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """The specs and inputs a runtime can build and run."""
+    """The feature names a runtime can build and run, and its layer limit."""
 
+    names: frozenset[str] = frozenset(set(_ASSUMED) | _valued(_DEFAULT_VALUES))
     max_layers: int | None = None
-    bidirectional: bool = True
-    reverse: bool = False
-    projection: bool = False
-    projection_clip: bool = False
-    peepholes: bool = False
-    cell_clip: bool = False
-    gate_clip: bool = False
-    forget_bias: bool = False
-    input_forget: bool = False
-    recurrent_activations: frozenset[str] = frozenset({"sigmoid"})
-    activations: frozenset[str] = frozenset({"tanh"})
-    initial_state: bool = True
-    lengths: bool = True
-    time_major: bool = False
-    dtypes: frozenset[str] = frozenset({"float32"})
-    cells: frozenset[str] = frozenset({"lstm"})
-    # a GRU with reset_after=False (the reset gate on h before the matmul: Keras
-    # reset_after=False, TF1 GRUCell, ONNX linear_before_reset=0)
-    reset_before: bool = False
+
+    def __post_init__(self) -> None:
+        # A misspelt name would silently claim nothing (or refuse everything): say it.
+        unknown = sorted(set(self.names) - VOCABULARY)
+        if unknown:
+            raise SpecError(f"capabilities: unknown feature names {unknown}, expected names "
+                            "of the vocabulary (equivalence.capabilities.VOCABULARY)")
+        object.__setattr__(self, "names", frozenset(self.names))
+
+    @classmethod
+    def of(cls, *features: str, lacks: Iterable[str] = (), max_layers: int | None = None,
+           cells: Iterable[str] = ("lstm",), dtypes: Iterable[str] = ("float32",),
+           activations: Iterable[str] = ("tanh",),
+           recurrent_activations: Iterable[str] = ("sigmoid",)) -> Capabilities:
+        """The assumed names (stacked, bidirectional, states, lengths) less ``lacks``, plus
+        ``features`` and the values given (defaults: lstm, float32, tanh, sigmoid)."""
+        values = {"cell": cells, "recurrent_activation": recurrent_activations,
+                  "activation": activations, "dtype": dtypes}
+        names = (set(_ASSUMED) - set(lacks)) | set(features) | _valued(values)
+        return cls(frozenset(names), max_layers)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def values(self, kind: str) -> frozenset[str]:
+        """The values of one valued kind held here (``values("dtype")``)."""
+        prefix = f"{kind}="
+        return frozenset(n[len(prefix):] for n in self.names if n.startswith(prefix))
+
+    @property
+    def cells(self) -> frozenset[str]:
+        return self.values("cell")
+
+    @property
+    def dtypes(self) -> frozenset[str]:
+        return self.values("dtype")
+
+    @property
+    def activations(self) -> frozenset[str]:
+        return self.values("activation")
+
+    @property
+    def recurrent_activations(self) -> frozenset[str]:
+        return self.values("recurrent_activation")
+
+    def with_names(self, *names: str) -> Capabilities:
+        return Capabilities(self.names | set(names), self.max_layers)
+
+    def without(self, *names: str) -> Capabilities:
+        return Capabilities(self.names - set(names), self.max_layers)
+
+    def with_values(self, kind: str, values: Iterable[str]) -> Capabilities:
+        """These capabilities with ``kind``'s values replaced by ``values``."""
+        kept = {n for n in self.names if not n.startswith(f"{kind}=")}
+        return Capabilities(frozenset(kept | _valued({kind: values})), self.max_layers)
 
     def refusal(self, spec: LSTMSpec) -> str | None:
-        """Why ``spec`` cannot run here, or None when it can."""
-        checks = [
-            (spec.cell not in self.cells, f"cell={spec.cell}"),
-            (not spec.reset_after and not self.reset_before, "reset_after=False"),
-            (self.max_layers is not None and spec.layers > self.max_layers,
-             f"{spec.layers} layers (max {self.max_layers})"),
-            (spec.directions == 2 and not self.bidirectional, "bidirectional"),
-            (spec.reverse and not self.reverse, "reverse"),
-            (spec.projection_size is not None and not self.projection, "projection"),
-            (spec.projection_clip is not None and not self.projection_clip, "projection_clip"),
-            (spec.peepholes and not self.peepholes, "peepholes"),
-            (spec.cell_clip is not None and not self.cell_clip, "cell_clip"),
-            (spec.gate_clip is not None and not self.gate_clip, "gate_clip"),
-            (spec.forget_bias != 0.0 and not self.forget_bias, "forget_bias"),
-            (spec.input_forget and not self.input_forget, "input_forget"),
-            (spec.recurrent_activation not in self.recurrent_activations,
-             f"recurrent_activation={spec.recurrent_activation}"),
-            (spec.activation not in self.activations, f"activation={spec.activation}"),
-            (spec.dtype not in self.dtypes, f"dtype={spec.dtype}"),
-        ]
-        for failed, reason in checks:
-            if failed:
-                return reason
+        """Why ``spec`` cannot run here (the first name it needs that is missing), or None."""
+        missing = [name for name in requirements(spec) if name not in self.names]
+        if missing:
+            return missing[0]
+        if self.max_layers is not None and spec.layers > self.max_layers:
+            return f"{spec.layers} layers (max {self.max_layers})"
         return None
 
     def input_refusal(self, inputs: LSTMInputs) -> str | None:
         """Why these inputs cannot be fed here, or None when they can."""
-        if inputs.h0 is not None and not self.initial_state:
-            return "initial state"
-        if inputs.lengths is not None and not self.lengths:
-            return "sequence lengths"
-        if inputs.time_major and not self.time_major:
-            return "time-major input"
-        return None
+        return next((n for n in input_requirements(inputs) if n not in self.names), None)
+
+
+def requirements(spec: LSTMSpec) -> tuple[str, ...]:
+    """Every name ``spec`` needs: its cell, its features, its activations and dtype."""
+    valued = ("cell=", "recurrent_activation=", "activation=")
+    return (f"cell={spec.cell}", *(f for f in spec.features() if not f.startswith(valued)),
+            f"recurrent_activation={spec.recurrent_activation}",
+            f"activation={spec.activation}", f"dtype={spec.dtype}")
+
+
+def input_requirements(inputs: LSTMInputs) -> tuple[str, ...]:
+    """The input features these inputs use."""
+    used = (inputs.h0 is not None, inputs.lengths is not None, inputs.time_major)
+    return tuple(name for name, on in zip(INPUT_FEATURES, used, strict=True) if on)
 
 
 def joint_capabilities(capabilities: Iterable[Capabilities]) -> Capabilities:
@@ -82,28 +140,6 @@ def joint_capabilities(capabilities: Iterable[Capabilities]) -> Capabilities:
     caps = list(capabilities)
     if not caps:
         return Capabilities()
-    layer_limits = [c.max_layers for c in caps if c.max_layers is not None]
-    flags = (
-        "bidirectional",
-        "reverse",
-        "projection",
-        "projection_clip",
-        "peepholes",
-        "cell_clip",
-        "gate_clip",
-        "forget_bias",
-        "input_forget",
-        "initial_state",
-        "lengths",
-        "time_major",
-        "reset_before",
-    )
-    joint: dict[str, Any] = {flag: all(getattr(c, flag) for c in caps) for flag in flags}
-    return Capabilities(
-        max_layers=min(layer_limits) if layer_limits else None,
-        **joint,
-        recurrent_activations=frozenset.intersection(*(c.recurrent_activations for c in caps)),
-        activations=frozenset.intersection(*(c.activations for c in caps)),
-        dtypes=frozenset.intersection(*(c.dtypes for c in caps)),
-        cells=frozenset.intersection(*(c.cells for c in caps)),
-    )
+    limits = [c.max_layers for c in caps if c.max_layers is not None]
+    return Capabilities(frozenset.intersection(*(c.names for c in caps)),
+                        min(limits) if limits else None)

@@ -13,29 +13,14 @@ import numpy as np
 
 from equivalence import cells
 from equivalence.canonical import CellWeights, LSTMWeights
-from equivalence.capabilities import Capabilities
+from equivalence.capabilities import VOCABULARY, Capabilities
 from equivalence.cells import activations
 from equivalence.errors import ShapeError
 from equivalence.io_types import LSTMResult
-from equivalence.spec import ACTIVATIONS, DTYPES, RECURRENT_ACTIVATIONS, LSTMSpec
+from equivalence.spec import LSTMSpec
 
 # The reference implements every feature (strategies draw from this for reference-only tests).
-CAPABILITIES = Capabilities(
-    projection=True,
-    projection_clip=True,
-    peepholes=True,
-    cell_clip=True,
-    gate_clip=True,
-    forget_bias=True,
-    reverse=True,
-    input_forget=True,
-    recurrent_activations=frozenset(RECURRENT_ACTIVATIONS),
-    activations=frozenset(ACTIVATIONS),
-    time_major=True,
-    dtypes=frozenset(DTYPES),
-    cells=frozenset(cells.NAMES),
-    reset_before=True,
-)
+CAPABILITIES = Capabilities(VOCABULARY)
 
 
 # The activations live with the cells (equivalence.cells.activations); these names stay

@@ -12,15 +12,21 @@ trace, and small sizes (1 included) are where layout bugs show.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Iterable
 
 import numpy as np
 from hypothesis import strategies as st
 
+from equivalence import cells
 from equivalence.canonical import LSTMWeights, random_weights
-from equivalence.capabilities import Capabilities, joint_capabilities  # noqa: F401 (re-exported)
+from equivalence.capabilities import (  # noqa: F401 (Capabilities, joint_capabilities re-exported)
+    INITIAL_STATE,
+    LENGTHS,
+    TIME_MAJOR,
+    Capabilities,
+    joint_capabilities,
+)
 from equivalence.case import Case
 from equivalence.errors import ConversionError, SpecError, brief
 from equivalence.io_types import LSTMInputs
@@ -86,7 +92,7 @@ def lstm_specs(
     depth; ``dtypes`` (default None: float32) the precisions allowed, some of
     ``DTYPES``; ``single_cell`` (default False) fixes one layer, one direction;
     ``cell`` (default ``"lstm"``) is the cell type, one of ``capabilities.cells``
-    (a GRU drawn with ``reset_after`` both ways where ``capabilities.reset_before``).
+    (a GRU drawn with ``reset_after`` both ways where ``"reset_after=False" in capabilities``).
     Sizes come from ``INPUT_SIZES`` and ``UNITS``.
     """
     _check_bound("max_layers", max_layers, 1, MAX_LAYERS)
@@ -124,12 +130,12 @@ def _specs(
     limit = min(max_layers, caps.max_layers or max_layers)
     layers = min(draw(st.integers(1, max_layers)), limit)
     directions = draw(st.sampled_from((1, 2)))
-    if single_cell or not caps.bidirectional:
+    if single_cell or "bidirectional" not in caps:
         layers, directions = (1 if single_cell else layers), 1
     units = draw(st.sampled_from(UNITS))
     wants_projection, projection_draw = draw(st.booleans()), draw(st.integers(1, max(UNITS) - 1))
     projection = None
-    if caps.projection and units > 1 and wants_projection:
+    if "projection" in caps and units > 1 and wants_projection:
         projection = min(projection_draw, units - 1)  # PyTorch requires P < H
     clips = {name: draw(_optional_clips()) for name in ("cell", "projection", "gate")}
     reversed_draw, coupled_draw = (draw(st.integers(0, 3)) == 0 for _ in range(2))
@@ -140,7 +146,7 @@ def _specs(
     # One wide integer decides the dtype (its value mod 6) and the cell activation (higher
     # bits), so the activation adds no draw and leaves the dtype draws where they were.
     wide = draw(_WIDE)
-    reset_before = cell == "gru" and caps.reset_before and wide // 6 // 96 % 2 == 1
+    reset_before = "reset_after=False" in caps and wide // 6 // 96 % 2 == 1
     return LSTMSpec(
         cell=cell,
         reset_after=not reset_before,
@@ -149,13 +155,13 @@ def _specs(
         layers=layers,
         directions=directions,
         projection_size=projection,
-        peepholes=peepholes and caps.peepholes,
+        peepholes=peepholes and "peepholes" in caps,
         # Rare (one draw in four) so the forward LSTM stays the common case.
-        reverse=reversed_draw and directions == 1 and caps.reverse,
-        input_forget=coupled_draw and caps.input_forget,
-        cell_clip=clips["cell"] if caps.cell_clip else None,
-        projection_clip=clips["projection"] if projection and caps.projection_clip else None,
-        gate_clip=clips["gate"] if caps.gate_clip else None,
+        reverse=reversed_draw and directions == 1 and "reverse" in caps,
+        input_forget=coupled_draw and "input_forget" in caps,
+        cell_clip=clips["cell"] if "cell_clip" in caps else None,
+        projection_clip=clips["projection"] if projection and "projection_clip" in caps else None,
+        gate_clip=clips["gate"] if "gate_clip" in caps else None,
         recurrent_activation=_allowed(recurrent_activation, caps.recurrent_activations,
                                       "sigmoid"),
         activation=_allowed(_activation_of(wide), caps.activations, "tanh"),
@@ -166,11 +172,7 @@ def _specs(
 def _masked_for(cell: str, capabilities: Capabilities) -> Capabilities:
     """``capabilities`` without the features another cell owns (a GRU has no c, so no
     peepholes, projection, cell clip, forget_bias or coupled gates)."""
-    if cell == "lstm":
-        return capabilities
-    return dataclasses.replace(capabilities, projection=False, projection_clip=False,
-                               peepholes=False, cell_clip=False, forget_bias=False,
-                               input_forget=False)
+    return capabilities.without(*cells.foreign_features(cell))
 
 
 def dtype_draws() -> st.SearchStrategy[str]:
@@ -283,11 +285,11 @@ def _inputs(draw: st.DrawFn, spec: LSTMSpec, *, capabilities: Capabilities, max_
     drawn[rng.integers(batch)] = steps  # frameworks size outputs by the longest sequence
     lengths: np.ndarray | None = drawn
     wants_state, wants_lengths, wants_time_major = (draw(st.booleans()) for _ in range(3))
-    if not (capabilities.initial_state and wants_state):
+    if not (INITIAL_STATE in capabilities and wants_state):
         h0 = c0 = None
-    if not (capabilities.lengths and steps > 1 and wants_lengths):
+    if not (LENGTHS in capabilities and steps > 1 and wants_lengths):
         lengths = None
-    time_major = capabilities.time_major and wants_time_major
+    time_major = TIME_MAJOR in capabilities and wants_time_major
     return LSTMInputs(x, h0, c0, lengths, time_major)
 
 

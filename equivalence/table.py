@@ -14,14 +14,13 @@ row here (README, "Adding a runtime").
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from equivalence.capabilities import Capabilities
+from equivalence.capabilities import LENGTHS, TIME_MAJOR, Capabilities
 from equivalence.errors import UnknownFormatError
 from equivalence.spec import ACTIVATIONS
 
@@ -74,78 +73,57 @@ _CELL_ACTIVATIONS = frozenset(ACTIVATIONS)
 # Rows that run GRUs too: Keras GRU / GRUCell and ONNX GRU nodes, reset_after both ways
 # (Keras reset_after True: 2 biases, False: one; ONNX linear_before_reset 1 and 0).
 _LSTM_AND_GRU = frozenset({"lstm", "gru"})
-_KERAS3 = Capabilities(
-    recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_keras3"}),
-    activations=_CELL_ACTIVATIONS,
-    time_major=False,  # Keras 3 recurrent layers have no time-major path
-    dtypes=_ALL_FLOATS,
-    cells=_LSTM_AND_GRU, reset_before=True,
+_RESET_BEFORE = "reset_after=False"  # a GRU with the reset gate on h before the matmul
+_KERAS3 = Capabilities.of(
+    _RESET_BEFORE,
+    # Keras 3 recurrent layers have no time-major path, so "time-major input" is not claimed
+    recurrent_activations=("sigmoid", "hard_sigmoid_keras3"),
+    activations=_CELL_ACTIVATIONS, dtypes=_ALL_FLOATS, cells=_LSTM_AND_GRU,
 )
 # Keras 3 on JAX and torch, each in its own worker process (the backend is fixed per process):
 # float64 is not claimed (both backends' LSTMs were checked in float16/bfloat16/float32).
-_KERAS3_OTHER_BACKENDS = Capabilities(
-    recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_keras3"}),
-    activations=_CELL_ACTIVATIONS,
-    time_major=False,
-    dtypes=frozenset({"float16", "bfloat16", "float32"}),
-    cells=_LSTM_AND_GRU, reset_before=True,
-)
+_KERAS3_OTHER_BACKENDS = _KERAS3.with_values("dtype", ("float16", "bfloat16", "float32"))
 # A Keras 3 model through TFLiteConverter into the TFLite interpreter: float32 graphs only
 # (Keras GRU models too, both reset_after variants).
-_TFLITE = Capabilities(
-    recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_keras3"}),
-    time_major=False,
-    dtypes=frozenset({"float32"}),
-    cells=_LSTM_AND_GRU, reset_before=True,
+_TFLITE = Capabilities.of(
+    _RESET_BEFORE, recurrent_activations=("sigmoid", "hard_sigmoid_keras3"), cells=_LSTM_AND_GRU,
 )
-_TF_KERAS = Capabilities(
-    recurrent_activations=frozenset({"sigmoid", "hard_sigmoid_tf_keras"}),
-    activations=_CELL_ACTIVATIONS,
-    time_major=True,  # LSTM(time_major=True), RNN(time_major=True); mask given as (T, B)
-    dtypes=_ALL_FLOATS,
-    cells=_LSTM_AND_GRU, reset_before=True,
+_TF_KERAS = Capabilities.of(
+    _RESET_BEFORE,
+    TIME_MAJOR,  # LSTM(time_major=True), RNN(time_major=True); mask given as (T, B)
+    recurrent_activations=("sigmoid", "hard_sigmoid_tf_keras"),
+    activations=_CELL_ACTIVATIONS, dtypes=_ALL_FLOATS, cells=_LSTM_AND_GRU,
 )
-_TF1 = Capabilities(
-    projection=True,
-    projection_clip=True,
-    peepholes=True,
-    cell_clip=True,
-    forget_bias=True,  # a spec's run-time forget_bias is folded into the native bias
+_TF1 = Capabilities.of(
+    "projection", "projection_clip", "peepholes", "cell_clip",
+    "forget_bias",  # a spec's run-time forget_bias is folded into the native bias
+    TIME_MAJOR,
     # LSTMCell(activation=...): on the candidate j and on c before the output gate, as Keras.
-    activations=_CELL_ACTIVATIONS,
-    time_major=True,
-    dtypes=frozenset({"float32", "float64"}),
+    activations=_CELL_ACTIVATIONS, dtypes=("float32", "float64"),
 )
 # nn.GRU: reset_after=True only (b_hn inside r * (...)); no reset_before
-_TORCH = Capabilities(projection=True, time_major=True, dtypes=_ALL_FLOATS,
-                      cells=frozenset({"lstm", "gru"}))
-_ONNXRUNTIME = Capabilities(
-    peepholes=True,
-    gate_clip=True,
+_TORCH = Capabilities.of("projection", TIME_MAJOR, dtypes=_ALL_FLOATS, cells=_LSTM_AND_GRU)
+_ONNXRUNTIME = Capabilities.of(
+    "peepholes", "gate_clip",
     # direction="reverse" and input_forget=1: attributes of the node it builds from the spec.
-    reverse=True,
-    input_forget=True,
+    "reverse", "input_forget",
+    # ONNX LSTM is time-major natively (ORT refuses layout=1): both paths are that one.
+    TIME_MAJOR,
+    # GRU nodes, both linear_before_reset values (clip, reverse, activations, lengths too)
+    _RESET_BEFORE, cells=_LSTM_AND_GRU,
     # activations g = h (Relu, Affine, Sigmoid, Softsign, Softplus, Elu): each run against the
     # reference (tests/test_activations.py, the conformance grid's "activation" cells).
     activations=_CELL_ACTIVATIONS,
-    # ONNX LSTM is time-major natively (ORT refuses layout=1): both paths are that one.
-    time_major=True,
     # float16 runs as float16 tensors around a float32 kernel (ORT inserts the Casts);
     # float64 has no kernel ("does not support double yet"), bfloat16 none either.
-    dtypes=frozenset({"float32", "float16"}),
-    # GRU nodes, both linear_before_reset values (clip, reverse, activations, lengths too)
-    cells=frozenset({"lstm", "gru"}),
-    reset_before=True,
+    dtypes=("float32", "float16"),
 )
-_FLAX = Capabilities(
-    # gate_fn could also run "hard_sigmoid_keras3", but the flax format refuses it.
-    time_major=True,
-    dtypes=frozenset({"float32", "float64"}),
-)
-_NEOML = Capabilities(
-    lengths=False,  # no per-sequence lengths in the Lstm layer
-    time_major=False,  # NeoML is time-major only: the runtime always transposes
-    dtypes=frozenset({"float32"}),  # blobs are float32 or int32
+# gate_fn could also run "hard_sigmoid_keras3", but the flax format refuses it.
+_FLAX = Capabilities.of(TIME_MAJOR, dtypes=("float32", "float64"))
+_NEOML = Capabilities.of(
+    lacks=(LENGTHS,),  # no per-sequence lengths in the Lstm layer
+    # no "time-major input": NeoML is time-major only, so the runtime always transposes
+    dtypes=("float32",),  # blobs are float32 or int32
 )
 # ONNX-consuming deployment runtimes, fed the graph onnxruntime runs (runtimes/_onnx_family.py).
 # Each claims only what its conformance cells match; what they get wrong (tract: reverse,
@@ -154,36 +132,30 @@ _NEOML = Capabilities(
 # GRU nodes (both linear_before_reset values) run right on all three within what each row
 # claims for LSTM (tests/test_gru_onnx.py); the GRU conformance rows (reverse, clip,
 # activations, lengths on GRU nodes) are not built yet, so nothing more is claimed.
-_TRACT = Capabilities(
-    peepholes=True, lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"}),
-    cells=_LSTM_AND_GRU, reset_before=True,
-)
-_OPENVINO = Capabilities(
-    gate_clip=True, time_major=True, dtypes=frozenset({"float32", "float16"}),
-    cells=_LSTM_AND_GRU, reset_before=True,
-)
-_OPENCV = Capabilities(lengths=False, time_major=True, dtypes=frozenset({"float32", "float16"}),
-                       cells=_LSTM_AND_GRU, reset_before=True)
+_ONNX_HALF = ("float32", "float16")
+_TRACT = Capabilities.of("peepholes", TIME_MAJOR, _RESET_BEFORE, lacks=(LENGTHS,),
+                         dtypes=_ONNX_HALF, cells=_LSTM_AND_GRU)
+_OPENVINO = Capabilities.of("gate_clip", TIME_MAJOR, _RESET_BEFORE, dtypes=_ONNX_HALF,
+                            cells=_LSTM_AND_GRU)
+_OPENCV = Capabilities.of(TIME_MAJOR, _RESET_BEFORE, lacks=(LENGTHS,), dtypes=_ONNX_HALF,
+                          cells=_LSTM_AND_GRU)
 # mlx.nn.LSTM: no masks or sequence lengths, batch-first only. float64 runs but is not
 # claimed: MLX's CPU exp (so sigmoid) is float32-accurate in float64 too, so the LSTM is off
 # by float32-sized errors, 6e-10 on one unit and one step (tests/test_runtime_mlx.py).
-_MLX = Capabilities(
-    lengths=False, time_major=False, dtypes=frozenset({"float16", "bfloat16", "float32"}),
+_MLX = Capabilities.of(
+    lacks=(LENGTHS,), dtypes=("float16", "bfloat16", "float32"),
     cells=_LSTM_AND_GRU,  # nn.GRU: reset_after=True only
 )
-_JAX_RNN_REF = Capabilities(time_major=False, dtypes=frozenset({"float32", "float64"}))
-_CUDNN_LSTM = Capabilities(
-    lengths=False,  # CuDNNLSTM raises "Masking is not supported for CuDNN RNNs."
-    # Not claimed: with go_backwards, _CuDNNRNN.call reverses axis 1 even when
+_JAX_RNN_REF = Capabilities.of(dtypes=("float32", "float64"))
+_CUDNN_LSTM = Capabilities.of(
+    lacks=(LENGTHS,),  # CuDNNLSTM raises "Masking is not supported for CuDNN RNNs."
+    # No "time-major input": with go_backwards, _CuDNNRNN.call reverses axis 1 even when
     # time_major=True (base_cudnn_rnn.py), i.e. the batch axis; untested on GPU.
-    time_major=False,
 )
-_TF_CUDNN_RNN = Capabilities(time_major=True, dtypes=frozenset({"float32", "float64"}))
+_TF_CUDNN_RNN = Capabilities.of(TIME_MAJOR, dtypes=("float32", "float64"))
 # cuDNN's RNN kernels take half, float and double; bfloat16 is left out until a GPU run.
-_TORCH_CUDA = Capabilities(
-    projection=True, time_major=True, dtypes=frozenset({"float16", "float32", "float64"})
-)
-_JAX_RNN_GPU = Capabilities(time_major=False, dtypes=frozenset({"float32"}))
+_TORCH_CUDA = Capabilities.of("projection", TIME_MAJOR, dtypes=("float16", "float32", "float64"))
+_JAX_RNN_GPU = Capabilities.of()
 
 RUNTIMES: tuple[Entry, ...] = (
     _row("keras", "keras:KerasRuntime", "keras", _KERAS3, packages=("keras", "tensorflow")),
@@ -212,7 +184,7 @@ RUNTIMES: tuple[Entry, ...] = (
     # Relu and Sigmoid cell activations: the conformance grid's cells match (its others fail
     # to compile); bidirectional in tests/test_activations.py, float16 2-layer stacks by hand.
     _row("openvino", "openvino:OpenVinoRuntime", "onnx",
-         dataclasses.replace(_OPENVINO, activations=frozenset({"tanh", "relu", "sigmoid"})),
+         _OPENVINO.with_values("activation", ("tanh", "relu", "sigmoid")),
          packages=("openvino",)),
     # The same engine and graph as `openvino` with the CPU plugin's default precision (bf16
     # where the CPU has AVX512-BF16/AMX, else f32: its version string says which): checked
@@ -231,8 +203,8 @@ RUNTIMES: tuple[Entry, ...] = (
     # tanh only: the row exists to check TensorFlow's cuDNN path, which other activations leave.
     _row("keras_gpu", "keras:KerasGpuRuntime", "keras",
          # GRU not claimed: no GPU run has checked Keras's cuDNN GRU here yet
-         dataclasses.replace(_KERAS3, activations=frozenset({"tanh"}), cells=frozenset({"lstm"}),
-                             reset_before=False), device="gpu",
+         _KERAS3.with_values("activation", ("tanh",)).with_values("cell", ("lstm",))
+         .without(_RESET_BEFORE), device="gpu",
          cpu_twin="keras"),
     _row("tf_cudnn_rnn", "tf_cudnn:TfCudnnRnnRuntime", "cudnn_params", _TF_CUDNN_RNN,
          device="gpu", cpu_twin="torch"),

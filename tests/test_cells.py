@@ -22,8 +22,8 @@ from equivalence.spec import LSTMSpec
 from equivalence.strategies import lstm_cases
 
 pytestmark = pytest.mark.cpu
-GRU_CAPS = Capabilities(cells=frozenset({"lstm", "gru"}), reset_before=True, reverse=True,
-                        gate_clip=True, peepholes=True, projection=True)
+GRU_CAPS = Capabilities.of("reset_after=False", "reverse", "gate_clip", "peepholes", "projection",
+                           cells=("lstm", "gru"))
 
 
 def gru_by_hand(spec, weights, x):
@@ -146,7 +146,7 @@ def test_capabilities_refuse_a_cell_by_name() -> None:
     gru = LSTMSpec(input_size=2, units=3, cell="gru")
     assert Capabilities().refusal(gru) == "cell=gru"
     assert GRU_CAPS.refusal(gru) is None
-    assert Capabilities(cells=frozenset({"lstm", "gru"})).refusal(
+    assert Capabilities.of(cells=("lstm", "gru")).refusal(
         gru.replace(reset_after=False)) == "reset_after=False"
 
 

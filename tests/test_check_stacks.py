@@ -238,7 +238,7 @@ def test_features_turned_off_are_not_drawn() -> None:
     from equivalence.capabilities import Capabilities
     from equivalence.harness.draws import cases, parse
 
-    draws = parse(Capabilities(projection=True), "torch -> torch", layers=[1, 3],
+    draws = parse(Capabilities.of("projection"), "torch -> torch", layers=[1, 3],
                   directions=[1, 2], units=range(2, 5),
                   features={"initial_state": False, "lengths": False})
     seen = set()

@@ -108,7 +108,7 @@ def test_a_false_claim_is_named() -> None:
     """A row claiming sequence lengths on OpenCV (which ignores them) is caught by its cells."""
     row = _row("opencv")
     claiming = table.Entry("opencv_claims_lengths", row.runtime, "onnx",
-                           Capabilities(time_major=True))
+                           Capabilities.of("time-major input"))
     cell = cf.judge(claiming, cf.LENGTHS, max_examples=EXAMPLES, seed=0, shrink_runs=5)
     assert cell["verdict"] == cf.WRONG and cell["claimed_off"], cell
     assert any("opencv_claims_lengths / sequence lengths: claimed by the row" in p
@@ -162,7 +162,7 @@ def test_a_runtime_through_the_contract_refuses_what_its_row_does_not_claim() ->
     """Rows without ONNX-level access are probed through the contract (refusals included)."""
     row = _row("onnxruntime")
     narrow = table.Entry("ort_narrow", "equivalence.runtimes.onnxruntime:OnnxRuntime", "onnx",
-                         Capabilities(peepholes=False, time_major=True))
+                         Capabilities.of("time-major input"))
     assert cf.onnx_runner(row) is not None
     probe = cf.Probe("peepholes", _case(LSTMSpec(2, 3, peepholes=True)))
     refused = cf.observe(narrow, probe, None)

@@ -100,7 +100,7 @@ def test_strategies_are_documented_and_draw_what_they_say() -> None:
     for name in ("lstm_specs", "lstm_weights", "lstm_inputs", "lstm_cases"):
         doc = getattr(strategies, name).__doc__
         assert doc and "default" in doc, name
-    caps = Capabilities(initial_state=True, lengths=True, bidirectional=True)
+    caps = Capabilities.of()  # states, lengths and two directions are assumed
 
     @settings(max_examples=20, deadline=None, database=None)
     @given(st.data())

@@ -73,7 +73,7 @@ def test_mlx_exp_and_sigmoid_are_float32_accurate_in_float64(mx) -> None:
 def test_mlx_float64_lstm_is_found_silently_float32(mx) -> None:
     """Generated float64 cases, the row made to claim float64: float32-sized errors."""
     row = table.BY_NAME["mlx"]
-    caps = replace(row.capabilities, dtypes=row.capabilities.dtypes | {"float64"})
+    caps = row.capabilities.with_names("dtype=float64")
     row = replace(row, name="mlx+float64", capabilities=caps)
     cell = cf.judge(row, cf.FLOAT64, max_examples=4, seed=0, shrink_runs=10)
     assert cell["verdict"] == cf.WRONG, cell

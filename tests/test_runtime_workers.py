@@ -223,7 +223,7 @@ def _with_dtypes(row: table.Entry, *dtypes: str) -> table.Entry:
 
     Its own name: the table keeps one runtime object per row name.
     """
-    caps = replace(row.capabilities, dtypes=row.capabilities.dtypes | set(dtypes))
+    caps = row.capabilities.with_names(*(f"dtype={d}" for d in dtypes))
     return replace(row, name=f"{row.name}+{'+'.join(dtypes)}", capabilities=caps)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from equivalence.artefacts.side import Feed, Refused, Returned, Shape, Side, returned
+from equivalence.capabilities import INITIAL_STATE, LENGTHS
 from equivalence.files._base import FoundLSTM
 from equivalence.files._base import select as select_lstm
 from equivalence.io_types import LSTMInputs
@@ -41,9 +42,9 @@ def found_side(found: FoundLSTM, options: dict[str, Any]) -> Side:
     only = smoke_test(runner, spec)  # the batch its inputs or graph fix (None: any)
     takes = set()
     gru = spec.cell == "gru"  # one state, h
-    if runner.capabilities.initial_state and (stored is None or stored.h0 is None):
+    if INITIAL_STATE in runner.capabilities and (stored is None or stored.h0 is None):
         takes |= {"h0"} if gru else {"h0", "c0"}
-    if runner.capabilities.lengths and (stored is None or stored.lengths is None):
+    if LENGTHS in runner.capabilities and (stored is None or stored.lengths is None):
         takes.add("lengths")
 
     def run(feed: Feed) -> Returned:

@@ -12,6 +12,7 @@ import numpy as np
 
 from equivalence.artefacts.side import Feed, Refused, Returned, Shape, Side, returned
 from equivalence.canonical import LSTMWeights
+from equivalence.capabilities import INITIAL_STATE, LENGTHS
 from equivalence.errors import ConversionError
 
 
@@ -49,8 +50,8 @@ def runtime_side(row_name: str, weights: LSTMWeights) -> Side:
 
     caps = runtime.capabilities
     states = {"h0"} if gru else {"h0", "c0"}
-    takes = (states if caps.initial_state else set()) | (
-        {"lengths"} if caps.lengths else set())
+    takes = (states if INITIAL_STATE in caps else set()) | (
+        {"lengths"} if LENGTHS in caps else set())
     return Side(path=f"({row_name} runtime)", kind=f"{row_name} runtime",
                 label=f"{row_name} running the case's weights", run=run,
                 takes=frozenset(takes),

@@ -32,6 +32,14 @@ class Cell:
     def gate_count(self) -> int:
         return len(self.gates)
 
+    @property
+    def features(self) -> frozenset[str]:
+        """Every spec feature a spec of this cell can carry (shared ones and its own)."""
+        return SHARED_FEATURES | self.own_features
+
+
+# Spec features every cell type can carry (names as LSTMSpec.features() gives them).
+SHARED_FEATURES = frozenset({"stacked layers", "bidirectional", "reverse", "gate_clip"})
 
 CELLS: dict[str, Cell] = {
     c.name: c

@@ -27,7 +27,7 @@ import io
 import math
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import Any, ClassVar
@@ -76,10 +76,10 @@ class Configuration:
         return dict(self.options).get(key, default)
 
 
-def claims(*, max_layers: int = 2, lengths: bool = True, time_major: bool = False,
-           **flags: Any) -> Capabilities:
-    """What a converter claims: float32, sigmoid, 1-2 layers, 1-2 directions by default."""
-    return Capabilities(max_layers=max_layers, lengths=lengths, time_major=time_major, **flags)
+def claims(*features: str, max_layers: int = 2, lacks: Iterable[str] = ()) -> Capabilities:
+    """What a converter claims: float32, sigmoid, 1-2 layers, 1-2 directions, states and
+    lengths by default, plus ``features``, less ``lacks`` (names of the vocabulary)."""
+    return Capabilities.of(*features, max_layers=max_layers, lacks=lacks)
 
 
 def requires(*features: str) -> frozenset[str]:

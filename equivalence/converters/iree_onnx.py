@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from equivalence.capabilities import LENGTHS
 from equivalence.case import Case
 from equivalence.converters.base import Configuration, claims
 from equivalence.converters.exporter import Exporter, fixed_shape_refusals
@@ -29,7 +30,7 @@ from equivalence.converters.torch_onnx_probed import TorchOnnxProbed
 from equivalence.errors import ConversionError
 
 DYNAMIC, FIXED = "torch.onnx export, dynamic axes", "torch.onnx export, fixed shapes"
-_CLAIMS = claims(lengths=False)  # the stateful torch export takes no lengths
+_CLAIMS = claims(lacks=(LENGTHS,))  # the stateful torch export takes no lengths
 
 
 class IreeOnnx(Exporter):

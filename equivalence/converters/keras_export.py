@@ -45,6 +45,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from equivalence import capabilities
 from equivalence.case import Case
 from equivalence.converters.base import Configuration, claims
 from equivalence.converters.exporter import BY_DESIGN, ExpectedProbe, Exporter, fixed_shape_refusals
@@ -55,7 +56,7 @@ from equivalence.spec import LSTMSpec
 
 SAVED_MODEL, ONNX, OPENVINO = "tf_saved_model", "onnx (tf2onnx)", "openvino"
 LITERT, LITERT_FIXED = "litert, fixed batch", "litert, fixed shapes"
-_CLAIMS = claims(lengths=False)  # the model takes no lengths input
+_CLAIMS = claims(lacks=(capabilities.LENGTHS,))  # the model takes no lengths input
 LENGTHS = ("lengths", True)
 # What compare's ONNX reader says of tf2onnx's graphs it cannot read as one LSTM stack
 # (the whole graph still runs): one LSTM node per Keras layer, Squeeze/Transpose between

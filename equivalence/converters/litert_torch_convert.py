@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from equivalence.capabilities import LENGTHS
 from equivalence.case import Case
 from equivalence.converters.base import Configuration, claims
 from equivalence.converters.exporter import Exporter, fixed_shape_refusals
@@ -28,7 +29,7 @@ from equivalence.converters.torch_module import lstm_module, tensors
 
 FIXED = "sample_kwargs (fixed shapes)"
 DYNAMIC_TIME_ISSUE = "https://github.com/google-ai-edge/litert-torch/issues/1062"
-_CLAIMS = claims(lengths=False)  # nn.LSTM takes lengths only through packing
+_CLAIMS = claims(lacks=(LENGTHS,))  # nn.LSTM takes lengths only through packing
 
 
 class LiteRtTorch(Exporter):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from equivalence.capabilities import LENGTHS, TIME_MAJOR
 from equivalence.case import Case
 from equivalence.converters import torch_module
 from equivalence.converters.base import (
@@ -34,7 +35,7 @@ _PACKED = KnownFailure(
             "fails (AssertionError); sequence lengths are not expressible"),
     signature="AssertionError",
 )
-_NO_LENGTHS = claims(lengths=False)  # lengths: their own configuration (a known failure)
+_NO_LENGTHS = claims(lacks=(LENGTHS,))  # lengths: their own configuration (a known failure)
 
 
 class Nobuco(Converter):
@@ -50,7 +51,7 @@ class Nobuco(Converter):
         Configuration("initial states, 1-2 layers, 1-2 directions", claims=_NO_LENGTHS,
                       requires=requires("initial state")),
         Configuration("time-major (batch_first=False), 1-2 layers, 1-2 directions",
-                      claims=claims(lengths=False, time_major=True),
+                      claims=claims(TIME_MAJOR, lacks=(LENGTHS,)),
                       requires=requires("time-major")),
         Configuration("sequence lengths (pack_padded_sequence)", claims=claims(),
                       requires=requires("lengths"), known_failure=_PACKED),

@@ -41,6 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+from equivalence.capabilities import LENGTHS
 from equivalence.case import Case
 from equivalence.converters.base import Configuration, claims
 from equivalence.converters.exporter import ExpectedProbe, Exporter, fixed_shape_refusals
@@ -50,7 +51,7 @@ from equivalence.errors import ConversionError
 
 TFLITE, SAVEDMODEL = "fixed shapes, float32 TFLite", "fixed shapes, SavedModel"
 STACKED = "fixed shapes, 2 layers, batch = hidden"
-_CLAIMS = claims(lengths=False)  # the stateful torch export takes no lengths
+_CLAIMS = claims(lacks=(LENGTHS,))  # the stateful torch export takes no lengths
 _FIXED_WHY = "the ONNX export fixes batch 2 and 4 steps"
 STACKED_WRONG = ExpectedProbe(
     "silently wrong",

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from equivalence.capabilities import INITIAL_STATE, LENGTHS
 from equivalence.case import Case
 from equivalence.converters.base import (
     SIDE,
@@ -43,10 +44,10 @@ class Onnx2Torch(Converter):
     source, target = "onnxruntime", "torch"
     configurations: ClassVar[tuple[Configuration, ...]] = (
         Configuration("ONNX LSTM node, 1 layer, forward",
-                      claims=claims(max_layers=1, bidirectional=False, initial_state=False,
-                                    lengths=False), known_failure=_NO_LSTM),
+                      claims=claims(max_layers=1, lacks=("bidirectional", INITIAL_STATE, LENGTHS)),
+                      known_failure=_NO_LSTM),
         Configuration("ONNX LSTM nodes, 1-2 layers, 1-2 directions, initial states",
-                      claims=claims(lengths=False), requires=requires("initial state"),
+                      claims=claims(lacks=(LENGTHS,)), requires=requires("initial state"),
                       known_failure=_NO_LSTM),
         Configuration("ONNX LSTM nodes, 1-2 layers, 1-2 directions, sequence_lens",
                       claims=claims(), requires=requires("lengths"), known_failure=_NO_LSTM),

@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from equivalence.capabilities import LENGTHS
 from equivalence.case import Case
 from equivalence.converters.base import Configuration, claims
 from equivalence.converters.exporter import Exporter, fixed_shape_refusals
@@ -34,8 +35,8 @@ from equivalence.errors import ConversionError
 
 TORCH, OURS, FIXED = "torch.onnx export", "our ONNX graph", "torch.onnx export, input shapes fixed"
 # nn.LSTM takes lengths only through packing, which the stateful export does not do
-_TORCH_CLAIMS = claims(lengths=False)
-_OURS_CLAIMS = claims(peepholes=True, gate_clip=True, input_forget=True)
+_TORCH_CLAIMS = claims(lacks=(LENGTHS,))
+_OURS_CLAIMS = claims("peepholes", "gate_clip", "input_forget")
 _FIXED_WHY = "input shapes fixed by the rewriter: batch 2 and 4 steps"
 
 

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from equivalence import capabilities
 from equivalence.case import Case
 from equivalence.converters.base import Configuration, claims
 from equivalence.converters.exporter import ExpectedProbe, Exporter, fixed_shape_refusals
@@ -40,7 +41,7 @@ DYNAMIC, STATIC, DEFAULTS = "dynamic shapes", "static shapes", "save_model defau
 LENGTHS = "lengths (packed), dynamic shapes"
 LENGTHS_STATIC = "lengths (packed), static shapes"
 STATELESS = "no initial states, dynamic shapes"
-_CLAIMS = claims(lengths=False)  # nn.LSTM takes lengths only through packing
+_CLAIMS = claims(lacks=(capabilities.LENGTHS,))  # nn.LSTM takes lengths only through packing
 _FIXED_WHY = "input= fixed every shape: batch 2 and 4 steps"
 LENGTHS_IGNORED = ExpectedProbe(
     "silently wrong",

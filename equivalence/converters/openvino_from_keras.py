@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from equivalence import capabilities
 from equivalence.case import Case
 from equivalence.converters.base import Configuration, claims
 from equivalence.converters.exporter import Exporter, fixed_shape_refusals
@@ -24,7 +25,7 @@ from equivalence.converters.keras_export import keras_model, openvino_ported_sid
 from equivalence.converters.torch_module import EXPORT_SHAPE
 
 DYNAMIC, STATIC, LENGTHS = "dynamic shapes", "static shapes", "lengths (mask), dynamic shapes"
-_CLAIMS = claims(lengths=False)  # the model takes no mask input
+_CLAIMS = claims(lacks=(capabilities.LENGTHS,))  # the model takes no mask input
 
 
 class OpenVinoFromKeras(Exporter):

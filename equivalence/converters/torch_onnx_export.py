@@ -14,6 +14,7 @@ import io
 import logging
 from typing import Any, ClassVar
 
+from equivalence.capabilities import LENGTHS, TIME_MAJOR
 from equivalence.case import Case
 from equivalence.converters import torch_module
 from equivalence.converters.base import (
@@ -44,7 +45,7 @@ _PACKED_DYNAMO = KnownFailure(
     ),
     signature="TorchExportError",
 )
-_DYNAMO_NO_LENGTHS = claims(lengths=False, time_major=True)  # lengths: their own configuration
+_DYNAMO_NO_LENGTHS = claims(TIME_MAJOR, lacks=(LENGTHS,))  # lengths: their own configuration
 _SHAPE = f"B={torch_module.EXPORT_SHAPE[0]} T={torch_module.EXPORT_SHAPE[1]}"
 _TORCHSCRIPT = (("dynamo", False),)
 _OUTPUTS = ("y", "h", "c")
@@ -69,14 +70,14 @@ class TorchOnnxExport(Converter):
                       claims=claims(), requires=requires("lengths"),
                       known_failure=_PACKED_DYNAMO),
         Configuration("TorchScript exporter (dynamo=False), initial states, 1-2 layers, "
-                      "1-2 directions", claims=claims(time_major=True),
+                      "1-2 directions", claims=claims(TIME_MAJOR),
                       requires=requires("initial state"), options=_TORCHSCRIPT),
         Configuration("TorchScript exporter, sequence lengths (pack_padded_sequence -> "
                       "sequence_lens), 1-2 layers, 1-2 directions",
-                      claims=claims(time_major=True), requires=requires("lengths"),
+                      claims=claims(TIME_MAJOR), requires=requires("lengths"),
                       options=_TORCHSCRIPT),
         Configuration(f"TorchScript exporter, dynamic batch and time (dynamic_axes), exported "
-                      f"at {_SHAPE}, 1-2 layers, 1-2 directions", claims=claims(time_major=True),
+                      f"at {_SHAPE}, 1-2 layers, 1-2 directions", claims=claims(TIME_MAJOR),
                       options=(*_TORCHSCRIPT, ("dynamic", True))),
     )
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from equivalence.capabilities import LENGTHS
 from equivalence.case import Case
 from equivalence.converters.base import Configuration, claims
 from equivalence.converters.exporter import Exporter, fixed_shape_refusals
 from equivalence.converters.torch_module import EXPORT_SHAPE
 
-_CLAIMS = claims(lengths=False)  # nn.LSTM takes lengths only through packing
+_CLAIMS = claims(lacks=(LENGTHS,))  # nn.LSTM takes lengths only through packing
 
 
 class TorchOnnxProbed(Exporter):

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from equivalence.capabilities import INITIAL_STATE, LENGTHS
 from equivalence.errors import ConversionError
 from equivalence.files._base import FileFormatError, FoundLSTM, StoredInputs
 from equivalence.io_types import LSTMInputs, LSTMResult
@@ -38,6 +39,10 @@ class SideAbilities:
 
     initial_state: bool = True
     lengths: bool = True
+
+    def __contains__(self, name: object) -> bool:
+        """Asked as a runtime's Capabilities are: by the input feature's name."""
+        return bool({INITIAL_STATE: self.initial_state, LENGTHS: self.lengths}.get(str(name)))
 
 
 @dataclass
@@ -174,7 +179,7 @@ def write_neoml_case(path: Path, weights: Any, job: Any) -> list[str]:
     side = side_for(job.found, weights.spec, job.options)
     stored = side.stored
     batch = stored.batch if stored is not None else 3
-    states = (stored is None or stored.h0 is None) and side.capabilities.initial_state
+    states = (stored is None or stored.h0 is None) and INITIAL_STATE in side.capabilities
     inputs = make_inputs(weights.spec, np.random.default_rng(job.seed), batch, 12, states, False)
     expected = side.run(inputs)
     staged = temporary_name(path)  # write_case publishes without replacing; then this does

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from equivalence.canonical import LSTMWeights
-from equivalence.capabilities import Capabilities
+from equivalence.capabilities import TIME_MAJOR, Capabilities
 from equivalence.errors import ConversionError, UnknownFormatError, brief, describe
 from equivalence.formats import cudnn, flat, flax, keras, mlx, neoml, onnx, tf1, torch
 
@@ -42,29 +42,13 @@ class Format:
 
     def capabilities(self) -> Capabilities:
         """What this format can hold, in the runtimes' vocabulary (for strategies)."""
-        held = self.supported
-        activations = {"sigmoid"} | {
-            f.split("=", 1)[1] for f in held if f.startswith("recurrent_activation=")
-        }
-        cell_activations = {"tanh"} | {
-            f.split("=", 1)[1] for f in held if f.startswith("activation=")
-        }
-        return Capabilities(
-            bidirectional="bidirectional" in held,
-            reverse="reverse" in held,
-            input_forget="input_forget" in held,
-            projection="projection" in held,
-            projection_clip="projection_clip" in held,
-            peepholes="peepholes" in held,
-            cell_clip="cell_clip" in held,
-            gate_clip="gate_clip" in held,
-            recurrent_activations=frozenset(activations),
-            activations=frozenset(cell_activations),
-            time_major=True,
-            dtypes=frozenset({"float16", "float32", "float64"}),
-            cells=self.cells,
-            reset_before="reset_after=False" in held,
-        )
+        # SUPPORTED holds names of the same vocabulary; any format takes the inputs a run
+        # needs (they are not weights), the defaults, and the dtypes every format stores.
+        held = set(self.supported)
+        return Capabilities.of(*held, TIME_MAJOR, cells=self.cells,
+                               dtypes=("float16", "float32", "float64"),
+                               activations=("tanh",), recurrent_activations=("sigmoid",),
+                               lacks=() if "bidirectional" in held else ("bidirectional",))
 
 
 def _typed(fn: Callable[..., Any], name: str, action: str) -> Callable[..., Any]:

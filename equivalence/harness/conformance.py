@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from equivalence import capabilities
 from equivalence.canonical import LSTMWeights
 from equivalence.capabilities import Capabilities
 from equivalence.case import Case
@@ -52,7 +53,7 @@ from equivalence.table import BY_NAME, MAIN, Entry, entries, entry
 
 # A silently wrong cell stops shrinking after this many runs (OpenVINO compiles every new spec).
 SHRINK_RUNS = 60
-_BASE = Capabilities(bidirectional=False, initial_state=False, lengths=False, time_major=False)
+_BASE = Capabilities.of(lacks=("bidirectional", capabilities.INITIAL_STATE, capabilities.LENGTHS))
 _ACTIVATIONS = frozenset({"sigmoid", "hard_sigmoid_tf_keras", "hard_sigmoid_keras3"})
 
 
@@ -60,14 +61,16 @@ _ACTIVATIONS = frozenset({"sigmoid", "hard_sigmoid_tf_keras", "hard_sigmoid_kera
 class Feature:
     """One column of the grid: how to draw cases that use it, and who can meet it.
 
-    ``extra`` turns capabilities on over the plain forward LSTM; ``present``
+    ``extra`` names capabilities turned on over the plain forward LSTM, ``values``
+    replaces valued ones (``{"activation": {"relu"}}``); ``present``
     keeps the drawn cases that really use the feature. ``onnx`` are graph
     attributes beyond the spec (ONNX-level probes only). ``holds`` says
     whether a weight format can carry it (None: any format, a run-time input).
     """
 
     name: str
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: tuple[str, ...] = ()
+    values: Mapping[str, frozenset[str]] = field(default_factory=dict)
     present: Callable[[Case], bool] = lambda case: True
     max_layers: int = 1
     dtype: str = "float32"
@@ -75,7 +78,9 @@ class Feature:
     holds: Callable[[frozenset[str]], bool] | None = None
 
     def cases(self) -> st.SearchStrategy[Case]:
-        caps = replace(_BASE, dtypes=frozenset({self.dtype}), **self.extra)
+        caps = _BASE.with_values("dtype", (self.dtype,)).with_names(*self.extra)
+        for kind, chosen in self.values.items():
+            caps = caps.with_values(kind, chosen)
         drawn = lstm_cases(capabilities=caps, max_layers=self.max_layers, dtypes=(self.dtype,))
         return drawn.filter(self.present)
 
@@ -92,43 +97,41 @@ def _holds_activation(supported: frozenset[str]) -> bool:
     return any(f.startswith("recurrent_activation=") for f in supported)
 
 
-def _clip_feature(name: str, **extra: Any) -> Feature:
-    return Feature(name, {name: True, **extra}, _spec_has(name), holds=_format_holds(name))
-
-
-def _structure(name: str, extra: Mapping[str, Any], **fields: Any) -> Feature:
-    return Feature(name, extra, _spec_has(name), holds=_format_holds(name), **fields)
+def _structure(name: str, *extra: str, **fields: Any) -> Feature:
+    return Feature(name, (name, *extra), present=_spec_has(name), holds=_format_holds(name),
+                   **fields)
 
 
 FORWARD = Feature("forward")
-BIDIRECTIONAL = _structure("bidirectional", {"bidirectional": True})
-STACKED = _structure("stacked layers", {}, max_layers=2)
-GATE_CLIP = _clip_feature("gate_clip")
-CELL_CLIP = _clip_feature("cell_clip")
-PROJECTION = _structure("projection", {"projection": True})
-PROJECTION_CLIP = _clip_feature("projection_clip", projection=True)
-PEEPHOLES = _structure("peepholes", {"peepholes": True})
+BIDIRECTIONAL = _structure("bidirectional")
+STACKED = _structure("stacked layers", max_layers=2)
+GATE_CLIP = _structure("gate_clip")
+CELL_CLIP = _structure("cell_clip")
+PROJECTION = _structure("projection")
+PROJECTION_CLIP = _structure("projection_clip", "projection")
+PEEPHOLES = _structure("peepholes")
 ACTIVATIONS = Feature(
     "activations",
-    {"recurrent_activations": _ACTIVATIONS},
-    lambda case: case.spec.recurrent_activation != "sigmoid",
+    values={"recurrent_activation": _ACTIVATIONS},
+    present=lambda case: case.spec.recurrent_activation != "sigmoid",
     holds=_holds_activation,
 )
 
 
 def _cell_activation(name: str) -> Feature:
     """The cell activation ``name`` (ONNX g = h), one column each: engines differ by function."""
-    return Feature(f"activation {name}", {"activations": frozenset({name})},
-                   lambda case: case.spec.activation == name,
+    return Feature(f"activation {name}", values={"activation": frozenset({name})},
+                   present=lambda case: case.spec.activation == name,
                    holds=_format_holds(f"activation={name}"))
 
 
 CELL_ACTIVATION_FEATURES = tuple(_cell_activation(a) for a in CELL_ACTIVATIONS if a != "tanh")
-LENGTHS = Feature("sequence lengths", {"lengths": True},
-                  lambda case: case.inputs.lengths is not None)
-INITIAL_STATES = Feature("initial states", {"initial_state": True},
-                         lambda case: case.inputs.h0 is not None)
-TIME_MAJOR = Feature("time-major", {"time_major": True}, lambda case: case.inputs.time_major)
+LENGTHS = Feature("sequence lengths", (capabilities.LENGTHS,),
+                  present=lambda case: case.inputs.lengths is not None)
+INITIAL_STATES = Feature("initial states", (capabilities.INITIAL_STATE,),
+                         present=lambda case: case.inputs.h0 is not None)
+TIME_MAJOR = Feature("time-major", (capabilities.TIME_MAJOR,),
+                     present=lambda case: case.inputs.time_major)
 FLOAT16 = Feature("float16", dtype="float16")
 FLOAT64 = Feature("float64", dtype="float64")
 BFLOAT16 = Feature("bfloat16", dtype="bfloat16")

@@ -10,7 +10,6 @@ replaced: sizes down to 1 and the features masked the same way.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,15 +18,19 @@ from typing import Any
 from hypothesis import strategies as st
 
 from equivalence import cells
-from equivalence.capabilities import Capabilities
+from equivalence.capabilities import INITIAL_STATE, LENGTHS, TIME_MAJOR, Capabilities
 from equivalence.case import Case
 from equivalence.errors import ConversionError, brief, describe
 from equivalence.spec import DTYPES, MAX_LAYERS, LSTMSpec
 from equivalence.strategies import INPUT_SIZES, UNITS, lstm_inputs, lstm_specs, lstm_weights
 
-# The Capabilities flags a caller may turn off (True: keep, and the pair must have it).
-FEATURES = ("reverse", "peepholes", "cell_clip", "projection_clip", "gate_clip",
-            "input_forget", "initial_state", "lengths", "time_major")
+# The check's keywords a caller may turn off (True: keep, and the pair must have it), and
+# the capability name each stands for.
+FEATURES = {
+    **{name: name for name in ("reverse", "peepholes", "cell_clip", "projection_clip",
+                               "gate_clip", "input_forget")},
+    "initial_state": INITIAL_STATE, "lengths": LENGTHS, "time_major": TIME_MAJOR,
+}
 _MAX_CHOICES = 64  # allowed values read from one keyword: a range of sizes, not a stream
 
 
@@ -81,17 +84,18 @@ def parse(caps: Capabilities, pair: str, *, layers: object = 1, directions: obje
                                   f"{', '.join(FEATURES)}")
         if not isinstance(value, bool):
             raise ConversionError(f"{name}={brief(value)}: pass True or False")
-        if value and not getattr(caps, name):
+        if value and FEATURES[name] not in caps:
             raise ConversionError(f"{name}=True: {pair} cannot run {name}; pass {name}=False "
                                   "or leave it out")
-    caps = dataclasses.replace(caps, **{k: v for k, v in features.items() if not v})
+    caps = caps.without(*(FEATURES[k] for k, v in features.items() if not v))
     draws = Draws(
         caps,
         layers=_choices("layers", layers, 1, min(MAX_LAYERS, caps.max_layers or MAX_LAYERS),
                         "layers=2 or layers=[1, 2, 3]"),
-        directions=_choices("directions", directions, 1, 2 if caps.bidirectional else 1,
-                            "directions=2 or directions=[1, 2]"
-                            + ("" if caps.bidirectional else f" ({pair} is not bidirectional)")),
+        directions=_choices("directions", directions, 1, 2 if "bidirectional" in caps else 1,
+                            "directions=2 or directions=[1, 2]" + (
+                                "" if "bidirectional" in caps else
+                                f" ({pair} is not bidirectional)")),
         input_sizes=INPUT_SIZES if input_size is None else _choices(
             "input_size", input_size, 1, 1 << 20, "input_size=40 or input_size=range(1, 9)"),
         units=UNITS if units is None else _choices(
@@ -119,7 +123,7 @@ def _cell_capabilities(caps: Capabilities, pair: str, cell: object,
     if not isinstance(reset_after, bool) or cell != "gru":
         raise ConversionError(f"reset_after={brief(reset_after)}: pass True or False, with "
                               "cell='gru' (the GRU's variant), or leave it out")
-    if reset_after is False and not caps.reset_before:
+    if reset_after is False and "reset_after=False" not in caps:
         raise ConversionError(f"reset_after=False: {pair} cannot run a GRU with the reset "
                               "gate before the matmul; pass reset_after=True")
     return caps
@@ -131,7 +135,7 @@ def _projection(value: object, caps: Capabilities, pair: str) -> bool | int | No
     if value is not True and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConversionError(f"projection={brief(value)}: pass None (where both sides have "
                               "it), False, True, or the projection size (an int >= 1)")
-    if not caps.projection:
+    if "projection" not in caps:
         raise ConversionError(f"projection={value}: {pair} cannot run a projection; pass "
                               "projection=False or leave it out")
     return value  # type: ignore[return-value]
@@ -176,7 +180,7 @@ def _check_sizes(draws: Draws) -> None:
 def cases(draw: st.DrawFn, draws: Draws) -> Case:
     """A whole example within ``draws``: the suite's draws, the pinned fields replaced."""
     caps = draws.capabilities
-    base = draw(lstm_specs(capabilities=dataclasses.replace(caps, projection=False),
+    base = draw(lstm_specs(capabilities=caps.without("projection"),
                            max_layers=1, dtypes=draws.dtypes, single_cell=True,
                            cell=draws.cell))
     layers = draw(st.sampled_from(draws.layers))
@@ -189,7 +193,7 @@ def cases(draw: st.DrawFn, draws: Draws) -> Case:
         reverse=base.reverse and directions == 1,
         projection_size=projection,
         projection_clip=(draw(st.sampled_from((None, 1.0))) if projection
-                         and caps.projection_clip else None),
+                         and "projection_clip" in caps else None),
     )
     if draws.reset_after is not None:
         spec = spec.replace(reset_after=draws.reset_after)
@@ -199,7 +203,7 @@ def cases(draw: st.DrawFn, draws: Draws) -> Case:
 
 def _drawn_projection(draw: st.DrawFn, draws: Draws, units: int) -> int | None:
     wanted = draws.projection
-    if wanted is False or units < 2 or not draws.capabilities.projection or (
+    if wanted is False or units < 2 or "projection" not in draws.capabilities or (
             draws.cell != "lstm"):
         return None
     if not isinstance(wanted, bool) and isinstance(wanted, int):

@@ -33,7 +33,7 @@ import numpy as np
 
 from equivalence import table
 from equivalence.canonical import random_weights
-from equivalence.capabilities import Capabilities, joint_capabilities
+from equivalence.capabilities import INITIAL_STATE, Capabilities, joint_capabilities
 from equivalence.errors import ConversionError
 from equivalence.files.neoml.case_file import CaseFile, load, network_file, save
 from equivalence.io_types import LSTMInputs, LSTMResult
@@ -76,13 +76,13 @@ def random_case_for(
         int(rng.choice([1, 3, 5])),
         int(rng.choice([1, 2, 4, 6])),
         int(rng.integers(1, 3)),
-        int(rng.choice([1, 2])) if caps.bidirectional else 1,
+        int(rng.choice([1, 2])) if "bidirectional" in caps else 1,
     )
     weights = random_weights(spec, rng, scale=float(rng.choice([0.1, 0.5, 1.0]))).astype("float32")
     batch, steps = int(rng.integers(1, 4)), int(rng.choice([1, 3, 6, 9]))
     x = rng.normal(size=(batch, steps, spec.input_size)).astype(np.float32)
     h0 = c0 = None
-    if caps.initial_state and rng.random() < 0.5:
+    if INITIAL_STATE in caps and rng.random() < 0.5:
         h0 = rng.uniform(-1, 1, (spec.layers, spec.directions, batch, spec.units)).astype(
             np.float32
         )

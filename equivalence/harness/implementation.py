@@ -17,12 +17,12 @@ is a failed example with the reason; SystemExit and KeyboardInterrupt stop.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
+from equivalence.capabilities import TIME_MAJOR
 from equivalence.compare import Tolerance
 from equivalence.compare import judge as within_tolerance
 from equivalence.convert import from_canonical
@@ -51,12 +51,8 @@ from equivalence.strategies import Case
 
 # What fn is told is its weights and inputs: what the weights do not carry (a layer's
 # configuration) is not drawn, as fn could not know it; peepholes and projection are arrays.
-WEIGHTS_ALONE: dict[str, Any] = {
-    "recurrent_activations": frozenset({"sigmoid"}), "activations": frozenset({"tanh"}),
-    "reverse": False, "cell_clip": False,
-    "projection_clip": False, "gate_clip": False, "input_forget": False, "forget_bias": False,
-    "time_major": False,
-}
+NOT_IN_WEIGHTS = ("reverse", "cell_clip", "projection_clip", "gate_clip", "input_forget",
+                  "forget_bias", TIME_MAJOR)
 CARRIED_BY_NONE = "clips, reverse, coupled gates or other activation"
 
 
@@ -169,7 +165,8 @@ def check_implementation(
     if not isinstance(format, str) or format not in FORMATS:
         raise UnknownFormatError(f"format: {brief(format)}, expected one of {sorted(FORMATS)}")
     _check_run_options(max_examples, seed, time_limit, native)
-    caps = dataclasses.replace(get_format(format).capabilities(), **WEIGHTS_ALONE)
+    caps = (get_format(format).capabilities().without(*NOT_IN_WEIGHTS)
+            .with_values("recurrent_activation", ("sigmoid",)).with_values("activation", ("tanh",)))
     draws = parse(caps, f"the {format} weights alone (they carry no {CARRIED_BY_NONE})",
                   layers=layers, directions=directions,
                   input_size=input_size, units=units, projection=projection, dtypes=dtypes,
