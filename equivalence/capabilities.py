@@ -39,12 +39,15 @@ class Capabilities:
     # a GRU with reset_after=False (the reset gate on h before the matmul: Keras
     # reset_after=False, TF1 GRUCell, ONNX linear_before_reset=0)
     reset_before: bool = False
+    # a GRU with reset_after=True (False where only the reset-before variant runs: TF1 GRUCell)
+    reset_after: bool = True
 
     def refusal(self, spec: LSTMSpec) -> str | None:
         """Why ``spec`` cannot run here, or None when it can."""
         checks = [
             (spec.cell not in self.cells, f"cell={spec.cell}"),
             (not spec.reset_after and not self.reset_before, "reset_after=False"),
+            (spec.cell == "gru" and spec.reset_after and not self.reset_after, "reset_after=True"),
             (self.max_layers is not None and spec.layers > self.max_layers,
              f"{spec.layers} layers (max {self.max_layers})"),
             (spec.directions == 2 and not self.bidirectional, "bidirectional"),
@@ -97,6 +100,7 @@ def joint_capabilities(capabilities: Iterable[Capabilities]) -> Capabilities:
         "lengths",
         "time_major",
         "reset_before",
+        "reset_after",
     )
     joint: dict[str, Any] = {flag: all(getattr(c, flag) for c in caps) for flag in flags}
     return Capabilities(
@@ -105,5 +109,12 @@ def joint_capabilities(capabilities: Iterable[Capabilities]) -> Capabilities:
         recurrent_activations=frozenset.intersection(*(c.recurrent_activations for c in caps)),
         activations=frozenset.intersection(*(c.activations for c in caps)),
         dtypes=frozenset.intersection(*(c.dtypes for c in caps)),
-        cells=frozenset.intersection(*(c.cells for c in caps)),
+        cells=_joint_cells(caps, joint["reset_before"] or joint["reset_after"]),
     )
+
+
+def _joint_cells(caps: list[Capabilities], shared_gru_variant: bool) -> frozenset[str]:
+    """The cells every runtime runs; a GRU only where they share one of its variants
+    (TF1's reset-before GRUCell and PyTorch's reset-after nn.GRU run no GRU in common)."""
+    cells = frozenset.intersection(*(c.cells for c in caps))
+    return cells if shared_gru_variant else cells - {"gru"}

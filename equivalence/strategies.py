@@ -86,7 +86,8 @@ def lstm_specs(
     depth; ``dtypes`` (default None: float32) the precisions allowed, some of
     ``DTYPES``; ``single_cell`` (default False) fixes one layer, one direction;
     ``cell`` (default ``"lstm"``) is the cell type, one of ``capabilities.cells``
-    (a GRU drawn with ``reset_after`` both ways where ``capabilities.reset_before``).
+    (a GRU drawn with ``reset_after`` both ways where ``capabilities.reset_before``, and
+    always False where ``capabilities.reset_after`` is False).
     Sizes come from ``INPUT_SIZES`` and ``UNITS``.
     """
     _check_bound("max_layers", max_layers, 1, MAX_LAYERS)
@@ -140,7 +141,8 @@ def _specs(
     # One wide integer decides the dtype (its value mod 6) and the cell activation (higher
     # bits), so the activation adds no draw and leaves the dtype draws where they were.
     wide = draw(_WIDE)
-    reset_before = cell == "gru" and caps.reset_before and wide // 6 // 96 % 2 == 1
+    reset_before = cell == "gru" and caps.reset_before and (
+        not caps.reset_after or wide // 6 // 96 % 2 == 1)  # TF1 GRUCell: reset-before only
     return LSTMSpec(
         cell=cell,
         reset_after=not reset_before,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from equivalence.capabilities import Capabilities
+from equivalence.capabilities import Capabilities, joint_capabilities
 from equivalence.errors import UnknownFormatError
 from equivalence.spec import ACTIVATIONS
 
@@ -115,6 +115,7 @@ _TF1 = Capabilities(
     activations=_CELL_ACTIVATIONS,
     time_major=True,
     dtypes=frozenset({"float32", "float64"}),
+    cells=_LSTM_AND_GRU, reset_before=True, reset_after=False,  # GRUCell: reset-before only
 )
 # nn.GRU: reset_after=True only (b_hn inside r * (...)); no reset_before
 _TORCH = Capabilities(projection=True, time_major=True, dtypes=_ALL_FLOATS,
@@ -286,9 +287,9 @@ def cell_entries(cell: str, *, environment: str = MAIN, device: str = "cpu") -> 
 
 
 def cell_pairs(cell: str, *, environment: str = MAIN) -> list[tuple[Entry, Entry]]:
-    """The pairs of :func:`pairs` where both runtimes run ``cell``."""
+    """The pairs of :func:`pairs` where both runtimes run ``cell`` (a GRU: a shared variant)."""
     return [(a, b) for a, b in pairs(environment=environment)
-            if cell in a.capabilities.cells and cell in b.capabilities.cells]
+            if cell in joint_capabilities([a.capabilities, b.capabilities]).cells]
 
 
 def pairs(*, environment: str = MAIN) -> list[tuple[Entry, Entry]]:
