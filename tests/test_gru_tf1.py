@@ -292,3 +292,33 @@ def test_the_tf1_runtime_runs_a_bidirectional_stack_with_lengths_and_states(
                                         forget_bias=1.0)
     assert got.c is None
     assert held(reference.lstm(weights, x, h0=h0, lengths=lengths), got, "float64")
+
+
+def _numpy_grucell(weights: list, inputs: LSTMInputs, *, swap_ru: bool = False):
+    """A user's GRUCell in numpy, from TF1's equations (one cell, no lengths); ``weights``
+    is GRUCell.get_weights()'s list, as the format gives one cell."""
+    gates_k, gates_b, cand_k, cand_b = (np.asarray(a, np.float64) for a in weights)
+    x = np.asarray(inputs.x, np.float64)
+    h = np.zeros((x.shape[0], cand_b.shape[0])) if inputs.h0 is None else inputs.h0[0, 0]
+    outputs = []
+    for t in range(x.shape[1]):
+        value = 1 / (1 + np.exp(-(np.concatenate([x[:, t], h], 1) @ gates_k + gates_b)))
+        r, u = np.split(value, 2, axis=1)
+        if swap_ru:
+            r, u = u, r
+        c = np.tanh(np.concatenate([x[:, t], r * h], 1) @ cand_k + cand_b)
+        h = u * h + (1 - u) * c
+        outputs.append(h)
+    return np.stack(outputs, 1), h[None, None]
+
+
+def test_check_implementation_holds_a_numpy_grucell_and_catches_an_r_u_swap() -> None:
+    """The tf1 format's GRUs are reset_after=False: check_implementation pins that variant
+    without being told (the format holds no other)."""
+    right = eq.check_implementation(_numpy_grucell, format="tf1", cell="gru", max_examples=10,
+                                    lengths=False, native="numpy")
+    assert right.ok, str(right)
+    wrong = eq.check_implementation(lambda w, i: _numpy_grucell(w, i, swap_ru=True),
+                                    format="tf1", cell="gru", max_examples=10, lengths=False,
+                                    native="numpy")
+    assert not wrong.ok

@@ -27,6 +27,8 @@ class Format:
     from_canonical: Callable[..., Any]
     supported: frozenset[str]
     summary: str
+    # holds a GRU with reset_after=True (False: tf1's GRUCell, the reset-before variant only)
+    reset_after: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "to_canonical", _typed(self.to_canonical, self.name, "reading"))
@@ -64,6 +66,7 @@ class Format:
             dtypes=frozenset({"float16", "float32", "float64"}),
             cells=self.cells,
             reset_before="reset_after=False" in held,
+            reset_after=self.reset_after,
         )
 
 
@@ -128,6 +131,7 @@ FORMATS: dict[str, Format] = {
             tf1.from_canonical,
             tf1.SUPPORTED,
             "LSTMCell [kernel (I+H,4H), bias (4H)] or checkpoint variables",
+            reset_after=False,  # GRUCell: reset-before only
         ),
         Format(
             "torch", torch.to_canonical, torch.from_canonical, torch.SUPPORTED, "nn.LSTM state_dict"
