@@ -36,7 +36,8 @@ VOCABULARY = frozenset(
     | {f"{kind}={value}" for kind, values in VALUES.items() for value in values}
 )
 # What every runtime is assumed to take unless its row says it lacks it.
-_ASSUMED = ("stacked layers", "bidirectional", INITIAL_STATE, LENGTHS)
+# (reset_after=True: the GRU variant every GRU runtime runs but TF1 GRUCell)
+_ASSUMED = ("stacked layers", "bidirectional", INITIAL_STATE, LENGTHS, "reset_after=True")
 _DEFAULT_VALUES = {"cell": ("lstm",), "recurrent_activation": ("sigmoid",),
                    "activation": ("tanh",), "dtype": ("float32",)}
 
@@ -124,7 +125,10 @@ class Capabilities:
 def requirements(spec: LSTMSpec) -> tuple[str, ...]:
     """Every name ``spec`` needs: its cell, its features, its activations and dtype."""
     valued = ("cell=", "recurrent_activation=", "activation=")
-    return (f"cell={spec.cell}", *(f for f in spec.features() if not f.startswith(valued)),
+    # the default GRU variant is no spec feature, but a runtime may lack it
+    variant = ("reset_after=True",) if spec.cell == "gru" and spec.reset_after else ()
+    return (f"cell={spec.cell}", *variant,
+            *(f for f in spec.features() if not f.startswith(valued)),
             f"recurrent_activation={spec.recurrent_activation}",
             f"activation={spec.activation}", f"dtype={spec.dtype}")
 
@@ -141,5 +145,8 @@ def joint_capabilities(capabilities: Iterable[Capabilities]) -> Capabilities:
     if not caps:
         return Capabilities()
     limits = [c.max_layers for c in caps if c.max_layers is not None]
-    return Capabilities(frozenset.intersection(*(c.names for c in caps)),
-                        min(limits) if limits else None)
+    names = frozenset.intersection(*(c.names for c in caps))
+    if not names & {"reset_after=True", "reset_after=False"}:
+        # no GRU variant in common (TF1's reset-before GRUCell, PyTorch's reset-after nn.GRU)
+        names -= {"cell=gru"}
+    return Capabilities(names, min(limits) if limits else None)

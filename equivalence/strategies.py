@@ -92,7 +92,8 @@ def lstm_specs(
     depth; ``dtypes`` (default None: float32) the precisions allowed, some of
     ``DTYPES``; ``single_cell`` (default False) fixes one layer, one direction;
     ``cell`` (default ``"lstm"``) is the cell type, one of ``capabilities.cells``
-    (a GRU drawn with ``reset_after`` both ways where ``"reset_after=False" in capabilities``).
+    (a GRU drawn with ``reset_after`` both ways where the capabilities hold
+    ``"reset_after=False"`` and ``"reset_after=True"``, else the one they hold).
     Sizes come from ``INPUT_SIZES`` and ``UNITS``.
     """
     _check_bound("max_layers", max_layers, 1, MAX_LAYERS)
@@ -146,7 +147,9 @@ def _specs(
     # One wide integer decides the dtype (its value mod 6) and the cell activation (higher
     # bits), so the activation adds no draw and leaves the dtype draws where they were.
     wide = draw(_WIDE)
-    reset_before = "reset_after=False" in caps and wide // 6 // 96 % 2 == 1
+    # Both variants where both run (one bit of the wide draw), else the one that does.
+    reset_before = "reset_after=False" in caps and (
+        "reset_after=True" not in caps or wide // 6 // 96 % 2 == 1)
     return LSTMSpec(
         cell=cell,
         reset_after=not reset_before,

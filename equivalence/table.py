@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from equivalence.capabilities import LENGTHS, TIME_MAJOR, Capabilities
+from equivalence.capabilities import LENGTHS, TIME_MAJOR, Capabilities, joint_capabilities
 from equivalence.errors import UnknownFormatError
 from equivalence.spec import ACTIVATIONS
 
@@ -95,11 +95,13 @@ _TF_KERAS = Capabilities.of(
     activations=_CELL_ACTIVATIONS, dtypes=_ALL_FLOATS, cells=_LSTM_AND_GRU,
 )
 _TF1 = Capabilities.of(
+    _RESET_BEFORE,  # GRUCell: the reset-before variant only
     "projection", "projection_clip", "peepholes", "cell_clip",
     "forget_bias",  # a spec's run-time forget_bias is folded into the native bias
     TIME_MAJOR,
     # LSTMCell(activation=...): on the candidate j and on c before the output gate, as Keras.
     activations=_CELL_ACTIVATIONS, dtypes=("float32", "float64"),
+    cells=_LSTM_AND_GRU, lacks=("reset_after=True",),
 )
 # nn.GRU: reset_after=True only (b_hn inside r * (...)); no reset_before
 _TORCH = Capabilities.of("projection", TIME_MAJOR, dtypes=_ALL_FLOATS, cells=_LSTM_AND_GRU)
@@ -258,9 +260,9 @@ def cell_entries(cell: str, *, environment: str = MAIN, device: str = "cpu") -> 
 
 
 def cell_pairs(cell: str, *, environment: str = MAIN) -> list[tuple[Entry, Entry]]:
-    """The pairs of :func:`pairs` where both runtimes run ``cell``."""
+    """The pairs of :func:`pairs` where both runtimes run ``cell`` (a GRU: a shared variant)."""
     return [(a, b) for a, b in pairs(environment=environment)
-            if cell in a.capabilities.cells and cell in b.capabilities.cells]
+            if cell in joint_capabilities([a.capabilities, b.capabilities]).cells]
 
 
 def pairs(*, environment: str = MAIN) -> list[tuple[Entry, Entry]]:

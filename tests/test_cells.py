@@ -180,4 +180,4 @@ def test_every_cell_row_names_its_gates_and_states() -> None:
     assert cells.CELLS["lstm"].gates == ("i", "f", "g", "o")
     assert cells.CELLS["gru"].gates == ("r", "z", "n")
     assert cells.foreign_features("gru") >= {"peepholes", "projection"}
-    assert cells.foreign_features("lstm") == {"reset_after=False"}
+    assert cells.foreign_features("lstm") == {"reset_after=False", "reset_after=True"}

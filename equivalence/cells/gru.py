@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 GATES = ("r", "z", "n")
 STATES = ("h",)
-OWN_FEATURES = frozenset({"reset_after=False"})
+# reset_after=True is the default variant, so no spec lists it, but a runtime may lack it
+# (TF1 GRUCell runs reset-before only): the capability names both variants.
+OWN_FEATURES = frozenset({"reset_after=False", "reset_after=True"})
 
 
 def step(cell: CellWeights, spec: LSTMSpec, x: np.ndarray, states: tuple[np.ndarray, ...]

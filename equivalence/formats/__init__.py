@@ -27,6 +27,8 @@ class Format:
     from_canonical: Callable[..., Any]
     supported: frozenset[str]
     summary: str
+    # holds a GRU with reset_after=True (False: tf1's GRUCell, the reset-before variant only)
+    reset_after: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "to_canonical", _typed(self.to_canonical, self.name, "reading"))
@@ -48,7 +50,8 @@ class Format:
         return Capabilities.of(*held, TIME_MAJOR, cells=self.cells,
                                dtypes=("float16", "float32", "float64"),
                                activations=("tanh",), recurrent_activations=("sigmoid",),
-                               lacks=() if "bidirectional" in held else ("bidirectional",))
+                               lacks=(*(() if "bidirectional" in held else ("bidirectional",)),
+                                      *(() if self.reset_after else ("reset_after=True",))))
 
 
 def _typed(fn: Callable[..., Any], name: str, action: str) -> Callable[..., Any]:
@@ -112,6 +115,7 @@ FORMATS: dict[str, Format] = {
             tf1.from_canonical,
             tf1.SUPPORTED,
             "LSTMCell [kernel (I+H,4H), bias (4H)] or checkpoint variables",
+            reset_after=False,  # GRUCell: reset-before only
         ),
         Format(
             "torch", torch.to_canonical, torch.from_canonical, torch.SUPPORTED, "nn.LSTM state_dict"

@@ -126,6 +126,9 @@ def _cell_capabilities(caps: Capabilities, pair: str, cell: object,
     if reset_after is False and "reset_after=False" not in caps:
         raise ConversionError(f"reset_after=False: {pair} cannot run a GRU with the reset "
                               "gate before the matmul; pass reset_after=True")
+    if reset_after is True and "reset_after=True" not in caps:
+        raise ConversionError(f"reset_after=True: {pair} cannot run a GRU with the reset "
+                              "gate after the matmul; pass reset_after=False")
     return caps
 
 

@@ -171,8 +171,9 @@ def check_implementation(
                   layers=layers, directions=directions,
                   input_size=input_size, units=units, projection=projection, dtypes=dtypes,
                   features=features, cell=cell,
-                  # the variant is configuration, not weights: pinned (True unless asked)
-                  reset_after=(True if reset_after is None else reset_after)
+                  # the variant is configuration, not weights: pinned (True unless asked, or
+                  # the format holds only reset_after=False: tf1's GRUCell)
+                  reset_after=(("reset_after=True" in caps) if reset_after is None else reset_after)
                   if cell == "gru" else reset_after)
     name = getattr(fn, "__name__", type(fn).__name__)
     result = ImplementationResult(format, str(name) if isinstance(name, str) else "fn",

@@ -1,9 +1,10 @@
-"""The TF1 runtime: ``LSTMCell`` graphs run by ``tf.compat.v1.nn.dynamic_rnn``.
+"""The TF1 runtime: ``LSTMCell`` and ``GRUCell`` graphs run by ``tf.compat.v1.nn.dynamic_rnn``.
 
 This module owns building a TF1-style graph for a spec, loading ``tf1`` native
 weights into it by variable name (a dict name -> array, or for a single cell the
 ``LSTMCell.get_weights()`` list), and normalizing what the graph returns to the
-contract of :mod:`equivalence.io_types`.
+contract of :mod:`equivalence.io_types`. A GRU spec builds ``GRUCell`` s (reset_after=False,
+its only variant) in the same scopes; its state is h alone, so no c is fed or fetched.
 
 Each graph lives in its own ``tf.Graph`` and ``tf.compat.v1.Session``, so it
 runs in graph mode while eager Keras keeps working in the same process.
@@ -72,7 +73,7 @@ class _BuiltGraph:
     weight_inputs: dict[str, Any]
     weight_shapes: dict[str, tuple[int, ...]]
     assign: Any
-    fetches: tuple[Any, Any, Any]
+    fetches: tuple[Any, ...]  # outputs, h, and c for an LSTM
 
     def close(self) -> None:
         self.session.close()
@@ -90,7 +91,7 @@ def cell_module() -> Any:
 
 
 class TF1Runtime(Runtime):
-    """TF1 ``LSTMCell`` (``MultiRNNCell`` when stacked) in a graph and session.
+    """TF1 ``LSTMCell`` or ``GRUCell`` (``MultiRNNCell`` when stacked) in a graph and session.
 
     Bidirectional specs run one ``bidirectional_dynamic_rnn`` per layer whose
     concatenated ``[fw, bw]`` output feeds the next layer, under the scopes of
@@ -165,15 +166,17 @@ def _build_graph(key: _GraphKey) -> _BuiltGraph:
             tf.compat.v1.placeholder(tf.int32, [None], name="lengths") if key.has_lengths else None
         )
         h0 = c0 = None
+        gru = spec.cell == "gru"
         if key.has_state:
             layers, dirs = spec.layers, spec.directions
             h0 = tf.compat.v1.placeholder(dtype, [layers, dirs, None, spec.output_size], "h0")
-            c0 = tf.compat.v1.placeholder(dtype, [layers, dirs, None, spec.units], "c0")
+            if not gru:
+                c0 = tf.compat.v1.placeholder(dtype, [layers, dirs, None, spec.units], "c0")
         stack = _bidirectional_stack if spec.directions == 2 else _unidirectional_stack
         outputs, hs, cs = stack(tf, key, x, lengths, h0, c0)
         # (L, D, B, X): one fetch per state kind, already in the contract's layout.
-        h = tf.stack([tf.stack(per_layer) for per_layer in hs])
-        c = tf.stack([tf.stack(per_layer) for per_layer in cs])
+        fetches = [outputs] + [tf.stack([tf.stack(per_layer) for per_layer in states])
+                               for states in ((hs,) if gru else (hs, cs))]
         weight_inputs, weight_shapes, assign = _weight_assigners(tf)
     graph.finalize()
     return _BuiltGraph(
@@ -185,12 +188,15 @@ def _build_graph(key: _GraphKey) -> _BuiltGraph:
         weight_inputs=weight_inputs,
         weight_shapes=weight_shapes,
         assign=assign,
-        fetches=(outputs, h, c),
+        fetches=tuple(fetches),
     )
 
 
 def _new_cell(rnn_cell: Any, key: _GraphKey) -> Any:
     spec = key.spec
+    if spec.cell == "gru":  # no forget_bias, clips, peepholes or projection: the spec has none
+        activation = None if spec.activation == "tanh" else spec.activation
+        return rnn_cell.GRUCell(spec.units, activation=activation, dtype=spec.dtype)
     return rnn_cell.LSTMCell(
         spec.units,
         use_peepholes=spec.peepholes,
@@ -208,6 +214,8 @@ def _new_cell(rnn_cell: Any, key: _GraphKey) -> Any:
 def _initial_state(rnn_cell: Any, h0: Any, c0: Any, layer: int, direction: int) -> Any:
     if h0 is None:
         return None
+    if c0 is None:  # a GRU: its state is h itself
+        return h0[layer, direction]
     # TF1 orders a state (c, h); the contract orders (h, c).
     return rnn_cell.LSTMStateTuple(c0[layer, direction], h0[layer, direction])
 
@@ -232,7 +240,16 @@ def _unidirectional_stack(tf: Any, key: _GraphKey, x: Any, lengths: Any, h0: Any
         time_major=key.time_major,
     )
     finals = [final] if layers == 1 else list(final)
-    return outputs, [[s.h] for s in finals], [[s.c] for s in finals]
+    return outputs, [[_h(s)] for s in finals], [[_c(s)] for s in finals]
+
+
+def _h(state: Any) -> Any:
+    """A cell's final h: an LSTMStateTuple's h, or a GRU's state itself."""
+    return getattr(state, "h", state)
+
+
+def _c(state: Any) -> Any:
+    return getattr(state, "c", None)
 
 
 def _bidirectional_stack(tf: Any, key: _GraphKey, x: Any, lengths: Any, h0: Any, c0: Any):
@@ -267,8 +284,8 @@ def _bidirectional_stack(tf: Any, key: _GraphKey, x: Any, lengths: Any, h0: Any,
                     time_major=key.time_major,
                 )
             layer_input = tf.concat([out_fw, out_bw], axis=-1)
-            hs.append([fw.h, bw.h])
-            cs.append([fw.c, bw.c])
+            hs.append([_h(fw), _h(bw)])
+            cs.append([_c(fw), _c(bw)])
     return layer_input, hs, cs
 
 
@@ -288,8 +305,9 @@ def _as_variables(built: _BuiltGraph, key: _GraphKey, native: Any) -> Mapping[st
     """The native weights as a name -> array mapping.
 
     A single cell's list form is ``LSTMCell.get_weights()``: the cell's variables in
-    creation order (kernel, bias, w_f_diag, w_i_diag, w_o_diag, projection/kernel),
-    the order ``weight_inputs`` was filled in.
+    creation order (kernel, bias, w_f_diag, w_i_diag, w_o_diag, projection/kernel; a
+    GRUCell's gates/kernel, gates/bias, candidate/kernel, candidate/bias), the order
+    ``weight_inputs`` was filled in.
     """
     if isinstance(native, Mapping):
         return native
@@ -299,8 +317,9 @@ def _as_variables(built: _BuiltGraph, key: _GraphKey, native: Any) -> Mapping[st
         raise ConversionError(f"tf1 weights: {type(native).__name__}, expected {expected}")
     names = list(built.weight_inputs)
     if len(native) != len(names):
+        cell = "GRUCell" if key.spec.cell == "gru" else "LSTMCell"
         raise ShapeError("tf1 weights", f"{len(native)} arrays", f"{len(names)} arrays",
-                         "LSTMCell.get_weights() order: " + ", ".join(names))
+                         f"{cell}.get_weights() order: " + ", ".join(names))
     return dict(zip(names, native, strict=True))
 
 
@@ -336,8 +355,9 @@ def _run_graph(built: _BuiltGraph, key: _GraphKey, inputs: LSTMInputs) -> LSTMRe
         feed[built.lengths] = np.asarray(inputs.lengths, dtype=np.int32)
     if key.has_state:
         feed[built.h0] = np.asarray(inputs.h0, dtype)
-        feed[built.c0] = np.asarray(inputs.c0, dtype)
-    outputs, h, c = built.session.run(built.fetches, feed)
+        if built.c0 is not None:
+            feed[built.c0] = np.asarray(inputs.c0, dtype)
+    outputs, h, *c = built.session.run(built.fetches, feed)
     if key.time_major:
         outputs = outputs.transpose(1, 0, 2)
-    return LSTMResult(outputs=outputs, h=h, c=c)
+    return LSTMResult(outputs=outputs, h=h, c=c[0] if c else None)

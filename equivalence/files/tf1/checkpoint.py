@@ -39,6 +39,7 @@ from equivalence.files._base import (
     FoundLSTM,
     checkpoint_prefix,
     publish,
+    refuse_cells,
     remove_stale_temporaries,
 )
 from equivalence.files.limits import check_declared
@@ -217,6 +218,8 @@ def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float,
     """Write a TF1-named checkpoint for cells built with ``forget_bias``; return lines to print."""
     import tensorflow as tf
 
+    # GRUCell checkpoints are not read back by this family yet: refused by name, not written
+    refuse_cells(weights, "tf1")
     if weights.spec.activation != "tanh":  # before anything is written
         raise UnsupportedFeatureError(
             "a TF checkpoint", f"activation={weights.spec.activation}",
