@@ -314,3 +314,22 @@ def test_a_weights_file_gru_without_bias_is_refused_by_name(tmp_path, capsys) ->
     assert code == 2 and one_error_line(err, tmp_path / "m.weights.h5"), err
     assert "a GRU without biases (use_bias=False): its reset_after" in err
     assert not (tmp_path / "o.pt").exists()
+
+
+def test_a_weights_file_cell_of_zero_units_is_refused_as_either_cell(tmp_path, capsys) -> None:
+    """A (0, 0) recurrent kernel is (H, 4H) and (H, 3H) at once: no cell is guessed."""
+    source = saved_gru(tmp_path / "gru.pt", layers=1, bidirectional=False)
+    right = written(tmp_path, source, "o.weights.h5", capsys)
+
+    emptied = {(IN, 3 * H): (IN, 0), (H, 3 * H): (0, 0), (2, 3 * H): (2, 0)}
+
+    def empty(handle: object) -> None:
+        for item in datasets(handle):
+            name, parent, shape = item.name, item.parent, emptied[item.shape]
+            del handle[name]  # type: ignore[attr-defined]
+            parent.create_dataset(name.rsplit("/", 1)[1], data=np.zeros(shape, "float32"))
+
+    hostile = edit_h5(right, tmp_path / "empty.weights.h5", empty)
+    code, _, err = run_cli(capsys, "convert", hostile, "--to", "torch", "-o", tmp_path / "o.pt")
+    assert code == 2 and one_error_line(err, hostile), err
+    assert "H=0 fits an LSTM and a GRU alike" in err
