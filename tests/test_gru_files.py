@@ -1,6 +1,7 @@
 """GRU files through the command line: ``torch.save`` files of ``nn.GRU`` and ``nn.GRUCell``
 inspected, converted with ``--verify`` (both sides run in torch, for real), compared, and
-refused by name by the writers that build LSTM layers or nodes only."""
+refused by name by the writers that build LSTM layers or nodes only (the Keras writer's
+GRUs: tests/test_gru_keras_files.py)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,6 @@ def test_must_fail_compare_catches_and_names_a_z_r_swap(tmp_path, capsys) -> Non
 
 
 @pytest.mark.parametrize(("target", "name", "writer"), [
-    ("keras", "out.keras", "keras files (LSTM layers) cannot represent cell=gru"),
     # the tf1 format holds GRUCell (reset_after=False) only; the checkpoint writer no GRU yet
     ("tf1", "out.ckpt", "tf1 cannot represent reset_after=True"),
 ])

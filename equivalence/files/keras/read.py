@@ -12,8 +12,14 @@ only with a GPU-less conversion it does silently. Found in a file:
   a whole); each member stays selectable by its own layer name.
 * ``GRU`` layers and ``RNN`` over ``GRUCell`` cells the same way, from the model config
   (read with ``cell="gru"`` and the config's ``reset_after``; a GRU stacks on GRUs of
-  the same variant only). A weights-only file's GRUs are not found (nothing says
-  which cell made them).
+  the same variant only).
+* weights-only files (Keras 3 ``.weights.h5``, legacy ``save_weights``): no config, so
+  the cell is told from the shapes (:func:`_gates`). The recurrent kernel is (H, 4H) for
+  an LSTM and (H, 3H) for a GRU, its rows fixing H, so the two cannot be confused (a
+  4H' = 3H column count alone could: 12 columns are an LSTM of 3 or a GRU of 4). A GRU's
+  bias then says its variant: (2, 3H) ``reset_after=True``, (3H,) ``reset_after=False``;
+  a GRU without bias, or with a bias of neither shape, is refused by name (the weights do
+  not say which function it computes), as is H = 0 (both cells fit).
 
 Which Keras wrote the file decides what ``"hard_sigmoid"`` means: tf_keras's
 clip(0.2x+0.5) (``keras_version`` 2.x) or Keras 3's clip(x/6+0.5).
@@ -186,26 +192,81 @@ def _k3_find(root: Any, name: str, guard: H5Guard) -> Any:
 # ---------------------------------------------------------------- weights-only files
 
 
-def _shape_layer(name: str, cells: list[dict[str, np.ndarray]], major: int) -> KerasLayer:
-    """A layer known only from its weights: bias length says LSTM (4H) or CuDNNLSTM (8H)."""
+def _shape_layer(name: str, cells: list[dict[str, np.ndarray]], major: int,
+                 gates: int = 4) -> KerasLayer:
+    """A layer known only from its weights: an LSTM's bias length says LSTM (4H) or
+    CuDNNLSTM (8H); a GRU's (``gates`` 3) bias shape says its ``reset_after``."""
     units = cells[0]["recurrent_kernel"].shape[0]
-    fmt = "cudnn" if "bias" in cells[0] and cells[0]["bias"].shape[0] == 8 * units else "keras"
+    fmt = "cudnn" if gates == 4 and "bias" in cells[0] and (
+        cells[0]["bias"].shape[:1] == (8 * units,)) else "keras"
     directions = 2 if len(cells) == 2 and name.startswith("bidirectional") else 1
-    layer = KerasLayer(name, "CuDNNLSTM" if fmt == "cudnn" else "LSTM", fmt, directions, [])
+    label = "GRU" if gates == 3 else "CuDNNLSTM" if fmt == "cudnn" else "LSTM"
+    layer = KerasLayer(name, label, fmt, directions, [])
     if directions == 2:
         layer.label = f"Bidirectional({layer.label})"
     layer.notes.append("no model config in the file: tanh/sigmoid assumed, stacking inferred "
                        "from the layer order and shapes")
-    layer.cells = arrange(cells, layer)
+    if gates == 3:
+        _gru_variant(layer, cells, units)
+    if layer.problem is None:
+        layer.cells = arrange(cells, layer)
     return layer
 
 
-def _is_lstm_cells(cells: list[dict[str, np.ndarray]]) -> bool:
-    return bool(cells) and all(
-        "kernel" in c and "recurrent_kernel" in c and c["recurrent_kernel"].ndim == 2
-        and c["recurrent_kernel"].shape[1] == 4 * c["recurrent_kernel"].shape[0]
-        for c in cells
-    )
+def _gru_variant(layer: KerasLayer, cells: list[dict[str, np.ndarray]], units: int) -> None:
+    """A weights-only GRU's reset_after, from its biases' shape; a problem when they do not
+    say it (no bias: either variant fits) or fit neither."""
+    layer.cell = "gru"
+    variants = {(2, 3 * units): True, (3 * units,): False}
+    shapes = [tuple(c["bias"].shape) for c in cells if "bias" in c]
+    if len(shapes) < len(cells):
+        layer.notes.append("use_bias=False: no bias in the file")
+        layer.problem = ("a GRU without biases (use_bias=False): its reset_after, which "
+                         "changes the function, is not in the weights; save the whole model "
+                         "(.keras or .h5) instead")
+        return
+    for shape in shapes:
+        if shape not in variants:
+            hint = " (a CuDNNGRU's 6H bias: not read)" if shape == (6 * units,) else ""
+            layer.problem = (f"GRU bias of shape {shape}{hint}, expected {(2, 3 * units)} "
+                             f"(reset_after=True) or {(3 * units,)} (reset_after=False) "
+                             f"for H={units}")
+            return
+    if len(set(shapes)) > 1:
+        layer.problem = f"GRU directions with different bias shapes {shapes}"
+        return
+    layer.reset_after = variants[shapes[0]]
+    layer.label = layer.label.replace("GRU", f"GRU(reset_after={layer.reset_after})")
+    layer.notes.append(f"a GRU: (H, 3H) recurrent kernel; reset_after={layer.reset_after} "
+                       f"from its {shapes[0]} bias")
+
+
+def _gates(cells: list[dict[str, np.ndarray]]) -> int | None:
+    """4 (LSTM) or 3 (GRU) when every cell's recurrent kernel is (H, 4H) or (H, 3H) alike,
+    H > 0; None for anything else (not a recurrent layer the spec holds)."""
+    counts = set()
+    for cell in cells:
+        recurrent = cell.get("recurrent_kernel")
+        if "kernel" not in cell or recurrent is None or recurrent.ndim != 2:
+            return None
+        rows, columns = recurrent.shape
+        counts.add(columns // rows if rows and columns % rows == 0 else None)
+    return counts.pop() if len(counts) == 1 and counts <= {3, 4} else None
+
+
+def _zero_units(cells: list[dict[str, np.ndarray]]) -> bool:
+    """A (0, 0) recurrent kernel: an LSTM and a GRU of H = 0 alike."""
+    return any(getattr(c.get("recurrent_kernel"), "shape", None) == (0, 0) for c in cells)
+
+
+def _weights_layer(name: str, cells: list[dict[str, np.ndarray]], major: int
+                   ) -> KerasLayer | None:
+    """The LSTM or GRU a weights-only layer's cells are, or None (another layer)."""
+    if cells and _zero_units(cells):
+        return KerasLayer(name, "LSTM or GRU", "keras", 1, [], problem=(
+            "a (0, 0) recurrent kernel: H=0 fits an LSTM and a GRU alike"))
+    gates = _gates(cells) if cells else None
+    return None if gates is None else _shape_layer(name, cells, major, gates)
 
 
 def _legacy_weights_only(root: Any, major: int, guard: H5Guard, layer_names: Any
@@ -222,8 +283,8 @@ def _legacy_weights_only(root: Any, major: int, guard: H5Guard, layer_names: Any
             raise
         except (KeyError, ValueError):
             cells = []
-        if _is_lstm_cells(cells):
-            layer = _shape_layer(name, cells, major)
+        layer = _weights_layer(name, cells, major)
+        if layer is not None:
             layer.inbound = previous
             found.append(layer)
         previous = name
@@ -241,9 +302,9 @@ def _k3_weights_only(root: Any, guard: H5Guard) -> list[KerasLayer]:
     found, others = [], []
     for key in keys:
         cells = _k3_cells(layers[key], guard)
-        if _is_lstm_cells(cells):
+        layer = _weights_layer(key, cells, 3)
+        if layer is not None:
             variables = layers[key].get("vars")
-            layer = _shape_layer(key, cells, 3)
             layer.name = (key if variables is None
                           else text(guard.attrs(variables).get("name", key)))
             found.append((key, layer))

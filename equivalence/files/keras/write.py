@@ -1,7 +1,12 @@
 """Writing Keras files: ``.keras`` (a Keras 3 model: input (batch, time, I) -> the top
 layer's output sequence), ``.weights.h5`` (the same model's weights), ``.h5`` (the same
 network as a tf_keras HDF5 model). ``--with-states``: a ``.keras`` functional model taking
-and returning the states (:mod:`.keras_states`). Reading is :mod:`equivalence.files.keras.read`.
+and returning the states (:mod:`.keras_states`), LSTMs only. Reading is
+:mod:`equivalence.files.keras.read`.
+
+The layers are the spec's cell: ``LSTM``, or ``GRU`` with the spec's ``reset_after``
+(whose bias, (2, 3H) or (3H,), the format's writer already shaped), stacked and
+``Bidirectional`` the same way.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ def keras_output_kind(path: Path) -> str:
 
 
 def _layer_names(spec: Any) -> list[str]:
-    base = "bidirectional" if spec.directions == 2 else "lstm"
+    base = "bidirectional" if spec.directions == 2 else spec.cell
     return [base if k == 0 else f"{base}_{k}" for k in range(spec.layers)]
 
 
@@ -43,9 +48,11 @@ def model_code(weights: LSTMWeights, flavour: str) -> str:
     act = "" if spec.recurrent_activation == "sigmoid" else ', recurrent_activation="hard_sigmoid"'
     act += "" if spec.activation == "tanh" else f', activation="{spec.activation}"'
     module = "keras" if flavour != "tf_keras_h5" else "tf_keras"
+    if spec.cell == "gru":
+        act += "" if spec.reset_after else ", reset_after=False"
     lines = [f"{module}.Sequential([{module}.Input((None, {spec.input_size})),"]
     for _ in range(spec.layers):
-        lstm = f"{module}.layers.LSTM({spec.units}, return_sequences=True{act})"
+        lstm = f"{module}.layers.{_layer_class(spec)}({spec.units}, return_sequences=True{act})"
         if spec.directions == 2:
             lstm = f"{module}.layers.Bidirectional({lstm})"
         lines.append(f"    {lstm},")
@@ -56,9 +63,10 @@ def model_code(weights: LSTMWeights, flavour: str) -> str:
 def write_keras(path: Path, weights: LSTMWeights, job: Any) -> list[str]:
     """Write ``weights`` as ``path``'s ending asks; return lines to print."""
     flavour = keras_output_kind(path)
+    spec = weights.spec
     if getattr(job, "with_states", False):
         _check_states_flavour(path, flavour)
-    spec = weights.spec
+        _check_states_cell(spec)
     wanted = "hard_sigmoid_tf_keras" if flavour == "tf_keras_h5" else "hard_sigmoid_keras3"
     if spec.recurrent_activation not in ("sigmoid", wanted):
         target = "tf_keras (.h5)" if flavour == "tf_keras_h5" else "Keras 3 (.keras/.weights.h5)"
@@ -111,6 +119,13 @@ def build_states_model(spec: Any, native: list[np.ndarray]) -> Any:
                        spec.recurrent_activation == "hard_sigmoid_keras3")
 
 
+def _check_states_cell(spec: Any) -> None:
+    # The --with-states signature is h0 and c0 per layer (states.py); a GRU has no c.
+    if spec.cell != "lstm":
+        raise UnsupportedFeatureError("keras files with --with-states", f"cell={spec.cell}",
+                                      "write it without --with-states")
+
+
 def _check_states_flavour(path: Path, flavour: str) -> None:
     if flavour != "keras":
         raise FileFormatError(path, "--with-states: only a .keras model takes states as "
@@ -129,27 +144,30 @@ def _save_tf_keras(spec: Any, native: list[np.ndarray], path: Path) -> None:
 
 def _sequential(module: Any, first: Any, spec: Any, native: list[np.ndarray],
                 hard_sigmoid: str) -> Any:
-    """``module``'s (keras or tf_keras) Sequential of LSTM layers after ``first``, weights
-    set; its "hard_sigmoid" is the spec's ``hard_sigmoid`` flavour."""
+    """``module``'s (keras or tf_keras) Sequential of the spec's LSTM or GRU layers after
+    ``first``, weights set; its "hard_sigmoid" is the spec's ``hard_sigmoid`` flavour."""
     act = "hard_sigmoid" if spec.recurrent_activation == hard_sigmoid else "sigmoid"
+    build = getattr(module.layers, _layer_class(spec))
+    extra = {"reset_after": spec.reset_after} if spec.cell == "gru" else {}
     layers: list[Any] = [first]
     for name in _layer_names(spec):
-        lstm = module.layers.LSTM(spec.units, return_sequences=True, recurrent_activation=act,
-                                  activation=spec.activation,
-                                  dtype=spec.dtype, name=name if spec.directions == 1 else None)
+        layer = build(spec.units, return_sequences=True, recurrent_activation=act,
+                      activation=spec.activation, dtype=spec.dtype,
+                      name=name if spec.directions == 1 else None, **extra)
         if spec.directions == 2:
-            lstm = module.layers.Bidirectional(lstm, name=name, dtype=spec.dtype)
-        layers.append(lstm)
-    model = module.Sequential(layers, name="converted_lstm")
+            layer = module.layers.Bidirectional(layer, name=name, dtype=spec.dtype)
+        layers.append(layer)
+    model = module.Sequential(layers, name=f"converted_{spec.cell}")
     model.set_weights([np.asarray(a) for a in native])
     return model
 
 
-def check_writable(weights: LSTMWeights) -> None:
-    """Raise what a Keras file cannot hold: the format's refusals, and any cell but the LSTM
-    (the model written is a stack of LSTM layers)."""
-    from equivalence.files._base import refuse_cells
-    from equivalence.formats import get as get_format
+def _layer_class(spec: Any) -> str:
+    """The Keras layer class of the spec's cell (keras and tf_keras name them alike)."""
+    return {"lstm": "LSTM", "gru": "GRU"}[spec.cell]
 
-    refuse_cells(weights, "keras files (LSTM layers)")
+
+def check_writable(weights: LSTMWeights) -> None:
+    """Raise what a Keras file cannot hold: the format's refusals (an LSTM or a GRU of
+    either variant; the cells the format knows are the layers written)."""
     get_format("keras").from_canonical(weights)
