@@ -287,8 +287,8 @@ def test_framework_errors_in_the_worker_come_back_named(name: str) -> None:
 # but TensorFlow (keras/src/backend/common/dtypes.py, BIT64_TO_BIT32_DTYPE), so ops that
 # go through result_type compute in float32: tanh on JAX, the masked loop's matmuls on torch.
 FLOAT64_MASKED = cf.Feature(
-    "float64 with lengths", {"lengths": True},
-    lambda case: case.inputs.lengths is not None, dtype="float64")
+    "float64 with lengths", ("sequence lengths",),
+    present=lambda case: case.inputs.lengths is not None, dtype="float64")
 
 
 @pytest.mark.parametrize(
