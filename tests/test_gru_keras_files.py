@@ -124,13 +124,19 @@ def compare(a: Path, b: Path, capsys) -> tuple[int, str]:
 NAMES = ["out.keras", "out.weights.h5", "out.h5"]
 
 
+def converted_and_verified(capsys, source, target) -> str:
+    """``convert --to keras -o target --verify``, which must pass; its printout."""
+    code, out, err = run_cli(capsys, "convert", source, "--to", "keras", "-o", target,
+                             "--verify")
+    assert code == 0 and "verify: PASSED" in out, out + err
+    return out
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_an_nn_gru_written_as_keras_verifies_and_compares_equivalent(tmp_path, capsys,
                                                                      name: str) -> None:
     source = saved_gru(tmp_path / "gru.pt")
-    code, out, err = run_cli(capsys, "convert", source, "--to", "keras", "-o", tmp_path / name,
-                             "--verify")
-    assert code == 0 and "verify: PASSED" in out, out + err
+    out = converted_and_verified(capsys, source, tmp_path / name)
     if name != "out.keras":
         assert "layers.Bidirectional(" in out and "layers.GRU(4, return_sequences=True)" in out
     code, out, err = run_cli(capsys, "inspect", tmp_path / name)
@@ -143,9 +149,7 @@ def test_an_nn_gru_written_as_keras_verifies_and_compares_equivalent(tmp_path, c
 def test_reset_after_false_is_written_with_its_one_bias_and_verifies(tmp_path, capsys,
                                                                      name: str) -> None:
     source = keras_before_reset(tmp_path / "before.keras")
-    code, out, err = run_cli(capsys, "convert", source, "--to", "keras", "-o", tmp_path / name,
-                             "--verify")
-    assert code == 0 and "verify: PASSED" in out, out + err
+    converted_and_verified(capsys, source, tmp_path / name)
     code, out, err = run_cli(capsys, "inspect", tmp_path / name)
     assert code == 0 and "GRU (reset_after=False)  2       2" in out and "one (3H)" in out, (
         out + err)

@@ -123,12 +123,10 @@ def _cell_capabilities(caps: Capabilities, pair: str, cell: object,
     if not isinstance(reset_after, bool) or cell != "gru":
         raise ConversionError(f"reset_after={brief(reset_after)}: pass True or False, with "
                               "cell='gru' (the GRU's variant), or leave it out")
-    if reset_after is False and "reset_after=False" not in caps:
-        raise ConversionError(f"reset_after=False: {pair} cannot run a GRU with the reset "
-                              "gate before the matmul; pass reset_after=True")
-    if reset_after is True and "reset_after=True" not in caps:
-        raise ConversionError(f"reset_after=True: {pair} cannot run a GRU with the reset "
-                              "gate after the matmul; pass reset_after=False")
+    if f"reset_after={reset_after}" not in caps:
+        where = "after" if reset_after else "before"
+        raise ConversionError(f"reset_after={reset_after}: {pair} cannot run a GRU with the "
+                              f"reset gate {where} the matmul; pass reset_after={not reset_after}")
     return caps
 
 
