@@ -10,10 +10,13 @@ Facts, each established here against a hand-built ``neoml.Dnn.Gru`` (not the run
 * input #1 (the second) is the initial h.
 
 The neoml-marked tests need NeoML (``.venv-neoml``); the others are numpy only and run in
-both environments. The must-fail: a writer that keeps z and r in canonical order.
+both environments. The must-fails: a writer that keeps z and r in canonical order, and one
+that leaves the recurrent biases out of the free terms.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +37,7 @@ from equivalence.errors import (
     WeightValueError,
 )
 from equivalence.formats import neoml as neoml_format
+from equivalence.harness import exchange
 from equivalence.harness import judge as harness
 from equivalence.io_types import LSTMInputs, LSTMResult
 from equivalence.strategies import lstm_cases
@@ -127,24 +131,36 @@ def test_neoml_gru_is_the_format_with_the_reset_gate_before_the_matmul(with_h0: 
     assert not _judged(after, inputs, actual)
 
 
-def _z_and_r_kept_in_canonical_order(native: dict) -> dict:
+def _written(weights: LSTMWeights) -> dict:
+    return eq.from_canonical(weights, "neoml")
+
+
+def _z_and_r_kept_in_canonical_order(weights: LSTMWeights) -> dict:
     """A writer that forgets NeoML's gate rows are z then r."""
+    native = _written(weights)
+
     def swap(array: np.ndarray) -> np.ndarray:
         return np.concatenate([array[H:], array[:H]])
     return {**native, "gate_weights": swap(native["gate_weights"]),
             "gate_free_term": swap(native["gate_free_term"])}
 
 
+def _recurrent_biases_dropped(weights: LSTMWeights) -> dict:
+    """A writer that takes the input biases for the free terms (one-bias formats' classic)."""
+    return _written(weights.map_cells(lambda _l, _d, cell: type(cell)(
+        cell.w_input, cell.w_recurrent, cell.b_input, np.zeros_like(cell.b_recurrent))))
+
+
 @pytest.mark.neoml
-@pytest.mark.parametrize("converter, ok", [(None, True), (_z_and_r_kept_in_canonical_order,
-                                                          False)])
-def test_a_z_r_swap_is_caught_on_neoml(converter, ok: bool) -> None:
-    """The row's runtime on the format's arrays passes; with z and r swapped it must fail."""
+@pytest.mark.parametrize("writer, ok", [(_written, True), (_z_and_r_kept_in_canonical_order,
+                                                           False),
+                                        (_recurrent_biases_dropped, False)])
+def test_a_z_r_swap_or_a_dropped_bias_is_caught_on_neoml(writer, ok: bool) -> None:
+    """The row's runtime on the format's arrays passes; z and r swapped, or the recurrent
+    biases left out of the free terms, must fail."""
     runtime = require(NEOML)
     weights, inputs = _gru_weights(3), _inputs(4, True)
-    native = eq.from_canonical(weights, "neoml")
-    moved = converter(native) if converter else native
-    actual = runtime.run(weights.spec, moved, inputs)
+    actual = runtime.run(weights.spec, writer(weights), inputs)
     assert actual.c is None
     assert _judged(weights, inputs, actual) is ok
 
@@ -321,3 +337,49 @@ def test_a_second_layer_of_the_wrong_width_is_named() -> None:
     native[1][0]["main_weights"] = native[1][0]["main_weights"][:, 1:]
     with pytest.raises(ShapeError, match=r"layer 1 main_weights.*\(4, 7\).*\(4, 8\)"):
         eq.to_canonical(native, "neoml", cell="gru")
+
+
+# ------------------------------------------------------------------ the case exchange
+
+# Keras's GRU(reset_after=False), 2 layers, bidirectional, with h0, and its recorded results:
+# case 9 of `python -m equivalence.harness.exchange export --sources keras --examples 10`
+# (main environment, seed 0).
+GRU_CASE = Path(__file__).parent / "neoml_files" / "gru_keras.npz"
+
+
+def _keras_to_neoml_with_z_and_r_swapped(native: list) -> list:
+    moved = eq.convert(native, source="keras", target="neoml",
+                       source_options={"directions": 2, "cell": "gru", "reset_after": False})
+
+    def swap(cell: dict) -> dict:
+        units = cell["main_free_term"].shape[0]
+        return {**cell, **{key: np.concatenate([cell[key][units:], cell[key][:units]])
+                           for key in ("gate_weights", "gate_free_term")}}
+    return [[swap(cell) for cell in row] for row in moved]
+
+
+@pytest.mark.neoml
+@pytest.mark.parametrize("converter, ok", [(None, True),
+                                           (_keras_to_neoml_with_z_and_r_swapped, False)])
+def test_a_keras_gru_case_runs_the_same_in_neoml(converter, ok: bool) -> None:
+    """Keras's recorded GRU results, its weights moved to NeoML and run; a converter that
+    swaps z and r must fail, named by the harness's float64 recheck."""
+    require(NEOML)
+    outcome = exchange.judge(GRU_CASE, "neoml", converter=converter)
+    assert outcome.ok is ok, outcome.message()
+    if not ok:
+        assert "keras -> neoml: not equivalent" in outcome.message()
+        assert "off: neoml (converted)" in outcome.blame
+
+
+@pytest.mark.cpu
+@pytest.mark.neoml
+def test_a_gru_case_file_carries_h_alone(tmp_path: Path) -> None:
+    case = exchange.load(GRU_CASE)
+    assert (case.spec.cell, case.spec.reset_after, case.source) == ("gru", False, "keras")
+    assert case.expected.c is None and case.inputs.c0 is None and case.inputs.h0 is not None
+    exchange.save(tmp_path / "again.npz", case)
+    again = exchange.load(tmp_path / "again.npz")
+    assert again.spec == case.spec and again.expected.c is None
+    np.testing.assert_array_equal(again.expected.h, case.expected.h)
+    assert "c" not in np.load(tmp_path / "again.npz").files
