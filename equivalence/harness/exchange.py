@@ -81,7 +81,8 @@ def random_case_for(
     )
     # drawn only where a GRU can be, so LSTM-only streams (export-neoml's) replay as before
     if "gru" in caps.cells and rng.random() < 0.5:
-        after = caps.reset_after and not (caps.reset_before and rng.random() < 0.5)
+        after = "reset_after=True" in caps and not (
+            "reset_after=False" in caps and rng.random() < 0.5)
         spec = spec.replace(cell="gru", reset_after=after)
     weights = random_weights(spec, rng, scale=float(rng.choice([0.1, 0.5, 1.0]))).astype("float32")
     batch, steps = int(rng.integers(1, 4)), int(rng.choice([1, 3, 6, 9]))
