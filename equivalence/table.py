@@ -123,9 +123,11 @@ _ONNXRUNTIME = Capabilities.of(
 # gate_fn could also run "hard_sigmoid_keras3", but the flax format refuses it.
 _FLAX = Capabilities.of(TIME_MAJOR, dtypes=("float32", "float64"))
 _NEOML = Capabilities.of(
-    lacks=(LENGTHS,),  # no per-sequence lengths in the Lstm layer
+    _RESET_BEFORE,  # Gru: the reset-before variant only
+    lacks=(LENGTHS, "reset_after=True"),  # no per-sequence lengths in the Lstm layer
     # no "time-major input": NeoML is time-major only, so the runtime always transposes
     dtypes=("float32",),  # blobs are float32 or int32
+    cells=_LSTM_AND_GRU,
 )
 # ONNX-consuming deployment runtimes, fed the graph onnxruntime runs (runtimes/_onnx_family.py).
 # Each claims only what its conformance cells match; what they get wrong (tract: reverse,

@@ -133,6 +133,7 @@ FORMATS: dict[str, Format] = {
             neoml.from_canonical,
             neoml.SUPPORTED,
             "Lstm input/recurrent weights and free terms, gates g f i o",
+            reset_after=False,  # Gru: reset-before only
         ),
         Format(
             "flax",

@@ -71,13 +71,19 @@ def source_weights(case_path: Path, case: CaseFile) -> Any:
 def random_case_for(
     caps: Capabilities, rng: np.random.Generator
 ) -> tuple[LSTMSpec, Any, LSTMInputs]:
-    """A random spec, canonical weights and inputs that ``caps`` can run."""
+    """A random spec, canonical weights and inputs that ``caps`` can run: an LSTM, or where
+    ``caps`` runs GRUs, half the time a GRU of a variant it runs (and no c0)."""
     spec = LSTMSpec(
         int(rng.choice([1, 3, 5])),
         int(rng.choice([1, 2, 4, 6])),
         int(rng.integers(1, 3)),
         int(rng.choice([1, 2])) if "bidirectional" in caps else 1,
     )
+    # drawn only where a GRU can be, so LSTM-only streams (export-neoml's) replay as before
+    if "gru" in caps.cells and rng.random() < 0.5:
+        after = "reset_after=True" in caps and not (
+            "reset_after=False" in caps and rng.random() < 0.5)
+        spec = spec.replace(cell="gru", reset_after=after)
     weights = random_weights(spec, rng, scale=float(rng.choice([0.1, 0.5, 1.0]))).astype("float32")
     batch, steps = int(rng.integers(1, 4)), int(rng.choice([1, 3, 6, 9]))
     x = rng.normal(size=(batch, steps, spec.input_size)).astype(np.float32)
@@ -88,7 +94,7 @@ def random_case_for(
         )
         c0 = rng.uniform(-1, 1, (spec.layers, spec.directions, batch, spec.units)).astype(
             np.float32
-        )
+        ) if "c" in spec.state_names else None
     return weights.spec, weights, LSTMInputs(x, h0, c0)
 
 

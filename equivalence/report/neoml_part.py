@@ -50,13 +50,18 @@ def exchanged_rows(
     files: list[Path], targets: list[str], environment: str,
     tick: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per (case files' source, target): each file moved to ``target``, run, judged."""
-    by_source: dict[str, list[Path]] = defaultdict(list)
+    """One row per (case files' source, cell, target): each file moved to ``target``, run,
+    judged; a source's GRU cases are a row of their own, in the GRU matrix."""
+    by_source: dict[tuple[str, str], list[Path]] = defaultdict(list)
     for path in files:
-        by_source[exchange.load(path).source].append(path)
+        case = exchange.load(path)
+        by_source[case.source, case.spec.cell].append(path)
     order = {name: n for n, name in enumerate(entry.name for entry in table.RUNTIMES)}
     rows = []
-    for source, paths in sorted(by_source.items(), key=lambda item: order.get(item[0], 99)):
+    def place(key: tuple[str, str]) -> tuple[int, bool]:  # table order, LSTM before GRU
+        return order.get(key[0], 99), key[1] != "lstm"
+
+    for (source, cell), paths in sorted(by_source.items(), key=lambda item: place(item[0])):
         for target in targets:
             if target == source:
                 continue
@@ -70,7 +75,7 @@ def exchanged_rows(
                 if tick:
                     tick()
             rows.append(results.pair_row(source, target, environment,
-                                         exploration(judged, error)))
+                                         exploration(judged, error), cell=cell))
     return rows
 
 
@@ -84,13 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     entry = table.entry("neoml")
     caps = entry.capabilities
-    found = explore(
-        lstm_cases(capabilities=caps, dtypes=caps.dtypes),
-        lambda case: harness.check_against_reference(entry, case),
-        max_examples=args.examples,
-        seed_value=args.seed,
-    )
-    rows = [results.pair_row("neoml", "reference", table.NEOML, found)]
+    rows = []
+    for cell in sorted(caps.cells, key=("lstm", "gru").index):
+        found = explore(
+            lstm_cases(capabilities=caps, dtypes=caps.dtypes, cell=cell),
+            lambda case: harness.check_against_reference(entry, case),
+            max_examples=args.examples,
+            seed_value=args.seed,
+        )
+        rows.append(results.pair_row("neoml", "reference", table.NEOML, found, cell=cell))
     rows += exchanged_rows(sorted(args.cases.glob("*.npz")), ["neoml"], table.NEOML)
     if args.export:
         exchange.export_neoml(args.export, examples=args.examples, seed=args.seed)

@@ -1,4 +1,4 @@
-"""NeoML runtime: a ``neoml.Dnn.Dnn`` of ``neoml.Dnn.Lstm`` layers.
+"""NeoML runtime: a ``neoml.Dnn.Dnn`` of ``neoml.Dnn.Lstm`` (or ``neoml.Dnn.Gru``) layers.
 
 This module owns running the ``neoml`` native form (see
 :mod:`equivalence.formats.neoml`) through NeoML itself and normalizing the
@@ -22,6 +22,12 @@ Facts verified against neoml 2.0.210 (scripts in the report):
 * No sequence lengths, no float64 (blobs are float32 or int32), no peepholes
   or projection; the built-in ``hard_sigmoid`` is clip(0.5 x + 0.5, 0, 1),
   which matches neither Keras hard sigmoid.
+* ``Gru`` (tests/test_neoml_gru.py): ``gate_weights`` blob ``(1, 2H, 1, 1, 1, 1, I+H)``
+  (rows z then r), ``main_weights`` ``(1, H, 1, 1, 1, 1, I+H)``, columns [input,
+  hidden], free terms ``(2H, 1, 1, 1, 1, 1, 1)`` and ``(H, 1, ...)``; the reset gate
+  before the matmul (reset_after=False only); output #0 h on every step; optional
+  input #1 (second) the initial h, ``(1, B, 1, 1, 1, 1, H)``. It has no
+  ``reverse_seq``: a backward GRU runs between two ``ReverseSequence`` layers.
 """
 
 from __future__ import annotations
@@ -41,7 +47,10 @@ from equivalence.spec import LSTMSpec
 if TYPE_CHECKING:
     from equivalence.table import Entry
 
-_WEIGHT_NAMES = ("input_weights", "recurrent_weights", "input_free_term", "recurrent_free_term")
+_WEIGHT_NAMES = {
+    "lstm": ("input_weights", "recurrent_weights", "input_free_term", "recurrent_free_term"),
+    "gru": ("gate_weights", "gate_free_term", "main_weights", "main_free_term"),
+}
 
 
 @dataclass
@@ -49,11 +58,12 @@ class _Network:
     """A built Dnn for one shape, plus handles to its layers."""
 
     dnn: Any
-    lstms: list[list[Any]]  # [layer][direction]
+    layers: list[list[Any]]  # the Lstm or Gru of [layer][direction]
 
 
 class NeoMLRuntime(Runtime):
-    """``neoml.Dnn.Lstm`` layers (``reverse_seq`` for the backward direction) in one Dnn."""
+    """``neoml.Dnn.Lstm`` layers (``reverse_seq`` for the backward direction) in one Dnn;
+    ``neoml.Dnn.Gru`` layers for a GRU (reversed around for the backward direction)."""
 
     module: ClassVar[str] = "neoml"
 
@@ -70,13 +80,14 @@ class NeoMLRuntime(Runtime):
     def execute(
         self, spec: LSTMSpec, native: Any, inputs: LSTMInputs, options: dict[str, Any]
     ) -> LSTMResult:
-        cells = _cells_grid(native)
+        cells = _cells_grid(native, spec.cell)
         batch, steps = inputs.batch, inputs.steps
         has_state = inputs.h0 is not None
         network = self._network(spec, batch, steps, has_state)
-        for layer, row in enumerate(network.lstms):
-            for direction, lstm in enumerate(row):
-                self._set_weights(lstm, cells[layer][direction])
+        set_weights = self._set_gru_weights if spec.cell == "gru" else self._set_weights
+        for layer, row in enumerate(network.layers):
+            for direction, recurrent in enumerate(row):
+                set_weights(recurrent, cells[layer][direction])
         outputs = network.dnn.run(self._feeds(spec, inputs, has_state))
         return _collect(spec, outputs, batch, steps)
 
@@ -86,7 +97,7 @@ class NeoMLRuntime(Runtime):
         """Run (through the contract), then save the very network that ran as NeoML's own
         network file (``Dnn.store``), so a reader elsewhere gets what produced the result."""
         result = self.run(spec, native, inputs)
-        has_state = inputs.h0 is not None or inputs.c0 is not None
+        has_state = inputs.h0 is not None or inputs.c0 is not None  # a GRU's: h0 alone
         network = self._network(spec, inputs.batch, inputs.steps, has_state)
         network.dnn.store(str(path))
         return result
@@ -116,33 +127,29 @@ class NeoMLRuntime(Runtime):
         return self._engine
 
     def _build(self, spec: LSTMSpec, has_state: bool) -> _Network:
-        """Source -> Lstm per direction -> ConcatChannels between layers; Sinks read h and c."""
+        """Source -> Lstm (Gru) per direction -> ConcatChannels between layers; Sinks read h
+        (and an LSTM's c)."""
         import neoml
 
         dnn = neoml.Dnn.Dnn(self._math_engine())
         layer_input: Any = neoml.Dnn.Source(dnn, "x")
-        lstms = []
+        build = _gru_direction if spec.cell == "gru" else _lstm_direction
+        layers = []
         for layer in range(spec.layers):
-            row = []
+            row, outputs = [], []
             for direction in range(spec.directions):
-                tag = f"{layer}_{direction}"
-                sources = [layer_input]
-                if has_state:  # positional optional inputs: #1 initial c, #2 initial h
-                    sources += [neoml.Dnn.Source(dnn, f"c0_{tag}"),
-                                neoml.Dnn.Source(dnn, f"h0_{tag}")]
-                lstm = neoml.Dnn.Lstm(sources, hidden_size=spec.units,
-                                      reverse_seq=direction == 1, name=f"lstm_{tag}")
-                neoml.Dnn.Sink((lstm, 0), f"h_{tag}")
-                neoml.Dnn.Sink((lstm, 1), f"c_{tag}")
-                row.append(lstm)
-            lstms.append(row)
+                recurrent, output = build(dnn, layer_input, spec.units, f"{layer}_{direction}",
+                                          has_state, direction == 1)
+                row.append(recurrent)
+                outputs.append(output)
+            layers.append(row)
             if layer == spec.layers - 1:
                 break  # no concat on top: a layer whose output feeds nothing crashes run()
-            if len(row) == 1:
-                layer_input = row[0]
+            if len(outputs) == 1:
+                layer_input = outputs[0]
             else:  # forward channels first, as the contract's concatenation
-                layer_input = neoml.Dnn.ConcatChannels(row, name=f"concat_{layer}")
-        return _Network(dnn, lstms)
+                layer_input = neoml.Dnn.ConcatChannels(outputs, name=f"concat_{layer}")
+        return _Network(dnn, layers)
 
     def _set_weights(self, lstm: Any, cell: Mapping[str, np.ndarray]) -> None:
         import neoml
@@ -160,6 +167,21 @@ class NeoMLRuntime(Runtime):
             # copy=True: the blob must not alias a numpy buffer that may be freed.
             setattr(lstm, name, neoml.Blob.asblob(engine, cell[name], shape, copy=True))
 
+    def _set_gru_weights(self, gru: Any, cell: Mapping[str, np.ndarray]) -> None:
+        import neoml
+
+        engine = self._math_engine()
+        units2, columns = cell["gate_weights"].shape
+        units = units2 // 2
+        shapes = {
+            "gate_weights": (1, units2, 1, 1, 1, 1, columns),
+            "gate_free_term": (units2, 1, 1, 1, 1, 1, 1),
+            "main_weights": (1, units, 1, 1, 1, 1, columns),
+            "main_free_term": (units, 1, 1, 1, 1, 1, 1),
+        }
+        for name, shape in shapes.items():
+            setattr(gru, name, neoml.Blob.asblob(engine, cell[name], shape, copy=True))
+
     def _feeds(self, spec: LSTMSpec, inputs: LSTMInputs, has_state: bool) -> dict[str, Any]:
         import neoml
 
@@ -171,6 +193,8 @@ class NeoMLRuntime(Runtime):
         if not has_state:
             return feeds
         for prefix, value in (("h0", inputs.h0), ("c0", inputs.c0)):
+            if value is None:  # a GRU's c0
+                continue
             states = np.asarray(value, np.float32)
             for layer in range(spec.layers):
                 for direction in range(spec.directions):
@@ -180,28 +204,63 @@ class NeoMLRuntime(Runtime):
         return feeds
 
 
+def _lstm_direction(dnn: Any, layer_input: Any, units: int, tag: str, has_state: bool,
+                    backward: bool) -> tuple[Any, Any]:
+    """One Lstm (``reverse_seq`` backward) and its Sinks; its output #0 feeds the next layer."""
+    import neoml
+
+    sources = [layer_input]
+    if has_state:  # positional optional inputs: #1 initial c, #2 initial h
+        sources += [neoml.Dnn.Source(dnn, f"c0_{tag}"), neoml.Dnn.Source(dnn, f"h0_{tag}")]
+    lstm = neoml.Dnn.Lstm(sources, hidden_size=units, reverse_seq=backward, name=f"lstm_{tag}")
+    neoml.Dnn.Sink((lstm, 0), f"h_{tag}")
+    neoml.Dnn.Sink((lstm, 1), f"c_{tag}")
+    return lstm, lstm
+
+
+def _gru_direction(dnn: Any, layer_input: Any, units: int, tag: str, has_state: bool,
+                   backward: bool) -> tuple[Any, Any]:
+    """One Gru and its Sink; backward, it runs on the reversed sequence and its output is
+    reversed back, so (as the Lstm's ``reverse_seq``) h is in the original time order."""
+    import neoml
+
+    first = neoml.Dnn.ReverseSequence(layer_input, name=f"reverse_in_{tag}") if backward else (
+        layer_input)
+    sources = [first]
+    if has_state:  # the optional input #1: the initial h
+        sources.append(neoml.Dnn.Source(dnn, f"h0_{tag}"))
+    gru = neoml.Dnn.Gru(sources, hidden_size=units, name=f"gru_{tag}")
+    output = neoml.Dnn.ReverseSequence(gru, name=f"reverse_out_{tag}") if backward else gru
+    neoml.Dnn.Sink(output, f"h_{tag}")
+    return gru, output
+
+
 def _collect(spec: LSTMSpec, outputs: Mapping[str, Any], batch: int, steps: int) -> LSTMResult:
     """Sink blobs -> contract: batch-major outputs, final state at the last (or first) step."""
     top, final_h, final_c = [], [], []
     for layer in range(spec.layers):
         for direction in range(spec.directions):
             tag = f"{layer}_{direction}"
-            # reshape, not asarray's squeeze: dims of size 1 (B, T or H) must stay.
-            h = np.array(outputs[f"h_{tag}"].asarray(copy=True)).reshape(steps, batch, spec.units)
-            c = np.array(outputs[f"c_{tag}"].asarray(copy=True)).reshape(steps, batch, spec.units)
+            h = _sequence(outputs[f"h_{tag}"], steps, batch, spec.units)
             last = 0 if direction == 1 else steps - 1  # reverse outputs are in original order
             final_h.append(h[last])
-            final_c.append(c[last])
+            if "c" in spec.state_names:
+                final_c.append(_sequence(outputs[f"c_{tag}"], steps, batch, spec.units)[last])
             if layer == spec.layers - 1:
                 top.append(h)
     shape = (spec.layers, spec.directions, batch, spec.units)
     outputs_bm = np.concatenate(top, axis=-1).transpose(1, 0, 2)
-    return LSTMResult(np.ascontiguousarray(outputs_bm), np.stack(final_h).reshape(shape),
-                      np.stack(final_c).reshape(shape))
+    c = np.stack(final_c).reshape(shape) if final_c else None
+    return LSTMResult(np.ascontiguousarray(outputs_bm), np.stack(final_h).reshape(shape), c)
 
 
-def _cells_grid(native: Any) -> list[list[dict[str, np.ndarray]]]:
+def _sequence(blob: Any, steps: int, batch: int, units: int) -> np.ndarray:
+    # reshape, not asarray's squeeze: dims of size 1 (B, T or H) must stay.
+    return np.array(blob.asarray(copy=True)).reshape(steps, batch, units)
+
+
+def _cells_grid(native: Any, cell: str) -> list[list[dict[str, np.ndarray]]]:
     """``native`` (checked by the contract) as ``[layer][direction]`` dicts of float32 arrays."""
     grid = layer_grid(native, "neoml weights")
-    return [[{name: np.ascontiguousarray(np.asarray(cell[name], dtype=np.float32))
-              for name in _WEIGHT_NAMES} for cell in row] for row in grid]
+    return [[{name: np.ascontiguousarray(np.asarray(weights[name], dtype=np.float32))
+              for name in _WEIGHT_NAMES[cell]} for weights in row] for row in grid]

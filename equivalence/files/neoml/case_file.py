@@ -4,7 +4,7 @@ NeoML cannot share an environment with TensorFlow, so weights cross as a case
 file (:mod:`equivalence.harness.exchange` writes and judges them): the spec
 (JSON), the source runtime's name and format, its native weights (any nesting
 of lists and dicts, stored as a JSON skeleton plus numbered arrays), random
-inputs, and the outputs, h and c the source network computed on them. In the
+inputs, and the outputs, h and c (a GRU: h alone) the source network computed on them. In the
 NeoML environment::
 
     .venv-neoml/bin/python -m equivalence.files.neoml.case_file lstm.npz
@@ -35,7 +35,8 @@ from equivalence.spec import LSTMSpec
 
 NETWORK_SUFFIX = ".cnnarch"  # NeoML's usual name for a stored network
 _SPEC_OPTIONS = {"directions": "directions", "recurrent_activation": "recurrent_activation",
-                 "cell_clip": "cell_clip", "proj_clip": "projection_clip", "clip": "gate_clip"}
+                 "cell_clip": "cell_clip", "proj_clip": "projection_clip", "clip": "gate_clip",
+                 "cell": "cell", "reset_after": "reset_after"}
 
 
 @dataclass(frozen=True)
@@ -87,20 +88,16 @@ def save(path: Path, case: CaseFile) -> None:
             ("h0", case.inputs.h0),
             ("c0", case.inputs.c0),
             ("lengths", case.inputs.lengths),
+            ("c", case.expected.c),  # a GRU's result has none
         )
         if value is not None
     }
-    if case.expected.c is None:  # NeoML's exchange carries LSTM cases (its row has no GRU)
-        from equivalence.errors import ConversionError
-
-        raise ConversionError(f"{path}: a case file holds an LSTM's h and c; this case has no c")
     np.savez(
         path,
         meta=json.dumps(meta),
         x=case.inputs.x,
         outputs=case.expected.outputs,
         h=case.expected.h,
-        c=case.expected.c,
         **optional,
     )
 
@@ -120,7 +117,7 @@ def load(path: Path) -> CaseFile:
         meta["format_options"],
         _rebuild(meta["weights"], get),
         inputs,
-        LSTMResult(get["outputs"], get["h"], get["c"]),
+        LSTMResult(get["outputs"], get["h"], get.get("c")),
     )
 
 
@@ -143,8 +140,14 @@ def read_case(path: Path) -> list[FoundLSTM]:
     return [FoundLSTM(name="lstm", format=case.format, native=case.native, source=str(path),
                       kind=f"equivalence case file (expected results from {case.source})",
                       read_options=options, run_options=dict(case.format_options),
-                      biases="two (input + recurrent free terms)" if case.format == "neoml"
-                      else "as the format")]
+                      biases=_biases(case))]
+
+
+def _biases(case: CaseFile) -> str:
+    if case.format != "neoml":
+        return "as the format"
+    return "one free term per gate" if case.spec.cell == "gru" else (
+        "two (input + recurrent free terms)")
 
 
 def write_case(path: Path, weights: LSTMWeights, inputs: LSTMInputs, expected: LSTMResult,
@@ -157,7 +160,8 @@ def write_case(path: Path, weights: LSTMWeights, inputs: LSTMInputs, expected: L
     # A handle, because np.savez would append .npz to the temporary name.
     with atomic_output(path) as temporary, open(temporary, "wb") as handle:
         save(handle, case)  # type: ignore[arg-type]  # np.savez takes a handle
-    return [f"wrote {path} (NeoML weights, gates g f i o, and {source}'s results on "
+    gates = "z r, then n" if weights.spec.cell == "gru" else "g f i o"
+    return [f"wrote {path} (NeoML weights, gates {gates}, and {source}'s results on "
             f"{inputs.batch}x{inputs.steps} random inputs)",
             f"check it in the NeoML environment: .venv-neoml/bin/python -m "
             f"equivalence.files.neoml.case_file {path}"]
