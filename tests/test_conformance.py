@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from equivalence import table
+from equivalence import capabilities, table
 from equivalence.canonical import random_weights
 from equivalence.capabilities import Capabilities
 from equivalence.case import Case
@@ -27,6 +27,7 @@ from equivalence.harness import judge as harness
 from equivalence.harness.known import KNOWN, VERDICTS, known_finding
 from equivalence.io_types import LSTMInputs
 from equivalence.report import conformance_plot
+from equivalence.runtimes._onnx_family import OnnxRuntimeSessions
 from equivalence.spec import LSTMSpec
 from tests.runtime_support import require
 
@@ -60,7 +61,7 @@ def test_cells_are_well_formed_and_json_ready(grid: list[dict[str, Any]]) -> Non
         if cell["verdict"] != cf.MATCH:
             assert cell["minimal_case"] and cell["detail"], cell
     features = {c["feature"] for c in grid if c["runtime"] == "tract"}
-    assert features == {f.name for f in cf.ONNX_FEATURES}
+    assert features == {f.name for f in cf.ONNX_FEATURES + cf.GRU_ONNX_FEATURES}
 
 
 def test_tract_reverse_and_clip_are_found_silently_wrong(grid: list[dict[str, Any]]) -> None:
@@ -84,6 +85,24 @@ def test_onnxruntime_matches_or_refuses(grid: list[dict[str, Any]]) -> None:
         assert _cell(cells, "onnxruntime", feature)["verdict"] == cf.MATCH
     # tract runs Tanh whatever the activations say: the grid finds it, not the table
     assert {_cell(grid, "tract", f)["verdict"] for f in cell_activations} == {cf.WRONG}
+    # GRU nodes: ORT matches every GRU column, both linear_before_reset values included
+    for feature in cf.GRU_ONNX_FEATURES:
+        assert _cell(cells, "onnxruntime", feature.name)["verdict"] == cf.MATCH, feature.name
+
+
+def test_tract_gru_reverse_clip_and_activations_are_found_silently_wrong(
+    grid: list[dict[str, Any]],
+) -> None:
+    """The GRU node's forms of tract's LSTM bugs come out of the grid's own search."""
+    wrong = ("GRU reverse", "GRU gate_clip", "GRU activations",
+             *(f.name for f in cf.GRU_CELL_ACTIVATION_FEATURES))
+    for feature in wrong:
+        cell = _cell(grid, "tract", feature)
+        assert cell["verdict"] == cf.WRONG and "cell=gru" in cell["minimal_case"], cell
+    assert "direction=reverse" in _cell(grid, "tract", "GRU reverse")["minimal_case"]
+    # both variants and a bidirectional node are right: only the attributes are ignored
+    for feature in ("GRU forward", "GRU reset_after=False", "GRU bidirectional"):
+        assert _cell(grid, "tract", feature)["verdict"] == cf.MATCH, feature
 
 
 def test_known_findings_reproduce_and_nothing_else_is_off(grid: list[dict[str, Any]]) -> None:
@@ -138,10 +157,12 @@ def _case(spec: LSTMSpec, steps: int = 5, batch: int = 2) -> Case:
     return Case(spec, weights, LSTMInputs(x))
 
 
-@pytest.mark.parametrize("onnx", [{"direction": "reverse"}, {"input_forget": True}])
-def test_onnx_only_references_differ_from_forward(onnx: dict[str, Any]) -> None:
-    """Each ONNX-only probe's reference is not the plain LSTM (else ignoring it would match)."""
-    case = _case(LSTMSpec(3, 4))
+@pytest.mark.parametrize(("onnx", "cell"), [({"direction": "reverse"}, "lstm"),
+                                           ({"input_forget": True}, "lstm"),
+                                           ({"direction": "reverse"}, "gru")])
+def test_onnx_only_references_differ_from_forward(onnx: dict[str, Any], cell: str) -> None:
+    """Each ONNX-only probe's reference is not the plain cell (else ignoring it would match)."""
+    case = _case(LSTMSpec(3, 4, cell=cell))
     plain = harness.reference_result(case)
     intended = cf.expected_result(cf.Probe("f", case, onnx))
     assert compare(plain, intended, harness.tolerance(case)).max_abs_diff > 1e-2
@@ -196,3 +217,62 @@ def test_the_grid_is_the_same_whatever_the_number_of_worker_processes() -> None:
     two = cf.run_conformance(names, jobs=2, **options)
     assert {c["verdict"] for c in one} >= {cf.WRONG}  # tract computes reverse as forward
     assert json.dumps(comparable(one)) == json.dumps(comparable(two))
+
+
+class FlippedLinearBeforeReset(OnnxRuntimeSessions):
+    """ONNX Runtime fed every GRU node with linear_before_reset flipped: the classic GRU
+    variant mix-up (PyTorch's reset_after run as ONNX's default), in a real engine."""
+
+    def compile(self, model: bytes, feeds: Any) -> Any:
+        import onnx
+
+        graph = onnx.load_from_string(model)
+        for node in graph.graph.node:
+            for attribute in node.attribute:
+                if node.op_type == "GRU" and attribute.name == "linear_before_reset":
+                    attribute.i = 1 - attribute.i
+        return super().compile(graph.SerializeToString(), feeds)
+
+
+def test_a_wrong_gru_runtime_is_found_silently_wrong_and_named() -> None:
+    """Must-fail: a GRU runtime that computes the other variant is a silently wrong cell
+    (shrunk, with its case), its row's claim is named false, and its LSTM cells still match."""
+    row = _row("onnxruntime")
+    flipped = table.Entry("ort_flipped_gru", f"{__name__}:FlippedLinearBeforeReset", "onnx",
+                          row.capabilities)
+    assert cf.onnx_runner(flipped) is not None
+    for feature in (cf.GRU_FORWARD, cf.GRU_RESET_BEFORE):
+        cell = cf.judge(flipped, feature, max_examples=EXAMPLES, seed=0, shrink_runs=5)
+        assert cell["verdict"] == cf.WRONG and cell["claimed_off"], cell
+        assert "cell=gru" in cell["minimal_case"] and cell["max_abs_diff"] > 1e-3, cell
+        assert any(f"ort_flipped_gru / {feature.name}: claimed by the row" in p
+                   for p in cf.unexpected([cell]))
+    assert cf.judge(flipped, cf.FORWARD, max_examples=2, seed=0)["verdict"] == cf.MATCH
+
+
+def test_gru_contract_columns_follow_what_the_format_holds() -> None:
+    """Rows probed through the contract get GRU columns where their format holds a GRU, and
+    reset_after=False only where it holds that variant (torch: nn.GRU has none)."""
+    gru_names = {f.name for f in cf.GRU_CONTRACT_FEATURES}
+
+    def columns(name: str) -> set[str]:
+        supported = cf.get_format(table.BY_NAME[name].format).supported
+        return {f.name for f in cf.GRU_CONTRACT_FEATURES if f.holds is None or f.holds(supported)}
+
+    assert columns("keras") == gru_names
+    assert columns("torch") == columns("mlx") == gru_names - {"GRU reset_after=False"}
+    # TF1 GRUCell holds the reset-before variant (its row refuses the other by name)
+    assert columns("tf1") == gru_names
+    assert columns("flax") == set()
+
+
+def test_a_gru_contract_cell_runs_the_runtime_and_refuses_what_the_row_does_not_claim() -> None:
+    """torch's nn.GRU through the contract: GRU forward matches; a row without GRU refuses."""
+    row = _row("torch")
+    assert cf.onnx_runner(row) is None
+    cell = cf.judge(row, cf.GRU_FORWARD, max_examples=EXAMPLES, seed=0)
+    assert cell["verdict"] == cf.MATCH and cell["claimed"], cell
+    lstm_only = table.Entry("torch_lstm_only", row.runtime, "torch",
+                            Capabilities.of("projection", capabilities.TIME_MAJOR))
+    refused = cf.judge(lstm_only, cf.GRU_FORWARD, max_examples=2, seed=0)
+    assert refused["verdict"] == cf.REFUSED and "cell=gru" in refused["detail"], refused

@@ -19,6 +19,12 @@ initial state) get their own features, with the float64 reference computing
 the intended semantics. Every other runtime is probed through the runtime
 contract, on the features its weight format can hold.
 
+GRU columns (``GRU forward``, ``GRU reverse``, ...) draw GRU cases: GRU nodes for
+the ONNX rows (both ``linear_before_reset`` values, clip, f and g activations,
+``sequence_lens``, ``initial_h`` given or omitted), and for the contract rows the
+GRU features their format holds (lengths, initial states, time-major,
+``reset_after=False``).
+
 Known findings (:data:`KNOWN`) are expectations, never inputs: the verdicts
 come from the generated cases, and the test suite fails when one stops
 reproducing. Core: numpy, Hypothesis and the harness at import.
@@ -76,13 +82,20 @@ class Feature:
     dtype: str = "float32"
     onnx: Mapping[str, Any] = field(default_factory=dict)
     holds: Callable[[frozenset[str]], bool] | None = None
+    cell: str = "lstm"
+    # a GRU's variant: True (ONNX linear_before_reset=1) unless the feature is the other one
+    reset_after: bool = True
 
     def cases(self) -> st.SearchStrategy[Case]:
-        caps = _BASE.with_values("dtype", (self.dtype,)).with_names(*self.extra)
+        caps = (_BASE.with_values("dtype", (self.dtype,)).with_values("cell", (self.cell,))
+                .with_names(*self.extra, f"reset_after={self.reset_after}"))
         for kind, chosen in self.values.items():
             caps = caps.with_values(kind, chosen)
-        drawn = lstm_cases(capabilities=caps, max_layers=self.max_layers, dtypes=(self.dtype,))
-        return drawn.filter(self.present)
+        drawn = lstm_cases(capabilities=caps, max_layers=self.max_layers, dtypes=(self.dtype,),
+                           cell=self.cell)
+        # strategies draw both GRU variants the names allow: keep the feature's one
+        return drawn.filter(lambda case: case.spec.reset_after == self.reset_after
+                            and self.present(case))
 
 
 def _spec_has(name: str) -> Callable[[Case], bool]:
@@ -152,7 +165,63 @@ ONNX_FEATURES = (
     FORWARD, REVERSE, BIDIRECTIONAL, STACKED, GATE_CLIP, ACTIVATIONS, *CELL_ACTIVATION_FEATURES,
     INPUT_FORGET, PEEPHOLES, LAYOUT, LENGTHS, INITIAL_STATES, NO_INITIAL_STATE, FLOAT16, FLOAT64,
 )
-FEATURES = tuple({f.name: f for f in ONNX_FEATURES + CONTRACT_FEATURES}.values())  # column order
+
+
+# GRU columns: GRU nodes (ONNX rows) or GRU runtimes (contract rows), linear_before_reset=1
+# (reset_after=True) unless the column is the other variant. A format that cannot hold a GRU
+# gets no GRU column; a row that does not claim GRU refuses its cells by name.
+def _gru(name: str, *extra: str, **fields: Any) -> Feature:
+    """A GRU column (``GRU <name>``); ``holds`` needs ``cell=gru`` and ``holds_also``."""
+    also = fields.pop("holds_also", None)
+    holds = fields.pop("holds", None)
+    return Feature(
+        f"GRU {name}", extra, present=fields.pop("present", lambda case: True),
+        cell="gru",
+        holds=lambda supported: ("cell=gru" in supported and (also is None or also in supported)
+                                 and (holds is None or holds(supported))),
+        **fields)
+
+
+def _gru_cell_activation(name: str) -> Feature:
+    """The GRU candidate's activation ``name`` (ONNX GRU g), one column each as for the LSTM."""
+    return _gru(f"activation {name}", values={"activation": frozenset({name})},
+                present=lambda case: case.spec.activation == name,
+                holds_also=f"activation={name}")
+
+
+GRU_FORWARD = _gru("forward")
+# ONNX's default linear_before_reset=0 (Keras reset_after=False), in stacks both ways too
+GRU_RESET_BEFORE = _gru("reset_after=False", "bidirectional", max_layers=2,
+                        reset_after=False, holds_also="reset_after=False")
+GRU_REVERSE = _gru("reverse", onnx={"direction": "reverse"})
+GRU_BIDIRECTIONAL = _gru("bidirectional", "bidirectional",
+                         present=_spec_has("bidirectional"), holds_also="bidirectional")
+GRU_STACKED = _gru("stacked layers", max_layers=2, present=_spec_has("stacked layers"),
+                   holds_also="stacked layers")
+GRU_CLIP = _gru("gate_clip", "gate_clip", present=_spec_has("gate_clip"),
+                holds_also="gate_clip")
+GRU_ACTIVATIONS = _gru("activations", values={"recurrent_activation": _ACTIVATIONS},
+                       present=ACTIVATIONS.present, holds=_holds_activation)
+GRU_CELL_ACTIVATION_FEATURES = tuple(_gru_cell_activation(a) for a in CELL_ACTIVATIONS
+                                     if a != "tanh")
+GRU_LENGTHS = _gru("sequence lengths", *LENGTHS.extra, present=LENGTHS.present)
+GRU_INITIAL_STATES = _gru("initial states", *INITIAL_STATES.extra,
+                          present=INITIAL_STATES.present)
+GRU_TIME_MAJOR = _gru("time-major", *TIME_MAJOR.extra, present=TIME_MAJOR.present)
+# Run twice on one loaded graph: an engine may break only on the graph's second run (OpenCV
+# 5.1.0 does without initial_h), which a grid of distinct shapes would never reach.
+GRU_NO_INITIAL_STATE = _gru("no initial_h input", onnx={"omit_state": True, "runs": 2})
+# GRU nodes: the operator's attributes and inputs (f, g activations: 2 per direction)
+GRU_ONNX_FEATURES = (
+    GRU_FORWARD, GRU_RESET_BEFORE, GRU_REVERSE, GRU_BIDIRECTIONAL, GRU_STACKED, GRU_CLIP,
+    GRU_ACTIVATIONS, *GRU_CELL_ACTIVATION_FEATURES, GRU_LENGTHS, GRU_INITIAL_STATES,
+    GRU_NO_INITIAL_STATE,
+)
+# GRU runtimes through the contract: what their formats and rows can say of a GRU
+GRU_CONTRACT_FEATURES = (GRU_FORWARD, GRU_RESET_BEFORE, GRU_LENGTHS, GRU_INITIAL_STATES,
+                         GRU_TIME_MAJOR)
+FEATURES = tuple({f.name: f for f in ONNX_FEATURES + CONTRACT_FEATURES + GRU_ONNX_FEATURES
+                  + GRU_CONTRACT_FEATURES}.values())  # column order
 
 
 @dataclass(frozen=True)
@@ -222,9 +291,10 @@ _SESSIONS: dict[str, Any] = {}
 def features_for(row: Entry) -> tuple[Feature, ...]:
     """The features ``row`` could meet: ONNX-level ones, or those its format can hold."""
     if onnx_runner(row) is not None:
-        return ONNX_FEATURES
+        return ONNX_FEATURES + GRU_ONNX_FEATURES
     supported = get_format(row.format).supported
-    return tuple(f for f in CONTRACT_FEATURES if f.holds is None or f.holds(supported))
+    return tuple(f for f in CONTRACT_FEATURES + GRU_CONTRACT_FEATURES
+                 if f.holds is None or f.holds(supported))
 
 
 def run_probe(row: Entry, probe: Probe, runner: OnnxRunner | None) -> LSTMResult:
@@ -236,13 +306,15 @@ def run_probe(row: Entry, probe: Probe, runner: OnnxRunner | None) -> LSTMResult
 
     attributes = dict(probe.onnx)
     has_state = not attributes.pop("omit_state", False)
+    runs = attributes.pop("runs", 1)
     layout = attributes.get("layout", 0)
     model = onnx_family.probe_model(case.spec, has_state=has_state,
                                     has_lengths=case.inputs.lengths is not None, **attributes)
     plain = LSTMWeights(case.spec.replace(recurrent_activation="sigmoid"), case.weights.cells)
     native = from_canonical(plain, "onnx")
     fed = onnx_family.feeds(case.spec, native, case.inputs, has_state=has_state, layout=layout)
-    return onnx_family.result(case.spec, runner(model, fed), case.inputs, layout=layout)
+    outputs = [runner(model, fed) for _ in range(runs)][-1]  # the last run is judged
+    return onnx_family.result(case.spec, outputs, case.inputs, layout=layout)
 
 
 def observe(row: Entry, probe: Probe, runner: OnnxRunner | None) -> Observation:

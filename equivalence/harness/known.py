@@ -108,3 +108,32 @@ for _row in ("openvino", "openvino_default"):
     })
 
 
+# GRU nodes (the grid's "GRU ..." columns, linear_before_reset=1 unless the column is the
+# other variant), found by the grid (seed 0, 4 and 10 examples a cell, 2026-12-03).
+KNOWN.update({
+    ("tract", "GRU reverse"): Known(WRONG, "tract 0.23.9 computes a GRU's direction=reverse "
+                                    "as forward"),
+    ("tract", "GRU gate_clip"): Known(WRONG, "tract 0.23.9 ignores the GRU clip attribute"),
+    ("tract", "GRU activations"): Known(WRONG, "tract 0.23.9 ignores the GRU activations "
+                                        "attribute"),
+    ("tract", "GRU sequence lengths"): Known(REFUSED, "tract: Non constant seq_len is not "
+                                             "supported (GRU)"),
+    ("opencv", "GRU activations"): Known(REFUSED, "OpenCV: a GRU model with activations "
+                                         "cannot be loaded"),
+    ("opencv", "GRU no initial_h input"): Known(
+        REFUSED, "OpenCV 5.1.0: a GRU net without initial_h fails its second run "
+        "(GRULayerImpl::prepareRuntimeState, batch > 1)"),
+})
+for _name, _onnx in _ONNX_NAMES.items():
+    KNOWN[("tract", f"GRU activation {_name}")] = Known(
+        WRONG, "tract 0.23.9 ignores the GRU activations attribute (runs Tanh)")
+    # OpenCV loads no GRU node with an activations attribute, Sigmoid g included
+    KNOWN[("opencv", f"GRU activation {_name}")] = Known(
+        REFUSED, f"OpenCV: a GRU model with {_onnx} activations cannot be loaded")
+    if _name not in ("relu", "sigmoid"):  # OpenVINO's GRUSequence runs Relu and Sigmoid
+        for _row in ("openvino", "openvino_default"):
+            KNOWN[(_row, f"GRU activation {_name}")] = Known(
+                REFUSED, f"OpenVINO: ConvertGRUSequenceToTensorIterator fails on {_onnx}")
+for _row in ("openvino", "openvino_default"):
+    KNOWN[(_row, "GRU activations")] = Known(
+        REFUSED, "OpenVINO: Unsupported activation function (GRU)")
