@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from equivalence.capabilities import LENGTHS, TIME_MAJOR, Capabilities, joint_capabilities
 from equivalence.errors import UnknownFormatError
+from equivalence.known import ONNXRUNTIME, OPENCV, OPENVINO, OPENVINO_DEFAULT, TRACT, Known
 from equivalence.spec import ACTIVATIONS
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ class Entry:
     cpu_twin: str | None = None  # for GPU rows: the CPU row it must agree with
     in_pairs: bool = True  # False: checked against the reference only (reason in the row)
     packages: tuple[str, ...] = ()  # distributions whose versions the report records
+    # Findings expected of this runtime: conformance column (or known.MATRIX) -> Known
+    known: Mapping[str, Known] = field(default_factory=dict)
 
     def load(self) -> Runtime:
         """The runtime object of this row (one per process: it holds the built networks)."""
@@ -181,7 +184,7 @@ RUNTIMES: tuple[Entry, ...] = (
          packages=("tensorflow",)),
     _row("torch", "torch:TorchRuntime", "torch", _TORCH, packages=("torch",)),
     _row("onnxruntime", "onnxruntime:OnnxRuntime", "onnx", _ONNXRUNTIME,
-         packages=("onnxruntime", "onnx")),
+         packages=("onnxruntime", "onnx"), known=ONNXRUNTIME),
     _row("flax", "flax:FlaxRuntime", "flax", _FLAX, packages=("flax", "jax")),
     _row("flax_optimized", "flax:FlaxOptimizedRuntime", "flax", _FLAX,
          format_options={"variant": "linen_optimized"}),
@@ -189,15 +192,16 @@ RUNTIMES: tuple[Entry, ...] = (
     # to compile); bidirectional in tests/test_activations.py, float16 2-layer stacks by hand.
     _row("openvino", "openvino:OpenVinoRuntime", "onnx",
          _OPENVINO.with_values("activation", ("tanh", "relu", "sigmoid")),
-         packages=("openvino",)),
+         packages=("openvino",), known=OPENVINO),
     # The same engine and graph as `openvino` with the CPU plugin's default precision (bf16
     # where the CPU has AVX512-BF16/AMX, else f32: its version string says which): checked
     # against the reference at the normal tolerance, so a reduced precision shows as a
     # failure, never hidden. Its pairs would repeat openvino's.
     _row("openvino_default", "openvino:OpenVinoDefaultRuntime", "onnx", _OPENVINO,
-         in_pairs=False),
-    _row("tract", "tract:TractRuntime", "onnx", _TRACT, packages=("tract",)),
-    _row("opencv", "opencv:OpenCvRuntime", "onnx", _OPENCV, packages=("opencv-python-headless",)),
+         in_pairs=False, known=OPENVINO_DEFAULT),
+    _row("tract", "tract:TractRuntime", "onnx", _TRACT, packages=("tract",), known=TRACT),
+    _row("opencv", "opencv:OpenCvRuntime", "onnx", _OPENCV, packages=("opencv-python-headless",),
+         known=OPENCV),
     _row("mlx", "mlx:MlxRuntime", "mlx", _MLX, packages=("mlx",)),
     _row("neoml", "neoml:NeoMLRuntime", "neoml", _NEOML, environment=NEOML, packages=("neoml",)),
     # jax's own CPU reference of jax.experimental.rnn: it exercises the jax_rnn flat layout

@@ -128,7 +128,7 @@ def main() -> int:
     print(f"nobuco: converted; lengths [3, 1]: max abs diff {diff:.3g} "
           f"(tolerance {TOLERANCE:g})")
     print("REPRODUCED" if diff > TOLERANCE else
-          "FIXED: update the KnownFailure and findings/README.md")
+          "FIXED: update its Known and findings/README.md")
     return 1 if diff > TOLERANCE else 0
 
 

@@ -105,7 +105,7 @@ def main() -> int:
     diff = max_abs_diff(expected, actual)
     print(f"{version}: converted; max abs diff {diff:.3g} (tolerance {TOLERANCE:g})")
     print("REPRODUCED" if diff > TOLERANCE else
-          "FIXED: update the KnownFailure and findings/README.md")
+          "FIXED: update its Known and findings/README.md")
     return 1 if diff > TOLERANCE else 0
 
 

@@ -143,7 +143,7 @@ def main() -> int:
         print(f"torch {torch.__version__} {attempt} export: x declared {declared}; "
               f"at B=3, T=5: {shown}")
         reproduced |= diff > TOLERANCE
-    print("REPRODUCED" if reproduced else "FIXED: update the KnownFailure and findings/README.md")
+    print("REPRODUCED" if reproduced else "FIXED: update its Known and findings/README.md")
     return 1 if reproduced else 0
 
 

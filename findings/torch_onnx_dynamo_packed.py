@@ -119,7 +119,7 @@ def main() -> int:
     print(f"torch {torch.__version__}: exported; lengths [3, 1]: max abs diff {diff:.3g} "
           f"(tolerance {TOLERANCE:g})")
     print("REPRODUCED" if diff > TOLERANCE else
-          "FIXED: update the KnownFailure and findings/README.md")
+          "FIXED: update its Known and findings/README.md")
     return 1 if diff > TOLERANCE else 0
 
 

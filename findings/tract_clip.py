@@ -145,7 +145,7 @@ def main() -> int:
                 print("the control is off too: not this finding")
                 return 2
             reproduced |= name != "control" and diff > TOLERANCE
-    print("REPRODUCED" if reproduced else "FIXED: update known.KNOWN and findings/README.md")
+    print("REPRODUCED" if reproduced else "FIXED: update equivalence/known.py, findings/README.md")
     return 1 if reproduced else 0
 
 

@@ -162,7 +162,7 @@ def main() -> int:
         if not name.startswith("control"):
             off.append(diff > TOLERANCE)
     reproduced = all(off)
-    print("REPRODUCED" if reproduced else "FIXED: update known.KNOWN and findings/README.md")
+    print("REPRODUCED" if reproduced else "FIXED: update equivalence/known.py, findings/README.md")
     return 1 if reproduced else 0
 
 

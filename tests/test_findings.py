@@ -2,13 +2,13 @@
 
 Owns the link between ``findings/*.py`` and the expectations they stand for. Every
 silently wrong cell of :data:`equivalence.harness.known.KNOWN` still expected with the
-versions installed here, and every third-party :class:`KnownFailure`, is declared by
+versions installed here, and every third-party converter's Known, is declared by
 exactly one script: its top-level ``CELLS`` (``(runtime, feature)`` pairs) or
 ``KNOWN_FAILURES`` (``(converter, signature)`` pairs), read with :mod:`ast` without
 running it; so is every exporter's ExpectedProbe that is not by design
 (``EXPECTED_PROBES``: ``(exporter, configuration, probe)``). Every script runs as a
 subprocess of this interpreter and must exit 1 (the bug reproduces); 0 means it was
-fixed upstream, so ``KNOWN`` (its ``fixed_in``) or the KnownFailure and
+fixed upstream, so the row's finding (its ``fixed_in``) or the converter's and
 ``findings/README.md`` must change. A quantization finding declares
 ``QUANTIZED_PATHS`` (``(path, verdict)`` of its "Quantized LSTMs" row): the path must
 be one :mod:`equivalence.quantized` runs, the verdict a finding; every script declares
@@ -207,5 +207,5 @@ def test_script_still_reproduces(script: Path) -> None:
         pytest.skip(f"{script.name}: {run.stdout.strip()}")
     assert run.returncode != 0, (
         f"{script.name} no longer reproduces (fixed upstream?): update known.KNOWN "
-        f"(fixed_in) or the KnownFailure, and the table in findings/README.md\n{output}")
+        f"(fixed_in) or the converter's Known, and the table in findings/README.md\n{output}")
     assert run.returncode == 1, f"{script.name} exited {run.returncode}, expected 1\n{output}"

@@ -26,6 +26,7 @@ from equivalence.converters.cudnn_h5 import CuDNNH5
 from equivalence.converters.nobuco_to_keras import Nobuco
 from equivalence.converters.torch_onnx_export import TorchOnnxExport
 from equivalence.harness.explore import case_features
+from equivalence.known import REFUSED, Known
 
 # Not module-wide: the side-environment converters' runs carry `sideenv` instead of `cpu`, so
 # the README's `pytest -m cpu` needs no side environment and `.ci/run` runs `-m sideenv` after
@@ -141,7 +142,7 @@ def test_a_wrong_exported_model_is_caught_and_diagnosed() -> None:
     assert "order" in (entry["diagnosis"] or ""), entry
 
 
-KNOWN = tp.KnownFailure(reason="a known bug", signature="NotImplementedError")
+KNOWN = Known(REFUSED, "a known bug", signature="NotImplementedError")
 
 
 @CPU
@@ -155,7 +156,7 @@ KNOWN = tp.KnownFailure(reason="a known bug", signature="NotImplementedError")
         (KNOWN, True, None, None, True),  # the known bug stopped reproducing
     ],
 )
-def test_results_are_classified(known: tp.KnownFailure | None, passed: bool,
+def test_results_are_classified(known: Known | None, passed: bool,
                                 evidence: str | None, expected_reason: str | None,
                                 unexpected: bool) -> None:
     entry = {"passed": passed, "minimal_failing_case": evidence, "diagnosis": None,

@@ -15,7 +15,7 @@ the report's ``third_party`` entries, and hands converters that need Keras 2
 and torchvision (nobuco, onnx2torch) to the side environment.
 """
 
-from equivalence.converters.base import Configuration, Converter, KnownFailure
+from equivalence.converters.base import Configuration, Converter
 from equivalence.converters.runner import (
     BY_NAME,
     CONVERTERS,
@@ -29,7 +29,6 @@ __all__ = [
     "CONVERTERS",
     "Configuration",
     "Converter",
-    "KnownFailure",
     "run_configuration",
     "run_converter",
     "run_third_party",

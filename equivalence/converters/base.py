@@ -39,18 +39,11 @@ from equivalence.case import Case
 from equivalence.compare import Comparison, TensorDiff
 from equivalence.harness.judge import Outcome, check_pair, tolerance
 from equivalence.io_types import LSTMResult
+from equivalence.known import Known
 from equivalence.table import Entry, entry
 
 MAIN, SIDE = "main", "thirdparty"  # where a converter runs: the main venv or the side one
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes some converters put in their errors
-
-
-@dataclass(frozen=True)
-class KnownFailure:
-    """A third-party bug: why it fails, and text its failure message or diagnosis shows."""
-
-    reason: str
-    signature: str
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,8 @@ class Configuration:
     source: str | None = None
     target: str | None = None
     options: tuple[tuple[str, Any], ...] = ()
-    known_failure: KnownFailure | None = None
+    # A third-party bug (equivalence.known.Known, with the signature its failure shows)
+    known_failure: Known | None = None
 
     def option(self, key: str, default: Any = None) -> Any:
         return dict(self.options).get(key, default)

@@ -21,18 +21,19 @@ from equivalence.converters.base import (
     SIDE,
     Configuration,
     Converter,
-    KnownFailure,
     claims,
     flatten,
     requires,
 )
 from equivalence.io_types import LSTMResult
+from equivalence.known import REFUSED, Known
 
-_PACKED = KnownFailure(
-    reason=("nobuco cannot convert packed sequences: its nn.LSTM converter calls .dim() on the "
-            "PackedSequence ('PackedSequence' object has no attribute 'dim', printed as a "
-            "conversion error) and rebuilding the PackedSequence from traced tensors then "
-            "fails (AssertionError); sequence lengths are not expressible"),
+_PACKED = Known(
+    REFUSED,
+    ("nobuco cannot convert packed sequences: its nn.LSTM converter calls .dim() on the "
+     "PackedSequence ('PackedSequence' object has no attribute 'dim', printed as a "
+     "conversion error) and rebuilding the PackedSequence from traced tensors then "
+     "fails (AssertionError); sequence lengths are not expressible"),
     signature="AssertionError",
 )
 _NO_LENGTHS = claims(lacks=(LENGTHS,))  # lengths: their own configuration (a known failure)

@@ -20,16 +20,17 @@ from equivalence.converters.base import (
     SIDE,
     Configuration,
     Converter,
-    KnownFailure,
     claims,
     requires,
 )
 from equivalence.io_types import LSTMResult
+from equivalence.known import REFUSED, Known
 from equivalence.runtimes.base import zero_padding
 
-_NO_LSTM = KnownFailure(
-    reason=("onnx2torch has no converter for the ONNX LSTM operator: convert() raises "
-            "NotImplementedError for every LSTM node, whatever its configuration"),
+_NO_LSTM = Known(
+    REFUSED,
+    ("onnx2torch has no converter for the ONNX LSTM operator: convert() raises "
+     "NotImplementedError for every LSTM node, whatever its configuration"),
     signature="NotImplementedError",
 )
 

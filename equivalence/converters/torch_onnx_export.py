@@ -20,15 +20,16 @@ from equivalence.converters import torch_module
 from equivalence.converters.base import (
     Configuration,
     Converter,
-    KnownFailure,
     claims,
     requires,
     run_onnx,
 )
 from equivalence.io_types import LSTMResult
+from equivalence.known import REFUSED, Known
 
-_DYNAMIC_TIME_BUG = KnownFailure(
-    reason=(
+_DYNAMIC_TIME_BUG = Known(
+    REFUSED,
+    (
         "torch.onnx.export(dynamo=True) fixes nn.LSTM's time dimension to the example "
         "input's length although dynamic_shapes marks it dynamic: torch.export raises "
         "'Constraints violated (time)', torch.onnx catches that and re-exports with its "
@@ -37,8 +38,9 @@ _DYNAMIC_TIME_BUG = KnownFailure(
     ),
     signature="Got invalid dimensions",
 )
-_PACKED_DYNAMO = KnownFailure(
-    reason=(
+_PACKED_DYNAMO = Known(
+    REFUSED,
+    (
         "sequence lengths are not expressible with the default (dynamo) exporter: "
         "torch.export cannot trace pack_padded_sequence/pad_packed_sequence, so export "
         "fails (TorchExportError); the TorchScript exporter maps them to sequence_lens"

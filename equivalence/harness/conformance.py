@@ -25,7 +25,7 @@ the ONNX rows (both ``linear_before_reset`` values, clip, f and g activations,
 GRU features their format holds (lengths, initial states, time-major,
 ``reset_after=False``).
 
-Known findings (:data:`KNOWN`) are expectations, never inputs: the verdicts
+Known findings (each table row's ``known``) are expectations, never inputs: the verdicts
 come from the generated cases, and the test suite fails when one stops
 reproducing. Core: numpy, Hypothesis and the harness at import.
 """
@@ -401,7 +401,7 @@ def _cell(
         verdict, shown = REFUSED, min(refused, key=lambda o: _size(o.probe.case))
     else:
         verdict, shown = MATCH, None
-    known = known_finding(row.name, feature.name)
+    known = known_finding(row, feature.name)
     return {
         "runtime": row.name,
         "feature": feature.name,

@@ -29,6 +29,7 @@ from equivalence.errors import ShapeError, UnsupportedFeatureError
 from equivalence.formats import get as get_format
 from equivalence.formats.options import checked_run_options, reader_options
 from equivalence.io_types import LSTMInputs, LSTMResult
+from equivalence.known import MATRIX
 from equivalence.memo import Memo
 from equivalence.spec import LSTMSpec
 
@@ -91,9 +92,15 @@ class Runtime(abc.ABC):
 
         A finding, not an excuse: a runtime with one is checked at the normal
         tolerance as an expected failure, which must keep failing (so the
-        report shows it as silently wrong and the suite notices a fix).
+        report shows it as silently wrong and the suite notices a fix). It is the
+        row's ``known[MATRIX]`` finding, where :meth:`deviates_here` says it applies.
         """
-        return None
+        known = self.entry.known.get(MATRIX)
+        return known.reason if known is not None and self.deviates_here() else None
+
+    def deviates_here(self) -> bool:
+        """Whether the row's matrix finding applies on this machine (default: always)."""
+        return True
 
     def version(self) -> str:
         module = importlib.import_module(self.module.split(".")[0])
