@@ -18,6 +18,7 @@ from types import MappingProxyType
 
 MATCH, REFUSED, WRONG = "match", "refused", "silently wrong"
 VERDICTS = (MATCH, REFUSED, WRONG)
+BY_DESIGN = "by design"
 # A row's key for its checks against the float64 reference (the matrix), beside grid columns.
 MATRIX = "against the reference"
 
@@ -29,13 +30,21 @@ class Known:
     ``fixed_in`` is the first upstream release seen to match instead: from it on
     the finding is not expected, so a regression there is a new finding again.
     ``signature`` is text a converter's failure message or diagnosis shows, so
-    that another failure is not taken for the known one.
+    that another failure is not taken for the known one. ``upstream`` is where it
+    is reported: an issue URL, "not reported upstream", or :data:`BY_DESIGN` (a
+    refusal an exporter's configuration claims, such as a fixed-shape export).
     """
 
     verdict: str
     reason: str
     fixed_in: str | None = None
     signature: str = ""
+    upstream: str = ""
+
+    @property
+    def by_design(self) -> bool:
+        """A refusal the configuration claims (a fixed-shape export refusing other shapes)."""
+        return self.upstream == BY_DESIGN
 
 
 def _frozen(findings: dict[str, Known]) -> Mapping[str, Known]:

@@ -49,7 +49,7 @@ except ImportError as exc:
     sys.exit(2)
 
 CELLS: list = []  # not a grid cell (see the docstring)
-# (exporter, configuration, probe) of the exporters' ExpectedProbe this script stands for
+# (exporter, configuration, probe) of the exporters' expected Known this script stands for
 EXPECTED_PROBES = [("openvino.convert_model (torch)", "lengths (packed), dynamic shapes",
                     "lengths")]
 TOLERANCE = 1e-4  # a float32 engine against the float64 reference; the bugs are ~0.1 to 2

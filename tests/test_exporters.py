@@ -19,10 +19,10 @@ from equivalence.converters.exporter import (
     KNOWN,
     SURPRISE,
     UNEXPECTED,
-    ExpectedProbe,
     judge_exporter,
 )
 from equivalence.converters.torch_onnx_probed import TorchOnnxProbed
+from equivalence.known import Known
 
 pytestmark = pytest.mark.cpu
 
@@ -72,10 +72,10 @@ def test_expected_failures_are_known_and_a_fix_is_a_surprise_pass():
     config = TorchOnnxProbed.configurations[1]  # fixed shapes
 
     class Claimed(TorchOnnxProbed):
-        expected: ClassVar[dict] = {(config.name, "longer time"): ExpectedProbe(
-            "refused", "fixed time length", "https://example.invalid/issue"),
-            (config.name, "exported shape"): ExpectedProbe(
-            "silently wrong", "a bug that was fixed", "https://example.invalid/fixed")}
+        expected: ClassVar[dict] = {(config.name, "longer time"): Known(
+            "refused", "fixed time length", upstream="https://example.invalid/issue"),
+            (config.name, "exported shape"): Known(
+            "silently wrong", "a bug that was fixed", upstream="https://example.invalid/fixed")}
 
     run = judge_exporter(Claimed(), config, cases=1, probe_examples=2)
     statuses = _statuses(run)

@@ -5,7 +5,7 @@ silently wrong cell of :data:`equivalence.harness.known.KNOWN` still expected wi
 versions installed here, and every third-party converter's Known, is declared by
 exactly one script: its top-level ``CELLS`` (``(runtime, feature)`` pairs) or
 ``KNOWN_FAILURES`` (``(converter, signature)`` pairs), read with :mod:`ast` without
-running it; so is every exporter's ExpectedProbe that is not by design
+running it; so is every exporter's expected Known that is not by design
 (``EXPECTED_PROBES``: ``(exporter, configuration, probe)``). Every script runs as a
 subprocess of this interpreter and must exit 1 (the bug reproduces); 0 means it was
 fixed upstream, so the row's finding (its ``fixed_in``) or the converter's and
@@ -107,7 +107,7 @@ def test_every_third_party_known_failure_has_exactly_one_script() -> None:
 
 
 def expected_probes() -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
-    """(exporter, configuration, probe) of every exporter's ExpectedProbe that is not by
+    """(exporter, configuration, probe) of every exporter's expected Known that is not by
     design: (those of exporters that run here, those of exporters that do not)."""
     from equivalence.converters.exporter import EXPORTERS, load_exporter
 
@@ -122,7 +122,7 @@ def expected_probes() -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
 
 def test_every_exporter_expected_failure_has_exactly_one_script() -> None:
     expected, absent = expected_probes()
-    assert expected | absent, "no exporter declares an ExpectedProbe: nothing is checked"
+    assert expected | absent, "no exporter declares an expected Known: nothing is checked"
     problems = coverage({s.name: declared(s, "EXPECTED_PROBES") for s in SCRIPTS}, expected,
                         out_of_scope=absent)
     assert not problems, "\n".join(problems)

@@ -10,7 +10,7 @@ the case's weights, under every probe (:mod:`equivalence.artefacts.probes`).
 
 Per configuration and probe, the worst verdict over the cases (silently wrong,
 then refused, then match) and the first failure's minimal case. Known
-failures sit on the exporter as :class:`ExpectedProbe` entries, keyed by
+failures sit on the exporter as :class:`Known` entries, keyed by
 (configuration, probe), each with its upstream issue: a probe that fails as
 expected is *known*; one that fails otherwise, or fails where nothing is
 expected, is *unexpected*; an expected failure that does not show is a
@@ -29,32 +29,18 @@ from hypothesis import seed as hypothesis_seed
 
 from equivalence.case import Case
 from equivalence.converters.base import Configuration, Converter, error_text, quiet
+from equivalence.known import BY_DESIGN, Known
 
 ORDER = {"match": 0, "refused": 1, "silently wrong": 2}
 KNOWN, UNEXPECTED, SURPRISE, AS_CLAIMED = "known", "unexpected", "surprise pass", "as claimed"
-BY_DESIGN = "by design"
 NOT_RUN = "not run"
 SHAPE_PROBES = ("time 1", "shorter time", "longer time", "batch 1", "larger batch")
-
-
-@dataclass(frozen=True)
-class ExpectedProbe:
-    """A known failure of one probe: the verdict it gets, why, and where it is reported."""
-
-    verdict: str  # "refused" or "silently wrong"
-    reason: str
-    upstream: str  # an issue URL, "not reported upstream", or BY_DESIGN
-
-    @property
-    def by_design(self) -> bool:
-        """A refusal the configuration claims (a fixed-shape export refusing other shapes)."""
-        return self.upstream == BY_DESIGN
 
 
 class Exporter(Converter):
     """A converter whose output is an artefact file, judged through the compare probes."""
 
-    expected: ClassVar[dict[tuple[str, str], ExpectedProbe]] = {}
+    expected: ClassVar[dict[tuple[str, str], Known]] = {}
 
     def export(self, config: Configuration, case: Case, native: Any, folder: Path) -> Path:
         """Write the artefact for ``case`` (``native``: the source row's weights) into
@@ -82,7 +68,7 @@ class ProbeSummary:
     max_abs_diff: float = 0.0
     minimal_case: dict[str, Any] | None = None
     reason: str = ""
-    expected: ExpectedProbe | None = None
+    expected: Known | None = None
 
     @property
     def status(self) -> str:
@@ -187,9 +173,9 @@ def _judge_case(exporter: Exporter, config: Configuration, case: Case, run: Expo
         summary.add(result.to_dict())
 
 
-def fixed_shape_refusals(configuration: str, why: str) -> dict[tuple[str, str], ExpectedProbe]:
+def fixed_shape_refusals(configuration: str, why: str) -> dict[tuple[str, str], Known]:
     """The refusals a fixed-shape configuration claims: every other shape (``why``: which)."""
-    return {(configuration, probe): ExpectedProbe("refused", why, BY_DESIGN)
+    return {(configuration, probe): Known("refused", why, upstream=BY_DESIGN)
             for probe in SHAPE_PROBES}
 
 

@@ -48,10 +48,11 @@ from typing import Any, ClassVar
 from equivalence import capabilities
 from equivalence.case import Case
 from equivalence.converters.base import Configuration, claims
-from equivalence.converters.exporter import BY_DESIGN, ExpectedProbe, Exporter, fixed_shape_refusals
+from equivalence.converters.exporter import Exporter, fixed_shape_refusals
 from equivalence.converters.torch_module import EXPORT_SHAPE
 from equivalence.errors import ConversionError
 from equivalence.files._base import FileFormatError
+from equivalence.known import BY_DESIGN, Known
 from equivalence.spec import LSTMSpec
 
 SAVED_MODEL, ONNX, OPENVINO = "tf_saved_model", "onnx (tf2onnx)", "openvino"
@@ -84,9 +85,9 @@ class KerasExport(Exporter):
                                 (OPENVINO, (("format", "openvino"),)),
                                 (LITERT, (("format", "litert"), ("batch", True)))))
     )
-    expected: ClassVar[dict[tuple[str, str], ExpectedProbe]] = {
+    expected: ClassVar[dict[tuple[str, str], Known]] = {
         **fixed_shape_refusals(LITERT_FIXED, _FIXED_WHY),
-        **{(config, probe): ExpectedProbe("refused", _BATCH_WHY, BY_DESIGN)
+        **{(config, probe): Known("refused", _BATCH_WHY, upstream=BY_DESIGN)
            for config in (LITERT, f"{LITERT}, lengths (mask)")
            for probe in ("batch 1", "larger batch")},
     }

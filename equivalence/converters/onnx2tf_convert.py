@@ -44,21 +44,22 @@ from typing import Any, ClassVar
 from equivalence.capabilities import LENGTHS
 from equivalence.case import Case
 from equivalence.converters.base import Configuration, claims
-from equivalence.converters.exporter import ExpectedProbe, Exporter, fixed_shape_refusals
+from equivalence.converters.exporter import Exporter, fixed_shape_refusals
 from equivalence.converters.torch_module import EXPORT_SHAPE
 from equivalence.converters.torch_onnx_probed import TorchOnnxProbed
 from equivalence.errors import ConversionError
+from equivalence.known import Known
 
 TFLITE, SAVEDMODEL = "fixed shapes, float32 TFLite", "fixed shapes, SavedModel"
 STACKED = "fixed shapes, 2 layers, batch = hidden"
 _CLAIMS = claims(lacks=(LENGTHS,))  # the stateful torch export takes no lengths
 _FIXED_WHY = "the ONNX export fixes batch 2 and 4 steps"
-STACKED_WRONG = ExpectedProbe(
+STACKED_WRONG = Known(
     "silently wrong",
     "a 2-layer LSTM exported at a batch equal to its hidden size converts and runs, but "
     "its numbers are wrong (its own -cotof says Unmatched); batch != hidden or one layer "
     "matches; reproducer findings/onnx2tf_stacked_batch_equals_hidden.py",
-    "not reported upstream")
+    upstream="not reported upstream")
 _OUTPUTS = ("output", "h_n", "c_n")
 # onnx2tf's output (folder, -cotof note) per ONNX file, for this process: the SavedModel
 # and TFLite configurations convert the same export (about 15 s each)
@@ -85,7 +86,7 @@ class Onnx2Tf(Exporter):
         Configuration(SAVEDMODEL, _CLAIMS, options=(("artefact", "savedmodel"),)),
         Configuration(STACKED, _CLAIMS, options=(("artefact", "tflite"), ("stacked", True))),
     )
-    expected: ClassVar[dict[tuple[str, str], ExpectedProbe]] = {
+    expected: ClassVar[dict[tuple[str, str], Known]] = {
         **fixed_shape_refusals(TFLITE, _FIXED_WHY),
         **fixed_shape_refusals(SAVEDMODEL, _FIXED_WHY),
         **fixed_shape_refusals(STACKED, _FIXED_WHY),

@@ -33,9 +33,10 @@ import numpy as np
 from equivalence import capabilities
 from equivalence.case import Case
 from equivalence.converters.base import Configuration, claims
-from equivalence.converters.exporter import ExpectedProbe, Exporter, fixed_shape_refusals
+from equivalence.converters.exporter import Exporter, fixed_shape_refusals
 from equivalence.converters.torch_module import EXPORT_SHAPE, feeds, lstm_module, tensors
 from equivalence.io_types import LSTMInputs
+from equivalence.known import Known
 
 DYNAMIC, STATIC, DEFAULTS = "dynamic shapes", "static shapes", "save_model defaults (fp16 weights)"
 LENGTHS = "lengths (packed), dynamic shapes"
@@ -43,12 +44,12 @@ LENGTHS_STATIC = "lengths (packed), static shapes"
 STATELESS = "no initial states, dynamic shapes"
 _CLAIMS = claims(lacks=(capabilities.LENGTHS,))  # nn.LSTM takes lengths only through packing
 _FIXED_WHY = "input= fixed every shape: batch 2 and 4 steps"
-LENGTHS_IGNORED = ExpectedProbe(
+LENGTHS_IGNORED = Known(
     "silently wrong",
     "the CPU plugin keeps LSTMSequence whole where X's batch or time is dynamic and then "
     "ignores sequence_lengths: every sequence runs to its end (openvino PR #10710 disabled "
     "the decomposition for dynamic shapes); reproducer findings/"
-    "openvino_sequence_lens_dynamic.py", "not reported upstream")
+    "openvino_sequence_lens_dynamic.py", upstream="not reported upstream")
 
 
 class OpenVinoConvert(Exporter):
@@ -66,7 +67,7 @@ class OpenVinoConvert(Exporter):
         Configuration(LENGTHS_STATIC, claims(), options=(("lengths", True),
                                                          ("shapes", "static"))),
     )
-    expected: ClassVar[dict[tuple[str, str], ExpectedProbe]] = {
+    expected: ClassVar[dict[tuple[str, str], Known]] = {
         **fixed_shape_refusals(STATIC, _FIXED_WHY),
         **fixed_shape_refusals(LENGTHS_STATIC, _FIXED_WHY),
         (LENGTHS, "lengths"): LENGTHS_IGNORED,
