@@ -29,6 +29,11 @@ class Format:
     summary: str
     # holds a GRU with reset_after=True (False: tf1's GRUCell, the reset-before variant only)
     reset_after: bool = True
+    # bias vectors an LSTM keeps per gate block: 2 (input and recurrent apart, as canonical
+    # weights are) or 1 (summed: reading gives the recurrent bias as zeros)
+    lstm_biases: int = 2
+    # one flat parameter vector (its reader needs the spec), not named arrays
+    flat: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "to_canonical", _typed(self.to_canonical, self.name, "reading"))
@@ -94,6 +99,7 @@ FORMATS: dict[str, Format] = {
             keras.from_canonical,
             keras.SUPPORTED,
             "[kernel (I,4H), recurrent_kernel (H,4H), bias (4H)] per LSTM",
+            lstm_biases=1,
         ),
         Format(
             "cudnn",
@@ -108,6 +114,7 @@ FORMATS: dict[str, Format] = {
             flat.cudnn_params_from_canonical,
             flat.SUPPORTED,
             "flat cuDNN parameter buffer",
+            flat=True,
         ),
         Format(
             "tf1",
@@ -116,6 +123,7 @@ FORMATS: dict[str, Format] = {
             tf1.SUPPORTED,
             "LSTMCell [kernel (I+H,4H), bias (4H)] or checkpoint variables",
             reset_after=False,  # GRUCell: reset-before only
+            lstm_biases=1,
         ),
         Format(
             "torch", torch.to_canonical, torch.from_canonical, torch.SUPPORTED, "nn.LSTM state_dict"
@@ -141,6 +149,7 @@ FORMATS: dict[str, Format] = {
             flax.from_canonical,
             flax.SUPPORTED,
             "linen LSTMCell / OptimizedLSTMCell or nnx OptimizedLSTMCell params",
+            lstm_biases=1,
         ),
         Format(
             "mlx",
@@ -148,6 +157,7 @@ FORMATS: dict[str, Format] = {
             mlx.from_canonical,
             mlx.SUPPORTED,
             "mlx.nn.LSTM parameters Wx (4H,I), Wh (4H,H), one bias (4H)",
+            lstm_biases=1,
         ),
         Format(
             "jax_rnn",
@@ -155,6 +165,7 @@ FORMATS: dict[str, Format] = {
             flat.jax_rnn_from_canonical,
             flat.SUPPORTED,
             "jax.experimental.rnn flat weight vector",
+            flat=True,
         ),
     )
 }
