@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from equivalence import cells
 from equivalence.canonical import LSTMWeights
 from equivalence.io_types import LSTMInputs
 from equivalence.spec import LSTMSpec
@@ -36,7 +37,8 @@ class Case:
         }
         detail = [f"{k}={v}" for k, v in extras.items() if v is not None]
         flags = [f"B={self.inputs.batch}", f"T={self.inputs.steps}"]
-        flags += ["h0/c0"] if self.inputs.h0 is not None else []
+        initial = "/".join(f"{state}0" for state in cells.CELLS[spec.cell].states)  # h0/c0, h0
+        flags += [initial] if self.inputs.h0 is not None else []
         if self.inputs.lengths is not None:
             flags.append(f"lengths={np.asarray(self.inputs.lengths).tolist()}")
         flags += ["time_major"] if self.inputs.time_major else []
