@@ -94,6 +94,8 @@ def test_the_gru_checks_make_their_own_matrix(tmp_path: Path) -> None:
     page = (tmp_path / "index.md").read_text()
     lstm_part, gru_part = page.split("## GRU matrix")
     assert "| **torch** |" in lstm_part.split("## Matrix")[1] and "| **torch** |" in gru_part
+    # each matrix has its heatmap
+    assert "heatmap.png" in lstm_part and "heatmap_gru.png" in gru_part
 
 
 def test_unknown_pair_is_refused(tmp_path: Path, capsys) -> None:

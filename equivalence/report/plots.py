@@ -43,15 +43,18 @@ FAIL_FLOOR = 2.0  # a failed cell is drawn at least this far past the edge, clea
 RATIO_RANGE = (1e-6, 1e2)  # colour scale: far inside the tolerance .. far past it
 
 
-def heatmap(data: dict[str, Any], path: Path) -> None:
-    """Source x target, colour = max abs diff / tolerance (green pass, red fail, log scale);
-    text = the float32 max abs diff, the dtypes judged, FAIL."""
+def heatmap(data: dict[str, Any], path: Path, cell: str = "lstm") -> None:
+    """One cell type's matrix, source x target, colour = max abs diff / tolerance (green
+    pass, red fail, log scale); text = the float32 max abs diff, the dtypes judged, FAIL."""
     import numpy as np
     from matplotlib.colors import LogNorm
     from matplotlib.patches import Rectangle
 
     plt = _pyplot()
-    sources, targets, cells = grid(data)
+    sources, targets, cells = grid(data, cell)
+    if not cells:  # a run without this cell's checks (--only): say so, not an empty axis
+        _no_checks(plt, path, f"no {cell.upper()} checks in this run")
+        return
     ratios = np.full((len(sources), len(targets)), np.nan)
     for (i, s), (j, t) in itertools.product(enumerate(sources), enumerate(targets)):
         if (s, t) in cells:
@@ -72,11 +75,19 @@ def heatmap(data: dict[str, Any], path: Path) -> None:
     ax.set_yticks(range(len(sources)), sources)
     ax.set_xlabel("target (weights moved by the converters; reference = float64 numpy)")
     ax.set_ylabel("source runtime")
-    ax.set_title("colour: max abs diff / tolerance (green passes, red fails); "
-                 "text: float32 max abs diff, dtypes judged")
+    ax.set_title(f"{cell.upper()} matrix\ncolour: max abs diff / tolerance (green passes, "
+                 "red fails)\ntext: float32 max abs diff, dtypes judged", fontsize=9)
     bar = fig.colorbar(image, ax=ax, label="max abs diff / the dtype's tolerance")
     bar.ax.axhline(1.0, color="black", lw=1.5)
     fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _no_checks(plt: Any, path: Path, text: str) -> None:
+    fig, ax = plt.subplots(figsize=(4, 1))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -146,6 +146,8 @@ def gru_matrix(ctx: Context) -> list[Block]:
             Paragraph(("The same checks on GRU networks (gates r z n, state h; reset_after "
                        "True and, where both sides hold it, False), for the rows that run "
                        "GRUs. Cells as above, over outputs and h.",)),
+            *([Image("heatmap_gru.png", "GRU heatmap: max abs diff over tolerance, pass "
+                     "green, fail red")] if ctx.images else []),
             *_matrix_tables(ctx, "gru", heading=False)]
 
 

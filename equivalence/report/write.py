@@ -10,8 +10,8 @@ from typing import Any
 
 from equivalence.report import conformance_plot, plots, render, results
 
-FILES = ("equivalence.json", "index.md", "index.html", "heatmap.png", "error_growth.png",
-         "conformance.png")
+FILES = ("equivalence.json", "index.md", "index.html", "heatmap.png", "heatmap_gru.png",
+         "error_growth.png", "conformance.png")
 
 
 class ReportWriteError(results.ResultsFileError):
@@ -32,6 +32,7 @@ def write_report(data: dict[str, Any], out: Path, *, replay: str) -> list[Path]:
         (staging / "index.md").write_text(render.markdown(data, replay=replay))
         (staging / "index.html").write_text(render.html_page(data, replay=replay))
         plots.heatmap(data, staging / "heatmap.png")
+        plots.heatmap(data, staging / "heatmap_gru.png", cell="gru")
         plots.error_growth(data, staging / "error_growth.png")
         conformance_plot.draw(data.get("conformance") or [], staging / "conformance.png")
         _swap_in(staging, out)
