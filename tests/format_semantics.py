@@ -238,24 +238,23 @@ def cudnn(native, x, spec):
 
 
 def flat_state_dict(vector, spec, matrices_first):
-    """Parse a flat vector into an nn.LSTM state_dict by explicit offsets (any stack)."""
-    units, directions = spec.units, spec.directions
+    """Parse a flat vector into an nn.LSTM (or nn.GRU: 3 gate blocks) state_dict by explicit
+    offsets (any stack)."""
+    units, directions, rows = spec.units, spec.directions, spec.gate_count * spec.units
     sizes = [
         (spec.layer_input_size(k), k, d) for k in range(spec.layers) for d in range(directions)
     ]
-    matrix_total = sum(4 * units * (width + units) for width, _, _ in sizes)
+    matrix_total = sum(rows * (width + units) for width, _, _ in sizes)
     state, offset, bias_offset = {}, 0, matrix_total
     for width, layer, direction in sizes:
         suffix = f"l{layer}" + ("_reverse" if direction else "")
         for name, cols in (("weight_ih", width), ("weight_hh", units)):
-            state[f"{name}_{suffix}"] = vector[offset : offset + 4 * units * cols].reshape(
-                4 * units, cols
-            )
-            offset += 4 * units * cols
+            state[f"{name}_{suffix}"] = vector[offset : offset + rows * cols].reshape(rows, cols)
+            offset += rows * cols
         where = bias_offset if matrices_first else offset
         for name in ("bias_ih", "bias_hh"):
-            state[f"{name}_{suffix}"] = vector[where : where + 4 * units]
-            where += 4 * units
+            state[f"{name}_{suffix}"] = vector[where : where + rows]
+            where += rows
         if matrices_first:
             bias_offset = where
         else:

@@ -196,6 +196,33 @@ def test_flat_vector_layouts_match_reference(fmt: str, data) -> None:
     np.testing.assert_allclose(via_torch.outputs, expected.outputs, rtol=0, atol=1e-12)
 
 
+@given(data=st.data())
+def test_a_cudnn_gru_buffer_runs_as_torch_nn_gru(data) -> None:
+    """cuDNN's GRU buffer (reset, update, new; the r z n nn.GRU flattens) parsed by explicit
+    offsets into a real ``torch.nn.GRU`` computes the reference's GRU; a reset-before GRU,
+    which cuDNN cannot run, is refused by name."""
+    import torch
+
+    spec = eq.LSTMSpec(data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4)),
+                       data.draw(st.integers(1, 3)), data.draw(st.sampled_from([1, 2])),
+                       dtype="float64", cell="gru")
+    weights = data.draw(lstm_weights(spec))
+    x = data.draw(batches(spec))
+    from .format_semantics import flat_state_dict
+
+    state = flat_state_dict(eq.from_canonical(weights, "cudnn_params"), spec, False)
+    gru = torch.nn.GRU(spec.input_size, spec.units, spec.layers, batch_first=True,
+                       bidirectional=spec.directions == 2, dtype=torch.float64)
+    gru.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    with torch.no_grad():
+        outputs, _ = gru(torch.from_numpy(x))
+    np.testing.assert_allclose(outputs.numpy(), reference.run(weights, x).outputs,
+                               rtol=0, atol=1e-12)
+    with pytest.raises(eq.UnsupportedFeatureError, match="reset_after=False"):
+        eq.from_canonical(random_weights(spec.replace(reset_after=False),
+                                         np.random.default_rng(0)), "cudnn_params")
+
+
 # -- cases that must fail: the semantics check catches each classic converter bug --------------
 
 

@@ -112,7 +112,7 @@ FORMATS: dict[str, Format] = {
             "cudnn_params",
             flat.cudnn_params_to_canonical,
             flat.cudnn_params_from_canonical,
-            flat.SUPPORTED,
+            flat.CUDNN_PARAMS_SUPPORTED,
             "flat cuDNN parameter buffer",
             flat=True,
         ),

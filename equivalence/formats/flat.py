@@ -6,7 +6,11 @@ Both use canonical orientation and gate order (i f g o, (4H, in) row-major).
 
 * ``cudnn_params`` (TF ``CudnnRNNCanonicalToParams``, PyTorch's flat cuDNN
   weights): per layer and direction, W_i..W_o (H, in), R_i..R_o (H, H), then
-  the four input biases and the four recurrent biases.
+  the four input biases and the four recurrent biases. A GRU (``cell="gru"``)
+  is the same with cuDNN's three gates, reset, update, new (linear layers 0-2
+  on the input, 3-5 on h): the canonical r z n. cuDNN's GRU applies the reset
+  gate to ``R_n h + b_Rn`` (reset_after=True, ONNX ``linear_before_reset=1``),
+  so a reset-before GRU is refused by name.
 * ``jax_rnn``: every pseudo-layer's W_ih (4H, in) and W_hh (4H, H) first, then
   every pseudo-layer's b_ih and b_hh.
 """
@@ -22,20 +26,22 @@ from equivalence.formats import _common as c
 from equivalence.spec import LSTMSpec
 
 SUPPORTED = frozenset({"stacked layers", "bidirectional"})
+CUDNN_PARAMS_SUPPORTED = SUPPORTED | {"cell=gru"}  # jax.experimental.rnn is LSTM only
 
 
-def _spec(input_size: Any, units: Any, layers: Any, directions: Any) -> LSTMSpec:
+def _spec(input_size: Any, units: Any, layers: Any, directions: Any,
+          cell: str = "lstm") -> LSTMSpec:
     for name, value in (("input_size", input_size), ("units", units)):
         if value is None:
             raise c.ConversionError(f"{name}: required to read a flat parameter vector")
-    return LSTMSpec(input_size, units, layers, c.check_directions(directions))
+    return LSTMSpec(input_size, units, layers, c.check_directions(directions), cell=cell)
 
 
 def _sizes(spec: LSTMSpec) -> list[tuple[int, int]]:
     """(matrix elements, bias elements) per pseudo-layer, layer-major."""
-    units = spec.units
+    rows = spec.gate_count * spec.units
     return [
-        (4 * units * (spec.layer_input_size(k) + units), 8 * units)
+        (rows * (spec.layer_input_size(k) + spec.units), 2 * rows)
         for k in range(spec.layers)
         for _ in range(spec.directions)
     ]
@@ -54,13 +60,13 @@ def _vector(native: Any, name: str, spec: LSTMSpec) -> np.ndarray:
 
 
 def _cell(matrices: np.ndarray, biases: np.ndarray, spec: LSTMSpec, layer: int) -> CellWeights:
-    units, width = spec.units, spec.layer_input_size(layer)
-    split = 4 * units * width
+    rows, width = spec.gate_count * spec.units, spec.layer_input_size(layer)
+    split = rows * width
     return CellWeights(
-        w_input=matrices[:split].reshape(4 * units, width).copy(),
-        w_recurrent=matrices[split:].reshape(4 * units, units).copy(),
-        b_input=biases[: 4 * units].copy(),
-        b_recurrent=biases[4 * units :].copy(),
+        w_input=matrices[:split].reshape(rows, width).copy(),
+        w_recurrent=matrices[split:].reshape(rows, spec.units).copy(),
+        b_input=biases[:rows].copy(),
+        b_recurrent=biases[rows:].copy(),
     )
 
 
@@ -96,8 +102,8 @@ def _pieces(weights: LSTMWeights) -> list[tuple[np.ndarray, np.ndarray]]:
     ]
 
 
-def _checked(weights: LSTMWeights, name: str) -> LSTMWeights:
-    c.refuse_features(weights.spec, name, SUPPORTED)
+def _checked(weights: LSTMWeights, name: str, supported: frozenset[str]) -> LSTMWeights:
+    c.refuse_features(weights.spec, name, supported)
     return weights.with_folded_forget_bias()
 
 
@@ -108,15 +114,18 @@ def cudnn_params_to_canonical(
     units: int | None = None,
     layers: int = 1,
     directions: int = 1,
+    cell: str = "lstm",
 ) -> LSTMWeights:
-    """cuDNN buffer -> canonical (matrices and biases interleaved per pseudo-layer)."""
-    spec = _spec(input_size, units, layers, directions)
+    """cuDNN buffer -> canonical (matrices and biases interleaved per pseudo-layer);
+    ``cell="gru"`` reads a cuDNN GRU's (three gates, reset_after=True)."""
+    cell = c.known_cell(cell, "cudnn_params", CUDNN_PARAMS_SUPPORTED)
+    spec = _spec(input_size, units, layers, directions, cell)
     return _read(_vector(native, "cudnn_params", spec), spec, matrices_first=False)
 
 
 def cudnn_params_from_canonical(weights: LSTMWeights) -> np.ndarray:
     """Canonical -> cuDNN buffer."""
-    weights = _checked(weights, "cudnn_params")
+    weights = _checked(weights, "cudnn_params", CUDNN_PARAMS_SUPPORTED)
     return np.concatenate([np.concatenate(pair) for pair in _pieces(weights)])
 
 
@@ -135,5 +144,5 @@ def jax_rnn_to_canonical(
 
 def jax_rnn_from_canonical(weights: LSTMWeights) -> np.ndarray:
     """Canonical -> jax.experimental.rnn vector."""
-    pieces = _pieces(_checked(weights, "jax_rnn"))
+    pieces = _pieces(_checked(weights, "jax_rnn", SUPPORTED))
     return np.concatenate([m for m, _ in pieces] + [b for _, b in pieces])
