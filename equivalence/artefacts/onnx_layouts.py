@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from equivalence.artefacts.onnx_roles import Port
+from equivalence.artefacts.onnx_roles import GraphPort
 from equivalence.artefacts.onnx_runtime import as_elem, first_line, open_session, run_options
 from equivalence.errors import ConversionError
 from equivalence.files._base import FoundLSTM
@@ -67,7 +67,7 @@ def from_graph(kind: str, array: np.ndarray) -> np.ndarray:
 
 
 def probe_layout(model: Any, found: FoundLSTM, weights: Any, taken: dict[str, str],
-                 returned: dict[str, str], ports: dict[str, Port], traced: bool, path: Path,
+                 returned: dict[str, str], ports: dict[str, GraphPort], traced: bool, path: Path,
                  notes: list[str]) -> Layout:
     """The layouts, from one run of an instrumented copy per hypothesis (module docstring)."""
     probe = _Probe(model, found, weights, taken, returned, ports, traced, path)
@@ -78,7 +78,7 @@ class _Probe:
     """Runs hypotheses about the input layouts and reads the stack's own tensors back."""
 
     def __init__(self, model: Any, found: FoundLSTM, weights: Any, taken: dict[str, str],
-                 returned: dict[str, str], ports: dict[str, Port], traced: bool,
+                 returned: dict[str, str], ports: dict[str, GraphPort], traced: bool,
                  path: Path) -> None:
         self.found, self.taken, self.returned, self.ports = found, taken, returned, ports
         self.path, self.traced = path, traced
@@ -338,7 +338,7 @@ def _instrumented(model: Any, extra: dict[str, str]) -> Any:
     return copy
 
 
-def fixed_dims(taken: dict[str, str], ports: dict[str, Port], layout: Layout
+def fixed_dims(taken: dict[str, str], ports: dict[str, GraphPort], layout: Layout
                ) -> tuple[int | None, int | None]:
     """The batch and time length the graph's declared dims fix (x, and the batch of the
     state and length inputs: onnxruntime refuses any other)."""

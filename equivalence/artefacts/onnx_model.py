@@ -28,7 +28,7 @@ from equivalence.artefacts.onnx_layouts import (
     probe_layout,
     to_graph,
 )
-from equivalence.artefacts.onnx_roles import Port, assign_roles, graph_ports, trace
+from equivalence.artefacts.onnx_roles import GraphPort, assign_roles, graph_ports, trace
 from equivalence.artefacts.onnx_runtime import (
     as_elem,
     dtype_name,
@@ -146,7 +146,7 @@ def _tensors(graph: Any) -> Any:
 
 
 def _side(path: Path, found: FoundLSTM, weights: Any, model: Any, taken: dict[str, str],
-          returned: dict[str, str], ports: dict[str, Port], layout: Layout,
+          returned: dict[str, str], ports: dict[str, GraphPort], layout: Layout,
           notes: list[str]) -> Side:
     session = open_session(model, path)
     spec = weights.spec if weights is not None else None

@@ -44,7 +44,7 @@ GENERATED = re.compile(r"^(\d+|val_\d+|onnx::.*|.*/.*_output_\d+)$")
 
 
 @dataclass
-class Port:
+class GraphPort:
     """One graph input or output: its name, declared dims (None: symbolic) and type."""
 
     name: str
@@ -55,7 +55,7 @@ class Port:
     params: list[str] = field(default_factory=list)  # the symbolic dims' names
 
 
-def graph_ports(model: Any) -> tuple[list[Port], list[Port]]:
+def graph_ports(model: Any) -> tuple[list[GraphPort], list[GraphPort]]:
     """The graph's inputs (initializers aside: they are not fed) and outputs."""
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
@@ -63,12 +63,12 @@ def graph_ports(model: Any) -> tuple[list[Port], list[Port]]:
     return inputs, [_port(o) for o in graph.output]
 
 
-def _port(info: Any) -> Port:
+def _port(info: Any) -> GraphPort:
     tensor = info.type.tensor_type
     dims = ([d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
             if tensor.HasField("shape") else None)
     params = ([d.dim_param for d in tensor.shape.dim] if tensor.HasField("shape") else [])
-    return Port(info.name, dims, int(tensor.elem_type), params=params)
+    return GraphPort(info.name, dims, int(tensor.elem_type), params=params)
 
 
 def name_role(name: str, table: dict[str, set[str]]) -> str | None:
@@ -92,7 +92,7 @@ def name_claim(name: str, table: dict[str, set[str]]) -> tuple[str | None, bool]
     return (roles.pop(), False) if len(roles) == 1 else (None, False)
 
 
-def trace(model: Any, chain: list[Any], inputs: list[Port], outputs: list[Port]) -> None:
+def trace(model: Any, chain: list[Any], inputs: list[GraphPort], outputs: list[GraphPort]) -> None:
     """Each port's dataflow roles: the LSTM input slots a graph input reaches, the LSTM
     output slots a graph output comes from."""
     graph = model.graph
@@ -152,7 +152,7 @@ def _backward(start: str, producers: dict[str, Any], chain: dict[tuple, int], to
     return roles
 
 
-def assign_roles(ports: list[Port], roles: tuple[str, ...], mapping: dict[str, str],
+def assign_roles(ports: list[GraphPort], roles: tuple[str, ...], mapping: dict[str, str],
                  traced: bool, notes: list[str], what: str, path: Path) -> dict[str, str]:
     """role -> port name: --map, then names, then the dataflow, then position; an input
     left without a role, or a role two ports claim, is a ConversionError naming them."""
@@ -165,7 +165,7 @@ def assign_roles(ports: list[Port], roles: tuple[str, ...], mapping: dict[str, s
                 raise ConversionError(f"{path}: --map {role}={shown(name)}: no graph {what} of "
                                       f"that name; its {what}s: {listed(sorted(known))}")
             chosen[role] = name
-    claims: dict[str, list[Port]] = {}
+    claims: dict[str, list[GraphPort]] = {}
     loose = []
     for port in ports:
         if port.name in chosen.values():
@@ -182,7 +182,7 @@ def assign_roles(ports: list[Port], roles: tuple[str, ...], mapping: dict[str, s
     return chosen
 
 
-def _claim(port: Port, table: dict[str, set[str]], traced: bool, notes: list[str],
+def _claim(port: GraphPort, table: dict[str, set[str]], traced: bool, notes: list[str],
            what: str) -> str | None:
     """The role ``port`` claims: a strong name over the dataflow (it is what the user's code
     reads; the disagreement is noted), the dataflow over a weak name (``input_2``)."""
@@ -202,7 +202,7 @@ def _claim(port: Port, table: dict[str, set[str]], traced: bool, notes: list[str
     return role or flow
 
 
-def _one(role: str, claimants: list[Port], chosen: dict[str, str], ports: list[Port],
+def _one(role: str, claimants: list[GraphPort], chosen: dict[str, str], ports: list[GraphPort],
          what: str, path: Path) -> str:
     if len(claimants) > 1:  # a name and the dataflow agreeing beats either alone
         agreed = [p for p in claimants if p.by_name == role and role in p.by_flow]
@@ -213,7 +213,7 @@ def _one(role: str, claimants: list[Port], chosen: dict[str, str], ports: list[P
                      {**chosen, role: claimants[0].name}, ports, what, path)
 
 
-def _leftovers(loose: list[Port], ports: list[Port], roles: tuple[str, ...],
+def _leftovers(loose: list[GraphPort], ports: list[GraphPort], roles: tuple[str, ...],
                chosen: dict[str, str],
                traced: bool, notes: list[str], what: str, path: Path) -> None:
     """Ports neither --map, name nor dataflow decided: by position where the dataflow could
@@ -240,12 +240,12 @@ def _leftovers(loose: list[Port], ports: list[Port], roles: tuple[str, ...],
 INTEGER_TYPES = {2, 3, 4, 5, 6, 7, 12, 13}  # onnx.TensorProto's (u)int8...(u)int64
 
 
-def _fits(port: Port, role: str) -> bool:
+def _fits(port: GraphPort, role: str) -> bool:
     """Whether ``port``'s element type can play ``role`` (lengths integer, others not)."""
     return (role == "lengths") == (port.elem in INTEGER_TYPES)
 
 
-def _ambiguous(problem: str, example: dict[str, str], ports: list[Port], what: str,
+def _ambiguous(problem: str, example: dict[str, str], ports: list[GraphPort], what: str,
                path: Path) -> ConversionError:
     """The roles cannot be read: name the ports and say how to give them."""
     order = INPUT_ROLES if what == "input" else OUTPUT_ROLES
