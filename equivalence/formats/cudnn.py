@@ -64,7 +64,7 @@ def to_canonical(native: Any, *, directions: int = 1, cell: str = "lstm",
     if cell == "gru" and not bool(reset_after):
         raise UnsupportedFeatureError(NAME, "reset_after=False",
                                       "a CuDNNGRU is GRU(reset_after=True)")
-    spec, groups = read_groups(native, directions, 2, cell, bool(reset_after))
+    spec, groups = read_groups(native, directions, 2, cell, bool(reset_after), NAME)
     units, gates = spec.units, spec.gate_count
     order = c.inverse_order(GRU_GATE_ORDER) if cell == "gru" else list(range(gates))
     cells = [
