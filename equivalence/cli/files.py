@@ -72,7 +72,8 @@ def finite_float(text: str) -> float:
 
 # What people call the families in the wild; argparse shows and checks the canonical names.
 ALIASES = {"pytorch": "torch", "pt": "torch", "tf.keras": "keras", "tf_keras": "keras",
-           "tensorflow1": "tf1", "tf.compat.v1": "tf1", "cudnnlstm": "cudnn"}
+           "tensorflow1": "tf1", "tf.compat.v1": "tf1", "cudnnlstm": "cudnn",
+           "cudnngru": "cudnn"}
 
 
 def family_name(text: str) -> str:
@@ -107,7 +108,7 @@ def add_arguments(subparsers: Any) -> None:
     conv.add_argument("--from", dest="source", type=family_name, choices=FROM_CHOICES,
                       default="auto",
                       help="what the input is (default: recognized from its content; "
-                           "cudnn = CuDNNLSTM layers of a Keras file)")
+                           "cudnn = CuDNNLSTM or CuDNNGRU layers of a Keras file)")
     conv.add_argument("--to", dest="target", type=family_name, choices=TO_CHOICES,
                       required=True, help="the target file kind (aliases: "
                       + ", ".join(f"{a}={n}" for a, n in ALIASES.items()) + ")")

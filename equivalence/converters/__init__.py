@@ -3,7 +3,8 @@
 One module per converter, each a :class:`~.base.Converter` with the
 configurations it claims:
 
-* :mod:`.cudnn_h5`: tf_keras's legacy-.h5 ``CuDNNLSTM`` <-> ``LSTM`` weight conversion;
+* :mod:`.cudnn_h5`: tf_keras's legacy-.h5 ``CuDNNLSTM`` <-> ``LSTM`` weight conversion,
+  and ``CuDNNGRU`` <-> ``GRU(reset_after=True)``;
 * :mod:`.torch_onnx_export`: ``torch.onnx.export`` of an ``nn.LSTM``, run in ONNX Runtime;
 * :mod:`.tf2onnx_from_keras`: tf2onnx's ``from_keras`` on Keras 3 LSTM layers, run in ORT;
 * :mod:`.onnx2torch_convert`: onnx2torch on an ONNX graph of ``LSTM`` nodes;

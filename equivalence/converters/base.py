@@ -92,6 +92,7 @@ class Converter:
     configurations: ClassVar[tuple[Configuration, ...]]
     not_claimed: ClassVar[str] = ""  # configurations left out, and why
     runs_model: ClassVar[bool] = True  # False: convert() returns the target row's native weights
+    cell: ClassVar[str] = "lstm"  # the cell type its cases are drawn with (one per converter)
 
     def unavailable_reason(self) -> str | None:
         """None when it can run in this interpreter, else why not."""
@@ -122,7 +123,8 @@ class Converter:
 
         rows = (self.source_entry(config), self.target_entry(config))
         joint = joint_capabilities([config.claims, *(r.capabilities for r in rows)])
-        drawn = lstm_cases(capabilities=joint, max_layers=config.claims.max_layers or 2)
+        drawn = lstm_cases(capabilities=joint, max_layers=config.claims.max_layers or 2,
+                           cell=self.cell)
         if not config.requires:
             return drawn
         return drawn.filter(lambda case: config.requires <= case_features(case))

@@ -1,4 +1,5 @@
-"""tf_keras's legacy-.h5 weight conversion between ``CuDNNLSTM`` and ``LSTM``.
+"""tf_keras's legacy-.h5 weight conversion between ``CuDNNLSTM`` and ``LSTM`` (and
+between ``CuDNNGRU`` and ``GRU(reset_after=True)``).
 
 tf_keras converts on load: weights saved from a ``CuDNNLSTM`` model to a .h5
 file and loaded into an ``LSTM`` model of the same architecture come out in
@@ -10,6 +11,12 @@ on both sides are the tf_keras runtimes' own (``tf_keras`` and
 CPU). Where no GPU is visible, its row is stood in for by the float64
 reference reading the same ``cudnn`` native weights (:class:`CudnnReference`);
 the GPU suite checks the real ``tf_keras_cudnn`` row against its CPU twin.
+
+``CuDNNGRU`` (:class:`CuDNNGRUH5`) is converted by the same ``_convert_rnn_weights``:
+per-gate kernels re-laid, the 6H bias reshaped to GRU's (2, 3H) and back, gate order
+unchanged (both Keras z r h). No row runs CuDNNGRU (the GPU row claims LSTM only), so
+its side is always the float64 reference on the ``cudnn`` weights; tf_keras raises
+"... is not compatible with ..." for ``GRU(reset_after=False)``, which is not claimed.
 """
 
 from __future__ import annotations
@@ -47,6 +54,15 @@ class CudnnReference(Runtime):
                 options: dict[str, Any]) -> LSTMResult:
         weights = to_canonical(native, "cudnn", **reader_options("cudnn", spec, options))
         return reference_result(Case(spec, weights, inputs))
+
+
+@functools.cache
+def cudnn_gru_row() -> Entry:
+    """CuDNNGRU's side: the float64 reference on ``cudnn`` GRU weights, GPU or not."""
+    row = entry(CUDNN)
+    return replace(row, name=f"{CUDNN} GRU (float64 reference: no row runs CuDNNGRU)",
+                   device="cpu", runtime=f"{__name__}:CudnnReference",
+                   capabilities=row.capabilities.with_values("cell", ("gru",)))
 
 
 @functools.cache
@@ -95,11 +111,15 @@ class CuDNNH5(Converter):
         self.write_cudnn = write_cudnn or (lambda case, native: native)
         self._models: dict[tuple[LSTMSpec, str], Any] = {}
 
+    def cudnn_entry(self) -> Entry:
+        """The row standing for the cuDNN layer kind."""
+        return cudnn_row()
+
     def source_entry(self, config: Configuration) -> Entry:
-        return cudnn_row() if (config.source or self.source) == CUDNN else entry(LSTM)
+        return self.cudnn_entry() if (config.source or self.source) == CUDNN else entry(LSTM)
 
     def target_entry(self, config: Configuration) -> Entry:
-        row = cudnn_row() if (config.target or self.target) == CUDNN else entry(LSTM)
+        row = self.cudnn_entry() if (config.target or self.target) == CUDNN else entry(LSTM)
         return replace(row, name=f"{row.name} (via legacy .h5)")
 
     def convert(self, config: Configuration, case: Case, native: Any) -> list[np.ndarray]:
@@ -126,3 +146,27 @@ class CuDNNH5(Converter):
             network = runtime.build(spec, Feeding(False, False))
             self._models[key] = _holder([layer for layer, _ in network.weight_layers])
         return self._models[key]
+
+
+_GRU = claims().with_values("cell", ("gru",))  # the default claims, on GRU networks
+
+
+class CuDNNGRUH5(CuDNNH5):
+    """The same legacy .h5 round trip between ``CuDNNGRU`` and ``GRU(reset_after=True)``."""
+
+    name = "tf_keras CuDNNGRU <-> GRU (legacy .h5)"
+    cell = "gru"
+    configurations: ClassVar[tuple[Configuration, ...]] = (
+        Configuration("CuDNNGRU -> GRU, 1-2 layers, 1-2 directions", claims=_GRU),
+        Configuration("CuDNNGRU -> GRU, bidirectional, 1-2 layers", claims=_GRU,
+                      requires=requires("bidirectional")),
+        Configuration("CuDNNGRU -> GRU, initial states, 1-2 layers, 1-2 directions",
+                      claims=_GRU, requires=requires("initial state")),
+        Configuration("GRU -> CuDNNGRU, 1-2 layers, 1-2 directions", claims=_GRU,
+                      source=LSTM, target=CUDNN),
+    )
+    not_claimed = ("sequence lengths: CuDNNGRU refuses masks; GRU(reset_after=False): tf_keras "
+                   "refuses it ('... is not compatible with CuDNNGRU')")
+
+    def cudnn_entry(self) -> Entry:
+        return cudnn_gru_row()

@@ -25,7 +25,7 @@ from typing import Any
 from equivalence.case import Case
 from equivalence.compare import Comparison
 from equivalence.converters.base import Configuration, Converter, error_text, quiet
-from equivalence.converters.cudnn_h5 import CuDNNH5
+from equivalence.converters.cudnn_h5 import CuDNNGRUH5, CuDNNH5
 from equivalence.converters.nobuco_to_keras import Nobuco
 from equivalence.converters.onnx2torch_convert import Onnx2Torch
 from equivalence.converters.tf2onnx_from_keras import Tf2OnnxFromKeras
@@ -33,7 +33,7 @@ from equivalence.converters.torch_onnx_export import TorchOnnxExport
 from equivalence.harness.judge import Outcome, tolerance
 
 CONVERTERS: tuple[type[Converter], ...] = (
-    CuDNNH5, TorchOnnxExport, Tf2OnnxFromKeras, Onnx2Torch, Nobuco
+    CuDNNH5, CuDNNGRUH5, TorchOnnxExport, Tf2OnnxFromKeras, Onnx2Torch, Nobuco
 )
 BY_NAME = {cls.name: cls for cls in CONVERTERS}
 

@@ -8,7 +8,8 @@ The ``equivalence inspect`` and ``equivalence convert`` commands live in
 (:mod:`equivalence.cli.files_api`). Each module imports its framework lazily.
 
 * keras: reads Keras 3 ``.keras``/``.weights.h5`` and legacy Keras HDF5 models or weights
-  (``CuDNNLSTM`` too); writes ``.keras``, ``.weights.h5`` or a tf_keras ``.h5`` model.
+  (``CuDNNLSTM`` and ``CuDNNGRU`` too); writes ``.keras``, ``.weights.h5`` or a tf_keras
+  ``.h5`` model.
 * tf1: reads TF checkpoints (``Saver``, ``tf.train.Checkpoint``); writes a checkpoint with
   TF1 cell variable names.
 * torch: reads ``torch.save`` files, TorchScript archives (both without executing their

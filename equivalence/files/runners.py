@@ -9,7 +9,9 @@ archive's module (opt-in, it runs the archive's code). Otherwise the file is
 weights only (a state_dict, a checkpoint) and the runtime
 :data:`equivalence.table.FORMAT_RUNTIMES` names for its format runs them.
 CuDNNLSTM has no CPU kernel: without a GPU its side runs as a tf_keras
-``LSTM`` whose weights tf_keras's own ``_convert_rnn_weights`` converted.
+``LSTM`` whose weights tf_keras's own ``_convert_rnn_weights`` converted; a
+CuDNNGRU's (which no row runs, GPU or not) as a tf_keras ``GRU(reset_after=True)``
+converted the same way.
 
 Inputs a file stores (initial states, sequence lengths) are used as stored and
 fix the batch size; so a conversion that drops one fails here. Both sides are
@@ -98,14 +100,18 @@ def _cudnn_on_cpu(found: FoundLSTM, spec: LSTMSpec, reasons: list[str]) -> Side:
 
     from equivalence.table import entry
 
-    target = tf_keras.layers.LSTM(spec.units)  # only its class name steers the conversion
+    # Only the target's class (and a GRU's reset_after) steer the conversion.
+    gru = spec.cell == "gru"
+    target = (tf_keras.layers.GRU(spec.units, reset_after=True) if gru
+              else tf_keras.layers.LSTM(spec.units))
     native = []
     for k in range(0, len(found.native), 3):
         native += _convert_rnn_weights(target, list(found.native[k : k + 3]))
     row = entry("tf_keras")
     runtime = row.load()
-    label = (f"tf_keras LSTM with CuDNNLSTM weights from {found.source} converted by tf_keras's "
-             f"own _convert_rnn_weights ({'; '.join(reasons)})")
+    kind = "GRU" if gru else "LSTM"
+    label = (f"tf_keras {kind} with CuDNN{kind} weights from {found.source} converted by "
+             f"tf_keras's own _convert_rnn_weights ({'; '.join(reasons)})")
     return Side(label, lambda inputs: runtime.run(spec, native, inputs), runtime.capabilities,
                 row.tolerance_scale, name="tf_keras")
 

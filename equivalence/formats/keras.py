@@ -50,12 +50,12 @@ def field_name(index: int, layer: int, direction: int, directions: int) -> str:
 
 
 def read_groups(native: Any, directions: int, bias_factor: int, cell: str = "lstm",
-                reset_after: bool = True) -> tuple[LSTMSpec, list]:
+                reset_after: bool = True, fmt: str = NAME) -> tuple[LSTMSpec, list]:
     """Validate the flat list and return the inferred spec and its 3-array groups.
 
-    ``bias_factor`` 2 is a cuDNN bias (8H); a GRU's bias is (2, 3H) with
-    ``reset_after`` and (3H,) without."""
-    items = c.expect_sequence(native, f"{NAME} weights")
+    ``bias_factor`` 2 is a cuDNN bias (8H, a CuDNNGRU's 6H); a GRU's bias is (2, 3H)
+    with ``reset_after`` and (3H,) without."""
+    items = c.expect_sequence(native, f"{fmt} weights")  # fmt: the format being read
     directions = c.check_directions(directions)
     layers = c.check_layer_count(len(items), PER_LSTM, directions, "weights")
     names = [field_name(n, *divmod(n // PER_LSTM, directions), directions)
@@ -87,6 +87,8 @@ def _bias_shape(spec: LSTMSpec, bias_factor: int) -> tuple[tuple[int, ...], str]
     h = spec.units
     if spec.cell != "gru":
         return (bias_factor * 4 * h,), ""
+    if bias_factor == 2:
+        return (6 * h,), "CuDNNGRU keeps the input then the recurrent biases"
     if spec.reset_after:
         return (2, 3 * h), "GRU(reset_after=True) keeps [input, recurrent] biases"
     return (3 * h,), "GRU(reset_after=False) has one bias"

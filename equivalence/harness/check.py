@@ -95,8 +95,9 @@ class Side:
         return reference.lstm(weights, inputs.x, h0=inputs.h0, c0=inputs.c0, lengths=inputs.lengths)
 
 
-def choose_side(fmt: str) -> Side:
-    """The first runnable runtime for ``fmt``; the reference if none runs here."""
+def choose_side(fmt: str, cell: object = "lstm") -> Side:
+    """The first runnable runtime for ``fmt`` that runs ``cell``; the reference if none
+    runs here (a GPU row that runs LSTMs only must not turn a GRU check into a refusal)."""
     if not isinstance(fmt, str) or fmt not in table.FORMAT_RUNTIMES:
         raise UnknownFormatError(
             f"format: {brief(fmt)} cannot be checked, expected one of {sorted(CHECKABLE)}"
@@ -106,6 +107,9 @@ def choose_side(fmt: str) -> Side:
         entry = table.entry(name)
         if entry.environment != table.MAIN:
             reasons.append(f"{name} lives in the {entry.environment} environment")
+            continue
+        if isinstance(cell, str) and cell not in entry.capabilities.cells:
+            reasons.append(f"{name} runs {'/'.join(sorted(entry.capabilities.cells))} only")
             continue
         reason = entry.load().unavailable_reason()
         if reason is None:
@@ -332,7 +336,7 @@ def check_conversion(
     if not callable(fn):
         raise ConversionError(f"fn: {brief(fn)} is not callable")
     _check_run_options(max_examples, seed, time_limit, native)
-    sides = choose_side(source), choose_side(target)
+    sides = choose_side(source, cell), choose_side(target, cell)
     draws = _draws(sides, layers=layers, directions=directions, input_size=input_size,
                    units=units, projection=projection, dtypes=dtypes, features=features,
                    cell=cell, reset_after=reset_after)

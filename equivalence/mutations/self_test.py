@@ -250,7 +250,8 @@ class MutationResult:
 
 def run_mutation(mutation: Mutation, *, max_examples: int = 25, seed: int = 0) -> MutationResult:
     """Check one bug like check_conversion checks a user's converter."""
-    source, target = choose_side(mutation.source), choose_side(mutation.target)
+    source = choose_side(mutation.source, mutation.cell)
+    target = choose_side(mutation.target, mutation.cell)
     target = _BuggySide(target.format, target.entry, target.why_reference, mutation)
     caps = joint_capabilities([source.capabilities, target.capabilities])
     cases = lstm_cases(capabilities=caps, dtypes=("float32",), cell=mutation.cell).filter(

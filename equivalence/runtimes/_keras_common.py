@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # Layer styles: how one spec is realised with Keras layers.
 LAYERS = "layers"  # one LSTM (or Bidirectional(LSTM)) layer per spec layer
 CELLS = "cells"  # RNN(StackedRNNCells([LSTMCell, ...])); Bidirectional(RNN(LSTMCell)) per layer
-CUDNN = "cudnn"  # one CuDNNLSTM (or Bidirectional(CuDNNLSTM)) per spec layer
+CUDNN = "cudnn"  # one CuDNNLSTM (CuDNNGRU), or Bidirectional of it, per spec layer
 
 ARRAYS_PER_CELL = 3  # kernel, recurrent_kernel, bias
 # Weights are always overwritten: zeros skip the orthogonal initializer's QR,
@@ -85,10 +85,12 @@ def _flatten(value: Any) -> list[Any]:
 
 @dataclass(frozen=True)
 class KerasModule:
-    """The Keras flavour a runtime builds with: its ``layers`` (and CuDNNLSTM, for tf_keras)."""
+    """The Keras flavour a runtime builds with: its ``layers`` (and CuDNNLSTM and CuDNNGRU,
+    for tf_keras)."""
 
     layers: Any
     cudnn_lstm: Any = None
+    cudnn_gru: Any = None
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,8 @@ class KerasLSTM:
 
     def _recurrent_layer(self) -> Any:
         spec, layers = self.spec, self.keras.layers
+        if self.style == CUDNN and spec.cell == "gru":  # always reset_after=True
+            return self.keras.cudnn_gru(spec.units, **self._rnn_options(), **GRU_ZERO_INIT)
         if self.style == CUDNN:
             return self.keras.cudnn_lstm(spec.units, **self._rnn_options(), **ZERO_INIT)
         if self.style == CELLS:

@@ -11,6 +11,8 @@ tf_keras's ``"hard_sigmoid"`` is clip(0.2 x + 0.5, 0, 1)
 ``tf_keras.api._v1.keras.layers.CuDNNLSTM`` (its class lives in
 ``tf_keras.src.layers.rnn.cudnn_lstm``). It has no CPU kernel: it can be built,
 given weights and saved on a CPU, but it runs only on a GPU. It refuses masks.
+``CuDNNGRU`` (the same module) is built the same way for a GRU spec, so the legacy
+.h5 converter can hold its weights; the row does not claim GRU (no GPU run yet).
 """
 
 from __future__ import annotations
@@ -66,4 +68,5 @@ class CuDNNLSTMRuntime(KerasFamilyRuntime):
         tf.config.experimental.enable_tensor_float_32_execution(False)
         keras = importlib.import_module(self.module)
         v1_layers = importlib.import_module(CUDNN_LSTM_IMPORT)
-        return KerasModule(layers=keras.layers, cudnn_lstm=v1_layers.CuDNNLSTM)
+        return KerasModule(layers=keras.layers, cudnn_lstm=v1_layers.CuDNNLSTM,
+                           cudnn_gru=v1_layers.CuDNNGRU)

@@ -2,7 +2,8 @@
 
 Reads the model config (a ``.keras`` archive's ``config.json`` or a legacy HDF5
 file's ``model_config``) into :class:`KerasLayer` records: LSTM and CuDNNLSTM
-layers (and GRU layers, with their ``reset_after``), Bidirectional around either, RNN
+layers (and GRU layers, with their ``reset_after``, and CuDNNGRU ones, always
+``reset_after=True``), Bidirectional around either, RNN
 over LSTMCell or GRUCell or StackedRNNCells of them,
 with each layer's inbound layer (through pass-through layers such as Dropout)
 and what the spec cannot hold, named. The weights themselves are read by
@@ -23,9 +24,10 @@ from equivalence.files._base import FileFormatError
 from equivalence.files.limits import shown
 from equivalence.spec import ACTIVATIONS
 
-LSTM_CLASSES = {"LSTM": "keras", "CuDNNLSTM": "cudnn", "GRU": "keras"}
+LSTM_CLASSES = {"LSTM": "keras", "CuDNNLSTM": "cudnn", "GRU": "keras", "CuDNNGRU": "cudnn"}
 CELL_CLASSES = {"LSTMCell": "lstm", "GRUCell": "gru"}
-GRU_LAYERS = {"GRU", "GRUCell"}  # read with cell="gru" and the config's reset_after
+# read with cell="gru" and the config's reset_after (a CuDNNGRU config has none: True)
+GRU_LAYERS = {"GRU", "GRUCell", "CuDNNGRU"}
 # Layers that are the identity at inference, so LSTMs around them still form one stack.
 PASS_THROUGH = {"Dropout", "SpatialDropout1D", "GaussianDropout", "GaussianNoise", "AlphaDropout",
                 "ActivityRegularization"}
@@ -248,11 +250,19 @@ def arrange(cells: list[dict[str, np.ndarray]], layer: KerasLayer) -> list[list[
         if "kernel" not in cell or "recurrent_kernel" not in cell:
             raise ValueError(f"a cell lacks its kernels (found {sorted(cell)})")
         if "bias" not in cell:
-            units = cell["recurrent_kernel"].shape[0]
-            shape = ((2, 3 * units) if layer.reset_after else (3 * units,)) if (
-                layer.cell == "gru") else ((8 if layer.format == "cudnn" else 4) * units,)
-            cell["bias"] = np.zeros(shape, cell["recurrent_kernel"].dtype)
+            cell["bias"] = np.zeros(_bias_shape(layer, cell["recurrent_kernel"].shape[0]),
+                                    cell["recurrent_kernel"].dtype)
     d = layer.directions
     if not cells or len(cells) % d:
         raise ValueError(f"{len(cells)} cells for {d} direction(s)")
     return [cells[k : k + d] for k in range(0, len(cells), d)]
+
+
+def _bias_shape(layer: KerasLayer, units: int) -> tuple[int, ...]:
+    """The bias a layer of this kind holds (zeros stand in for a use_bias=False one)."""
+    cudnn = layer.format == "cudnn"
+    if layer.cell != "gru":
+        return ((8 if cudnn else 4) * units,)
+    if cudnn:
+        return (6 * units,)
+    return (2, 3 * units) if layer.reset_after else (3 * units,)

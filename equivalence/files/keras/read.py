@@ -12,7 +12,8 @@ only with a GPU-less conversion it does silently. Found in a file:
   a whole); each member stays selectable by its own layer name.
 * ``GRU`` layers and ``RNN`` over ``GRUCell`` cells the same way, from the model config
   (read with ``cell="gru"`` and the config's ``reset_after``; a GRU stacks on GRUs of
-  the same variant only).
+  the same variant only); ``CuDNNGRU`` layers too (format ``cudnn``, 6H biases,
+  ``reset_after=True``).
 * weights-only files (Keras 3 ``.weights.h5``, legacy ``save_weights``): no config, so
   the cell is told from the shapes (:func:`_gates`). The recurrent kernel is (H, 4H) for
   an LSTM and (H, 3H) for a GRU, its rows fixing H, so the two cannot be confused (a
@@ -402,7 +403,7 @@ def _entry(chain: list[KerasLayer], path: Path, kind: str, runner: str | None) -
                      "the converted network returns the whole sequence")
     problem = next((f"{layer.name}: {layer.problem}" for layer in chain if layer.problem), None)
     if first.format == "cudnn":
-        biases = "two (8H: input + recurrent)"
+        biases = f"two ({6 if first.cell == 'gru' else 8}H: input + recurrent)"
     elif any("use_bias=False" in n for n in notes):
         biases = "none (use_bias=False)"
     elif first.cell == "gru":
