@@ -125,6 +125,8 @@ _ONNXRUNTIME = Capabilities.of(
 )
 # gate_fn could also run "hard_sigmoid_keras3", but the flax format refuses it.
 _FLAX = Capabilities.of(TIME_MAJOR, dtypes=("float32", "float64"))
+# The flax row runs nn.GRUCell too (reset_after=True only); flax has no optimized GRU cell.
+_FLAX_GRU = _FLAX.with_values("cell", _LSTM_AND_GRU)
 _NEOML = Capabilities.of(
     _RESET_BEFORE,  # Gru: the reset-before variant only
     lacks=(LENGTHS, "reset_after=True"),  # no per-sequence lengths in the Lstm layer
@@ -185,7 +187,7 @@ RUNTIMES: tuple[Entry, ...] = (
     _row("torch", "torch:TorchRuntime", "torch", _TORCH, packages=("torch",)),
     _row("onnxruntime", "onnxruntime:OnnxRuntime", "onnx", _ONNXRUNTIME,
          packages=("onnxruntime", "onnx"), known=ONNXRUNTIME),
-    _row("flax", "flax:FlaxRuntime", "flax", _FLAX, packages=("flax", "jax")),
+    _row("flax", "flax:FlaxRuntime", "flax", _FLAX_GRU, packages=("flax", "jax")),
     _row("flax_optimized", "flax:FlaxOptimizedRuntime", "flax", _FLAX,
          format_options={"variant": "linen_optimized"}),
     # Relu and Sigmoid cell activations: the conformance grid's cells match (its others fail

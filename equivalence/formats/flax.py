@@ -1,4 +1,4 @@
-"""Flax LSTM cell parameters.
+"""Flax LSTM and GRU cell parameters.
 
 Native form for one layer and direction, by ``variant``:
 
@@ -8,31 +8,56 @@ Native form for one layer and direction, by ``variant``:
 * ``"nnx"`` (``nnx.OptimizedLSTMCell``): ``{dense_i: {kernel (I, 4H)},
   dense_h: {kernel (H, 4H), bias (4H)}}``, gate columns i f g o.
 
-One bias, on the hidden side. A stack is a list over layers of ``[forward]``
+One LSTM bias, on the hidden side. A stack is a list over layers of ``[forward]``
 or ``[forward, backward]`` trees. Reading detects the variant; a top-level
 ``{"params": ...}`` wrapper and nnx ``Variable`` leaves are unwrapped.
+
+GRUs (``cell="gru"``), gates r z n, reset_after=True only (flax 0.12.8 ``GRUCell``,
+linen and nnx: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) n + z h):
+
+* ``"linen"`` (``nn.GRUCell``): ``{ir, iz, in: {kernel (I, H), bias (H)},
+  hr, hz: {kernel (H, H)}, hn: {kernel (H, H), bias (H)}}``. The input-side biases are
+  canonical ``b_input``, ``hn.bias`` is ``b_hn``; reading is exact. Writing sums the r
+  and z recurrent biases into ``ir.bias`` and ``iz.bias`` (``hr``, ``hz`` have none).
+* ``"nnx"`` (``nnx.GRUCell``): ``{dense_i: {kernel (I, 3H), bias (3H)},
+  dense_h: {kernel (H, 3H)}}``. No bias inside r * (...): a nonzero b_hn is refused
+  by name on writing, never dropped. ``"linen_optimized"`` has no GRU: refused.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from equivalence.canonical import CellWeights, LSTMWeights
+from equivalence.errors import UnsupportedFeatureError
 from equivalence.formats import _common as c
 from equivalence.spec import LSTMSpec
 
 NAME = "flax"
-SUPPORTED = frozenset({"stacked layers", "bidirectional"})
+SUPPORTED = frozenset({"stacked layers", "bidirectional", "cell=gru"})
 VARIANTS = ("linen", "linen_optimized", "nnx")
 GATES = ("i", "f", "g", "o")
+_GATES = {"lstm": GATES, "gru": ("r", "z", "n")}
+_KB, _K = ("kernel", "bias"), ("kernel",)
+# Each cell type's linen denses and their leaves, input side first (the order errors name).
+_LINEN = {
+    "lstm": {**{f"i{g}": _K for g in GATES}, **{f"h{g}": _KB for g in GATES}},
+    "gru": {"ir": _KB, "iz": _KB, "in": _KB, "hr": _K, "hz": _K, "hn": _KB},
+}
+_NNX = {
+    "lstm": {"dense_i": _K, "dense_h": _KB},
+    "gru": {"dense_i": _KB, "dense_h": _K},
+}
 
 
 def _leaf(value: Any, field: str) -> np.ndarray:
-    return c.as_weight(getattr(value, "value", value), field)
+    # an nnx Variable: get_value() where it exists (flax 0.12 deprecates .value), else .value
+    getter = getattr(value, "get_value", None)
+    return c.as_weight(getter() if callable(getter) else getattr(value, "value", value), field)
 
 
 def unwrap(tree: Any, field: str) -> Mapping[str, Any]:
@@ -43,7 +68,8 @@ def unwrap(tree: Any, field: str) -> Mapping[str, Any]:
 
 
 Named = list[tuple[str, np.ndarray]]
-Read = tuple[np.ndarray, np.ndarray, np.ndarray, str, Named]
+# kernel_in (I, gH), kernel_h (H, gH), canonical b_input and b_recurrent, input field, leaves
+Read = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, Named]
 
 
 def _majority(values: list[int]) -> int:
@@ -51,70 +77,79 @@ def _majority(values: list[int]) -> int:
     return Counter(values).most_common(1)[0][0]
 
 
-def _read_linen(tree: Mapping[str, Any], where: str) -> Read:
-    """Per-gate denses -> kernel_in (I, 4H), kernel_h (H, 4H), bias (4H), input field, leaves."""
-    c.check_keys(tree, [f"{s}{g}" for s in "ih" for g in GATES], (), f"{NAME} {where}")
-    for g in GATES:
-        c.check_keys(
-            c.expect_mapping(tree[f"i{g}"], f"{where} i{g}"), ["kernel"], (), f"{where} i{g}"
-        )
-        c.check_keys(
-            c.expect_mapping(tree[f"h{g}"], f"{where} h{g}"),
-            ["kernel", "bias"],
-            (),
-            f"{where} h{g}",
-        )
-    places = [(f"i{g}", "kernel") for g in GATES] + [
-        (f"h{g}", part) for g in GATES for part in ("kernel", "bias")
-    ]
-    leaves = [
-        (f"{where} {dense}.{part}", _leaf(tree[dense][part], f"{where} {dense}.{part}"))
-        for dense, part in places
-    ]
+def _leaves(tree: Mapping[str, Any], layout: Mapping[str, tuple[str, ...]], where: str) -> Named:
+    """Every leaf of ``layout`` in ``tree``, keys checked dense by dense."""
+    c.check_keys(tree, layout, (), f"{NAME} {where}")
+    for dense, parts in layout.items():
+        c.check_keys(c.expect_mapping(tree[dense], f"{where} {dense}"), parts, (),
+                     f"{where} {dense}")
+    return [(f"{where} {dense}.{part}", _leaf(tree[dense][part], f"{where} {dense}.{part}"))
+            for dense, parts in layout.items() for part in parts]
+
+
+def _canonical_biases(cell: str, input_side: np.ndarray, hidden_side: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(b_input, b_recurrent): an LSTM's one bias stands as b_input; a GRU's sides map as
+    they are (b_hr and b_hz are zeros: flax puts those biases on the input side)."""
+    return (hidden_side, input_side) if cell == "lstm" else (input_side, hidden_side)
+
+
+def _read_linen(tree: Mapping[str, Any], where: str, cell: str) -> Read:
+    """Per-gate denses -> joined kernels and biases, checked gate by gate."""
+    gates, layout = _GATES[cell], _LINEN[cell]
+    leaves = _leaves(tree, layout, where)
     arrays = dict(leaves)
-    kin = [arrays[f"{where} i{g}.kernel"] for g in GATES]
-    kh = [arrays[f"{where} h{g}.kernel"] for g in GATES]
-    bias = [arrays[f"{where} h{g}.bias"] for g in GATES]
-    for g, a in zip(GATES, kin, strict=True):
+    kin = [arrays[f"{where} i{g}.kernel"] for g in gates]
+    kh = [arrays[f"{where} h{g}.kernel"] for g in gates]
+    biases = [(field, a) for field, a in leaves if field.endswith(".bias")]
+    for g, a in zip(gates, kin, strict=True):
         c.expect_ndim(a, f"{where} i{g}.kernel", 2, "(I, H)")
     rows = _majority([a.shape[0] for a in kin])
-    units = _majority([a.shape[-1] for a in kin + kh + bias if a.ndim])
-    for g, a, b, d in zip(GATES, kin, kh, bias, strict=True):
+    units = _majority([a.shape[-1] for a in kin + kh + [b for _, b in biases] if a.ndim])
+    for g, a, b in zip(gates, kin, kh, strict=True):
         c.expect_shape(a, f"{where} i{g}.kernel", (rows, units))
         c.expect_shape(b, f"{where} h{g}.kernel", (units, units))
-        c.expect_shape(d, f"{where} h{g}.bias", (units,))
-    joined = np.concatenate(kin, axis=1), np.concatenate(kh, axis=1), np.concatenate(bias)
-    return (*joined, f"{where} ii.kernel", leaves)
+    for field, b in biases:
+        c.expect_shape(b, field, (units,))
+    zero = np.zeros(units, kin[0].dtype)
+
+    def side(prefix: str) -> np.ndarray:  # one side's biases in gate order, zeros where none
+        return np.concatenate([arrays.get(f"{where} {prefix}{g}.bias", zero) for g in gates])
+
+    b_input, b_recurrent = _canonical_biases(cell, side("i"), side("h"))
+    return (np.concatenate(kin, axis=1), np.concatenate(kh, axis=1), b_input, b_recurrent,
+            f"{where} i{gates[0]}.kernel", leaves)
 
 
-def _read_nnx(tree: Mapping[str, Any], where: str) -> Read:
-    c.check_keys(tree, ["dense_i", "dense_h"], (), f"{NAME} {where}")
-    c.check_keys(
-        c.expect_mapping(tree["dense_i"], f"{where} dense_i"), ["kernel"], (), f"{where} dense_i"
-    )
-    c.check_keys(
-        c.expect_mapping(tree["dense_h"], f"{where} dense_h"),
-        ["kernel", "bias"],
-        (),
-        f"{where} dense_h",
-    )
-    names = [f"{where} dense_i.kernel", f"{where} dense_h.kernel", f"{where} dense_h.bias"]
-    kin = _leaf(tree["dense_i"]["kernel"], names[0])
-    kh = _leaf(tree["dense_h"]["kernel"], names[1])
-    bias = _leaf(tree["dense_h"]["bias"], names[2])
-    c.expect_ndim(kin, names[0], 2, "(I, 4H)")
-    units = c.gate_units(kin, names[0], axis=1)
-    c.expect_shape(kh, names[1], (units, 4 * units))
-    c.expect_shape(bias, names[2], (4 * units,))
-    return kin, kh, bias, names[0], list(zip(names, (kin, kh, bias), strict=True))
+def _read_nnx(tree: Mapping[str, Any], where: str, cell: str) -> Read:
+    """Two fused denses -> kernels and biases, the gate dimension checked."""
+    gates = len(_GATES[cell])
+    leaves = _leaves(tree, _NNX[cell], where)
+    arrays = dict(leaves)
+    names = [f"{where} dense_i.kernel", f"{where} dense_h.kernel"]
+    kin, kh = arrays[names[0]], arrays[names[1]]
+    c.expect_ndim(kin, names[0], 2, f"(I, {gates}H)")
+    units = c.gate_units(kin, names[0], axis=1, gates=gates)
+    c.expect_shape(kh, names[1], (units, gates * units))
+    zero = np.zeros(gates * units, kin.dtype)
+    sides = []
+    for side in ("i", "h"):
+        field = f"{where} dense_{side}.bias"
+        if field in arrays:
+            c.expect_shape(arrays[field], field, (gates * units,))
+        sides.append(arrays.get(field, zero))
+    b_input, b_recurrent = _canonical_biases(cell, *sides)
+    return kin, kh, b_input, b_recurrent, names[0], leaves
 
 
-def to_canonical(native: Any) -> LSTMWeights:
-    """Flax params (any variant, detected from the tree) -> canonical."""
+def to_canonical(native: Any, *, cell: str = "lstm") -> LSTMWeights:
+    """Flax params (any variant, detected from the tree) -> canonical; ``cell="gru"`` reads
+    ``GRUCell`` params."""
+    cell = c.known_cell(cell, NAME, SUPPORTED)
     layers = c.layer_grid(native, f"{NAME} params", unwrap)
     reader = _read_nnx if "dense_i" in layers[0][0] else _read_linen
     read = [
-        reader(tree, f"layer {k}" + ("" if len(p) == 1 else (" forward", " backward")[j]))
+        reader(tree, f"layer {k}" + ("" if len(p) == 1 else (" forward", " backward")[j]), cell)
         for k, p in enumerate(layers)
         for j, tree in enumerate(p)
     ]
@@ -125,20 +160,21 @@ def to_canonical(native: Any) -> LSTMWeights:
         len(layers),
         len(layers[0]),
         dtype=c.common_dtype(leaf for *_, leaves in read for leaf in leaves),
+        cell=cell,
     )
-    for n, (kin, _kh, _b, field, _leaves) in enumerate(read):
+    for n, (kin, _kh, _bi, _br, field, _leaves) in enumerate(read):
         layer = n // spec.directions
-        c.expect_shape(kin, field, (spec.layer_input_size(layer), 4 * spec.units),
-                       "all of a cell's input kernels share this shape" if field.endswith(
-                           "ii.kernel") else "")
+        c.expect_shape(kin, field, (spec.layer_input_size(layer), spec.gate_count * spec.units),
+                       "" if field.endswith("dense_i.kernel") else
+                       "all of a cell's input kernels share this shape")
     cells = [
         CellWeights(
             w_input=kin.T.copy(),
             w_recurrent=kh.T.copy(),
-            b_input=bias.copy(),
-            b_recurrent=np.zeros_like(bias),
+            b_input=b_input.copy(),
+            b_recurrent=b_recurrent.copy(),
         )
-        for kin, kh, bias, _field, _leaves in read
+        for kin, kh, b_input, b_recurrent, _field, _leaves in read
     ]
     return c.build(spec, cells)
 
@@ -147,25 +183,53 @@ def from_canonical(weights: LSTMWeights, *, variant: str = "linen") -> Any:
     """Canonical -> Flax params of ``variant`` (one tree, or a list per layer)."""
     if variant not in VARIANTS:
         raise c.ConversionError(f"variant: {variant!r}, expected one of {VARIANTS}")
-    return c.write_grid(weights, NAME, SUPPORTED, _write_nnx if variant == "nnx" else _write_linen)
+    cell = weights.spec.cell
+    if cell == "gru" and variant == "linen_optimized":
+        raise UnsupportedFeatureError(NAME, "cell=gru", "variant 'linen_optimized' is "
+                                      "nn.OptimizedLSTMCell's tree; nn.GRUCell's is 'linen'")
+    write: Callable[[CellWeights], dict[str, dict[str, np.ndarray]]] = (
+        (lambda one: _write_nnx(one, cell)) if variant == "nnx"
+        else (lambda one: _write_linen(one, cell)))
+    return c.write_grid(weights, NAME, SUPPORTED, write)
 
 
-def _write_linen(cell: CellWeights) -> dict[str, dict[str, np.ndarray]]:
-    kin, kh, bias = (
-        np.split(a, 4, axis=-1) for a in (cell.w_input.T, cell.w_recurrent.T, cell.bias())
-    )
-    tree = {f"i{g}": {"kernel": c.copy_out(kin[n])} for n, g in enumerate(GATES)}
-    tree.update(
-        {
-            f"h{g}": {"kernel": c.copy_out(kh[n]), "bias": c.copy_out(bias[n])}
-            for n, g in enumerate(GATES)
-        }
-    )
+def _side_biases(cell: CellWeights, cell_type: str) -> dict[str, np.ndarray]:
+    """The biases each side's denses carry ("i", "h"), gate blocks in canonical order."""
+    if cell_type == "lstm":
+        return {"h": cell.bias()}
+    units = cell.w_recurrent.shape[1]
+    # flax has no bias on hr and hz: the r and z recurrent biases join the input side's,
+    # which sums with them before the gate; b_hn stays on hn, inside r * (...).
+    moved = np.concatenate([cell.b_recurrent[:2 * units],
+                            np.zeros_like(cell.b_recurrent[2 * units:])])
+    return {"i": cell.b_input + moved, "h": cell.b_recurrent}
+
+
+def _write_linen(cell: CellWeights, cell_type: str) -> dict[str, dict[str, np.ndarray]]:
+    gates = _GATES[cell_type]
+    blocks = {"i": np.split(cell.w_input.T, len(gates), axis=-1),
+              "h": np.split(cell.w_recurrent.T, len(gates), axis=-1)}
+    biases = {side: np.split(b, len(gates)) for side, b in _side_biases(cell, cell_type).items()}
+    tree = {}
+    for dense, parts in _LINEN[cell_type].items():
+        side, gate = dense[0], gates.index(dense[1])
+        tree[dense] = {"kernel": c.copy_out(blocks[side][gate])}
+        if "bias" in parts:
+            tree[dense]["bias"] = c.copy_out(biases[side][gate])
     return tree
 
 
-def _write_nnx(cell: CellWeights) -> dict[str, dict[str, np.ndarray]]:
-    return {
-        "dense_i": {"kernel": c.copy_out(cell.w_input.T)},
-        "dense_h": {"kernel": c.copy_out(cell.w_recurrent.T), "bias": c.copy_out(cell.bias())},
-    }
+def _write_nnx(cell: CellWeights, cell_type: str) -> dict[str, dict[str, np.ndarray]]:
+    biases = _side_biases(cell, cell_type)
+    units = cell.w_recurrent.shape[1]
+    if cell_type == "gru" and np.any(cell.b_recurrent[2 * units:]):
+        raise UnsupportedFeatureError(NAME, "b_hn (variant 'nnx')", "nnx.GRUCell's dense_h has "
+                                      "no bias, and b_hn, inside r * (...), sums with nothing "
+                                      "else; write variant 'linen' (nn.GRUCell)")
+    kernels = {"dense_i": cell.w_input.T, "dense_h": cell.w_recurrent.T}
+    tree = {}
+    for dense, parts in _NNX[cell_type].items():
+        tree[dense] = {"kernel": c.copy_out(kernels[dense])}
+        if "bias" in parts:
+            tree[dense]["bias"] = c.copy_out(biases[dense[-1]])
+    return tree

@@ -1,4 +1,5 @@
-"""Flax linen runtimes: ``nn.RNN`` over ``nn.LSTMCell`` or ``nn.OptimizedLSTMCell``.
+"""Flax linen runtimes: ``nn.RNN`` over ``nn.LSTMCell`` or ``nn.OptimizedLSTMCell``, and
+``nn.GRUCell`` on the ``flax`` row (flax has no optimized GRU cell).
 
 This module owns running flax-format weights (see :mod:`equivalence.formats.flax`)
 through flax itself and normalizing the result to the contract of
@@ -15,7 +16,8 @@ Facts from flax 0.12.8 ``linen/recurrent.py`` that the code relies on:
   flips the outputs back the same way, so the reverse direction's carry is the
   state after original step 0.
 * Outputs at padded steps are not zeroed: we zero them here.
-* The carry is ``(c, h)``.
+* The carry is ``(c, h)``; a ``GRUCell``'s is ``h`` alone, and its ``__call__`` is
+  r z n with b_hn inside r * (...) (reset_after=True; tests/test_gru_flax.py).
 
 One jitted function per (cell, spec, time-major, lengths present or not)
 takes the parameters as an argument, so a new set of weights of the same shape
@@ -52,6 +54,8 @@ class _FlaxLinenRuntime(Runtime):
 
     module: ClassVar[str] = "flax"
     cell_class: ClassVar[str]
+    # The linen class this runtime runs GRUs with (None: it runs none; its row claims none).
+    gru_class: ClassVar[str | None] = None
     default_variant: ClassVar[str]
     # Format-option variants whose param tree this runtime reads (linen LSTMCell
     # and OptimizedLSTMCell share one tree, so either is accepted).
@@ -81,22 +85,27 @@ class _FlaxLinenRuntime(Runtime):
         with x64(dtype == np.float64):
             outputs, h, c = forward(params, x, h0, c0, lengths)
             # np.array: writable copies, not read-only views of jax buffers
-            outputs, h, c = np.array(outputs), np.array(h), np.array(c)
+            outputs, h = np.array(outputs), np.array(h)
+            c = None if c is None else np.array(c)
         if inputs.time_major:
             outputs = outputs.transpose(1, 0, 2)
         return LSTMResult(zero_padding(outputs, inputs), h, c)
 
     def _forward(self, spec: LSTMSpec, inputs: LSTMInputs) -> Callable[..., Any]:
-        key = (self.cell_class, spec, inputs.time_major, inputs.lengths is not None)
+        cell_class = self.gru_class if spec.cell == "gru" else self.cell_class
+        if cell_class is None:  # Runtime.run refuses it first; this guards a direct call
+            raise UnsupportedFeatureError(self.name, f"cell={spec.cell}")
+        key = (cell_class, spec, inputs.time_major, inputs.lengths is not None)
         if key not in self._forwards:
-            self._forwards[key] = _build_forward(self.cell_class, spec, *key[2:])
+            self._forwards[key] = _build_forward(cell_class, spec, *key[2:])
         return self._forwards[key]
 
 
 class FlaxRuntime(_FlaxLinenRuntime):
-    """``flax.linen.RNN`` over ``flax.linen.LSTMCell`` (one Dense per gate)."""
+    """``flax.linen.RNN`` over ``flax.linen.LSTMCell`` or ``GRUCell`` (one Dense per gate)."""
 
     cell_class: ClassVar[str] = "LSTMCell"
+    gru_class: ClassVar[str | None] = "GRUCell"
     default_variant: ClassVar[str] = "linen"
 
 
@@ -109,20 +118,22 @@ class FlaxOptimizedRuntime(_FlaxLinenRuntime):
 
 def _initial_carry(
     spec: LSTMSpec, inputs: LSTMInputs, dtype: np.dtype
-) -> tuple[np.ndarray, np.ndarray]:
-    """``h0`` and ``c0`` as (L, D, B, H) arrays; zeros where the inputs have none."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``h0`` and ``c0`` as (L, D, B, H) arrays, zeros where the inputs have none; a GRU's
+    ``c0`` is None (its carry is h alone)."""
     shape = (spec.layers, spec.directions, inputs.batch, spec.units)
 
     def state(value: np.ndarray | None) -> np.ndarray:
         return np.zeros(shape, dtype) if value is None else np.asarray(value, dtype=dtype)
 
-    return state(inputs.h0), state(inputs.c0)
+    return state(inputs.h0), (state(inputs.c0) if "c" in spec.state_names else None)
 
 
 def _build_forward(
     cell_class: str, spec: LSTMSpec, time_major: bool, has_lengths: bool
 ) -> Callable[..., Any]:
-    """A jitted ``(params, x, h0, c0, lengths) -> (outputs, h, c)`` for ``spec``."""
+    """A jitted ``(params, x, h0, c0, lengths) -> (outputs, h, c)`` for ``spec`` (a GRU's
+    ``c0`` and ``c`` are None)."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
@@ -130,6 +141,7 @@ def _build_forward(
     cell_type = getattr(nn, cell_class)
     gate_fn = getattr(jax.nn, _GATE_FUNCTIONS[spec.recurrent_activation])
     units = spec.units
+    gru = spec.cell == "gru"
 
     def forward(params, x, h0, c0, lengths):
         batch = x.shape[1] if time_major else x.shape[0]
@@ -144,19 +156,21 @@ def _build_forward(
                     reverse=direction == 1,
                     keep_order=True,  # reverse outputs back in original time order
                 )
-                carry = (c0[layer, direction], h0[layer, direction])
-                (c, h), out = rnn.apply(
+                h = h0[layer, direction]
+                carry = h if gru else (c0[layer, direction], h)
+                carry, out = rnn.apply(
                     {"params": {"cell": params[layer][direction]}},
                     layer_input,
                     initial_carry=carry,
                     seq_lengths=lengths if has_lengths else None,
                 )
                 outs.append(out)
-                final_h.append(h)
-                final_c.append(c)
+                final_h.append(carry if gru else carry[1])
+                final_c.extend(() if gru else (carry[0],))
             layer_input = jnp.concatenate(outs, axis=-1)
         shape = (spec.layers, spec.directions, batch, units)
-        return layer_input, jnp.stack(final_h).reshape(shape), jnp.stack(final_c).reshape(shape)
+        c = None if gru else jnp.stack(final_c).reshape(shape)
+        return layer_input, jnp.stack(final_h).reshape(shape), c
 
     return jax.jit(forward)
 
