@@ -2,8 +2,11 @@
 
 Keys are a module's parameter paths joined by dots, and ``load_weights`` turns
 a number in a path into a list index. An ``nn.LSTM`` holds ``Wx``, ``Wh`` and
-``bias`` (none with ``bias=False``). MLX has no stacked or bidirectional LSTM,
-so this module reads and writes the layout such a model has:
+``bias`` (none with ``bias=False``); an ``nn.GRU`` holds ``Wx`` (3H, I), ``Wh``
+(3H, H), ``b`` and ``bhn`` (none with ``bias=False``). A prefix is a GRU when it
+has ``b`` or ``bhn``, or, biasless, when its ``Wh`` has 3H rows for its H columns
+(an LSTM's has 4H). MLX has no stacked or bidirectional LSTM or GRU, so this
+module reads and writes the layout such a model has:
 
 * one LSTM: ``<prefix>Wx``, ``<prefix>Wh``, ``<prefix>bias``;
 * a stack (a module whose list ``layers`` holds one ``nn.LSTM`` per layer):
@@ -34,37 +37,59 @@ from equivalence.files.limits import MAX_LAYERS
 from equivalence.formats import get as get_format
 
 _KEY = re.compile(r"^(?P<prefix>.*?)(?:layers\.(?P<layer>\d{1,9})\.)?"
-                  r"(?:(?P<direction>forward|backward)\.)?(?P<key>Wx|Wh|bias)$")
+                  r"(?:(?P<direction>forward|backward)\.)?(?P<key>Wx|Wh|bias|bhn|b)$")
 _DIRECTIONS = ("forward", "backward")
 
 
 def found_in(tensors: Mapping[str, Any], path: Path, kind: str) -> list[FoundLSTM]:
-    """One FoundLSTM per prefix whose keys are an MLX LSTM's (see the module docstring)."""
+    """One FoundLSTM per prefix whose keys are an MLX LSTM's or GRU's (the module docstring)."""
     groups: dict[str, dict[tuple[int | None, str | None], dict[str, Any]]] = {}
     for key, value in tensors.items():
         match = _KEY.match(key)
         if match:
             layer = match.group("layer")
-            cell = (None if layer is None else int(layer), match.group("direction"))
-            groups.setdefault(match.group("prefix"), {}).setdefault(cell, {})[
+            where = (None if layer is None else int(layer), match.group("direction"))
+            groups.setdefault(match.group("prefix"), {}).setdefault(where, {})[
                 match.group("key")] = value
     found = []
     for prefix, cells in groups.items():
-        if not any("Wx" in arrays for arrays in cells.values()):
-            continue  # a lone "bias" is some other layer's
-        name = prefix[:-1] if prefix.endswith(".") else (prefix or "lstm")
+        if not any("Wx" in arrays or "Wh" in arrays for arrays in cells.values()):
+            continue  # a lone "bias" or "b" is some other layer's
         native, problem = _native(cells)
+        cell_type, mixed = _cell(cells)
+        name = prefix[:-1] if prefix.endswith(".") else (prefix or cell_type)
         found.append(FoundLSTM(
             name=name, format="mlx", native=native, source=str(path),
-            kind=f"{kind}, mlx.nn.LSTM weights", problem=problem, biases=_biases(cells)))
+            kind=f"{kind}, mlx.nn.{cell_type.upper()} weights", problem=problem or mixed,
+            biases=_biases(cells, cell_type),
+            read_options={"cell": "gru"} if cell_type == "gru" else {}))
     return found
 
 
-def _biases(cells: Mapping[Any, Mapping[str, Any]]) -> str:
-    with_bias = sum("bias" in arrays for arrays in cells.values())
+def _cell(cells: Mapping[Any, Mapping[str, Any]]) -> tuple[str, str | None]:
+    """"gru" or "lstm" for one prefix's cells, and why not one of them when they disagree."""
+    kinds = {_cell_of(arrays) for arrays in cells.values()}
+    if len(kinds) > 1:
+        return "lstm", "some cells hold nn.GRU keys (b, bhn) or shapes and others nn.LSTM's"
+    return kinds.pop(), None
+
+
+def _cell_of(arrays: Mapping[str, Any]) -> str:
+    if "b" in arrays or "bhn" in arrays:
+        return "gru"
+    shape = tuple(getattr(arrays.get("Wh"), "shape", ()))
+    # biasless: Wh's rows are gates x H for its H columns (3 for a GRU, 4 for an LSTM)
+    three_gates = len(shape) == 2 and shape[0] == 3 * shape[1] > 0
+    return "gru" if three_gates and "bias" not in arrays else "lstm"
+
+
+def _biases(cells: Mapping[Any, Mapping[str, Any]], cell: str) -> str:
+    names, shown = (("b", "bhn"), "b (3H) and bhn (H)") if cell == "gru" else (("bias",),
+                                                                               "one (4H)")
+    with_bias = sum(any(n in arrays for n in names) for arrays in cells.values())
     if with_bias == len(cells):
-        return "one (4H)"
-    return "none (bias=False)" if with_bias == 0 else "one (4H), none in some (bias=False)"
+        return shown
+    return "none (bias=False)" if with_bias == 0 else f"{shown}, none in some (bias=False)"
 
 
 def _native(cells: dict[tuple[int | None, str | None], dict[str, Any]]) -> tuple[Any, str | None]:
@@ -119,16 +144,19 @@ def write_mlx(path: Path, weights: LSTMWeights, job: Any) -> list[str]:
     named = {k: np.ascontiguousarray(v) for k, v in keys(weights).items()}
     with atomic_output(path, job.replace) as temporary:
         save_file(named, str(temporary))
-    return [f"wrote {path} (mlx.nn.LSTM weights, {len(named)} arrays)", *_loading(weights, path)]
+    layer = weights.spec.cell.upper()
+    return [f"wrote {path} (mlx.nn.{layer} weights, {len(named)} arrays)",
+            *_loading(weights, path)]
 
 
 def _loading(weights: LSTMWeights, path: Path) -> list[str]:
     spec = weights.spec
+    layer, variable = f"nn.{spec.cell.upper()}", spec.cell
     if spec.layers == 1 and spec.directions == 1:
-        return [f"lstm = mlx.nn.LSTM({spec.input_size}, {spec.units})",
-                f'lstm.load_weights("{path}")']
+        return [f"{variable} = mlx.{layer}({spec.input_size}, {spec.units})",
+                f'{variable}.load_weights("{path}")']
     sizes = ", ".join(str(spec.layer_input_size(k)) for k in range(spec.layers))
-    item = ("a module with nn.LSTM attributes forward and backward (the backward one run on "
-            "the reversed sequence)" if spec.directions == 2 else "an nn.LSTM")
+    item = (f"a module with {layer} attributes forward and backward (the backward one run on "
+            "the reversed sequence)" if spec.directions == 2 else f"an {layer}")
     return [f"model.load_weights(\"{path}\"), where model.layers is a list of {spec.layers} "
             f"items, each {item}, H={spec.units}, input sizes {sizes}"]
