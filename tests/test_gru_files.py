@@ -64,7 +64,7 @@ def test_must_fail_compare_catches_and_names_a_z_r_swap(tmp_path, capsys) -> Non
 
 
 @pytest.mark.parametrize(("target", "name", "writer"), [
-    # the tf1 format holds GRUCell (reset_after=False) only; the checkpoint writer no GRU yet
+    # the tf1 format and its checkpoints hold GRUCell (reset_after=False) only
     ("tf1", "out.ckpt", "tf1 cannot represent reset_after=True"),
 ])
 def test_writers_without_gru_refuse_it_by_name_and_write_nothing(tmp_path, capsys, target: str,

@@ -57,6 +57,13 @@ def open_side(path: Path, *, layer: str | None = None, mapping: dict[str, str] |
     """The side ``path`` defines: a SavedModel folder, a LiteRT flatbuffer, an OpenVINO IR,
     a whole ONNX model, or any file ``inspect`` reads (through the verify runners)."""
     path = Path(path)
+    from equivalence.files._base import checkpoint_prefix
+
+    # a TF checkpoint is named by its prefix (no such file) or its folder, as inspect takes it
+    if not (path / "saved_model.pb").is_file() and checkpoint_prefix(path) is not None:
+        from equivalence.artefacts.file_side import file_side
+
+        return file_side(path, layer=layer, run_torchscript=run_torchscript)
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise ConversionError(f"{path}: a folder without saved_model.pb (compare reads "

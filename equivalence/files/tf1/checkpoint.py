@@ -7,6 +7,8 @@ variable name:
   (``basic_lstm_cell`` too, same layout), grouped into one LSTM per scope:
   ``MultiRNNCell`` layers (``cell_{k}``) and ``fw``/``bw`` halves of a
   bidirectional RNN join their scope's LSTM; optimizer slots are ignored.
+  ``GRUCell``s the same way, ``.../gru_cell/{gates,candidate}/{kernel,bias}``,
+  one GRU per scope (``reset_after=False``, the only variant GRUCell has).
 * Keras LSTM layers saved by ``tf.train.Checkpoint``
   (``.../cell/{kernel,recurrent_kernel,bias}/.ATTRIBUTES/VARIABLE_VALUE``,
   ``forward_layer``/``backward_layer`` for Bidirectional): Keras format.
@@ -39,7 +41,6 @@ from equivalence.files._base import (
     FoundLSTM,
     checkpoint_prefix,
     publish,
-    refuse_cells,
     remove_stale_temporaries,
 )
 from equivalence.files.limits import check_declared
@@ -90,11 +91,12 @@ def _scope(name: str) -> tuple[str, tuple[int, int, str]] | None:
     """(LSTM scope, (layer, direction, part)) for a TF1 cell variable, else None."""
     clean = name[: -len(OBJECT_SUFFIX)] if name.endswith(OBJECT_SUFFIX) else name
     clean = re.sub(r"(^|/)basic_lstm_cell(?=/)", r"\1lstm_cell", clean)
-    parsed = tf1_format.parse_name(clean)
+    cell_type = "gru" if "gru_cell/" in clean else "lstm"
+    parsed = tf1_format.parse_name(clean, cell_type)
     if parsed is None:
         return None
     segments = clean.split("/")
-    cell = next(i for i, s in enumerate(segments) if s.startswith("lstm_cell"))
+    cell = next(i for i, s in enumerate(segments) if s.startswith(f"{cell_type}_cell"))
     kept, inside_stack = [], False
     for segment in segments[:cell]:
         if _STACK_SEGMENT.match(segment):
@@ -104,7 +106,8 @@ def _scope(name: str) -> tuple[str, tuple[int, int, str]] | None:
                                                         segment == "bidirectional_rnn"):
             continue
         kept.append(segment)
-    return "/".join(kept) or segments[cell], parsed
+    # a GRU and an LSTM in one scope are two networks: the cell type is part of the key
+    return f"{'/'.join(kept) or segments[cell]}\0{cell_type}", parsed
 
 
 def _tf1_cells(variables: dict[str, np.ndarray], prefix: Path, forget_bias: float
@@ -114,20 +117,46 @@ def _tf1_cells(variables: dict[str, np.ndarray], prefix: Path, forget_bias: floa
         scoped = _scope(name)
         if scoped is not None:
             groups.setdefault(scoped[0], []).append((name, scoped[1], value))
-    return [_tf1_entry(scope, items, prefix, forget_bias) for scope, items in groups.items()]
+    found = []
+    for key, items in groups.items():
+        scope, cell = key.split("\0")
+        found.append(_tf1_gru(scope, items, prefix) if cell == "gru"
+                     else _tf1_entry(scope, items, prefix, forget_bias))
+    return found
 
 
-def _tf1_entry(scope: str, items: list[tuple[str, tuple[int, int, str], np.ndarray]],
-               prefix: Path, forget_bias: float) -> FoundLSTM:
+def _shape_of(items: list[tuple[str, tuple[int, int, str], np.ndarray]]
+              ) -> tuple[int, int, str | None]:
+    """Layers and directions of one scope's cells, and why they are not one stack."""
     layers = 1 + max(layer for _, (layer, _, _), _ in items)
     directions = 1 + max(direction for _, (_, direction, _), _ in items)
-    # Standard names, so the tf1 format reads the stack whatever scope it lived in.
-    native = {tf1_format.variable_name(layer, direction, part, layers, directions): value
-              for _, (layer, direction, part), value in items}
     problem = None
     if directions == 2 and layers > 1 and any("multi_rnn_cell" in n for n, _, _ in items):
         problem = ("independent forward/backward MultiRNNCell stacks (bidirectional_dynamic_rnn "
                    "over MultiRNNCell): not a layer-wise bidirectional stack")
+    return layers, directions, problem
+
+
+def _tf1_gru(scope: str, items: list[tuple[str, tuple[int, int, str], np.ndarray]],
+             prefix: Path) -> FoundLSTM:
+    layers, directions, problem = _shape_of(items)
+    native = {tf1_format.variable_name(layer, direction, part, layers, directions, "gru"): value
+              for _, (layer, direction, part), value in items}
+    notes = ["GRUCell: the reset gate on h before the matmul (reset_after=False)"]
+    if any(n.endswith(OBJECT_SUFFIX) for n, _, _ in items):
+        notes.append("object-based tf.train.Checkpoint names")
+    return FoundLSTM(name=scope, format="tf1", native=native, source=str(prefix),
+                     kind="TF checkpoint, TF1 GRUCell", read_options={"cell": "gru"},
+                     biases="one per gate (gates 2H, candidate H)", notes=tuple(notes),
+                     problem=problem)
+
+
+def _tf1_entry(scope: str, items: list[tuple[str, tuple[int, int, str], np.ndarray]],
+               prefix: Path, forget_bias: float) -> FoundLSTM:
+    layers, directions, problem = _shape_of(items)
+    # Standard names, so the tf1 format reads the stack whatever scope it lived in.
+    native = {tf1_format.variable_name(layer, direction, part, layers, directions): value
+              for _, (layer, direction, part), value in items}
     parts = {part for _, (_, _, part), _ in items}
     notes = [f"forget_bias={forget_bias} assumed (a checkpoint does not record it; "
              "pass --forget-bias if the cells were built with another)"]
@@ -218,12 +247,11 @@ def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float,
     """Write a TF1-named checkpoint for cells built with ``forget_bias``; return lines to print."""
     import tensorflow as tf
 
-    # GRUCell checkpoints are not read back by this family yet: refused by name, not written
-    refuse_cells(weights, "tf1")
+    cell_class = "GRUCell" if weights.spec.cell == "gru" else "LSTMCell"
     if weights.spec.activation != "tanh":  # before anything is written
         raise UnsupportedFeatureError(
             "a TF checkpoint", f"activation={weights.spec.activation}",
-            "it holds the variables only, and LSTMCell(activation=) is not one of them: "
+            f"it holds the variables only, and {cell_class}(activation=) is not one of them: "
             "read back, it would run tanh")
     prefix = output_prefix(path)
     variables = tf1_format.from_canonical(weights, forget_bias=forget_bias, layout="variables")
@@ -256,10 +284,19 @@ def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float,
     spec = weights.spec
     return [f"wrote TF checkpoint {prefix} (.index + .data), variables:",
             *[f"  {n} {tuple(variables[n].shape)}" for n in sorted(variables)],
-            f"cells: LSTMCell({spec.units}, forget_bias={forget_bias}"
-            + (", use_peepholes=True" if spec.peepholes else "")
-            + (f", num_proj={spec.projection_size}" if spec.projection_size else "") + ")"
+            _cells_line(spec, forget_bias)]
+
+
+def _cells_line(spec: Any, forget_bias: float) -> str:
+    """The cells a graph must build to restore the checkpoint."""
+    if spec.cell == "gru":
+        cell = f"GRUCell({spec.units})"
+    else:
+        cell = (f"LSTMCell({spec.units}, forget_bias={forget_bias}"
+                + (", use_peepholes=True" if spec.peepholes else "")
+                + (f", num_proj={spec.projection_size}" if spec.projection_size else "") + ")")
+    return (f"cells: {cell}"
             + (f" x {spec.layers} in MultiRNNCell" if spec.layers > 1 and spec.directions == 1
                else "")
             + (" in bidirectional_dynamic_rnn" if spec.directions == 2 else "")
-            + "; restore with tf.compat.v1.train.Saver().restore(sess, PREFIX)"]
+            + "; restore with tf.compat.v1.train.Saver().restore(sess, PREFIX)")
