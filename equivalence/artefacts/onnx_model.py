@@ -46,7 +46,7 @@ from equivalence.artefacts.side import (
     Side,
 )
 from equivalence.errors import ConversionError
-from equivalence.files._base import FoundLSTM, select
+from equivalence.files._base import FoundLSTM, counted, select
 from equivalence.files.limits import listed, shown
 
 
@@ -84,7 +84,7 @@ def _stack(found: list[FoundLSTM], layer: str | None, path: Path) -> FoundLSTM:
     """The one LSTM stack (or the one ``layer`` names); the whole graph runs all its layers,
     so a single layer of a stack is no side."""
     if layer is None and len(found) > 1:
-        raise ConversionError(f"{path}: {len(found)} LSTM stacks found "
+        raise ConversionError(f"{path}: {counted(found, '{n} {cell} stack{s}')} found "
                               f"({listed([f.name for f in found])}); choose one with "
                               "--layer-a/--layer-b NAME")
     chosen = select(found, layer, path)

@@ -43,6 +43,7 @@ from equivalence.files import registry
 from equivalence.files._base import (
     FileFormatError,
     FoundLSTM,
+    counted,
     describe_spec,
     parent_folders,
     refuse_output,
@@ -188,11 +189,7 @@ def table(rows: list[dict[str, str]]) -> str:
 
 def _count_line(found: list[FoundLSTM]) -> str:
     """"3 LSTM(s)"; "2 LSTM(s), 1 GRU(s)" where GRUs were found too."""
-    grus = sum(item.read_options.get("cell") == "gru" for item in found)
-    lstms = f"{len(found) - grus} LSTM(s)"
-    if not grus:
-        return lstms
-    return f"{grus} GRU(s)" if grus == len(found) else f"{lstms}, {grus} GRU(s)"
+    return counted(found, "{n} {cell}(s)")
 
 
 def listing(found: FoundLSTM) -> dict[str, Any]:

@@ -62,7 +62,7 @@ LENGTHS = ("lengths", True)
 # What compare's ONNX reader says of tf2onnx's graphs it cannot read as one LSTM stack
 # (the whole graph still runs): one LSTM node per Keras layer, Squeeze/Transpose between
 # (2 layers); a masked LSTM left as its Loop of elementwise ops (no LSTM node at all).
-_ONNX_UNREAD = ("LSTM stacks found", "not an LSTM node")
+_ONNX_UNREAD = ("stacks found", "not an LSTM node")
 _FIXED_WHY = "input_signature fixed batch 2 and 4 steps"
 _BATCH_WHY = "input_signature fixed batch 2 (a dynamic batch needs Flex ops)"
 

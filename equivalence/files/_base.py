@@ -141,8 +141,9 @@ def select(
     if layer is None:
         if len(found) > 1:
             names = listed([f.name for f in found])
-            raise FileFormatError(path, f"{len(found)} LSTMs found ({names}); choose one "
-                                        "with --layer NAME (or convert them all with --all)")
+            raise FileFormatError(path, f"{counted(found, '{n} {cell}{s}')} found ({names}); "
+                                        "choose one with --layer NAME (or convert them all "
+                                        "with --all)")
         return found[0]
     for candidate in found:
         if candidate.name == layer:
@@ -156,6 +157,16 @@ def select(
 
 
 # ---------------------------------------------------------------- checkpoints
+
+
+def counted(found: Sequence[FoundLSTM], each: str) -> str:
+    """The networks found, counted per cell type: ``each`` formats one count
+    (``"{n} {cell}{s}"`` gives "4 GRUs", or "2 LSTMs, 1 GRU" for a mix)."""
+    grus = sum(item.read_options.get("cell") == "gru" for item in found)
+    counts = [("LSTM", len(found) - grus), ("GRU", grus)]
+    listed_counts = [each.format(n=n, cell=cell, s="" if n == 1 else "s")
+                     for cell, n in counts if n]
+    return ", ".join(listed_counts) or each.format(n=0, cell="LSTM", s="s")
 
 
 def checkpoint_prefix(path: Path) -> Path | None:
