@@ -185,6 +185,23 @@ def write_grid(
     return layers[0][0] if len(layers) == 1 and len(layers[0]) == 1 else layers
 
 
+def read_grid(
+    layers: Sequence[Sequence[Any]], spec: LSTMSpec,
+    read_cell: Callable[[Any, str, LSTMSpec, int], tuple[CellWeights, list[tuple[str, Any]]]],
+) -> LSTMWeights:
+    """A list over layers of direction lists (the neoml and mlx stacks) -> canonical: each
+    cell read by ``read_cell(item, where, spec, layer)``, which returns its weights and its
+    arrays by name, so the stack's one dtype is checked across every cell."""
+    cells, named = [], []
+    for k, per_direction in enumerate(layers):
+        for j, item in enumerate(per_direction):
+            where = f"layer {k}" + ("" if spec.directions == 1 else (" forward", " backward")[j])
+            weights, arrays = read_cell(item, where, spec, k)
+            cells.append(weights)
+            named += arrays
+    return build(spec.replace(dtype=common_dtype(named)), cells)
+
+
 def check_keys(
     found: Iterable[str], required: Iterable[str], optional: Iterable[str], where: str
 ) -> None:

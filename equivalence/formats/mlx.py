@@ -76,14 +76,7 @@ def to_canonical(native: Any, *, cell: str = "lstm") -> LSTMWeights:
     c.expect_ndim(w, "layer 0 Wx", 2, f"({gates}H, I)")
     spec = LSTMSpec(w.shape[1], c.gate_units(w, "layer 0 Wx", 0, gates=gates), len(layers),
                     len(layers[0]), cell=cell)
-    cells, named = [], []
-    for k, per_direction in enumerate(layers):
-        for j, item in enumerate(per_direction):
-            where = f"layer {k}" + ("" if spec.directions == 1 else (" forward", " backward")[j])
-            weights, arrays = _read_cell(item, where, spec, k)
-            cells.append(weights)
-            named += arrays
-    return c.build(spec.replace(dtype=c.common_dtype(named)), cells)
+    return c.read_grid(layers, spec, _read_cell)
 
 
 def from_canonical(

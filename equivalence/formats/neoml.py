@@ -41,15 +41,7 @@ def to_canonical(native: Any, *, cell: str = "lstm") -> LSTMWeights:
     cell = c.known_cell(cell, NAME, SUPPORTED)
     layers = c.layer_grid(native, f"{NAME} weights")
     spec = (_gru_spec if cell == "gru" else _lstm_spec)(layers)
-    read_cell = _read_gru_cell if cell == "gru" else _read_lstm_cell
-    cells, dtypes = [], []
-    for k, per_direction in enumerate(layers):
-        for j, item in enumerate(per_direction):
-            where = f"layer {k}" + ("" if spec.directions == 1 else (" forward", " backward")[j])
-            weights, named = read_cell(item, where, spec, k)
-            cells.append(weights)
-            dtypes += named
-    return c.build(spec.replace(dtype=c.common_dtype(dtypes)), cells)
+    return c.read_grid(layers, spec, _read_gru_cell if cell == "gru" else _read_lstm_cell)
 
 
 def _lstm_spec(layers: list[list[Any]]) -> LSTMSpec:
