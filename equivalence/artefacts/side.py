@@ -126,7 +126,8 @@ class Side:
         stored = self.stored
         h0 = stored.h0 if stored.h0 is not None else feed.h0
         c0 = stored.c0 if stored.c0 is not None else feed.c0
-        if (h0 is None) != (c0 is None):  # one stored, the other zeros (ONNX's default)
+        # one stored, the other zeros (ONNX's default); a side without c (a GRU) gets none
+        if (h0 is None) != (c0 is None) and (c0 is not None or "c0" in self.takes):
             h0 = h0 if h0 is not None else np.zeros_like(c0)
             c0 = c0 if c0 is not None else np.zeros_like(h0)
         lengths = feed.lengths

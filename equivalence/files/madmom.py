@@ -28,7 +28,9 @@ other layers between.
 Unpickling runs nothing: madmom's classes become inert records
 (:mod:`.module_pickle`), numpy arrays are rebuilt as data (:mod:`.numpy_pickle`),
 and every other name is refused by name. Python 2 strings are read as latin-1,
-as numpy itself reads these files.
+as numpy itself reads these files. ``GRULayer``s (madmom's downbeat models, protocol-0
+pickles made with ``copy_reg._reconstructor``) map onto ONNX GRU nodes in
+:mod:`.madmom_gru`; a learned ``hid_init`` is carried as a stored ``initial_h``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from equivalence.files._base import FileFormatError, FoundLSTM
+from equivalence.files import madmom_gru
+from equivalence.files._base import FileFormatError, FoundLSTM, StoredInputs
 from equivalence.files.limits import MAX_ARRAY_BYTES, MAX_LAYERS, shown
 from equivalence.files.torch import module_pickle, numpy_pickle
 
@@ -52,9 +55,18 @@ MADMOM_ACTIVATIONS = {"tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu", "lin
                       "elu": "elu", "softplus": "softplus"}
 
 
+_PROTOCOL_0_OBJECT = b"ccopy_reg\n_reconstructor\n"  # Python 2's text pickle of an object
+
+
 def looks_like_madmom(path: Path, head: bytes) -> bool:
-    """A pickle whose first name is a madmom class (``\\x80\\x02cmadmom.``)."""
-    return head[:1] == b"\x80" and b"madmom." in head
+    """A pickle whose first name is a madmom class: ``\\x80\\x02cmadmom.`` (protocol 2), or
+    protocol 0's ``copy_reg._reconstructor`` of one (madmom's GRU models)."""
+    if head[:1] == b"\x80":
+        return b"madmom." in head
+    if len(head) < 16 or not _PROTOCOL_0_OBJECT.startswith(head[:16]):
+        return False
+    with path.open("rb") as handle:  # the class name follows the reconstructor's
+        return b"(cmadmom." in handle.read(64)
 
 
 class MadmomUnpickler(pickle.Unpickler):
@@ -69,6 +81,12 @@ class MadmomUnpickler(pickle.Unpickler):
         array = numpy_pickle.find(module, name, self.source, self.file_bytes)
         if array is not None:
             return array
+        # Python 2's object protocol (madmom's GRU models): copy_reg._reconstructor(cls,
+        # object, None) is cls.__new__(cls); it is given a record class or refused.
+        if (module, name) == ("copy_reg", "_reconstructor"):
+            return _reconstruct
+        if (module, name) == ("__builtin__", "object"):
+            return _OBJECT
         refused = module_pickle.refusal(module, name)
         if refused is not None:
             raise pickle.UnpicklingError(refused)
@@ -77,6 +95,18 @@ class MadmomUnpickler(pickle.Unpickler):
                 f"the pickle names {shown(f'{module}.{name}')}, which a madmom network has "
                 "no need for (refused: unpickling it could run code)")
         return module_pickle.stand_in(module, name, self.records)
+
+
+_OBJECT = object()  # the base class _reconstruct is handed: ``object``, as data
+
+
+def _reconstruct(cls: Any, base: Any, state: Any) -> Any:
+    """``copy_reg._reconstructor`` for records only: a new inert record, nothing run."""
+    if not (isinstance(cls, type) and issubclass(cls, module_pickle.ModuleRecord)
+            and base is _OBJECT and state is None):
+        raise pickle.UnpicklingError("copy_reg._reconstructor called on something other than "
+                                     "a madmom class over object (refused: it could run code)")
+    return object.__new__(cls)
 
 
 def load(path: Path) -> Any:
@@ -147,15 +177,16 @@ def _layer_kind(layer: Any) -> str:
 
 def _found(path: Path, index: int, layer: Any) -> FoundLSTM | None:
     kind = _class(layer)
-    if kind == "LSTMLayer":
-        directions = [layer]
-    elif kind == "BidirectionalLayer" and _class(_state(layer).get("fwd_layer")) == "LSTMLayer":
-        directions = [_state(layer).get("fwd_layer"), _state(layer).get("bwd_layer")]
-    else:
+    inner = _class(_state(layer).get("fwd_layer")) if kind == "BidirectionalLayer" else kind
+    if inner not in ("LSTMLayer", "GRULayer"):
         return None
+    directions = ([layer] if kind == inner
+                  else [_state(layer).get("fwd_layer"), _state(layer).get("bwd_layer")])
     name = f"layers.{index}"
-    arrays = [_gates(path, f"{name}{'.' + side if len(directions) > 1 else ''}", lstm)
-              for side, lstm in zip(("fwd_layer", "bwd_layer"), directions, strict=False)]
+    arrays = [_gates(path, f"{name}{'.' + side if len(directions) > 1 else ''}", item, inner)
+              for side, item in zip(("fwd_layer", "bwd_layer"), directions, strict=False)]
+    if inner == "GRULayer":
+        return _found_gru(path, name, kind, directions, arrays)
     problem, changes = _semantics(directions)
     return FoundLSTM(
         name=name, format="onnx", native=_onnx_node(path, name, arrays), source=str(path),
@@ -164,22 +195,71 @@ def _found(path: Path, index: int, layer: Any) -> FoundLSTM | None:
         spec_changes=changes, notes=("madmom LSTMLayer read as an ONNX-layout node",))
 
 
-def _gates(path: Path, name: str, lstm: Any) -> dict[str, dict[str, np.ndarray | None]]:
-    if _class(lstm) != "LSTMLayer":
-        raise FileFormatError(path, f"{name}: a {shown(_class(lstm) or 'non-record')} "
-                                    "where an LSTMLayer was expected")
-    state = _state(lstm)
+def _found_gru(path: Path, name: str, kind: str, directions: list[Any],
+               arrays: list[dict[str, dict[str, Any]]]) -> FoundLSTM:
+    """A GRULayer (or a BidirectionalLayer of two) as an ONNX-layout GRU node."""
+    states = [_state(item) for item in directions]
+    gate_fns = {_function(_state(s.get(g)).get("activation_fn")) for s in states
+                for g in madmom_gru.GATE_FNS}
+    cell_fns = {_function(_state(s.get("cell")).get("activation_fn")) for s in states}
+    problem, changes = madmom_gru.semantics(gate_fns, cell_fns)
+    if problem is None and not set(changes.values()) <= set(MADMOM_ACTIVATIONS):
+        problem, changes = f"cell activation {shown(changes['activation'])} is not read", {}
+    units = _gru_units(path, name, arrays)
+    stored = _stored_initial(arrays, units)
+    return FoundLSTM(
+        name=name, format="onnx", native=madmom_gru.node(arrays, units), source=str(path),
+        kind=f"madmom {kind}" + (" of two GRULayers" if len(directions) > 1 else ""),
+        biases="one per gate (H); ONNX's recurrent half is zero", problem=problem,
+        read_options={"cell": "gru", "reset_after": True}, spec_changes=changes, stored=stored,
+        notes=("madmom GRULayer read as an ONNX-layout GRU node (linear_before_reset=1); "
+               "z = 1 - madmom's update gate, so its weights are negated",
+               *(() if stored is None else ("hid_init: a learned initial state, stored as "
+                                            "initial_h (madmom runs one sequence: batch 1)",))))
+
+
+def _gru_units(path: Path, name: str, arrays: list[dict[str, dict[str, Any]]]) -> int:
+    """H, every direction's arrays checked; a learned hid_init is carried, not refused."""
+    learned = [gates.pop("nonzero", {}) for gates in arrays]
+    _, units = _checked_directions(path, name, arrays, madmom_gru.GATES)
+    for gates, initial in zip(arrays, learned, strict=True):
+        value = initial.get("hid_init", initial.get("init"))
+        if value is not None and value.size != units:
+            raise FileFormatError(path, f"{name}.hid_init: shape {value.shape}, expected "
+                                        f"({units},)")
+        gates["initial"] = {"h": value}
+    return units
+
+
+def _stored_initial(arrays: list[dict[str, dict[str, Any]]], units: int) -> StoredInputs | None:
+    """The directions' learned initial states as a stored initial_h (1, D, 1, H), or None."""
+    initial = [gates.pop("initial")["h"] for gates in arrays]
+    if all(value is None for value in initial):
+        return None
+    dtype = arrays[0]["cell"]["weights"].dtype
+    rows = [np.zeros(units, dtype) if v is None else v.reshape(units).astype(dtype)
+            for v in initial]
+    return StoredInputs(h0=np.stack(rows).reshape(1, len(rows), 1, units))
+
+
+def _gates(path: Path, name: str, layer: Any, kind: str = "LSTMLayer"
+           ) -> dict[str, dict[str, np.ndarray | None]]:
+    if _class(layer) != kind:
+        raise FileFormatError(path, f"{name}: a {shown(_class(layer) or 'non-record')} "
+                                    f"where a {kind} was expected")
+    state = _state(layer)
     out: dict[str, dict[str, np.ndarray | None]] = {}
-    for gate in GATES:
+    gru = kind == "GRULayer"
+    for gate in madmom_gru.GATES if gru else GATES:
         record = state.get(gate)
-        expected = "Cell" if gate == "cell" else "Gate"
+        expected = ("GRUCell" if gru else "Cell") if gate == "cell" else "Gate"
         if _class(record) != expected:
             raise FileFormatError(path, f"{name}.{gate}: expected a madmom {expected}, "
                                         f"found {shown(_class(record) or type(record).__name__)}")
         fields = _state(record)
         out[gate] = {key: _array(path, f"{name}.{gate}.{key}", fields.get(key))
                      for key in ("weights", "bias", "recurrent_weights", "peephole_weights")}
-    for extra in ("init", "cell_init"):
+    for extra in ("init", "hid_init") if gru else ("init", "cell_init"):
         value = _array(path, f"{name}.{extra}", state.get(extra))
         if value is not None and np.any(value != 0):
             out.setdefault("nonzero", {})[extra] = value
@@ -218,17 +298,8 @@ def _semantics(directions: list[Any]) -> tuple[str | None, dict[str, Any]]:
 def _onnx_node(path: Path, name: str, arrays: list[dict[str, dict[str, Any]]]
                ) -> dict[str, np.ndarray]:
     """One ONNX-layout node (W, R, B, maybe P) from the directions' gates, shapes checked."""
+    _, units = _checked_directions(path, name, arrays, GATES)
     first = arrays[0]["cell"]["weights"]
-    if first is None or first.ndim != 2:
-        raise FileFormatError(path, f"{name}.cell.weights: shape "
-                                    f"{None if first is None else first.shape}, expected (I, H)")
-    inputs, units = first.shape
-    for d, gates in enumerate(arrays):
-        if "nonzero" in gates:
-            raise FileFormatError(path, f"{name}: a non-zero "
-                                        f"{' and '.join(gates['nonzero'])} (initial state), "
-                                        "which the conversion does not carry")
-        _check_shapes(path, f"{name}[{d}]", gates, inputs, units)
     peepholes = any(g[p]["peephole_weights"] is not None for g in arrays for p in PEEPHOLES)
     w = np.stack([np.concatenate([g[k]["weights"].T for k in GATES]) for g in arrays])
     r = np.stack([np.concatenate([g[k]["recurrent_weights"].T for k in GATES]) for g in arrays])
@@ -242,15 +313,36 @@ def _onnx_node(path: Path, name: str, arrays: list[dict[str, dict[str, Any]]]
     return node
 
 
+def _checked_directions(path: Path, name: str, arrays: list[dict[str, dict[str, Any]]],
+                        gate_names: tuple[str, ...]) -> tuple[int, int]:
+    """(I, H) from the first cell's weights, every direction's arrays checked against them."""
+    first = arrays[0]["cell"]["weights"]
+    if first is None or first.ndim != 2:
+        raise FileFormatError(path, f"{name}.cell.weights: shape "
+                                    f"{None if first is None else first.shape}, expected (I, H)")
+    inputs, units = first.shape
+    for d, gates in enumerate(arrays):
+        if "nonzero" in gates:
+            raise FileFormatError(path, f"{name}: a non-zero "
+                                        f"{' and '.join(gates['nonzero'])} (initial state), "
+                                        "which the conversion does not carry")
+        _check_shapes(path, f"{name}[{d}]", gates, inputs, units, gate_names)
+    return inputs, units
+
+
 def _check_shapes(path: Path, name: str, gates: dict[str, dict[str, Any]], inputs: int,
-                  units: int) -> None:
+                  units: int, gate_names: tuple[str, ...] = GATES) -> None:
     expected = {"weights": (inputs, units), "bias": (units,), "recurrent_weights": (units, units),
                 "peephole_weights": (units,)}
-    for gate in GATES:
+    gru = gate_names == madmom_gru.GATES
+    for gate in gate_names:
         for key, shape in expected.items():
             value = gates[gate][key]
             if value is None and key == "peephole_weights":
                 continue
+            if gru and key == "peephole_weights":
+                raise FileFormatError(path, f"{name}.{gate}.peephole_weights: madmom's "
+                                            "GRULayer never gives its gates the state")
             if gate == "cell" and key == "peephole_weights":
                 raise FileFormatError(path, f"{name}.cell.peephole_weights: madmom's "
                                             "Cell has none (it is never given the state)")

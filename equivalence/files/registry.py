@@ -166,7 +166,7 @@ FAMILIES: tuple[FileFamily, ...] = (
     FileFamily("mlx", ("safetensors",), formats=("mlx",),
                writer="equivalence.files.mlx:write_mlx", output_help="mlx: .safetensors",
                check_output="equivalence.files.mlx:check_output"),
-    FileFamily("madmom", ("madmom",)),  # read only: madmom.ml.nn LSTMLayers
+    FileFamily("madmom", ("madmom",)),  # read only: madmom.ml.nn LSTMLayers and GRULayers
     FileFamily("neoml", ("npz", "neoml_net"), writer="equivalence.files.runners:write_neoml_case",
                output_help="neoml: .npz",
                check_output="equivalence.files.runners:check_neoml_output"),

@@ -82,7 +82,7 @@ def runtime_side(found: FoundLSTM, spec: LSTMSpec) -> Side:
             options = {**dict(row.format_options), **found.run_options}
 
             def run(inputs: LSTMInputs, r: Any = runtime, o: dict = options) -> LSTMResult:
-                return r.run(spec, found.native, inputs, **o)
+                return r.run(spec, found.native, with_stored(inputs, found.stored), **o)
 
             label = f"{name} ({found.format} weights from {found.source})"
             return Side(label, run, runtime.capabilities, row.tolerance_scale, found.stored,
@@ -92,6 +92,19 @@ def runtime_side(found: FoundLSTM, spec: LSTMSpec) -> Side:
         return _cudnn_on_cpu(found, spec, reasons)
     reasons_text = "; ".join(reasons)
     raise ConversionError(f"verify: nothing here runs {found.format} weights ({reasons_text})")
+
+
+def with_stored(inputs: LSTMInputs, stored: StoredInputs | None) -> LSTMInputs:
+    """``inputs`` with the ones the file stores in place (a runtime run of weights that a
+    file keeps beside their inputs, as madmom's learned hid_init: the file's function)."""
+    if stored is None:
+        return inputs
+    lengths = inputs.lengths
+    if stored.lengths is not None:
+        lengths = np.minimum(stored.lengths, inputs.steps)
+    return LSTMInputs(inputs.x, stored.h0 if stored.h0 is not None else inputs.h0,
+                      stored.c0 if stored.c0 is not None else inputs.c0, lengths,
+                      inputs.time_major)
 
 
 def _cudnn_on_cpu(found: FoundLSTM, spec: LSTMSpec, reasons: list[str]) -> Side:
