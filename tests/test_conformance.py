@@ -23,6 +23,7 @@ from equivalence.capabilities import Capabilities
 from equivalence.case import Case
 from equivalence.compare import compare
 from equivalence.harness import conformance as cf
+from equivalence.harness import conformance_features as columns
 from equivalence.harness import judge as harness
 from equivalence.harness.known import KNOWN, VERDICTS, known_finding
 from equivalence.io_types import LSTMInputs
@@ -61,7 +62,7 @@ def test_cells_are_well_formed_and_json_ready(grid: list[dict[str, Any]]) -> Non
         if cell["verdict"] != cf.MATCH:
             assert cell["minimal_case"] and cell["detail"], cell
     features = {c["feature"] for c in grid if c["runtime"] == "tract"}
-    assert features == {f.name for f in cf.ONNX_FEATURES + cf.GRU_ONNX_FEATURES}
+    assert features == {f.name for f in columns.ONNX_FEATURES + columns.GRU_ONNX_FEATURES}
 
 
 def test_tract_reverse_and_clip_are_found_silently_wrong(grid: list[dict[str, Any]]) -> None:
@@ -80,13 +81,13 @@ def test_onnxruntime_matches_or_refuses(grid: list[dict[str, Any]]) -> None:
     refused = {c["feature"] for c in cells if c["verdict"] == cf.REFUSED}
     assert refused == {"layout=1", "float64"}
     # ORT implements the ONNX-only attributes the other engines get wrong
-    cell_activations = tuple(f.name for f in cf.CELL_ACTIVATION_FEATURES)
+    cell_activations = tuple(f.name for f in columns.CELL_ACTIVATION_FEATURES)
     for feature in ("reverse", "input_forget", "activations", "gate_clip", *cell_activations):
         assert _cell(cells, "onnxruntime", feature)["verdict"] == cf.MATCH
     # tract runs Tanh whatever the activations say: the grid finds it, not the table
     assert {_cell(grid, "tract", f)["verdict"] for f in cell_activations} == {cf.WRONG}
     # GRU nodes: ORT matches every GRU column, both linear_before_reset values included
-    for feature in cf.GRU_ONNX_FEATURES:
+    for feature in columns.GRU_ONNX_FEATURES:
         assert _cell(cells, "onnxruntime", feature.name)["verdict"] == cf.MATCH, feature.name
 
 
@@ -95,7 +96,7 @@ def test_tract_gru_reverse_clip_and_activations_are_found_silently_wrong(
 ) -> None:
     """The GRU node's forms of tract's LSTM bugs come out of the grid's own search."""
     wrong = ("GRU reverse", "GRU gate_clip", "GRU activations",
-             *(f.name for f in cf.GRU_CELL_ACTIVATION_FEATURES))
+             *(f.name for f in columns.GRU_CELL_ACTIVATION_FEATURES))
     for feature in wrong:
         cell = _cell(grid, "tract", feature)
         assert cell["verdict"] == cf.WRONG and "cell=gru" in cell["minimal_case"], cell
@@ -128,7 +129,7 @@ def test_a_false_claim_is_named() -> None:
     row = _row("opencv")
     claiming = table.Entry("opencv_claims_lengths", row.runtime, "onnx",
                            Capabilities.of("time-major input"))
-    cell = cf.judge(claiming, cf.LENGTHS, max_examples=EXAMPLES, seed=0, shrink_runs=5)
+    cell = cf.judge(claiming, columns.LENGTHS, max_examples=EXAMPLES, seed=0, shrink_runs=5)
     assert cell["verdict"] == cf.WRONG and cell["claimed_off"], cell
     assert any("opencv_claims_lengths / sequence lengths: claimed by the row" in p
                for p in cf.unexpected([cell]))
@@ -241,38 +242,39 @@ def test_a_wrong_gru_runtime_is_found_silently_wrong_and_named() -> None:
     flipped = table.Entry("ort_flipped_gru", f"{__name__}:FlippedLinearBeforeReset", "onnx",
                           row.capabilities)
     assert cf.onnx_runner(flipped) is not None
-    for feature in (cf.GRU_FORWARD, cf.GRU_RESET_BEFORE):
+    for feature in (columns.GRU_FORWARD, columns.GRU_RESET_BEFORE):
         cell = cf.judge(flipped, feature, max_examples=EXAMPLES, seed=0, shrink_runs=5)
         assert cell["verdict"] == cf.WRONG and cell["claimed_off"], cell
         assert "cell=gru" in cell["minimal_case"] and cell["max_abs_diff"] > 1e-3, cell
         assert any(f"ort_flipped_gru / {feature.name}: claimed by the row" in p
                    for p in cf.unexpected([cell]))
-    assert cf.judge(flipped, cf.FORWARD, max_examples=2, seed=0)["verdict"] == cf.MATCH
+    assert cf.judge(flipped, columns.FORWARD, max_examples=2, seed=0)["verdict"] == cf.MATCH
 
 
 def test_gru_contract_columns_follow_what_the_format_holds() -> None:
     """Rows probed through the contract get GRU columns where their format holds a GRU, and
     reset_after=False only where it holds that variant (torch: nn.GRU has none)."""
-    gru_names = {f.name for f in cf.GRU_CONTRACT_FEATURES}
+    gru_names = {f.name for f in columns.GRU_CONTRACT_FEATURES}
 
-    def columns(name: str) -> set[str]:
+    def gru_columns_of(name: str) -> set[str]:
         supported = cf.get_format(table.BY_NAME[name].format).supported
-        return {f.name for f in cf.GRU_CONTRACT_FEATURES if f.holds is None or f.holds(supported)}
+        return {f.name for f in columns.GRU_CONTRACT_FEATURES
+                if f.holds is None or f.holds(supported)}
 
-    assert columns("keras") == gru_names
+    assert gru_columns_of("keras") == gru_names
     one_variant = gru_names - {"GRU reset_after=False"}
-    assert columns("torch") == columns("mlx") == columns("flax") == one_variant
+    assert gru_columns_of("torch") == gru_columns_of("mlx") == gru_columns_of("flax") == one_variant
     # TF1 GRUCell holds the reset-before variant (its row refuses the other by name)
-    assert columns("tf1") == gru_names
+    assert gru_columns_of("tf1") == gru_names
 
 
 def test_a_gru_contract_cell_runs_the_runtime_and_refuses_what_the_row_does_not_claim() -> None:
     """torch's nn.GRU through the contract: GRU forward matches; a row without GRU refuses."""
     row = _row("torch")
     assert cf.onnx_runner(row) is None
-    cell = cf.judge(row, cf.GRU_FORWARD, max_examples=EXAMPLES, seed=0)
+    cell = cf.judge(row, columns.GRU_FORWARD, max_examples=EXAMPLES, seed=0)
     assert cell["verdict"] == cf.MATCH and cell["claimed"], cell
     lstm_only = table.Entry("torch_lstm_only", row.runtime, "torch",
                             Capabilities.of("projection", capabilities.TIME_MAJOR))
-    refused = cf.judge(lstm_only, cf.GRU_FORWARD, max_examples=2, seed=0)
+    refused = cf.judge(lstm_only, columns.GRU_FORWARD, max_examples=2, seed=0)
     assert refused["verdict"] == cf.REFUSED and "cell=gru" in refused["detail"], refused

@@ -19,6 +19,7 @@ from equivalence import table
 from equivalence.canonical import random_weights
 from equivalence.convert import from_canonical
 from equivalence.harness import conformance as cf
+from equivalence.harness import conformance_features as columns
 from equivalence.io_types import LSTMInputs
 from equivalence.reference import lstm as reference_lstm
 from equivalence.spec import LSTMSpec
@@ -75,7 +76,7 @@ def test_mlx_float64_lstm_is_found_silently_float32(mx) -> None:
     row = table.BY_NAME["mlx"]
     caps = row.capabilities.with_names("dtype=float64")
     row = replace(row, name="mlx+float64", capabilities=caps)
-    cell = cf.judge(row, cf.FLOAT64, max_examples=4, seed=0, shrink_runs=10)
+    cell = cf.judge(row, columns.FLOAT64, max_examples=4, seed=0, shrink_runs=10)
     assert cell["verdict"] == cf.WRONG, cell
     # far past float64's tolerance, nowhere near a wrong formula
     assert 1e-10 < cell["max_abs_diff"] < 1e-5, cell

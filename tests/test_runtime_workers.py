@@ -30,6 +30,7 @@ from equivalence.case import Case
 from equivalence.compare import compare
 from equivalence.errors import ShapeError
 from equivalence.harness import conformance as cf
+from equivalence.harness import conformance_features as columns
 from equivalence.harness import judge as harness
 from equivalence.io_types import LSTMInputs
 from equivalence.runtimes._keras_common import Feeding
@@ -286,7 +287,7 @@ def test_framework_errors_in_the_worker_come_back_named(name: str) -> None:
 # Known findings: Keras 3 maps float64 to float32 in its type promotion on every backend
 # but TensorFlow (keras/src/backend/common/dtypes.py, BIT64_TO_BIT32_DTYPE), so ops that
 # go through result_type compute in float32: tanh on JAX, the masked loop's matmuls on torch.
-FLOAT64_MASKED = cf.Feature(
+FLOAT64_MASKED = columns.Feature(
     "float64 with lengths", ("sequence lengths",),
     present=lambda case: case.inputs.lengths is not None, dtype="float64")
 
@@ -294,12 +295,14 @@ FLOAT64_MASKED = cf.Feature(
 @pytest.mark.parametrize(
     ("name", "feature", "verdict"),
     [
-        ("keras_jax", cf.FLOAT64, cf.WRONG),
-        ("keras_torch", cf.FLOAT64, cf.MATCH),  # unmasked torch runs its own float64 loop
+        ("keras_jax", columns.FLOAT64, cf.WRONG),
+        ("keras_torch", columns.FLOAT64, cf.MATCH),  # unmasked torch runs its own float64 loop
         ("keras_torch", FLOAT64_MASKED, cf.WRONG),
     ],
 )
-def test_float64_findings_keep_reproducing(name: str, feature: cf.Feature, verdict: str) -> None:
+def test_float64_findings_keep_reproducing(
+    name: str, feature: columns.Feature, verdict: str
+) -> None:
     """Generated float64 cases, the row made to claim float64: silently float32 where known."""
     row = _with_dtypes(_row(name), "float64")
     cell = cf.judge(row, feature, max_examples=4, seed=0, shrink_runs=10)
