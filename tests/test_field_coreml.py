@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,34 +11,13 @@ import pytest
 
 pytest.importorskip("onnx", reason="the ONNX reader is the one that meets these files")
 
-from equivalence.files.coreml import WireError, read_coreml, top_fields
+from equivalence.files.coreml.model import read_coreml
+from equivalence.files.coreml.wire import WireError, top_fields
+from tests.coreml_wire import coremltools_python, floats, message
 from tests.field_packages import package_file
 from tests.file_helpers import leftovers, run_cli
 
 pytestmark = pytest.mark.cpu
-
-
-def key(number: int, wire: int) -> bytes:
-    return varint((number << 3) | wire)
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
-        value >>= 7
-        if not value:
-            return bytes(out)
-
-
-def message(*fields: tuple[int, bytes | int]) -> bytes:
-    out = b""
-    for number, value in fields:
-        if isinstance(value, int):
-            out += key(number, 0) + varint(value)
-        else:
-            out += key(number, 2) + varint(len(value)) + value
-    return out
 
 
 KRAKEN = ("kraken==7.1.1", "kraken/blla.mlmodel")
@@ -129,17 +105,6 @@ BLOCKS = {"W": ("inputGateWeightMatrix", "outputGateWeightMatrix", "forgetGateWe
                 "blockInputBiasVector")}
 
 
-def coremltools_python() -> str:
-    """An interpreter with coremltools: this one, or $COREMLTOOLS_PYTHON; else skip."""
-    if importlib.util.find_spec("coremltools") is not None:
-        return sys.executable
-    other = os.environ.get("COREMLTOOLS_PYTHON")
-    if other:
-        return other
-    pytest.skip("coremltools is not installed here (set COREMLTOOLS_PYTHON to an interpreter "
-                "that has it, e.g. a venv made with `pip install coremltools`)")
-
-
 def test_kraken_weights_equal_coremltools_parse(tmp_path):
     path = package_file(*KRAKEN)
     dumped = tmp_path / "coremltools.npz"
@@ -169,10 +134,6 @@ def test_kraken_weights_equal_coremltools_parse(tmp_path):
 GATE_FIELDS = {"i": (1, 20, 40, 60), "f": (2, 21, 41, 61), "z": (3, 22, 42, None),
                "o": (4, 23, 43, 62)}
 ACTIVATION_FIELDS = {"sigmoid": 40, "tanh": 30, "ReLU": 10, "linear": 5}
-
-
-def floats(values: np.ndarray) -> bytes:
-    return message((1, np.asarray(values, "<f4").tobytes()))
 
 
 def weight_set(weights: dict[str, np.ndarray]) -> bytes:

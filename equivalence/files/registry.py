@@ -100,7 +100,8 @@ def _onnx(path: Path, head: bytes) -> bool:
 
 
 def _coreml(path: Path) -> bool:
-    from equivalence.files.coreml import coreml_facts  # top-level protobuf fields only, bounded
+    # top-level protobuf fields only, bounded
+    from equivalence.files.coreml.model import coreml_facts
 
     return coreml_facts(path) is not None
 
@@ -129,7 +130,7 @@ KINDS: tuple[FileKind, ...] = (
              "a safetensors file", uses_torch=True, sniff=_safetensors),
     FileKind("onnx", "onnx", "equivalence.files.onnx.model:read_onnx", "an ONNX model", sniff=_onnx,
              runner="equivalence.files.onnx.run:runner"),
-    FileKind("coreml", "coreml", "equivalence.files.coreml:read_coreml", "a CoreML model",
+    FileKind("coreml", "coreml", "equivalence.files.coreml.model:read_coreml", "a CoreML model",
              sniff=lambda path, head: head[:1] == b"\x08" and (path.suffix == ".mlmodel"
                                                                 or _coreml(path))),
     FileKind("npz", "neoml", "equivalence.files.neoml.case_file:read_case",

@@ -84,7 +84,7 @@ def load_model(path: Path) -> Any:
     try:
         return onnx.load(str(path), load_external_data=False)
     except (DecodeError, OSError, ValueError, RuntimeError, TypeError) as exc:
-        from equivalence.files.coreml import coreml_facts
+        from equivalence.files.coreml.model import coreml_facts
 
         coreml = coreml_facts(path)
         if coreml is not None:
@@ -97,7 +97,7 @@ def read_onnx(path: Path) -> list[FoundLSTM]:
     model = load_model(path)
     graph = model.graph
     if not graph.node and not graph.initializer:
-        from equivalence.files.coreml import coreml_facts
+        from equivalence.files.coreml.model import coreml_facts
 
         coreml = coreml_facts(path)  # also a protobuf whose field 1 is a varint: name it
         if coreml is not None:
