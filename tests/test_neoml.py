@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from equivalence import files, table
 from equivalence.cli.main import main
 from equivalence.convert import convert
+from equivalence.errors import ConversionError
 from equivalence.files import FileFormatError
 from equivalence.files.neoml.network import read_network_file
 from equivalence.formats import neoml as neoml_format
@@ -90,10 +91,11 @@ def test_neoml_stores_the_network_that_computed_its_cases(tmp_path: Path) -> Non
         case = exchange.load(path)
         found = read_network_file(exchange.network_file(path))
         assert [f.name for f in found] == ["+".join(
-            f"lstm_{layer}_{d}" for layer in range(case.spec.layers)
+            f"{case.spec.cell}_{layer}_{d}" for layer in range(case.spec.layers)
             for d in range(case.spec.directions))]
+        keys = neoml_format.GRU_KEYS if case.spec.cell == "gru" else neoml_format.KEYS
         for mine, theirs in zip(_cells(found[0].native), _cells(case.native), strict=True):
-            for key in neoml_format.KEYS:
+            for key in keys:
                 np.testing.assert_array_equal(mine[key], theirs[key])
         runtime = NEOML.load()
         again = runtime.run_stored(  # type: ignore[attr-defined]
@@ -118,7 +120,10 @@ def test_neoml_judges_a_case_file_and_catches_a_block_swap(converter, ok: bool) 
     assert outcome.ok is ok, outcome.message()
 
 
-def _cells(native: list) -> list[dict]:
+def _cells(native: list | dict) -> list[dict]:
+    """Every cell's weights; the neoml format writes a single cell as one dict."""
+    if isinstance(native, dict):
+        return [native]
     return [cell for row in native for cell in row]
 
 
@@ -131,8 +136,14 @@ NEOML_CASES = _files("EQUIVALENCE_NEOML_CASES", "neoml-*.npz", [FILES / "bidirec
 @pytest.mark.parametrize("target", exchange.pair_runtimes())
 @pytest.mark.parametrize("path", NEOML_CASES, ids=lambda p: p.stem)
 def test_neoml_case_runs_the_same_in(path: Path, target: str) -> None:
-    """NeoML -> target: weights from NeoML's own network file, NeoML's recorded results."""
+    """NeoML -> target: weights from NeoML's own network file, NeoML's recorded results; a
+    NeoML GRU (reset_after=False) into a target without that variant is refused by name."""
     require(table.entry(target))
+    case = exchange.load(path)
+    if case.spec.cell == "gru" and not exchange.holds_neoml_gru(table.entry(target).capabilities):
+        with pytest.raises(ConversionError, match=r"reset_after=False|cell=gru"):
+            exchange.judge(path, target)
+        return
     outcome = exchange.judge(path, target)
     assert outcome.ok, f"{path.name}:\n{outcome.message()}"
 

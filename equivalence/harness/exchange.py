@@ -61,26 +61,28 @@ def source_weights(case_path: Path, case: CaseFile) -> Any:
         what = found[0].problem if len(found) == 1 else f"{len(found)} LSTMs"
         raise ConversionError(f"{path}: expected the one LSTM of {case_path.name}, found {what}")
     spec = found[0].spec
-    if (spec.layers, spec.directions, spec.input_size, spec.units) != (
-        case.spec.layers, case.spec.directions, case.spec.input_size, case.spec.units
+    if (spec.cell, spec.layers, spec.directions, spec.input_size, spec.units) != (
+        case.spec.cell, case.spec.layers, case.spec.directions, case.spec.input_size,
+        case.spec.units
     ):
         raise ConversionError(f"{path}: holds {spec}, the case file says {case.spec}")
     return found[0].native
 
 
 def random_case_for(
-    caps: Capabilities, rng: np.random.Generator
+    caps: Capabilities, rng: np.random.Generator, gru: bool | None = None
 ) -> tuple[LSTMSpec, Any, LSTMInputs]:
     """A random spec, canonical weights and inputs that ``caps`` can run: an LSTM, or where
-    ``caps`` runs GRUs, half the time a GRU of a variant it runs (and no c0)."""
+    ``caps`` runs GRUs, half the time (always with ``gru=True``, never with ``gru=False``) a
+    GRU of a variant it runs (and no c0)."""
     spec = LSTMSpec(
         int(rng.choice([1, 3, 5])),
         int(rng.choice([1, 2, 4, 6])),
         int(rng.integers(1, 3)),
         int(rng.choice([1, 2])) if "bidirectional" in caps else 1,
     )
-    # drawn only where a GRU can be, so LSTM-only streams (export-neoml's) replay as before
-    if "gru" in caps.cells and rng.random() < 0.5:
+    # drawn only where a GRU can be, so LSTM-only streams replay as before
+    if "gru" in caps.cells and (rng.random() < 0.5 if gru is None else gru):
         after = "reset_after=True" in caps and not (
             "reset_after=False" in caps and rng.random() < 0.5)
         spec = spec.replace(cell="gru", reset_after=after)
@@ -151,21 +153,36 @@ def export_neoml(
     reason = runtime.unavailable_reason()
     if reason:
         raise SystemExit(f"cannot export cases from neoml: {reason}")
-    # every target must hold every case, so a NeoML case runs in the whole row
-    caps = joint_capabilities(
-        [entry.capabilities, *(table.entry(t).capabilities for t in targets or pair_runtimes())]
-    )
+    chosen = targets or pair_runtimes()
+    # every target must hold every LSTM case, so a NeoML case runs in the whole row; its GRUs
+    # (reset_after=False only) are drawn for the targets that hold that variant, every other
+    # case, and the rest refuse them by name
+    lstm_caps = joint_capabilities([entry.capabilities,
+                                    *(table.entry(t).capabilities for t in chosen)])
+    gru_caps = joint_capabilities([entry.capabilities,
+                                   *(table.entry(t).capabilities for t in gru_targets(chosen))])
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, zlib.crc32(b"neoml")])
     written = []
     for n in range(examples):
-        spec, weights, inputs = random_case_for(caps, rng)
+        drawn_gru = n % 2 == 1
+        spec, weights, inputs = random_case_for(gru_caps if drawn_gru else lstm_caps, rng,
+                                                gru=drawn_gru)
         native = harness.native_weights(entry, Case(spec, weights, inputs))
         path = out / f"neoml-{n:03d}.npz"
         result = runtime.run_and_store(spec, native, inputs, network_file(path))  # type: ignore[attr-defined]
         save(path, _case_file(entry, spec, native, inputs, result))
         written.append(path)
     return written
+
+
+def gru_targets(targets: tuple[str, ...]) -> tuple[str, ...]:
+    """The targets that hold NeoML's GRU variant (reset_after=False)."""
+    return tuple(t for t in targets if holds_neoml_gru(table.entry(t).capabilities))
+
+
+def holds_neoml_gru(caps: Capabilities) -> bool:
+    return "gru" in caps.cells and "reset_after=False" in caps
 
 
 def judge(case_path: Path, target: str, converter: Any = None) -> Any:

@@ -9,7 +9,11 @@ Run in the NeoML environment: ``.venv-neoml/bin/python tests/neoml_files/make.py
 * ``tagger.cnnarch``: lookup -> fully connected -> tanh -> forward and reverse Lstm
   joined by ConcatChannels (the porting tutorial's network, SCENARIOS.md 4);
 * ``hard_sigmoid.cnnarch`` and ``dropout.cnnarch``: an Lstm with NeoML's own hard
-  sigmoid (no canonical form), and one with dropout (training only).
+  sigmoid (no canonical form), and one with dropout (training only);
+* ``gru_stack.npz`` + ``.cnnarch`` and ``gru_bidirectional.npz`` + ``.cnnarch``: case
+  files of 2-layer Gru networks (one direction; two, the backward Gru between
+  ReverseSequence layers as NeoML runs one) with initial states, and the networks NeoML
+  stored after computing them.
 """
 
 from __future__ import annotations
@@ -41,6 +45,19 @@ def bidirectional_case() -> None:
                         RNG.uniform(-1, 1, shape).astype(np.float32))
     native = harness.native_weights(entry, Case(weights.spec, weights, inputs))
     path = HERE / "bidirectional.npz"
+    result = entry.load().run_and_store(weights.spec, native, inputs, exchange.network_file(path))
+    exchange.save(path, exchange.CaseFile(weights.spec, "neoml", "neoml", {}, native, inputs,
+                                          result))
+
+
+def gru_case(name: str, directions: int) -> None:
+    entry = table.entry("neoml")
+    spec = LSTMSpec(3, 2, 2, directions, cell="gru", reset_after=False)
+    weights = random_weights(spec, RNG, scale=0.5).astype("float32")
+    inputs = LSTMInputs(RNG.normal(size=(2, 5, 3)).astype(np.float32),
+                        RNG.uniform(-1, 1, (2, directions, 2, 2)).astype(np.float32))
+    native = harness.native_weights(entry, Case(weights.spec, weights, inputs))
+    path = HERE / f"{name}.npz"
     result = entry.load().run_and_store(weights.spec, native, inputs, exchange.network_file(path))
     exchange.save(path, exchange.CaseFile(weights.spec, "neoml", "neoml", {}, native, inputs,
                                           result))
@@ -85,4 +102,6 @@ if __name__ == "__main__":
     tagger().store(str(HERE / "tagger.cnnarch"))
     single_lstm("gates", activation="hard_sigmoid").store(str(HERE / "hard_sigmoid.cnnarch"))
     single_lstm("dropped", dropout_rate=0.25).store(str(HERE / "dropout.cnnarch"))
+    gru_case("gru_stack", 1)
+    gru_case("gru_bidirectional", 2)
     print("wrote", sorted(p.name for p in HERE.iterdir() if p.suffix != ".py"))

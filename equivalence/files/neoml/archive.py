@@ -7,7 +7,8 @@ that class's own ``Serialize`` fields. Nothing in the file says how long a
 layer's record is, so only the layer classes below can be read; any other
 class stops the reader with its name. Facts from NeoML 2.0.210's sources
 (``Dnn.cpp``, ``BaseLayer.cpp``, ``CompositeLayer.cpp``, ``RecurrentLayer.cpp``,
-``LstmLayer.cpp``, ``DnnBlob.cpp``) and checked on files NeoML 2.0.210 wrote:
+``LstmLayer.cpp``, ``GruLayer.cpp``, ``SubSequenceLayer.cpp``, ``DnnBlob.cpp``) and
+checked on files NeoML 2.0.210 wrote:
 
 * network: int version (1001..2000), int log frequency, int layer count,
   the layers, bool learning enabled; a checkpoint then holds the solver;
@@ -322,12 +323,8 @@ def _composite(cursor: _Cursor, layer: Layer, depth: int) -> None:
     ]
 
 
-def _lstm(cursor: _Cursor, layer: Layer, depth: int) -> None:
-    """``CLstmLayer``: versions, the recurrent composite and its back links, the activation."""
-    version = cursor.version("lstm layer")
-    if version < 2001:
-        raise cursor.fail(f"Lstm version {version}: the pre-2001 single fully connected layout "
-                          f"is not read; re-save the network with NeoML 2.x")
+def _recurrent(cursor: _Cursor, layer: Layer, depth: int) -> None:
+    """``CRecurrentLayer``: its version, the composite, its back links, reverse, repeat count."""
     cursor.version("recurrent layer")
     _composite(cursor, layer, depth)
     where = cursor.where
@@ -338,7 +335,22 @@ def _lstm(cursor: _Cursor, layer: Layer, depth: int) -> None:
     cursor.where = where
     layer.fields["reverse"] = cursor.boolean("reverse sequence")
     layer.fields["repeat_count"] = cursor.int32("repeat count")
+
+
+def _lstm(cursor: _Cursor, layer: Layer, depth: int) -> None:
+    """``CLstmLayer``: versions, the recurrent composite and its back links, the activation."""
+    version = cursor.version("lstm layer")
+    if version < 2001:
+        raise cursor.fail(f"Lstm version {version}: the pre-2001 single fully connected layout "
+                          f"is not read; re-save the network with NeoML 2.x")
+    _recurrent(cursor, layer, depth)
     layer.fields["recurrent_activation"] = cursor.int32("recurrent activation")
+
+
+def _gru(cursor: _Cursor, layer: Layer, depth: int) -> None:
+    """``CGruLayer``: its version, then the recurrent composite (``GruLayer.cpp``)."""
+    cursor.version("gru layer")
+    _recurrent(cursor, layer, depth)
 
 
 _INPLACE = ("in-place layer",)
@@ -348,11 +360,14 @@ LAYER_READERS: dict[str, Reader] = {
     "FmlCnnCaptureSink": _then(_versions("capture sink"), _int_field("sink reserved")),
     "FmlCnnBackLink": _back_link,
     "FmlCnnLstmLayer": _lstm,
+    "FmlCnnGruLayer": _gru,
     "FmlCnnFullyConnectedLayer": _then(_versions("fully connected"), _fully_connected),
     "FmlCnnSplitChannelsLayer": _then(_versions("split channels", "split"), _split_counts),
     "FmlCnnConcatChannelsLayer": _versions("concat channels", "concat"),
+    "FmlCnnConcatObjectLayer": _versions("concat object"),  # no CBaseConcatLayer record
     "FmlCnnEltwiseSumLayer": _versions("eltwise sum", "eltwise"),
     "FmlCnnEltwiseMulLayer": _versions("eltwise mul", "eltwise"),
+    "FmlCnnEltwiseNegMulLayer": _versions("eltwise neg mul", "eltwise"),
     "FmlCnnSigmoidLayer": _versions("sigmoid", *_INPLACE),
     "FmlCnnTanhLayer": _versions("tanh", *_INPLACE),
     "FmlCnnSigmoidTanhLayer": _versions("hard sigmoid", *_INPLACE),  # NeoML's name for it
@@ -361,5 +376,8 @@ LAYER_READERS: dict[str, Reader] = {
     "FmlCnnReLULayer": _then(_versions("relu", *_INPLACE), _floats("upper threshold")),
     "FmlCnnLinearLayer": _then(_versions("linear", *_INPLACE), _floats("multiplier", "free term")),
     "FmlCnnDropoutLayer": _then(_versions("dropout", *_INPLACE), _dropout),
+    # CSubSequenceLayer (ReverseSequence too): version, base, start position, length
+    "FmlCnnSubSequenceLayer": _then(_then(_versions("sub-sequence"), _int_field("start")),
+                                    _int_field("length")),
     "FmlCnnMultychannelLookupLayer": _then(_versions("multichannel lookup"), _lookup),
 }

@@ -2,10 +2,11 @@
 
 A network NeoML saved itself (``Dnn.store``, ``Dnn.store_checkpoint``; usually
 ``.cnnarch``) is decoded by :mod:`equivalence.files.neoml.archive` without
-NeoML; :func:`read_network_file` finds its ``Lstm`` layers, checks that each
-one's inner layers are wired as NeoML builds an ``Lstm``, and groups a forward
-and a ``reverse_seq`` layer joined by ``ConcatChannels`` into one bidirectional
-layer, and layers fed one by another into a stack.
+NeoML; :func:`read_network_file` finds its ``Lstm`` and ``Gru`` layers, checks
+that each one's inner layers are wired as NeoML builds it (a ``Gru``'s in
+:mod:`equivalence.files.neoml.gru_layer`), and groups a forward and a
+``reverse_seq`` layer of one cell joined by ``ConcatChannels`` into one
+bidirectional layer, and layers of one cell fed one by another into a stack.
 
 Only numpy and equivalence modules are imported at the top, so this module
 loads in either environment.
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from equivalence.files._base import FileFormatError, FoundLSTM
+from equivalence.files.neoml.gru_layer import GruUnreadable, read_gru
 
 # neoml.Dnn.Lstm's activation names, in TActivationFunction order (AF_Sigmoid is 5).
 ACTIVATIONS = ("linear", "elu", "relu", "leaky_relu", "abs", "sigmoid", "tanh", "hard_tanh",
@@ -33,6 +35,8 @@ _CAPTURED = {"CCnnBackLink.main": ("CCnnEltwiseMulLayer.reset", 0),
              "CCnnBackLink.state": ("CCnnEltwiseSumLayer", 0)}
 _OUTPUTS = [("CCnnEltwiseMulLayer.reset", 0), ("CCnnEltwiseSumLayer", 0)]
 _COMPATIBILITY_OUTPUT = ("CCnnTanhLayer.output", 0)
+# ReverseSequence: a SubSequence from the last step (-1) back over the whole sequence (INT_MIN)
+_SUBSEQUENCE, _WHOLE_REVERSED = "FmlCnnSubSequenceLayer", (-1, -2**31)
 
 
 def _lstm_wiring(dropout: bool) -> dict[str, tuple[str, list[tuple[str, int]]]]:
@@ -72,12 +76,25 @@ class _Unreadable(Exception):
 
 @dataclass
 class _Lstm:
-    """One top-level ``Lstm`` layer: its weights in the ``neoml`` native form, or why not."""
+    """One top-level ``Lstm`` (or ``Gru``) layer: its weights in the ``neoml`` native form,
+    or why not."""
 
     layer: Any  # neoml_archive.Layer
     cell: dict[str, np.ndarray] | None
     problem: str | None
     notes: list[str]
+    kind: str = "lstm"
+    # set when ReverseSequence layers wrap the layer (how a NeoML Gru runs backwards): the
+    # input before the first reversal, and the reversal after it, which the concat reads
+    wrapped: tuple[tuple[str, int], str] | None = None
+
+    @property
+    def title(self) -> str:
+        return "Gru" if self.kind == "gru" else "Lstm"
+
+    @property
+    def output(self) -> tuple[str, int]:
+        return (self.wrapped[1], 0) if self.wrapped else (self.name, 0)
 
     @property
     def name(self) -> str:
@@ -85,10 +102,12 @@ class _Lstm:
 
     @property
     def reverse(self) -> bool:
-        return bool(self.layer.fields["reverse"])
+        return bool(self.layer.fields["reverse"]) or self.wrapped is not None
 
     @property
     def source(self) -> tuple[str, int] | None:
+        if self.wrapped:
+            return self.wrapped[0]
         return self.layer.inputs[0] if self.layer.inputs else None
 
 
@@ -121,10 +140,12 @@ def read_network_file(path: Path) -> list[FoundLSTM]:
         kind = f"NeoML checkpoint (Dnn.store_checkpoint, archive version {network.version})"
         shared.append(f"{network.trailing_bytes} bytes after the network (the solver's state) "
                       f"are not read")
-    lstms = [_read_lstm(layer) for layer in network.layers if layer.cls == "FmlCnnLstmLayer"]
+    lstms = [_READERS[layer.cls](layer) for layer in network.layers if layer.cls in _READERS]
+    wrappers = _unwrap_reversed(lstms, network.layers)
     others = [f"{layer.cls.removeprefix('FmlCnn')} {layer.name!r}" for layer in network.layers
-              if layer.cls not in ("FmlCnnLstmLayer", "FmlCnnSourceLayer", "FmlCnnSinkLayer",
-                                   "FmlCnnConcatChannelsLayer")]
+              if layer.cls not in (*_READERS, "FmlCnnSourceLayer", "FmlCnnSinkLayer",
+                                   "FmlCnnConcatChannelsLayer")
+              and layer.name not in wrappers]
     if others:
         shared.append(f"the network's other layers are not converted: {', '.join(others)}")
     units = _units(lstms, network.layers)
@@ -146,6 +167,19 @@ def _read_lstm(layer: Any) -> _Lstm:
         return _Lstm(layer, _cell(inner), None, notes)
     except _Unreadable as exc:
         return _Lstm(layer, None, str(exc), notes)
+
+
+def _read_gru(layer: Any) -> _Lstm:
+    notes = []
+    if len(layer.inputs) > 1:
+        notes.append(f"initial state fed by {layer.inputs[1][0]!r} (h0)")
+    try:
+        return _Lstm(layer, read_gru(layer), None, notes, "gru")
+    except GruUnreadable as exc:
+        return _Lstm(layer, None, str(exc), notes, "gru")
+
+
+_READERS = {"FmlCnnLstmLayer": _read_lstm, "FmlCnnGruLayer": _read_gru}
 
 
 def _check_lstm(layer: Any) -> None:
@@ -222,23 +256,42 @@ def _cell(inner: dict[str, Any]) -> dict[str, np.ndarray]:
     return cell
 
 
+def _unwrap_reversed(lstms: list[_Lstm], layers: Sequence[Any]) -> set[str]:
+    """Mark each forward layer between two whole-sequence ``ReverseSequence`` layers as a
+    backward one on the first reversal's input; the names of the reversals so used."""
+    reversals = {layer.name: layer for layer in layers if layer.cls == _SUBSEQUENCE
+                 and (layer.fields["start"], layer.fields["length"]) == _WHOLE_REVERSED
+                 and len(layer.inputs) == 1}
+    after = {layer.inputs[0]: layer.name for layer in reversals.values()}
+    used: set[str] = set()
+    for lstm in lstms:
+        source = lstm.source
+        closing = after.get((lstm.name, 0))
+        if (lstm.layer.fields["reverse"] or source is None or source[0] not in reversals
+                or closing is None):
+            continue
+        lstm.wrapped = (reversals[source[0]].inputs[0], closing)
+        used |= {source[0], closing}
+    return used
+
+
 def _units(lstms: list[_Lstm], layers: Sequence[Any]) -> list[_Unit]:
     """Lstms reading one input: a forward and a reverse one are one bidirectional layer."""
     concats = {tuple(layer.inputs): layer.name for layer in layers
                if layer.cls == "FmlCnnConcatChannelsLayer"}
     groups: dict[Any, list[_Lstm]] = {}
-    for lstm in lstms:
-        groups.setdefault(lstm.source, []).append(lstm)
+    for lstm in lstms:  # a forward Gru and a reverse Lstm on one input are not one layer
+        groups.setdefault((lstm.source, lstm.kind), []).append(lstm)
     units = []
-    for source, members in groups.items():
+    for (source, _), members in groups.items():
         forward = [m for m in members if not m.reverse]
         backward = [m for m in members if m.reverse]
         if len(forward) == 1 and len(backward) == 1:
             pair = [forward[0], backward[0]]
-            concat = concats.get(tuple((m.name, 0) for m in pair))
+            concat = concats.get(tuple(m.output for m in pair))
             units.append(_Unit(pair, source, (concat, 0) if concat else None))
         else:
-            units += [_Unit([m], source, (m.name, 0)) for m in members]
+            units += [_Unit([m], source, m.output) for m in members]
     return units
 
 
@@ -250,7 +303,8 @@ def _chains(units: list[_Unit]) -> list[list[_Unit]]:
     following: dict[int, _Unit] = {}
     for unit in units:
         after = readers.get(unit.output, []) if unit.output is not None else []
-        if len(after) == 1 and len(after[0].lstms) == len(unit.lstms):
+        if (len(after) == 1 and len(after[0].lstms) == len(unit.lstms)
+                and after[0].lstms[0].kind == unit.lstms[0].kind):
             following[id(unit)] = after[0]
     has_previous = {id(unit) for unit in following.values()}
     chains, seen = [], set()
@@ -273,19 +327,22 @@ def _found(chain: list[_Unit], path: Path, kind: str, shared: list[str], whole: 
     members = [lstm for unit in chain for lstm in unit.lstms]
     name = "+".join(m.name for m in members)
     named = len(members) > 1  # say which Lstm of a stack
-    problem = next((f"Lstm {m.name!r}: {m.problem}" if named else m.problem
+    problem = next((f"{m.title} {m.name!r}: {m.problem}" if named else m.problem
                     for m in members if m.problem), None)
     if problem is None and len(chain[0].lstms) == 1 and members[0].reverse:
-        problem = (f"Lstm {members[0].name!r} runs backwards (reverse_seq) "
+        problem = (f"{members[0].title} {members[0].name!r} runs backwards (reverse_seq) "
                    + (f"as one direction of {whole!r}: convert that instead" if whole else
                       "with no forward twin on its input")
-                   + "; a backward-only LSTM has no canonical form")
+                   + f"; a backward-only {members[0].kind.upper()} has no canonical form")
     native = None if problem else [[lstm.cell for lstm in unit.lstms] for unit in chain]
     notes = [f"{m.name}: {note}" for m in members for note in m.notes] + shared
     source = chain[0].source
     notes.insert(0, f"reads {source[0]!r} output #{source[1]}" if source else "has no input")
     parts = tuple(_found([_Unit([m], m.source, None)], path, kind, [], name)
                   for m in members) if len(members) > 1 else ()
-    return FoundLSTM(name=name, format="neoml", native=native,
-                     source=str(path), kind=kind, biases="two (input + recurrent free terms)",
+    gru = members[0].kind == "gru"
+    return FoundLSTM(name=name, format="neoml", native=native, source=str(path), kind=kind,
+                     biases=("two free terms (gates 2H, main H)" if gru else
+                             "two (input + recurrent free terms)"),
+                     read_options={"cell": "gru"} if gru else {},
                      notes=tuple(notes), parts=parts, problem=problem)
