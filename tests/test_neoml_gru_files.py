@@ -13,7 +13,8 @@ import pytest
 from equivalence import reference
 from equivalence.cli.main import main
 from equivalence.files.neoml.archive import read_network
-from equivalence.files.neoml.gru_layer import GruUnreadable, read_gru
+from equivalence.files.neoml.fully_connected import Unreadable
+from equivalence.files.neoml.gru_layer import read_gru
 from equivalence.files.neoml.network import read_network_file
 from equivalence.formats.neoml import GRU_KEYS
 from equivalence.harness import exchange
@@ -117,14 +118,14 @@ def _rewired(layer, inner_name: str, inputs):
      "'CCnnEltwiseMulLayer.reset'"),
 ])
 def test_a_gru_wired_otherwise_is_not_read(inner_name: str, inputs, reason: str) -> None:
-    with pytest.raises(GruUnreadable, match=reason):
+    with pytest.raises(Unreadable, match=reason):
         read_gru(_rewired(_gru_layer(), inner_name, inputs))
 
 
 def test_a_gru_repeated_or_remapped_is_not_read() -> None:
     layer = _gru_layer()
     repeated = dataclasses.replace(layer, fields={**layer.fields, "repeat_count": 2})
-    with pytest.raises(GruUnreadable, match="repeat count 2"):
+    with pytest.raises(Unreadable, match="repeat count 2"):
         read_gru(repeated)
 
 

@@ -14,15 +14,10 @@ format cannot hold the candidate's recurrent bias there.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from equivalence.cells.activations import ACTIVATION, RECURRENT_ACTIVATION, gate_clip
-
-if TYPE_CHECKING:
-    from equivalence.canonical import CellWeights
-    from equivalence.spec import LSTMSpec
+from equivalence.cells.step_types import StepSpec, StepWeights
 
 GATES = ("r", "z", "n")
 STATES = ("h",)
@@ -31,7 +26,7 @@ STATES = ("h",)
 OWN_FEATURES = frozenset({"reset_after=False", "reset_after=True"})
 
 
-def step(cell: CellWeights, spec: LSTMSpec, x: np.ndarray, states: tuple[np.ndarray, ...]
+def step(cell: StepWeights, spec: StepSpec, x: np.ndarray, states: tuple[np.ndarray, ...]
          ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """One time step for a batch: the output (the new h) and the new (h,)."""
     (h,) = states

@@ -7,15 +7,10 @@ cell clip, ONNX's gate clip and coupled input-forget gate.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from equivalence.cells.activations import ACTIVATION, RECURRENT_ACTIVATION, gate_clip
-
-if TYPE_CHECKING:
-    from equivalence.canonical import CellWeights
-    from equivalence.spec import LSTMSpec
+from equivalence.cells.step_types import StepSpec, StepWeights
 
 GATES = ("i", "f", "g", "o")
 STATES = ("h", "c")
@@ -23,7 +18,7 @@ OWN_FEATURES = frozenset({"projection", "projection_clip", "peepholes", "cell_cl
                           "forget_bias", "input_forget"})
 
 
-def step(cell: CellWeights, spec: LSTMSpec, x: np.ndarray, states: tuple[np.ndarray, ...]
+def step(cell: StepWeights, spec: StepSpec, x: np.ndarray, states: tuple[np.ndarray, ...]
          ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """One time step for a batch: the output (the new h) and the new (h, c)."""
     h, c = states

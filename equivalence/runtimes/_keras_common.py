@@ -21,16 +21,13 @@ import importlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from equivalence.io_types import LSTMInputs, LSTMResult
-from equivalence.runtimes.base import Runtime, zero_padding
+from equivalence.runtimes.base import Row, Runtime, zero_padding
 from equivalence.spec import LSTMSpec
-
-if TYPE_CHECKING:
-    from equivalence.table import Entry
 
 # Layer styles: how one spec is realised with Keras layers.
 LAYERS = "layers"  # one LSTM (or Bidirectional(LSTM)) layer per spec layer
@@ -339,7 +336,7 @@ class KerasFamilyRuntime(Runtime):
     cache_size: ClassVar[int] = 64
 
     def __init__(
-        self, entry: Entry, cache: bool = True, trace_after: int | str | None = "default"
+        self, entry: Row, cache: bool = True, trace_after: int | str | None = "default"
     ) -> None:
         super().__init__(entry)
         self.use_cache = cache

@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import importlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -29,19 +29,37 @@ from equivalence.errors import ShapeError, UnsupportedFeatureError
 from equivalence.formats import get as get_format
 from equivalence.formats.options import checked_run_options, reader_options
 from equivalence.io_types import LSTMInputs, LSTMResult
-from equivalence.known import MATRIX
+from equivalence.known import MATRIX, Known
 from equivalence.memo import Memo
 from equivalence.spec import LSTMSpec
 
-if TYPE_CHECKING:
-    from equivalence.table import Entry
-
-__all__ = ["Capabilities", "Runtime", "split_states", "with_initial_states", "zero_padding"]
+__all__ = ["Capabilities", "Row", "Runtime", "split_states", "with_initial_states",
+           "zero_padding"]
 
 # Fields the weights must agree with the spec on (the rest are run-time options).
 _SHAPE_FIELDS = ("input_size", "units", "layers", "directions", "projection_size", "peepholes")
 # Weights that passed the reader, by content: a key is a few dozen bytes, so this stays small.
 CHECKED_WEIGHTS = Memo()
+
+
+class Row(Protocol):
+    """What a runtime reads of its table row (:class:`equivalence.table.Entry` is one): a
+    protocol, so that runtimes need not import the table that loads them."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def format(self) -> str: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    @property
+    def known(self) -> Mapping[str, Known]: ...
 
 
 class Runtime(abc.ABC):
@@ -55,7 +73,7 @@ class Runtime(abc.ABC):
     module: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()  # further modules the runtime imports
 
-    def __init__(self, entry: Entry) -> None:
+    def __init__(self, entry: Row) -> None:
         self.entry = entry
 
     @property

@@ -30,7 +30,7 @@ compilation (each costs 0.25-0.85 s, most of a flax check's time).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -39,11 +39,8 @@ from equivalence.formats import flax as flax_format
 from equivalence.formats._common import layer_grid
 from equivalence.io_types import LSTMInputs, LSTMResult
 from equivalence.runtimes._jax import x64
-from equivalence.runtimes.base import Runtime, zero_padding
+from equivalence.runtimes.base import Row, Runtime, zero_padding
 from equivalence.spec import LSTMSpec
-
-if TYPE_CHECKING:
-    from equivalence.table import Entry
 
 # Recurrent activations flax can use as ``gate_fn`` with a function jax itself
 # ships: Keras 3's hard sigmoid is relu6(x + 3) / 6, which is jax.nn.hard_sigmoid.
@@ -61,7 +58,7 @@ class _FlaxLinenRuntime(Runtime):
     # and OptimizedLSTMCell share one tree, so either is accepted).
     variants: ClassVar[frozenset[str]] = frozenset({"linen", "linen_optimized"})
 
-    def __init__(self, entry: Entry) -> None:
+    def __init__(self, entry: Row) -> None:
         super().__init__(entry)
         # Jitted forward functions of this instance: (cell, spec, flags) -> fn. Per instance,
         # so the benchmark's "naive" fresh instance really compiles anew.

@@ -22,23 +22,20 @@ Facts from jax 0.10.2 ``jax/experimental/rnn.py`` and ``jaxlib/gpu/rnn_kernels.c
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from equivalence.io_types import LSTMInputs, LSTMResult
 from equivalence.runtimes._jax import x64
-from equivalence.runtimes.base import Runtime, split_states, zero_padding
+from equivalence.runtimes.base import Row, Runtime, split_states, zero_padding
 from equivalence.spec import LSTMSpec
-
-if TYPE_CHECKING:
-    from equivalence.table import Entry
 
 
 class JaxRnnRuntime(Runtime):
     """``jax.experimental.rnn.lstm`` on a GPU (cuDNN)."""
 
-    def __init__(self, entry: Entry) -> None:
+    def __init__(self, entry: Row) -> None:
         super().__init__(entry)
         # Jitted forward functions of this instance, keyed by spec (per instance, so the
         # benchmark's "naive" fresh instance really compiles anew).

@@ -35,17 +35,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from equivalence.formats._common import layer_grid
 from equivalence.io_types import LSTMInputs, LSTMResult
-from equivalence.runtimes.base import Runtime, with_initial_states
+from equivalence.runtimes.base import Row, Runtime, with_initial_states
 from equivalence.spec import LSTMSpec
-
-if TYPE_CHECKING:
-    from equivalence.table import Entry
 
 _WEIGHT_NAMES = {
     "lstm": ("input_weights", "recurrent_weights", "input_free_term", "recurrent_free_term"),
@@ -67,7 +64,7 @@ class NeoMLRuntime(Runtime):
 
     module: ClassVar[str] = "neoml"
 
-    def __init__(self, entry: Entry) -> None:
+    def __init__(self, entry: Row) -> None:
         super().__init__(entry)
         self._engine: Any = None
         self._networks: dict[tuple[Any, ...], _Network] = {}

@@ -27,17 +27,14 @@ Facts this module relies on (verified against onnxruntime 1.32, CPU):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from equivalence.formats import onnx_activations
 from equivalence.io_types import LSTMInputs, LSTMResult
-from equivalence.runtimes.base import Runtime
+from equivalence.runtimes.base import Row, Runtime
 from equivalence.spec import LSTMSpec
-
-if TYPE_CHECKING:
-    from equivalence.table import Entry
 
 # LSTM-14 / GRU-14 semantics (opset 22 only adds bfloat16 types, which ORT's CPU kernel lacks).
 OPSET = 17
@@ -53,7 +50,7 @@ class OnnxRuntime(Runtime):
     module: ClassVar[str] = "onnxruntime"
     requires: ClassVar[tuple[str, ...]] = ("onnx",)  # the graph is built with onnx.helper
 
-    def __init__(self, entry: Entry) -> None:
+    def __init__(self, entry: Row) -> None:
         super().__init__(entry)
         self._sessions: dict[tuple[LSTMSpec, bool, bool], Any] = {}
 

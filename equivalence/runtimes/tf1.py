@@ -31,17 +31,14 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from equivalence.errors import ConversionError, MissingKeyError, ShapeError, UnexpectedKeyError
 from equivalence.io_types import LSTMInputs, LSTMResult
-from equivalence.runtimes.base import Runtime
+from equivalence.runtimes.base import Row, Runtime
 from equivalence.spec import LSTMSpec
-
-if TYPE_CHECKING:
-    from equivalence.table import Entry
 
 _CELL_MODULES = (
     "tf_keras.api._v1.keras.__internal__.legacy.rnn_cell",
@@ -100,7 +97,7 @@ class TF1Runtime(Runtime):
 
     module = "tensorflow"
 
-    def __init__(self, entry: Entry, cache_size: int = 64) -> None:
+    def __init__(self, entry: Row, cache_size: int = 64) -> None:
         """``cache_size`` graphs are kept (least recently used evicted); 0 rebuilds per call."""
         super().__init__(entry)
         self.cache_size = cache_size

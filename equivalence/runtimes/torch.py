@@ -9,17 +9,13 @@ one implementation and differ only in the device they run on.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from equivalence.io_types import LSTMInputs, LSTMResult
-from equivalence.runtimes.base import Runtime, split_states
+from equivalence.runtimes.base import Row, Runtime, split_states
 from equivalence.spec import LSTMSpec, dtype_name
-
-if TYPE_CHECKING:
-    from equivalence.table import Entry
-
 
 
 class _TorchLSTMRuntime(Runtime):
@@ -28,7 +24,7 @@ class _TorchLSTMRuntime(Runtime):
     module: ClassVar[str] = "torch"
     torch_device: ClassVar[str]
 
-    def __init__(self, entry: Entry) -> None:
+    def __init__(self, entry: Row) -> None:
         super().__init__(entry)
         # Built modules by (spec, batch_first): Hypothesis examples of one shape
         # reuse the module and only copy weights in.

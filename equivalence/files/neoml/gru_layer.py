@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from equivalence.files.neoml.fully_connected import Unreadable, fully_connected
+
 _FC, _SIGMOID, _MUL = "FmlCnnFullyConnectedLayer", "FmlCnnSigmoidLayer", "FmlCnnEltwiseMulLayer"
 _LINK, _STATE = ("CCnnBackLink", 0), ("CCnnEltwiseSumLayer", 0)
 # Inner layer name -> (class, inputs), as CGruLayer::buildLayer connects them; split output 0
@@ -44,17 +46,13 @@ BLOCKS = {"CCnnFullyConnectedLayer.gates": ("gate_weights", "gate_free_term", 2)
           "CCnnFullyConnectedLayer.main": ("main_weights", "main_free_term", 1)}
 
 
-class GruUnreadable(Exception):
-    """Why one Gru layer cannot be converted (it is still listed)."""
-
-
 def read_gru(layer: Any) -> dict[str, np.ndarray]:
-    """The Gru's weights in the ``neoml`` native form; GruUnreadable says why not."""
+    """The Gru's weights in the ``neoml`` native form; Unreadable says why not."""
     if layer.fields["repeat_count"] != 1:
-        raise GruUnreadable(f"repeat count {layer.fields['repeat_count']}: the layer runs "
+        raise Unreadable(f"repeat count {layer.fields['repeat_count']}: the layer runs "
                             "each sequence more than once")
     if layer.fields["output_mappings"] != [_STATE]:
-        raise GruUnreadable(f"outputs mapped to {layer.fields['output_mappings']}, expected "
+        raise Unreadable(f"outputs mapped to {layer.fields['output_mappings']}, expected "
                             f"{[_STATE]}")
     inner = {item.name: item for item in layer.layers}
     _check_wiring(inner)
@@ -66,7 +64,7 @@ def _check_wiring(inner: dict[str, Any]) -> None:
     found = {name: (item.cls, item.inputs) for name, item in inner.items() if name != _LINK[0]}
     for name in sorted(set(found) | set(WIRING)):
         if found.get(name) != WIRING.get(name):
-            raise GruUnreadable(f"inner layer {name!r} is {found.get(name, 'missing')}, "
+            raise Unreadable(f"inner layer {name!r} is {found.get(name, 'missing')}, "
                                 f"NeoML's Gru has {WIRING.get(name, 'no such layer')}")
 
 
@@ -75,41 +73,23 @@ def _check_back_link(link: Any, back_links: list[str]) -> None:
     expected = ("FmlCnnBackLink", [("CompositeSource.1", 0)])
     if link is None or link.cls != expected[0] or link.inputs not in ([], expected[1]):
         what = "missing" if link is None else (link.cls, link.inputs)
-        raise GruUnreadable(f"back link {_LINK[0]!r} is {what}, NeoML's Gru has {expected}")
+        raise Unreadable(f"back link {_LINK[0]!r} is {what}, NeoML's Gru has {expected}")
     sink = link.layers[0]
     if sink.cls != "FmlCnnCaptureSink" or sink.inputs != [_STATE]:
-        raise GruUnreadable(f"back link {_LINK[0]!r} captures {sink.inputs}, expected "
+        raise Unreadable(f"back link {_LINK[0]!r} captures {sink.inputs}, expected "
                             f"{[_STATE]}")
     if back_links != [_LINK[0]]:
-        raise GruUnreadable(f"back links {back_links}, expected {[_LINK[0]]}")
+        raise Unreadable(f"back links {back_links}, expected {[_LINK[0]]}")
 
 
 def _cell(inner: dict[str, Any]) -> dict[str, np.ndarray]:
     """The two fully connected layers' blobs, sizes checked against each other."""
     cell: dict[str, np.ndarray] = {}
     for name, (weights, free, per_unit) in BLOCKS.items():
-        fc = inner[name]
-        rows = fc.fields["elements"]
-        blobs = list(fc.blobs) + [None, None]
-        if blobs[0] is None:
-            raise GruUnreadable(f"{name} has no weights stored (saved before its weights "
-                                "were set or the network first ran)")
-        dims = blobs[0].dims
-        stored_rows, columns = int(np.prod(dims[:3])), int(np.prod(dims[3:]))
-        if stored_rows != rows or rows % per_unit or blobs[0].data.dtype != np.float32:
-            raise GruUnreadable(f"{name} weights: blob dims {dims} ({blobs[0].data.dtype}), "
-                                f"expected float32 with {rows} objects")
-        cell[weights] = blobs[0].data.reshape(rows, columns)
-        if fc.fields["zero_free_term"]:
-            cell[free] = np.zeros(rows, np.float32)
-        elif blobs[1] is None or blobs[1].data.size != rows:
-            found = "none" if blobs[1] is None else f"{blobs[1].data.size} elements"
-            raise GruUnreadable(f"{name} free term: {found}, expected {rows} elements")
-        else:
-            cell[free] = blobs[1].data.reshape(rows).astype(np.float32)
+        cell[weights], cell[free] = fully_connected(inner[name], name, per_unit)
     units = cell["main_weights"].shape[0]
     counts = inner["CCnnSplitChannelsLayer"].fields["output_counts"]
     if cell["gate_weights"].shape[0] != 2 * units or counts != [units]:
-        raise GruUnreadable(f"gates {cell['gate_weights'].shape[0]} rows split {counts}, "
+        raise Unreadable(f"gates {cell['gate_weights'].shape[0]} rows split {counts}, "
                             f"expected {2 * units} split [{units}] for {units} units")
     return cell

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from equivalence.files._base import FileFormatError, FoundLSTM
-from equivalence.files.neoml.gru_layer import GruUnreadable, read_gru
+from equivalence.files.neoml.fully_connected import Unreadable, fully_connected
+from equivalence.files.neoml.gru_layer import read_gru
 
 # neoml.Dnn.Lstm's activation names, in TActivationFunction order (AF_Sigmoid is 5).
 ACTIVATIONS = ("linear", "elu", "relu", "leaky_relu", "abs", "sigmoid", "tanh", "hard_tanh",
@@ -68,10 +69,6 @@ def _lstm_wiring(dropout: bool) -> dict[str, tuple[str, list[tuple[str, int]]]]:
         wiring["InputDropout"] = ("FmlCnnDropoutLayer", [("CompositeSource.0", 0)])
         wiring["RecurDropout"] = ("FmlCnnDropoutLayer", [("CCnnBackLink.main", 0)])
     return wiring
-
-
-class _Unreadable(Exception):
-    """Why one Lstm layer of a network cannot be converted (it is still listed)."""
 
 
 @dataclass
@@ -165,7 +162,7 @@ def _read_lstm(layer: Any) -> _Lstm:
             notes.append(f"dropout {inner['InputDropout'].fields['rate']:.3g} (training only; "
                          f"inference ignores it)")
         return _Lstm(layer, _cell(inner), None, notes)
-    except _Unreadable as exc:
+    except Unreadable as exc:
         return _Lstm(layer, None, str(exc), notes)
 
 
@@ -175,7 +172,7 @@ def _read_gru(layer: Any) -> _Lstm:
         notes.append(f"initial state fed by {layer.inputs[1][0]!r} (h0)")
     try:
         return _Lstm(layer, read_gru(layer), None, notes, "gru")
-    except GruUnreadable as exc:
+    except Unreadable as exc:
         return _Lstm(layer, None, str(exc), notes, "gru")
 
 
@@ -187,23 +184,23 @@ def _check_lstm(layer: Any) -> None:
     activation = layer.fields["recurrent_activation"]
     if activation != SIGMOID:
         name = ACTIVATIONS[activation] if 0 <= activation < len(ACTIVATIONS) else activation
-        raise _Unreadable(f"recurrent activation {name!r}: only NeoML's default sigmoid has a "
+        raise Unreadable(f"recurrent activation {name!r}: only NeoML's default sigmoid has a "
                           f"canonical form")
     if layer.fields["repeat_count"] != 1:
-        raise _Unreadable(f"repeat count {layer.fields['repeat_count']}: the layer runs each "
+        raise Unreadable(f"repeat count {layer.fields['repeat_count']}: the layer runs each "
                           f"sequence more than once")
     mappings = layer.fields["output_mappings"]
     if mappings[:1] == [_COMPATIBILITY_OUTPUT]:
-        raise _Unreadable("compatibility mode: output #0 is tanh(c) without the output gate")
+        raise Unreadable("compatibility mode: output #0 is tanh(c) without the output gate")
     if mappings != _OUTPUTS:
-        raise _Unreadable(f"outputs mapped to {mappings}, expected {_OUTPUTS}")
+        raise Unreadable(f"outputs mapped to {mappings}, expected {_OUTPUTS}")
     inner = {item.name: item for item in layer.layers}
     found = {name: (item.cls, item.inputs) for name, item in inner.items()
              if name not in _CAPTURED}
     expected = _lstm_wiring(dropout="InputDropout" in inner)
     for name in sorted(set(found) | set(expected)):
         if found.get(name) != expected.get(name):
-            raise _Unreadable(f"inner layer {name!r} is {found.get(name, 'missing')}, NeoML's "
+            raise Unreadable(f"inner layer {name!r} is {found.get(name, 'missing')}, NeoML's "
                               f"Lstm has {expected.get(name, 'no such layer')}")
     for name, captured in _CAPTURED.items():
         link = inner.get(name)
@@ -211,14 +208,14 @@ def _check_lstm(layer: Any) -> None:
         state_input = ("CompositeSource.2" if name.endswith("main") else "CompositeSource.1", 0)
         if link is None or link.cls != "FmlCnnBackLink" or link.inputs not in ([], [state_input]):
             what = "missing" if link is None else (link.cls, link.inputs)
-            raise _Unreadable(f"back link {name!r} is {what}, NeoML's Lstm has "
+            raise Unreadable(f"back link {name!r} is {what}, NeoML's Lstm has "
                               f"('FmlCnnBackLink', [{state_input}])")
         sink = link.layers[0]
         if sink.cls != "FmlCnnCaptureSink" or sink.inputs != [captured]:
-            raise _Unreadable(f"back link {name!r} captures {sink.inputs}, expected [{captured}]")
+            raise Unreadable(f"back link {name!r} captures {sink.inputs}, expected [{captured}]")
     back_links = [item.name for item in layer.fields["back_links"]]
     if sorted(back_links) != sorted(_CAPTURED):
-        raise _Unreadable(f"back links {back_links}, expected {sorted(_CAPTURED)}")
+        raise Unreadable(f"back links {back_links}, expected {sorted(_CAPTURED)}")
 
 
 def _cell(inner: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -226,33 +223,14 @@ def _cell(inner: dict[str, Any]) -> dict[str, np.ndarray]:
     cell: dict[str, np.ndarray] = {}
     for layer, weights, free in (("InputHidden", "input_weights", "input_free_term"),
                                  ("RecurHidden", "recurrent_weights", "recurrent_free_term")):
-        fc = inner[layer]
-        units4 = fc.fields["elements"]
-        blobs = list(fc.blobs) + [None, None]
-        if blobs[0] is None:
-            raise _Unreadable(f"{layer} has no weights stored (saved before its weights were "
-                              f"set or the network first ran)")
-        dims = blobs[0].dims
-        rows, columns = int(np.prod(dims[:3])), int(np.prod(dims[3:]))
-        if rows != units4 or units4 % 4 or blobs[0].data.dtype != np.float32:
-            raise _Unreadable(f"{layer} weights: blob dims {dims} "
-                              f"({blobs[0].data.dtype}), expected float32 with {units4} = 4 x "
-                              f"units objects")
-        cell[weights] = blobs[0].data.reshape(rows, columns)
-        if fc.fields["zero_free_term"]:
-            cell[free] = np.zeros(units4, np.float32)
-        elif blobs[1] is None or blobs[1].data.size != units4:
-            found = "none" if blobs[1] is None else f"{blobs[1].data.size} elements"
-            raise _Unreadable(f"{layer} free term: {found}, expected {units4} elements")
-        else:
-            cell[free] = blobs[1].data.reshape(units4).astype(np.float32)
+        cell[weights], cell[free] = fully_connected(inner[layer], layer, 4)
     units = cell["input_weights"].shape[0] // 4
     if cell["recurrent_weights"].shape != (4 * units, units):
-        raise _Unreadable(f"RecurHidden weights: {cell['recurrent_weights'].shape}, expected "
+        raise Unreadable(f"RecurHidden weights: {cell['recurrent_weights'].shape}, expected "
                           f"{(4 * units, units)} for {units} units")
     counts = inner[_SPLIT].fields["output_counts"]
     if counts != [units] * 3:
-        raise _Unreadable(f"gate split {counts}, expected {[units] * 3} for {units} units")
+        raise Unreadable(f"gate split {counts}, expected {[units] * 3} for {units} units")
     return cell
 
 
