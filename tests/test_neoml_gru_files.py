@@ -137,3 +137,18 @@ def test_a_truncated_gru_file_exits_2_and_writes_nothing(tmp_path: Path, capsys)
     err = capsys.readouterr().err
     assert "cut.cnnarch" in err and "Traceback" not in err and len(err) < 5000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.cnnarch"]
+
+
+def test_the_reports_neoml_rows_judge_a_gru_where_the_target_claims_it() -> None:
+    """NeoML's reset-before GRU into torch (which cannot hold it) is no pair; into
+    onnxruntime it is judged, and passes."""
+    pytest.importorskip("onnxruntime")
+    from equivalence import table
+    from equivalence.report.neoml_part import exchanged_count, exchanged_rows
+
+    files = [FILES / "gru_stack.npz"]
+    assert exchanged_count(files, ["torch", "onnxruntime"]) == 1
+    rows = exchanged_rows(files, ["torch", "onnxruntime"], table.MAIN)
+    assert [(row["source"], row["target"], row["cell"]) for row in rows] == [
+        ("neoml", "onnxruntime", "gru")], rows
+    assert rows[0]["passed"] and rows[0]["examples"] == 1, rows

@@ -202,7 +202,7 @@ def run_neoml(python: Path, *, examples: int, seed: int) -> dict[str, Any]:
     the NeoML environment), and NeoML -> every runtime here (NeoML's own cases and stored
     networks, judged here). Returns the NeoML part's results with NeoML's row added."""
     from equivalence.harness.exchange import export, pair_runtimes
-    from equivalence.report.neoml_part import exchanged_rows
+    from equivalence.report.neoml_part import exchanged_count, exchanged_rows
 
     with tempfile.TemporaryDirectory() as folder:
         cases, neoml_cases = Path(folder) / "cases", Path(folder) / "neoml-cases"
@@ -222,7 +222,7 @@ def run_neoml(python: Path, *, examples: int, seed: int) -> dict[str, Any]:
             )
         part = json.loads(out.read_text())
         files = sorted(neoml_cases.glob("neoml-*.npz"))
-        with progress_bar(len(files) * len(sources)) as start:
+        with progress_bar(exchanged_count(files, list(sources))) as start:
             part["pairs"] += exchanged_rows(files, list(sources), table.MAIN,
                                             start("neoml -> every runtime"))
         return part
