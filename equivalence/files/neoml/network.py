@@ -72,7 +72,7 @@ def _lstm_wiring(dropout: bool) -> dict[str, tuple[str, list[tuple[str, int]]]]:
 
 
 @dataclass
-class _Lstm:
+class _Recurrent:
     """One top-level ``Lstm`` (or ``Gru``) layer: its weights in the ``neoml`` native form,
     or why not."""
 
@@ -112,7 +112,7 @@ class _Lstm:
 class _Unit:
     """One LSTM layer of a stack: a forward Lstm, or a forward and a reverse one."""
 
-    lstms: list[_Lstm]
+    lstms: list[_Recurrent]
     source: tuple[str, int] | None
     output: tuple[str, int] | None  # what the next layer of a stack would read
 
@@ -149,7 +149,7 @@ def read_network_file(path: Path) -> list[FoundLSTM]:
     return [_found(chain, path, kind, shared) for chain in _chains(units)]
 
 
-def _read_lstm(layer: Any) -> _Lstm:
+def _read_lstm(layer: Any) -> _Recurrent:
     notes = []
     if len(layer.inputs) > 1:
         notes.append("initial states fed by " + ", ".join(
@@ -161,19 +161,19 @@ def _read_lstm(layer: Any) -> _Lstm:
         if "InputDropout" in inner:
             notes.append(f"dropout {inner['InputDropout'].fields['rate']:.3g} (training only; "
                          f"inference ignores it)")
-        return _Lstm(layer, _cell(inner), None, notes)
+        return _Recurrent(layer, _cell(inner), None, notes)
     except Unreadable as exc:
-        return _Lstm(layer, None, str(exc), notes)
+        return _Recurrent(layer, None, str(exc), notes)
 
 
-def _read_gru(layer: Any) -> _Lstm:
+def _read_gru(layer: Any) -> _Recurrent:
     notes = []
     if len(layer.inputs) > 1:
         notes.append(f"initial state fed by {layer.inputs[1][0]!r} (h0)")
     try:
-        return _Lstm(layer, read_gru(layer), None, notes, "gru")
+        return _Recurrent(layer, read_gru(layer), None, notes, "gru")
     except Unreadable as exc:
-        return _Lstm(layer, None, str(exc), notes, "gru")
+        return _Recurrent(layer, None, str(exc), notes, "gru")
 
 
 _READERS = {"FmlCnnLstmLayer": _read_lstm, "FmlCnnGruLayer": _read_gru}
@@ -201,7 +201,7 @@ def _check_lstm(layer: Any) -> None:
     for name in sorted(set(found) | set(expected)):
         if found.get(name) != expected.get(name):
             raise Unreadable(f"inner layer {name!r} is {found.get(name, 'missing')}, NeoML's "
-                              f"Lstm has {expected.get(name, 'no such layer')}")
+                             f"Lstm has {expected.get(name, 'no such layer')}")
     for name, captured in _CAPTURED.items():
         link = inner.get(name)
         # the initial state enters through the back link's second input (composite input 1 or 2)
@@ -209,7 +209,7 @@ def _check_lstm(layer: Any) -> None:
         if link is None or link.cls != "FmlCnnBackLink" or link.inputs not in ([], [state_input]):
             what = "missing" if link is None else (link.cls, link.inputs)
             raise Unreadable(f"back link {name!r} is {what}, NeoML's Lstm has "
-                              f"('FmlCnnBackLink', [{state_input}])")
+                             f"('FmlCnnBackLink', [{state_input}])")
         sink = link.layers[0]
         if sink.cls != "FmlCnnCaptureSink" or sink.inputs != [captured]:
             raise Unreadable(f"back link {name!r} captures {sink.inputs}, expected [{captured}]")
@@ -234,7 +234,7 @@ def _cell(inner: dict[str, Any]) -> dict[str, np.ndarray]:
     return cell
 
 
-def _unwrap_reversed(lstms: list[_Lstm], layers: Sequence[Any]) -> set[str]:
+def _unwrap_reversed(lstms: list[_Recurrent], layers: Sequence[Any]) -> set[str]:
     """Mark each forward layer between two whole-sequence ``ReverseSequence`` layers as a
     backward one on the first reversal's input; the names of the reversals so used."""
     reversals = {layer.name: layer for layer in layers if layer.cls == _SUBSEQUENCE
@@ -253,11 +253,11 @@ def _unwrap_reversed(lstms: list[_Lstm], layers: Sequence[Any]) -> set[str]:
     return used
 
 
-def _units(lstms: list[_Lstm], layers: Sequence[Any]) -> list[_Unit]:
+def _units(lstms: list[_Recurrent], layers: Sequence[Any]) -> list[_Unit]:
     """Lstms reading one input: a forward and a reverse one are one bidirectional layer."""
     concats = {tuple(layer.inputs): layer.name for layer in layers
                if layer.cls == "FmlCnnConcatChannelsLayer"}
-    groups: dict[Any, list[_Lstm]] = {}
+    groups: dict[Any, list[_Recurrent]] = {}
     for lstm in lstms:  # a forward Gru and a reverse Lstm on one input are not one layer
         groups.setdefault((lstm.source, lstm.kind), []).append(lstm)
     units = []
