@@ -34,30 +34,39 @@ def report(out: Path, *extra: str) -> int:
     return main(["report", *SMALL, "--out", str(out), *extra])
 
 
+@pytest.fixture(scope="module")
+def small_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small report, shared by the tests that only read what it wrote (each report run
+    spawns its worker processes, about 5 s)."""
+    out = tmp_path_factory.mktemp("small") / "a"
+    assert report(out) == 0
+    return out
+
+
 def stable(path: Path) -> dict:
     data = json.loads((path / "equivalence.json").read_text())
     data.pop("generated_at")
     return data
 
 
-def test_report_writes_the_five_files_and_is_deterministic(tmp_path: Path) -> None:
-    assert report(tmp_path / "a") == 0
+def test_report_writes_the_five_files_and_is_deterministic(small_report: Path,
+                                                          tmp_path: Path) -> None:
     assert report(tmp_path / "b") == 0
     for name in FILES:
-        assert (tmp_path / "a" / name).stat().st_size > 0, name
-    first = stable(tmp_path / "a")
+        assert (small_report / name).stat().st_size > 0, name
+    first = stable(small_report)
     assert first == stable(tmp_path / "b")
     pairs = {(p["source"], p["target"]): p for p in first["pairs"]}
     assert set(pairs) == {("torch", "onnxruntime"), ("onnxruntime", "reference")}
     assert all(p["examples"] == 3 and p["passed"] for p in pairs.values())
     assert {r["name"] for r in first["runtimes"]} >= {"torch", "onnxruntime", "neoml"}
-    assert "| **torch** |" in (tmp_path / "a" / "index.md").read_text()
+    assert "| **torch** |" in (small_report / "index.md").read_text()
 
 
-def test_merge_builds_one_report_from_several_runs(tmp_path: Path) -> None:
-    assert report(tmp_path / "a") == 0
-    assert main(["report", "--merge", str(tmp_path / "a" / "equivalence.json"),
-                 str(tmp_path / "a" / "equivalence.json"), "--out", str(tmp_path / "m")]) == 0
+def test_merge_builds_one_report_from_several_runs(small_report: Path, tmp_path: Path) -> None:
+    results_file = str(small_report / "equivalence.json")
+    assert main(["report", "--merge", results_file, results_file,
+                 "--out", str(tmp_path / "m")]) == 0
     merged = json.loads((tmp_path / "m" / "equivalence.json").read_text())
     # one environment's results twice are shards of one run: one environment, every pair
     assert len(merged["pairs"]) == 4 and len(merged["environments"]) == 1
@@ -312,9 +321,8 @@ def _run(name: str, pairs: list[dict], runtimes: list[dict]) -> dict:
     return data
 
 
-def test_version_matrix_only_when_a_check_ran_in_two_environments(tmp_path: Path) -> None:
-    assert report(tmp_path / "a") == 0
-    one = json.loads((tmp_path / "a" / "equivalence.json").read_text())
+def test_version_matrix_only_when_a_check_ran_in_two_environments(small_report: Path) -> None:
+    one = json.loads((small_report / "equivalence.json").read_text())
     # main + neoml (disjoint checks): nothing to lay side by side
     split = _run("main", one["pairs"][:1], one["runtimes"])
     split["pairs"] += [{**one["pairs"][1], "environment": "neoml"}]
@@ -330,9 +338,8 @@ def test_version_matrix_only_when_a_check_ran_in_two_environments(tmp_path: Path
         assert line.count(cell_text(row)) == 2 and "n/a" not in line
 
 
-def test_merged_runtimes_table_has_one_row_per_runtime(tmp_path: Path) -> None:
-    assert report(tmp_path / "a") == 0
-    one = json.loads((tmp_path / "a" / "equivalence.json").read_text())
+def test_merged_runtimes_table_has_one_row_per_runtime(small_report: Path) -> None:
+    one = json.loads((small_report / "equivalence.json").read_text())
     other = [{**r, "available": False, "version": "", "reason": "not installed in old"}
              for r in one["runtimes"]]
     merged = results.merge([_run("old", [], other), _run("new", [], one["runtimes"])], seed=0)
@@ -346,10 +353,9 @@ def test_merged_runtimes_table_has_one_row_per_runtime(tmp_path: Path) -> None:
     assert "[1] not installed in old" in block
 
 
-def test_a_cell_says_which_dtypes_it_judged(tmp_path: Path) -> None:
-    assert report(tmp_path / "a") == 0
-    data = json.loads((tmp_path / "a" / "equivalence.json").read_text())
-    text = (tmp_path / "a" / "index.md").read_text()
+def test_a_cell_says_which_dtypes_it_judged(small_report: Path) -> None:
+    data = json.loads((small_report / "equivalence.json").read_text())
+    text = (small_report / "index.md").read_text()
     for row in data["pairs"]:
         judged = row["max_abs_diff_by_dtype"]
         assert "float32" in judged, row["source"]

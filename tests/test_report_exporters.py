@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from equivalence.converters.exporter import run_exporters
-from equivalence.report import render, results, summary
+from equivalence.report import phases, render, results, summary
 from equivalence.report.exporters_part import STATUS_CLASS, section
 
 pytestmark = pytest.mark.cpu
@@ -25,9 +25,21 @@ pytestmark = pytest.mark.cpu
 ISSUE = "https://github.com/example/exporter/issues/1"
 
 
+CHEAP = ("torch.onnx.export (file)", "onnxoptimizer")  # about a second each, one case
+
+
 @pytest.fixture(scope="module")
 def real_runs() -> list[dict[str, Any]]:
-    return run_exporters(cases=1, probe_examples=1, only=("torch.onnx.export (file)",))
+    """The report's way: each exporter in its own fresh process, two at a time."""
+    return phases.exporters(cases=1, probe_examples=1, seed=0, jobs=2, only=CHEAP)
+
+
+def test_exporters_in_worker_processes_give_the_entries_of_one_process(
+        real_runs: list[dict[str, Any]]) -> None:
+    """Same entries, numbers included, in EXPORTERS' order, whatever process ran them."""
+    assert [e["exporter"] for e in real_runs] == ["torch.onnx.export (file)"] * 2 + \
+        ["onnxoptimizer"] * 2
+    assert real_runs == run_exporters(cases=1, probe_examples=1, seed=0, only=CHEAP)
 
 
 def _probe(name: str, verdict: str, status: str, expected: dict | None = None,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +42,29 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def _neoml_part(args: argparse.Namespace, data: dict) -> str:
-    """Merge the NeoML environment's results into ``data``; say where they came from."""
+@contextlib.contextmanager
+def _neoml_part(args: argparse.Namespace, data: dict) -> Iterator[Callable[[], str]]:
+    """Yields ``merge``, which merges the NeoML environment's results into ``data`` and says
+    where they came from. A run in the NeoML environment goes on while the block does."""
     from equivalence.report import results
 
     if args.neoml_results:
         part = results.load(args.neoml_results)
-        how = f"read from {args.neoml_results}"
+        yield lambda: _merge_neoml(data, part, f"read from {args.neoml_results}")
     elif args.neoml_python and Path(args.neoml_python).exists():
-        from equivalence.report.matrix import run_neoml
+        from equivalence.report.matrix import neoml_in_background
 
-        part = run_neoml(Path(args.neoml_python), examples=args.examples, seed=args.seed)
-        how = f"run in {args.neoml_python}"
+        with neoml_in_background(Path(args.neoml_python), examples=args.examples,
+                                 seed=args.seed) as finish:
+            yield lambda: _merge_neoml(data, finish(), f"run in {args.neoml_python}")
     else:
         why = ("not run: no NeoML environment (create .venv-neoml, see the README, or pass "
                "--neoml-python / --neoml-results)")
         data["environments"].append({"name": "neoml", "status": why, "versions": {}})
-        return why
+        yield lambda: why
+
+
+def _merge_neoml(data: dict, part: dict, how: str) -> str:
     data["runtimes"] = [r for r in data["runtimes"] if r["name"] != "neoml"] + part["runtimes"]
     data["pairs"] += part["pairs"]
     data["environments"] += part["environments"]
@@ -129,23 +136,26 @@ def _run_parts(args: argparse.Namespace, data: dict[str, Any]) -> None:
         print(f"{label}: {time.perf_counter() - start:.0f}s", flush=True)
         return value
 
-    print(f"NeoML: {timed('neoml part', lambda: _neoml_part(args, data))}", flush=True)
     ran = [r["name"] for r in data["runtimes"] if r["available"] and r["environment"] == "main"]
-    data["error_growth"] = timed("error growth",
-                                 lambda: phases.error_growth(ran, seed=args.seed))
-    data["mutations"] = timed("mutation self-test", lambda: phases.mutation_self_test(
-        examples=args.examples, seed=args.seed))
+    # The phases that run in this one process go while the NeoML environment's part runs
+    # beside them, on the core they leave idle.
+    with _neoml_part(args, data) as merge_neoml:
+        data["error_growth"] = timed("error growth",
+                                     lambda: phases.error_growth(ran, seed=args.seed))
+        data["mutations"] = timed("mutation self-test", lambda: phases.mutation_self_test(
+            examples=args.examples, seed=args.seed))
+        # quantized LSTMs: each example converts and runs every path (about 25 s): a few
+        data["quantized"] = timed("quantized LSTMs", lambda: phases.quantized(
+            examples=min(args.examples, 3), seed=args.seed))
+        # third-party converters are slow (exports, saves): a few examples per configuration
+        data["third_party"] = timed("third-party converters", lambda: run_third_party(
+            max_examples=min(args.examples, 5), seed=args.seed), spin=True)
+        print(f"NeoML: {timed('neoml part (the rest)', merge_neoml)}", flush=True)
     data["conformance"] = timed("conformance grid", lambda: phases.conformance_grid(
         examples=args.examples, seed=args.seed, jobs=args.jobs))
-    # quantized LSTMs: each example converts and runs every path (about 25 s): a few
-    data["quantized"] = timed("quantized LSTMs", lambda: phases.quantized(
-        examples=min(args.examples, 3), seed=args.seed))
-    # third-party converters are slow (exports, saves): a few examples per configuration
-    data["third_party"] = timed("third-party converters", lambda: run_third_party(
-        max_examples=min(args.examples, 5), seed=args.seed), spin=True)
     # exporters: each case exports, saves and probes an artefact: two cases per configuration
     data["exporters"] = timed("exporters", lambda: phases.exporters(
-        cases=min(args.examples, 2), seed=args.seed))
+        cases=min(args.examples, 2), seed=args.seed, jobs=args.jobs))
 
 
 def main(argv: list[str] | None = None) -> int:

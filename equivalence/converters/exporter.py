@@ -209,9 +209,17 @@ def run_exporters(*, cases: int = 2, probe_examples: int = 3, seed: int = 0,
     runs = []
     for path in EXPORTERS:
         exporter = load_exporter(path)
-        if only and exporter.name not in only:
-            continue
-        for config in exporter.configurations:
-            runs.append(judge_exporter(exporter, config, cases=cases,
-                                       probe_examples=probe_examples, seed=seed).to_dict())
+        if not only or exporter.name in only:
+            runs += run_exporter(exporter, cases=cases, probe_examples=probe_examples, seed=seed)
     return runs
+
+
+def run_exporter(exporter: Exporter | str, *, cases: int, probe_examples: int,
+                 seed: int) -> list[dict[str, Any]]:
+    """One exporter's configurations, in order (``exporter``: an instance or its
+    ``EXPORTERS`` path)."""
+    if isinstance(exporter, str):
+        exporter = load_exporter(exporter)
+    return [judge_exporter(exporter, config, cases=cases, probe_examples=probe_examples,
+                           seed=seed).to_dict()
+            for config in exporter.configurations]

@@ -197,32 +197,52 @@ def run_checks(part: list[Check], examples: int, seed: int,
     return rows
 
 
-def run_neoml(python: Path, *, examples: int, seed: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def neoml_in_background(python: Path, *, examples: int,
+                        seed: int) -> Iterator[Callable[[], dict[str, Any]]]:
     """Both directions through case files: every runtime here -> NeoML (judged in ``python``,
     the NeoML environment), and NeoML -> every runtime here (NeoML's own cases and stored
-    networks, judged here). Returns the NeoML part's results with NeoML's row added."""
-    from equivalence.harness.exchange import export, pair_runtimes
-    from equivalence.report.neoml_part import exchanged_count, exchanged_rows
+    networks, judged here).
 
-    with tempfile.TemporaryDirectory() as folder:
-        cases, neoml_cases = Path(folder) / "cases", Path(folder) / "neoml-cases"
-        out = Path(folder) / "neoml.json"
+    The NeoML environment's process runs while the block does (the report's one-process
+    phases leave a core idle); the block calls the yielded ``finish`` to wait for it and
+    judge NeoML's cases here, which returns the NeoML part's results with NeoML's row
+    added. Leaving the block early stops the process."""
+    from equivalence.harness.exchange import export, pair_runtimes
+
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
         available = {r["name"] for r in results.runtime_rows() if r["available"]}
         sources = tuple(name for name in pair_runtimes() if name in available)
-        export(cases, sources=sources, examples=examples, seed=seed)
+        export(folder / "cases", sources=sources, examples=examples, seed=seed)
         command = [
             str(python), "-m", "equivalence.report.neoml_part",
-            "--cases", str(cases), "--export", str(neoml_cases),
-            "--examples", str(examples), "--seed", str(seed), "--out", str(out),
+            "--cases", str(folder / "cases"), "--export", str(folder / "neoml-cases"),
+            "--examples", str(examples), "--seed", str(seed), "--out", str(folder / "neoml.json"),
         ]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise results.ResultsFileError(
-                f"the NeoML environment's part failed ({' '.join(command)}):\n{done.stderr[-2000:]}"
-            )
-        part = json.loads(out.read_text())
-        files = sorted(neoml_cases.glob("neoml-*.npz"))
-        with progress_bar(exchanged_count(files, list(sources))) as start:
-            part["pairs"] += exchanged_rows(files, list(sources), table.MAIN,
-                                            start("neoml -> every runtime"))
-        return part
+        # files, not pipes: nobody reads a pipe while the block runs, and a full one blocks
+        with open(folder / "stderr.txt", "w") as errors:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors,
+                                       text=True)
+        try:
+            yield lambda: _finish_neoml(process, command, folder, sources)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _finish_neoml(process: subprocess.Popen, command: list[str], folder: Path,
+                  sources: tuple[str, ...]) -> dict[str, Any]:
+    from equivalence.report.neoml_part import exchanged_count, exchanged_rows
+
+    if process.wait() != 0:
+        stderr = (folder / "stderr.txt").read_text(errors="replace")
+        raise results.ResultsFileError(
+            f"the NeoML environment's part failed ({' '.join(command)}):\n{stderr[-2000:]}")
+    part = json.loads((folder / "neoml.json").read_text())
+    files = sorted((folder / "neoml-cases").glob("neoml-*.npz"))
+    with progress_bar(exchanged_count(files, list(sources))) as start:
+        part["pairs"] += exchanged_rows(files, list(sources), table.MAIN,
+                                        start("neoml -> every runtime"))
+    return part

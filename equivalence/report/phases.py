@@ -37,13 +37,39 @@ def quantized(*, examples: int, seed: int) -> list[dict[str, Any]]:
     return [r.to_dict() for r in waiting("quantized LSTMs", lambda: run_all(examples, seed))]
 
 
-def exporters(*, cases: int, seed: int, probe_examples: int = 2) -> list[dict[str, Any]]:
-    """The ``exporters`` entries: every registered exporter configuration under every probe
-    (exports and saves: a spinner, as it cannot count its units from here)."""
-    from equivalence.converters.exporter import run_exporters
+def exporters(*, cases: int, seed: int, jobs: int = 1, probe_examples: int = 2,
+              only: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The ``exporters`` entries (``only``: these exporter names): every registered exporter's
+    configurations under every probe, each exporter in its own fresh spawned process,
+    ``jobs`` at a time (as the grid's rows: an exporter's numbers then depend on nothing that
+    ran before it, so the entries are the same for every ``jobs``). The entries keep
+    ``EXPORTERS``' order."""
+    import multiprocessing
 
-    return waiting("exporters", lambda: run_exporters(
-        cases=cases, probe_examples=probe_examples, seed=seed))
+    from equivalence.converters.exporter import EXPORTERS, load_exporter
+
+    loaded = [load_exporter(path) for path in EXPORTERS]  # cheap: no framework is imported
+    chosen = [n for n, e in enumerate(loaded) if not only or e.name in only]
+    # the exporters with the most configurations start first, so the workers finish together
+    chosen.sort(key=lambda n: -len(loaded[n].configurations))
+    tasks = [(n, EXPORTERS[n], cases, probe_examples, seed) for n in chosen]
+    parts: dict[int, list[dict[str, Any]]] = {}
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(max(1, min(jobs, len(tasks))), maxtasksperchild=1) as pool, \
+            progress_bar(len(tasks), "exporters") as start:
+        tick = start("exporters")
+        for n, runs in pool.imap_unordered(_exporter, tasks, chunksize=1):
+            parts[n] = runs
+            tick()
+    return [run for n in sorted(parts) for run in parts[n]]
+
+
+def _exporter(task: tuple[int, str, int, int, int]) -> tuple[int, list[dict[str, Any]]]:
+    """One exporter's entries in a worker (module level: spawned processes import it)."""
+    from equivalence.converters.exporter import run_exporter
+
+    index, path, cases, probe_examples, seed = task
+    return index, run_exporter(path, cases=cases, probe_examples=probe_examples, seed=seed)
 
 
 def error_growth(runtimes: list[str], *, seed: int) -> list[dict[str, Any]]:
