@@ -1,4 +1,5 @@
-"""The command line a newcomer meets: --version, help with quoted examples, aliases, folders.
+"""The command line a newcomer meets: --version, help with quoted examples, aliases, folders,
+no framework logs on the console.
 
 Real runs of ``equivalence`` (a subprocess for the top-level parser, in-process for convert),
 on a torch file written by torch itself.
@@ -76,3 +77,38 @@ def test_an_output_under_a_file_is_refused(capsys, torch_file: Path) -> None:
     code, _, err = run_cli(capsys, "convert", torch_file, "--to", "onnx",
                            "-o", torch_file / "sub" / "x.onnx")
     assert code == 2 and "is not a folder" in err
+
+
+# What writes to file descriptor 2 itself, as TensorFlow's C++ logs do, and a line of ours.
+_LOGGING_BODY = """
+import argparse, os, sys
+from equivalence.cli.files import _guarded
+
+def body(args):
+    os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on\\n")
+    print("equivalence inspect: error: our own line", file=sys.stderr)
+    return 0
+
+sys.exit(_guarded("inspect", argparse.Namespace(debug=sys.argv[1] == "debug"), body))
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_framework_logs_stay_off_the_console_unless_debug(debug: bool) -> None:
+    done = subprocess.run([sys.executable, "-c", _LOGGING_BODY, "debug" if debug else "-"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    ours = "equivalence inspect: error: our own line\n"
+    assert done.stderr == ("I0000 port.cc:153] oneDNN custom operations are on\n" + ours
+                           if debug else ours)
+
+
+def test_a_convert_that_imports_tensorflow_prints_nothing_on_stderr(torch_file: Path) -> None:
+    """Keras 3 imports TensorFlow, whose C++ start-up logs (oneDNN, CUDA) bypass its levels."""
+    output = torch_file.with_suffix(".keras")
+    done = _equivalence("convert", str(torch_file), "--to", "keras", "-o", str(output))
+    assert done.returncode == 0 and output.is_file(), done.stderr
+    assert done.stderr == ""
+    again = _equivalence("convert", str(torch_file), "--to", "keras", "-o", str(output))
+    assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
+    assert "exists" in again.stderr

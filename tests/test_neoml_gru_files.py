@@ -13,9 +13,9 @@ import pytest
 from equivalence import reference
 from equivalence.cli.main import main
 from equivalence.files.neoml.archive import read_network
-from equivalence.files.neoml.fully_connected import Unreadable
 from equivalence.files.neoml.gru_layer import read_gru
 from equivalence.files.neoml.network import read_network_file
+from equivalence.files.neoml.recurrent_parts import Unreadable
 from equivalence.formats.neoml import GRU_KEYS
 from equivalence.harness import exchange
 from tests.file_helpers import leftovers

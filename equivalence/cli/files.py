@@ -101,7 +101,8 @@ def add_arguments(subparsers: Any) -> None:
     ins.add_argument("--forget-bias", type=finite_float, default=DEFAULT_FORGET_BIAS,
                      help="TF1 checkpoints: the cells' forget_bias (not stored; default 1.0)")
     ins.add_argument("--json", action="store_true", help="print the listing as JSON")
-    ins.add_argument("--debug", action="store_true", help="print tracebacks of errors")
+    ins.add_argument("--debug", action="store_true",
+                     help="print tracebacks of errors and the frameworks' own logs")
     ins.set_defaults(func=inspect_command)
 
     conv = subparsers.add_parser("convert", help="convert an LSTM between framework files")
@@ -143,7 +144,8 @@ def add_arguments(subparsers: Any) -> None:
     conv.add_argument(TRUST_FLAG, dest="run_torchscript", action="store_true",
                       help="--verify of a TorchScript input: allow torch.jit.load, which runs "
                            "the archive's TorchScript code")
-    conv.add_argument("--debug", action="store_true", help="print tracebacks of errors")
+    conv.add_argument("--debug", action="store_true",
+                      help="print tracebacks of errors and the frameworks' own logs")
     conv.set_defaults(func=convert_command)
 
 
@@ -158,11 +160,21 @@ def _error(command: str, exc: BaseException, debug: bool) -> int:
 
 
 def _guarded(command: str, args: argparse.Namespace, body: Any) -> int:
-    """Run ``body``; any failure is one line and exit status 2 (``--debug``: the traceback)."""
+    """Run ``body``; any failure is one line and exit status 2 (``--debug``: the traceback,
+    and the frameworks' own logs, which otherwise go to a file deleted afterwards)."""
+    from equivalence.runtimes.framework_logs import framework_logs_to_file
+
+    debug = getattr(args, "debug", False)
+    log = None
     try:
-        return body(args)
+        # TensorFlow's C++ logs (oneDNN, cuInit, absl) bypass every level setting
+        with framework_logs_to_file(debug, python_stderr=True) as log:
+            return body(args)
     except Exception as exc:  # ConversionError, OSError, or a bug: never a bare traceback
-        return _error(command, exc, getattr(args, "debug", False))
+        return _error(command, exc, debug)
+    finally:
+        if log is not None:
+            log.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- inspect

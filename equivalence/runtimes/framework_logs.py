@@ -21,9 +21,14 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def framework_logs_to_file(debug: bool) -> Iterator[Path | None]:
+def framework_logs_to_file(debug: bool, *, python_stderr: bool = False) -> Iterator[Path | None]:
     """Point file descriptor 2 at a log file for the block (nothing changes under ``debug``);
-    yields the log's path."""
+    yields the log's path.
+
+    ``python_stderr``: Python's own ``sys.stderr`` keeps writing to the console, so a
+    command's error lines printed inside the block are still seen; only what writes to the
+    descriptor itself (C++ logs) goes to the file. A ``sys.stderr`` that is not the
+    process's own (pytest's capture) is left alone."""
     if debug:
         yield None
         return
@@ -32,9 +37,16 @@ def framework_logs_to_file(debug: bool) -> Iterator[Path | None]:
     saved = os.dup(2)
     os.dup2(handle, 2)
     os.close(handle)
+    console = None
+    if python_stderr and sys.stderr is sys.__stderr__:
+        console = os.fdopen(os.dup(saved), "w", buffering=1)
+        sys.stderr = console
     try:
         yield Path(name)
     finally:
+        if console is not None:
+            sys.stderr = sys.__stderr__
+            console.close()
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)

@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from equivalence.files.neoml.fully_connected import Unreadable, fully_connected
+from equivalence.files.neoml.recurrent_parts import (
+    Unreadable,
+    check_back_link,
+    check_back_links,
+    check_wiring,
+    fully_connected,
+)
 
 _FC, _SIGMOID, _MUL = "FmlCnnFullyConnectedLayer", "FmlCnnSigmoidLayer", "FmlCnnEltwiseMulLayer"
 _LINK, _STATE = ("CCnnBackLink", 0), ("CCnnEltwiseSumLayer", 0)
@@ -50,36 +56,17 @@ def read_gru(layer: Any) -> dict[str, np.ndarray]:
     """The Gru's weights in the ``neoml`` native form; Unreadable says why not."""
     if layer.fields["repeat_count"] != 1:
         raise Unreadable(f"repeat count {layer.fields['repeat_count']}: the layer runs "
-                            "each sequence more than once")
+                         "each sequence more than once")
     if layer.fields["output_mappings"] != [_STATE]:
         raise Unreadable(f"outputs mapped to {layer.fields['output_mappings']}, expected "
-                            f"{[_STATE]}")
+                         f"{[_STATE]}")
     inner = {item.name: item for item in layer.layers}
-    _check_wiring(inner)
-    _check_back_link(inner.get(_LINK[0]), [item.name for item in layer.fields["back_links"]])
-    return _cell(inner)
-
-
-def _check_wiring(inner: dict[str, Any]) -> None:
     found = {name: (item.cls, item.inputs) for name, item in inner.items() if name != _LINK[0]}
-    for name in sorted(set(found) | set(WIRING)):
-        if found.get(name) != WIRING.get(name):
-            raise Unreadable(f"inner layer {name!r} is {found.get(name, 'missing')}, "
-                                f"NeoML's Gru has {WIRING.get(name, 'no such layer')}")
-
-
-def _check_back_link(link: Any, back_links: list[str]) -> None:
+    check_wiring(found, WIRING, "Gru")
     # the initial state enters through the back link's second input (composite input 1)
-    expected = ("FmlCnnBackLink", [("CompositeSource.1", 0)])
-    if link is None or link.cls != expected[0] or link.inputs not in ([], expected[1]):
-        what = "missing" if link is None else (link.cls, link.inputs)
-        raise Unreadable(f"back link {_LINK[0]!r} is {what}, NeoML's Gru has {expected}")
-    sink = link.layers[0]
-    if sink.cls != "FmlCnnCaptureSink" or sink.inputs != [_STATE]:
-        raise Unreadable(f"back link {_LINK[0]!r} captures {sink.inputs}, expected "
-                            f"{[_STATE]}")
-    if back_links != [_LINK[0]]:
-        raise Unreadable(f"back links {back_links}, expected {[_LINK[0]]}")
+    check_back_link(inner.get(_LINK[0]), _LINK[0], ("CompositeSource.1", 0), _STATE, "Gru")
+    check_back_links([item.name for item in layer.fields["back_links"]], [_LINK[0]])
+    return _cell(inner)
 
 
 def _cell(inner: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -91,5 +78,5 @@ def _cell(inner: dict[str, Any]) -> dict[str, np.ndarray]:
     counts = inner["CCnnSplitChannelsLayer"].fields["output_counts"]
     if cell["gate_weights"].shape[0] != 2 * units or counts != [units]:
         raise Unreadable(f"gates {cell['gate_weights'].shape[0]} rows split {counts}, "
-                            f"expected {2 * units} split [{units}] for {units} units")
+                         f"expected {2 * units} split [{units}] for {units} units")
     return cell

@@ -22,8 +22,14 @@ from typing import Any
 import numpy as np
 
 from equivalence.files._base import FileFormatError, FoundLSTM
-from equivalence.files.neoml.fully_connected import Unreadable, fully_connected
 from equivalence.files.neoml.gru_layer import read_gru
+from equivalence.files.neoml.recurrent_parts import (
+    Unreadable,
+    check_back_link,
+    check_back_links,
+    check_wiring,
+    fully_connected,
+)
 
 # neoml.Dnn.Lstm's activation names, in TActivationFunction order (AF_Sigmoid is 5).
 ACTIVATIONS = ("linear", "elu", "relu", "leaky_relu", "abs", "sigmoid", "tanh", "hard_tanh",
@@ -185,10 +191,10 @@ def _check_lstm(layer: Any) -> None:
     if activation != SIGMOID:
         name = ACTIVATIONS[activation] if 0 <= activation < len(ACTIVATIONS) else activation
         raise Unreadable(f"recurrent activation {name!r}: only NeoML's default sigmoid has a "
-                          f"canonical form")
+                         f"canonical form")
     if layer.fields["repeat_count"] != 1:
         raise Unreadable(f"repeat count {layer.fields['repeat_count']}: the layer runs each "
-                          f"sequence more than once")
+                         f"sequence more than once")
     mappings = layer.fields["output_mappings"]
     if mappings[:1] == [_COMPATIBILITY_OUTPUT]:
         raise Unreadable("compatibility mode: output #0 is tanh(c) without the output gate")
@@ -197,25 +203,12 @@ def _check_lstm(layer: Any) -> None:
     inner = {item.name: item for item in layer.layers}
     found = {name: (item.cls, item.inputs) for name, item in inner.items()
              if name not in _CAPTURED}
-    expected = _lstm_wiring(dropout="InputDropout" in inner)
-    for name in sorted(set(found) | set(expected)):
-        if found.get(name) != expected.get(name):
-            raise Unreadable(f"inner layer {name!r} is {found.get(name, 'missing')}, NeoML's "
-                             f"Lstm has {expected.get(name, 'no such layer')}")
+    check_wiring(found, _lstm_wiring(dropout="InputDropout" in inner), "Lstm")
     for name, captured in _CAPTURED.items():
-        link = inner.get(name)
         # the initial state enters through the back link's second input (composite input 1 or 2)
         state_input = ("CompositeSource.2" if name.endswith("main") else "CompositeSource.1", 0)
-        if link is None or link.cls != "FmlCnnBackLink" or link.inputs not in ([], [state_input]):
-            what = "missing" if link is None else (link.cls, link.inputs)
-            raise Unreadable(f"back link {name!r} is {what}, NeoML's Lstm has "
-                             f"('FmlCnnBackLink', [{state_input}])")
-        sink = link.layers[0]
-        if sink.cls != "FmlCnnCaptureSink" or sink.inputs != [captured]:
-            raise Unreadable(f"back link {name!r} captures {sink.inputs}, expected [{captured}]")
-    back_links = [item.name for item in layer.fields["back_links"]]
-    if sorted(back_links) != sorted(_CAPTURED):
-        raise Unreadable(f"back links {back_links}, expected {sorted(_CAPTURED)}")
+        check_back_link(inner.get(name), name, state_input, captured, "Lstm")
+    check_back_links([item.name for item in layer.fields["back_links"]], list(_CAPTURED))
 
 
 def _cell(inner: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -227,7 +220,7 @@ def _cell(inner: dict[str, Any]) -> dict[str, np.ndarray]:
     units = cell["input_weights"].shape[0] // 4
     if cell["recurrent_weights"].shape != (4 * units, units):
         raise Unreadable(f"RecurHidden weights: {cell['recurrent_weights'].shape}, expected "
-                          f"{(4 * units, units)} for {units} units")
+                         f"{(4 * units, units)} for {units} units")
     counts = inner[_SPLIT].fields["output_counts"]
     if counts != [units] * 3:
         raise Unreadable(f"gate split {counts}, expected {[units] * 3} for {units} units")
