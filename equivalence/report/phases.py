@@ -44,8 +44,6 @@ def exporters(*, cases: int, seed: int, jobs: int = 1, probe_examples: int = 2,
     ``jobs`` at a time (as the grid's rows: an exporter's numbers then depend on nothing that
     ran before it, so the entries are the same for every ``jobs``). The entries keep
     ``EXPORTERS``' order."""
-    import multiprocessing
-
     from equivalence.converters.exporter import EXPORTERS, load_exporter
 
     loaded = [load_exporter(path) for path in EXPORTERS]  # cheap: no framework is imported
@@ -53,15 +51,7 @@ def exporters(*, cases: int, seed: int, jobs: int = 1, probe_examples: int = 2,
     # the exporters with the most configurations start first, so the workers finish together
     chosen.sort(key=lambda n: -len(loaded[n].configurations))
     tasks = [(n, EXPORTERS[n], cases, probe_examples, seed) for n in chosen]
-    parts: dict[int, list[dict[str, Any]]] = {}
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(max(1, min(jobs, len(tasks))), maxtasksperchild=1) as pool, \
-            progress_bar(len(tasks), "exporters") as start:
-        tick = start("exporters")
-        for n, runs in pool.imap_unordered(_exporter, tasks, chunksize=1):
-            parts[n] = runs
-            tick()
-    return [run for n in sorted(parts) for run in parts[n]]
+    return _in_fresh_processes(_exporter, tasks, jobs, "exporters", "exporters")
 
 
 def _exporter(task: tuple[int, str, int, int, int]) -> tuple[int, list[dict[str, Any]]]:
@@ -87,23 +77,31 @@ def error_growth(runtimes: list[str], *, seed: int) -> list[dict[str, Any]]:
 def conformance_grid(*, examples: int, seed: int, jobs: int,
                      runtimes: list[str] | None = None) -> list[dict[str, Any]]:
     """As ``run_conformance(runtimes, jobs=jobs)``: each row in its own fresh spawned process."""
-    import multiprocessing
-
     from equivalence.harness import conformance
 
     rows = [row for row in conformance.rows_for(runtimes)
             if row.load().unavailable_reason() is None]
     tasks = [(n, (row.name, None, examples, seed, conformance.SHRINK_RUNS))
              for n, row in enumerate(rows)]
-    parts: dict[int, list[dict[str, Any]]] = {}
+    return _in_fresh_processes(_row, tasks, jobs, "rows", "conformance grid")
+
+
+def _in_fresh_processes(work: Callable[[Any], tuple[int, list[T]]], tasks: list[Any],
+                        jobs: int, unit: str, label: str) -> list[T]:
+    """``work`` on each task (its first item: its index) in its own fresh spawned process
+    (frameworks must not be forked), ``jobs`` at a time, with a progress bar counting
+    ``unit``; the parts joined in index order, whichever finished first."""
+    import multiprocessing
+
+    parts: dict[int, list[T]] = {}
     context = multiprocessing.get_context("spawn")
-    with context.Pool(max(1, min(jobs, len(rows))), maxtasksperchild=1) as pool, \
-            progress_bar(len(rows), "rows") as start:
-        tick = start("conformance grid")
-        for n, cells in pool.imap_unordered(_row, tasks, chunksize=1):
-            parts[n] = cells
+    with context.Pool(max(1, min(jobs, len(tasks))), maxtasksperchild=1) as pool, \
+            progress_bar(len(tasks), unit) as start:
+        tick = start(label)
+        for n, part in pool.imap_unordered(work, tasks, chunksize=1):
+            parts[n] = part
             tick()
-    return [cell for n in sorted(parts) for cell in parts[n]]
+    return [item for n in sorted(parts) for item in parts[n]]
 
 
 def _row(task: tuple[int, tuple[Any, ...]]) -> tuple[int, list[dict[str, Any]]]:
