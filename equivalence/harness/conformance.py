@@ -55,6 +55,7 @@ from equivalence.harness.conformance_features import (
     ONNX_FEATURES,
     Feature,
 )
+from equivalence.harness.fresh_processes import each_in_fresh_process
 from equivalence.harness.known import MATCH, REFUSED, WRONG, known_finding
 from equivalence.io_types import LSTMResult
 from equivalence.table import BY_NAME, MAIN, Entry, entries, entry
@@ -304,6 +305,7 @@ def run_conformance(
     seed: int = 0,
     shrink_runs: int = SHRINK_RUNS,
     jobs: int | None = None,
+    tick: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """The grid: one ``{runtime, feature, verdict, max_abs_diff, minimal_case, ...}`` per cell.
 
@@ -314,33 +316,31 @@ def run_conformance(
     in a fresh spawned process, N at a time (the report's way): a row's cells
     then depend on nothing that ran before it (runtimes keep per-process
     state, such as built networks, that can move a float32 result by its last
-    bit and so a shrink path), so the grid is the same for every N.
+    bit and so a shrink path), so the grid is the same for every N. ``tick`` is
+    called as each row is done (the report's progress).
     """
     wanted = None if features is None else sorted(set(features))
     rows = [row for row in rows_for(runtimes) if row.load().unavailable_reason() is None]
     args = (wanted, max_examples, seed, shrink_runs)
     if jobs is None:
-        parts = [_row_cells(row, *args) for row in rows]
+        parts = []
+        for row in rows:
+            parts.append(_row_cells(row, *args))
+            if tick is not None:
+                tick()
     else:
-        parts = _in_fresh_processes(rows, args, jobs)
+        strangers = [row.name for row in rows if BY_NAME.get(row.name) != row]
+        if strangers:
+            raise ValueError(f"jobs: only table rows can be judged in other processes: "
+                             f"{strangers}")
+        parts = each_in_fresh_process(_row_task, [(row.name, *args) for row in rows], jobs,
+                                      tick)
     return [cell for part in parts for cell in part]
 
 
-def _in_fresh_processes(
-    rows: list[Entry], args: tuple[Any, ...], jobs: int
-) -> list[list[dict[str, Any]]]:
-    """``_row_cells`` of each table row in its own spawned process (frameworks must not fork)."""
-    import multiprocessing
-
-    strangers = [row.name for row in rows if BY_NAME.get(row.name) != row]
-    if strangers:
-        raise ValueError(f"jobs: only table rows can be judged in other processes: {strangers}")
-    context = multiprocessing.get_context("spawn")
-    workers = max(1, min(jobs, len(rows)))
-    # maxtasksperchild=1 with chunksize=1: one row per process, then a new process
-    with context.Pool(workers, maxtasksperchild=1) as pool:
-        tasks = [(row.name, *args) for row in rows]
-        return pool.starmap(_row_cells, tasks, chunksize=1)
+def _row_task(task: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """``_row_cells`` of one task tuple (a worker's unit: module level, imported by name)."""
+    return _row_cells(*task)
 
 
 def _row_cells(

@@ -45,21 +45,25 @@ def exporters(*, cases: int, seed: int, jobs: int = 1, probe_examples: int = 2,
     ran before it, so the entries are the same for every ``jobs``). The entries keep
     ``EXPORTERS``' order."""
     from equivalence.converters.exporter import EXPORTERS, load_exporter
+    from equivalence.harness.fresh_processes import each_in_fresh_process
 
     loaded = [load_exporter(path) for path in EXPORTERS]  # cheap: no framework is imported
     chosen = [n for n, e in enumerate(loaded) if not only or e.name in only]
     # the exporters with the most configurations start first, so the workers finish together
     chosen.sort(key=lambda n: -len(loaded[n].configurations))
-    tasks = [(n, EXPORTERS[n], cases, probe_examples, seed) for n in chosen]
-    return _in_fresh_processes(_exporter, tasks, jobs, "exporters", "exporters")
+    tasks = [(EXPORTERS[n], cases, probe_examples, seed) for n in chosen]
+    with progress_bar(len(tasks), "exporters") as start:
+        parts = each_in_fresh_process(_exporter, tasks, jobs, start("exporters"))
+    by_index = dict(zip(chosen, parts, strict=True))
+    return [run for n in sorted(by_index) for run in by_index[n]]
 
 
-def _exporter(task: tuple[int, str, int, int, int]) -> tuple[int, list[dict[str, Any]]]:
+def _exporter(task: tuple[str, int, int, int]) -> list[dict[str, Any]]:
     """One exporter's entries in a worker (module level: spawned processes import it)."""
     from equivalence.converters.exporter import run_exporter
 
-    index, path, cases, probe_examples, seed = task
-    return index, run_exporter(path, cases=cases, probe_examples=probe_examples, seed=seed)
+    path, cases, probe_examples, seed = task
+    return run_exporter(path, cases=cases, probe_examples=probe_examples, seed=seed)
 
 
 def error_growth(runtimes: list[str], *, seed: int) -> list[dict[str, Any]]:
@@ -76,40 +80,15 @@ def error_growth(runtimes: list[str], *, seed: int) -> list[dict[str, Any]]:
 
 def conformance_grid(*, examples: int, seed: int, jobs: int,
                      runtimes: list[str] | None = None) -> list[dict[str, Any]]:
-    """As ``run_conformance(runtimes, jobs=jobs)``: each row in its own fresh spawned process."""
+    """``run_conformance(runtimes, jobs=jobs)`` (each row in its own fresh spawned process),
+    counting rows."""
     from equivalence.harness import conformance
 
     rows = [row for row in conformance.rows_for(runtimes)
             if row.load().unavailable_reason() is None]
-    tasks = [(n, (row.name, None, examples, seed, conformance.SHRINK_RUNS))
-             for n, row in enumerate(rows)]
-    return _in_fresh_processes(_row, tasks, jobs, "rows", "conformance grid")
-
-
-def _in_fresh_processes(work: Callable[[Any], tuple[int, list[T]]], tasks: list[Any],
-                        jobs: int, unit: str, label: str) -> list[T]:
-    """``work`` on each task (its first item: its index) in its own fresh spawned process
-    (frameworks must not be forked), ``jobs`` at a time, with a progress bar counting
-    ``unit``; the parts joined in index order, whichever finished first."""
-    import multiprocessing
-
-    parts: dict[int, list[T]] = {}
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(max(1, min(jobs, len(tasks))), maxtasksperchild=1) as pool, \
-            progress_bar(len(tasks), unit) as start:
-        tick = start(label)
-        for n, part in pool.imap_unordered(work, tasks, chunksize=1):
-            parts[n] = part
-            tick()
-    return [item for n in sorted(parts) for item in parts[n]]
-
-
-def _row(task: tuple[int, tuple[Any, ...]]) -> tuple[int, list[dict[str, Any]]]:
-    """One grid row in a worker (module level: spawned processes import it by name)."""
-    from equivalence.harness import conformance
-
-    index, args = task
-    return index, conformance._row_cells(*args)
+    with progress_bar(len(rows), "rows") as start:
+        return conformance.run_conformance(rows, max_examples=examples, seed=seed, jobs=jobs,
+                                           tick=start("conformance grid"))
 
 
 def waiting(label: str, work: Callable[[], T]) -> T:
