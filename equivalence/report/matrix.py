@@ -210,8 +210,8 @@ def neoml_in_background(python: Path, *, examples: int,
     added. Leaving the block early stops the process."""
     from equivalence.harness.exchange import export, pair_runtimes
 
-    with tempfile.TemporaryDirectory() as name:
-        folder = Path(name)
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
         available = {r["name"] for r in results.runtime_rows() if r["available"]}
         sources = tuple(name for name in pair_runtimes() if name in available)
         export(folder / "cases", sources=sources, examples=examples, seed=seed)
