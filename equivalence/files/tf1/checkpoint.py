@@ -1,7 +1,7 @@
 """TF checkpoints: ``tf.compat.v1.train.Saver`` files and ``tf.train.Checkpoint`` files.
 
-Read with ``tf.train.load_checkpoint`` (no graph is built). LSTMs are found by
-variable name:
+Read with numpy alone (:mod:`equivalence.files.tf1.bundle`: no TensorFlow import, no
+graph built). LSTMs are found by variable name:
 
 * TF1 cells, ``.../lstm_cell/{kernel,bias,w_*_diag,projection/kernel}``
   (``basic_lstm_cell`` too, same layout), grouped into one LSTM per scope:
@@ -43,8 +43,7 @@ from equivalence.files._base import (
     publish,
     remove_stale_temporaries,
 )
-from equivalence.files.limits import check_declared
-from equivalence.files.tf1.index import check_index
+from equivalence.files.tf1.bundle import read_tensors
 from equivalence.formats import tf1 as tf1_format
 
 OBJECT_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -63,27 +62,11 @@ def read_checkpoint(path: Path, forget_bias: float = tf1_format.DEFAULT_FORGET_B
 
 
 def _load(prefix: Path, path: Path) -> dict[str, np.ndarray]:
-    import tensorflow as tf
-
-    data_bytes = sum(p.stat().st_size for p in prefix.parent.glob(
-        glob.escape(prefix.name) + ".data-*") if p.is_file())
-    check_index(Path(f"{prefix}.index"), path)  # TensorFlow aborts on negative sizes
+    """The checkpoint's numeric variables, read with numpy (no TensorFlow import)."""
     try:
-        reader = tf.train.load_checkpoint(os.fspath(prefix))
-        shapes = reader.get_variable_to_shape_map()
-        dtypes = reader.get_variable_to_dtype_map()
-        names = [n for n in shapes if not n.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")
-                 and dtypes[n].is_numpy_compatible and dtypes[n] != tf.string]
-        for name in names:  # declared sizes first: the index can claim anything
-            check_declared(path, f"checkpoint variable {name!r}", tuple(shapes[name]),
-                           dtypes[name].size, data_bytes)
-        # Read every tensor now: a truncated data file fails here, not halfway through a write.
-        return {name: np.asarray(reader.get_tensor(name)) for name in names}
-    except FileFormatError:
-        raise
-    except (tf.errors.OpError, ValueError, OSError, IndexError, RuntimeError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FileFormatError(path, f"corrupted, truncated or unreadable checkpoint ({message})"
+        return read_tensors(prefix, path)
+    except OSError as exc:
+        raise FileFormatError(path, f"corrupted, truncated or unreadable checkpoint ({exc})"
                               ) from exc
 
 

@@ -1,16 +1,19 @@
-"""A TF checkpoint's ``.index`` read by hand, checked before TensorFlow ever opens it.
+"""A TF checkpoint's ``.index`` read by hand: its header and one entry per tensor.
 
-TensorFlow aborts the whole process (exit 134) on an index entry with a negative
-dimension or slice. The index is a LevelDB-format table (a footer pointing at an index
-block, which points at data blocks of prefix-compressed key/value entries) whose values
-are ``BundleEntryProto``s; this module walks it with the standard library and the
-bundle proto, read-only, and refuses any entry TensorFlow could not take.
+The index is a LevelDB-format table (a footer pointing at an index block, which points
+at data blocks of prefix-compressed key/value entries). The value under the empty key is
+a ``BundleHeaderProto``; every other key is a tensor's name and its value a
+``BundleEntryProto`` (dtype, shape, shard, offset, size, masked crc32c, slices). Both
+protos are decoded here from the wire format, read-only, with the standard library
+alone, and every entry TensorFlow could not take (negative sizes, dimensions or slices,
+which make TensorFlow abort the process) is refused before anything is allocated.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from equivalence.files._base import FileFormatError
@@ -21,12 +24,36 @@ FOOTER_BYTES = 48
 BLOCK_TRAILER = 5  # compression type byte + crc32c
 MAX_INDEX_BYTES = 64 * 2**20
 MAX_ENTRIES = 1_000_000
+MAX_SHARDS = 100_000
+MAX_DIMS = 64
+VARINT, FIXED64, BYTES, FIXED32 = 0, 1, 2, 5
 
 
-def check_index(index: Path, checkpoint: Path) -> None:
-    """Refuse an index whose entries declare negative sizes, dimensions or slices."""
-    from tensorflow.core.protobuf import tensor_bundle_pb2
+@dataclass(frozen=True)
+class Entry:
+    """One tensor's ``BundleEntryProto``: where its bytes lie and what they are."""
 
+    name: str
+    dtype: int  # TensorFlow's DataType enum (1 float32, 2 float64, 19 float16, ...)
+    shape: tuple[int, ...]
+    shard: int
+    offset: int
+    size: int
+    crc32c: int  # masked, as TensorFlow stores it
+    sliced: bool  # a partitioned variable: its bytes are under other keys
+
+
+@dataclass(frozen=True)
+class Index:
+    """The header's shard count and byte order, and the tensors' entries in key order."""
+
+    shards: int
+    little_endian: bool
+    entries: tuple[Entry, ...]
+
+
+def read_index(index: Path, checkpoint: Path) -> Index:
+    """The header and entries of ``index``; refuses a damaged table or an impossible entry."""
     if not index.is_file():
         raise FileFormatError(checkpoint, f"the index {index.name} is not a regular file")
     size = index.stat().st_size
@@ -34,30 +61,120 @@ def check_index(index: Path, checkpoint: Path) -> None:
         raise FileFormatError(checkpoint, f"an index of {size:,} bytes, over the cap")
     with open(index, "rb") as handle:  # read-only: the input is never opened for writing
         data = handle.read(MAX_INDEX_BYTES + 1)
+    header: tuple[int, bool] | None = None
+    entries = []
     for key, value in _table_entries(data, checkpoint):
         if key == b"":
-            continue  # the BundleHeaderProto
-        entry = tensor_bundle_pb2.BundleEntryProto()
-        try:
-            entry.ParseFromString(value)
-        except Exception as exc:  # protobuf's DecodeError and friends
-            raise FileFormatError(checkpoint, f"index entry {shown(key)}: not a bundle entry "
-                                              f"({exc})") from exc
-        _check_entry(entry, key, checkpoint)
+            header = _header(value, checkpoint)
+        else:
+            entries.append(_entry(key, value, checkpoint))
+    if header is None:
+        raise FileFormatError(checkpoint, "the index has no bundle header (the empty key)")
+    for entry in entries:
+        if entry.shard >= header[0]:
+            raise FileFormatError(checkpoint, f"index entry {shown(entry.name)}: shard "
+                                              f"{entry.shard}, but the header declares "
+                                              f"{header[0]} shard(s)")
+    return Index(shards=header[0], little_endian=header[1], entries=tuple(entries))
 
 
-def _check_entry(entry, key: bytes, checkpoint: Path) -> None:
-    name = shown(key.decode("utf-8", "replace"))
-    dims = [d.size for d in entry.shape.dim]
-    if any(n < 0 for n in dims) or entry.offset < 0 or entry.size < 0 or entry.shard_id < 0:
-        raise FileFormatError(checkpoint, f"index entry {name}: negative shape {dims}, offset "
-                                          f"{entry.offset} or size {entry.size}")
-    for piece in entry.slices:
-        for extent in piece.extent:
-            length = extent.length if extent.HasField("length") else 0
-            if extent.start < 0 or length < 0:
-                raise FileFormatError(checkpoint, f"index entry {name}: a slice with start "
-                                                  f"{extent.start} and length {length}")
+def _header(value: bytes, checkpoint: Path) -> tuple[int, bool]:
+    shards, endianness = 1, 0
+    for field, _, item in _fields(value, "the bundle header", checkpoint):
+        if field == 1:
+            shards = _signed(item)
+        elif field == 2:
+            endianness = _signed(item)
+    if not 0 < shards <= MAX_SHARDS or endianness not in (0, 1):
+        raise FileFormatError(checkpoint, f"the bundle header declares {shards} shard(s) and "
+                                          f"byte order {endianness}")
+    return shards, endianness == 0
+
+
+def _entry(key: bytes, value: bytes, checkpoint: Path) -> Entry:
+    name = key.decode("utf-8", "replace")
+    what = f"index entry {shown(name)}"
+    found = {"dtype": 0, "shard": 0, "offset": 0, "size": 0, "crc32c": 0}
+    shape: tuple[int, ...] = ()
+    sliced = False
+    for field, _, item in _fields(value, what, checkpoint):
+        if field == 2:
+            shape = _shape(_bytes(item, what, checkpoint), what, checkpoint)
+        elif field == 7:
+            _check_slice(_bytes(item, what, checkpoint), what, checkpoint)
+            sliced = True
+        elif field in (1, 3, 4, 5, 6):
+            found[("dtype", "", "shard", "offset", "size", "crc32c")[field - 1]] = _signed(item)
+    if found["offset"] < 0 or found["size"] < 0 or found["shard"] < 0:
+        raise FileFormatError(checkpoint, f"{what}: negative shape {list(shape)}, offset "
+                                          f"{found['offset']} or size {found['size']}")
+    return Entry(name=name, shape=shape, sliced=sliced, **found)
+
+
+def _shape(data: bytes, what: str, checkpoint: Path) -> tuple[int, ...]:
+    dims = []
+    for field, _, item in _fields(data, what, checkpoint):
+        if field == 2:
+            sizes = [_signed(v) for f, _, v in _fields(_bytes(item, what, checkpoint), what,
+                                                        checkpoint) if f == 1]
+            dims.append(sizes[-1] if sizes else 0)
+        if len(dims) > MAX_DIMS:
+            raise FileFormatError(checkpoint, f"{what}: more than {MAX_DIMS} dimensions")
+    if any(n < 0 for n in dims):
+        raise FileFormatError(checkpoint, f"{what}: negative shape {dims}")
+    return tuple(dims)
+
+
+def _check_slice(data: bytes, what: str, checkpoint: Path) -> None:
+    for field, _, item in _fields(data, what, checkpoint):
+        if field != 1:
+            continue
+        start = length = 0
+        for part, _, value in _fields(_bytes(item, what, checkpoint), what, checkpoint):
+            if part == 1:
+                start = _signed(value)
+            elif part == 2:
+                length = _signed(value)
+        if start < 0 or length < 0:
+            raise FileFormatError(checkpoint, f"{what}: a slice with start {start} and "
+                                              f"length {length}")
+
+
+def _fields(data: bytes, what: str, checkpoint: Path
+            ) -> Iterator[tuple[int, int, int | bytes]]:
+    """(field number, wire type, value) of a protobuf message, in order."""
+    at = 0
+    while at < len(data):
+        tag, at = _varint(data, at, checkpoint)
+        field, wire = tag >> 3, tag & 7
+        if wire == VARINT:
+            value, at = _varint(data, at, checkpoint)
+            yield field, wire, value
+            continue
+        width = {FIXED64: 8, FIXED32: 4}.get(wire)
+        if width is None and wire == BYTES:
+            width, at = _varint(data, at, checkpoint)
+        if width is None or at + width > len(data):
+            raise FileFormatError(checkpoint, f"{what}: not a bundle entry (a damaged "
+                                              f"protobuf field {field})")
+        raw = data[at:at + width]
+        at += width
+        yield field, wire, (raw if wire == BYTES else int.from_bytes(raw, "little"))
+
+
+def _bytes(item: int | bytes, what: str, checkpoint: Path) -> bytes:
+    if not isinstance(item, bytes):
+        raise FileFormatError(checkpoint, f"{what}: not a bundle entry (a number where a "
+                                          "message belongs)")
+    return item
+
+
+def _signed(value: int | bytes) -> int:
+    """An int64 field: protobuf writes negative values as their 64-bit two's complement."""
+    if isinstance(value, bytes):
+        return 0
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def _table_entries(data: bytes, checkpoint: Path) -> Iterator[tuple[bytes, bytes]]:

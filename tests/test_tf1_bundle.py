@@ -1,0 +1,135 @@
+"""TF checkpoints read with numpy alone: every tensor equals what TensorFlow's own reader
+returns (dtype and bytes), over the dtypes, shapes and shard counts TensorFlow writes; the
+checksum catches a flipped weight byte that a plain read would take as weights; a
+partitioned variable is refused by name; reading imports no TensorFlow. CRC-32C itself is
+held to the standard check value and to a bit-by-bit reference."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from equivalence.files import FileFormatError
+from equivalence.files.tf1.bundle import read_tensors
+from equivalence.files.tf1.crc32c import SMALL, crc32c, masked
+
+tf = pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.cpu
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bitwise_crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def tensorflow_reads(prefix: Path) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(str(prefix))
+    return {name: np.asarray(reader.get_tensor(name))
+            for name, dtype in reader.get_variable_to_dtype_map().items() if dtype != tf.string}
+
+
+def assert_same_tensors(prefix: Path) -> None:
+    ours, theirs = read_tensors(prefix, prefix), tensorflow_reads(prefix)
+    assert sorted(ours) == sorted(theirs)
+    for name, value in theirs.items():
+        assert ours[name].dtype == value.dtype, name
+        assert ours[name].shape == value.shape, name
+        assert ours[name].tobytes() == value.tobytes(), name
+
+
+def save(prefix: Path, tensors: dict[str, np.ndarray]) -> None:
+    names = sorted(tensors)
+    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.constant(tensors[n]) for n in names])
+
+
+def test_crc32c_matches_the_check_value_and_a_bitwise_reference() -> None:
+    assert crc32c(b"123456789") == 0xE3069283  # the published CRC-32C check value
+    rng = np.random.default_rng(0)
+    for size in (0, 1, 7, SMALL - 1, SMALL, SMALL + 1, 3 * SMALL + 5):  # both paths, and a head
+        data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        assert crc32c(data) == bitwise_crc32c(data), size
+    assert masked(0) == 0xA282EAD8
+
+
+def test_every_dtype_and_shape_reads_as_tensorflow_reads_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    tensors = {
+        "big/kernel": rng.normal(size=(300, 400)).astype(np.float32),  # over SMALL bytes
+        "f64": rng.normal(size=(3, 2)), "f16": rng.normal(size=(5,)).astype(np.float16),
+        "bf16": tf.constant(rng.normal(size=(4, 3)), tf.bfloat16).numpy(),
+        "i8": rng.integers(-100, 100, (6,), dtype=np.int8),
+        "i64": rng.integers(-2**40, 2**40, (2, 2)), "flags": rng.integers(0, 2, 5).astype(bool),
+        "scalar": np.float32(2.5), "empty": np.zeros((0, 3), np.float32),
+        "words": np.array([b"not", b"weights"]),
+    }
+    save(tmp_path / "ckpt", tensors)
+    assert_same_tensors(tmp_path / "ckpt")
+
+
+def test_a_two_shard_checkpoint_reads_as_tensorflow_reads_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    for part in (0, 1):
+        save(tmp_path / f"part{part}", {f"layer_{part}/kernel": rng.normal(size=(7, 8))
+                                        .astype(np.float32)})
+    tf.raw_ops.MergeV2Checkpoints(checkpoint_prefixes=[str(tmp_path / "part0"),
+                                                       str(tmp_path / "part1")],
+                                  destination_prefix=str(tmp_path / "merged"))
+    assert len(list(tmp_path.glob("merged.data-*-of-00002"))) == 2
+    assert_same_tensors(tmp_path / "merged")
+
+
+def test_a_keras_object_checkpoint_with_optimizer_slots_reads_as_tensorflow_reads_it(
+        tmp_path: Path) -> None:
+    import keras
+
+    layer = keras.layers.LSTM(4)
+    layer(np.zeros((1, 2, 3), np.float32))
+    variable = tf.Variable(np.ones((2, 2), np.float32))
+    prefix = tf.train.Checkpoint(layer=layer, extra=variable).write(str(tmp_path / "obj"))
+    assert_same_tensors(Path(prefix))
+
+
+def test_a_flipped_weight_byte_is_refused_by_its_checksum(tmp_path: Path) -> None:
+    """Must fail: the flipped byte lies inside a kernel, so a read without the checksum
+    returns a kernel with one wrong value and no error."""
+    save(tmp_path / "ckpt", {"kernel": np.arange(64, dtype=np.float32)})
+    shard = next(tmp_path.glob("ckpt.data-*"))
+    data = bytearray(shard.read_bytes())
+    data[17] ^= 0x40
+    shard.write_bytes(bytes(data))
+    with pytest.raises(FileFormatError, match="do not match the checksum"):
+        read_tensors(tmp_path / "ckpt", tmp_path / "ckpt")
+
+
+def test_a_partitioned_variable_is_refused_by_name(tmp_path: Path) -> None:
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.get_variable("split/kernel", shape=(8, 4),
+                                  partitioner=tf.compat.v1.fixed_size_partitioner(2))
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver().save(session, str(tmp_path / "ckpt"))
+    with pytest.raises(FileFormatError, match="'split/kernel' is partitioned"):
+        read_tensors(tmp_path / "ckpt", tmp_path / "ckpt")
+
+
+def test_reading_a_checkpoint_imports_no_tensorflow(tmp_path: Path) -> None:
+    save(tmp_path / "ckpt", {"rnn/lstm_cell/kernel": np.zeros((7, 16), np.float32),
+                             "rnn/lstm_cell/bias": np.zeros(16, np.float32)})
+    code = ("import sys; from pathlib import Path; from equivalence.files import read; "
+            f"found = read(Path({str(tmp_path / 'ckpt')!r})); "
+            "assert [f.name for f in found] == ['rnn'], found; "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
