@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import struct
 import time
 import zipfile
 from pathlib import Path
@@ -205,47 +204,11 @@ def test_long_names_are_capped_when_echoed(tmp_path, capsys):
 # ---------------------------------------------------------------- TF1 index protos
 
 
-def _crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    return crc ^ 0xFFFFFFFF
-
-
-def _table(entries: list[tuple[bytes, bytes]]) -> bytes:
-    """A LevelDB table as TensorFlow's bundle writer lays it out: one data block, one index
-    block, an empty metaindex, each with its trailer and a masked crc32c."""
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-            n >>= 7
-            if not n:
-                return bytes(out)
-
-    def block(items) -> bytes:
-        body = b"".join(varint(0) + varint(len(k)) + varint(len(v)) + k + v for k, v in items)
-        body += struct.pack("<II", 0, 1)
-        crc = _crc32c(body + b"\0")
-        masked = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-        return body + b"\0" + struct.pack("<I", masked)
-
-    data = block(entries)
-    meta = block([])
-    index = block([(entries[-1][0] + b"\xff", varint(0) + varint(len(data) - 5))])
-    handles = (varint(len(data)) + varint(len(meta) - 5) + varint(len(data) + len(meta))
-               + varint(len(index) - 5))
-    footer = handles.ljust(40, b"\0") + struct.pack("<Q", 0xDB4775248B80FB57)
-    return data + meta + index + footer
-
-
 def _negative_edits(index: Path) -> list[bytes]:
     """The seed's entries rewritten with one negative dimension, size or slice each."""
     from tensorflow.core.protobuf import tensor_bundle_pb2
 
-    from equivalence.files.tf1.index import _table_entries
+    from equivalence.files.tf1.index import _table_entries, table_bytes
 
     entries = list(_table_entries(index.read_bytes(), index))
     cases = []
@@ -265,7 +228,7 @@ def _negative_edits(index: Path) -> list[bytes]:
                     entry.slices.add().extent.add(start=-3, length=-1)
                 value = entry.SerializeToString()
             edited.append((key, value))
-        cases.append(_table(edited))
+        cases.append(table_bytes(edited))
     return cases
 
 
@@ -276,9 +239,9 @@ def test_tf1_negative_dimensions_and_slices_refused_before_tensorflow(tmp_path, 
                            seed_dir / "ckpt")
     assert code == 0, err
     # the rebuilt table itself is faithful: the seed's entries, re-laid, still read
-    from equivalence.files.tf1.index import _table_entries
+    from equivalence.files.tf1.index import _table_entries, table_bytes
     index = seed_dir / "ckpt.index"
-    assert list(_table_entries(_table(list(_table_entries(index.read_bytes(), index))),
+    assert list(_table_entries(table_bytes(list(_table_entries(index.read_bytes(), index))),
                                index)) == list(_table_entries(index.read_bytes(), index))
     for number, change in enumerate(_negative_edits(index)):
         case = tmp_path / f"case{number}"

@@ -19,7 +19,7 @@ import numpy as np
 from equivalence.files._base import FileFormatError
 from equivalence.files.limits import check_declared, shown
 from equivalence.files.tf1.crc32c import crc32c, masked
-from equivalence.files.tf1.index import Entry, read_index
+from equivalence.files.tf1.index import Entry, entry_proto, header_proto, read_index, table_bytes
 
 # TensorFlow's DataType enum -> numpy, for the dtypes weights come in.
 NUMERIC = {1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8,
@@ -101,3 +101,23 @@ def _tensor(handle, entry: Entry, dtype: np.dtype, checkpoint: Path) -> np.ndarr
                                           "do not match the checksum in the index (a damaged "
                                           "data file)")
     return np.frombuffer(data, dtype).reshape(entry.shape).astype(dtype.newbyteorder("="))
+
+
+def write_bundle(prefix: Path, tensors: dict[str, np.ndarray]) -> list[Path]:
+    """Write ``tensors`` as the checkpoint ``PREFIX.index`` + ``PREFIX.data-00000-of-00001``
+    (what ``SaveV2`` writes for them); returns the two paths, the index last."""
+    codes = {np.dtype(t): code for code, t in NUMERIC.items()}
+    data = bytearray()
+    entries = [(b"", header_proto(1))]
+    for name in sorted(tensors):  # a table's keys are sorted
+        array = np.asarray(tensors[name])  # tobytes() below is C order; 0-d stays 0-d
+        if array.dtype not in codes:
+            raise ValueError(f"{name}: dtype {array.dtype} is not written here")
+        raw = array.astype(array.dtype.newbyteorder("<")).tobytes()
+        entries.append((name.encode(), entry_proto(codes[array.dtype], array.shape, len(data),
+                                                   len(raw), masked(crc32c(raw)))))
+        data += raw
+    shard, index = shard_name(prefix, 0, 1), Path(f"{prefix}.index")
+    shard.write_bytes(bytes(data))
+    index.write_bytes(table_bytes(entries))
+    return [shard, index]

@@ -16,9 +16,10 @@ graph built). LSTMs are found by variable name:
 A checkpoint does not record ``forget_bias`` (LSTMCell's default 1.0 is
 assumed unless the caller says otherwise), ``cell_clip`` or ``proj_clip``.
 
-Writing: the standard variable names of :func:`equivalence.formats.tf1.variable_name`
-saved with ``SaveV2`` (what ``Saver`` uses), as ``PREFIX.index`` and
-``PREFIX.data-00000-of-00001``; ``Saver.restore`` and ``load_checkpoint`` read it.
+Writing: the standard variable names of :func:`equivalence.formats.tf1.variable_name`,
+as ``PREFIX.index`` and ``PREFIX.data-00000-of-00001`` laid out as ``SaveV2`` (what
+``Saver`` uses) lays them out, written with numpy; ``Saver.restore`` and
+``load_checkpoint`` read it.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from equivalence.files._base import (
     publish,
     remove_stale_temporaries,
 )
-from equivalence.files.tf1.bundle import read_tensors
+from equivalence.files.tf1.bundle import read_tensors, write_bundle
 from equivalence.formats import tf1 as tf1_format
 
 OBJECT_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -228,8 +229,6 @@ def write_job(path: Path, weights: LSTMWeights, job: Any) -> list[str]:
 def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float,
                      replace: bool = False) -> list[str]:
     """Write a TF1-named checkpoint for cells built with ``forget_bias``; return lines to print."""
-    import tensorflow as tf
-
     cell_class = "GRUCell" if weights.spec.cell == "gru" else "LSTMCell"
     if weights.spec.activation != "tanh":  # before anything is written
         raise UnsupportedFeatureError(
@@ -244,13 +243,7 @@ def write_checkpoint(path: Path, weights: LSTMWeights, forget_bias: float,
                                     dir=prefix.parent))
     try:
         staged = staging / prefix.name
-        names = sorted(variables)
-        tf.raw_ops.SaveV2(
-            prefix=os.fspath(staged),
-            tensor_names=names,
-            shape_and_slices=[""] * len(names),
-            tensors=[tf.constant(variables[n]) for n in names],
-        )
+        write_bundle(staged, variables)  # the bytes SaveV2 writes, without TensorFlow
         written = sorted(staging.iterdir(), key=lambda p: p.name.endswith(".index"))
         new_names = {item.name for item in written}
         # Data shards first, the index last: the index is what makes the checkpoint visible.

@@ -238,3 +238,64 @@ def _varint(data: bytes, at: int, checkpoint: Path) -> tuple[int, int]:
         shift += 7
         if not byte & 0x80:
             return value, at
+
+
+# ---------------------------------------------------------------- writing
+
+
+def table_bytes(entries: list[tuple[bytes, bytes]]) -> bytes:
+    """A LevelDB table of ``entries`` (sorted keys) as TensorFlow's bundle writer lays it
+    out: one data block, an empty metaindex block, an index block, the footer. Every entry
+    is a restart point (no key sharing): a valid table, only a little larger."""
+    data = _block(entries)
+    meta = _block([])
+    last = entries[-1][0] if entries else b""
+    index = _block([(last, _varint_bytes(0) + _varint_bytes(len(data) - BLOCK_TRAILER))])
+    handles = (_varint_bytes(len(data)) + _varint_bytes(len(meta) - BLOCK_TRAILER)
+               + _varint_bytes(len(data) + len(meta)) + _varint_bytes(len(index) - BLOCK_TRAILER))
+    footer = handles.ljust(FOOTER_BYTES - 8, b"\0") + struct.pack("<Q", TABLE_MAGIC)
+    return data + meta + index + footer
+
+
+def header_proto(shards: int) -> bytes:
+    """A ``BundleHeaderProto``: ``shards`` shards, little-endian, format version 1."""
+    version = _varint_bytes(1 << 3) + _varint_bytes(1)  # VersionDef.producer = 1
+    return (_varint_bytes(1 << 3) + _varint_bytes(shards)
+            + _varint_bytes(3 << 3 | BYTES) + _varint_bytes(len(version)) + version)
+
+
+def entry_proto(dtype: int, shape: tuple[int, ...], offset: int, size: int, crc: int) -> bytes:
+    """A ``BundleEntryProto`` for a whole tensor in shard 0 (``crc`` already masked)."""
+    dims = b"".join(_message(2, _varint_bytes(1 << 3) + _varint_bytes(n)) if n else
+                    _message(2, b"") for n in shape)
+    out = _varint_bytes(1 << 3) + _varint_bytes(dtype) + _message(2, dims)
+    if offset:
+        out += _varint_bytes(4 << 3) + _varint_bytes(offset)
+    if size:
+        out += _varint_bytes(5 << 3) + _varint_bytes(size)
+    return out + _varint_bytes(6 << 3 | FIXED32) + struct.pack("<I", crc)
+
+
+def _message(field: int, body: bytes) -> bytes:
+    return _varint_bytes(field << 3 | BYTES) + _varint_bytes(len(body)) + body
+
+
+def _block(items: list[tuple[bytes, bytes]]) -> bytes:
+    from equivalence.files.tf1.crc32c import crc32c, masked
+
+    body, restarts = b"", []
+    for key, value in items:
+        restarts.append(len(body))
+        body += _varint_bytes(0) + _varint_bytes(len(key)) + _varint_bytes(len(value)) + key + value
+    restarts = restarts or [0]
+    body += struct.pack(f"<{len(restarts)}I", *restarts) + struct.pack("<I", len(restarts))
+    return body + b"\0" + struct.pack("<I", masked(crc32c(body + b"\0")))
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
