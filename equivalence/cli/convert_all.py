@@ -102,7 +102,6 @@ def convert_all(args: argparse.Namespace) -> int:
         raise ConversionError("--all converts every LSTM and --layer picks one; pass one of "
                               "them")
     options = {"run_torchscript": getattr(args, "run_torchscript", False)}
-    steps.torch_first(args)
     steps.refuse_with_states(args)
     found = read(args.input, None if args.source == "auto" else args.source, args.forget_bias,
                  debug=args.debug)
@@ -110,6 +109,7 @@ def convert_all(args: argparse.Namespace) -> int:
         raise FileFormatError(args.input, "no LSTM found in this file")
     paths = output_names(args.output, [f.name for f in found],
                          lambda path: steps.output_files(args.target, path))
+    steps.torch_first(args)  # before the plans' --verify sides, which may import TensorFlow
     plans = [_plan(args, item, path, options) for item, path in zip(found, paths, strict=True)]
     return _write_all(args, plans, options)
 

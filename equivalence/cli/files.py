@@ -275,7 +275,6 @@ def _convert(args: argparse.Namespace) -> int:
         return convert_all(args)
     source = None if args.source == "auto" else args.source
     options = {"run_torchscript": getattr(args, "run_torchscript", False)}
-    torch_first(args)
     row = registry.family(args.target)
     if row.check_output is not None:
         registry.function(row.check_output)(args.output)
@@ -290,6 +289,9 @@ def _convert(args: argparse.Namespace) -> int:
     except ConversionError as exc:
         raise FileFormatError(args.output, f"cannot write {args.target}: {exc}") from exc
     stored, stored_notes = stored_plan(args, found)
+    # Readers and refusals import no framework; what follows (--verify's sides, the writer)
+    # may import TensorFlow, so a refusal above exits without paying for torch's import.
+    torch_first(args)
     if args.verify and args.target != "neoml":
         check_verifiable(args, found, weights, options)
     print(f"read {found.name!r} from {args.input}: {found.kind}, {spec_summary(weights.spec)}")
