@@ -161,14 +161,15 @@ def test_what_we_write_is_what_savev2_writes_and_tensorflow_reads_it(tmp_path: P
         assert np.array_equal(read_back[name], value), name
 
 
-def test_converting_to_a_checkpoint_imports_no_tensorflow(tmp_path: Path) -> None:
+def test_converting_a_state_dict_to_a_checkpoint_imports_no_framework(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     torch.save(torch.nn.LSTM(3, 4).state_dict(), tmp_path / "lstm.pt")
     code = ("import sys; from equivalence.cli.main import main; "
             f"code = main(['convert', {str(tmp_path / 'lstm.pt')!r}, '--to', 'tf1', '-o', "
             f"{str(tmp_path / 'ckpt')!r}]); "
             "assert code == 0, code; "
-            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
+            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; "
+            "assert 'torch' not in sys.modules, 'torch was imported (read by our own reader)'")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -53,8 +53,10 @@ def refuse_with_states(args: argparse.Namespace) -> None:
 
 
 def torch_first(args: argparse.Namespace) -> None:
-    """Import torch before TensorFlow when both will load (avoids a known crash at import)."""
-    if registry.uses_torch(args.input, args.target):
+    """Import torch before TensorFlow when both will load (avoids a known crash at import):
+    TensorFlow loads for ``--verify``'s sides and for the writers that import it."""
+    tensorflow = args.verify or registry.family(args.target).uses_tensorflow
+    if tensorflow and registry.uses_torch(args.input, args.target):
         with contextlib.suppress(ImportError):
             importlib.import_module("torch")
 

@@ -71,6 +71,7 @@ class FileFamily:
     holds_stored: frozenset[str] = frozenset()  # stored inputs the writer carries
     runs_itself: bool = False  # its written files have a runner (verify needs no runtime)
     uses_torch: bool = False
+    uses_tensorflow: bool = False  # its writer imports TensorFlow (Keras; NeoML runs the source)
 
 
 @dataclass
@@ -151,7 +152,8 @@ FAMILIES: tuple[FileFamily, ...] = (
                writer="equivalence.files.keras.write:write_keras",
                check_weights="equivalence.files.keras.write:check_writable",
                output_help="keras: .keras, .weights.h5 or .h5 (tf_keras)",
-               check_output="equivalence.files.keras.write:keras_output_kind", runs_itself=True),
+               check_output="equivalence.files.keras.write:keras_output_kind", runs_itself=True,
+               uses_tensorflow=True),
     FileFamily("cudnn", ("keras_h5", "keras_zip"), formats=("cudnn",)),
     FileFamily("tf1", ("tf1",), writer="equivalence.files.tf1.checkpoint:write_job",
                output_help="tf1: a checkpoint prefix",
@@ -170,7 +172,7 @@ FAMILIES: tuple[FileFamily, ...] = (
     FileFamily("madmom", ("madmom",)),  # read only: madmom.ml.nn LSTMLayers and GRULayers
     FileFamily("neoml", ("npz", "neoml_net"), writer="equivalence.files.runners:write_neoml_case",
                output_help="neoml: .npz",
-               check_output="equivalence.files.runners:check_neoml_output"),
+               check_output="equivalence.files.runners:check_neoml_output", uses_tensorflow=True),
 )
 
 KIND = {row.name: row for row in KINDS}
