@@ -175,3 +175,34 @@ def test_converting_a_state_dict_to_a_checkpoint_imports_no_framework(tmp_path: 
     assert done.returncode == 0, done.stdout + done.stderr
     assert read_tensors(tmp_path / "ckpt", tmp_path / "ckpt")["rnn/lstm_cell/kernel"].shape == (
         7, 16)
+
+
+def _rewritten(tmp_path: Path, change) -> Path:
+    """A two-tensor checkpoint whose index entries pass through ``change(entries)``."""
+    from equivalence.files.tf1.index import _table_entries, table_bytes
+
+    save(tmp_path / "ckpt", {"a": np.arange(6, dtype=np.float32), "b": np.ones(6, np.float32)})
+    index = tmp_path / "ckpt.index"
+    index.write_bytes(table_bytes(change(list(_table_entries(index.read_bytes(), index)))))
+    return tmp_path / "ckpt"
+
+
+def test_a_repeated_entry_is_refused_by_name(tmp_path: Path) -> None:
+    prefix = _rewritten(tmp_path, lambda entries: entries[:2] + entries[1:])
+    with pytest.raises(FileFormatError, match="index entry 'a' occurs twice"):
+        read_tensors(prefix, prefix)
+
+
+def test_entries_sharing_bytes_are_refused(tmp_path: Path) -> None:
+    """Must fail: 'b' pointed at 'a''s bytes (checksum included) reads as a second copy of
+    'a' without the overlap check."""
+    prefix = _rewritten(tmp_path, lambda entries: entries[:2] + [(b"b", entries[1][1])])
+    with pytest.raises(FileFormatError, match="'a' and 'b' overlap"):
+        read_tensors(prefix, prefix)
+
+
+def test_a_name_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    prefix = _rewritten(tmp_path, lambda entries: [entries[0], (b"a\xff", entries[1][1]),
+                                                   entries[2]])
+    with pytest.raises(FileFormatError, match="not UTF-8"):
+        read_tensors(prefix, prefix)

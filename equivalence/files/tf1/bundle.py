@@ -44,6 +44,7 @@ def read_tensors(prefix: Path, checkpoint: Path) -> dict[str, np.ndarray]:
     dtypes = {entry.name: _dtype(entry, checkpoint) for entry in wanted}
     for entry in wanted:  # every declared size first: the index can claim anything
         _check_sizes(entry, dtypes[entry.name], shard_bytes[entry.shard], checkpoint)
+    _check_disjoint(wanted, checkpoint)
     tensors = {}
     for shard in shard_bytes:
         with open(shard_name(prefix, shard, index.shards), "rb") as handle:  # read-only
@@ -54,7 +55,7 @@ def read_tensors(prefix: Path, checkpoint: Path) -> dict[str, np.ndarray]:
 
 def _shard_size(prefix: Path, shard: int, shards: int, checkpoint: Path) -> int:
     path = shard_name(prefix, shard, shards)
-    if path.is_symlink() or not path.is_file():
+    if not path.is_file():
         raise FileFormatError(checkpoint, f"the data shard {path.name} is missing or not a "
                                           "regular file")
     return path.stat().st_size
@@ -88,6 +89,19 @@ def _check_sizes(entry: Entry, dtype: np.dtype, shard_bytes: int, checkpoint: Pa
         raise FileFormatError(checkpoint, f"{what}: bytes {entry.offset:,} to "
                                           f"{entry.offset + entry.size:,} lie past the end of "
                                           f"its data shard ({shard_bytes:,} bytes)")
+
+
+def _check_disjoint(entries: list[Entry], checkpoint: Path) -> None:
+    """Refuse entries sharing bytes: TensorFlow lays tensors end to end, and entries that
+    overlap could make a small shard materialize far more than it holds."""
+    end: dict[int, tuple[int, str]] = {}
+    for entry in sorted(entries, key=lambda e: (e.shard, e.offset, e.size)):
+        previous, name = end.get(entry.shard, (0, ""))
+        if entry.size and entry.offset < previous:
+            raise FileFormatError(checkpoint, f"checkpoint variables {shown(name)} and "
+                                              f"{shown(entry.name)} overlap in their data shard")
+        if entry.size:
+            end[entry.shard] = (entry.offset + entry.size, entry.name)
 
 
 def _tensor(handle, entry: Entry, dtype: np.dtype, checkpoint: Path) -> np.ndarray:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from equivalence.files._base import FileFormatError
-from equivalence.files.limits import shown
+from equivalence.files.limits import first_repeat, shown
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_BYTES = 48
@@ -66,10 +66,14 @@ def read_index(index: Path, checkpoint: Path) -> Index:
     for key, value in _table_entries(data, checkpoint):
         if key == b"":
             header = _header(value, checkpoint)
-        else:
+        elif not key.startswith(b"\0"):  # "\0name\0..." keys hold a partitioned one's slices
             entries.append(_entry(key, value, checkpoint))
     if header is None:
         raise FileFormatError(checkpoint, "the index has no bundle header (the empty key)")
+    names = [entry.name for entry in entries]
+    if len(set(names)) != len(names):  # a crafted table can repeat a key; never guess which
+        raise FileFormatError(checkpoint, f"index entry {shown(first_repeat(names))} occurs "
+                                          "twice")
     for entry in entries:
         if entry.shard >= header[0]:
             raise FileFormatError(checkpoint, f"index entry {shown(entry.name)}: shard "
@@ -92,7 +96,11 @@ def _header(value: bytes, checkpoint: Path) -> tuple[int, bool]:
 
 
 def _entry(key: bytes, value: bytes, checkpoint: Path) -> Entry:
-    name = key.decode("utf-8", "replace")
+    try:
+        name = key.decode("utf-8")
+    except UnicodeDecodeError as exc:  # replaced, two names could read as one
+        raise FileFormatError(checkpoint, f"index entry {shown(key)}: a name that is not "
+                                          "UTF-8") from exc
     what = f"index entry {shown(name)}"
     found = {"dtype": 0, "shard": 0, "offset": 0, "size": 0, "crc32c": 0}
     shape: tuple[int, ...] = ()
