@@ -45,12 +45,15 @@ def read_tensors(prefix: Path, checkpoint: Path) -> dict[str, np.ndarray]:
     for entry in wanted:  # every declared size first: the index can claim anything
         _check_sizes(entry, dtypes[entry.name], shard_bytes[entry.shard], checkpoint)
     _check_disjoint(wanted, checkpoint)
+    by_shard: dict[int, list[Entry]] = {}
+    for entry in wanted:  # grouped once: a crafted index may name many shards
+        by_shard.setdefault(entry.shard, []).append(entry)
     tensors = {}
-    for shard in shard_bytes:
+    for shard, entries in by_shard.items():
         with open(shard_name(prefix, shard, index.shards), "rb") as handle:  # read-only
-            for entry in (e for e in wanted if e.shard == shard):
+            for entry in entries:
                 tensors[entry.name] = _tensor(handle, entry, dtypes[entry.name], checkpoint)
-    return tensors
+    return {entry.name: tensors[entry.name] for entry in wanted}  # the index's order
 
 
 def _shard_size(prefix: Path, shard: int, shards: int, checkpoint: Path) -> int:
