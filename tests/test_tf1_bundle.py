@@ -206,3 +206,11 @@ def test_a_name_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
                                                    entries[2]])
     with pytest.raises(FileFormatError, match="not UTF-8"):
         read_tensors(prefix, prefix)
+
+
+def test_a_message_where_a_number_belongs_is_refused(tmp_path: Path) -> None:
+    size_as_message = bytes([5 << 3 | 2, 1, 0])  # field 5 (size), length-delimited
+    prefix = _rewritten(tmp_path, lambda entries: [entries[0], (b"a", entries[1][1]
+                                                                + size_as_message), entries[2]])
+    with pytest.raises(FileFormatError, match="a message where a number belongs"):
+        read_tensors(prefix, prefix)

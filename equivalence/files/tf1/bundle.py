@@ -13,9 +13,11 @@ a partitioned variable is refused by name.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
+from equivalence.errors import UnsupportedFeatureError
 from equivalence.files._base import FileFormatError
 from equivalence.files.limits import check_declared, shown
 from equivalence.files.tf1.crc32c import crc32c, masked
@@ -107,7 +109,7 @@ def _check_disjoint(entries: list[Entry], checkpoint: Path) -> None:
             end[entry.shard] = (entry.offset + entry.size, entry.name)
 
 
-def _tensor(handle, entry: Entry, dtype: np.dtype, checkpoint: Path) -> np.ndarray:
+def _tensor(handle: BinaryIO, entry: Entry, dtype: np.dtype, checkpoint: Path) -> np.ndarray:
     handle.seek(entry.offset)
     data = handle.read(entry.size)
     if len(data) != entry.size:
@@ -129,7 +131,8 @@ def write_bundle(prefix: Path, tensors: dict[str, np.ndarray]) -> list[Path]:
     for name in sorted(tensors):  # a table's keys are sorted
         array = np.asarray(tensors[name])  # tobytes() below is C order; 0-d stays 0-d
         if array.dtype not in codes:
-            raise ValueError(f"{name}: dtype {array.dtype} is not written here")
+            raise UnsupportedFeatureError("a TF checkpoint", f"dtype {array.dtype}",
+                                          f"variable {name!r}")
         raw = array.astype(array.dtype.newbyteorder("<")).tobytes()
         entries.append((name.encode(), entry_proto(codes[array.dtype], array.shape, len(data),
                                                    len(raw), masked(crc32c(raw)))))

@@ -66,9 +66,9 @@ def _update(register: int, data: bytes) -> int:
     return register
 
 
-def crc32c(data: bytes | np.ndarray) -> int:
-    """The CRC-32C of ``data``'s bytes."""
-    buffer = np.frombuffer(data if isinstance(data, bytes) else data.tobytes(), np.uint8)
+def crc32c(data: bytes) -> int:
+    """The CRC-32C of ``data``."""
+    buffer = np.frombuffer(data, np.uint8)
     if buffer.size < SMALL:
         return _update(0xFFFFFFFF, buffer.tobytes()) ^ 0xFFFFFFFF
     lanes = 4 * isqrt(buffer.size)

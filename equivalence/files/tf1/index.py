@@ -4,9 +4,10 @@ The index is a LevelDB-format table (a footer pointing at an index block, which 
 at data blocks of prefix-compressed key/value entries). The value under the empty key is
 a ``BundleHeaderProto``; every other key is a tensor's name and its value a
 ``BundleEntryProto`` (dtype, shape, shard, offset, size, masked crc32c, slices). Both
-protos are decoded here from the wire format, read-only, with the standard library
-alone, and every entry TensorFlow could not take (negative sizes, dimensions or slices,
-which make TensorFlow abort the process) is refused before anything is allocated.
+protos are decoded here from the wire format, read-only, and every entry TensorFlow
+could not take (negative sizes, dimensions or slices, which make TensorFlow abort the
+process) is refused before anything is allocated. Writing lays out the same table and
+protos (:func:`table_bytes`, :func:`header_proto`, :func:`entry_proto`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from equivalence.files._base import FileFormatError
 from equivalence.files.limits import first_repeat, shown
+from equivalence.files.tf1.crc32c import crc32c, masked
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_BYTES = 48
@@ -27,6 +29,8 @@ MAX_ENTRIES = 1_000_000
 MAX_SHARDS = 100_000
 MAX_DIMS = 64
 VARINT, FIXED64, BYTES, FIXED32 = 0, 1, 2, 5
+# BundleEntryProto's number fields (2 is the shape, 7 the slices)
+ENTRY_NUMBERS = {1: "dtype", 3: "shard", 4: "offset", 5: "size", 6: "crc32c"}
 
 
 @dataclass(frozen=True)
@@ -86,9 +90,9 @@ def _header(value: bytes, checkpoint: Path) -> tuple[int, bool]:
     shards, endianness = 1, 0
     for field, _, item in _fields(value, "the bundle header", checkpoint):
         if field == 1:
-            shards = _signed(item)
+            shards = _signed(item, "the bundle header", checkpoint)
         elif field == 2:
-            endianness = _signed(item)
+            endianness = _signed(item, "the bundle header", checkpoint)
     if not 0 < shards <= MAX_SHARDS or endianness not in (0, 1):
         raise FileFormatError(checkpoint, f"the bundle header declares {shards} shard(s) and "
                                           f"byte order {endianness}")
@@ -111,8 +115,8 @@ def _entry(key: bytes, value: bytes, checkpoint: Path) -> Entry:
         elif field == 7:
             _check_slice(_bytes(item, what, checkpoint), what, checkpoint)
             sliced = True
-        elif field in (1, 3, 4, 5, 6):
-            found[("dtype", "", "shard", "offset", "size", "crc32c")[field - 1]] = _signed(item)
+        elif field in ENTRY_NUMBERS:
+            found[ENTRY_NUMBERS[field]] = _signed(item, what, checkpoint)
     if found["offset"] < 0 or found["size"] < 0 or found["shard"] < 0:
         raise FileFormatError(checkpoint, f"{what}: negative shape {list(shape)}, offset "
                                           f"{found['offset']} or size {found['size']}")
@@ -123,8 +127,8 @@ def _shape(data: bytes, what: str, checkpoint: Path) -> tuple[int, ...]:
     dims = []
     for field, _, item in _fields(data, what, checkpoint):
         if field == 2:
-            sizes = [_signed(v) for f, _, v in _fields(_bytes(item, what, checkpoint), what,
-                                                        checkpoint) if f == 1]
+            dim = _fields(_bytes(item, what, checkpoint), what, checkpoint)
+            sizes = [_signed(v, what, checkpoint) for f, _, v in dim if f == 1]
             dims.append(sizes[-1] if sizes else 0)
         if len(dims) > MAX_DIMS:
             raise FileFormatError(checkpoint, f"{what}: more than {MAX_DIMS} dimensions")
@@ -140,9 +144,9 @@ def _check_slice(data: bytes, what: str, checkpoint: Path) -> None:
         start = length = 0
         for part, _, value in _fields(_bytes(item, what, checkpoint), what, checkpoint):
             if part == 1:
-                start = _signed(value)
+                start = _signed(value, what, checkpoint)
             elif part == 2:
-                length = _signed(value)
+                length = _signed(value, what, checkpoint)
         if start < 0 or length < 0:
             raise FileFormatError(checkpoint, f"{what}: a slice with start {start} and "
                                               f"length {length}")
@@ -177,10 +181,11 @@ def _bytes(item: int | bytes, what: str, checkpoint: Path) -> bytes:
     return item
 
 
-def _signed(value: int | bytes) -> int:
+def _signed(value: int | bytes, what: str, checkpoint: Path) -> int:
     """An int64 field: protobuf writes negative values as their 64-bit two's complement."""
     if isinstance(value, bytes):
-        return 0
+        raise FileFormatError(checkpoint, f"{what}: not a bundle entry (a message where a "
+                                          "number belongs)")
     value &= (1 << 64) - 1
     return value - (1 << 64) if value >= 1 << 63 else value
 
@@ -289,8 +294,6 @@ def _message(field: int, body: bytes) -> bytes:
 
 
 def _block(items: list[tuple[bytes, bytes]]) -> bytes:
-    from equivalence.files.tf1.crc32c import crc32c, masked
-
     body, restarts = b"", []
     for key, value in items:
         restarts.append(len(body))
